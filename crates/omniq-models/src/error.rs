@@ -1,0 +1,116 @@
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed, in terms a worker can act on without knowing the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskErrorKind {
+    /// The handler returned an error.
+    Handler,
+    /// The handler panicked.
+    Panic,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// No handler is registered under the task's name on this worker.
+    UnknownTask,
+    /// The payload could not be decoded into the handler's argument type.
+    Decode,
+    /// The result could not be encoded.
+    Encode,
+    /// The task was cancelled.
+    Cancelled,
+    /// The task expired before it started.
+    Expired,
+    /// A parent task did not succeed.
+    DependencyFailed,
+    /// The worker lost the task's lease (it crashed or stalled).
+    LeaseLost,
+}
+
+impl TaskErrorKind {
+    /// The stable lowercase name used in storage and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskErrorKind::Handler => "handler",
+            TaskErrorKind::Panic => "panic",
+            TaskErrorKind::Timeout => "timeout",
+            TaskErrorKind::UnknownTask => "unknown_task",
+            TaskErrorKind::Decode => "decode",
+            TaskErrorKind::Encode => "encode",
+            TaskErrorKind::Cancelled => "cancelled",
+            TaskErrorKind::Expired => "expired",
+            TaskErrorKind::DependencyFailed => "dependency_failed",
+            TaskErrorKind::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+impl fmt::Display for TaskErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error a task attempt ends with.
+///
+/// Handlers build one with [`TaskError::new`] (retried while attempts remain),
+/// [`TaskError::permanent`] (never retried) or [`TaskError::retry_after`] (retried after the
+/// given delay instead of the task's backoff).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct TaskError {
+    /// What kind of failure this is.
+    pub kind: TaskErrorKind,
+    /// A human-readable reason.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// A delay the handler asked for before the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Duration>,
+}
+
+impl TaskError {
+    /// A retryable handler error.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self::with_kind(TaskErrorKind::Handler, message, true)
+    }
+
+    /// A handler error that must not be retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::with_kind(TaskErrorKind::Handler, message, false)
+    }
+
+    /// A retryable handler error that asks for the next attempt after `delay`.
+    pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        Self {
+            retry_after: Some(delay),
+            ..Self::new(message)
+        }
+    }
+
+    /// An error of the given kind.
+    pub fn with_kind(kind: TaskErrorKind, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retryable,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError::new(message)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        TaskError::new(message)
+    }
+}

@@ -1,0 +1,176 @@
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{TaskId, WorkerId};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskEventKind {
+    /// Enqueued and ready.
+    Enqueued,
+    /// Enqueued to run later.
+    Scheduled,
+    /// Enqueued, waiting on parents.
+    Blocked,
+    /// A unique enqueue found an existing task.
+    Deduplicated,
+    /// A worker started an attempt.
+    Started,
+    /// Finished successfully.
+    Succeeded,
+    /// An attempt failed.
+    Failed,
+    /// An attempt failed and another is scheduled.
+    Retrying,
+    /// Out of attempts (or failed permanently); kept as a dead letter.
+    DeadLettered,
+    /// Cancelled.
+    Cancelled,
+    /// Expired before it started.
+    Expired,
+    /// An attempt ran past its timeout.
+    TimedOut,
+    /// A worker lost its lease; its completion was refused.
+    LeaseLost,
+    /// An expired lease was recovered by another worker.
+    Recovered,
+    /// A dead letter was sent back to its queue.
+    Redriven,
+    /// A schedule was created.
+    ScheduleCreated,
+    /// A schedule enqueued a task.
+    ScheduleFired,
+    /// A schedule was paused.
+    SchedulePaused,
+    /// A schedule was resumed.
+    ScheduleResumed,
+    /// A schedule was deleted.
+    ScheduleDeleted,
+    /// A worker started.
+    WorkerStarted,
+    /// A worker stopped.
+    WorkerStopped,
+}
+
+impl TaskEventKind {
+    /// The stable lowercase name used in storage and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEventKind::Enqueued => "enqueued",
+            TaskEventKind::Scheduled => "scheduled",
+            TaskEventKind::Blocked => "blocked",
+            TaskEventKind::Deduplicated => "deduplicated",
+            TaskEventKind::Started => "started",
+            TaskEventKind::Succeeded => "succeeded",
+            TaskEventKind::Failed => "failed",
+            TaskEventKind::Retrying => "retrying",
+            TaskEventKind::DeadLettered => "dead_lettered",
+            TaskEventKind::Cancelled => "cancelled",
+            TaskEventKind::Expired => "expired",
+            TaskEventKind::TimedOut => "timed_out",
+            TaskEventKind::LeaseLost => "lease_lost",
+            TaskEventKind::Recovered => "recovered",
+            TaskEventKind::Redriven => "redriven",
+            TaskEventKind::ScheduleCreated => "schedule_created",
+            TaskEventKind::ScheduleFired => "schedule_fired",
+            TaskEventKind::SchedulePaused => "schedule_paused",
+            TaskEventKind::ScheduleResumed => "schedule_resumed",
+            TaskEventKind::ScheduleDeleted => "schedule_deleted",
+            TaskEventKind::WorkerStarted => "worker_started",
+            TaskEventKind::WorkerStopped => "worker_stopped",
+        }
+    }
+}
+
+impl fmt::Display for TaskEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Unique, time-ordered event id.
+    pub id: Uuid,
+    /// What happened.
+    pub kind: TaskEventKind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The task it concerns, if any.
+    pub task_id: Option<TaskId>,
+    /// The task's handler name.
+    pub task_name: Option<String>,
+    /// The task's queue.
+    pub queue: Option<String>,
+    /// The attempt it concerns (1-based).
+    pub attempt: Option<u32>,
+    /// The worker involved.
+    pub worker_id: Option<WorkerId>,
+    /// The schedule involved.
+    pub schedule: Option<String>,
+    /// Detail, such as an error message.
+    pub message: Option<String>,
+}
+
+impl TaskEvent {
+    /// An event of `kind` happening now, with no subject yet.
+    pub fn new(kind: TaskEventKind) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            kind,
+            at: Utc::now(),
+            task_id: None,
+            task_name: None,
+            queue: None,
+            attempt: None,
+            worker_id: None,
+            schedule: None,
+            message: None,
+        }
+    }
+
+    /// An event about a task.
+    pub fn for_task(
+        kind: TaskEventKind,
+        task_id: TaskId,
+        task_name: impl Into<String>,
+        queue: impl Into<String>,
+    ) -> Self {
+        Self {
+            task_id: Some(task_id),
+            task_name: Some(task_name.into()),
+            queue: Some(queue.into()),
+            ..Self::new(kind)
+        }
+    }
+
+    /// Sets the attempt.
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the worker.
+    pub fn worker(mut self, worker_id: WorkerId) -> Self {
+        self.worker_id = Some(worker_id);
+        self
+    }
+
+    /// Sets the message.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Sets the schedule name.
+    pub fn schedule(mut self, name: impl Into<String>) -> Self {
+        self.schedule = Some(name.into());
+        self
+    }
+}

@@ -1,0 +1,34 @@
+//! Data types shared by every OmniQ crate: tasks, their options and states, results,
+//! events, schedules and worker identities. This crate does no I/O.
+//!
+//! ```
+//! use omniq_models::{TaskOptions, TaskState};
+//! use std::time::Duration;
+//!
+//! let options = TaskOptions::default()
+//!     .queue("images")
+//!     .priority(5)
+//!     .max_attempts(5)
+//!     .timeout(Duration::from_secs(30));
+//! assert_eq!(options.queue, "images");
+//! assert!(TaskState::Succeeded.is_terminal());
+//! ```
+
+mod error;
+mod event;
+mod ids;
+mod options;
+mod record;
+mod schedule;
+mod state;
+
+pub use error::{TaskError, TaskErrorKind};
+pub use event::{TaskEvent, TaskEventKind};
+pub use ids::{LeaseToken, ParseIdError, TaskId, WorkerId};
+pub use options::{Backoff, TaskOptions};
+pub use record::{AttemptError, TaskRecord, TaskResult, TaskSpec};
+pub use schedule::{MisfirePolicy, Schedule, ScheduleTrigger};
+pub use state::{TaskState, UnknownState};
+
+/// The queue a task goes to when its options name none.
+pub const DEFAULT_QUEUE: &str = "default";

@@ -1,0 +1,239 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{DEFAULT_QUEUE, TaskId};
+
+/// How long to wait before a failed attempt is retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Backoff {
+    /// The same delay before every retry.
+    Fixed {
+        /// The delay.
+        delay: Duration,
+    },
+    /// `base * 2^(attempt-1)`, capped at `max`, with up to ±`jitter` of it randomised away
+    /// so that retries of many tasks that failed together spread out.
+    Exponential {
+        /// The delay before the first retry.
+        base: Duration,
+        /// The longest delay.
+        max: Duration,
+        /// Fraction (0.0..=1.0) of the delay that is randomised.
+        jitter: f64,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the retry that follows the given (1-based) failed attempt.
+    ///
+    /// `random` is a number in `0.0..1.0` supplied by the caller, which keeps this pure.
+    pub fn delay(&self, failed_attempt: u32, random: f64) -> Duration {
+        match self {
+            Backoff::Fixed { delay } => *delay,
+            Backoff::Exponential { base, max, jitter } => {
+                let exponent = failed_attempt.saturating_sub(1).min(32);
+                let raw = base.as_secs_f64() * 2f64.powi(exponent as i32);
+                let capped = raw.min(max.as_secs_f64());
+                let jitter = jitter.clamp(0.0, 1.0);
+                let factor = 1.0 - jitter + 2.0 * jitter * random.clamp(0.0, 1.0);
+                Duration::from_secs_f64((capped * factor).min(max.as_secs_f64()).max(0.0))
+            }
+        }
+    }
+}
+
+/// Options for one task: where it runs, when, how often it may be tried.
+///
+/// Every field has a default; build with the chained setters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskOptions {
+    /// The named queue.
+    pub queue: String,
+    /// Higher runs first within a queue.
+    pub priority: i32,
+    /// How many runs at most (1 = no retry). `None` takes the configured default.
+    pub max_attempts: Option<u32>,
+    /// Delay between attempts. `None` takes the default exponential backoff.
+    pub backoff: Option<Backoff>,
+    /// Longest a single attempt may run. `None` takes the configured default.
+    pub timeout: Option<Duration>,
+    /// A task not started within this time of its enqueue expires. `None` takes the
+    /// configured default.
+    pub ttl: Option<Duration>,
+    /// Run no earlier than this long after enqueue.
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (wins over `delay`).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Tasks that must succeed before this one runs.
+    pub depends_on: Vec<TaskId>,
+    /// While a non-terminal task holds this key, enqueueing another returns the existing id.
+    pub unique_key: Option<String>,
+    /// Free-form labels, stored with the task.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self {
+            queue: DEFAULT_QUEUE.to_owned(),
+            priority: 0,
+            max_attempts: None,
+            backoff: None,
+            timeout: None,
+            ttl: None,
+            delay: None,
+            run_at: None,
+            depends_on: Vec::new(),
+            unique_key: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+impl TaskOptions {
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the priority (higher first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets how many runs the task gets at most.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Sets the backoff between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the time-to-live before the task starts.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Delays the first run.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Runs no earlier than the given time.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Adds a parent that must succeed first.
+    pub fn depends_on(mut self, parent: TaskId) -> Self {
+        self.depends_on.push(parent);
+        self
+    }
+
+    /// Sets the uniqueness key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Adds a metadata label.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Fills every unset field from `defaults` (per-enqueue options over per-type ones).
+    pub fn or(mut self, defaults: &TaskOptions) -> Self {
+        if self.queue == DEFAULT_QUEUE {
+            self.queue.clone_from(&defaults.queue);
+        }
+        if self.priority == 0 {
+            self.priority = defaults.priority;
+        }
+        self.max_attempts = self.max_attempts.or(defaults.max_attempts);
+        if self.backoff.is_none() {
+            self.backoff.clone_from(&defaults.backoff);
+        }
+        self.timeout = self.timeout.or(defaults.timeout);
+        self.ttl = self.ttl.or(defaults.ttl);
+        self.delay = self.delay.or(defaults.delay);
+        self.run_at = self.run_at.or(defaults.run_at);
+        if self.unique_key.is_none() {
+            self.unique_key.clone_from(&defaults.unique_key);
+        }
+        for (key, value) in &defaults.metadata {
+            self.metadata
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_and_caps() {
+        let backoff = Backoff::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            jitter: 0.0,
+        };
+        assert_eq!(backoff.delay(1, 0.5), Duration::from_secs(1));
+        assert_eq!(backoff.delay(2, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff.delay(3, 0.5), Duration::from_secs(4));
+        assert_eq!(backoff.delay(10, 0.5), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let backoff = Backoff::Exponential {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(100),
+            jitter: 0.5,
+        };
+        assert_eq!(backoff.delay(1, 0.0), Duration::from_secs(5));
+        assert_eq!(backoff.delay(1, 1.0), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn per_enqueue_options_win_over_type_defaults() {
+        let defaults = TaskOptions::default().queue("images").max_attempts(5).priority(3);
+        let merged = TaskOptions::default().priority(9).or(&defaults);
+        assert_eq!(merged.queue, "images");
+        assert_eq!(merged.priority, 9);
+        assert_eq!(merged.max_attempts, Some(5));
+    }
+}

@@ -1,0 +1,216 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Backoff, TaskError, TaskId, TaskOptions, TaskState, WorkerId};
+
+/// What to run and how: everything fixed when a task is enqueued.
+///
+/// Options are resolved here: defaults filled in, `delay` turned into `run_at`, `ttl` into
+/// `expires_at`, so that every backend stores the same plain values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The task's id.
+    pub id: TaskId,
+    /// The registered handler name.
+    pub name: String,
+    /// The encoded argument (a codec envelope).
+    pub payload: Vec<u8>,
+    /// The queue.
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Runs allowed in all.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Longest one attempt may take.
+    pub timeout: Option<Duration>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Earliest start.
+    pub run_at: DateTime<Utc>,
+    /// Expires if not started by then.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Parents that must succeed first.
+    pub depends_on: Vec<TaskId>,
+    /// Deduplication key.
+    pub unique_key: Option<String>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TaskSpec {
+    /// The attempts a task gets when neither its options nor the configuration say.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// Resolves `options` into a spec for a new task enqueued at `now`.
+    pub fn new(
+        name: impl Into<String>,
+        payload: Vec<u8>,
+        options: TaskOptions,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let run_at = options
+            .run_at
+            .or_else(|| options.delay.map(|delay| add(now, delay)))
+            .unwrap_or(now);
+        Self {
+            id: TaskId::new(),
+            name: name.into(),
+            payload,
+            queue: options.queue,
+            priority: options.priority,
+            max_attempts: options
+                .max_attempts
+                .unwrap_or(Self::DEFAULT_MAX_ATTEMPTS)
+                .max(1),
+            backoff: options.backoff.unwrap_or_default(),
+            timeout: options.timeout,
+            created_at: now,
+            run_at,
+            expires_at: options.ttl.map(|ttl| add(now, ttl)),
+            depends_on: options.depends_on,
+            unique_key: options.unique_key,
+            metadata: options.metadata,
+        }
+    }
+}
+
+/// `at + duration`, saturating instead of overflowing on absurd durations.
+pub(crate) fn add(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The error of one failed attempt, kept in the task's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Which run (1-based).
+    pub attempt: u32,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// Why.
+    pub error: TaskError,
+}
+
+/// A task as stored: its spec plus where it is in its lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// What was enqueued.
+    pub spec: TaskSpec,
+    /// The current state.
+    pub state: TaskState,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// When the current or last run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the current lease runs out (Running only).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The worker holding (or that last held) the lease.
+    pub worker_id: Option<WorkerId>,
+    /// Every failed attempt's error, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TaskRecord {
+    /// The last error, if any attempt failed.
+    pub fn last_error(&self) -> Option<&TaskError> {
+        self.errors.last().map(|attempt| &attempt.error)
+    }
+}
+
+/// The outcome of a finished task, kept in the result store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// The task.
+    pub task_id: TaskId,
+    /// The handler name.
+    pub task_name: String,
+    /// The encoded return value (a codec envelope), or the final error.
+    pub outcome: Result<Vec<u8>, TaskError>,
+    /// Runs it took.
+    pub attempts: u32,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// When the result may be dropped.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TaskResult {
+    /// A successful result.
+    pub fn success(
+        task_id: TaskId,
+        task_name: impl Into<String>,
+        value: Vec<u8>,
+        attempts: u32,
+        ttl: Option<Duration>,
+    ) -> Self {
+        Self::with_outcome(task_id, task_name, Ok(value), attempts, ttl)
+    }
+
+    /// A failed result (the task is dead-lettered or cancelled).
+    pub fn failure(
+        task_id: TaskId,
+        task_name: impl Into<String>,
+        error: TaskError,
+        attempts: u32,
+        ttl: Option<Duration>,
+    ) -> Self {
+        Self::with_outcome(task_id, task_name, Err(error), attempts, ttl)
+    }
+
+    fn with_outcome(
+        task_id: TaskId,
+        task_name: impl Into<String>,
+        outcome: Result<Vec<u8>, TaskError>,
+        attempts: u32,
+        ttl: Option<Duration>,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            task_id,
+            task_name: task_name.into(),
+            outcome,
+            attempts,
+            finished_at: now,
+            expires_at: ttl.map(|ttl| add(now, ttl)),
+        }
+    }
+
+    /// True when the result has outlived its TTL at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_resolves_delay_and_ttl_from_enqueue_time() {
+        let now = Utc::now();
+        let options = TaskOptions::default()
+            .delay(Duration::from_secs(10))
+            .ttl(Duration::from_secs(60));
+        let spec = TaskSpec::new("t", vec![], options, now);
+        assert_eq!(spec.run_at, now + chrono::Duration::seconds(10));
+        assert_eq!(spec.expires_at, Some(now + chrono::Duration::seconds(60)));
+        assert_eq!(spec.max_attempts, TaskSpec::DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn zero_max_attempts_still_runs_once() {
+        let spec = TaskSpec::new("t", vec![], TaskOptions::default().max_attempts(0), Utc::now());
+        assert_eq!(spec.max_attempts, 1);
+    }
+}

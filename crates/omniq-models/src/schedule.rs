@@ -1,0 +1,80 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::TaskOptions;
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ScheduleTrigger {
+    /// A cron expression (5 or 6 fields) in a time zone (IANA name, default UTC).
+    Cron {
+        /// The expression.
+        expression: String,
+        /// The IANA time zone.
+        timezone: Option<String>,
+    },
+    /// Every `every`, starting at `start_at` (default: when created).
+    Interval {
+        /// The period.
+        every: Duration,
+        /// The first fire.
+        start_at: Option<DateTime<Utc>>,
+    },
+    /// Once, at the given time.
+    Once {
+        /// The fire time.
+        at: DateTime<Utc>,
+    },
+}
+
+/// What to do with fires missed while the scheduler was down or the schedule paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MisfirePolicy {
+    /// Drop missed fires; continue from now.
+    #[default]
+    Skip,
+    /// Fire once for all that were missed.
+    FireOnce,
+    /// Fire every missed one, up to a bound.
+    FireAll {
+        /// The most missed fires to catch up.
+        max: u32,
+    },
+}
+
+/// A stored schedule: a trigger plus the task it enqueues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Unique name (creating a schedule is idempotent by name).
+    pub name: String,
+    /// When it fires.
+    pub trigger: ScheduleTrigger,
+    /// The handler name of the task it enqueues.
+    pub task_name: String,
+    /// The encoded argument (a codec envelope).
+    pub payload: Vec<u8>,
+    /// Options of the enqueued tasks.
+    pub options: TaskOptions,
+    /// Missed fires policy.
+    pub misfire: MisfirePolicy,
+    /// Paused schedules keep their definition but do not fire.
+    pub paused: bool,
+    /// The next fire time (`None` when it has ended).
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The last fire time.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// How many times it has fired.
+    pub fire_count: u64,
+    /// Stop after this many fires.
+    pub max_runs: Option<u64>,
+    /// Stop after this time.
+    pub until: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
