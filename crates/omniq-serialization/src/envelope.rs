@@ -1,0 +1,241 @@
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Codec, Json, MessagePack, SerializationError};
+
+/// The envelope layout version written by this build.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The payload size limit when none is configured: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+// Envelope: MAGIC, version, format tag, then the body. Three bytes buy forward
+// compatibility: a new format or layout is a new tag or version, never a guess.
+const MAGIC: u8 = 0xC7;
+const HEADER_LEN: usize = 3;
+
+/// A payload format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Format {
+    /// MessagePack with named fields (the default).
+    #[default]
+    #[serde(rename = "msgpack")]
+    MessagePack,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    fn tag(self) -> u8 {
+        match self {
+            Format::MessagePack => 1,
+            Format::Json => 2,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Format> {
+        match tag {
+            1 => Some(Format::MessagePack),
+            2 => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::MessagePack => "msgpack",
+            Format::Json => "json",
+        })
+    }
+}
+
+/// Encodes values into envelopes in one format, decodes envelopes of any format, and
+/// refuses payloads over a size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadCodec {
+    format: Format,
+    max_bytes: usize,
+}
+
+impl Default for PayloadCodec {
+    fn default() -> Self {
+        Self::new(Format::MessagePack, DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+}
+
+impl PayloadCodec {
+    /// A codec writing `format`, refusing envelopes larger than `max_bytes`.
+    pub fn new(format: Format, max_bytes: usize) -> Self {
+        Self { format, max_bytes }
+    }
+
+    /// The format new payloads are written in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The size limit in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Encodes `value` into an envelope.
+    ///
+    /// # Errors
+    /// [`SerializationError::Encode`] when the value cannot be represented, and
+    /// [`SerializationError::TooLarge`] when the envelope exceeds the limit.
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, SerializationError> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&[MAGIC, ENVELOPE_VERSION, self.format.tag()]);
+        match self.format {
+            Format::MessagePack => MessagePack::encode_into(value, &mut out)?,
+            Format::Json => Json::encode_into(value, &mut out)?,
+        }
+        self.check_size(out.len())?;
+        Ok(out)
+    }
+
+    /// Decodes an envelope, whatever format it was written in.
+    ///
+    /// # Errors
+    /// [`SerializationError::BadEnvelope`] or [`SerializationError::Unsupported`] when the
+    /// bytes are not an envelope this build reads, [`SerializationError::TooLarge`] over the
+    /// limit, and [`SerializationError::Decode`] when the body is not a `T`.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, SerializationError> {
+        self.check_size(bytes.len())?;
+        let (format, body) = Self::open(bytes)?;
+        match format {
+            Format::MessagePack => MessagePack::decode(body),
+            Format::Json => Json::decode(body),
+        }
+    }
+
+    /// The format an envelope was written in.
+    ///
+    /// # Errors
+    /// As [`PayloadCodec::decode`] for a malformed header.
+    pub fn format_of(bytes: &[u8]) -> Result<Format, SerializationError> {
+        Self::open(bytes).map(|(format, _)| format)
+    }
+
+    fn open(bytes: &[u8]) -> Result<(Format, &[u8]), SerializationError> {
+        let Some((header, body)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+            return Err(SerializationError::BadEnvelope(format!(
+                "{} bytes is shorter than the header",
+                bytes.len()
+            )));
+        };
+        let [magic, version, tag] = *header;
+        if magic != MAGIC {
+            return Err(SerializationError::BadEnvelope(format!(
+                "unexpected first byte {magic:#04x}"
+            )));
+        }
+        match (version, Format::from_tag(tag)) {
+            (ENVELOPE_VERSION, Some(format)) => Ok((format, body)),
+            _ => Err(SerializationError::Unsupported {
+                version,
+                format: tag,
+            }),
+        }
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), SerializationError> {
+        if size > self.max_bytes {
+            return Err(SerializationError::TooLarge {
+                size,
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Resize {
+        path: String,
+        width: u32,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct ResizeV2 {
+        path: String,
+        width: u32,
+        #[serde(default)]
+        height: Option<u32>,
+    }
+
+    fn sample() -> Resize {
+        Resize {
+            path: "a.png".into(),
+            width: 640,
+        }
+    }
+
+    #[test]
+    fn each_format_round_trips() {
+        for format in [Format::MessagePack, Format::Json] {
+            let codec = PayloadCodec::new(format, 1024);
+            let bytes = codec.encode(&sample()).expect("encodes");
+            assert_eq!(PayloadCodec::format_of(&bytes).ok(), Some(format));
+            assert_eq!(codec.decode::<Resize>(&bytes).ok(), Some(sample()));
+        }
+    }
+
+    #[test]
+    fn a_reader_decodes_any_writer_format() {
+        let json = PayloadCodec::new(Format::Json, 1024).encode(&sample()).expect("encodes");
+        let msgpack = PayloadCodec::default().encode(&sample()).expect("encodes");
+        assert_eq!(PayloadCodec::default().decode::<Resize>(&json).ok(), Some(sample()));
+        let json_reader = PayloadCodec::new(Format::Json, 1024);
+        assert_eq!(json_reader.decode::<Resize>(&msgpack).ok(), Some(sample()));
+    }
+
+    #[test]
+    fn msgpack_uses_named_fields_so_types_can_grow() {
+        let bytes = PayloadCodec::default().encode(&sample()).expect("encodes");
+        let grown: ResizeV2 = PayloadCodec::default().decode(&bytes).expect("decodes");
+        assert_eq!(grown.path, "a.png");
+        assert_eq!(grown.height, None);
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_with_sizes() {
+        let codec = PayloadCodec::new(Format::MessagePack, 16);
+        let err = codec.encode(&"x".repeat(100)).expect_err("too large");
+        assert!(matches!(err, SerializationError::TooLarge { limit: 16, .. }));
+        assert!(err.to_string().contains("exceeds the limit of 16 bytes"));
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error_not_a_panic() {
+        let codec = PayloadCodec::default();
+        assert!(matches!(
+            codec.decode::<Resize>(b""),
+            Err(SerializationError::BadEnvelope(_))
+        ));
+        assert!(matches!(
+            codec.decode::<Resize>(b"hello world"),
+            Err(SerializationError::BadEnvelope(_))
+        ));
+        assert!(matches!(
+            codec.decode::<Resize>(&[MAGIC, 9, 1, 0]),
+            Err(SerializationError::Unsupported { version: 9, .. })
+        ));
+        let wrong_type = codec.encode(&42u8).expect("encodes");
+        assert!(matches!(
+            codec.decode::<Resize>(&wrong_type),
+            Err(SerializationError::Decode { .. })
+        ));
+    }
+}
