@@ -1,1 +1,47 @@
-//! stub
+//! The store traits every OmniQ backend implements, and the conformance suite that proves it.
+//!
+//! OmniQ keeps tasks, results, events and schedules in four independent stores:
+//! [`TaskQueue`], [`ResultStore`], [`EventStore`] and [`ScheduleStore`]. Each is used as an
+//! `Arc<dyn …>`, so every store can live on a different backend chosen at run time from a
+//! URL. The methods work in batches (enqueue many, dequeue up to N leases, complete many),
+//! because one task per round trip caps any backend near 15k tasks/s.
+//!
+//! Backend crates run the whole contract with [`conformance_suite!`] (feature `conformance`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use omniq_storage::{TaskQueue, DequeueRequest};
+//!
+//! // Any backend, chosen at run time:
+//! async fn drain(queue: Arc<dyn TaskQueue>) -> Result<usize, omniq_storage::StoreError> {
+//!     let leases = queue.dequeue(DequeueRequest::new(["default"], 10)).await?;
+//!     Ok(leases.len())
+//! }
+//! ```
+
+mod error;
+mod events;
+mod queue;
+mod results;
+mod schedules;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use error::{StoreError, StoreErrorKind};
+pub use events::{EventQuery, EventStore};
+pub use queue::{
+    CancelOutcome, Completion, CompletionOutcome, CompletionStatus, DEFAULT_LEASE, DequeueRequest,
+    EnqueueOutcome, Lease, LeaseRef, QueueStats, Recovered, TaskQuery, TaskQueue,
+};
+pub use results::ResultStore;
+pub use schedules::ScheduleStore;
+
+/// A boxed, sendable future: what store methods return so the traits stay `dyn`-compatible.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;

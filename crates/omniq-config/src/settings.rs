@@ -1,0 +1,578 @@
+//! The [`Settings`] struct and its small enums.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::builder::SettingsBuilder;
+use crate::error::ConfigError;
+use crate::url::StoreUrl;
+
+/// Every OmniQ setting, with its default.
+///
+/// Build one with [`Settings::from_env`] or [`Settings::builder`], or start
+/// from [`Settings::default`] / [`Settings::memory`] and set fields in code.
+/// Each field's configuration key is its name; its environment variable is
+/// the name upper-cased with an `OMNIQ_` prefix (`task_ttl` →
+/// `OMNIQ_TASK_TTL`).
+///
+/// Serializing (e.g. to YAML) writes store URLs in full, secrets included;
+/// [`Debug`](fmt::Debug) shows them redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Directory for embedded data such as the default SQLite file
+    /// (`base_dir`, default `./.omniq`).
+    pub base_dir: PathBuf,
+    /// Where task queues live (`task_queue_url`); unset means the embedded
+    /// default, see [`Settings::store_url`].
+    pub task_queue_url: Option<StoreUrl>,
+    /// Where task results live (`result_storage_url`).
+    pub result_storage_url: Option<StoreUrl>,
+    /// Where lifecycle events live (`event_storage_url`).
+    pub event_storage_url: Option<StoreUrl>,
+    /// Where schedules live (`schedule_storage_url`).
+    pub schedule_storage_url: Option<StoreUrl>,
+    /// Log filter, e.g. `info` or `omniq=debug,warn` (`log_level`, default
+    /// `info`).
+    pub log_level: String,
+    /// Worker used when none is chosen explicitly (`default_worker`, default
+    /// `async`).
+    pub default_worker: WorkerKind,
+    /// How long an unfinished task is kept before it expires (`task_ttl`,
+    /// default none: forever).
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub task_ttl: Option<Duration>,
+    /// How long results are kept (`result_ttl`, default 7 days; `none` keeps
+    /// them forever).
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub result_ttl: Option<Duration>,
+    /// Attempts per task including the first (`max_attempts`, default 3;
+    /// must be at least 1).
+    pub max_attempts: u32,
+    /// Per-attempt time limit (`timeout`, default none).
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub timeout: Option<Duration>,
+    /// Largest accepted encoded payload in bytes (`max_payload_bytes`,
+    /// default 1 MiB). Accepts `1048576`, `512KiB`, `1MiB`, `2MB`, ...
+    #[serde(deserialize_with = "values::deserialize_byte_size")]
+    pub max_payload_bytes: usize,
+    /// Payload codec (`codec`: `msgpack`, the default, or `json`).
+    pub codec: CodecKind,
+    /// Tasks a worker runs at once (`concurrency`, default 16; must be at
+    /// least 1).
+    pub concurrency: usize,
+    /// Queues a worker consumes, in priority order (`queues`, default
+    /// `[default]`; in the environment or a map: `a,b`).
+    #[serde(deserialize_with = "values::deserialize_list")]
+    pub queues: Vec<String>,
+    /// How long a claimed task stays leased without a heartbeat (`lease`,
+    /// default 30s).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub lease: Duration,
+    /// How often workers renew their leases (`heartbeat`, default 10s; must
+    /// be shorter than `lease`).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub heartbeat: Duration,
+    /// How long shutdown waits for running tasks (`shutdown_grace`, default
+    /// 30s).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub shutdown_grace: Duration,
+    /// Polling interval used when no wake-up notification arrives
+    /// (`poll_interval`, default 1s).
+    #[serde(with = "crate::duration::serde_duration")]
+    pub poll_interval: Duration,
+}
+
+/// The configuration keys, in field order.
+pub(crate) const KEYS: [&str; 19] = [
+    "base_dir",
+    "task_queue_url",
+    "result_storage_url",
+    "event_storage_url",
+    "schedule_storage_url",
+    "log_level",
+    "default_worker",
+    "task_ttl",
+    "result_ttl",
+    "max_attempts",
+    "timeout",
+    "max_payload_bytes",
+    "codec",
+    "concurrency",
+    "queues",
+    "lease",
+    "heartbeat",
+    "shutdown_grace",
+    "poll_interval",
+];
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            base_dir: PathBuf::from("./.omniq"),
+            task_queue_url: None,
+            result_storage_url: None,
+            event_storage_url: None,
+            schedule_storage_url: None,
+            log_level: "info".to_owned(),
+            default_worker: WorkerKind::default(),
+            task_ttl: None,
+            result_ttl: Some(Duration::from_secs(7 * 24 * 3_600)),
+            max_attempts: 3,
+            timeout: None,
+            max_payload_bytes: 1_048_576,
+            codec: CodecKind::default(),
+            concurrency: 16,
+            queues: vec!["default".to_owned()],
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from the defaults, the YAML file named by
+    /// `$OMNIQ_CONFIG` (if set) and the `OMNIQ_*` environment variables, then
+    /// validates them.
+    ///
+    /// # Errors
+    ///
+    /// Any [`ConfigError`]: an unreadable config file, an invalid value, an
+    /// unknown URL scheme, or a failed [`validate`](Self::validate).
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::builder().env().build()
+    }
+
+    /// Starts a [`SettingsBuilder`] for layering files, maps and the
+    /// environment.
+    pub fn builder() -> SettingsBuilder {
+        SettingsBuilder::new()
+    }
+
+    /// Settings with all four stores in memory (`memory://`); handy for tests
+    /// and examples.
+    pub fn memory() -> Settings {
+        let mut settings = Settings::default();
+        for kind in StoreKind::ALL {
+            *settings.store_url_mut(kind) = Some(StoreUrl::memory());
+        }
+        settings
+    }
+
+    /// The URL of the given store: the configured one, or else
+    /// [`default_store_url`](Self::default_store_url).
+    pub fn store_url(&self, kind: StoreKind) -> StoreUrl {
+        self.configured_store_url(kind)
+            .cloned()
+            .unwrap_or_else(|| self.default_store_url())
+    }
+
+    /// The URL configured for `kind`, if any.
+    pub fn configured_store_url(&self, kind: StoreKind) -> Option<&StoreUrl> {
+        match kind {
+            StoreKind::TaskQueue => self.task_queue_url.as_ref(),
+            StoreKind::Results => self.result_storage_url.as_ref(),
+            StoreKind::Events => self.event_storage_url.as_ref(),
+            StoreKind::Schedules => self.schedule_storage_url.as_ref(),
+        }
+    }
+
+    /// A mutable reference to the URL field for `kind`.
+    pub fn store_url_mut(&mut self, kind: StoreKind) -> &mut Option<StoreUrl> {
+        match kind {
+            StoreKind::TaskQueue => &mut self.task_queue_url,
+            StoreKind::Results => &mut self.result_storage_url,
+            StoreKind::Events => &mut self.event_storage_url,
+            StoreKind::Schedules => &mut self.schedule_storage_url,
+        }
+    }
+
+    /// The embedded default shared by every unset store:
+    /// `sqlite://<base_dir>/omniq.db`.
+    pub fn default_store_url(&self) -> StoreUrl {
+        StoreUrl::sqlite_file(&self.base_dir.join("omniq.db"))
+    }
+
+    /// Checks values that are well-formed but unusable.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidValue`] naming the key when `base_dir` or
+    /// `log_level` is empty, `max_attempts`, `concurrency` or
+    /// `max_payload_bytes` is 0, `queues` is empty or holds an empty name,
+    /// `lease`, `poll_interval` or `timeout` is zero, or `heartbeat` is not
+    /// shorter than `lease`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, key: &str, message: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(key, message))
+            }
+        };
+        check(
+            !self.base_dir.as_os_str().is_empty(),
+            "base_dir",
+            "must not be empty",
+        )?;
+        check(
+            !self.log_level.trim().is_empty(),
+            "log_level",
+            "must not be empty",
+        )?;
+        check(self.max_attempts > 0, "max_attempts", "must be at least 1")?;
+        check(self.concurrency > 0, "concurrency", "must be at least 1")?;
+        check(
+            self.max_payload_bytes > 0,
+            "max_payload_bytes",
+            "must be at least 1",
+        )?;
+        check(
+            !self.queues.is_empty(),
+            "queues",
+            "must list at least one queue",
+        )?;
+        check(
+            self.queues.iter().all(|q| !q.trim().is_empty()),
+            "queues",
+            "queue names must not be empty",
+        )?;
+        check(!self.lease.is_zero(), "lease", "must be greater than zero")?;
+        check(
+            !self.poll_interval.is_zero(),
+            "poll_interval",
+            "must be greater than zero",
+        )?;
+        check(
+            self.timeout.is_none_or(|t| !t.is_zero()),
+            "timeout",
+            "must be greater than zero (use `none` for no timeout)",
+        )?;
+        if self.heartbeat >= self.lease {
+            return Err(ConfigError::invalid(
+                "heartbeat",
+                format!(
+                    "must be shorter than `lease` (heartbeat {} >= lease {})",
+                    crate::duration::format_duration(self.heartbeat),
+                    crate::duration::format_duration(self.lease),
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One of the four stores OmniQ keeps data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    /// Pending and running tasks.
+    TaskQueue,
+    /// Task results.
+    Results,
+    /// Lifecycle events.
+    Events,
+    /// Recurring and delayed schedules.
+    Schedules,
+}
+
+impl StoreKind {
+    /// All four stores.
+    pub const ALL: [StoreKind; 4] = [
+        StoreKind::TaskQueue,
+        StoreKind::Results,
+        StoreKind::Events,
+        StoreKind::Schedules,
+    ];
+
+    /// The configuration key of this store's URL, e.g. `"task_queue_url"`.
+    pub fn key(self) -> &'static str {
+        match self {
+            StoreKind::TaskQueue => "task_queue_url",
+            StoreKind::Results => "result_storage_url",
+            StoreKind::Events => "event_storage_url",
+            StoreKind::Schedules => "schedule_storage_url",
+        }
+    }
+
+    /// The environment variable of this store's URL, e.g.
+    /// `"OMNIQ_TASK_QUEUE_URL"`.
+    pub fn env_key(self) -> &'static str {
+        match self {
+            StoreKind::TaskQueue => "OMNIQ_TASK_QUEUE_URL",
+            StoreKind::Results => "OMNIQ_RESULT_STORAGE_URL",
+            StoreKind::Events => "OMNIQ_EVENT_STORAGE_URL",
+            StoreKind::Schedules => "OMNIQ_SCHEDULE_STORAGE_URL",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreKind::TaskQueue => "task queue",
+            StoreKind::Results => "results",
+            StoreKind::Events => "events",
+            StoreKind::Schedules => "schedules",
+        })
+    }
+}
+
+/// Which worker runs tasks by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerKind {
+    /// Async tasks on a Tokio runtime (`async`).
+    #[default]
+    Async,
+    /// Blocking tasks on a thread pool (`thread`).
+    Thread,
+}
+
+impl WorkerKind {
+    /// The configuration spelling, `"async"` or `"thread"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Async => "async",
+            WorkerKind::Thread => "thread",
+        }
+    }
+}
+
+impl fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkerKind {
+    type Err = ConfigError;
+
+    /// Parses `async` or `thread` (also `threads`), ignoring case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "async" => Ok(WorkerKind::Async),
+            "thread" | "threads" => Ok(WorkerKind::Thread),
+            _ => Err(ConfigError::invalid(
+                "default_worker",
+                format!("unknown worker kind `{s}` (expected `async` or `thread`)"),
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        values::deserialize_from_str(deserializer)
+    }
+}
+
+/// The codec used to encode task payloads and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum CodecKind {
+    /// MessagePack (`msgpack`), compact and fast.
+    #[default]
+    #[serde(rename = "msgpack")]
+    MessagePack,
+    /// JSON (`json`), readable.
+    #[serde(rename = "json")]
+    Json,
+}
+
+impl CodecKind {
+    /// The configuration spelling, `"msgpack"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodecKind::MessagePack => "msgpack",
+            CodecKind::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for CodecKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CodecKind {
+    type Err = ConfigError;
+
+    /// Parses `msgpack` (also `messagepack`) or `json`, ignoring case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "msgpack" | "messagepack" => Ok(CodecKind::MessagePack),
+            "json" => Ok(CodecKind::Json),
+            _ => Err(ConfigError::invalid(
+                "codec",
+                format!("unknown codec `{s}` (expected `msgpack` or `json`)"),
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CodecKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        values::deserialize_from_str(deserializer)
+    }
+}
+
+/// Lenient deserializers for values that may arrive as strings.
+mod values {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use serde::Deserializer;
+    use serde::de::{self, SeqAccess, Visitor};
+
+    use crate::error::ConfigError;
+
+    pub(super) fn deserialize_from_str<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr<Err = ConfigError>,
+    {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        s.parse().map_err(|e: ConfigError| de::Error::custom(e.detail()))
+    }
+
+    /// A list of strings, or one comma-separated string (`"a, b"`).
+    pub(super) fn deserialize_list<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<String>, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of names or a comma-separated string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+                Ok(v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    out.push(item.trim().to_owned());
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+
+    /// A byte count: an integer, or a string such as `"512KiB"` or `"2MB"`.
+    pub(super) fn deserialize_byte_size<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<usize, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes such as `1048576` or `1MiB`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::custom("size is too large"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::custom("size must not be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+                parse_byte_size(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+
+    pub(super) fn parse_byte_size(input: &str) -> Result<usize, String> {
+        let s = input.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        if number.is_empty() {
+            return Err(format!("expected a size in bytes, found `{s}`"));
+        }
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return Err(format!("unknown size unit `{}`", unit.trim())),
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| "size is too large".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_fields() -> Result<(), figment::Error> {
+        let value = figment::value::Value::serialize(Settings::default())?;
+        let dict = value.into_dict().unwrap_or_default();
+        let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
+        let mut keys = KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+        for kind in StoreKind::ALL {
+            assert!(KEYS.contains(&kind.key()));
+            assert_eq!(kind.env_key(), format!("OMNIQ_{}", kind.key().to_uppercase()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(values::parse_byte_size("1048576"), Ok(1_048_576));
+        assert_eq!(values::parse_byte_size("1MiB"), Ok(1_048_576));
+        assert_eq!(values::parse_byte_size("512 KiB"), Ok(524_288));
+        assert_eq!(values::parse_byte_size("2MB"), Ok(2_000_000));
+        assert!(values::parse_byte_size("1 parsec").is_err());
+        assert!(values::parse_byte_size("-1").is_err());
+        assert!(values::parse_byte_size("").is_err());
+    }
+
+    #[test]
+    fn enums_parse_case_insensitively() {
+        assert_eq!("Thread".parse::<WorkerKind>().ok(), Some(WorkerKind::Thread));
+        assert_eq!("JSON".parse::<CodecKind>().ok(), Some(CodecKind::Json));
+        assert!("fork".parse::<WorkerKind>().is_err());
+        assert_eq!(CodecKind::MessagePack.to_string(), "msgpack");
+    }
+
+    #[test]
+    fn validate_names_keys() {
+        let bad = |f: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate().err().and_then(|e| e.key().map(str::to_owned))
+        };
+        assert_eq!(bad(|s| s.max_attempts = 0).as_deref(), Some("max_attempts"));
+        assert_eq!(bad(|s| s.concurrency = 0).as_deref(), Some("concurrency"));
+        assert_eq!(bad(|s| s.queues.clear()).as_deref(), Some("queues"));
+        assert_eq!(bad(|s| s.queues = vec![" ".into()]).as_deref(), Some("queues"));
+        assert_eq!(bad(|s| s.heartbeat = s.lease).as_deref(), Some("heartbeat"));
+        assert_eq!(bad(|s| s.lease = Duration::ZERO).as_deref(), Some("lease"));
+        assert_eq!(bad(|s| s.timeout = Some(Duration::ZERO)).as_deref(), Some("timeout"));
+        assert_eq!(bad(|s| s.log_level.clear()).as_deref(), Some("log_level"));
+        assert_eq!(bad(|_| ()), None);
+        assert_eq!(Settings::memory().validate(), Ok(()));
+    }
+}

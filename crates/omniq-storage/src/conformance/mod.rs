@@ -1,0 +1,124 @@
+//! The conformance suite: one contract, every backend.
+//!
+//! A backend crate runs all of it from one test file:
+//!
+//! ```ignore
+//! // crates/omniq-foo/tests/conformance.rs
+//! async fn stores() -> omniq_storage::StoreResult<omniq_storage::conformance::Stores> {
+//!     /* open the four stores against a test server */
+//! }
+//! omniq_storage::conformance_suite!(stores);
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per case, so a failure names the backend
+//! crate and the case. Each case works in queues of its own (random names), so cases can
+//! share a server and run in parallel. A factory that fails with
+//! [`StoreErrorKind::Unavailable`](crate::StoreErrorKind::Unavailable) skips the case with
+//! a loud message, unless `OMNIQ_TEST_REQUIRE_SERVICES=1`, when it fails it.
+
+mod events;
+mod queue;
+mod results;
+mod schedules;
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::{EventStore, ResultStore, ScheduleStore, StoreErrorKind, StoreResult, TaskQueue};
+
+pub use events::*;
+pub use queue::*;
+pub use results::*;
+pub use schedules::*;
+
+/// The four stores a case runs against.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// The task queue.
+    pub queue: Arc<dyn TaskQueue>,
+    /// The result store.
+    pub results: Arc<dyn ResultStore>,
+    /// The event store.
+    pub events: Arc<dyn EventStore>,
+    /// The schedule store.
+    pub schedules: Arc<dyn ScheduleStore>,
+}
+
+/// Builds the stores for one case, or decides to skip it when the backend's server is
+/// unreachable and services are not required.
+///
+/// # Panics
+/// When the factory fails for any other reason, or when `OMNIQ_TEST_REQUIRE_SERVICES=1`
+/// and the server is unreachable: a test must fail loudly, not pass quietly.
+pub async fn prepare<F, Fut>(case: &str, factory: F) -> Option<Stores>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = StoreResult<Stores>>,
+{
+    match factory().await {
+        Ok(stores) => Some(stores),
+        Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {
+            eprintln!(
+                "SKIPPED conformance case `{case}`: backend unavailable ({err}); \
+                 set OMNIQ_TEST_REQUIRE_SERVICES=1 to make this an error"
+            );
+            None
+        }
+        Err(err) => panic!("conformance case `{case}`: cannot open stores: {err}"),
+    }
+}
+
+/// Whether `OMNIQ_TEST_REQUIRE_SERVICES` asks for every backend server to be reachable.
+pub fn services_required() -> bool {
+    std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling `$factory()` (an
+/// `async fn() -> StoreResult<Stores>`) for fresh stores.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@cases $factory;
+            enqueue_dequeue_complete_round_trip,
+            enqueue_many_returns_one_outcome_per_task_in_order,
+            dequeue_is_bounded_by_the_limit,
+            dequeue_orders_by_priority_then_enqueue_order,
+            dequeue_is_fifo_at_equal_priority,
+            dequeue_takes_named_queues_in_strict_order,
+            dequeue_skips_tasks_whose_run_at_is_in_the_future,
+            dequeue_from_an_empty_queue_returns_nothing,
+            claimed_tasks_are_running_with_an_attempt_counted,
+            expired_lease_makes_the_task_available_again,
+            expired_lease_with_attempts_spent_fails_the_task,
+            completion_with_a_stale_lease_is_refused,
+            heartbeat_extends_held_leases_and_reports_lost_ones,
+            retry_reschedules_the_task_and_keeps_the_error,
+            failure_keeps_the_task_as_a_dead_letter_with_every_error,
+            release_gives_the_attempt_back,
+            unique_key_returns_the_existing_task_while_it_is_not_terminal,
+            cancel_stops_a_queued_task_from_running,
+            get_unknown_task_returns_none,
+            list_pages_by_queue_and_state,
+            stats_count_tasks_per_state,
+            results_are_stored_and_read_back,
+            expired_results_are_not_returned,
+            events_are_recorded_and_queried_by_task_kind_and_time,
+            schedules_are_created_once_by_name_and_managed,
+            schedule_advance_claims_a_fire_exactly_once,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(stores) =
+                    $crate::conformance::prepare(stringify!($case), $factory).await
+                else {
+                    return;
+                };
+                $crate::conformance::$case(stores).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,600 @@
+//! Task queue cases: enqueue, claims and their order, leases, completions, inspection.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use omniq_models::{TaskError, TaskOptions, TaskState};
+
+use super::Stores;
+use super::support::{claim, enqueue_one, eventually, eventually_some, request, spec, unique_queue};
+use crate::{
+    CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, LeaseRef,
+    TaskQuery,
+};
+
+fn succeeded(lease: LeaseRef) -> Completion {
+    Completion {
+        lease,
+        outcome: CompletionOutcome::Succeeded,
+    }
+}
+
+/// A task goes in, comes out as a lease with its payload, and ends Succeeded.
+pub async fn enqueue_dequeue_complete_round_trip(stores: Stores) {
+    let queue = unique_queue("round-trip");
+    let task = spec(&queue, TaskOptions::default());
+    let id = task.id;
+    let outcome = enqueue_one(&*stores.queue, task.clone()).await;
+    assert_eq!(
+        outcome,
+        EnqueueOutcome::Created {
+            id,
+            state: TaskState::Queued
+        }
+    );
+
+    let leases = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(leases.len(), 1);
+    let lease = &leases[0];
+    assert_eq!(lease.spec.id, id);
+    assert_eq!(lease.spec.name, task.name);
+    assert_eq!(lease.spec.payload, task.payload);
+    assert_eq!(lease.attempt, 1);
+
+    let statuses = stores
+        .queue
+        .complete(vec![succeeded(lease.reference())])
+        .await
+        .expect("complete");
+    assert_eq!(statuses, vec![CompletionStatus::Applied]);
+
+    let record = stores.queue.get(id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.attempts, 1);
+    assert!(record.finished_at.is_some());
+    assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
+}
+
+/// A batch enqueue answers one outcome per task, in the order given.
+pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Stores) {
+    let queue = unique_queue("batch");
+    let tasks: Vec<_> = (0..50).map(|_| spec(&queue, TaskOptions::default())).collect();
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    let outcomes = stores.queue.enqueue(tasks).await.expect("enqueue");
+    let outcome_ids: Vec<_> = outcomes.iter().map(EnqueueOutcome::id).collect();
+    assert_eq!(outcome_ids, ids);
+    assert_eq!(stores.queue.enqueue(Vec::new()).await.expect("empty batch"), vec![]);
+}
+
+/// A claim never returns more leases than asked for, and never the same task twice.
+pub async fn dequeue_is_bounded_by_the_limit(stores: Stores) {
+    let queue = unique_queue("bounded");
+    let tasks: Vec<_> = (0..25).map(|_| spec(&queue, TaskOptions::default())).collect();
+    stores.queue.enqueue(tasks).await.expect("enqueue");
+
+    let first = claim(&*stores.queue, &[&queue], 10).await;
+    let second = claim(&*stores.queue, &[&queue], 10).await;
+    let third = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!((first.len(), second.len(), third.len()), (10, 10, 5));
+    let mut ids: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|l| l.spec.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 25, "no task handed out twice");
+    assert!(claim(&*stores.queue, &[&queue], 0).await.is_empty());
+}
+
+/// Higher priority first; equal priorities in enqueue order.
+pub async fn dequeue_orders_by_priority_then_enqueue_order(stores: Stores) {
+    let queue = unique_queue("priority");
+    let priorities = [0, 5, -3, 5, 10, 0];
+    let tasks: Vec<_> = priorities
+        .iter()
+        .map(|p| spec(&queue, TaskOptions::default().priority(*p)))
+        .collect();
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    for task in tasks {
+        // One at a time so that enqueue order is unambiguous on every backend.
+        enqueue_one(&*stores.queue, task).await;
+    }
+    let order: Vec<_> = claim(&*stores.queue, &[&queue], 10)
+        .await
+        .iter()
+        .map(|l| l.spec.id)
+        .collect();
+    assert_eq!(order, vec![ids[4], ids[1], ids[3], ids[0], ids[5], ids[2]]);
+}
+
+/// Tasks of equal priority come out first in, first out, across several claims.
+pub async fn dequeue_is_fifo_at_equal_priority(stores: Stores) {
+    let queue = unique_queue("fifo");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let batch: Vec<_> = (0..10).map(|_| spec(&queue, TaskOptions::default())).collect();
+        ids.extend(batch.iter().map(|t| t.id));
+        stores.queue.enqueue(batch).await.expect("enqueue");
+    }
+    let mut order = Vec::new();
+    loop {
+        let leases = claim(&*stores.queue, &[&queue], 7).await;
+        if leases.is_empty() {
+            break;
+        }
+        order.extend(leases.iter().map(|l| l.spec.id));
+    }
+    assert_eq!(order, ids);
+}
+
+/// A later queue is only served when the earlier ones have nothing ready.
+pub async fn dequeue_takes_named_queues_in_strict_order(stores: Stores) {
+    let high = unique_queue("high");
+    let low = unique_queue("low");
+    let low_tasks: Vec<_> = (0..3)
+        .map(|_| spec(&low, TaskOptions::default().priority(100)))
+        .collect();
+    stores.queue.enqueue(low_tasks).await.expect("enqueue low");
+    let high_tasks: Vec<_> = (0..3).map(|_| spec(&high, TaskOptions::default())).collect();
+    stores.queue.enqueue(high_tasks).await.expect("enqueue high");
+
+    let leases = claim(&*stores.queue, &[&high, &low], 4).await;
+    let queues: Vec<_> = leases.iter().map(|l| l.spec.queue.as_str()).collect();
+    assert_eq!(queues, vec![high.as_str(), &high, &high, &low]);
+}
+
+/// A task delayed into the future is Scheduled and not claimed until its time.
+pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
+    let queue = unique_queue("delayed");
+    let later = spec(&queue, TaskOptions::default().delay(Duration::from_secs(3600)));
+    let soon = spec(&queue, TaskOptions::default().delay(Duration::from_millis(200)));
+    let now = spec(&queue, TaskOptions::default());
+    let later_outcome = enqueue_one(&*stores.queue, later.clone()).await;
+    assert_eq!(
+        later_outcome,
+        EnqueueOutcome::Created {
+            id: later.id,
+            state: TaskState::Scheduled
+        }
+    );
+    enqueue_one(&*stores.queue, soon.clone()).await;
+    enqueue_one(&*stores.queue, now.clone()).await;
+
+    let first = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(first.iter().map(|l| l.spec.id).collect::<Vec<_>>(), vec![now.id]);
+
+    let claimed = eventually_some("the delayed task to become claimable", || {
+        let queue_store = stores.queue.clone();
+        let queue = queue.clone();
+        async move {
+            let leases = queue_store
+                .dequeue(request(&[&queue], 10))
+                .await
+                .expect("dequeue");
+            let ids: Vec<_> = leases.into_iter().map(|l| l.spec.id).collect();
+            (!ids.is_empty()).then_some(ids)
+        }
+    })
+    .await;
+    assert_eq!(claimed, vec![soon.id]);
+    let record = stores.queue.get(later.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Scheduled);
+}
+
+/// Claiming from an empty or unknown queue is not an error.
+pub async fn dequeue_from_an_empty_queue_returns_nothing(stores: Stores) {
+    let queue = unique_queue("empty");
+    assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
+    assert!(claim(&*stores.queue, &[], 10).await.is_empty());
+}
+
+/// The store, not the worker, counts attempts and records who holds the lease.
+pub async fn claimed_tasks_are_running_with_an_attempt_counted(stores: Stores) {
+    let queue = unique_queue("running");
+    let task = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let before = Utc::now();
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    assert!(lease.deadline > before + chrono::Duration::seconds(20));
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Running);
+    assert_eq!(record.attempts, 1);
+    assert_eq!(record.worker_id.as_ref().map(|w| w.as_str()), Some("conformance"));
+    assert!(record.started_at.is_some());
+    assert!(record.lease_expires_at.is_some());
+}
+
+/// When a worker dies, its lease runs out and recovery queues the task again.
+pub async fn expired_lease_makes_the_task_available_again(stores: Stores) {
+    let queue = unique_queue("expiry");
+    let task = spec(&queue, TaskOptions::default().max_attempts(3));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lost = stores
+        .queue
+        .dequeue(request(&[&queue], 1).lease(Duration::from_millis(100)))
+        .await
+        .expect("dequeue")
+        .remove(0);
+
+    let recovered = eventually_some("the lease to expire and be recovered", || {
+        let store = stores.queue.clone();
+        async move {
+            let recovered: Vec<_> = store
+                .recover_expired(100)
+                .await
+                .expect("recover")
+                .into_iter()
+                .filter(|r| r.task_id == task.id)
+                .collect();
+            (!recovered.is_empty()).then_some(recovered)
+        }
+    })
+    .await;
+    assert_eq!(recovered[0].state, TaskState::Queued);
+    assert_eq!(recovered[0].attempts, 1);
+
+    let again = claim(&*stores.queue, &[&queue], 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].spec.id, task.id);
+    assert_eq!(again[0].attempt, 2);
+    assert_ne!(again[0].token, lost.token);
+}
+
+/// A lease that runs out on the last allowed attempt dead-letters the task.
+pub async fn expired_lease_with_attempts_spent_fails_the_task(stores: Stores) {
+    let queue = unique_queue("expiry-spent");
+    let task = spec(&queue, TaskOptions::default().max_attempts(1));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    stores
+        .queue
+        .dequeue(request(&[&queue], 1).lease(Duration::from_millis(50)))
+        .await
+        .expect("dequeue");
+    eventually("the spent task to be failed", || {
+        let store = stores.queue.clone();
+        async move {
+            store.recover_expired(100).await.expect("recover");
+            let record = store.get(task.id).await.expect("get").expect("exists");
+            record.state == TaskState::Failed
+        }
+    })
+    .await;
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(
+        record.last_error().map(|e| e.kind),
+        Some(omniq_models::TaskErrorKind::LeaseLost)
+    );
+    assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty());
+}
+
+/// The fence: once a lease is lost and the task re-claimed, the old holder's completion is
+/// refused and cannot overwrite the new holder's work.
+pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
+    let queue = unique_queue("fencing");
+    let task = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let stale = stores
+        .queue
+        .dequeue(request(&[&queue], 1).lease(Duration::from_millis(50)))
+        .await
+        .expect("dequeue")
+        .remove(0);
+    let current = eventually_some("the task to be re-claimed", || {
+        let store = stores.queue.clone();
+        let queue = queue.clone();
+        async move {
+            store.recover_expired(100).await.expect("recover");
+            let mut leases = store.dequeue(request(&[&queue], 1)).await.expect("dequeue");
+            leases.pop()
+        }
+    })
+    .await;
+
+    let refused = stores
+        .queue
+        .complete(vec![Completion {
+            lease: stale.reference(),
+            outcome: CompletionOutcome::Failed {
+                error: TaskError::permanent("stale worker"),
+            },
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(refused, vec![CompletionStatus::LeaseLost]);
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Running, "stale completion changed nothing");
+
+    let applied = stores
+        .queue
+        .complete(vec![succeeded(current.reference())])
+        .await
+        .expect("complete");
+    assert_eq!(applied, vec![CompletionStatus::Applied]);
+    // A second completion with the now-finished lease is refused too.
+    let again = stores
+        .queue
+        .complete(vec![succeeded(current.reference())])
+        .await
+        .expect("complete");
+    assert_eq!(again, vec![CompletionStatus::LeaseLost]);
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Succeeded);
+}
+
+/// Heartbeats push the deadline out for held leases and report the ones that are gone.
+pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores) {
+    let queue = unique_queue("heartbeat");
+    let task = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lease = stores
+        .queue
+        .dequeue(request(&[&queue], 1).lease(Duration::from_secs(1)))
+        .await
+        .expect("dequeue")
+        .remove(0);
+    let forged = LeaseRef {
+        task_id: task.id,
+        token: omniq_models::LeaseToken::new(),
+    };
+    let unknown = LeaseRef {
+        task_id: omniq_models::TaskId::new(),
+        token: omniq_models::LeaseToken::new(),
+    };
+    let held = stores
+        .queue
+        .heartbeat(vec![lease.reference(), forged, unknown], Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+    assert_eq!(held, vec![true, false, false]);
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let expires = record.lease_expires_at.expect("running task has a lease");
+    assert!(expires > Utc::now() + chrono::Duration::seconds(30));
+    assert!(stores.queue.recover_expired(100).await.expect("recover").is_empty());
+}
+
+/// A retry puts the task back as Scheduled at the given time and records the error.
+pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
+    let queue = unique_queue("retry");
+    let task = spec(&queue, TaskOptions::default().max_attempts(3));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    let run_at = Utc::now() + chrono::Duration::hours(1);
+    let statuses = stores
+        .queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Retry {
+                run_at,
+                error: TaskError::new("flaky"),
+            },
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(statuses, vec![CompletionStatus::Applied]);
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Scheduled);
+    assert_eq!(record.attempts, 1);
+    assert_eq!(record.errors.len(), 1);
+    assert_eq!(record.errors[0].attempt, 1);
+    assert_eq!(record.errors[0].error.message, "flaky");
+    assert!(record.lease_expires_at.is_none());
+    assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty(), "not before run_at");
+
+    // A retry due now is claimable at once, as attempt 2.
+    let task2 = spec(&queue, TaskOptions::default().max_attempts(3));
+    enqueue_one(&*stores.queue, task2.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    stores
+        .queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Retry {
+                run_at: Utc::now(),
+                error: TaskError::new("again"),
+            },
+        }])
+        .await
+        .expect("complete");
+    let again = claim(&*stores.queue, &[&queue], 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].spec.id, task2.id);
+    assert_eq!(again[0].attempt, 2);
+}
+
+/// A failed task stays in the store as a dead letter, with every attempt's error.
+pub async fn failure_keeps_the_task_as_a_dead_letter_with_every_error(stores: Stores) {
+    let queue = unique_queue("dead");
+    let task = spec(&queue, TaskOptions::default().max_attempts(2));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let first = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    stores
+        .queue
+        .complete(vec![Completion {
+            lease: first.reference(),
+            outcome: CompletionOutcome::Retry {
+                run_at: Utc::now(),
+                error: TaskError::new("first"),
+            },
+        }])
+        .await
+        .expect("complete");
+    let second = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    stores
+        .queue
+        .complete(vec![Completion {
+            lease: second.reference(),
+            outcome: CompletionOutcome::Failed {
+                error: TaskError::new("second"),
+            },
+        }])
+        .await
+        .expect("complete");
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.attempts, 2);
+    let messages: Vec<_> = record.errors.iter().map(|e| e.error.message.as_str()).collect();
+    assert_eq!(messages, vec!["first", "second"]);
+    assert_eq!(record.errors[1].attempt, 2);
+    assert!(record.finished_at.is_some());
+    let dead = stores
+        .queue
+        .list(TaskQuery {
+            queue: Some(queue.clone()),
+            states: vec![TaskState::Failed],
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+}
+
+/// Releasing a lease (worker shutting down) queues the task again without using an attempt.
+pub async fn release_gives_the_attempt_back(stores: Stores) {
+    let queue = unique_queue("release");
+    let task = spec(&queue, TaskOptions::default().max_attempts(1));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    let statuses = stores
+        .queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Release,
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(statuses, vec![CompletionStatus::Applied]);
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Queued);
+    assert_eq!(record.attempts, 0);
+    let again = claim(&*stores.queue, &[&queue], 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1);
+}
+
+/// A second task with the key of a live task is not stored; the caller gets the live id.
+/// Once the first is finished, the key is free again.
+pub async fn unique_key_returns_the_existing_task_while_it_is_not_terminal(stores: Stores) {
+    let queue = unique_queue("unique");
+    let key = format!("{queue}-report");
+    let first = spec(&queue, TaskOptions::default().unique_key(&key));
+    let second = spec(&queue, TaskOptions::default().unique_key(&key));
+    enqueue_one(&*stores.queue, first.clone()).await;
+    let outcome = enqueue_one(&*stores.queue, second.clone()).await;
+    assert_eq!(outcome, EnqueueOutcome::Duplicate { existing: first.id });
+    assert!(stores.queue.get(second.id).await.expect("get").is_none());
+
+    // Within one batch, too.
+    let a = spec(&queue, TaskOptions::default().unique_key(format!("{key}-b")));
+    let b = spec(&queue, TaskOptions::default().unique_key(format!("{key}-b")));
+    let outcomes = stores.queue.enqueue(vec![a.clone(), b]).await.expect("enqueue");
+    assert_eq!(outcomes[1], EnqueueOutcome::Duplicate { existing: a.id });
+
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    assert_eq!(lease.spec.id, first.id);
+    stores
+        .queue
+        .complete(vec![succeeded(lease.reference())])
+        .await
+        .expect("complete");
+    let third = spec(&queue, TaskOptions::default().unique_key(&key));
+    let outcome = enqueue_one(&*stores.queue, third.clone()).await;
+    assert_eq!(outcome.id(), third.id, "a finished task frees its key");
+}
+
+/// Cancelling a task that has not started ends it at once; it is never claimed.
+pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
+    let queue = unique_queue("cancel");
+    let task = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, task.clone()).await;
+    assert_eq!(
+        stores.queue.cancel(task.id).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty());
+    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    assert_eq!(record.state, TaskState::Cancelled);
+    assert_eq!(
+        stores.queue.cancel(task.id).await.expect("cancel"),
+        CancelOutcome::AlreadyFinished(TaskState::Cancelled)
+    );
+    let missing = stores.queue.cancel(omniq_models::TaskId::new()).await;
+    assert!(matches!(
+        missing.map_err(|e| e.kind()),
+        Err(crate::StoreErrorKind::NotFound)
+    ));
+}
+
+/// Reading a task that does not exist is `None`, not an error.
+pub async fn get_unknown_task_returns_none(stores: Stores) {
+    assert!(
+        stores
+            .queue
+            .get(omniq_models::TaskId::new())
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+/// Listing filters by queue and state and pages with offset and limit.
+pub async fn list_pages_by_queue_and_state(stores: Stores) {
+    let queue = unique_queue("list");
+    let tasks: Vec<_> = (0..7).map(|_| spec(&queue, TaskOptions::default())).collect();
+    stores.queue.enqueue(tasks).await.expect("enqueue");
+    claim(&*stores.queue, &[&queue], 2).await;
+
+    let query = |states: Vec<TaskState>, offset, limit| TaskQuery {
+        queue: Some(queue.clone()),
+        states,
+        offset,
+        limit,
+    };
+    let all = stores.queue.list(query(vec![], 0, 100)).await.expect("list");
+    assert_eq!(all.len(), 7);
+    let running = stores
+        .queue
+        .list(query(vec![TaskState::Running], 0, 100))
+        .await
+        .expect("list");
+    assert_eq!(running.len(), 2);
+    let page1 = stores
+        .queue
+        .list(query(vec![TaskState::Queued], 0, 3))
+        .await
+        .expect("list");
+    let page2 = stores
+        .queue
+        .list(query(vec![TaskState::Queued], 3, 3))
+        .await
+        .expect("list");
+    assert_eq!((page1.len(), page2.len()), (3, 2));
+    assert!(page1.iter().all(|r| page2.iter().all(|s| s.spec.id != r.spec.id)));
+}
+
+/// Stats count a queue's tasks per state.
+pub async fn stats_count_tasks_per_state(stores: Stores) {
+    let queue = unique_queue("stats");
+    let tasks: Vec<_> = (0..5).map(|_| spec(&queue, TaskOptions::default())).collect();
+    stores.queue.enqueue(tasks).await.expect("enqueue");
+    let delayed = spec(&queue, TaskOptions::default().delay(Duration::from_secs(3600)));
+    enqueue_one(&*stores.queue, delayed).await;
+    let leases = claim(&*stores.queue, &[&queue], 2).await;
+    stores
+        .queue
+        .complete(vec![succeeded(leases[0].reference())])
+        .await
+        .expect("complete");
+
+    let stats = stores.queue.stats(queue.clone()).await.expect("stats");
+    assert_eq!(stats.queue, queue);
+    assert_eq!(stats.count(TaskState::Queued), 3);
+    assert_eq!(stats.count(TaskState::Scheduled), 1);
+    assert_eq!(stats.count(TaskState::Running), 1);
+    assert_eq!(stats.count(TaskState::Succeeded), 1);
+    assert!(stats.oldest_queued_at.is_some());
+    let empty = stores.queue.stats(unique_queue("none")).await.expect("stats");
+    assert_eq!(empty.count(TaskState::Queued), 0);
+    assert!(empty.oldest_queued_at.is_none());
+}

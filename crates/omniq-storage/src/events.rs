@@ -1,0 +1,71 @@
+use std::fmt::Debug;
+
+use chrono::{DateTime, Utc};
+use omniq_models::{TaskEvent, TaskEventKind, TaskId};
+
+use crate::{BoxFuture, StoreResult};
+
+/// Filters for reading events back.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this task's events.
+    pub task_id: Option<TaskId>,
+    /// Only this queue's events.
+    pub queue: Option<String>,
+    /// Only these kinds (empty = any).
+    pub kinds: Vec<TaskEventKind>,
+    /// At or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many, oldest first (0 = a backend default of 1000).
+    pub limit: usize,
+}
+
+impl EventQuery {
+    /// Events of one task.
+    pub fn task(task_id: TaskId) -> Self {
+        Self {
+            task_id: Some(task_id),
+            ..Self::default()
+        }
+    }
+
+    /// The limit to apply, with 0 meaning the default.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 { 1000 } else { self.limit }
+    }
+
+    /// Whether `event` passes the filters (for backends that filter in memory).
+    pub fn matches(&self, event: &TaskEvent) -> bool {
+        self.task_id.is_none_or(|id| event.task_id == Some(id))
+            && self
+                .queue
+                .as_deref()
+                .is_none_or(|queue| event.queue.as_deref() == Some(queue))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && self.since.is_none_or(|since| event.at >= since)
+            && self.until.is_none_or(|until| event.at < until)
+    }
+}
+
+/// The store of lifecycle events.
+pub trait EventStore: Send + Sync + Debug + 'static {
+    /// Appends events.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Reads events matching `query`, oldest first.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>>;
+
+    /// Removes events older than `before`. Returns how many.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>>;
+}

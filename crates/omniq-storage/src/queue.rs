@@ -1,0 +1,303 @@
+use std::fmt::Debug;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omniq_models::{LeaseToken, TaskError, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId};
+
+use crate::{BoxFuture, StoreResult};
+
+/// Default lease length when a request names none.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// What happened to one task handed to [`TaskQueue::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Stored as a new task in the given state.
+    Created {
+        /// The new task's id.
+        id: TaskId,
+        /// Queued, Scheduled or Blocked.
+        state: TaskState,
+    },
+    /// A non-terminal task with the same unique key exists; nothing was stored.
+    Duplicate {
+        /// The existing task's id.
+        existing: TaskId,
+    },
+}
+
+impl EnqueueOutcome {
+    /// The id the caller should track: the new one, or the existing duplicate's.
+    pub fn id(&self) -> TaskId {
+        match self {
+            EnqueueOutcome::Created { id, .. } => *id,
+            EnqueueOutcome::Duplicate { existing } => *existing,
+        }
+    }
+}
+
+/// A request to claim ready tasks.
+#[derive(Debug, Clone)]
+pub struct DequeueRequest {
+    /// Queues to take from, in strict order: a later queue is only used when the earlier
+    /// ones have no ready task.
+    pub queues: Vec<String>,
+    /// Most leases to return.
+    pub limit: usize,
+    /// How long the leases last before they must be renewed.
+    pub lease: Duration,
+    /// The claiming worker.
+    pub worker_id: WorkerId,
+}
+
+impl DequeueRequest {
+    /// A request for up to `limit` leases from `queues`, with the default lease.
+    pub fn new<Q: Into<String>>(queues: impl IntoIterator<Item = Q>, limit: usize) -> Self {
+        Self {
+            queues: queues.into_iter().map(Into::into).collect(),
+            limit,
+            lease: DEFAULT_LEASE,
+            worker_id: WorkerId::new("anonymous"),
+        }
+    }
+
+    /// Sets the lease length.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the worker.
+    pub fn worker(mut self, worker_id: WorkerId) -> Self {
+        self.worker_id = worker_id;
+        self
+    }
+}
+
+/// A claimed task: the right to run it until `deadline` unless renewed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// The task.
+    pub spec: TaskSpec,
+    /// Proof of the claim, carried by heartbeats and completions.
+    pub token: LeaseToken,
+    /// This run's number (1-based, counted in the store).
+    pub attempt: u32,
+    /// When the lease runs out.
+    pub deadline: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The reference used to renew or complete this lease.
+    pub fn reference(&self) -> LeaseRef {
+        LeaseRef {
+            task_id: self.spec.id,
+            token: self.token,
+        }
+    }
+}
+
+/// Names a held lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    /// The task.
+    pub task_id: TaskId,
+    /// The lease token.
+    pub token: LeaseToken,
+}
+
+/// How an attempt ended, as told to the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionOutcome {
+    /// The task succeeded.
+    Succeeded,
+    /// The attempt failed; run again at `run_at`.
+    Retry {
+        /// The next attempt's earliest start.
+        run_at: DateTime<Utc>,
+        /// This attempt's error.
+        error: TaskError,
+    },
+    /// The task failed for good; keep it as a dead letter.
+    Failed {
+        /// The final error.
+        error: TaskError,
+    },
+    /// The attempt did not run (worker shutting down): queue the task again and give the
+    /// attempt back.
+    Release,
+}
+
+/// The end of one attempt, fenced by its lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The lease the attempt ran under.
+    pub lease: LeaseRef,
+    /// How it ended.
+    pub outcome: CompletionOutcome,
+}
+
+/// Whether a completion was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionStatus {
+    /// Applied.
+    Applied,
+    /// Refused: the lease had expired or been taken by another worker.
+    LeaseLost,
+}
+
+/// A task whose lease expired and that the store took back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its handler name.
+    pub task_name: String,
+    /// Its queue.
+    pub queue: String,
+    /// Runs used so far.
+    pub attempts: u32,
+    /// `Queued` again, or `Failed` when its attempts were spent.
+    pub state: TaskState,
+}
+
+/// The result of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The task had not started and is now Cancelled.
+    Cancelled,
+    /// The task is running; the store marked it for cancellation and its worker will stop it.
+    Requested,
+    /// The task had already finished in the given state.
+    AlreadyFinished(TaskState),
+}
+
+/// Filters for listing tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only these states (empty = any).
+    pub states: Vec<TaskState>,
+    /// Skip this many (paging).
+    pub offset: usize,
+    /// At most this many (0 = a backend default of 100).
+    pub limit: usize,
+}
+
+/// Counts of a queue's tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Count per state; states with no task are left out.
+    pub counts: Vec<(TaskState, u64)>,
+    /// When the oldest ready task was enqueued.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+}
+
+impl QueueStats {
+    /// The count for one state.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// The store of tasks: enqueue, claim with leases, complete, inspect.
+///
+/// # Contract
+/// Every backend honours the lifecycle rules in `docs/lifecycle.md`, checked by the
+/// conformance suite:
+/// - Claims order by queue (strict, in the order requested), then priority (higher first),
+///   then `run_at`, then enqueue order. Tasks whose `run_at` is in the future are not claimed.
+/// - A claim counts an attempt in the store and mints a fresh [`LeaseToken`]. Heartbeats and
+///   completions carrying any other token are refused: that is the fence that stops a
+///   stalled worker from overwriting the work of the one that took over.
+/// - A task never exists only in a worker's memory: until a completion is applied, it is
+///   in the store as Running with a lease deadline, and [`TaskQueue::recover_expired`]
+///   takes it back after the deadline.
+pub trait TaskQueue: Send + Sync + Debug + 'static {
+    /// Stores new tasks, in one round trip where the backend allows.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownParent`](crate::StoreError::UnknownParent) when a parent does
+    /// not exist (nothing of the batch is stored), or a backend error.
+    fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>>;
+
+    /// Claims up to `request.limit` ready tasks. Returns an empty list when none is ready;
+    /// it does not wait (see [`TaskQueue::wait_for_tasks`]).
+    ///
+    /// # Errors
+    /// A backend error; no lease was granted in that case.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped future may have claimed tasks whose leases are lost to
+    /// the caller; they come back after their lease expires.
+    fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>>;
+
+    /// Extends held leases to now + `extend`. Returns, per lease, whether it is still held.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<Vec<bool>>>;
+
+    /// Applies completions, each fenced by its lease. Returns a status per completion.
+    ///
+    /// # Errors
+    /// A backend error; none of the batch may have been applied.
+    fn complete(
+        &self,
+        completions: Vec<Completion>,
+    ) -> BoxFuture<'_, StoreResult<Vec<CompletionStatus>>>;
+
+    /// Takes back up to `limit` tasks whose lease expired: queued again, or Failed when
+    /// their attempts are spent.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Recovered>>>;
+
+    /// Reads one task's record.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>>;
+
+    /// Lists tasks, newest first.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>>;
+
+    /// Counts one queue's tasks by state.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>>;
+
+    /// Cancels a task.
+    ///
+    /// # Errors
+    /// [`StoreError::TaskNotFound`](crate::StoreError::TaskNotFound), or a backend error.
+    fn cancel(&self, id: TaskId) -> BoxFuture<'_, StoreResult<CancelOutcome>>;
+
+    /// Waits until a task may be ready in one of `queues`, or `timeout` passes.
+    ///
+    /// Backends with a wake-up channel return as soon as a task is enqueued; the default
+    /// just sleeps for `timeout`, which makes it a polling interval. Either way, callers
+    /// must dequeue to find out: a wake-up is a hint, not a promise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
+        let _ = queues;
+        Box::pin(tokio::time::sleep(timeout))
+    }
+}
