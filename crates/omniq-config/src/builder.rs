@@ -180,9 +180,8 @@ impl SettingsBuilder {
 impl fmt::Debug for SettingsBuilder {
     /// Shows files and keys but never values, which may hold secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys = |pairs: &[(String, String)]| {
-            pairs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
-        };
+        let keys =
+            |pairs: &[(String, String)]| pairs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
         f.debug_struct("SettingsBuilder")
             .field("files", &self.files)
             .field("env_files", &self.env_files)

@@ -169,7 +169,9 @@ fn split_digits(s: &str) -> (&str, &str) {
 fn unit_nanos(unit: &str) -> Option<u128> {
     let nanos = match unit {
         "ns" | "nsec" | "nsecs" | "nanos" | "nanosecond" | "nanoseconds" => 1,
-        "us" | "µs" | "μs" | "usec" | "usecs" | "micros" | "microsecond" | "microseconds" => 1_000,
+        "us" | "µs" | "μs" | "usec" | "usecs" | "micros" | "microsecond" | "microseconds" => {
+            1_000
+        }
         "ms" | "msec" | "msecs" | "millis" | "millisecond" | "milliseconds" => 1_000_000,
         "s" | "sec" | "secs" | "second" | "seconds" => NANOS_PER_SEC,
         "m" | "min" | "mins" | "minute" | "minutes" => 60 * NANOS_PER_SEC,
@@ -423,7 +425,10 @@ mod tests {
             parse_duration("5s!"),
             Err(DurationError::ExpectedNumber { .. })
         ));
-        assert_eq!(parse_duration("30S").map_err(|e| e.to_string()), Err("unknown duration unit `S`".into()));
+        assert_eq!(
+            parse_duration("30S").map_err(|e| e.to_string()),
+            Err("unknown duration unit `S`".into())
+        );
         assert_eq!(
             parse_duration("99999999999999999999999d"),
             Err(DurationError::Overflow)

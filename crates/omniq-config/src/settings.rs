@@ -66,7 +66,7 @@ pub struct Settings {
     /// least 1).
     pub concurrency: usize,
     /// Queues a worker consumes, in priority order (`queues`, default
-    /// `[default]`; in the environment or a map: `a,b`).
+    /// `[default]`; in the environment or a map: `a,b` or `[a,b]`).
     #[serde(deserialize_with = "values::deserialize_list")]
     pub queues: Vec<String>,
     /// How long a claimed task stays leased without a heartbeat (`lease`,
@@ -438,7 +438,8 @@ mod values {
         T: FromStr<Err = ConfigError>,
     {
         let s = <String as serde::Deserialize>::deserialize(deserializer)?;
-        s.parse().map_err(|e: ConfigError| de::Error::custom(e.detail()))
+        s.parse()
+            .map_err(|e: ConfigError| de::Error::custom(e.detail()))
     }
 
     /// A list of strings, or one comma-separated string (`"a, b"`).
@@ -452,6 +453,11 @@ mod values {
                 f.write_str("a list of names or a comma-separated string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('[')
+                    .and_then(|v| v.strip_suffix(']'))
+                    .unwrap_or(v);
                 Ok(v.split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
@@ -523,7 +529,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_match_fields() -> Result<(), figment::Error> {
+    fn keys_match_fields() -> Result<(), Box<dyn std::error::Error>> {
         let value = figment::value::Value::serialize(Settings::default())?;
         let dict = value.into_dict().unwrap_or_default();
         let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
@@ -533,7 +539,10 @@ mod tests {
         assert_eq!(fields, keys);
         for kind in StoreKind::ALL {
             assert!(KEYS.contains(&kind.key()));
-            assert_eq!(kind.env_key(), format!("OMNIQ_{}", kind.key().to_uppercase()));
+            assert_eq!(
+                kind.env_key(),
+                format!("OMNIQ_{}", kind.key().to_uppercase())
+            );
         }
         Ok(())
     }
@@ -551,7 +560,10 @@ mod tests {
 
     #[test]
     fn enums_parse_case_insensitively() {
-        assert_eq!("Thread".parse::<WorkerKind>().ok(), Some(WorkerKind::Thread));
+        assert_eq!(
+            "Thread".parse::<WorkerKind>().ok(),
+            Some(WorkerKind::Thread)
+        );
         assert_eq!("JSON".parse::<CodecKind>().ok(), Some(CodecKind::Json));
         assert!("fork".parse::<WorkerKind>().is_err());
         assert_eq!(CodecKind::MessagePack.to_string(), "msgpack");
@@ -567,10 +579,16 @@ mod tests {
         assert_eq!(bad(|s| s.max_attempts = 0).as_deref(), Some("max_attempts"));
         assert_eq!(bad(|s| s.concurrency = 0).as_deref(), Some("concurrency"));
         assert_eq!(bad(|s| s.queues.clear()).as_deref(), Some("queues"));
-        assert_eq!(bad(|s| s.queues = vec![" ".into()]).as_deref(), Some("queues"));
+        assert_eq!(
+            bad(|s| s.queues = vec![" ".into()]).as_deref(),
+            Some("queues")
+        );
         assert_eq!(bad(|s| s.heartbeat = s.lease).as_deref(), Some("heartbeat"));
         assert_eq!(bad(|s| s.lease = Duration::ZERO).as_deref(), Some("lease"));
-        assert_eq!(bad(|s| s.timeout = Some(Duration::ZERO)).as_deref(), Some("timeout"));
+        assert_eq!(
+            bad(|s| s.timeout = Some(Duration::ZERO)).as_deref(),
+            Some("timeout")
+        );
         assert_eq!(bad(|s| s.log_level.clear()).as_deref(), Some("log_level"));
         assert_eq!(bad(|_| ()), None);
         assert_eq!(Settings::memory().validate(), Ok(()));

@@ -474,12 +474,21 @@ mod tests {
     #[test]
     fn redaction() {
         let u = url("postgres://app:hunter2@db:5432/omniq?sslmode=require");
-        assert_eq!(u.as_str(), "postgres://app:hunter2@db:5432/omniq?sslmode=require");
-        assert_eq!(u.redacted(), "postgres://app:***@db:5432/omniq?sslmode=require");
+        assert_eq!(
+            u.as_str(),
+            "postgres://app:hunter2@db:5432/omniq?sslmode=require"
+        );
+        assert_eq!(
+            u.redacted(),
+            "postgres://app:***@db:5432/omniq?sslmode=require"
+        );
         assert_eq!(u.to_string(), u.redacted());
         assert!(!format!("{u:?}").contains("hunter2"));
 
-        assert_eq!(url("redis://:pw@h:6379/0").redacted(), "redis://:***@h:6379/0");
+        assert_eq!(
+            url("redis://:pw@h:6379/0").redacted(),
+            "redis://:***@h:6379/0"
+        );
         assert_eq!(url("redis://user@h").redacted(), "redis://user@h");
         assert_eq!(url("nats://tok@h").redacted(), "nats://***@h");
         assert_eq!(
@@ -490,12 +499,15 @@ mod tests {
             url("s3://bucket/p?region=eu&secret_access_key=abc&token=t#frag").redacted(),
             "s3://bucket/p?region=eu&secret_access_key=***&token=***#frag"
         );
+        assert_eq!(url("az://c?sig=xyz&sv=1").redacted(), "az://c?sig=***&sv=1");
         assert_eq!(
-            url("az://c?sig=xyz&sv=1").redacted(),
-            "az://c?sig=***&sv=1"
+            url("postgres://h/db?password=").redacted(),
+            "postgres://h/db?password="
         );
-        assert_eq!(url("postgres://h/db?password=").redacted(), "postgres://h/db?password=");
-        assert_eq!(url("postgres://u:a/b@h/db").redacted(), "postgres://u:***@h/db");
+        assert_eq!(
+            url("postgres://u:a/b@h/db").redacted(),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(url("s3://bucket/a@b").redacted(), "s3://bucket/a@b");
     }
 

@@ -48,9 +48,7 @@ mod tests {
 
     #[test]
     fn parses_scalars_lists_and_null() -> Result<(), serde_saphyr::Error> {
-        let dict: Dict = Yaml::from_str(
-            "a: 1\nb: 30s\nc: [x, y]\nd: ~\ne: \"45\"\n# comment\n",
-        )?;
+        let dict: Dict = Yaml::from_str("a: 1\nb: 30s\nc: [x, y]\nd: ~\ne: \"45\"\n# comment\n")?;
         assert!(matches!(dict.get("a"), Some(Value::Num(..))));
         assert_eq!(dict.get("b").and_then(Value::as_str), Some("30s"));
         assert!(matches!(dict.get("c"), Some(Value::Array(_, v)) if v.len() == 2));
