@@ -143,17 +143,19 @@ impl State {
         entry.record.updated_at = now;
         entry.record.lease_expires_at = None;
         entry.token = None;
-        if let Some(key) = &entry.record.spec.unique_key {
-            if self.unique.get(key) == Some(&id) {
-                self.unique.remove(key);
-            }
+        if let Some(key) = &entry.record.spec.unique_key
+            && self.unique.get(key) == Some(&id)
+        {
+            self.unique.remove(key);
         }
     }
 
     fn claim(&mut self, request: &DequeueRequest, now: DateTime<Utc>) -> Vec<Lease> {
         self.promote_due(now);
         let lease_for = chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX);
-        let deadline = now.checked_add_signed(lease_for).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now
+            .checked_add_signed(lease_for)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut leases = Vec::new();
         for queue in &request.queues {
             while leases.len() < request.limit {
@@ -333,7 +335,10 @@ impl TaskQueue for MemoryTaskQueue {
         let now = Utc::now();
         let outcomes: Vec<_> = {
             let mut state = lock(&self.state);
-            tasks.into_iter().map(|spec| state.insert(spec, now)).collect()
+            tasks
+                .into_iter()
+                .map(|spec| state.insert(spec, now))
+                .collect()
         };
         if !outcomes.is_empty() {
             self.wake();
@@ -353,7 +358,9 @@ impl TaskQueue for MemoryTaskQueue {
     ) -> BoxFuture<'_, StoreResult<Vec<bool>>> {
         let now = Utc::now();
         let extend = chrono::Duration::from_std(extend).unwrap_or(chrono::Duration::MAX);
-        let deadline = now.checked_add_signed(extend).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now
+            .checked_add_signed(extend)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut state = lock(&self.state);
         let held = leases
             .iter()
@@ -409,7 +416,12 @@ impl TaskQueue for MemoryTaskQueue {
         let mut matching: Vec<&Entry> = state
             .tasks
             .values()
-            .filter(|e| query.queue.as_ref().is_none_or(|q| &e.record.spec.queue == q))
+            .filter(|e| {
+                query
+                    .queue
+                    .as_ref()
+                    .is_none_or(|q| &e.record.spec.queue == q)
+            })
             .filter(|e| query.states.is_empty() || query.states.contains(&e.record.state))
             .collect();
         matching.sort_by_key(|e| Reverse(e.seq));
@@ -426,7 +438,11 @@ impl TaskQueue for MemoryTaskQueue {
         let state = lock(&self.state);
         let mut counts: HashMap<TaskState, u64> = HashMap::new();
         let mut oldest: Option<DateTime<Utc>> = None;
-        for entry in state.tasks.values().filter(|e| e.record.spec.queue == queue) {
+        for entry in state
+            .tasks
+            .values()
+            .filter(|e| e.record.spec.queue == queue)
+        {
             *counts.entry(entry.record.state).or_default() += 1;
             if entry.record.state == TaskState::Queued {
                 let created = entry.record.spec.created_at;

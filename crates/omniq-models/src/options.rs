@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn per_enqueue_options_win_over_type_defaults() {
-        let defaults = TaskOptions::default().queue("images").max_attempts(5).priority(3);
+        let defaults = TaskOptions::default()
+            .queue("images")
+            .max_attempts(5)
+            .priority(3);
         let merged = TaskOptions::default().priority(9).or(&defaults);
         assert_eq!(merged.queue, "images");
         assert_eq!(merged.priority, 9);

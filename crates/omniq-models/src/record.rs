@@ -210,7 +210,12 @@ mod tests {
 
     #[test]
     fn zero_max_attempts_still_runs_once() {
-        let spec = TaskSpec::new("t", vec![], TaskOptions::default().max_attempts(0), Utc::now());
+        let spec = TaskSpec::new(
+            "t",
+            vec![],
+            TaskOptions::default().max_attempts(0),
+            Utc::now(),
+        );
         assert_eq!(spec.max_attempts, 1);
     }
 }

@@ -194,9 +194,14 @@ mod tests {
 
     #[test]
     fn a_reader_decodes_any_writer_format() {
-        let json = PayloadCodec::new(Format::Json, 1024).encode(&sample()).expect("encodes");
+        let json = PayloadCodec::new(Format::Json, 1024)
+            .encode(&sample())
+            .expect("encodes");
         let msgpack = PayloadCodec::default().encode(&sample()).expect("encodes");
-        assert_eq!(PayloadCodec::default().decode::<Resize>(&json).ok(), Some(sample()));
+        assert_eq!(
+            PayloadCodec::default().decode::<Resize>(&json).ok(),
+            Some(sample())
+        );
         let json_reader = PayloadCodec::new(Format::Json, 1024);
         assert_eq!(json_reader.decode::<Resize>(&msgpack).ok(), Some(sample()));
     }
@@ -213,7 +218,10 @@ mod tests {
     fn oversized_payloads_are_refused_with_sizes() {
         let codec = PayloadCodec::new(Format::MessagePack, 16);
         let err = codec.encode(&"x".repeat(100)).expect_err("too large");
-        assert!(matches!(err, SerializationError::TooLarge { limit: 16, .. }));
+        assert!(matches!(
+            err,
+            SerializationError::TooLarge { limit: 16, .. }
+        ));
         assert!(err.to_string().contains("exceeds the limit of 16 bytes"));
     }
 

@@ -84,7 +84,10 @@ impl StoreError {
     }
 
     /// A backend error wrapping the driver's error.
-    pub fn backend(backend: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
         StoreError::Backend {
             backend,
             source: source.into(),

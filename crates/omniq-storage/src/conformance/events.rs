@@ -30,12 +30,24 @@ pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Store
     stores.events.append(events.clone()).await.expect("append");
     stores
         .events
-        .append(vec![TaskEvent::for_task(TaskEventKind::Enqueued, other, "t", &queue)])
+        .append(vec![TaskEvent::for_task(
+            TaskEventKind::Enqueued,
+            other,
+            "t",
+            &queue,
+        )])
         .await
         .expect("append");
 
-    let mine = stores.events.query(EventQuery::task(task)).await.expect("query");
-    assert_eq!(mine.iter().map(|e| e.kind).collect::<Vec<_>>(), kinds.to_vec());
+    let mine = stores
+        .events
+        .query(EventQuery::task(task))
+        .await
+        .expect("query");
+    assert_eq!(
+        mine.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        kinds.to_vec()
+    );
     assert_eq!(mine[0], events[0], "events round-trip every field");
 
     let started = stores

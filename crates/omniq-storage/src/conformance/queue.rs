@@ -6,7 +6,9 @@ use chrono::Utc;
 use omniq_models::{TaskError, TaskOptions, TaskState};
 
 use super::Stores;
-use super::support::{claim, enqueue_one, eventually, eventually_some, request, spec, unique_queue};
+use super::support::{
+    claim, enqueue_one, eventually, eventually_some, request, spec, unique_queue,
+};
 use crate::{
     CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, LeaseRef,
     TaskQuery,
@@ -58,18 +60,25 @@ pub async fn enqueue_dequeue_complete_round_trip(stores: Stores) {
 /// A batch enqueue answers one outcome per task, in the order given.
 pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Stores) {
     let queue = unique_queue("batch");
-    let tasks: Vec<_> = (0..50).map(|_| spec(&queue, TaskOptions::default())).collect();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
     let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
     let outcomes = stores.queue.enqueue(tasks).await.expect("enqueue");
     let outcome_ids: Vec<_> = outcomes.iter().map(EnqueueOutcome::id).collect();
     assert_eq!(outcome_ids, ids);
-    assert_eq!(stores.queue.enqueue(Vec::new()).await.expect("empty batch"), vec![]);
+    assert_eq!(
+        stores.queue.enqueue(Vec::new()).await.expect("empty batch"),
+        vec![]
+    );
 }
 
 /// A claim never returns more leases than asked for, and never the same task twice.
 pub async fn dequeue_is_bounded_by_the_limit(stores: Stores) {
     let queue = unique_queue("bounded");
-    let tasks: Vec<_> = (0..25).map(|_| spec(&queue, TaskOptions::default())).collect();
+    let tasks: Vec<_> = (0..25)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
     stores.queue.enqueue(tasks).await.expect("enqueue");
 
     let first = claim(&*stores.queue, &[&queue], 10).await;
@@ -114,7 +123,9 @@ pub async fn dequeue_is_fifo_at_equal_priority(stores: Stores) {
     let queue = unique_queue("fifo");
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let batch: Vec<_> = (0..10).map(|_| spec(&queue, TaskOptions::default())).collect();
+        let batch: Vec<_> = (0..10)
+            .map(|_| spec(&queue, TaskOptions::default()))
+            .collect();
         ids.extend(batch.iter().map(|t| t.id));
         stores.queue.enqueue(batch).await.expect("enqueue");
     }
@@ -137,8 +148,14 @@ pub async fn dequeue_takes_named_queues_in_strict_order(stores: Stores) {
         .map(|_| spec(&low, TaskOptions::default().priority(100)))
         .collect();
     stores.queue.enqueue(low_tasks).await.expect("enqueue low");
-    let high_tasks: Vec<_> = (0..3).map(|_| spec(&high, TaskOptions::default())).collect();
-    stores.queue.enqueue(high_tasks).await.expect("enqueue high");
+    let high_tasks: Vec<_> = (0..3)
+        .map(|_| spec(&high, TaskOptions::default()))
+        .collect();
+    stores
+        .queue
+        .enqueue(high_tasks)
+        .await
+        .expect("enqueue high");
 
     let leases = claim(&*stores.queue, &[&high, &low], 4).await;
     let queues: Vec<_> = leases.iter().map(|l| l.spec.queue.as_str()).collect();
@@ -148,8 +165,14 @@ pub async fn dequeue_takes_named_queues_in_strict_order(stores: Stores) {
 /// A task delayed into the future is Scheduled and not claimed until its time.
 pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
     let queue = unique_queue("delayed");
-    let later = spec(&queue, TaskOptions::default().delay(Duration::from_secs(3600)));
-    let soon = spec(&queue, TaskOptions::default().delay(Duration::from_millis(200)));
+    let later = spec(
+        &queue,
+        TaskOptions::default().delay(Duration::from_secs(3600)),
+    );
+    let soon = spec(
+        &queue,
+        TaskOptions::default().delay(Duration::from_millis(200)),
+    );
     let now = spec(&queue, TaskOptions::default());
     let later_outcome = enqueue_one(&*stores.queue, later.clone()).await;
     assert_eq!(
@@ -163,7 +186,10 @@ pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
     enqueue_one(&*stores.queue, now.clone()).await;
 
     let first = claim(&*stores.queue, &[&queue], 10).await;
-    assert_eq!(first.iter().map(|l| l.spec.id).collect::<Vec<_>>(), vec![now.id]);
+    assert_eq!(
+        first.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        vec![now.id]
+    );
 
     let claimed = eventually_some("the delayed task to become claimable", || {
         let queue_store = stores.queue.clone();
@@ -179,7 +205,12 @@ pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
     })
     .await;
     assert_eq!(claimed, vec![soon.id]);
-    let record = stores.queue.get(later.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(later.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Scheduled);
 }
 
@@ -198,10 +229,18 @@ pub async fn claimed_tasks_are_running_with_an_attempt_counted(stores: Stores) {
     let before = Utc::now();
     let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
     assert!(lease.deadline > before + chrono::Duration::seconds(20));
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Running);
     assert_eq!(record.attempts, 1);
-    assert_eq!(record.worker_id.as_ref().map(|w| w.as_str()), Some("conformance"));
+    assert_eq!(
+        record.worker_id.as_ref().map(|w| w.as_str()),
+        Some("conformance")
+    );
     assert!(record.started_at.is_some());
     assert!(record.lease_expires_at.is_some());
 }
@@ -261,7 +300,12 @@ pub async fn expired_lease_with_attempts_spent_fails_the_task(stores: Stores) {
         }
     })
     .await;
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(
         record.last_error().map(|e| e.kind),
         Some(omniq_models::TaskErrorKind::LeaseLost)
@@ -303,8 +347,17 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
         .await
         .expect("complete");
     assert_eq!(refused, vec![CompletionStatus::LeaseLost]);
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
-    assert_eq!(record.state, TaskState::Running, "stale completion changed nothing");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        record.state,
+        TaskState::Running,
+        "stale completion changed nothing"
+    );
 
     let applied = stores
         .queue
@@ -319,7 +372,12 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
         .await
         .expect("complete");
     assert_eq!(again, vec![CompletionStatus::LeaseLost]);
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Succeeded);
 }
 
@@ -344,14 +402,29 @@ pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores)
     };
     let held = stores
         .queue
-        .heartbeat(vec![lease.reference(), forged, unknown], Duration::from_secs(60))
+        .heartbeat(
+            vec![lease.reference(), forged, unknown],
+            Duration::from_secs(60),
+        )
         .await
         .expect("heartbeat");
     assert_eq!(held, vec![true, false, false]);
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     let expires = record.lease_expires_at.expect("running task has a lease");
     assert!(expires > Utc::now() + chrono::Duration::seconds(30));
-    assert!(stores.queue.recover_expired(100).await.expect("recover").is_empty());
+    assert!(
+        stores
+            .queue
+            .recover_expired(100)
+            .await
+            .expect("recover")
+            .is_empty()
+    );
 }
 
 /// A retry puts the task back as Scheduled at the given time and records the error.
@@ -373,14 +446,22 @@ pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
         .await
         .expect("complete");
     assert_eq!(statuses, vec![CompletionStatus::Applied]);
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Scheduled);
     assert_eq!(record.attempts, 1);
     assert_eq!(record.errors.len(), 1);
     assert_eq!(record.errors[0].attempt, 1);
     assert_eq!(record.errors[0].error.message, "flaky");
     assert!(record.lease_expires_at.is_none());
-    assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty(), "not before run_at");
+    assert!(
+        claim(&*stores.queue, &[&queue], 1).await.is_empty(),
+        "not before run_at"
+    );
 
     // A retry due now is claimable at once, as attempt 2.
     let task2 = spec(&queue, TaskOptions::default().max_attempts(3));
@@ -431,10 +512,19 @@ pub async fn failure_keeps_the_task_as_a_dead_letter_with_every_error(stores: St
         }])
         .await
         .expect("complete");
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Failed);
     assert_eq!(record.attempts, 2);
-    let messages: Vec<_> = record.errors.iter().map(|e| e.error.message.as_str()).collect();
+    let messages: Vec<_> = record
+        .errors
+        .iter()
+        .map(|e| e.error.message.as_str())
+        .collect();
     assert_eq!(messages, vec!["first", "second"]);
     assert_eq!(record.errors[1].attempt, 2);
     assert!(record.finished_at.is_some());
@@ -465,7 +555,12 @@ pub async fn release_gives_the_attempt_back(stores: Stores) {
         .await
         .expect("complete");
     assert_eq!(statuses, vec![CompletionStatus::Applied]);
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Queued);
     assert_eq!(record.attempts, 0);
     let again = claim(&*stores.queue, &[&queue], 1).await;
@@ -486,9 +581,19 @@ pub async fn unique_key_returns_the_existing_task_while_it_is_not_terminal(store
     assert!(stores.queue.get(second.id).await.expect("get").is_none());
 
     // Within one batch, too.
-    let a = spec(&queue, TaskOptions::default().unique_key(format!("{key}-b")));
-    let b = spec(&queue, TaskOptions::default().unique_key(format!("{key}-b")));
-    let outcomes = stores.queue.enqueue(vec![a.clone(), b]).await.expect("enqueue");
+    let a = spec(
+        &queue,
+        TaskOptions::default().unique_key(format!("{key}-b")),
+    );
+    let b = spec(
+        &queue,
+        TaskOptions::default().unique_key(format!("{key}-b")),
+    );
+    let outcomes = stores
+        .queue
+        .enqueue(vec![a.clone(), b])
+        .await
+        .expect("enqueue");
     assert_eq!(outcomes[1], EnqueueOutcome::Duplicate { existing: a.id });
 
     let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
@@ -513,7 +618,12 @@ pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
         CancelOutcome::Cancelled
     );
     assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty());
-    let record = stores.queue.get(task.id).await.expect("get").expect("exists");
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, TaskState::Cancelled);
     assert_eq!(
         stores.queue.cancel(task.id).await.expect("cancel"),
@@ -541,7 +651,9 @@ pub async fn get_unknown_task_returns_none(stores: Stores) {
 /// Listing filters by queue and state and pages with offset and limit.
 pub async fn list_pages_by_queue_and_state(stores: Stores) {
     let queue = unique_queue("list");
-    let tasks: Vec<_> = (0..7).map(|_| spec(&queue, TaskOptions::default())).collect();
+    let tasks: Vec<_> = (0..7)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
     stores.queue.enqueue(tasks).await.expect("enqueue");
     claim(&*stores.queue, &[&queue], 2).await;
 
@@ -551,7 +663,11 @@ pub async fn list_pages_by_queue_and_state(stores: Stores) {
         offset,
         limit,
     };
-    let all = stores.queue.list(query(vec![], 0, 100)).await.expect("list");
+    let all = stores
+        .queue
+        .list(query(vec![], 0, 100))
+        .await
+        .expect("list");
     assert_eq!(all.len(), 7);
     let running = stores
         .queue
@@ -570,15 +686,24 @@ pub async fn list_pages_by_queue_and_state(stores: Stores) {
         .await
         .expect("list");
     assert_eq!((page1.len(), page2.len()), (3, 2));
-    assert!(page1.iter().all(|r| page2.iter().all(|s| s.spec.id != r.spec.id)));
+    assert!(
+        page1
+            .iter()
+            .all(|r| page2.iter().all(|s| s.spec.id != r.spec.id))
+    );
 }
 
 /// Stats count a queue's tasks per state.
 pub async fn stats_count_tasks_per_state(stores: Stores) {
     let queue = unique_queue("stats");
-    let tasks: Vec<_> = (0..5).map(|_| spec(&queue, TaskOptions::default())).collect();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
     stores.queue.enqueue(tasks).await.expect("enqueue");
-    let delayed = spec(&queue, TaskOptions::default().delay(Duration::from_secs(3600)));
+    let delayed = spec(
+        &queue,
+        TaskOptions::default().delay(Duration::from_secs(3600)),
+    );
     enqueue_one(&*stores.queue, delayed).await;
     let leases = claim(&*stores.queue, &[&queue], 2).await;
     stores
@@ -594,7 +719,11 @@ pub async fn stats_count_tasks_per_state(stores: Stores) {
     assert_eq!(stats.count(TaskState::Running), 1);
     assert_eq!(stats.count(TaskState::Succeeded), 1);
     assert!(stats.oldest_queued_at.is_some());
-    let empty = stores.queue.stats(unique_queue("none")).await.expect("stats");
+    let empty = stores
+        .queue
+        .stats(unique_queue("none"))
+        .await
+        .expect("stats");
     assert_eq!(empty.count(TaskState::Queued), 0);
     assert!(empty.oldest_queued_at.is_none());
 }

@@ -17,15 +17,30 @@ pub async fn results_are_stored_and_read_back(stores: Stores) {
         .await
         .expect("put");
 
-    let read = stores.results.get(ok.task_id).await.expect("get").expect("exists");
+    let read = stores
+        .results
+        .get(ok.task_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(read.outcome, Ok(vec![9, 9]));
     assert_eq!(read.attempts, 1);
-    let read = stores.results.get(failed.task_id).await.expect("get").expect("exists");
+    let read = stores
+        .results
+        .get(failed.task_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(read.outcome.map_err(|e| e.message), Err("no".to_owned()));
 
     let replaced = TaskResult::success(ok.task_id, "t", vec![1], 2, None);
     stores.results.put(vec![replaced]).await.expect("put");
-    let read = stores.results.get(ok.task_id).await.expect("get").expect("exists");
+    let read = stores
+        .results
+        .get(ok.task_id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(read.outcome, Ok(vec![1]));
 
     let waited = stores
@@ -37,13 +52,32 @@ pub async fn results_are_stored_and_read_back(stores: Stores) {
     assert!(stores.results.delete(ok.task_id).await.expect("delete"));
     assert!(!stores.results.delete(ok.task_id).await.expect("delete"));
     assert!(stores.results.get(ok.task_id).await.expect("get").is_none());
-    assert!(stores.results.get(TaskId::new()).await.expect("get").is_none());
+    assert!(
+        stores
+            .results
+            .get(TaskId::new())
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 /// A result past its TTL is gone, whether or not it was purged yet.
 pub async fn expired_results_are_not_returned(stores: Stores) {
-    let short = TaskResult::success(TaskId::new(), "t", vec![1], 1, Some(Duration::from_millis(50)));
-    let long = TaskResult::success(TaskId::new(), "t", vec![2], 1, Some(Duration::from_secs(3600)));
+    let short = TaskResult::success(
+        TaskId::new(),
+        "t",
+        vec![1],
+        1,
+        Some(Duration::from_millis(50)),
+    );
+    let long = TaskResult::success(
+        TaskId::new(),
+        "t",
+        vec![2],
+        1,
+        Some(Duration::from_secs(3600)),
+    );
     stores
         .results
         .put(vec![short.clone(), long.clone()])
@@ -55,6 +89,20 @@ pub async fn expired_results_are_not_returned(stores: Stores) {
     })
     .await;
     stores.results.purge_expired().await.expect("purge");
-    assert!(stores.results.get(long.task_id).await.expect("get").is_some());
-    assert!(stores.results.get(short.task_id).await.expect("get").is_none());
+    assert!(
+        stores
+            .results
+            .get(long.task_id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        stores
+            .results
+            .get(short.task_id)
+            .await
+            .expect("get")
+            .is_none()
+    );
 }

@@ -34,7 +34,11 @@ fn schedule(name: &str) -> Schedule {
 /// Create is idempotent by name; update, get, list, delete work; paused ones are not due.
 pub async fn schedules_are_created_once_by_name_and_managed(stores: Stores) {
     let name = unique_queue("schedule");
-    let (stored, created) = stores.schedules.create(schedule(&name)).await.expect("create");
+    let (stored, created) = stores
+        .schedules
+        .create(schedule(&name))
+        .await
+        .expect("create");
     assert!(created);
     let mut changed = schedule(&name);
     changed.task_name = "other".to_owned();
@@ -52,20 +56,35 @@ pub async fn schedules_are_created_once_by_name_and_managed(stores: Stores) {
     let mut paused = existing.clone();
     paused.paused = true;
     stores.schedules.update(paused).await.expect("update");
-    let read = stores.schedules.get(name.clone()).await.expect("get").expect("exists");
+    let read = stores
+        .schedules
+        .get(name.clone())
+        .await
+        .expect("get")
+        .expect("exists");
     assert!(read.paused);
     let due = stores
         .schedules
         .due(Utc::now() + chrono::Duration::seconds(1), 1000)
         .await
         .expect("due");
-    assert!(!due.iter().any(|s| s.name == name), "paused schedules are not due");
+    assert!(
+        !due.iter().any(|s| s.name == name),
+        "paused schedules are not due"
+    );
 
     let listed = stores.schedules.list().await.expect("list");
     assert!(listed.iter().any(|s| s.name == name));
     assert!(stores.schedules.delete(name.clone()).await.expect("delete"));
     assert!(!stores.schedules.delete(name.clone()).await.expect("delete"));
-    assert!(stores.schedules.get(name.clone()).await.expect("get").is_none());
+    assert!(
+        stores
+            .schedules
+            .get(name.clone())
+            .await
+            .expect("get")
+            .is_none()
+    );
     let missing = stores.schedules.update(schedule(&name)).await;
     assert!(matches!(
         missing.map_err(|e| e.kind()),
@@ -76,7 +95,11 @@ pub async fn schedules_are_created_once_by_name_and_managed(stores: Stores) {
 /// Two schedulers racing for the same fire: exactly one advance succeeds.
 pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Stores) {
     let name = unique_queue("advance");
-    let (stored, _) = stores.schedules.create(schedule(&name)).await.expect("create");
+    let (stored, _) = stores
+        .schedules
+        .create(schedule(&name))
+        .await
+        .expect("create");
     let expected = stored.next_fire_at;
     let mut next = stored.clone();
     next.last_fire_at = expected;
@@ -88,8 +111,17 @@ pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Stores) {
         stores.schedules.advance(next.clone(), expected)
     );
     let wins = [a.expect("advance"), b.expect("advance")];
-    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "exactly one claim wins");
-    let read = stores.schedules.get(name).await.expect("get").expect("exists");
+    assert_eq!(
+        wins.iter().filter(|w| **w).count(),
+        1,
+        "exactly one claim wins"
+    );
+    let read = stores
+        .schedules
+        .get(name)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(read.next_fire_at, next.next_fire_at);
     assert_eq!(read.fire_count, 1);
 }

@@ -7,12 +7,20 @@ use crate::{DequeueRequest, EnqueueOutcome, Lease, TaskQueue};
 
 /// A queue name no other case uses.
 pub(crate) fn unique_queue(label: &str) -> String {
-    format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{label}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A task spec with a small payload.
 pub(crate) fn spec(queue: &str, options: TaskOptions) -> TaskSpec {
-    TaskSpec::new("conformance.task", vec![1, 2, 3], options.queue(queue), Utc::now())
+    TaskSpec::new(
+        "conformance.task",
+        vec![1, 2, 3],
+        options.queue(queue),
+        Utc::now(),
+    )
 }
 
 pub(crate) async fn enqueue_one(queue: &dyn TaskQueue, spec: TaskSpec) -> EnqueueOutcome {
@@ -28,7 +36,10 @@ pub(crate) fn request(queues: &[&str], limit: usize) -> DequeueRequest {
 }
 
 pub(crate) async fn claim(queue: &dyn TaskQueue, queues: &[&str], limit: usize) -> Vec<Lease> {
-    queue.dequeue(request(queues, limit)).await.expect("dequeue")
+    queue
+        .dequeue(request(queues, limit))
+        .await
+        .expect("dequeue")
 }
 
 /// Waits (polling, bounded) until `check` passes; for waits on the passage of time, such as
@@ -40,7 +51,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -56,7 +70,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,99 @@
+use chrono::{DateTime, Utc};
+use omniq_models::TaskEvent;
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::SqliteBackend;
+use crate::error::{corrupt, store_error};
+use crate::rows::to_json;
+use crate::time::to_micros;
+
+/// The event store of a [`SqliteBackend`].
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    backend: SqliteBackend,
+}
+
+impl SqliteEventStore {
+    pub(crate) fn new(backend: SqliteBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn append_all(&self, events: Vec<TaskEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.backend.pool.begin().await.map_err(store_error)?;
+        for event in &events {
+            sqlx::query(
+                "INSERT INTO omniq_events (task_id, queue, kind, at, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(event.task_id.map(|id| id.to_string()))
+            .bind(&event.queue)
+            .bind(event.kind.as_str())
+            .bind(to_micros(event.at))
+            .bind(to_json(event)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT body FROM omniq_events WHERE 1 = 1");
+        if let Some(id) = query.task_id {
+            sql.push(" AND task_id = ").push_bind(id.to_string());
+        }
+        if let Some(queue) = &query.queue {
+            sql.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if !query.kinds.is_empty() {
+            sql.push(" AND kind IN (");
+            let mut kinds = sql.separated(", ");
+            for kind in &query.kinds {
+                kinds.push_bind(kind.as_str());
+            }
+            sql.push(")");
+        }
+        if let Some(since) = query.since {
+            sql.push(" AND at >= ").push_bind(to_micros(since));
+        }
+        if let Some(until) = query.until {
+            sql.push(" AND at < ").push_bind(to_micros(until));
+        }
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::try_from(query.effective_limit()).unwrap_or(i64::MAX));
+        let bodies: Vec<(String,)> = sql
+            .build_query_as()
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(store_error)?;
+        bodies
+            .into_iter()
+            .map(|(body,)| serde_json::from_str(&body).map_err(|e| corrupt("event", e)))
+            .collect()
+    }
+}
+
+impl EventStore for SqliteEventStore {
+    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.append_all(events))
+    }
+
+    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
+        Box::pin(self.select(query))
+    }
+
+    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_events WHERE at < ?")
+                .bind(to_micros(before))
+                .execute(&self.backend.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+    }
+}

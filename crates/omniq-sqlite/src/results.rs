@@ -1,0 +1,118 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use omniq_models::{TaskId, TaskResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+
+use crate::SqliteBackend;
+use crate::error::{corrupt, store_error};
+use crate::rows::to_json;
+use crate::time::to_micros;
+
+/// The result store of a [`SqliteBackend`]. Waiters in the same process wake as soon as a
+/// result is stored; others poll.
+#[derive(Debug, Clone)]
+pub struct SqliteResultStore {
+    backend: SqliteBackend,
+}
+
+impl SqliteResultStore {
+    pub(crate) fn new(backend: SqliteBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn put_all(&self, results: Vec<TaskResult>) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.backend.pool.begin().await.map_err(store_error)?;
+        for result in &results {
+            sqlx::query(
+                "INSERT INTO omniq_results (task_id, body, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, \
+                 expires_at = excluded.expires_at",
+            )
+            .bind(result.task_id.to_string())
+            .bind(to_json(result)?)
+            .bind(result.expires_at.map(to_micros))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        self.backend
+            .result_version
+            .send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM omniq_results WHERE task_id = ? \
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(id.to_string())
+        .bind(to_micros(Utc::now()))
+        .fetch_optional(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt("result", e)))
+            .transpose()
+    }
+}
+
+impl ResultStore for SqliteResultStore {
+    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.put_all(results))
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
+        Box::pin(self.read(id))
+    }
+
+    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
+                .bind(id.to_string())
+                .execute(&self.backend.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_results WHERE expires_at <= ?")
+                .bind(to_micros(Utc::now()))
+                .execute(&self.backend.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn wait_for(
+        &self,
+        id: TaskId,
+        timeout: Duration,
+    ) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
+        Box::pin(async move {
+            // Subscribe before looking, so a result stored in between is not missed.
+            let mut changes = self.backend.result_version.subscribe();
+            let deadline = tokio::time::Instant::now() + timeout;
+            // Results written by other processes raise no signal here: poll for them too.
+            let poll = Duration::from_millis(100);
+            loop {
+                if let Some(result) = self.read(id).await? {
+                    return Ok(Some(result));
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                let _ = tokio::time::timeout(poll.min(deadline - now), changes.changed()).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,94 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use omniq_models::{AttemptError, Backoff, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId};
+use omniq_storage::StoreResult;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::error::{corrupt, store_error};
+use crate::time::from_micros;
+
+/// The columns every task query selects, in the order [`record_from_row`] reads them.
+pub(crate) const TASK_COLUMNS: &str = "id, name, queue, state, priority, run_at, expires_at, \
+     attempts, max_attempts, lease_expires_at, worker_id, unique_key, payload, options, errors, \
+     created_at, started_at, finished_at, updated_at";
+
+/// The parts of a spec that no query filters on, stored as one JSON column.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredOptions {
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) depends_on: Vec<TaskId>,
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+impl StoredOptions {
+    pub(crate) fn of(spec: &TaskSpec) -> Self {
+        Self {
+            backoff: spec.backoff.clone(),
+            timeout: spec.timeout,
+            depends_on: spec.depends_on.clone(),
+            metadata: spec.metadata.clone(),
+        }
+    }
+}
+
+fn column<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(store_error)
+}
+
+fn parse_state(text: &str) -> StoreResult<TaskState> {
+    text.parse().map_err(|e| corrupt("task state", e))
+}
+
+pub(crate) fn parse_id(text: &str) -> StoreResult<TaskId> {
+    text.parse().map_err(|e| corrupt("task id", e))
+}
+
+pub(crate) fn record_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
+    let options: StoredOptions = serde_json::from_str(&column::<String>(row, "options")?)
+        .map_err(|e| corrupt("task options", e))?;
+    let errors: Vec<AttemptError> = serde_json::from_str(&column::<String>(row, "errors")?)
+        .map_err(|e| corrupt("task errors", e))?;
+    let micros = |name: &str| column::<Option<i64>>(row, name).map(|v| v.map(from_micros));
+    let spec = TaskSpec {
+        id: parse_id(&column::<String>(row, "id")?)?,
+        name: column(row, "name")?,
+        payload: column(row, "payload")?,
+        queue: column(row, "queue")?,
+        priority: column(row, "priority")?,
+        max_attempts: column::<i64>(row, "max_attempts")?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        backoff: options.backoff,
+        timeout: options.timeout,
+        created_at: from_micros(column(row, "created_at")?),
+        run_at: from_micros(column(row, "run_at")?),
+        expires_at: micros("expires_at")?,
+        depends_on: options.depends_on,
+        unique_key: column(row, "unique_key")?,
+        metadata: options.metadata,
+    };
+    Ok(TaskRecord {
+        spec,
+        state: parse_state(&column::<String>(row, "state")?)?,
+        attempts: column::<i64>(row, "attempts")?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        started_at: micros("started_at")?,
+        finished_at: micros("finished_at")?,
+        lease_expires_at: micros("lease_expires_at")?,
+        worker_id: column::<Option<String>>(row, "worker_id")?.map(WorkerId::new),
+        errors,
+        updated_at: from_micros(column(row, "updated_at")?),
+    })
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| omniq_storage::StoreError::Invalid(e.to_string()))
+}

@@ -1,0 +1,160 @@
+use chrono::{DateTime, Utc};
+use omniq_models::Schedule;
+use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
+
+use crate::SqliteBackend;
+use crate::error::{corrupt, store_error};
+use crate::rows::to_json;
+use crate::time::to_micros;
+
+/// The schedule store of a [`SqliteBackend`].
+#[derive(Debug, Clone)]
+pub struct SqliteScheduleStore {
+    backend: SqliteBackend,
+}
+
+fn parse(body: &str) -> StoreResult<Schedule> {
+    serde_json::from_str(body).map_err(|e| corrupt("schedule", e))
+}
+
+impl SqliteScheduleStore {
+    pub(crate) fn new(backend: SqliteBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn insert(&self, schedule: Schedule) -> StoreResult<(Schedule, bool)> {
+        let done = sqlx::query(
+            "INSERT INTO omniq_schedules (name, next_fire_at, paused, body) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&schedule.name)
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .execute(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() == 1 {
+            return Ok((schedule, true));
+        }
+        let existing = self
+            .read(schedule.name.clone())
+            .await?
+            .ok_or(StoreError::ScheduleNotFound(schedule.name))?;
+        Ok((existing, false))
+    }
+
+    async fn replace(&self, schedule: Schedule) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? WHERE name = ?",
+        )
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .bind(&schedule.name)
+        .execute(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::ScheduleNotFound(schedule.name));
+        }
+        Ok(())
+    }
+
+    async fn read(&self, name: String) -> StoreResult<Option<Schedule>> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM omniq_schedules WHERE name = ?")
+                .bind(&name)
+                .fetch_optional(&self.backend.pool)
+                .await
+                .map_err(store_error)?;
+        body.as_deref().map(parse).transpose()
+    }
+
+    async fn bodies(
+        &self,
+        sql: &'static str,
+        now: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Schedule>> {
+        let bodies: Vec<String> = sqlx::query_scalar(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(store_error)?;
+        bodies.iter().map(|b| parse(b)).collect()
+    }
+
+    async fn compare_and_set(
+        &self,
+        schedule: Schedule,
+        expected: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        // The fire is claimed by whoever moves next_fire_at off the value they read; the
+        // other racers' updates match no row.
+        let done = sqlx::query(
+            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? \
+             WHERE name = ? AND next_fire_at IS ?",
+        )
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .bind(&schedule.name)
+        .bind(expected.map(to_micros))
+        .execute(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl ScheduleStore for SqliteScheduleStore {
+    fn create(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<(Schedule, bool)>> {
+        Box::pin(self.insert(schedule))
+    }
+
+    fn update(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.replace(schedule))
+    }
+
+    fn get(&self, name: String) -> BoxFuture<'_, StoreResult<Option<Schedule>>> {
+        Box::pin(self.read(name))
+    }
+
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
+        Box::pin(self.bodies(
+            "SELECT body FROM omniq_schedules WHERE ?1 IS NULL ORDER BY name LIMIT ?2",
+            None,
+            i64::MAX,
+        ))
+    }
+
+    fn delete(&self, name: String) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_schedules WHERE name = ?")
+                .bind(&name)
+                .execute(&self.backend.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn due(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
+        Box::pin(self.bodies(
+            "SELECT body FROM omniq_schedules WHERE paused = 0 AND next_fire_at <= ?1 \
+             ORDER BY next_fire_at LIMIT ?2",
+            Some(to_micros(now)),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        ))
+    }
+
+    fn advance(
+        &self,
+        schedule: Schedule,
+        expected: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.compare_and_set(schedule, expected))
+    }
+}

@@ -1,0 +1,22 @@
+//! The shared conformance suite against SQLite, each case on a fresh database file.
+
+use std::sync::Arc;
+
+use omniq_sqlite::SqliteBackend;
+use omniq_storage::StoreResult;
+use omniq_storage::conformance::Stores;
+
+async fn stores() -> StoreResult<Stores> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = SqliteBackend::open(dir.path().join("omniq.db")).await?;
+    // The directory must outlive the test; the OS cleans up temp space.
+    std::mem::forget(dir);
+    Ok(Stores {
+        queue: Arc::new(backend.task_queue()),
+        results: Arc::new(backend.result_store()),
+        events: Arc::new(backend.event_store()),
+        schedules: Arc::new(backend.schedule_store()),
+    })
+}
+
+omniq_storage::conformance_suite!(stores);
