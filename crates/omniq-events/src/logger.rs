@@ -1,0 +1,160 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use omniq_models::TaskEvent;
+use omniq_storage::EventStore;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::EventSubscription;
+
+/// Sizes of the logger's buffers.
+#[derive(Debug, Clone)]
+pub struct EventLoggerOptions {
+    /// Events waiting to be written before new ones are dropped.
+    pub capacity: usize,
+    /// Most events written in one call to the store.
+    pub batch_size: usize,
+    /// Events kept for subscribers that fall behind.
+    pub subscriber_capacity: usize,
+}
+
+impl Default for EventLoggerOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            batch_size: 1_024,
+            subscriber_capacity: 4_096,
+        }
+    }
+}
+
+enum Command {
+    Event(TaskEvent),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes events in the background; see the crate docs.
+///
+/// Cloning is cheap; clones share the channel and the writer.
+#[derive(Debug, Clone)]
+pub struct EventLogger {
+    sender: mpsc::Sender<Command>,
+    live: broadcast::Sender<TaskEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Event(event) => f.debug_tuple("Event").field(&event.kind).finish(),
+            Command::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl EventLogger {
+    /// Starts a logger writing to `store`, with default sizes.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime (the writer is a tokio task).
+    pub fn start(store: Arc<dyn EventStore>) -> Self {
+        Self::with_options(store, EventLoggerOptions::default())
+    }
+
+    /// Starts a logger with the given sizes.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime (the writer is a tokio task).
+    pub fn with_options(store: Arc<dyn EventStore>, options: EventLoggerOptions) -> Self {
+        let (sender, receiver) = mpsc::channel(options.capacity.max(1));
+        let (live, _) = broadcast::channel(options.subscriber_capacity.max(1));
+        tokio::spawn(write_batches(store, receiver, options.batch_size.max(1)));
+        Self {
+            sender,
+            live,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Logs an event. Never waits: see the crate docs for what happens under overload.
+    pub fn log(&self, event: TaskEvent) {
+        // No subscriber is not an error.
+        let _ = self.live.send(event.clone());
+        if self.sender.try_send(Command::Event(event)).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!("omniq_events_dropped_total").increment(1);
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "event store is falling behind; events dropped");
+            }
+        }
+    }
+
+    /// Waits until every event logged before this call has been written (or its write
+    /// failed and was reported).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.sender.send(Command::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// A live feed of events logged from now on.
+    pub fn subscribe(&self) -> EventSubscription {
+        EventSubscription::new(self.live.subscribe())
+    }
+
+    /// Events dropped because the store fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_batches(
+    store: Arc<dyn EventStore>,
+    mut receiver: mpsc::Receiver<Command>,
+    batch_size: usize,
+) {
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut waiting = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        // Take what is already queued, without waiting: batches grow with the load and an
+        // idle logger writes each event at once.
+        while let Some(command) = next.take() {
+            match command {
+                Command::Event(event) => batch.push(event),
+                Command::Flush(done) => waiting.push(done),
+            }
+            if batch.len() >= batch_size {
+                break;
+            }
+            next = receiver.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            write(&*store, std::mem::take(&mut batch)).await;
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn write(store: &dyn EventStore, batch: Vec<TaskEvent>) {
+    let count = batch.len();
+    // One retry covers a blip; beyond that the events are reported lost rather than
+    // holding up newer ones.
+    for attempt in 1..=2 {
+        match store.append(batch.clone()).await {
+            Ok(()) => return,
+            Err(err) if attempt == 1 => {
+                tracing::debug!(%err, "event write failed; retrying once");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => {
+                metrics::counter!("omniq_events_dropped_total").increment(count as u64);
+                tracing::warn!(%err, count, "could not write events; they are lost");
+            }
+        }
+    }
+}
