@@ -1,1 +1,83 @@
-//! stub
+//! OmniQ for async Rust: a task queue that keeps tasks, results, events and schedules on
+//! the backends you pick, and never loses a task.
+//!
+//! Register task types, enqueue them from anywhere, run workers anywhere, wait for typed
+//! results. With no configuration every store is an embedded SQLite file under
+//! `./.omniq`; set `OMNIQ_TASK_QUEUE_URL` and friends (or [`Settings`]) to move any store to
+//! another backend.
+//!
+//! ```
+//! use std::time::Duration;
+//! use omniq_async::{AsyncOmniQ, Settings, Task, TaskContext, TaskError};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Greet { name: String }
+//!
+//! impl Task for Greet {
+//!     const NAME: &'static str = "greet";
+//!     type Output = String;
+//!     async fn run(self, _ctx: TaskContext) -> Result<String, TaskError> {
+//!         Ok(format!("hello, {}", self.name))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> omniq_async::Result<()> {
+//! // In-memory stores for the example; `AsyncOmniQ::from_env()` gives the SQLite default.
+//! let omniq = AsyncOmniQ::from_settings(Settings::memory()).await?.register::<Greet>();
+//! let handle = omniq.enqueue(Greet { name: "Ada".into() }).priority(5).await?;
+//! let worker = omniq.worker().concurrency(8).start()?;
+//! assert_eq!(handle.wait(Duration::from_secs(10)).await?, "hello, Ada");
+//! worker.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | backend | default |
+//! |---|---|---|
+//! | `sqlite` | `sqlite://` (embedded, the default store) | yes |
+//! | `memory` | `memory://` (in-process) | yes |
+//!
+//! A URL whose backend is not compiled in is refused with
+//! [`Error::BackendNotIncluded`], naming the settings key.
+
+mod enqueue;
+mod error;
+mod events;
+mod handle;
+mod omniq;
+mod stores;
+mod worker;
+
+pub use enqueue::EnqueueBuilder;
+pub use error::{Error, ErrorKind, Result};
+pub use events::Events;
+pub use handle::TaskHandle;
+pub use omniq::AsyncOmniQ;
+pub use stores::Stores;
+pub use worker::WorkerBuilder;
+
+pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
+pub use omniq_events::EventSubscription;
+pub use omniq_models::{
+    Backoff, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord,
+    TaskResult, TaskState, WorkerId,
+};
+pub use omniq_storage::{CancelOutcome, EventQuery, QueueStats, TaskQuery};
+pub use omniq_workers::{
+    BlockingTask, Task, TaskContext, TaskDefinition, WorkerConfig, WorkerHandle, WorkerKind,
+    WorkerReport, shutdown_signal,
+};
+
+/// The lower layers, for integrators writing backends or custom workers.
+pub mod layers {
+    pub use omniq_config as config;
+    pub use omniq_events as events;
+    pub use omniq_models as models;
+    pub use omniq_serialization as serialization;
+    pub use omniq_storage as storage;
+    pub use omniq_workers as workers;
+}

@@ -14,7 +14,11 @@ async fn logged_events_are_written_in_order_and_flush_waits_for_them() {
     let store = Arc::new(MemoryEventStore::new());
     let logger = EventLogger::start(store.clone());
     let task = TaskId::new();
-    for kind in [TaskEventKind::Enqueued, TaskEventKind::Started, TaskEventKind::Succeeded] {
+    for kind in [
+        TaskEventKind::Enqueued,
+        TaskEventKind::Started,
+        TaskEventKind::Succeeded,
+    ] {
         logger.log(TaskEvent::for_task(kind, task, "t", "default"));
     }
     logger.flush().await;
@@ -27,7 +31,11 @@ async fn logged_events_are_written_in_order_and_flush_waits_for_them() {
         .collect();
     assert_eq!(
         kinds,
-        vec![TaskEventKind::Enqueued, TaskEventKind::Started, TaskEventKind::Succeeded]
+        vec![
+            TaskEventKind::Enqueued,
+            TaskEventKind::Started,
+            TaskEventKind::Succeeded
+        ]
     );
     assert_eq!(logger.dropped(), 0);
 }
@@ -75,10 +83,18 @@ async fn a_stalled_store_drops_and_counts_events_instead_of_blocking() {
     for _ in 0..100 {
         logger.log(TaskEvent::new(TaskEventKind::Started));
     }
-    assert!(logger.dropped() >= 100 - 8 - 4, "dropped {}", logger.dropped());
+    assert!(
+        logger.dropped() >= 100 - 8 - 4,
+        "dropped {}",
+        logger.dropped()
+    );
     store.gate.add_permits(1_000);
     logger.flush().await;
-    let written = store.inner.query(EventQuery::default()).await.expect("query");
+    let written = store
+        .inner
+        .query(EventQuery::default())
+        .await
+        .expect("query");
     assert_eq!(written.len() as u64 + logger.dropped(), 100);
 }
 
@@ -88,7 +104,12 @@ async fn subscribers_see_live_events_filtered_by_task() {
     let logger = EventLogger::start(store);
     let task = TaskId::new();
     let mut mine = logger.subscribe().task(task);
-    logger.log(TaskEvent::for_task(TaskEventKind::Enqueued, TaskId::new(), "t", "q"));
+    logger.log(TaskEvent::for_task(
+        TaskEventKind::Enqueued,
+        TaskId::new(),
+        "t",
+        "q",
+    ));
     logger.log(TaskEvent::for_task(TaskEventKind::Enqueued, task, "t", "q"));
     let event = tokio::time::timeout(Duration::from_secs(5), mine.next())
         .await

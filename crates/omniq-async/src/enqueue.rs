@@ -1,0 +1,133 @@
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omniq_models::{Backoff, TaskId, TaskOptions, TaskSpec};
+use omniq_serialization::SerializationError;
+use omniq_storage::BoxFuture;
+
+use crate::{AsyncOmniQ, Result, TaskHandle};
+
+/// Options for one enqueue; `.await` it to enqueue.
+///
+/// Options set here win over the task type's own, which win over the configured defaults.
+#[must_use = "an enqueue does nothing until it is awaited"]
+#[derive(Debug)]
+pub struct EnqueueBuilder<'a, R> {
+    omniq: &'a AsyncOmniQ,
+    name: String,
+    payload: Result<Vec<u8>, SerializationError>,
+    options: TaskOptions,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<'a, R> EnqueueBuilder<'a, R> {
+    pub(crate) fn new(
+        omniq: &'a AsyncOmniQ,
+        name: impl Into<String>,
+        payload: Result<Vec<u8>, SerializationError>,
+        options: TaskOptions,
+    ) -> Self {
+        Self {
+            omniq,
+            name: name.into(),
+            payload,
+            options,
+            _output: PhantomData,
+        }
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options = self.options.queue(queue);
+        self
+    }
+
+    /// Sets the priority (higher runs first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options = self.options.priority(priority);
+        self
+    }
+
+    /// Runs no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options = self.options.delay(delay);
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.options = self.options.run_at(at);
+        self
+    }
+
+    /// Sets how many runs the task gets at most.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.options = self.options.max_attempts(max_attempts);
+        self
+    }
+
+    /// Sets the backoff between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.options = self.options.backoff(backoff);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options = self.options.timeout(timeout);
+        self
+    }
+
+    /// Expires the task if it has not started within `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options = self.options.ttl(ttl);
+        self
+    }
+
+    /// Runs only after `parent` succeeds.
+    pub fn depends_on(mut self, parent: TaskId) -> Self {
+        self.options = self.options.depends_on(parent);
+        self
+    }
+
+    /// Deduplicates on `key` while a task holding it is unfinished.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.options = self.options.unique_key(key);
+        self
+    }
+
+    /// Adds a metadata label.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options = self.options.metadata(key, value);
+        self
+    }
+}
+
+impl<'a, R: Send + 'a> IntoFuture for EnqueueBuilder<'a, R> {
+    type Output = Result<TaskHandle<R>>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    /// # Errors
+    /// A payload that cannot be encoded or exceeds the size limit, or a store error.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let payload = self.payload?;
+            let options = self.omniq.resolve(self.options);
+            let spec = TaskSpec::new(self.name, payload, options, Utc::now());
+            let mut handles = self.omniq.submit(vec![spec]).await?;
+            handles.pop().ok_or_else(|| {
+                crate::Error::Store(omniq_storage::StoreError::Invalid(
+                    "the store returned no outcome for an enqueued task".to_owned(),
+                ))
+            })
+        })
+    }
+}

@@ -1,0 +1,105 @@
+use std::time::Duration;
+
+use omniq_config::{Backend, ConfigError};
+use omniq_models::{TaskError, TaskId, TaskState};
+use omniq_serialization::SerializationError;
+use omniq_storage::{StoreError, StoreErrorKind};
+use omniq_workers::WorkerError;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong using OmniQ.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A payload or result could not be encoded or decoded (or is too large).
+    #[error(transparent)]
+    Serialization(#[from] SerializationError),
+    /// A worker could not start or stop.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The configuration picks a backend this build does not include.
+    #[error(
+        "`{key}` selects the {backend} backend, which this build of OmniQ does not include \
+         (check the cargo features of omniq / omniq-async)"
+    )]
+    BackendNotIncluded {
+        /// The settings key.
+        key: &'static str,
+        /// The backend.
+        backend: Backend,
+    },
+    /// The task failed for good; this is its final error.
+    #[error("task {task_id} failed: {error}")]
+    TaskFailed {
+        /// The task.
+        task_id: TaskId,
+        /// Its final error.
+        error: TaskError,
+    },
+    /// The task ended without a result (cancelled or expired).
+    #[error("task {task_id} ended {state} without a result")]
+    TaskEnded {
+        /// The task.
+        task_id: TaskId,
+        /// Its final state.
+        state: TaskState,
+    },
+    /// The task does not exist.
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    /// Waiting for a result timed out; the task may still finish.
+    #[error("no result for task {task_id} within {waited:?}")]
+    Timeout {
+        /// The task.
+        task_id: TaskId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+}
+
+/// A coarse classification of [`Error`], for deciding what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Fix the configuration or the input.
+    Invalid,
+    /// A backend is unreachable; retrying later may work.
+    Unavailable,
+    /// The task failed or ended without a result.
+    TaskFailed,
+    /// Waiting timed out.
+    Timeout,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// Anything else.
+    Other,
+}
+
+impl Error {
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::Serialization(_) | Error::BackendNotIncluded { .. } => {
+                ErrorKind::Invalid
+            }
+            Error::Store(err) => match err.kind() {
+                StoreErrorKind::Unavailable => ErrorKind::Unavailable,
+                StoreErrorKind::NotFound => ErrorKind::NotFound,
+                StoreErrorKind::Invalid | StoreErrorKind::Unsupported => ErrorKind::Invalid,
+                _ => ErrorKind::Other,
+            },
+            Error::Worker(_) => ErrorKind::Other,
+            Error::TaskFailed { .. } | Error::TaskEnded { .. } => ErrorKind::TaskFailed,
+            Error::TaskNotFound(_) => ErrorKind::NotFound,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use chrono::Utc;
+use omniq_config::Settings;
+use omniq_events::EventLogger;
+use omniq_models::{
+    TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskSpec, TaskState,
+};
+use omniq_serialization::{Format, PayloadCodec};
+use omniq_storage::{CancelOutcome, EnqueueOutcome, QueueStats, TaskQuery};
+use omniq_workers::{BlockingTask, Registry, Task, TaskDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::enqueue::EnqueueBuilder;
+use crate::events::Events;
+use crate::stores::{self, Stores};
+use crate::worker::WorkerBuilder;
+use crate::{Error, Result, TaskHandle};
+
+/// The OmniQ client for async code: registers tasks, enqueues them, reads results and
+/// starts workers. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct AsyncOmniQ {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) stores: Stores,
+    pub(crate) events: EventLogger,
+    pub(crate) codec: PayloadCodec,
+    pub(crate) registry: RwLock<Registry>,
+}
+
+impl AsyncOmniQ {
+    /// Builds from `OMNIQ_*` environment variables (and the YAML file `OMNIQ_CONFIG` names).
+    /// With nothing set, every store is the embedded SQLite file `./.omniq/omniq.db`.
+    ///
+    /// # Errors
+    /// A configuration error naming the bad key, or a store that cannot be opened.
+    pub async fn from_env() -> Result<Self> {
+        Self::from_settings(Settings::from_env()?).await
+    }
+
+    /// Builds from explicit settings.
+    ///
+    /// # Errors
+    /// Invalid settings, a backend this build does not include, or a store that cannot be
+    /// opened.
+    pub async fn from_settings(settings: Settings) -> Result<Self> {
+        settings.validate()?;
+        let stores = stores::open(&settings).await?;
+        Ok(Self::with_stores(settings, stores))
+    }
+
+    /// Builds on stores you opened yourself (custom backends, shared test stores).
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn with_stores(settings: Settings, stores: Stores) -> Self {
+        let format = match settings.codec {
+            omniq_config::CodecKind::Json => Format::Json,
+            _ => Format::MessagePack,
+        };
+        let codec = PayloadCodec::new(format, settings.max_payload_bytes);
+        let events = EventLogger::start(stores.events.clone());
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                stores,
+                events,
+                codec,
+                registry: RwLock::new(Registry::new()),
+            }),
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The stores in use.
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+
+    fn with_registry(self, change: impl FnOnce(&mut Registry)) -> Self {
+        change(
+            &mut self
+                .inner
+                .registry
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self
+    }
+
+    /// Registers an async task type. Workers started afterwards run it.
+    pub fn register<T: Task>(self) -> Self {
+        self.with_registry(|r| {
+            r.register::<T>();
+        })
+    }
+
+    /// Registers a blocking task type; workers run it on threads.
+    pub fn register_blocking<T: BlockingTask>(self) -> Self {
+        self.with_registry(|r| {
+            r.register_blocking::<T>();
+        })
+    }
+
+    /// Registers an async closure under `name`; its argument is the decoded payload.
+    ///
+    /// ```
+    /// # async fn demo(omniq: omniq_async::AsyncOmniQ) {
+    /// let omniq = omniq.register_fn("add", |(a, b): (i64, i64)| async move { Ok(a + b) });
+    /// # }
+    /// ```
+    pub fn register_fn<F, A, R, Fut>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, TaskError>> + Send + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.with_registry(|r| {
+            r.register_fn(name, TaskOptions::default(), f);
+        })
+    }
+
+    /// Registers a blocking closure under `name`; workers run it on threads.
+    pub fn register_blocking_fn<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A) -> std::result::Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.with_registry(|r| {
+            r.register_blocking_fn(name, TaskOptions::default(), f);
+        })
+    }
+
+    /// Names of the registered tasks.
+    pub fn registered(&self) -> Vec<String> {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        registry.names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Starts enqueueing a task; set options on the builder, then `.await` it.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo<T: omniq_async::Task>(omniq: omniq_async::AsyncOmniQ, task: T) -> omniq_async::Result<()> {
+    /// let handle = omniq.enqueue(task).priority(5).delay(Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue<T, M>(&self, task: T) -> EnqueueBuilder<'_, T::Output>
+    where
+        T: TaskDefinition<M>,
+    {
+        EnqueueBuilder::new(
+            self,
+            T::NAME,
+            self.inner.codec.encode(&task),
+            T::default_options(),
+        )
+    }
+
+    /// Starts enqueueing a task by name, for closures registered with
+    /// [`AsyncOmniQ::register_fn`]. `R` is the type the task returns.
+    pub fn enqueue_by_name<R: DeserializeOwned>(
+        &self,
+        name: impl Into<String>,
+        args: impl Serialize,
+    ) -> EnqueueBuilder<'_, R> {
+        let name = name.into();
+        let options = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .options(&name)
+            .unwrap_or_default();
+        EnqueueBuilder::new(self, name, self.inner.codec.encode(&args), options)
+    }
+
+    /// Enqueues many tasks of one type in one round trip, with the type's options.
+    ///
+    /// # Errors
+    /// An encoding error (nothing is enqueued) or a store error.
+    pub async fn enqueue_many<T, M>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<TaskHandle<T::Output>>>
+    where
+        T: TaskDefinition<M>,
+    {
+        let now = Utc::now();
+        let options = self.resolve(T::default_options());
+        let specs = tasks
+            .into_iter()
+            .map(|task| {
+                let payload = self.inner.codec.encode(&task)?;
+                Ok(TaskSpec::new(T::NAME, payload, options.clone(), now))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.submit(specs).await
+    }
+
+    /// Fills options left unset from the configured defaults.
+    pub(crate) fn resolve(&self, mut options: TaskOptions) -> TaskOptions {
+        let settings = &self.inner.settings;
+        options.max_attempts = options.max_attempts.or(Some(settings.max_attempts));
+        options.timeout = options.timeout.or(settings.timeout);
+        options.ttl = options.ttl.or(settings.task_ttl);
+        options
+    }
+
+    /// Stores specs and logs their events.
+    pub(crate) async fn submit<R>(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskHandle<R>>> {
+        let described: Vec<_> = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.queue.clone()))
+            .collect();
+        let outcomes = self.inner.stores.queue.enqueue(specs).await?;
+        let handles = outcomes
+            .iter()
+            .zip(described)
+            .map(|(outcome, (name, queue))| {
+                let (kind, deduplicated) = match outcome {
+                    EnqueueOutcome::Created { state: TaskState::Scheduled, .. } => {
+                        (TaskEventKind::Scheduled, false)
+                    }
+                    EnqueueOutcome::Created { state: TaskState::Blocked, .. } => {
+                        (TaskEventKind::Blocked, false)
+                    }
+                    EnqueueOutcome::Created { .. } => (TaskEventKind::Enqueued, false),
+                    EnqueueOutcome::Duplicate { .. } => (TaskEventKind::Deduplicated, true),
+                };
+                metrics::counter!("omniq_tasks_enqueued_total", "queue" => queue.clone(), "task" => name.clone())
+                    .increment(u64::from(!deduplicated));
+                self.inner
+                    .events
+                    .log(TaskEvent::for_task(kind, outcome.id(), name, queue));
+                TaskHandle::new(self.clone(), outcome.id(), deduplicated)
+            })
+            .collect();
+        Ok(handles)
+    }
+
+    /// A handle on an existing task, to wait for or read its result.
+    pub fn handle<R: DeserializeOwned>(&self, id: TaskId) -> TaskHandle<R> {
+        TaskHandle::new(self.clone(), id, false)
+    }
+
+    /// A task's full record: state, attempts, every error, timestamps.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        Ok(self.inner.stores.queue.get(id).await?)
+    }
+
+    /// Lists tasks by queue and state, newest first, with paging.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>> {
+        Ok(self.inner.stores.queue.list(query).await?)
+    }
+
+    /// Counts a queue's tasks per state.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn queue_stats(&self, queue: impl Into<String>) -> Result<QueueStats> {
+        Ok(self.inner.stores.queue.stats(queue.into()).await?)
+    }
+
+    /// Cancels a task that has not finished.
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], or a store error.
+    pub async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let outcome = self
+            .inner
+            .stores
+            .queue
+            .cancel(id)
+            .await
+            .map_err(|e| match e {
+                omniq_storage::StoreError::TaskNotFound(id) => Error::TaskNotFound(id),
+                other => Error::Store(other),
+            })?;
+        if outcome == CancelOutcome::Cancelled {
+            let mut event = TaskEvent::new(TaskEventKind::Cancelled);
+            event.task_id = Some(id);
+            self.inner.events.log(event);
+        }
+        Ok(outcome)
+    }
+
+    /// Lifecycle events: query stored ones, follow live ones.
+    pub fn events(&self) -> Events {
+        Events::new(self.clone())
+    }
+
+    /// Starts configuring a worker; see [`WorkerBuilder`].
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone())
+    }
+
+    /// Writes out buffered events. Call before the process exits.
+    pub async fn close(&self) {
+        self.inner.events.flush().await;
+    }
+}

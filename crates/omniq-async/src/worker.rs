@@ -1,0 +1,103 @@
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use omniq_workers::{Worker, WorkerConfig, WorkerHandle, WorkerKind};
+
+use crate::{AsyncOmniQ, Result};
+
+/// Configures a worker; defaults come from the settings.
+#[derive(Debug)]
+#[must_use = "a worker does nothing until started"]
+pub struct WorkerBuilder {
+    omniq: AsyncOmniQ,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(omniq: AsyncOmniQ) -> Self {
+        let settings = omniq.settings();
+        let config = WorkerConfig {
+            id: None,
+            queues: settings.queues.clone(),
+            concurrency: settings.concurrency,
+            kind: match settings.default_worker {
+                omniq_config::WorkerKind::Thread => WorkerKind::Thread,
+                _ => WorkerKind::Async,
+            },
+            lease: settings.lease,
+            heartbeat: settings.heartbeat,
+            poll_interval: settings.poll_interval,
+            shutdown_grace: settings.shutdown_grace,
+            default_timeout: settings.timeout,
+            result_ttl: settings.result_ttl,
+        };
+        Self { omniq, config }
+    }
+
+    /// Sets how many tasks run at once.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.config = self.config.concurrency(concurrency);
+        self
+    }
+
+    /// Sets the queues, in strict priority order.
+    pub fn queues<Q: Into<String>>(mut self, queues: impl IntoIterator<Item = Q>) -> Self {
+        self.config = self.config.queues(queues);
+        self
+    }
+
+    /// Runs blocking handlers on the worker's own threads.
+    pub fn threads(mut self) -> Self {
+        self.config = self.config.kind(WorkerKind::Thread);
+        self
+    }
+
+    /// Sets the lease length (and a heartbeat of a third of it).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config = self.config.lease(lease);
+        self
+    }
+
+    /// Sets the polling fallback interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config = self.config.poll_interval(interval);
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config = self.config.shutdown_grace(grace);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the worker with the tasks registered so far.
+    ///
+    /// # Errors
+    /// An unusable configuration, or threads that cannot be created.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn start(self) -> Result<WorkerHandle> {
+        let inner = &self.omniq.inner;
+        let registry = inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let worker = Worker::new(
+            inner.stores.queue.clone(),
+            inner.stores.results.clone(),
+            inner.events.clone(),
+            Arc::new(registry),
+        )
+        .codec(inner.codec)
+        .config(self.config);
+        Ok(worker.start()?)
+    }
+}

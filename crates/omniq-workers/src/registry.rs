@@ -1,0 +1,310 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use omniq_models::{TaskError, TaskErrorKind, TaskOptions};
+use omniq_serialization::PayloadCodec;
+use omniq_storage::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{BlockingTask, Task, TaskContext};
+
+/// What calling a handler produced: a future to await, or a closure to run on a thread.
+pub(crate) enum Invocation {
+    Async(BoxFuture<'static, Result<Vec<u8>, TaskError>>),
+    Blocking(Box<dyn FnOnce() -> Result<Vec<u8>, TaskError> + Send>),
+}
+
+/// A registered handler with its argument and output types erased.
+pub(crate) trait Handler: Send + Sync {
+    /// Decodes the payload and starts the attempt.
+    fn invoke(
+        &self,
+        payload: &[u8],
+        ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError>;
+
+    /// Asks the task whether to retry after `error`.
+    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool;
+
+    /// The task's hook for a final failure, if it has one to run.
+    fn failed(
+        &self,
+        payload: &[u8],
+        codec: PayloadCodec,
+        error: TaskError,
+    ) -> Option<BoxFuture<'static, ()>>;
+
+    /// Default options of the task type.
+    fn options(&self) -> TaskOptions;
+}
+
+fn decode<A: DeserializeOwned>(payload: &[u8], codec: PayloadCodec) -> Result<A, TaskError> {
+    codec.decode(payload).map_err(|e| {
+        TaskError::with_kind(
+            TaskErrorKind::Decode,
+            format!("undecodable payload: {e}"),
+            false,
+        )
+    })
+}
+
+fn encode<R: Serialize>(value: &R, codec: PayloadCodec) -> Result<Vec<u8>, TaskError> {
+    codec.encode(value).map_err(|e| {
+        TaskError::with_kind(
+            TaskErrorKind::Encode,
+            format!("unencodable result: {e}"),
+            false,
+        )
+    })
+}
+
+struct AsyncTaskHandler<T>(PhantomData<fn() -> T>);
+
+impl<T: Task> Handler for AsyncTaskHandler<T> {
+    fn invoke(
+        &self,
+        payload: &[u8],
+        ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError> {
+        let task: T = decode(payload, codec)?;
+        Ok(Invocation::Async(Box::pin(async move {
+            let output = task.run(ctx).await?;
+            encode(&output, codec)
+        })))
+    }
+
+    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
+        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
+    }
+
+    fn failed(
+        &self,
+        payload: &[u8],
+        codec: PayloadCodec,
+        error: TaskError,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let task: T = decode(payload, codec).ok()?;
+        Some(Box::pin(task.failed(error)))
+    }
+
+    fn options(&self) -> TaskOptions {
+        T::options()
+    }
+}
+
+struct BlockingTaskHandler<T>(PhantomData<fn() -> T>);
+
+impl<T: BlockingTask> Handler for BlockingTaskHandler<T> {
+    fn invoke(
+        &self,
+        payload: &[u8],
+        ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError> {
+        let task: T = decode(payload, codec)?;
+        Ok(Invocation::Blocking(Box::new(move || {
+            let output = task.run(ctx)?;
+            encode(&output, codec)
+        })))
+    }
+
+    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
+        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
+    }
+
+    fn failed(
+        &self,
+        payload: &[u8],
+        codec: PayloadCodec,
+        error: TaskError,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let task: T = decode(payload, codec).ok()?;
+        Some(Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || task.failed(error)).await;
+        }))
+    }
+
+    fn options(&self) -> TaskOptions {
+        T::options()
+    }
+}
+
+struct AsyncFnHandler<F, A> {
+    f: F,
+    options: TaskOptions,
+    _args: PhantomData<fn(A)>,
+}
+
+impl<F, A, R, Fut> Handler for AsyncFnHandler<F, A>
+where
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    fn invoke(
+        &self,
+        payload: &[u8],
+        _ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError> {
+        let future = (self.f)(decode(payload, codec)?);
+        Ok(Invocation::Async(Box::pin(async move {
+            encode(&future.await?, codec)
+        })))
+    }
+
+    fn should_retry(&self, _: &[u8], _: PayloadCodec, error: &TaskError) -> bool {
+        error.retryable
+    }
+
+    fn failed(&self, _: &[u8], _: PayloadCodec, _: TaskError) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
+    fn options(&self) -> TaskOptions {
+        self.options.clone()
+    }
+}
+
+struct BlockingFnHandler<F, A> {
+    f: Arc<F>,
+    options: TaskOptions,
+    _args: PhantomData<fn(A)>,
+}
+
+impl<F, A, R> Handler for BlockingFnHandler<F, A>
+where
+    F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn invoke(
+        &self,
+        payload: &[u8],
+        _ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError> {
+        let args: A = decode(payload, codec)?;
+        let f = Arc::clone(&self.f);
+        Ok(Invocation::Blocking(Box::new(move || {
+            encode(&f(args)?, codec)
+        })))
+    }
+
+    fn should_retry(&self, _: &[u8], _: PayloadCodec, error: &TaskError) -> bool {
+        error.retryable
+    }
+
+    fn failed(&self, _: &[u8], _: PayloadCodec, _: TaskError) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
+    fn options(&self) -> TaskOptions {
+        self.options.clone()
+    }
+}
+
+/// Handlers by task name.
+///
+/// Registering a second handler under a name replaces the first.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an async task type under [`Task::NAME`].
+    pub fn register<T: Task>(&mut self) -> &mut Self {
+        self.insert(T::NAME, AsyncTaskHandler::<T>(PhantomData))
+    }
+
+    /// Registers a blocking task type under [`BlockingTask::NAME`]; it runs on threads.
+    pub fn register_blocking<T: BlockingTask>(&mut self) -> &mut Self {
+        self.insert(T::NAME, BlockingTaskHandler::<T>(PhantomData))
+    }
+
+    /// Registers an async closure under `name`; its argument is the decoded payload.
+    pub fn register_fn<F, A, R, Fut>(
+        &mut self,
+        name: impl Into<String>,
+        options: TaskOptions,
+        f: F,
+    ) -> &mut Self
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        let handler = AsyncFnHandler {
+            f,
+            options,
+            _args: PhantomData,
+        };
+        self.insert(name, handler)
+    }
+
+    /// Registers a blocking closure under `name`; it runs on threads.
+    pub fn register_blocking_fn<F, A, R>(
+        &mut self,
+        name: impl Into<String>,
+        options: TaskOptions,
+        f: F,
+    ) -> &mut Self
+    where
+        F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        let handler = BlockingFnHandler {
+            f: Arc::new(f),
+            options,
+            _args: PhantomData,
+        };
+        self.insert(name, handler)
+    }
+
+    fn insert(&mut self, name: impl Into<String>, handler: impl Handler + 'static) -> &mut Self {
+        self.handlers.insert(name.into(), Arc::new(handler));
+        self
+    }
+
+    /// Whether a handler is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<_> = self.handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The default options registered for `name`.
+    pub fn options(&self, name: &str) -> Option<TaskOptions> {
+        self.handlers.get(name).map(|h| h.options())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(name)
+    }
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use omniq_models::{DEFAULT_QUEUE, WorkerId};
+
+/// Where a worker runs blocking handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerKind {
+    /// Async handlers on tokio tasks; blocking handlers on tokio's shared blocking pool.
+    #[default]
+    Async,
+    /// Async handlers on tokio tasks; blocking handlers on `concurrency` threads of the
+    /// worker's own, so they never compete with other blocking work in the process.
+    Thread,
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The worker's id (generated when `None`).
+    pub id: Option<WorkerId>,
+    /// Queues to consume, in strict priority order.
+    pub queues: Vec<String>,
+    /// Most tasks running at once.
+    pub concurrency: usize,
+    /// Where blocking handlers run.
+    pub kind: WorkerKind,
+    /// Lease length; a lease not renewed in this time is taken back by any worker.
+    pub lease: Duration,
+    /// How often leases are renewed and expired leases recovered. Shorter than `lease`.
+    pub heartbeat: Duration,
+    /// Longest an idle worker waits before looking again when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// How long running tasks may finish during shutdown before they are released.
+    pub shutdown_grace: Duration,
+    /// Timeout for tasks that set none.
+    pub default_timeout: Option<Duration>,
+    /// How long results are kept.
+    pub result_ttl: Option<Duration>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: 16,
+            kind: WorkerKind::Async,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            default_timeout: None,
+            result_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Sets the queues, in strict priority order.
+    pub fn queues<Q: Into<String>>(mut self, queues: impl IntoIterator<Item = Q>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how many tasks run at once.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets where blocking handlers run.
+    pub fn kind(mut self, kind: WorkerKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Sets the lease length and a heartbeat of a third of it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self.heartbeat = lease / 3;
+        self
+    }
+
+    /// Sets the heartbeat interval.
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets the polling fallback interval.
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the worker id.
+    pub fn id(mut self, id: WorkerId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the timeout for tasks that set none.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Sets how long results are kept.
+    pub fn result_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.result_ttl = ttl;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.queues.is_empty() {
+            return Err("a worker needs at least one queue".to_owned());
+        }
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".to_owned());
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+            return Err(format!(
+                "heartbeat ({:?}) must be non-zero and shorter than the lease ({:?})",
+                self.heartbeat, self.lease
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err("poll_interval must be non-zero".to_owned());
+        }
+        Ok(())
+    }
+}

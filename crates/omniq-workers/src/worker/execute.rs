@@ -1,0 +1,178 @@
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use omniq_models::{TaskError, TaskErrorKind, TaskEvent, TaskEventKind};
+use omniq_storage::{Completion, CompletionOutcome, Lease};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::completions::Finished;
+use super::shared::{InFlight, Shared};
+use crate::TaskContext;
+use crate::registry::Invocation;
+use crate::retry::after_failure;
+
+/// Runs one lease to its end and hands the outcome to the completion flusher.
+///
+/// The permit is the worker slot: it is held until the handler returns, and for a
+/// blocking handler until its thread returns, even past a timeout.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
+    finished: mpsc::UnboundedSender<Finished>,
+) {
+    let spec = &lease.spec;
+    let cancel = CancellationToken::new();
+    shared.in_flight().insert(
+        spec.id,
+        InFlight {
+            token: lease.token,
+            cancel: cancel.clone(),
+            finished: false,
+        },
+    );
+    let labels = [("queue", spec.queue.clone()), ("task", spec.name.clone())];
+    metrics::counter!("omniq_tasks_started_total", &labels).increment(1);
+    let waited = (Utc::now() - spec.run_at).to_std().unwrap_or_default();
+    metrics::histogram!("omniq_task_wait_seconds", &labels).record(waited.as_secs_f64());
+    shared.events.log(
+        TaskEvent::for_task(TaskEventKind::Started, spec.id, &spec.name, &spec.queue)
+            .attempt(lease.attempt)
+            .worker(shared.id.clone()),
+    );
+
+    let span = tracing::info_span!("omniq.task", task.id = %spec.id, task.name = %spec.name,
+        queue = %spec.queue, attempt = lease.attempt);
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        outcome = run_attempt(&shared, &lease, cancel.clone(), permit).instrument(span.clone()) => outcome,
+        // The lease was lost (or the worker gave up on the task): stop without completing;
+        // the store no longer lets this worker decide the task's fate.
+        () = cancel.cancelled() => return,
+    };
+    let elapsed = started.elapsed();
+    metrics::histogram!("omniq_task_duration_seconds", &labels).record(elapsed.as_secs_f64());
+
+    let (outcome, value, payload) = match outcome {
+        Ok(value) => (CompletionOutcome::Succeeded, Some(value), None),
+        Err(error) => {
+            span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
+            let task_agrees = shared
+                .registry
+                .get(&spec.name)
+                .is_none_or(|h| h.should_retry(&spec.payload, shared.codec, &error));
+            let outcome = after_failure(&lease, error, task_agrees, Utc::now());
+            let payload =
+                matches!(outcome, CompletionOutcome::Failed { .. }).then(|| spec.payload.clone());
+            (outcome, None, payload)
+        }
+    };
+    if let Some(held) = shared.in_flight().get_mut(&spec.id) {
+        held.finished = true;
+    }
+    let _ = finished.send(Finished {
+        completion: Completion {
+            lease: lease.reference(),
+            outcome,
+        },
+        task_name: spec.name.clone(),
+        queue: spec.queue.clone(),
+        attempt: lease.attempt,
+        value,
+        payload,
+    });
+}
+
+async fn run_attempt(
+    shared: &Shared,
+    lease: &Lease,
+    cancellation: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> Result<Vec<u8>, TaskError> {
+    let spec = &lease.spec;
+    let Some(handler) = shared.registry.get(&spec.name) else {
+        return Err(TaskError::with_kind(
+            TaskErrorKind::UnknownTask,
+            format!(
+                "no handler is registered for task `{}` on worker {}",
+                spec.name, shared.id
+            ),
+            false,
+        ));
+    };
+    let ctx = TaskContext {
+        task_id: spec.id,
+        task_name: spec.name.clone(),
+        queue: spec.queue.clone(),
+        attempt: lease.attempt,
+        max_attempts: spec.max_attempts,
+        worker_id: shared.id.clone(),
+        metadata: spec.metadata.clone(),
+        cancellation,
+    };
+    let invocation = handler.invoke(&spec.payload, ctx, shared.codec)?;
+    let timeout = spec.timeout.or(shared.config.default_timeout);
+    match invocation {
+        Invocation::Async(future) => {
+            let guarded = AssertUnwindSafe(future).catch_unwind();
+            let outcome = with_timeout(timeout, guarded).await;
+            drop(permit);
+            outcome?.unwrap_or_else(|panic| Err(panicked(panic)))
+        }
+        Invocation::Blocking(job) => {
+            let (done, result) = oneshot::channel();
+            let span = tracing::Span::current();
+            shared.blocking.spawn(move || {
+                let _entered = span.enter();
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
+                // The slot is freed when the thread is, not at the timeout.
+                drop(permit);
+                let _ = done.send(outcome);
+            });
+            match with_timeout(timeout, result).await? {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(panic)) => Err(panicked(panic)),
+                Err(_) => Err(TaskError::with_kind(
+                    TaskErrorKind::Panic,
+                    "the blocking handler's thread went away",
+                    true,
+                )),
+            }
+        }
+    }
+}
+
+async fn with_timeout<F: std::future::Future>(
+    timeout: Option<Duration>,
+    future: F,
+) -> Result<F::Output, TaskError> {
+    match timeout {
+        None => Ok(future.await),
+        Some(limit) => tokio::time::timeout(limit, future).await.map_err(|_| {
+            TaskError::with_kind(
+                TaskErrorKind::Timeout,
+                format!("attempt ran past its timeout of {limit:?}"),
+                true,
+            )
+        }),
+    }
+}
+
+fn panicked(panic: Box<dyn Any + Send>) -> TaskError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    TaskError::with_kind(
+        TaskErrorKind::Panic,
+        format!("handler panicked: {message}"),
+        true,
+    )
+}

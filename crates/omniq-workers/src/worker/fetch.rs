@@ -1,0 +1,148 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use omniq_models::{TaskEvent, TaskEventKind};
+use omniq_storage::{DequeueRequest, LeaseRef};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::shared::{Shared, WorkerReport};
+use super::{completions, execute, leases};
+
+/// The worker's main task: claim while slots are free, then shut down gracefully.
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> WorkerReport {
+    let worker_event = |kind| TaskEvent::new(kind).worker(shared.id.clone());
+    shared
+        .events
+        .log(worker_event(TaskEventKind::WorkerStarted));
+    tracing::info!(worker = %shared.id, queues = ?shared.config.queues,
+        concurrency = shared.config.concurrency, "worker started");
+
+    let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+    let flusher = tokio::spawn(completions::flush_loop(Arc::clone(&shared), finished_rx));
+    let keeper_stop = CancellationToken::new();
+    let keeper = tokio::spawn(leases::keep_leases(
+        Arc::clone(&shared),
+        keeper_stop.clone(),
+    ));
+
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    let mut executions = JoinSet::new();
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        // Reap finished executions so the set does not grow without bound.
+        while executions.try_join_next().is_some() {}
+        let first = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        // Claim as many tasks as there are free slots, in one round trip.
+        let free = 1 + slots.available_permits();
+        let request = DequeueRequest {
+            queues: shared.config.queues.clone(),
+            limit: free,
+            lease: shared.config.lease,
+            worker_id: shared.id.clone(),
+        };
+        let leases = match shared.queue.dequeue(request).await {
+            Ok(leases) => {
+                failures = 0;
+                leases
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let pause = backoff(failures);
+                tracing::warn!(%err, retry_in = ?pause, "cannot claim tasks");
+                drop(first);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        if leases.is_empty() {
+            drop(first);
+            tokio::select! {
+                () = shared.queue.wait_for_tasks(&shared.config.queues, shared.config.poll_interval) => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
+        let mut permits = std::iter::once(first);
+        for lease in leases {
+            // Only this loop takes permits, so those counted free above are still free.
+            let permit = match permits.next() {
+                Some(permit) => permit,
+                None => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // Cannot happen; give the lease back rather than overrun the limit.
+                        let _ = finished_tx.send(completions::Finished::release(lease.reference()));
+                        continue;
+                    }
+                },
+            };
+            executions.spawn(execute::execute(
+                Arc::clone(&shared),
+                lease,
+                permit,
+                finished_tx.clone(),
+            ));
+        }
+    }
+
+    // Graceful shutdown: running tasks get the grace period, then are stopped and released.
+    let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
+        while executions.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        let unfinished: Vec<_> = {
+            let in_flight = shared.in_flight();
+            in_flight
+                .iter()
+                .filter(|(_, held)| !held.finished)
+                .map(|(task_id, held)| {
+                    held.cancel.cancel();
+                    LeaseRef {
+                        task_id: *task_id,
+                        token: held.token,
+                    }
+                })
+                .collect()
+        };
+        executions.abort_all();
+        while executions.join_next().await.is_some() {}
+        tracing::warn!(
+            count = unfinished.len(),
+            "grace period over; releasing running tasks"
+        );
+        for lease in unfinished {
+            let _ = finished_tx.send(completions::Finished::release(lease));
+        }
+    }
+    drop(finished_tx);
+    let _ = flusher.await;
+    keeper_stop.cancel();
+    let _ = keeper.await;
+
+    shared
+        .events
+        .log(worker_event(TaskEventKind::WorkerStopped));
+    shared.events.flush().await;
+    let report = shared.counters.report();
+    tracing::info!(worker = %shared.id, ?report, "worker stopped");
+    report
+}
+
+/// Pause after `failures` failed claims in a row: 100 ms doubling to 5 s.
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(5))
+}

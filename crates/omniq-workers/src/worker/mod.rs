@@ -1,0 +1,171 @@
+//! The worker: claims leases, runs handlers, renews leases, completes in batches.
+
+mod completions;
+mod config;
+mod execute;
+mod fetch;
+mod leases;
+mod shared;
+mod signal;
+
+use std::sync::Arc;
+
+use omniq_events::EventLogger;
+use omniq_models::WorkerId;
+use omniq_serialization::PayloadCodec;
+use omniq_storage::{ResultStore, TaskQueue};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{WorkerConfig, WorkerKind};
+pub use shared::WorkerReport;
+pub use signal::shutdown_signal;
+
+use crate::Registry;
+use crate::pool::{BlockingExecutor, ThreadPool};
+
+/// Why a worker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The worker's dedicated threads could not be created.
+    #[error("cannot start worker threads: {0}")]
+    Threads(#[source] std::io::Error),
+    /// The worker's task panicked or was aborted.
+    #[error("worker task ended abnormally: {0}")]
+    Crashed(String),
+    /// The configuration is not usable.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// A worker, ready to start.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use omniq_workers::{Registry, Worker, WorkerConfig};
+/// # async fn demo(queue: Arc<dyn omniq_storage::TaskQueue>, results: Arc<dyn omniq_storage::ResultStore>, events: omniq_events::EventLogger) -> Result<(), omniq_workers::WorkerError> {
+/// let worker = Worker::new(queue, results, events, Arc::new(Registry::new()))
+///     .config(WorkerConfig::default().concurrency(32).queues(["images", "default"]))
+///     .start()?;
+/// let report = worker.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    queue: Arc<dyn TaskQueue>,
+    results: Arc<dyn ResultStore>,
+    events: EventLogger,
+    registry: Arc<Registry>,
+    codec: PayloadCodec,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A worker over the given stores and handlers, with the default configuration.
+    pub fn new(
+        queue: Arc<dyn TaskQueue>,
+        results: Arc<dyn ResultStore>,
+        events: EventLogger,
+        registry: Arc<Registry>,
+    ) -> Self {
+        Self {
+            queue,
+            results,
+            events,
+            registry,
+            codec: PayloadCodec::default(),
+            config: WorkerConfig::default(),
+        }
+    }
+
+    /// Sets the configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the codec results are written with (payloads of any format are read).
+    pub fn codec(mut self, codec: PayloadCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Starts the worker on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`WorkerError::Config`] for a configuration that cannot work (no queue, zero
+    /// concurrency, heartbeat not shorter than the lease), and [`WorkerError::Threads`]
+    /// when a thread worker cannot create its threads.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn start(self) -> Result<WorkerHandle, WorkerError> {
+        self.config.validate().map_err(WorkerError::Config)?;
+        let id = self.config.id.clone().unwrap_or_else(WorkerId::generate);
+        let blocking = match self.config.kind {
+            WorkerKind::Async => BlockingExecutor::Tokio,
+            WorkerKind::Thread => BlockingExecutor::Dedicated(Arc::new(
+                ThreadPool::new(self.config.concurrency, "omniq-worker")
+                    .map_err(WorkerError::Threads)?,
+            )),
+        };
+        let stop = CancellationToken::new();
+        let shared = Arc::new(shared::Shared::new(
+            id.clone(),
+            self.queue,
+            self.results,
+            self.events,
+            self.registry,
+            self.codec,
+            self.config,
+            blocking,
+        ));
+        let join = tokio::spawn(fetch::run(shared, stop.clone()));
+        Ok(WorkerHandle { id, stop, join })
+    }
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    id: WorkerId,
+    stop: CancellationToken,
+    join: JoinHandle<WorkerReport>,
+}
+
+impl WorkerHandle {
+    /// The worker's id, as recorded on the tasks it claims.
+    pub fn id(&self) -> &WorkerId {
+        &self.id
+    }
+
+    /// Whether the worker has stopped (after a shutdown, or a crash).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Stops the worker gracefully: no new claims, running tasks get the shutdown grace
+    /// period to finish, the rest are released back to their queue, and every completion
+    /// and event is flushed before this returns.
+    ///
+    /// # Errors
+    /// [`WorkerError::Crashed`] if the worker's task panicked.
+    pub async fn shutdown(self) -> Result<WorkerReport, WorkerError> {
+        self.stop.cancel();
+        self.join
+            .await
+            .map_err(|e| WorkerError::Crashed(e.to_string()))
+    }
+
+    /// Runs until SIGINT or SIGTERM (Ctrl-C on every platform), then shuts down as
+    /// [`WorkerHandle::shutdown`] does.
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::shutdown`].
+    pub async fn run_until_signal(self) -> Result<WorkerReport, WorkerError> {
+        shutdown_signal().await;
+        tracing::info!(worker = %self.id, "shutdown signal received");
+        self.shutdown().await
+    }
+}

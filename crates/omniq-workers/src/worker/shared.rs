@@ -1,0 +1,130 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use omniq_events::EventLogger;
+use omniq_models::{LeaseToken, TaskId, WorkerId};
+use omniq_serialization::PayloadCodec;
+use omniq_storage::{LeaseRef, ResultStore, TaskQueue};
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerConfig;
+use crate::Registry;
+use crate::pool::BlockingExecutor;
+
+/// What a worker did, returned by its shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed and were scheduled for a retry.
+    pub retried: u64,
+    /// Tasks that failed for good (dead-lettered).
+    pub dead_lettered: u64,
+    /// Leases given back unrun at shutdown.
+    pub released: u64,
+    /// Completions refused because the lease had been lost.
+    pub lease_lost: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) lease_lost: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn report(&self) -> WorkerReport {
+        WorkerReport {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+            lease_lost: self.lease_lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A lease this worker holds, from claim until its completion is applied.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) token: LeaseToken,
+    pub(crate) cancel: CancellationToken,
+    /// The attempt ended and its completion is on its way to the store.
+    pub(crate) finished: bool,
+}
+
+/// Everything the worker's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: WorkerId,
+    pub(crate) queue: Arc<dyn TaskQueue>,
+    pub(crate) results: Arc<dyn ResultStore>,
+    pub(crate) events: EventLogger,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) codec: PayloadCodec,
+    pub(crate) config: WorkerConfig,
+    pub(crate) blocking: BlockingExecutor,
+    pub(crate) counters: Counters,
+    in_flight: Mutex<HashMap<TaskId, InFlight>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: WorkerId,
+        queue: Arc<dyn TaskQueue>,
+        results: Arc<dyn ResultStore>,
+        events: EventLogger,
+        registry: Arc<Registry>,
+        codec: PayloadCodec,
+        config: WorkerConfig,
+        blocking: BlockingExecutor,
+    ) -> Self {
+        Self {
+            id,
+            queue,
+            results,
+            events,
+            registry,
+            codec,
+            config,
+            blocking,
+            counters: Counters::default(),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashMap<TaskId, InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leases held right now, for the heartbeat.
+    pub(crate) fn held_leases(&self) -> Vec<LeaseRef> {
+        self.in_flight()
+            .iter()
+            .map(|(task_id, held)| LeaseRef {
+                task_id: *task_id,
+                token: held.token,
+            })
+            .collect()
+    }
+
+    /// Forgets a lease if it is still the one held for the task.
+    pub(crate) fn forget(&self, lease: &LeaseRef) -> Option<InFlight> {
+        let mut in_flight = self.in_flight();
+        match in_flight.get(&lease.task_id) {
+            Some(held) if held.token == lease.token => in_flight.remove(&lease.task_id),
+            _ => None,
+        }
+    }
+}
