@@ -13,18 +13,26 @@ use crate::{AsyncOmniQ, Result, TaskHandle};
 ///
 /// Options set here win over the task type's own, which win over the configured defaults.
 #[must_use = "an enqueue does nothing until it is awaited"]
-#[derive(Debug)]
-pub struct EnqueueBuilder<'a, R> {
-    omniq: &'a AsyncOmniQ,
+pub struct EnqueueBuilder<R> {
+    omniq: AsyncOmniQ,
     name: String,
     payload: Result<Vec<u8>, SerializationError>,
     options: TaskOptions,
     _output: PhantomData<fn() -> R>,
 }
 
-impl<'a, R> EnqueueBuilder<'a, R> {
+impl<R> std::fmt::Debug for EnqueueBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnqueueBuilder")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> EnqueueBuilder<R> {
     pub(crate) fn new(
-        omniq: &'a AsyncOmniQ,
+        omniq: AsyncOmniQ,
         name: impl Into<String>,
         payload: Result<Vec<u8>, SerializationError>,
         options: TaskOptions,
@@ -111,9 +119,9 @@ impl<'a, R> EnqueueBuilder<'a, R> {
     }
 }
 
-impl<'a, R: Send + 'a> IntoFuture for EnqueueBuilder<'a, R> {
+impl<R: Send + 'static> IntoFuture for EnqueueBuilder<R> {
     type Output = Result<TaskHandle<R>>;
-    type IntoFuture = BoxFuture<'a, Self::Output>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
 
     /// # Errors
     /// A payload that cannot be encoded or exceeds the size limit, or a store error.

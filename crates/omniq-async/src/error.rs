@@ -55,6 +55,12 @@ pub enum Error {
     /// The task does not exist.
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
+    /// The blocking facade's runtime could not be started.
+    #[error("cannot start the OmniQ runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The OmniQ instance (its runtime, in the blocking facade) has shut down.
+    #[error("OmniQ has shut down")]
+    Closed,
     /// Waiting for a result timed out; the task may still finish.
     #[error("no result for task {task_id} within {waited:?}")]
     Timeout {
@@ -96,7 +102,7 @@ impl Error {
                 StoreErrorKind::Invalid | StoreErrorKind::Unsupported => ErrorKind::Invalid,
                 _ => ErrorKind::Other,
             },
-            Error::Worker(_) => ErrorKind::Other,
+            Error::Worker(_) | Error::Closed | Error::Runtime(_) => ErrorKind::Other,
             Error::TaskFailed { .. } | Error::TaskEnded { .. } => ErrorKind::TaskFailed,
             Error::TaskNotFound(_) => ErrorKind::NotFound,
             Error::Timeout { .. } => ErrorKind::Timeout,

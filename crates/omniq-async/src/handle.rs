@@ -8,12 +8,27 @@ use serde::de::DeserializeOwned;
 use crate::{AsyncOmniQ, Error, Result};
 
 /// A typed handle on an enqueued task: wait for its result, inspect it, cancel it.
-#[derive(Debug, Clone)]
 pub struct TaskHandle<R> {
     omniq: AsyncOmniQ,
     id: TaskId,
     deduplicated: bool,
     _output: PhantomData<fn() -> R>,
+}
+
+// Manual impls: derives would demand `R: Clone + Debug`, which the handle never needs.
+impl<R> Clone for TaskHandle<R> {
+    fn clone(&self) -> Self {
+        Self::new(self.omniq.clone(), self.id, self.deduplicated)
+    }
+}
+
+impl<R> std::fmt::Debug for TaskHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("deduplicated", &self.deduplicated)
+            .finish()
+    }
 }
 
 /// How often a waiter re-reads the task's state, to notice a task that ended without a

@@ -162,12 +162,12 @@ impl AsyncOmniQ {
     /// let handle = omniq.enqueue(task).priority(5).delay(Duration::from_secs(10)).await?;
     /// # Ok(()) }
     /// ```
-    pub fn enqueue<T, M>(&self, task: T) -> EnqueueBuilder<'_, T::Output>
+    pub fn enqueue<T, M>(&self, task: T) -> EnqueueBuilder<T::Output>
     where
         T: TaskDefinition<M>,
     {
         EnqueueBuilder::new(
-            self,
+            self.clone(),
             T::NAME,
             self.inner.codec.encode(&task),
             T::default_options(),
@@ -180,7 +180,7 @@ impl AsyncOmniQ {
         &self,
         name: impl Into<String>,
         args: impl Serialize,
-    ) -> EnqueueBuilder<'_, R> {
+    ) -> EnqueueBuilder<R> {
         let name = name.into();
         let options = self
             .inner
@@ -189,7 +189,7 @@ impl AsyncOmniQ {
             .unwrap_or_else(PoisonError::into_inner)
             .options(&name)
             .unwrap_or_default();
-        EnqueueBuilder::new(self, name, self.inner.codec.encode(&args), options)
+        EnqueueBuilder::new(self.clone(), name, self.inner.codec.encode(&args), options)
     }
 
     /// Enqueues many tasks of one type in one round trip, with the type's options.

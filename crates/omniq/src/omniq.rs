@@ -1,0 +1,199 @@
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use omniq_async::{
+    AsyncOmniQ, BlockingTask, CancelOutcome, QueueStats, Result, Settings, Stores, Task,
+    TaskDefinition, TaskError, TaskId, TaskQuery, TaskRecord,
+};
+
+use crate::runtime::Driver;
+use crate::{EnqueueBuilder, Events, TaskHandle, WorkerBuilder};
+
+/// The OmniQ client for sync code: every [`AsyncOmniQ`] operation, without `.await`.
+///
+/// It owns a multi-thread runtime of its own; each call runs there while the calling
+/// thread waits, so it works from plain threads, scripts and even inside another async
+/// runtime. Dropping the last clone (and every handle made from it) stops the runtime.
+#[derive(Debug, Clone)]
+pub struct OmniQ {
+    pub(crate) driver: Driver,
+    pub(crate) inner: AsyncOmniQ,
+}
+
+impl OmniQ {
+    /// Builds from `OMNIQ_*` environment variables; with nothing set, every store is the
+    /// embedded SQLite file `./.omniq/omniq.db`.
+    ///
+    /// # Errors
+    /// A configuration error naming the bad key, or a store that cannot be opened.
+    pub fn from_env() -> Result<Self> {
+        let driver = Driver::new()?;
+        let inner = driver.call(AsyncOmniQ::from_env())?;
+        Ok(Self { driver, inner })
+    }
+
+    /// Builds from explicit settings.
+    ///
+    /// # Errors
+    /// As [`AsyncOmniQ::from_settings`].
+    pub fn from_settings(settings: Settings) -> Result<Self> {
+        let driver = Driver::new()?;
+        let inner = driver.call(AsyncOmniQ::from_settings(settings))?;
+        Ok(Self { driver, inner })
+    }
+
+    /// Builds on stores you opened yourself.
+    ///
+    /// # Errors
+    /// When the runtime cannot start.
+    pub fn with_stores(settings: Settings, stores: Stores) -> Result<Self> {
+        let driver = Driver::new()?;
+        let inner = driver.block_on(async move { AsyncOmniQ::with_stores(settings, stores) })?;
+        Ok(Self { driver, inner })
+    }
+
+    /// The async client underneath, for code that has both worlds.
+    pub fn as_async(&self) -> &AsyncOmniQ {
+        &self.inner
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        self.inner.settings()
+    }
+
+    fn map(self, change: impl FnOnce(AsyncOmniQ) -> AsyncOmniQ) -> Self {
+        Self {
+            driver: self.driver,
+            inner: change(self.inner),
+        }
+    }
+
+    /// Registers an async task type.
+    pub fn register<T: Task>(self) -> Self {
+        self.map(AsyncOmniQ::register::<T>)
+    }
+
+    /// Registers a blocking task type; workers run it on threads.
+    pub fn register_blocking<T: BlockingTask>(self) -> Self {
+        self.map(AsyncOmniQ::register_blocking::<T>)
+    }
+
+    /// Registers a plain (blocking) closure under `name`; workers run it on threads.
+    ///
+    /// ```
+    /// # fn demo(omniq: omniq::OmniQ) {
+    /// let omniq = omniq.register_fn("add", |(a, b): (i64, i64)| Ok(a + b));
+    /// # }
+    /// ```
+    pub fn register_fn<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A) -> std::result::Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.map(|inner| inner.register_blocking_fn(name, f))
+    }
+
+    /// Starts enqueueing a task; set options, then call
+    /// [`submit`](EnqueueBuilder::submit).
+    pub fn enqueue<T, M>(&self, task: T) -> EnqueueBuilder<T::Output>
+    where
+        T: TaskDefinition<M>,
+    {
+        EnqueueBuilder::new(self.driver.clone(), self.inner.enqueue(task))
+    }
+
+    /// Starts enqueueing a task by name (closures); `R` is what it returns.
+    pub fn enqueue_by_name<R: DeserializeOwned + Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        args: impl Serialize,
+    ) -> EnqueueBuilder<R> {
+        EnqueueBuilder::new(self.driver.clone(), self.inner.enqueue_by_name(name, args))
+    }
+
+    /// Enqueues many tasks of one type in one round trip.
+    ///
+    /// # Errors
+    /// As [`AsyncOmniQ::enqueue_many`].
+    pub fn enqueue_many<T, M>(
+        &self,
+        tasks: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<TaskHandle<T::Output>>>
+    where
+        T: TaskDefinition<M>,
+        M: 'static,
+    {
+        let inner = self.inner.clone();
+        let tasks: Vec<T> = tasks.into_iter().collect();
+        let handles = self
+            .driver
+            .call(async move { inner.enqueue_many(tasks).await })?;
+        Ok(handles
+            .into_iter()
+            .map(|h| TaskHandle::new(self.driver.clone(), h))
+            .collect())
+    }
+
+    /// A handle on an existing task.
+    pub fn handle<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskHandle<R> {
+        TaskHandle::new(self.driver.clone(), self.inner.handle(id))
+    }
+
+    /// A task's full record.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.task(id).await })
+    }
+
+    /// Lists tasks by queue and state, newest first, with paging.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.list_tasks(query).await })
+    }
+
+    /// Counts a queue's tasks per state.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn queue_stats(&self, queue: impl Into<String>) -> Result<QueueStats> {
+        let inner = self.inner.clone();
+        let queue = queue.into();
+        self.driver.call(async move { inner.queue_stats(queue).await })
+    }
+
+    /// Cancels a task that has not finished.
+    ///
+    /// # Errors
+    /// As [`AsyncOmniQ::cancel`].
+    pub fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.cancel(id).await })
+    }
+
+    /// Lifecycle events.
+    pub fn events(&self) -> Events {
+        Events::new(self.driver.clone(), self.inner.events())
+    }
+
+    /// Starts configuring a worker.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.driver.clone(), self.inner.worker())
+    }
+
+    /// Writes out buffered events.
+    ///
+    /// # Errors
+    /// [`omniq_async::Error::Closed`] if the runtime is gone.
+    pub fn close(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        self.driver.block_on(async move { inner.close().await })
+    }
+}

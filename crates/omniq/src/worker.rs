@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use omniq_async::{Result, WorkerConfig, WorkerHandle, WorkerId, WorkerReport};
+
+use crate::runtime::Driver;
+
+/// Configures a worker; defaults come from the settings.
+#[derive(Debug)]
+#[must_use = "a worker does nothing until started"]
+pub struct WorkerBuilder {
+    driver: Driver,
+    inner: omniq_async::WorkerBuilder,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(driver: Driver, inner: omniq_async::WorkerBuilder) -> Self {
+        Self { driver, inner }
+    }
+
+    fn map(self, change: impl FnOnce(omniq_async::WorkerBuilder) -> omniq_async::WorkerBuilder) -> Self {
+        Self {
+            driver: self.driver,
+            inner: change(self.inner),
+        }
+    }
+
+    /// Sets how many tasks run at once.
+    pub fn concurrency(self, concurrency: usize) -> Self {
+        self.map(|w| w.concurrency(concurrency))
+    }
+
+    /// Sets the queues, in strict priority order.
+    pub fn queues<Q: Into<String>>(self, queues: impl IntoIterator<Item = Q>) -> Self {
+        self.map(|w| w.queues(queues))
+    }
+
+    /// Runs blocking handlers on the worker's own threads.
+    pub fn threads(self) -> Self {
+        self.map(omniq_async::WorkerBuilder::threads)
+    }
+
+    /// Sets the lease length.
+    pub fn lease(self, lease: Duration) -> Self {
+        self.map(|w| w.lease(lease))
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn shutdown_grace(self, grace: Duration) -> Self {
+        self.map(|w| w.shutdown_grace(grace))
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(self, config: WorkerConfig) -> Self {
+        self.map(|w| w.config(config))
+    }
+
+    /// Starts the worker on the facade's runtime; it runs in the background until
+    /// [`Worker::shutdown`].
+    ///
+    /// # Errors
+    /// As [`omniq_async::WorkerBuilder::start`].
+    pub fn start(self) -> Result<Worker> {
+        let inner = self.inner;
+        let handle = self.driver.call(async move { inner.start() })?;
+        Ok(Worker {
+            driver: self.driver,
+            handle,
+        })
+    }
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    driver: Driver,
+    handle: WorkerHandle,
+}
+
+impl Worker {
+    /// The worker's id.
+    pub fn id(&self) -> &WorkerId {
+        self.handle.id()
+    }
+
+    /// Stops gracefully (see [`WorkerHandle::shutdown`]) and blocks until done.
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::shutdown`].
+    pub fn shutdown(self) -> Result<WorkerReport> {
+        let handle = self.handle;
+        self.driver
+            .call(async move { handle.shutdown().await.map_err(Into::into) })
+    }
+
+    /// Blocks until SIGINT or SIGTERM, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::shutdown`].
+    pub fn run_until_signal(self) -> Result<WorkerReport> {
+        let handle = self.handle;
+        self.driver
+            .call(async move { handle.run_until_signal().await.map_err(Into::into) })
+    }
+}
