@@ -30,17 +30,31 @@ fn main() -> anyhow::Result<()> {
         .register_fn("math.add", |(a, b): (i64, i64)| Ok(a + b));
 
     let started = Instant::now();
-    let texts = ["the quick brown fox", "jumps over the lazy dog", "OmniQ never loses a task"];
-    let counts = omniq.enqueue_many(texts.iter().map(|t| WordCount { text: (*t).to_owned() }))?;
+    let texts = [
+        "the quick brown fox",
+        "jumps over the lazy dog",
+        "OmniQ never loses a task",
+    ];
+    let counts = omniq.enqueue_many(texts.iter().map(|t| WordCount {
+        text: (*t).to_owned(),
+    }))?;
     let pairs = [(1, 2), (20, 22), (300, 33)];
     let sums = pairs
         .iter()
-        .map(|&(a, b)| omniq.enqueue_by_name::<i64>("math.add", (a, b)).priority(1).submit())
+        .map(|&(a, b)| {
+            omniq
+                .enqueue_by_name::<i64>("math.add", (a, b))
+                .priority(1)
+                .submit()
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let worker = omniq.worker().concurrency(4).threads().start()?;
     for (text, handle) in texts.iter().zip(&counts) {
-        println!("word_count({text:?}) = {}", handle.wait(Duration::from_secs(30))?);
+        println!(
+            "word_count({text:?}) = {}",
+            handle.wait(Duration::from_secs(30))?
+        );
     }
     for ((a, b), handle) in pairs.iter().zip(&sums) {
         println!("add({a}, {b}) = {}", handle.wait(Duration::from_secs(30))?);

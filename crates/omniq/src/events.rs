@@ -70,7 +70,10 @@ impl Subscription {
             return Ok(None);
         };
         let (subscription, event) = self.driver.block_on(async move {
-            let event = tokio::time::timeout(timeout, subscription.next()).await.ok().flatten();
+            let event = tokio::time::timeout(timeout, subscription.next())
+                .await
+                .ok()
+                .flatten();
             (subscription, event)
         })?;
         self.inner = Some(subscription);

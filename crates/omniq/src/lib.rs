@@ -37,8 +37,7 @@ pub use worker::{Worker, WorkerBuilder};
 
 pub use omniq_async::{
     Backend, Backoff, BlockingTask, CancelOutcome, ConfigError, Error, ErrorKind, EventQuery,
-    QueueStats, Result, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext,
-    TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
-    TaskQuery, TaskRecord, TaskResult, TaskState, WorkerConfig, WorkerId, WorkerKind,
-    WorkerReport,
+    QueueStats, Result, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext, TaskDefinition,
+    TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord,
+    TaskResult, TaskState, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
 };

@@ -156,7 +156,8 @@ impl OmniQ {
     /// A store error.
     pub fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>> {
         let inner = self.inner.clone();
-        self.driver.call(async move { inner.list_tasks(query).await })
+        self.driver
+            .call(async move { inner.list_tasks(query).await })
     }
 
     /// Counts a queue's tasks per state.
@@ -166,7 +167,8 @@ impl OmniQ {
     pub fn queue_stats(&self, queue: impl Into<String>) -> Result<QueueStats> {
         let inner = self.inner.clone();
         let queue = queue.into();
-        self.driver.call(async move { inner.queue_stats(queue).await })
+        self.driver
+            .call(async move { inner.queue_stats(queue).await })
     }
 
     /// Cancels a task that has not finished.

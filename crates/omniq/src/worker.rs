@@ -17,7 +17,10 @@ impl WorkerBuilder {
         Self { driver, inner }
     }
 
-    fn map(self, change: impl FnOnce(omniq_async::WorkerBuilder) -> omniq_async::WorkerBuilder) -> Self {
+    fn map(
+        self,
+        change: impl FnOnce(omniq_async::WorkerBuilder) -> omniq_async::WorkerBuilder,
+    ) -> Self {
         Self {
             driver: self.driver,
             inner: change(self.inner),

@@ -1,0 +1,103 @@
+//! Bad configuration and bad input are clear errors, named by key.
+
+mod support;
+
+use std::time::Duration;
+
+use omniq_async::{
+    AsyncOmniQ, Error, ErrorKind, Settings, Task, TaskContext, TaskError, TaskQuery,
+};
+use serde::{Deserialize, Serialize};
+
+#[tokio::test]
+async fn an_unknown_url_scheme_is_an_error_naming_the_key() {
+    let err = Settings::builder()
+        .map([("task_queue_url", "carrier-pigeon://coop/1")])
+        .build()
+        .expect_err("unknown scheme");
+    let message = err.to_string();
+    assert!(message.contains("task_queue_url"), "{message}");
+    assert!(message.contains("carrier-pigeon"), "{message}");
+}
+
+#[tokio::test]
+async fn a_bad_duration_is_an_error_naming_the_key() {
+    let err = Settings::builder()
+        .map([("task_ttl", "10 parsecs")])
+        .build()
+        .expect_err("bad duration");
+    assert!(err.to_string().contains("task_ttl"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backend_not_in_this_build_is_an_error_naming_the_key() {
+    let settings = Settings::builder()
+        .map([("result_storage_url", "redis://:secret@127.0.0.1:6379/0")])
+        .build()
+        .expect("valid settings");
+    let err = AsyncOmniQ::from_settings(settings)
+        .await
+        .expect_err("no redis here");
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    let message = err.to_string();
+    assert!(message.contains("result_storage_url"), "{message}");
+    assert!(message.contains("redis"), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "credentials never appear: {message}"
+    );
+}
+
+#[derive(Serialize, Deserialize)]
+struct Upload(String);
+
+impl Task for Upload {
+    const NAME: &'static str = "test.upload";
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_payload_is_refused_at_enqueue_and_nothing_is_stored() {
+    let h = support::sqlite(|s| s.max_payload_bytes = 128).await;
+    let err = h
+        .enqueue(Upload("x".repeat(1_000)))
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, Error::Serialization(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("exceeds the limit of 128 bytes"),
+        "{err}"
+    );
+    let stored = h.list_tasks(TaskQuery::default()).await.expect("list");
+    assert!(stored.is_empty());
+    // A small one still goes through.
+    h.enqueue(Upload("ok".into())).await.expect("small payload");
+}
+
+#[tokio::test]
+async fn state_on_disk_from_one_instance_does_not_break_the_next() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for run in 0..2 {
+        let mut settings = support::fast(Settings::default());
+        settings.base_dir = dir.path().to_path_buf();
+        let omniq = AsyncOmniQ::from_settings(settings)
+            .await
+            .expect("open")
+            .register_fn("test.echo", |n: u32| async move { Ok(n) });
+        let handle = omniq
+            .enqueue_by_name::<u32>("test.echo", run)
+            .await
+            .expect("enqueue");
+        let worker = omniq.worker().start().expect("start");
+        assert_eq!(
+            handle.wait(Duration::from_secs(20)).await.expect("result"),
+            run
+        );
+        worker.shutdown().await.expect("shutdown");
+        omniq.close().await;
+    }
+    assert!(dir.path().join("omniq.db").exists());
+}

@@ -1,0 +1,398 @@
+//! Tasks run end to end through AsyncOmniQ and a worker, on memory and SQLite.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use omniq_async::{
+    Backoff, BlockingTask, Error, Task, TaskContext, TaskError, TaskErrorKind, TaskEventKind,
+    TaskQuery, TaskState,
+};
+use serde::{Deserialize, Serialize};
+use support::{Harness, WAIT};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Double(i64);
+
+impl Task for Double {
+    const NAME: &'static str = "test.double";
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.0 * 2)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Poison;
+
+impl Task for Poison {
+    const NAME: &'static str = "test.poison";
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        panic!("poison pill");
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sleep(u64);
+
+impl Task for Sleep {
+    const NAME: &'static str = "test.sleep";
+    type Output = ();
+    async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> {
+        tokio::time::sleep(Duration::from_millis(self.0)).await;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Shout(String);
+
+impl BlockingTask for Shout {
+    const NAME: &'static str = "test.shout";
+    type Output = String;
+    fn run(self, _ctx: TaskContext) -> Result<String, TaskError> {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        Ok(format!("{} on {name}", self.0.to_uppercase()))
+    }
+}
+
+async fn typed_and_closure_tasks_run_and_their_results_are_read_back(h: Harness) {
+    let omniq = h
+        .omniq
+        .clone()
+        .register::<Double>()
+        .register_fn("test.add", |(a, b): (i64, i64)| async move { Ok(a + b) });
+    let doubles = omniq
+        .enqueue_many((1..=20).map(Double))
+        .await
+        .expect("enqueue");
+    let sum = omniq
+        .enqueue_by_name::<i64>("test.add", (40, 2))
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().concurrency(4).start().expect("start");
+    for (i, handle) in doubles.iter().enumerate() {
+        let expected = 2 * (i as i64 + 1);
+        assert_eq!(handle.wait(WAIT).await.expect("result"), expected);
+    }
+    assert_eq!(sum.wait(WAIT).await.expect("result"), 42);
+    let record = sum.record().await.expect("record");
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.attempts, 1);
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.succeeded, 21);
+}
+
+async fn every_transition_is_recorded_as_an_event(h: Harness) {
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&attempts);
+    let omniq = h.omniq.clone().register_fn("test.flaky", move |(): ()| {
+        let attempt = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if attempt == 1 {
+                Err(TaskError::new("first attempt fails"))
+            } else {
+                Ok(attempt)
+            }
+        }
+    });
+    let handle = omniq
+        .enqueue_by_name::<u32>("test.flaky", ())
+        .backoff(Backoff::Fixed {
+            delay: Duration::from_millis(10),
+        })
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    assert_eq!(handle.wait(WAIT).await.expect("result"), 2);
+    worker.shutdown().await.expect("shutdown");
+    omniq.events().flush().await;
+    let kinds: Vec<_> = omniq
+        .events()
+        .for_task(handle.id())
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            TaskEventKind::Enqueued,
+            TaskEventKind::Started,
+            TaskEventKind::Failed,
+            TaskEventKind::Retrying,
+            TaskEventKind::Started,
+            TaskEventKind::Succeeded,
+        ]
+    );
+}
+
+async fn an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running(h: Harness) {
+    let omniq = h.omniq.clone().register::<Double>();
+    let unknown = omniq
+        .enqueue_by_name::<()>("test.nobody_registered_this", 1)
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    let error = unknown.wait(WAIT).await.expect_err("dead-lettered");
+    let Error::TaskFailed { error, .. } = error else {
+        panic!("expected TaskFailed, got {error:?}");
+    };
+    assert_eq!(error.kind, TaskErrorKind::UnknownTask);
+    assert!(
+        error.message.contains("test.nobody_registered_this"),
+        "{}",
+        error.message
+    );
+    let record = unknown.record().await.expect("record");
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.attempts, 1, "an unknown task is not retried");
+
+    let after = omniq.enqueue(Double(21)).await.expect("enqueue");
+    assert_eq!(after.wait(WAIT).await.expect("worker still running"), 42);
+    worker.shutdown().await.expect("shutdown");
+}
+
+async fn an_undecodable_payload_is_dead_lettered_with_the_reason(h: Harness) {
+    let omniq = h.omniq.clone().register::<Double>();
+    // A string where the handler expects an integer.
+    let bad = omniq
+        .enqueue_by_name::<i64>(<Double as Task>::NAME, "not a number")
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    let Err(Error::TaskFailed { error, .. }) = bad.wait(WAIT).await else {
+        panic!("expected the task to fail");
+    };
+    assert_eq!(error.kind, TaskErrorKind::Decode);
+    assert!(
+        error.message.contains("undecodable payload"),
+        "{}",
+        error.message
+    );
+    assert_eq!(bad.record().await.expect("record").attempts, 1);
+    let good = omniq.enqueue(Double(1)).await.expect("enqueue");
+    assert_eq!(good.wait(WAIT).await.expect("result"), 2);
+    worker.shutdown().await.expect("shutdown");
+}
+
+async fn a_failing_task_is_retried_until_it_succeeds(h: Harness) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let omniq = h
+        .omniq
+        .clone()
+        .register_fn("test.third_time_lucky", move |(): ()| {
+            let call = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if call < 3 {
+                    Err(TaskError::new(format!("call {call} fails")))
+                } else {
+                    Ok(call)
+                }
+            }
+        });
+    let handle = omniq
+        .enqueue_by_name::<u32>("test.third_time_lucky", ())
+        .max_attempts(3)
+        .backoff(Backoff::Fixed {
+            delay: Duration::from_millis(10),
+        })
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    assert_eq!(handle.wait(WAIT).await.expect("result"), 3);
+    let record = handle.record().await.expect("record");
+    assert_eq!(record.attempts, 3);
+    let messages: Vec<_> = record
+        .errors
+        .iter()
+        .map(|e| e.error.message.clone())
+        .collect();
+    assert_eq!(messages, vec!["call 1 fails", "call 2 fails"]);
+    worker.shutdown().await.expect("shutdown");
+}
+
+async fn a_panicking_task_fails_after_max_attempts_while_others_succeed(h: Harness) {
+    let omniq = h.omniq.clone().register::<Poison>().register::<Double>();
+    let poison = omniq
+        .enqueue(Poison)
+        .max_attempts(3)
+        .backoff(Backoff::Fixed {
+            delay: Duration::from_millis(1),
+        })
+        .await
+        .expect("enqueue");
+    let good = omniq
+        .enqueue_many((0..200).map(Double))
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().concurrency(8).start().expect("start");
+    for (i, handle) in good.iter().enumerate() {
+        assert_eq!(handle.wait(WAIT).await.expect("result"), 2 * i as i64);
+    }
+    let Err(Error::TaskFailed { error, .. }) = poison.wait(WAIT).await else {
+        panic!("poison must fail");
+    };
+    assert_eq!(error.kind, TaskErrorKind::Panic);
+    assert!(error.message.contains("poison pill"));
+    let record = poison.record().await.expect("record");
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.attempts, 3);
+    assert!(
+        record
+            .errors
+            .iter()
+            .all(|e| e.error.kind == TaskErrorKind::Panic)
+    );
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.succeeded, 200);
+    assert_eq!(report.dead_lettered, 1);
+}
+
+async fn a_task_past_its_timeout_fails_the_attempt(h: Harness) {
+    let omniq = h.omniq.clone().register::<Sleep>();
+    let slow = omniq
+        .enqueue(Sleep(60_000))
+        .timeout(Duration::from_millis(100))
+        .max_attempts(1)
+        .await
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    let Err(Error::TaskFailed { error, .. }) = slow.wait(WAIT).await else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(error.kind, TaskErrorKind::Timeout);
+    worker.shutdown().await.expect("shutdown");
+}
+
+async fn blocking_tasks_run_on_the_workers_own_threads(h: Harness) {
+    let omniq = h.omniq.clone().register_blocking::<Shout>();
+    let handle = omniq.enqueue(Shout("hi".into())).await.expect("enqueue");
+    let worker = omniq.worker().threads().start().expect("start");
+    let out = handle.wait(WAIT).await.expect("result");
+    assert!(out.starts_with("HI on omniq-worker-"), "{out}");
+    worker.shutdown().await.expect("shutdown");
+}
+
+async fn shutdown_lets_running_tasks_finish_within_the_grace_period(h: Harness) {
+    let omniq = h.omniq.clone().register::<Sleep>();
+    let handle = omniq.enqueue(Sleep(300)).await.expect("enqueue");
+    let worker = omniq
+        .worker()
+        .shutdown_grace(Duration::from_secs(10))
+        .start()
+        .expect("start");
+    let mut started = omniq
+        .events()
+        .subscribe()
+        .task(handle.id())
+        .kinds([TaskEventKind::Started]);
+    tokio::time::timeout(WAIT, started.next())
+        .await
+        .expect("task starts");
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(
+        handle.record().await.expect("record").state,
+        TaskState::Succeeded
+    );
+}
+
+async fn shutdown_releases_tasks_that_outlive_the_grace_period(h: Harness) {
+    let omniq = h.omniq.clone().register::<Sleep>();
+    let handle = omniq.enqueue(Sleep(60_000)).await.expect("enqueue");
+    let worker = omniq
+        .worker()
+        .shutdown_grace(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let mut started = omniq
+        .events()
+        .subscribe()
+        .task(handle.id())
+        .kinds([TaskEventKind::Started]);
+    tokio::time::timeout(WAIT, started.next())
+        .await
+        .expect("task starts");
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.released, 1);
+    let record = handle.record().await.expect("record");
+    assert_eq!(
+        record.state,
+        TaskState::Queued,
+        "released back to its queue"
+    );
+    assert_eq!(record.attempts, 0, "a released attempt does not count");
+}
+
+async fn a_unique_key_returns_the_live_task(h: Harness) {
+    let omniq = h.omniq.clone().register::<Double>();
+    let first = omniq
+        .enqueue(Double(1))
+        .unique_key("only-one")
+        .await
+        .expect("enqueue");
+    let second = omniq
+        .enqueue(Double(2))
+        .unique_key("only-one")
+        .await
+        .expect("enqueue");
+    assert!(!first.was_deduplicated());
+    assert!(second.was_deduplicated());
+    assert_eq!(first.id(), second.id());
+}
+
+async fn waiting_on_a_cancelled_task_reports_that_it_ended(h: Harness) {
+    let omniq = h.omniq.clone().register::<Double>();
+    let handle = omniq.enqueue(Double(1)).await.expect("enqueue");
+    handle.cancel().await.expect("cancel");
+    let Err(Error::TaskEnded { state, .. }) = handle.wait(WAIT).await else {
+        panic!("a cancelled task has no result");
+    };
+    assert_eq!(state, TaskState::Cancelled);
+}
+
+async fn inspection_lists_and_counts_tasks(h: Harness) {
+    let omniq = h.omniq.clone();
+    omniq
+        .enqueue_many((0..5).map(Double))
+        .await
+        .expect("enqueue");
+    omniq
+        .enqueue(Double(9))
+        .queue("other")
+        .await
+        .expect("enqueue");
+    let stats = omniq.queue_stats("default").await.expect("stats");
+    assert_eq!(stats.count(TaskState::Queued), 5);
+    let listed = omniq
+        .list_tasks(TaskQuery {
+            queue: Some("other".into()),
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+}
+
+on_each_backend! {
+    typed_and_closure_tasks => typed_and_closure_tasks_run_and_their_results_are_read_back;
+    events_per_transition => every_transition_is_recorded_as_an_event;
+    unknown_task_name => an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running;
+    undecodable_payload => an_undecodable_payload_is_dead_lettered_with_the_reason;
+    retries => a_failing_task_is_retried_until_it_succeeds;
+    poison_task => a_panicking_task_fails_after_max_attempts_while_others_succeed;
+    timeouts => a_task_past_its_timeout_fails_the_attempt;
+    blocking_tasks => blocking_tasks_run_on_the_workers_own_threads;
+    graceful_shutdown => shutdown_lets_running_tasks_finish_within_the_grace_period;
+    shutdown_release => shutdown_releases_tasks_that_outlive_the_grace_period;
+    unique_keys => a_unique_key_returns_the_live_task;
+    cancelled_wait => waiting_on_a_cancelled_task_reports_that_it_ended;
+    inspection => inspection_lists_and_counts_tasks;
+}

@@ -1,0 +1,97 @@
+//! The blocking facade works from plain threads and from inside another runtime.
+
+use std::time::Duration;
+
+use omniq::{OmniQ, Settings, TaskEventKind, TaskState};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn omniq() -> OmniQ {
+    OmniQ::from_settings(Settings::memory())
+        .expect("omniq")
+        .register_fn("add", |(a, b): (i64, i64)| Ok(a + b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_facade_can_be_used_and_dropped_inside_a_tokio_test() {
+    let omniq = omniq();
+    let handle = omniq
+        .enqueue_by_name::<i64>("add", (2, 3))
+        .submit()
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    assert_eq!(handle.wait(WAIT).expect("result"), 5);
+    worker.shutdown().expect("shutdown");
+    assert_eq!(handle.record().expect("record").state, TaskState::Succeeded);
+    drop(handle);
+    drop(omniq);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_facade_works_on_a_current_thread_runtime_too() {
+    let omniq = omniq();
+    let handle = omniq
+        .enqueue_by_name::<i64>("add", (20, 22))
+        .submit()
+        .expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    assert_eq!(handle.wait(WAIT).expect("result"), 42);
+    worker.shutdown().expect("shutdown");
+}
+
+#[test]
+fn many_plain_threads_share_one_facade() {
+    let omniq = omniq();
+    let worker = omniq.worker().concurrency(4).start().expect("start");
+    std::thread::scope(|scope| {
+        for t in 0..4i64 {
+            let omniq = omniq.clone();
+            scope.spawn(move || {
+                for i in 0..25i64 {
+                    let handle = omniq
+                        .enqueue_by_name::<i64>("add", (t, i))
+                        .submit()
+                        .expect("enqueue");
+                    assert_eq!(handle.wait(WAIT).expect("result"), t + i);
+                }
+            });
+        }
+    });
+    let report = worker.shutdown().expect("shutdown");
+    assert_eq!(report.succeeded, 100);
+}
+
+#[test]
+fn events_can_be_followed_and_queried_without_async() {
+    let omniq = omniq();
+    let mut feed = omniq.events().subscribe();
+    let handle = omniq
+        .enqueue_by_name::<i64>("add", (1, 1))
+        .submit()
+        .expect("enqueue");
+    let first = feed
+        .next_timeout(WAIT)
+        .expect("runtime alive")
+        .expect("an event");
+    assert_eq!(first.kind, TaskEventKind::Enqueued);
+    assert_eq!(first.task_id, Some(handle.id()));
+    let worker = omniq.worker().start().expect("start");
+    assert_eq!(handle.wait(WAIT).expect("result"), 2);
+    worker.shutdown().expect("shutdown");
+    omniq.events().flush().expect("flush");
+    let kinds: Vec<_> = omniq
+        .events()
+        .for_task(handle.id())
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            TaskEventKind::Enqueued,
+            TaskEventKind::Started,
+            TaskEventKind::Succeeded
+        ]
+    );
+}
