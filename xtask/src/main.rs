@@ -1,1 +1,79 @@
-fn main() {}
+//! Project automation: `cargo xtask ci | check | fmt | test | services`.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <ci|check|fmt|test|services>
+  ci        fmt check, clippy -D warnings, docs -D warnings, every test (services required)
+  check     fmt check, clippy and docs, no tests
+  fmt       format the workspace
+  test      every test (services required)
+  services  start the local backend services that are down (Debian service commands)";
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "ci" => {
+            check()?;
+            test()
+        }
+        "check" => check(),
+        "fmt" => cargo(&["fmt", "--all"], &[]),
+        "test" => test(),
+        "services" => services(),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn check() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}
+
+fn test() -> Result<()> {
+    cargo(
+        &["test", "--workspace", "--all-features"],
+        &[("OMNIQ_TEST_REQUIRE_SERVICES", "1")],
+    )
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn services() -> Result<()> {
+    let status = Command::new("bash")
+        .arg(".ci/services")
+        .status()
+        .context("cannot run .ci/services")?;
+    if !status.success() {
+        bail!(".ci/services failed ({status})");
+    }
+    Ok(())
+}

@@ -72,6 +72,11 @@ pub use omniq_workers::{
     WorkerReport, shutdown_signal,
 };
 
+// Keeps the README's example compiling.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The lower layers, for integrators writing backends or custom workers.
 pub mod layers {
     pub use omniq_config as config;
