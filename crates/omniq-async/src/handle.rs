@@ -90,6 +90,10 @@ impl<R: DeserializeOwned> TaskHandle<R> {
 
     /// Waits up to `timeout` for the task to finish and returns what it returned.
     ///
+    /// A worker stores the result before it marks the task Succeeded (so a Succeeded task
+    /// always has its result), which means the record may still say Running for a few
+    /// milliseconds after this returns.
+    ///
     /// # Errors
     /// [`Error::Timeout`] when it has not finished in time (it may still), [`Error::TaskFailed`]
     /// with its final error when it failed for good, [`Error::TaskEnded`] when it was

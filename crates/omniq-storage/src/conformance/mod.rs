@@ -2,7 +2,7 @@
 //!
 //! A backend crate runs all of it from one test file:
 //!
-//! ```ignore
+//! ```text
 //! // crates/omniq-foo/tests/conformance.rs
 //! async fn stores() -> omniq_storage::StoreResult<omniq_storage::conformance::Stores> {
 //!     /* open the four stores against a test server */
@@ -13,7 +13,7 @@
 //! The macro expands to one `#[tokio::test]` per case, so a failure names the backend
 //! crate and the case. Each case works in queues of its own (random names), so cases can
 //! share a server and run in parallel. A factory that fails with
-//! [`StoreErrorKind::Unavailable`](crate::StoreErrorKind::Unavailable) skips the case with
+//! [`StoreErrorKind::Unavailable`] skips the case with
 //! a loud message, unless `OMNIQ_TEST_REQUIRE_SERVICES=1`, when it fails it.
 
 mod events;
