@@ -1,16 +1,17 @@
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_models::{
-    AttemptError, LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState,
+    AttemptError, DependencyVerdict, LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord,
+    TaskSpec, TaskState,
 };
 use omniq_storage::{
-    BoxFuture, CancelOutcome, Completion, CompletionOutcome, CompletionStatus, DequeueRequest,
-    EnqueueOutcome, Lease, LeaseRef, QueueStats, Recovered, StoreError, StoreResult, TaskQuery,
-    TaskQueue,
+    BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
+    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
 };
 use tokio::sync::Notify;
 
@@ -32,7 +33,16 @@ struct State {
     ready: HashMap<String, BTreeSet<ReadyKey>>,
     delayed: BTreeSet<(DateTime<Utc>, u64, TaskId)>,
     leases: BTreeSet<(DateTime<Utc>, TaskId)>,
+    /// Not-yet-started tasks with a TTL, by expiry; entries go stale when a task starts.
+    expiries: BTreeSet<(DateTime<Utc>, TaskId)>,
+    /// Dependents of each parent.
+    children: HashMap<TaskId, Vec<TaskId>>,
+    /// Unique keys of live tasks.
     unique: HashMap<String, TaskId>,
+    /// The newest task of each unique key, live or not, for dedupe windows.
+    unique_history: HashMap<String, (TaskId, DateTime<Utc>)>,
+    /// Changes made inside claims (expiries) that the next `expire_due` reports.
+    backlog: Vec<StateChange>,
     next_seq: u64,
 }
 
@@ -47,6 +57,25 @@ impl Entry {
     fn ready_key(&self) -> ReadyKey {
         let spec = &self.record.spec;
         (Reverse(spec.priority), spec.run_at, self.seq, spec.id)
+    }
+
+    fn change(&self) -> StateChange {
+        StateChange {
+            task_id: self.record.spec.id,
+            task_name: self.record.spec.name.clone(),
+            queue: self.record.spec.queue.clone(),
+            attempts: self.record.attempts,
+            state: self.record.state,
+            reason: self.record.reason.clone(),
+        }
+    }
+}
+
+fn ready_state(run_at: DateTime<Utc>, now: DateTime<Utc>) -> TaskState {
+    if run_at > now {
+        TaskState::Scheduled
+    } else {
+        TaskState::Queued
     }
 }
 
@@ -65,33 +94,77 @@ impl MemoryTaskQueue {
 }
 
 impl State {
-    fn insert(&mut self, spec: TaskSpec, now: DateTime<Utc>) -> EnqueueOutcome {
-        if let Some(key) = &spec.unique_key {
-            if let Some(existing) = self.unique.get(key) {
-                return EnqueueOutcome::Duplicate {
-                    existing: *existing,
-                };
+    fn duplicate_of(&self, spec: &TaskSpec, now: DateTime<Utc>) -> Option<TaskId> {
+        let key = spec.unique_key.as_ref()?;
+        if let Some(live) = self.unique.get(key) {
+            return Some(*live);
+        }
+        let window = chrono::Duration::from_std(spec.unique_for?).ok()?;
+        let (id, created) = self.unique_history.get(key)?;
+        (*created + window > now).then_some(*id)
+    }
+
+    fn enqueue(&mut self, tasks: Vec<TaskSpec>, now: DateTime<Utc>) -> StoreResult<Vec<EnqueueOutcome>> {
+        // Check every parent before storing anything: a batch is all or nothing.
+        let mut batch_ids = HashSet::new();
+        for spec in &tasks {
+            for parent in &spec.depends_on {
+                if !self.tasks.contains_key(parent) && !batch_ids.contains(parent) {
+                    return Err(StoreError::UnknownParent(*parent));
+                }
             }
+            batch_ids.insert(spec.id);
+        }
+        Ok(tasks.into_iter().map(|spec| self.insert(spec, now)).collect())
+    }
+
+    fn insert(&mut self, spec: TaskSpec, now: DateTime<Utc>) -> EnqueueOutcome {
+        if let Some(existing) = self.duplicate_of(&spec, now) {
+            return EnqueueOutcome::Duplicate { existing };
+        }
+        if let Some(key) = &spec.unique_key {
             self.unique.insert(key.clone(), spec.id);
+            self.unique_history.insert(key.clone(), (spec.id, now));
+        }
+        let id = spec.id;
+        let parents: Vec<TaskState> = spec
+            .depends_on
+            .iter()
+            .filter_map(|p| self.tasks.get(p).map(|e| e.record.state))
+            .collect();
+        let verdict = if spec.depends_on.is_empty() {
+            DependencyVerdict::Run
+        } else {
+            spec.run_when.verdict(&parents)
+        };
+        for parent in &spec.depends_on {
+            self.children.entry(*parent).or_default().push(id);
+        }
+        let (state, reason) = match verdict {
+            DependencyVerdict::Run => (ready_state(spec.run_at, now), None),
+            DependencyVerdict::Wait => (TaskState::Blocked, None),
+            DependencyVerdict::Cancel => (
+                TaskState::Cancelled,
+                Some("its parents had already settled against it".to_owned()),
+            ),
+        };
+        if let Some(expires) = spec.expires_at {
+            self.expiries.insert((expires, id));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let id = spec.id;
-        let state = if spec.run_at > now {
-            TaskState::Scheduled
-        } else {
-            TaskState::Queued
-        };
         let entry = Entry {
             record: TaskRecord {
                 spec,
                 state,
                 attempts: 0,
                 started_at: None,
-                finished_at: None,
+                finished_at: state.is_terminal().then_some(now),
                 lease_expires_at: None,
                 worker_id: None,
                 errors: Vec::new(),
+                reason,
+                cancel_requested: false,
                 updated_at: now,
             },
             seq,
@@ -99,6 +172,9 @@ impl State {
         };
         self.make_available(&entry);
         self.tasks.insert(id, entry);
+        if state.is_terminal() {
+            self.release_unique(id);
+        }
         EnqueueOutcome::Created { id, state }
     }
 
@@ -119,6 +195,26 @@ impl State {
         }
     }
 
+    /// Takes an entry out of the ready or delayed set.
+    fn make_unavailable(&mut self, id: TaskId) {
+        let Some(entry) = self.tasks.get(&id) else {
+            return;
+        };
+        match entry.record.state {
+            TaskState::Queued => {
+                let key = entry.ready_key();
+                if let Some(ready) = self.ready.get_mut(&entry.record.spec.queue) {
+                    ready.remove(&key);
+                }
+            }
+            TaskState::Scheduled => {
+                let key = (entry.record.spec.run_at, entry.seq, id);
+                self.delayed.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
     fn promote_due(&mut self, now: DateTime<Utc>) {
         while let Some(&(run_at, _, id)) = self.delayed.first() {
             if run_at > now {
@@ -134,15 +230,10 @@ impl State {
         }
     }
 
-    fn finish(&mut self, id: TaskId, state: TaskState, now: DateTime<Utc>) {
-        let Some(entry) = self.tasks.get_mut(&id) else {
+    fn release_unique(&mut self, id: TaskId) {
+        let Some(entry) = self.tasks.get(&id) else {
             return;
         };
-        entry.record.state = state;
-        entry.record.finished_at = Some(now);
-        entry.record.updated_at = now;
-        entry.record.lease_expires_at = None;
-        entry.token = None;
         if let Some(key) = &entry.record.spec.unique_key
             && self.unique.get(key) == Some(&id)
         {
@@ -150,12 +241,91 @@ impl State {
         }
     }
 
+    /// Ends a task in a terminal state and settles its dependents, recording every change
+    /// made to a dependent in `changes`.
+    fn finish(
+        &mut self,
+        id: TaskId,
+        state: TaskState,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
+    ) {
+        if let Some(entry) = self.tasks.get_mut(&id) {
+            let record = &mut entry.record;
+            record.state = state;
+            record.finished_at = Some(now);
+            record.updated_at = now;
+            record.lease_expires_at = None;
+            // A reason given when the cancel was requested wins over the worker's.
+            record.reason = match state {
+                TaskState::Cancelled | TaskState::Expired => record.reason.take().or(reason),
+                _ => None,
+            };
+            entry.token = None;
+        }
+        self.release_unique(id);
+        self.settle_dependents(id, now, changes);
+    }
+
+    /// Unblocks or cancels the blocked dependents of a task that just finished, and in
+    /// turn the dependents of those it cancels.
+    fn settle_dependents(&mut self, parent: TaskId, now: DateTime<Utc>, changes: &mut Vec<StateChange>) {
+        let mut finished = vec![parent];
+        while let Some(parent) = finished.pop() {
+            let children = self.children.get(&parent).cloned().unwrap_or_default();
+            for child in children {
+                let Some(entry) = self.tasks.get(&child) else {
+                    continue;
+                };
+                if entry.record.state != TaskState::Blocked {
+                    continue;
+                }
+                let parents: Vec<TaskState> = entry
+                    .record
+                    .spec
+                    .depends_on
+                    .iter()
+                    .filter_map(|p| self.tasks.get(p).map(|e| e.record.state))
+                    .collect();
+                match entry.record.spec.run_when.verdict(&parents) {
+                    DependencyVerdict::Wait => {}
+                    DependencyVerdict::Run => {
+                        let Some(entry) = self.tasks.get_mut(&child) else {
+                            continue;
+                        };
+                        entry.record.state = ready_state(entry.record.spec.run_at, now);
+                        entry.record.updated_at = now;
+                        let change = entry.change();
+                        let entry = self.tasks.remove(&child);
+                        if let Some(entry) = entry {
+                            self.make_available(&entry);
+                            self.tasks.insert(child, entry);
+                        }
+                        changes.push(change);
+                    }
+                    DependencyVerdict::Cancel => {
+                        let reason = format!("dependency {parent} did not settle as required");
+                        if let Some(entry) = self.tasks.get_mut(&child) {
+                            let record = &mut entry.record;
+                            record.state = TaskState::Cancelled;
+                            record.finished_at = Some(now);
+                            record.updated_at = now;
+                            record.reason = Some(reason);
+                            changes.push(entry.change());
+                        }
+                        self.release_unique(child);
+                        finished.push(child);
+                    }
+                }
+            }
+        }
+    }
+
     fn claim(&mut self, request: &DequeueRequest, now: DateTime<Utc>) -> Vec<Lease> {
         self.promote_due(now);
         let lease_for = chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX);
-        let deadline = now
-            .checked_add_signed(lease_for)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now.checked_add_signed(lease_for).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut leases = Vec::new();
         for queue in &request.queues {
             while leases.len() < request.limit {
@@ -169,7 +339,12 @@ impl State {
                     .and_then(|e| e.record.spec.expires_at)
                     .is_some_and(|at| at <= now);
                 if expired {
-                    self.finish(id, TaskState::Expired, now);
+                    let mut changes = Vec::new();
+                    self.finish(id, TaskState::Expired, Some(expiry_reason()), now, &mut changes);
+                    if let Some(entry) = self.tasks.get(&id) {
+                        self.backlog.push(entry.change());
+                    }
+                    self.backlog.extend(changes);
                     continue;
                 }
                 let Some(entry) = self.tasks.get_mut(&id) else {
@@ -203,7 +378,12 @@ impl State {
             .filter(|e| e.record.state == TaskState::Running && e.token == Some(lease.token))
     }
 
-    fn complete(&mut self, completion: Completion, now: DateTime<Utc>) -> CompletionStatus {
+    fn complete(
+        &mut self,
+        completion: Completion,
+        now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
+    ) -> CompletionStatus {
         let id = completion.lease.task_id;
         let Some(entry) = self.held(&completion.lease) else {
             return CompletionStatus::LeaseLost;
@@ -215,28 +395,28 @@ impl State {
             return CompletionStatus::LeaseLost;
         };
         let attempt = entry.record.attempts;
+        let push_error = |entry: &mut Entry, error: TaskError| {
+            entry.record.errors.push(AttemptError {
+                attempt,
+                at: now,
+                error,
+            });
+        };
         match completion.outcome {
-            CompletionOutcome::Succeeded => self.finish(id, TaskState::Succeeded, now),
+            CompletionOutcome::Succeeded => {
+                self.finish(id, TaskState::Succeeded, None, now, changes);
+            }
             CompletionOutcome::Failed { error } => {
-                entry.record.errors.push(AttemptError {
-                    attempt,
-                    at: now,
-                    error,
-                });
-                self.finish(id, TaskState::Failed, now);
+                push_error(entry, error);
+                self.finish(id, TaskState::Failed, None, now, changes);
+            }
+            CompletionOutcome::Cancelled { reason } => {
+                self.finish(id, TaskState::Cancelled, Some(reason), now, changes);
             }
             CompletionOutcome::Retry { run_at, error } => {
-                entry.record.errors.push(AttemptError {
-                    attempt,
-                    at: now,
-                    error,
-                });
+                push_error(entry, error);
                 entry.record.spec.run_at = run_at;
-                entry.record.state = if run_at > now {
-                    TaskState::Scheduled
-                } else {
-                    TaskState::Queued
-                };
+                entry.record.state = ready_state(run_at, now);
                 self.requeue(id, now);
             }
             CompletionOutcome::Release => {
@@ -249,20 +429,21 @@ impl State {
     }
 
     fn requeue(&mut self, id: TaskId, now: DateTime<Utc>) {
-        let Some(entry) = self.tasks.remove(&id) else {
+        let Some(mut entry) = self.tasks.remove(&id) else {
             return;
         };
-        let mut entry = entry;
         entry.token = None;
         entry.record.lease_expires_at = None;
+        entry.record.cancel_requested = false;
         entry.record.updated_at = now;
         self.make_available(&entry);
         self.tasks.insert(id, entry);
     }
 
-    fn recover(&mut self, limit: usize, now: DateTime<Utc>) -> Vec<Recovered> {
-        let mut recovered = Vec::new();
-        while recovered.len() < limit {
+    fn recover(&mut self, limit: usize, now: DateTime<Utc>) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        let mut recovered = 0;
+        while recovered < limit {
             let Some(&(deadline, id)) = self.leases.first() else {
                 break;
             };
@@ -270,6 +451,7 @@ impl State {
                 break;
             }
             self.leases.pop_first();
+            recovered += 1;
             let Some(entry) = self.tasks.get_mut(&id) else {
                 continue;
             };
@@ -284,66 +466,154 @@ impl State {
                     true,
                 ),
             });
-            let spent = record.attempts >= record.spec.max_attempts;
-            let item = Recovered {
-                task_id: id,
-                task_name: record.spec.name.clone(),
-                queue: record.spec.queue.clone(),
-                attempts: record.attempts,
-                state: if spent {
-                    TaskState::Failed
-                } else {
-                    TaskState::Queued
-                },
-            };
-            if spent {
-                self.finish(id, TaskState::Failed, now);
+            if record.attempts >= record.spec.max_attempts {
+                let mut dependents = Vec::new();
+                self.finish(id, TaskState::Failed, None, now, &mut dependents);
+                changes.extend(self.tasks.get(&id).map(Entry::change));
+                changes.extend(dependents);
             } else {
                 record.state = TaskState::Queued;
+                changes.push(entry.change());
                 self.requeue(id, now);
             }
-            recovered.push(item);
         }
-        recovered
+        changes
     }
 
-    fn cancel(&mut self, id: TaskId, now: DateTime<Utc>) -> StoreResult<CancelOutcome> {
-        let entry = self.tasks.get(&id).ok_or(StoreError::TaskNotFound(id))?;
-        let state = entry.record.state;
-        match state {
-            TaskState::Queued => {
-                let key = entry.ready_key();
-                if let Some(ready) = self.ready.get_mut(&entry.record.spec.queue) {
-                    ready.remove(&key);
-                }
+    fn expire_due(&mut self, limit: usize, now: DateTime<Utc>) -> Vec<StateChange> {
+        let mut changes = std::mem::take(&mut self.backlog);
+        let mut expired = 0;
+        while expired < limit {
+            let Some(&(at, id)) = self.expiries.first() else {
+                break;
+            };
+            if at > now {
+                break;
             }
-            TaskState::Scheduled => {
-                let key = (entry.record.spec.run_at, entry.seq, id);
-                self.delayed.remove(&key);
+            self.expiries.pop_first();
+            let waiting = self.tasks.get(&id).is_some_and(|e| {
+                matches!(
+                    e.record.state,
+                    TaskState::Queued | TaskState::Scheduled | TaskState::Blocked
+                )
+            });
+            if !waiting {
+                continue;
             }
-            TaskState::Blocked => {}
-            TaskState::Running => return Ok(CancelOutcome::Requested),
-            finished => return Ok(CancelOutcome::AlreadyFinished(finished)),
+            expired += 1;
+            self.make_unavailable(id);
+            let mut dependents = Vec::new();
+            self.finish(id, TaskState::Expired, Some(expiry_reason()), now, &mut dependents);
+            changes.extend(self.tasks.get(&id).map(Entry::change));
+            changes.extend(dependents);
         }
-        self.finish(id, TaskState::Cancelled, now);
-        Ok(CancelOutcome::Cancelled)
+        changes
+    }
+
+    fn cancel(&mut self, id: TaskId, reason: String, now: DateTime<Utc>) -> StoreResult<Cancellation> {
+        let entry = self.tasks.get_mut(&id).ok_or(StoreError::TaskNotFound(id))?;
+        let outcome = match entry.record.state {
+            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => CancelOutcome::Cancelled,
+            TaskState::Running => {
+                entry.record.cancel_requested = true;
+                entry.record.reason = Some(reason.clone());
+                entry.record.updated_at = now;
+                CancelOutcome::Requested
+            }
+            finished => CancelOutcome::AlreadyFinished(finished),
+        };
+        let mut changes = Vec::new();
+        if outcome == CancelOutcome::Cancelled {
+            self.make_unavailable(id);
+            self.finish(id, TaskState::Cancelled, Some(reason), now, &mut changes);
+        }
+        Ok(Cancellation { outcome, changes })
+    }
+
+    fn redrive(&mut self, target: RedriveTarget, now: DateTime<Utc>) -> Vec<TaskId> {
+        let candidates: Vec<TaskId> = match &target {
+            RedriveTarget::Tasks(ids) => ids.clone(),
+            RedriveTarget::Queue(queue) => self
+                .tasks
+                .values()
+                .filter(|e| &e.record.spec.queue == queue)
+                .map(|e| e.record.spec.id)
+                .collect(),
+            RedriveTarget::All => self.tasks.keys().copied().collect(),
+        };
+        let mut redriven = Vec::new();
+        for id in candidates {
+            let Some(entry) = self.tasks.get(&id) else {
+                continue;
+            };
+            if entry.record.state != TaskState::Failed {
+                continue;
+            }
+            if let Some(key) = &entry.record.spec.unique_key {
+                if self.unique.contains_key(key) {
+                    continue;
+                }
+                self.unique.insert(key.clone(), id);
+            }
+            let Some(entry) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            let record = &mut entry.record;
+            record.state = TaskState::Queued;
+            record.attempts = 0;
+            record.finished_at = None;
+            record.spec.run_at = now;
+            record.updated_at = now;
+            self.requeue(id, now);
+            redriven.push(id);
+        }
+        redriven.sort();
+        redriven
+    }
+
+    fn purge(&mut self, request: &PurgeRequest) -> u64 {
+        let doomed: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|e| {
+                let record = &e.record;
+                record.state.is_terminal()
+                    && (request.states.is_empty() || request.states.contains(&record.state))
+                    && request.queue.as_ref().is_none_or(|q| &record.spec.queue == q)
+                    && request
+                        .finished_before
+                        .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
+            })
+            .map(|e| e.record.spec.id)
+            .collect();
+        for id in &doomed {
+            self.tasks.remove(id);
+            self.children.remove(id);
+        }
+        doomed.len() as u64
+    }
+}
+
+fn expiry_reason() -> String {
+    "not started before its expiry (ttl)".to_owned()
+}
+
+fn validate_purge(request: &PurgeRequest) -> StoreResult<()> {
+    match request.states.iter().find(|s| !s.is_terminal()) {
+        Some(state) => Err(StoreError::Invalid(format!(
+            "cannot purge {state} tasks: only finished tasks can be purged"
+        ))),
+        None => Ok(()),
     }
 }
 
 impl TaskQueue for MemoryTaskQueue {
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
-        let now = Utc::now();
-        let outcomes: Vec<_> = {
-            let mut state = lock(&self.state);
-            tasks
-                .into_iter()
-                .map(|spec| state.insert(spec, now))
-                .collect()
-        };
-        if !outcomes.is_empty() {
+        let outcomes = lock(&self.state).enqueue(tasks, Utc::now());
+        if outcomes.as_ref().is_ok_and(|o| !o.is_empty()) {
             self.wake();
         }
-        Box::pin(async move { Ok(outcomes) })
+        Box::pin(async move { outcomes })
     }
 
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
@@ -355,54 +625,74 @@ impl TaskQueue for MemoryTaskQueue {
         &self,
         leases: Vec<LeaseRef>,
         extend: Duration,
-    ) -> BoxFuture<'_, StoreResult<Vec<bool>>> {
+    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
         let now = Utc::now();
         let extend = chrono::Duration::from_std(extend).unwrap_or(chrono::Duration::MAX);
-        let deadline = now
-            .checked_add_signed(extend)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now.checked_add_signed(extend).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut state = lock(&self.state);
-        let held = leases
+        let statuses = leases
             .iter()
             .map(|lease| {
                 let Some(entry) = state.held(lease) else {
-                    return false;
+                    return LeaseStatus::Lost;
                 };
                 let old = entry.record.lease_expires_at.replace(deadline);
                 entry.record.updated_at = now;
+                let status = if entry.record.cancel_requested {
+                    LeaseStatus::CancelRequested
+                } else {
+                    LeaseStatus::Held
+                };
                 if let Some(old) = old {
                     state.leases.remove(&(old, lease.task_id));
                 }
                 state.leases.insert((deadline, lease.task_id));
-                true
+                status
             })
             .collect();
-        Box::pin(async move { Ok(held) })
-    }
-
-    fn complete(
-        &self,
-        completions: Vec<Completion>,
-    ) -> BoxFuture<'_, StoreResult<Vec<CompletionStatus>>> {
-        let now = Utc::now();
-        let statuses: Vec<_> = {
-            let mut state = lock(&self.state);
-            completions
-                .into_iter()
-                .map(|completion| state.complete(completion, now))
-                .collect()
-        };
-        // Retries and releases may have made work ready.
-        self.wake();
         Box::pin(async move { Ok(statuses) })
     }
 
-    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Recovered>>> {
-        let recovered = lock(&self.state).recover(limit, Utc::now());
-        if !recovered.is_empty() {
+    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
+        let now = Utc::now();
+        let completed = {
+            let mut state = lock(&self.state);
+            let mut changes = Vec::new();
+            let statuses = completions
+                .into_iter()
+                .map(|completion| state.complete(completion, now, &mut changes))
+                .collect();
+            Completed { statuses, changes }
+        };
+        // Retries, releases and unblocked dependents may have made work ready.
+        self.wake();
+        Box::pin(async move { Ok(completed) })
+    }
+
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        let changes = lock(&self.state).recover(limit, Utc::now());
+        if !changes.is_empty() {
             self.wake();
         }
-        Box::pin(async move { Ok(recovered) })
+        Box::pin(async move { Ok(changes) })
+    }
+
+    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        let changes = lock(&self.state).expire_due(limit, Utc::now());
+        Box::pin(async move { Ok(changes) })
+    }
+
+    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
+        let redriven = lock(&self.state).redrive(target, Utc::now());
+        if !redriven.is_empty() {
+            self.wake();
+        }
+        Box::pin(async move { Ok(redriven) })
+    }
+
+    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
+        let purged = validate_purge(&request).map(|()| lock(&self.state).purge(&request));
+        Box::pin(async move { purged })
     }
 
     fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
@@ -416,12 +706,7 @@ impl TaskQueue for MemoryTaskQueue {
         let mut matching: Vec<&Entry> = state
             .tasks
             .values()
-            .filter(|e| {
-                query
-                    .queue
-                    .as_ref()
-                    .is_none_or(|q| &e.record.spec.queue == q)
-            })
+            .filter(|e| query.queue.as_ref().is_none_or(|q| &e.record.spec.queue == q))
             .filter(|e| query.states.is_empty() || query.states.contains(&e.record.state))
             .collect();
         matching.sort_by_key(|e| Reverse(e.seq));
@@ -438,11 +723,7 @@ impl TaskQueue for MemoryTaskQueue {
         let state = lock(&self.state);
         let mut counts: HashMap<TaskState, u64> = HashMap::new();
         let mut oldest: Option<DateTime<Utc>> = None;
-        for entry in state
-            .tasks
-            .values()
-            .filter(|e| e.record.spec.queue == queue)
-        {
+        for entry in state.tasks.values().filter(|e| e.record.spec.queue == queue) {
             *counts.entry(entry.record.state).or_default() += 1;
             if entry.record.state == TaskState::Queued {
                 let created = entry.record.spec.created_at;
@@ -461,8 +742,11 @@ impl TaskQueue for MemoryTaskQueue {
         Box::pin(async move { Ok(stats) })
     }
 
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, StoreResult<CancelOutcome>> {
-        let outcome = lock(&self.state).cancel(id, Utc::now());
+    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
+        let outcome = lock(&self.state).cancel(id, reason, Utc::now());
+        if outcome.as_ref().is_ok_and(|c| !c.changes.is_empty()) {
+            self.wake();
+        }
         Box::pin(async move { outcome })
     }
 

@@ -25,7 +25,7 @@ mod state;
 pub use error::{TaskError, TaskErrorKind};
 pub use event::{TaskEvent, TaskEventKind};
 pub use ids::{LeaseToken, ParseIdError, TaskId, WorkerId};
-pub use options::{Backoff, TaskOptions};
+pub use options::{Backoff, DependencyVerdict, RunWhen, TaskOptions};
 pub use record::{AttemptError, TaskRecord, TaskResult, TaskSpec};
 pub use schedule::{MisfirePolicy, Schedule, ScheduleTrigger};
 pub use state::{TaskState, UnknownState};

@@ -4,7 +4,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{DEFAULT_QUEUE, TaskId};
+use crate::{DEFAULT_QUEUE, TaskId, TaskState};
 
 /// How long to wait before a failed attempt is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,74 @@ impl Backoff {
     }
 }
 
+/// Which outcome of its parents lets a dependent task run.
+///
+/// A dependent waits `Blocked` until its parents have settled the condition either way; when
+/// the condition can no longer hold, it is `Cancelled` (and so, in turn, are its own
+/// dependents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunWhen {
+    /// Every parent succeeded (the default); cancelled if any parent fails, is cancelled
+    /// or expires.
+    #[default]
+    ParentsSucceeded,
+    /// Some parent failed, was cancelled or expired: an on-failure callback. Cancelled
+    /// when every parent succeeded.
+    ParentFailed,
+    /// Every parent finished, whatever the outcome: an always-run callback.
+    ParentsFinished,
+}
+
+impl RunWhen {
+    /// The stable lowercase name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunWhen::ParentsSucceeded => "parents_succeeded",
+            RunWhen::ParentFailed => "parent_failed",
+            RunWhen::ParentsFinished => "parents_finished",
+        }
+    }
+
+    /// What the parents' states mean for the dependent, given every parent's state.
+    pub fn verdict(self, parents: &[TaskState]) -> DependencyVerdict {
+        let all_finished = parents.iter().all(|s| s.is_terminal());
+        let any_unsuccessful = parents
+            .iter()
+            .any(|s| s.is_terminal() && *s != TaskState::Succeeded);
+        match self {
+            RunWhen::ParentsSucceeded if any_unsuccessful => DependencyVerdict::Cancel,
+            RunWhen::ParentsSucceeded if all_finished => DependencyVerdict::Run,
+            RunWhen::ParentFailed if any_unsuccessful => DependencyVerdict::Run,
+            RunWhen::ParentFailed if all_finished => DependencyVerdict::Cancel,
+            RunWhen::ParentsFinished if all_finished => DependencyVerdict::Run,
+            _ => DependencyVerdict::Wait,
+        }
+    }
+}
+
+impl std::str::FromStr for RunWhen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [RunWhen::ParentsSucceeded, RunWhen::ParentFailed, RunWhen::ParentsFinished]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown run_when `{s}`"))
+    }
+}
+
+/// What a dependent task should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyVerdict {
+    /// Stay blocked.
+    Wait,
+    /// Become ready.
+    Run,
+    /// The condition can no longer hold: cancel.
+    Cancel,
+}
+
 /// Options for one task: where it runs, when, how often it may be tried.
 ///
 /// Every field has a default; build with the chained setters.
@@ -79,10 +147,14 @@ pub struct TaskOptions {
     pub delay: Option<Duration>,
     /// Run no earlier than this time (wins over `delay`).
     pub run_at: Option<DateTime<Utc>>,
-    /// Tasks that must succeed before this one runs.
+    /// Parent tasks this one waits for (see `run_when`).
     pub depends_on: Vec<TaskId>,
+    /// Which outcome of the parents lets this task run.
+    pub run_when: RunWhen,
     /// While a non-terminal task holds this key, enqueueing another returns the existing id.
     pub unique_key: Option<String>,
+    /// Also dedupe against finished tasks with the same key created within this window.
+    pub unique_for: Option<Duration>,
     /// Free-form labels, stored with the task.
     pub metadata: BTreeMap<String, String>,
 }
@@ -99,7 +171,9 @@ impl Default for TaskOptions {
             delay: None,
             run_at: None,
             depends_on: Vec::new(),
+            run_when: RunWhen::default(),
             unique_key: None,
+            unique_for: None,
             metadata: BTreeMap::new(),
         }
     }
@@ -160,9 +234,21 @@ impl TaskOptions {
         self
     }
 
+    /// Runs this task as a callback on the parents' outcome instead of after their success.
+    pub fn run_when(mut self, run_when: RunWhen) -> Self {
+        self.run_when = run_when;
+        self
+    }
+
     /// Sets the uniqueness key.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Dedupes also against finished tasks with the key created within `window`.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.unique_for = Some(window);
         self
     }
 
@@ -191,6 +277,10 @@ impl TaskOptions {
         if self.unique_key.is_none() {
             self.unique_key.clone_from(&defaults.unique_key);
         }
+        self.unique_for = self.unique_for.or(defaults.unique_for);
+        if self.run_when == RunWhen::default() {
+            self.run_when = defaults.run_when;
+        }
         for (key, value) in &defaults.metadata {
             self.metadata
                 .entry(key.clone())
@@ -203,6 +293,25 @@ impl TaskOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dependency_verdicts_follow_the_condition() {
+        use DependencyVerdict::*;
+        use TaskState::*;
+        let ok = RunWhen::ParentsSucceeded;
+        assert_eq!(ok.verdict(&[Succeeded, Running]), Wait);
+        assert_eq!(ok.verdict(&[Succeeded, Succeeded]), Run);
+        assert_eq!(ok.verdict(&[Failed, Running]), Cancel);
+        assert_eq!(ok.verdict(&[Expired]), Cancel);
+        let on_failure = RunWhen::ParentFailed;
+        assert_eq!(on_failure.verdict(&[Succeeded, Running]), Wait);
+        assert_eq!(on_failure.verdict(&[Cancelled, Running]), Run);
+        assert_eq!(on_failure.verdict(&[Succeeded]), Cancel);
+        let always = RunWhen::ParentsFinished;
+        assert_eq!(always.verdict(&[Failed, Queued]), Wait);
+        assert_eq!(always.verdict(&[Failed, Succeeded]), Run);
+        assert_eq!(ok.verdict(&[]), Run);
+    }
 
     #[test]
     fn exponential_backoff_doubles_and_caps() {

@@ -4,7 +4,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Backoff, TaskError, TaskId, TaskOptions, TaskState, WorkerId};
+use crate::{Backoff, RunWhen, TaskError, TaskId, TaskOptions, TaskState, WorkerId};
 
 /// What to run and how: everything fixed when a task is enqueued.
 ///
@@ -34,10 +34,14 @@ pub struct TaskSpec {
     pub run_at: DateTime<Utc>,
     /// Expires if not started by then.
     pub expires_at: Option<DateTime<Utc>>,
-    /// Parents that must succeed first.
+    /// Parents it waits for.
     pub depends_on: Vec<TaskId>,
+    /// Which outcome of the parents lets it run.
+    pub run_when: RunWhen,
     /// Deduplication key.
     pub unique_key: Option<String>,
+    /// Deduplication window over finished tasks too.
+    pub unique_for: Option<Duration>,
     /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
 }
@@ -73,7 +77,9 @@ impl TaskSpec {
             run_at,
             expires_at: options.ttl.map(|ttl| add(now, ttl)),
             depends_on: options.depends_on,
+            run_when: options.run_when,
             unique_key: options.unique_key,
+            unique_for: options.unique_for,
             metadata: options.metadata,
         }
     }
@@ -117,6 +123,10 @@ pub struct TaskRecord {
     pub worker_id: Option<WorkerId>,
     /// Every failed attempt's error, oldest first.
     pub errors: Vec<AttemptError>,
+    /// Why it was cancelled or expired, when it was.
+    pub reason: Option<String>,
+    /// A cancel was requested while it ran; its worker stops it.
+    pub cancel_requested: bool,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }

@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use omniq_models::{AttemptError, Backoff, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId};
+use omniq_models::{
+    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+};
 use omniq_storage::StoreResult;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -13,7 +15,7 @@ use crate::time::from_micros;
 /// The columns every task query selects, in the order [`record_from_row`] reads them.
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, state, priority, run_at, expires_at, \
      attempts, max_attempts, lease_expires_at, worker_id, unique_key, payload, options, errors, \
-     created_at, started_at, finished_at, updated_at";
+     created_at, started_at, finished_at, updated_at, run_when, reason, cancel_requested";
 
 /// The parts of a spec that no query filters on, stored as one JSON column.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,6 +24,8 @@ pub(crate) struct StoredOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) depends_on: Vec<TaskId>,
     pub(crate) metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) unique_for: Option<Duration>,
 }
 
 impl StoredOptions {
@@ -31,19 +35,24 @@ impl StoredOptions {
             timeout: spec.timeout,
             depends_on: spec.depends_on.clone(),
             metadata: spec.metadata.clone(),
+            unique_for: spec.unique_for,
         }
     }
 }
 
-fn column<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+pub(crate) fn column<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
     row.try_get(name).map_err(store_error)
 }
 
-fn parse_state(text: &str) -> StoreResult<TaskState> {
+pub(crate) fn parse_state(text: &str) -> StoreResult<TaskState> {
     text.parse().map_err(|e| corrupt("task state", e))
+}
+
+pub(crate) fn parse_run_when(text: &str) -> StoreResult<RunWhen> {
+    text.parse().map_err(|e: String| corrupt("run_when", e))
 }
 
 pub(crate) fn parse_id(text: &str) -> StoreResult<TaskId> {
@@ -71,7 +80,9 @@ pub(crate) fn record_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
         run_at: from_micros(column(row, "run_at")?),
         expires_at: micros("expires_at")?,
         depends_on: options.depends_on,
+        run_when: parse_run_when(&column::<String>(row, "run_when")?)?,
         unique_key: column(row, "unique_key")?,
+        unique_for: options.unique_for,
         metadata: options.metadata,
     };
     Ok(TaskRecord {
@@ -85,6 +96,8 @@ pub(crate) fn record_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
         lease_expires_at: micros("lease_expires_at")?,
         worker_id: column::<Option<String>>(row, "worker_id")?.map(WorkerId::new),
         errors,
+        reason: column(row, "reason")?,
+        cancel_requested: column(row, "cancel_requested")?,
         updated_at: from_micros(column(row, "updated_at")?),
     })
 }

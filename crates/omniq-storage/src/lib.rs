@@ -34,8 +34,9 @@ use std::pin::Pin;
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
 pub use queue::{
-    CancelOutcome, Completion, CompletionOutcome, CompletionStatus, DEFAULT_LEASE, DequeueRequest,
-    EnqueueOutcome, Lease, LeaseRef, QueueStats, Recovered, TaskQuery, TaskQueue,
+    CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome, CompletionStatus,
+    DEFAULT_LEASE, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
 };
 pub use results::ResultStore;
 pub use schedules::ScheduleStore;

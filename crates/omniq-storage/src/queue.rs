@@ -126,6 +126,11 @@ pub enum CompletionOutcome {
     /// The attempt did not run (worker shutting down): queue the task again and give the
     /// attempt back.
     Release,
+    /// The task was stopped on request; it ends Cancelled.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The end of one attempt, fenced by its lease.
@@ -146,9 +151,10 @@ pub enum CompletionStatus {
     LeaseLost,
 }
 
-/// A task whose lease expired and that the store took back.
+/// A change of state the store made on its own, reported so that callers can log it:
+/// a lease recovered, a task expired, a dependent unblocked or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
+pub struct StateChange {
     /// The task.
     pub task_id: TaskId,
     /// Its handler name.
@@ -157,8 +163,62 @@ pub struct Recovered {
     pub queue: String,
     /// Runs used so far.
     pub attempts: u32,
-    /// `Queued` again, or `Failed` when its attempts were spent.
+    /// The state it is in now.
     pub state: TaskState,
+    /// Why, for cancellations and expiries.
+    pub reason: Option<String>,
+}
+
+/// Whether a lease is still held, as a heartbeat found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Held, and extended.
+    Held,
+    /// Held and extended, but the task's cancellation was requested: stop it.
+    CancelRequested,
+    /// Not held any more: another worker owns the task, or it was finished.
+    Lost,
+}
+
+/// What [`TaskQueue::complete`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// One status per completion, in order.
+    pub statuses: Vec<CompletionStatus>,
+    /// Dependents that the finished tasks unblocked or cancelled.
+    pub changes: Vec<StateChange>,
+}
+
+/// What [`TaskQueue::cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    /// The outcome for the task itself.
+    pub outcome: CancelOutcome,
+    /// Dependents cancelled in turn.
+    pub changes: Vec<StateChange>,
+}
+
+/// Which dead letters to send back to their queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveTarget {
+    /// These tasks (those not Failed are left alone).
+    Tasks(Vec<TaskId>),
+    /// Every Failed task of one queue.
+    Queue(String),
+    /// Every Failed task.
+    All,
+}
+
+/// Which finished tasks to delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// Terminal states to delete (empty = every terminal state). Non-terminal states are
+    /// refused.
+    pub states: Vec<TaskState>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only tasks finished before this time.
+    pub finished_before: Option<DateTime<Utc>>,
 }
 
 /// The result of a cancel request.
@@ -222,6 +282,10 @@ impl QueueStats {
 pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// Stores new tasks, in one round trip where the backend allows.
     ///
+    /// A task with parents is stored `Blocked` until its [`RunWhen`](omniq_models::RunWhen)
+    /// condition settles (`Cancelled` at once if it already cannot hold); a parent may be
+    /// an earlier task of the same batch.
+    ///
     /// # Errors
     /// [`StoreError::UnknownParent`](crate::StoreError::UnknownParent) when a parent does
     /// not exist (nothing of the batch is stored), or a backend error.
@@ -238,7 +302,7 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// the caller; they come back after their lease expires.
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>>;
 
-    /// Extends held leases to now + `extend`. Returns, per lease, whether it is still held.
+    /// Extends held leases to now + `extend`. Returns the status of each lease.
     ///
     /// # Errors
     /// A backend error.
@@ -246,23 +310,43 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
         &self,
         leases: Vec<LeaseRef>,
         extend: Duration,
-    ) -> BoxFuture<'_, StoreResult<Vec<bool>>>;
+    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>>;
 
-    /// Applies completions, each fenced by its lease. Returns a status per completion.
+    /// Applies completions, each fenced by its lease, and settles the dependents of the
+    /// tasks that finished.
     ///
     /// # Errors
     /// A backend error; none of the batch may have been applied.
-    fn complete(
-        &self,
-        completions: Vec<Completion>,
-    ) -> BoxFuture<'_, StoreResult<Vec<CompletionStatus>>>;
+    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>>;
 
     /// Takes back up to `limit` tasks whose lease expired: queued again, or Failed when
-    /// their attempts are spent.
+    /// their attempts are spent (cancelling their dependents).
     ///
     /// # Errors
     /// A backend error.
-    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Recovered>>>;
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>>;
+
+    /// Expires up to `limit` tasks not started before their `expires_at` (cancelling their
+    /// dependents). Claims never hand out an expired task, whether or not this ran.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>>;
+
+    /// Sends dead letters (Failed tasks) back to their queues as new: Queued, attempts
+    /// reset, error history kept. Returns the ids re-driven. A task whose unique key is
+    /// now held by another live task stays Failed.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>>;
+
+    /// Deletes finished tasks. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) for a non-terminal state, or a
+    /// backend error.
+    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Reads one task's record.
     ///
@@ -282,11 +366,12 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// A backend error.
     fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>>;
 
-    /// Cancels a task.
+    /// Cancels a task: at once if it has not started (cancelling its dependents too); a
+    /// running task is marked, and its worker learns it at the next heartbeat.
     ///
     /// # Errors
     /// [`StoreError::TaskNotFound`](crate::StoreError::TaskNotFound), or a backend error.
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, StoreResult<CancelOutcome>>;
+    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>>;
 
     /// Waits until a task may be ready in one of `queues`, or `timeout` passes.
     ///

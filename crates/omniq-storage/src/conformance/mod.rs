@@ -17,6 +17,7 @@
 //! a loud message, unless `OMNIQ_TEST_REQUIRE_SERVICES=1`, when it fails it.
 
 mod events;
+mod lifecycle;
 mod queue;
 mod results;
 mod schedules;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use crate::{EventStore, ResultStore, ScheduleStore, StoreErrorKind, StoreResult, TaskQueue};
 
 pub use events::*;
+pub use lifecycle::*;
 pub use queue::*;
 pub use results::*;
 pub use schedules::*;
@@ -106,6 +108,19 @@ macro_rules! conformance_suite {
             events_are_recorded_and_queried_by_task_kind_and_time,
             schedules_are_created_once_by_name_and_managed,
             schedule_advance_claims_a_fire_exactly_once,
+            enqueue_with_an_unknown_parent_fails_and_stores_nothing,
+            a_dependent_waits_blocked_until_its_parents_succeed,
+            a_failed_parent_cancels_its_dependents_transitively,
+            callbacks_run_on_the_parents_outcome,
+            a_dependent_of_an_already_failed_parent_is_cancelled_at_once,
+            cancelling_a_parent_cancels_its_dependents,
+            a_task_past_its_ttl_expires_and_never_runs,
+            claims_skip_expired_tasks,
+            cancelling_a_running_task_is_requested_through_the_heartbeat,
+            redrive_sends_dead_letters_back_with_attempts_reset,
+            redrive_leaves_a_task_whose_unique_key_is_taken,
+            purge_deletes_finished_tasks_only,
+            a_unique_window_dedupes_against_finished_tasks,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -11,7 +11,7 @@ use super::support::{
 };
 use crate::{
     CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, LeaseRef,
-    TaskQuery,
+    LeaseStatus, TaskQuery,
 };
 
 fn succeeded(lease: LeaseRef) -> Completion {
@@ -47,7 +47,8 @@ pub async fn enqueue_dequeue_complete_round_trip(stores: Stores) {
         .queue
         .complete(vec![succeeded(lease.reference())])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(statuses, vec![CompletionStatus::Applied]);
 
     let record = stores.queue.get(id).await.expect("get").expect("exists");
@@ -345,7 +346,8 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
             },
         }])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(refused, vec![CompletionStatus::LeaseLost]);
     let record = stores
         .queue
@@ -363,14 +365,16 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
         .queue
         .complete(vec![succeeded(current.reference())])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(applied, vec![CompletionStatus::Applied]);
     // A second completion with the now-finished lease is refused too.
     let again = stores
         .queue
         .complete(vec![succeeded(current.reference())])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(again, vec![CompletionStatus::LeaseLost]);
     let record = stores
         .queue
@@ -408,7 +412,10 @@ pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores)
         )
         .await
         .expect("heartbeat");
-    assert_eq!(held, vec![true, false, false]);
+    assert_eq!(
+        held,
+        vec![LeaseStatus::Held, LeaseStatus::Lost, LeaseStatus::Lost]
+    );
     let record = stores
         .queue
         .get(task.id)
@@ -444,7 +451,8 @@ pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
             },
         }])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(statuses, vec![CompletionStatus::Applied]);
     let record = stores
         .queue
@@ -553,7 +561,8 @@ pub async fn release_gives_the_attempt_back(stores: Stores) {
             outcome: CompletionOutcome::Release,
         }])
         .await
-        .expect("complete");
+        .expect("complete")
+        .statuses;
     assert_eq!(statuses, vec![CompletionStatus::Applied]);
     let record = stores
         .queue
@@ -614,7 +623,12 @@ pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
     assert_eq!(
-        stores.queue.cancel(task.id).await.expect("cancel"),
+        stores
+            .queue
+            .cancel(task.id, "test".into())
+            .await
+            .expect("cancel")
+            .outcome,
         CancelOutcome::Cancelled
     );
     assert!(claim(&*stores.queue, &[&queue], 1).await.is_empty());
@@ -625,11 +639,20 @@ pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
         .expect("get")
         .expect("exists");
     assert_eq!(record.state, TaskState::Cancelled);
+    assert_eq!(record.reason.as_deref(), Some("test"));
     assert_eq!(
-        stores.queue.cancel(task.id).await.expect("cancel"),
+        stores
+            .queue
+            .cancel(task.id, "again".into())
+            .await
+            .expect("cancel")
+            .outcome,
         CancelOutcome::AlreadyFinished(TaskState::Cancelled)
     );
-    let missing = stores.queue.cancel(omniq_models::TaskId::new()).await;
+    let missing = stores
+        .queue
+        .cancel(omniq_models::TaskId::new(), "x".into())
+        .await;
     assert!(matches!(
         missing.map_err(|e| e.kind()),
         Err(crate::StoreErrorKind::NotFound)

@@ -1,0 +1,149 @@
+//! Enqueue: one transaction per batch, with dependencies and unique keys.
+
+use chrono::{DateTime, Utc};
+use omniq_models::{DependencyVerdict, TaskSpec, TaskState};
+use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
+use sqlx::SqliteConnection;
+
+use super::{BEGIN_WRITE, SqliteTaskQueue};
+use crate::error::store_error;
+use crate::rows::{StoredOptions, parse_id, parse_state, to_json};
+use crate::time::to_micros;
+
+impl SqliteTaskQueue {
+    pub(super) async fn enqueue_batch(&self, tasks: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for spec in tasks {
+            // An error (an unknown parent) drops the transaction: nothing of the batch stays.
+            outcomes.push(insert(&mut tx, spec, now).await?);
+        }
+        tx.commit().await.map_err(store_error)?;
+        self.wake();
+        Ok(outcomes)
+    }
+}
+
+async fn insert(
+    conn: &mut SqliteConnection,
+    spec: TaskSpec,
+    now: DateTime<Utc>,
+) -> StoreResult<EnqueueOutcome> {
+    if let Some(existing) = duplicate_in_window(conn, &spec, now).await? {
+        return Ok(EnqueueOutcome::Duplicate { existing });
+    }
+    let (state, reason) = match dependency_verdict(conn, &spec).await? {
+        DependencyVerdict::Run if spec.run_at > now => (TaskState::Scheduled, None),
+        DependencyVerdict::Run => (TaskState::Queued, None),
+        DependencyVerdict::Wait => (TaskState::Blocked, None),
+        DependencyVerdict::Cancel => (
+            TaskState::Cancelled,
+            Some("its parents had already settled against it"),
+        ),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO omniq_tasks (id, name, queue, state, priority, run_at, expires_at, \
+         max_attempts, unique_key, payload, options, created_at, updated_at, run_when, reason, \
+         finished_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+         CASE WHEN ?4 = 'cancelled' THEN ?13 END) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(spec.id.to_string())
+    .bind(&spec.name)
+    .bind(&spec.queue)
+    .bind(state.as_str())
+    .bind(spec.priority)
+    .bind(to_micros(spec.run_at))
+    .bind(spec.expires_at.map(to_micros))
+    .bind(i64::from(spec.max_attempts))
+    // A task born cancelled holds no key: uniqueness only binds live tasks.
+    .bind(spec.unique_key.as_ref().filter(|_| !state.is_terminal()))
+    .bind(&spec.payload)
+    .bind(to_json(&StoredOptions::of(&spec))?)
+    .bind(to_micros(spec.created_at))
+    .bind(to_micros(now))
+    .bind(spec.run_when.as_str())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    if inserted.rows_affected() == 0 {
+        // The only conflicts are the unique key of a live task, or a re-sent id.
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM omniq_tasks WHERE unique_key = ? \
+             AND state IN ('blocked', 'scheduled', 'queued', 'running')",
+        )
+        .bind(&spec.unique_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+        let existing = match existing {
+            Some(id) => parse_id(&id)?,
+            None => spec.id,
+        };
+        return Ok(EnqueueOutcome::Duplicate { existing });
+    }
+    for parent in &spec.depends_on {
+        sqlx::query("INSERT OR IGNORE INTO omniq_task_deps (parent_id, child_id) VALUES (?, ?)")
+            .bind(parent.to_string())
+            .bind(spec.id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(EnqueueOutcome::Created { id: spec.id, state })
+}
+
+/// The newest task with the key created inside the spec's dedupe window, if any.
+async fn duplicate_in_window(
+    conn: &mut SqliteConnection,
+    spec: &TaskSpec,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<omniq_models::TaskId>> {
+    let (Some(key), Some(window)) = (&spec.unique_key, spec.unique_for) else {
+        return Ok(None);
+    };
+    let since = chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| now.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM omniq_tasks WHERE unique_key = ? AND created_at > ? \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(key)
+    .bind(to_micros(since))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    found.as_deref().map(parse_id).transpose()
+}
+
+/// What the parents' states mean for a new task.
+///
+/// # Errors
+/// [`StoreError::UnknownParent`] when a parent does not exist.
+async fn dependency_verdict(
+    conn: &mut SqliteConnection,
+    spec: &TaskSpec,
+) -> StoreResult<DependencyVerdict> {
+    if spec.depends_on.is_empty() {
+        return Ok(DependencyVerdict::Run);
+    }
+    let mut states = Vec::with_capacity(spec.depends_on.len());
+    for parent in &spec.depends_on {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
+            .bind(parent.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        let state = state.ok_or(StoreError::UnknownParent(*parent))?;
+        states.push(parse_state(&state)?);
+    }
+    Ok(spec.run_when.verdict(&states))
+}

@@ -1,0 +1,133 @@
+//! Reading tasks back, and cancelling them.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use omniq_models::{TaskId, TaskRecord, TaskState};
+use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::settle::settle_dependents;
+use super::{BEGIN_WRITE, SqliteTaskQueue};
+use crate::error::store_error;
+use crate::rows::{TASK_COLUMNS, parse_state, record_from_row};
+use crate::time::{from_micros, to_micros};
+
+impl SqliteTaskQueue {
+    pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM omniq_tasks WHERE id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    pub(super) async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {TASK_COLUMNS} FROM omniq_tasks WHERE 1 = 1"
+        ));
+        if let Some(queue) = &query.queue {
+            sql.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if !query.states.is_empty() {
+            sql.push(" AND state IN (");
+            let mut states = sql.separated(", ");
+            for state in &query.states {
+                states.push_bind(state.as_str());
+            }
+            sql.push(")");
+        }
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        sql.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        let rows = sql
+            .build()
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    pub(super) async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, MIN(CASE WHEN state = 'queued' THEN created_at END) \
+             AS oldest FROM omniq_tasks WHERE queue = ? GROUP BY state",
+        )
+        .bind(&queue)
+        .fetch_all(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        let mut counts = HashMap::new();
+        let mut oldest = None;
+        for row in rows {
+            let state = parse_state(&row.try_get::<String, _>("state").map_err(store_error)?)?;
+            let n: i64 = row.try_get("n").map_err(store_error)?;
+            counts.insert(state, u64::try_from(n).unwrap_or(0));
+            if let Some(at) = row.try_get::<Option<i64>, _>("oldest").map_err(store_error)? {
+                oldest = Some(from_micros(at));
+            }
+        }
+        Ok(QueueStats {
+            queue,
+            counts: TaskState::ALL
+                .into_iter()
+                .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
+                .collect(),
+            oldest_queued_at: oldest,
+        })
+    }
+
+    pub(super) async fn cancel_task(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
+        let now = Utc::now();
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let state = parse_state(&state.ok_or(StoreError::TaskNotFound(id))?)?;
+        let mut changes = Vec::new();
+        let outcome = match state {
+            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => {
+                sqlx::query(
+                    "UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?1, \
+                     updated_at = ?1, reason = ?2 WHERE id = ?3",
+                )
+                .bind(to_micros(now))
+                .bind(&reason)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                settle_dependents(&mut tx, id.to_string(), now, &mut changes).await?;
+                CancelOutcome::Cancelled
+            }
+            TaskState::Running => {
+                // The worker learns it at its next heartbeat and stops the task.
+                sqlx::query(
+                    "UPDATE omniq_tasks SET cancel_requested = 1, reason = ?1, updated_at = ?2 \
+                     WHERE id = ?3",
+                )
+                .bind(&reason)
+                .bind(to_micros(now))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                CancelOutcome::Requested
+            }
+            finished => CancelOutcome::AlreadyFinished(finished),
+        };
+        tx.commit().await.map_err(store_error)?;
+        if !changes.is_empty() {
+            self.wake();
+        }
+        Ok(Cancellation { outcome, changes })
+    }
+}

@@ -1,0 +1,185 @@
+//! Work any worker does for all: recover expired leases, expire stale tasks, re-drive and
+//! purge dead letters.
+
+use chrono::Utc;
+use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
+use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::settle::{CHANGE_COLUMNS, change_from_row, settle_dependents};
+use super::{BEGIN_WRITE, SqliteTaskQueue};
+use crate::error::store_error;
+use crate::rows::{parse_id, to_json};
+use crate::time::to_micros;
+
+impl SqliteTaskQueue {
+    pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = Utc::now();
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let expired = sqlx::query(
+            "SELECT id, attempts, max_attempts FROM omniq_tasks \
+             WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
+        )
+        .bind(to_micros(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut changes = Vec::with_capacity(expired.len());
+        for row in expired {
+            let id: String = row.try_get("id").map_err(store_error)?;
+            let attempts: i64 = row.try_get("attempts").map_err(store_error)?;
+            let max_attempts: i64 = row.try_get("max_attempts").map_err(store_error)?;
+            let state = if attempts >= max_attempts {
+                TaskState::Failed
+            } else {
+                TaskState::Queued
+            };
+            let error = AttemptError {
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                at: now,
+                error: TaskError::with_kind(
+                    TaskErrorKind::LeaseLost,
+                    "lease expired: the worker stopped renewing it",
+                    true,
+                ),
+            };
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE omniq_tasks SET state = ?1, updated_at = ?2, \
+                 finished_at = CASE WHEN ?1 = 'failed' THEN ?2 ELSE NULL END, \
+                 lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0, \
+                 errors = json_insert(errors, '$[#]', json(?3)) \
+                 WHERE id = ?4 AND state = 'running' RETURNING {CHANGE_COLUMNS}"
+            )))
+            .bind(state.as_str())
+            .bind(to_micros(now))
+            .bind(to_json(&error)?)
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            changes.push(change_from_row(&row)?);
+            if state == TaskState::Failed {
+                settle_dependents(&mut tx, id, now, &mut changes).await?;
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        if !changes.is_empty() {
+            self.wake();
+        }
+        Ok(changes)
+    }
+
+    pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = Utc::now();
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE omniq_tasks SET state = 'expired', finished_at = ?1, updated_at = ?1, \
+             reason = 'not started before its expiry (ttl)' \
+             WHERE seq IN (SELECT seq FROM omniq_tasks \
+               WHERE state IN ('queued', 'scheduled', 'blocked') AND expires_at <= ?1 \
+               ORDER BY expires_at LIMIT ?2) \
+             RETURNING {CHANGE_COLUMNS}"
+        )))
+        .bind(to_micros(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let change = change_from_row(row)?;
+            let id = change.task_id.to_string();
+            changes.push(change);
+            settle_dependents(&mut tx, id, now, &mut changes).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(changes)
+    }
+
+    pub(super) async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
+        let now = to_micros(Utc::now());
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            // OR IGNORE: a task whose unique key is now held by a live task stays Failed.
+            "UPDATE OR IGNORE omniq_tasks SET state = 'queued', attempts = 0, finished_at = NULL, \
+             reason = NULL, cancel_requested = 0, run_at = ",
+        );
+        sql.push_bind(now)
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(" WHERE state = 'failed'");
+        match &target {
+            RedriveTarget::Tasks(ids) if ids.is_empty() => return Ok(Vec::new()),
+            RedriveTarget::Tasks(ids) => {
+                sql.push(" AND id IN (");
+                let mut list = sql.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                sql.push(")");
+            }
+            RedriveTarget::Queue(queue) => {
+                sql.push(" AND queue = ").push_bind(queue.clone());
+            }
+            RedriveTarget::All => {}
+        }
+        sql.push(" RETURNING id");
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let ids: Vec<(String,)> = sql
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        let mut ids = ids
+            .iter()
+            .map(|(id,)| parse_id(id))
+            .collect::<StoreResult<Vec<_>>>()?;
+        ids.sort();
+        if !ids.is_empty() {
+            self.wake();
+        }
+        Ok(ids)
+    }
+
+    pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
+        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
+            return Err(StoreError::Invalid(format!(
+                "cannot purge {state} tasks: only finished tasks can be purged"
+            )));
+        }
+        let states: Vec<TaskState> = if request.states.is_empty() {
+            TaskState::ALL.into_iter().filter(|s| s.is_terminal()).collect()
+        } else {
+            request.states.clone()
+        };
+        let filter = |sql: &mut QueryBuilder<Sqlite>| {
+            sql.push(" state IN (");
+            let mut list = sql.separated(", ");
+            for state in &states {
+                list.push_bind(state.as_str());
+            }
+            sql.push(")");
+            if let Some(queue) = &request.queue {
+                sql.push(" AND queue = ").push_bind(queue.clone());
+            }
+            if let Some(before) = request.finished_before {
+                sql.push(" AND finished_at < ").push_bind(to_micros(before));
+            }
+        };
+        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut deps = QueryBuilder::<Sqlite>::new(
+            "DELETE FROM omniq_task_deps WHERE parent_id IN (SELECT id FROM omniq_tasks WHERE",
+        );
+        filter(&mut deps);
+        deps.push(") OR child_id IN (SELECT id FROM omniq_tasks WHERE");
+        filter(&mut deps);
+        deps.push(")");
+        deps.build().execute(&mut *tx).await.map_err(store_error)?;
+        let mut tasks = QueryBuilder::<Sqlite>::new("DELETE FROM omniq_tasks WHERE");
+        filter(&mut tasks);
+        let done = tasks.build().execute(&mut *tx).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,512 @@
+//! Lifecycle cases: dependencies, TTL, cancellation of running tasks, dead letters,
+//! dedupe windows.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use omniq_models::{RunWhen, TaskError, TaskId, TaskOptions, TaskSpec, TaskState};
+
+use super::Stores;
+use super::support::{claim, enqueue_one, eventually_some, spec, unique_queue};
+use crate::{
+    CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, Lease,
+    LeaseStatus, PurgeRequest, RedriveTarget, StoreErrorKind, TaskQueue,
+};
+
+async fn state_of(queue: &dyn TaskQueue, id: TaskId) -> TaskState {
+    queue.get(id).await.expect("get").expect("exists").state
+}
+
+async fn finish(
+    queue: &dyn TaskQueue,
+    lease: &Lease,
+    outcome: CompletionOutcome,
+) -> crate::Completed {
+    let completed = queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome,
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
+    completed
+}
+
+fn failed() -> CompletionOutcome {
+    CompletionOutcome::Failed {
+        error: TaskError::permanent("parent failed"),
+    }
+}
+
+/// Enqueueing with a parent that does not exist is an error, and stores nothing of the batch.
+pub async fn enqueue_with_an_unknown_parent_fails_and_stores_nothing(stores: Stores) {
+    let queue = unique_queue("unknown-parent");
+    let fine = spec(&queue, TaskOptions::default());
+    let orphan = spec(&queue, TaskOptions::default().depends_on(TaskId::new()));
+    let err = stores
+        .queue
+        .enqueue(vec![fine.clone(), orphan])
+        .await
+        .expect_err("unknown parent");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid);
+    assert!(err.to_string().contains("unknown parent"), "{err}");
+    assert!(
+        stores.queue.get(fine.id).await.expect("get").is_none(),
+        "all or nothing"
+    );
+}
+
+/// A dependent is Blocked until every parent succeeds, then runs; a parent may be enqueued
+/// earlier in the same batch.
+pub async fn a_dependent_waits_blocked_until_its_parents_succeed(stores: Stores) {
+    let queue = unique_queue("deps");
+    let a = spec(&queue, TaskOptions::default());
+    let b = spec(&queue, TaskOptions::default());
+    let child = spec(
+        &queue,
+        TaskOptions::default().depends_on(a.id).depends_on(b.id),
+    );
+    let outcomes = stores
+        .queue
+        .enqueue(vec![a.clone(), b.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        outcomes[2],
+        EnqueueOutcome::Created {
+            id: child.id,
+            state: TaskState::Blocked
+        }
+    );
+    let leases = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(leases.len(), 2, "the blocked child is not claimable");
+    let completed = finish(&*stores.queue, &leases[0], CompletionOutcome::Succeeded).await;
+    assert!(completed.changes.is_empty(), "one parent is not enough");
+    assert_eq!(state_of(&*stores.queue, child.id).await, TaskState::Blocked);
+    let completed = finish(&*stores.queue, &leases[1], CompletionOutcome::Succeeded).await;
+    assert_eq!(completed.changes.len(), 1);
+    assert_eq!(completed.changes[0].task_id, child.id);
+    assert_eq!(completed.changes[0].state, TaskState::Queued);
+    let next = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(
+        next.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        vec![child.id]
+    );
+}
+
+/// A parent that fails cancels its dependents, and theirs, with the reason.
+pub async fn a_failed_parent_cancels_its_dependents_transitively(stores: Stores) {
+    let queue = unique_queue("cascade");
+    let parent = spec(&queue, TaskOptions::default());
+    let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
+    let grandchild = spec(&queue, TaskOptions::default().depends_on(child.id));
+    stores
+        .queue
+        .enqueue(vec![parent.clone(), child.clone(), grandchild.clone()])
+        .await
+        .expect("enqueue");
+    let lease = claim(&*stores.queue, &[&queue], 10).await.remove(0);
+    let completed = finish(&*stores.queue, &lease, failed()).await;
+    let mut cancelled: Vec<_> = completed
+        .changes
+        .iter()
+        .filter(|c| c.state == TaskState::Cancelled)
+        .map(|c| c.task_id)
+        .collect();
+    cancelled.sort();
+    let mut expected = vec![child.id, grandchild.id];
+    expected.sort();
+    assert_eq!(cancelled, expected);
+    let record = stores
+        .queue
+        .get(grandchild.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(record.state, TaskState::Cancelled);
+    assert!(record.reason.is_some_and(|r| r.contains("dependency")));
+    assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
+}
+
+/// Callbacks: an on-failure dependent runs when a parent fails and is cancelled when all
+/// succeed; an always dependent runs either way.
+pub async fn callbacks_run_on_the_parents_outcome(stores: Stores) {
+    let queue = unique_queue("callbacks");
+    let failing = spec(&queue, TaskOptions::default());
+    let passing = spec(&queue, TaskOptions::default());
+    let on_failure = |p: TaskId| {
+        spec(
+            &queue,
+            TaskOptions::default()
+                .depends_on(p)
+                .run_when(RunWhen::ParentFailed),
+        )
+    };
+    let always = |p: TaskId| {
+        spec(
+            &queue,
+            TaskOptions::default()
+                .depends_on(p)
+                .run_when(RunWhen::ParentsFinished),
+        )
+    };
+    let (fail_cb, pass_cb) = (on_failure(failing.id), on_failure(passing.id));
+    let (fail_always, pass_always) = (always(failing.id), always(passing.id));
+    stores
+        .queue
+        .enqueue(vec![
+            failing.clone(),
+            passing.clone(),
+            fail_cb.clone(),
+            pass_cb.clone(),
+            fail_always.clone(),
+            pass_always.clone(),
+        ])
+        .await
+        .expect("enqueue");
+    let leases = claim(&*stores.queue, &[&queue], 2).await;
+    let lease_of = |id| leases.iter().find(|l| l.spec.id == id).expect("claimed");
+    finish(&*stores.queue, lease_of(failing.id), failed()).await;
+    finish(
+        &*stores.queue,
+        lease_of(passing.id),
+        CompletionOutcome::Succeeded,
+    )
+    .await;
+    assert_eq!(
+        state_of(&*stores.queue, fail_cb.id).await,
+        TaskState::Queued
+    );
+    assert_eq!(
+        state_of(&*stores.queue, pass_cb.id).await,
+        TaskState::Cancelled
+    );
+    assert_eq!(
+        state_of(&*stores.queue, fail_always.id).await,
+        TaskState::Queued
+    );
+    assert_eq!(
+        state_of(&*stores.queue, pass_always.id).await,
+        TaskState::Queued
+    );
+}
+
+/// A dependent of a parent that has already failed is cancelled on arrival.
+pub async fn a_dependent_of_an_already_failed_parent_is_cancelled_at_once(stores: Stores) {
+    let queue = unique_queue("late-child");
+    let parent = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, parent.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    finish(&*stores.queue, &lease, failed()).await;
+    let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
+    let outcome = enqueue_one(&*stores.queue, child.clone()).await;
+    assert_eq!(
+        outcome,
+        EnqueueOutcome::Created {
+            id: child.id,
+            state: TaskState::Cancelled
+        }
+    );
+    let succeeded_parent = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, succeeded_parent.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    finish(&*stores.queue, &lease, CompletionOutcome::Succeeded).await;
+    let runnable = spec(
+        &queue,
+        TaskOptions::default().depends_on(succeeded_parent.id),
+    );
+    let outcome = enqueue_one(&*stores.queue, runnable.clone()).await;
+    assert_eq!(
+        outcome,
+        EnqueueOutcome::Created {
+            id: runnable.id,
+            state: TaskState::Queued
+        }
+    );
+}
+
+/// Cancelling a waiting parent cancels its dependents at once.
+pub async fn cancelling_a_parent_cancels_its_dependents(stores: Stores) {
+    let queue = unique_queue("cancel-cascade");
+    let parent = spec(
+        &queue,
+        TaskOptions::default().delay(Duration::from_secs(3600)),
+    );
+    let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
+    stores
+        .queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    let cancellation = stores
+        .queue
+        .cancel(parent.id, "not needed".into())
+        .await
+        .expect("cancel");
+    assert_eq!(cancellation.outcome, CancelOutcome::Cancelled);
+    assert_eq!(cancellation.changes.len(), 1);
+    assert_eq!(cancellation.changes[0].task_id, child.id);
+    assert_eq!(
+        state_of(&*stores.queue, child.id).await,
+        TaskState::Cancelled
+    );
+}
+
+/// A task not started before its TTL expires, is never claimed, and its dependents are
+/// cancelled.
+pub async fn a_task_past_its_ttl_expires_and_never_runs(stores: Stores) {
+    let queue = unique_queue("ttl");
+    let short = spec(
+        &queue,
+        TaskOptions::default()
+            .ttl(Duration::from_millis(100))
+            .delay(Duration::from_millis(50)),
+    );
+    let long = spec(
+        &queue,
+        TaskOptions::default().ttl(Duration::from_secs(3600)),
+    );
+    let child = spec(&queue, TaskOptions::default().depends_on(short.id));
+    stores
+        .queue
+        .enqueue(vec![short.clone(), long.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    let changes = eventually_some("the short task to expire", || {
+        let store = stores.queue.clone();
+        async move {
+            let changes = store.expire_due(100).await.expect("expire");
+            (!changes.is_empty()).then_some(changes)
+        }
+    })
+    .await;
+    let expired: Vec<_> = changes
+        .iter()
+        .filter(|c| c.state == TaskState::Expired)
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].task_id, short.id);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.task_id == child.id && c.state == TaskState::Cancelled)
+    );
+    let record = stores
+        .queue
+        .get(short.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(record.state, TaskState::Expired);
+    assert_eq!(record.attempts, 0);
+    let claimed: Vec<_> = claim(&*stores.queue, &[&queue], 10)
+        .await
+        .into_iter()
+        .map(|l| l.spec.id)
+        .collect();
+    assert_eq!(claimed, vec![long.id]);
+}
+
+/// An expired task is never handed out, even before `expire_due` has run.
+pub async fn claims_skip_expired_tasks(stores: Stores) {
+    let queue = unique_queue("ttl-claim");
+    let task = spec(
+        &queue,
+        TaskOptions::default().ttl(Duration::from_millis(50)),
+    );
+    enqueue_one(&*stores.queue, task.clone()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
+    let changes = stores.queue.expire_due(100).await.expect("expire");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.task_id == task.id && c.state == TaskState::Expired)
+    );
+}
+
+/// Cancelling a running task is a request its worker sees at the next heartbeat; the
+/// worker's Cancelled completion ends it with the requested reason.
+pub async fn cancelling_a_running_task_is_requested_through_the_heartbeat(stores: Stores) {
+    let queue = unique_queue("cancel-running");
+    let task = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    let beat = stores
+        .queue
+        .heartbeat(vec![lease.reference()], Duration::from_secs(30))
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat, vec![LeaseStatus::Held]);
+    let cancellation = stores
+        .queue
+        .cancel(task.id, "user asked".into())
+        .await
+        .expect("cancel");
+    assert_eq!(cancellation.outcome, CancelOutcome::Requested);
+    assert_eq!(state_of(&*stores.queue, task.id).await, TaskState::Running);
+    let beat = stores
+        .queue
+        .heartbeat(vec![lease.reference()], Duration::from_secs(30))
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat, vec![LeaseStatus::CancelRequested]);
+    finish(
+        &*stores.queue,
+        &lease,
+        CompletionOutcome::Cancelled {
+            reason: "stopped by its worker".into(),
+        },
+    )
+    .await;
+    let record = stores
+        .queue
+        .get(task.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(record.state, TaskState::Cancelled);
+    assert_eq!(record.reason.as_deref(), Some("user asked"));
+}
+
+/// Dead letters go back to their queue with attempts reset and history kept: one by id,
+/// a whole queue, or all.
+pub async fn redrive_sends_dead_letters_back_with_attempts_reset(stores: Stores) {
+    let queue = unique_queue("redrive");
+    let tasks: Vec<TaskSpec> = (0..3)
+        .map(|_| spec(&queue, TaskOptions::default().max_attempts(1)))
+        .collect();
+    stores.queue.enqueue(tasks.clone()).await.expect("enqueue");
+    for lease in claim(&*stores.queue, &[&queue], 10).await {
+        finish(&*stores.queue, &lease, failed()).await;
+    }
+    let one = stores
+        .queue
+        .redrive(RedriveTarget::Tasks(vec![tasks[0].id, TaskId::new()]))
+        .await
+        .expect("redrive");
+    assert_eq!(one, vec![tasks[0].id]);
+    let record = stores
+        .queue
+        .get(tasks[0].id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(record.state, TaskState::Queued);
+    assert_eq!(record.attempts, 0);
+    assert_eq!(record.errors.len(), 1, "the error history is kept");
+    assert!(record.finished_at.is_none());
+
+    let rest = stores
+        .queue
+        .redrive(RedriveTarget::Queue(queue.clone()))
+        .await
+        .expect("redrive");
+    let mut expected = vec![tasks[1].id, tasks[2].id];
+    expected.sort();
+    assert_eq!(rest, expected);
+    assert_eq!(claim(&*stores.queue, &[&queue], 10).await.len(), 3);
+    let none = stores
+        .queue
+        .redrive(RedriveTarget::Queue(queue.clone()))
+        .await
+        .expect("redrive");
+    assert!(none.is_empty(), "only Failed tasks are re-driven");
+}
+
+/// A dead letter whose unique key another live task now holds stays Failed.
+pub async fn redrive_leaves_a_task_whose_unique_key_is_taken(stores: Stores) {
+    let queue = unique_queue("redrive-unique");
+    let key = format!("{queue}-key");
+    let first = spec(
+        &queue,
+        TaskOptions::default().unique_key(&key).max_attempts(1),
+    );
+    enqueue_one(&*stores.queue, first.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    finish(&*stores.queue, &lease, failed()).await;
+    let second = spec(&queue, TaskOptions::default().unique_key(&key));
+    let outcome = enqueue_one(&*stores.queue, second.clone()).await;
+    assert_eq!(outcome.id(), second.id, "a failed task frees its key");
+    let redriven = stores
+        .queue
+        .redrive(RedriveTarget::Tasks(vec![first.id]))
+        .await
+        .expect("redrive");
+    assert!(redriven.is_empty());
+    assert_eq!(state_of(&*stores.queue, first.id).await, TaskState::Failed);
+}
+
+/// Purging deletes finished tasks only, filtered by state and queue.
+pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
+    let queue = unique_queue("purge");
+    let tasks: Vec<TaskSpec> = (0..4)
+        .map(|_| spec(&queue, TaskOptions::default().max_attempts(1)))
+        .collect();
+    stores.queue.enqueue(tasks.clone()).await.expect("enqueue");
+    let leases = claim(&*stores.queue, &[&queue], 3).await;
+    finish(&*stores.queue, &leases[0], failed()).await;
+    finish(&*stores.queue, &leases[1], CompletionOutcome::Succeeded).await;
+    let refused = stores
+        .queue
+        .purge(PurgeRequest {
+            states: vec![TaskState::Queued],
+            ..PurgeRequest::default()
+        })
+        .await;
+    assert_eq!(refused.map_err(|e| e.kind()), Err(StoreErrorKind::Invalid));
+    let purged = stores
+        .queue
+        .purge(PurgeRequest {
+            states: vec![TaskState::Failed],
+            queue: Some(queue.clone()),
+            finished_before: Some(Utc::now() + chrono::Duration::seconds(1)),
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1);
+    assert!(
+        stores
+            .queue
+            .get(leases[0].spec.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let purged = stores
+        .queue
+        .purge(PurgeRequest {
+            queue: Some(queue.clone()),
+            ..PurgeRequest::default()
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1, "the succeeded one; running and queued stay");
+    let stats = stores.queue.stats(queue).await.expect("stats");
+    assert_eq!(stats.count(TaskState::Running), 1);
+    assert_eq!(stats.count(TaskState::Queued), 1);
+}
+
+/// With a dedupe window, a key stays taken after its task finished, until the window ends.
+pub async fn a_unique_window_dedupes_against_finished_tasks(stores: Stores) {
+    let queue = unique_queue("unique-window");
+    let key = format!("{queue}-daily");
+    let windowed = |window| {
+        spec(
+            &queue,
+            TaskOptions::default().unique_key(&key).unique_for(window),
+        )
+    };
+    let first = windowed(Duration::from_secs(3600));
+    enqueue_one(&*stores.queue, first.clone()).await;
+    let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+    finish(&*stores.queue, &lease, CompletionOutcome::Succeeded).await;
+    let again = enqueue_one(&*stores.queue, windowed(Duration::from_secs(3600))).await;
+    assert_eq!(again, EnqueueOutcome::Duplicate { existing: first.id });
+    // A tiny window has passed already: a new task is created.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fresh = windowed(Duration::from_millis(10));
+    let outcome = enqueue_one(&*stores.queue, fresh.clone()).await;
+    assert_eq!(outcome.id(), fresh.id);
+}

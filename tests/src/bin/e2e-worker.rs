@@ -1,0 +1,190 @@
+//! `e2e-worker`: the worker process OmniQ's end-to-end tests start, kill and signal.
+//!
+//! ```text
+//! e2e-worker --db PATH --mode work    --runs PATH [--concurrency C] [--task-ms MS]
+//!            [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
+//! e2e-worker --db PATH --mode enqueue --tasks N [--first-seq S]
+//! ```
+//!
+//! Settings start from the `OMNIQ_*` environment (so `OMNIQ_SHUTDOWN_GRACE=10s` works);
+//! flags win over it, and every store is the SQLite file `--db`.
+//!
+//! `work` registers [`Record`], starts a worker, prints `ready worker=<id>` once the worker
+//! runs and the SIGINT/SIGTERM handlers are installed, runs until one of those signals
+//! (`run_until_signal`, a graceful shutdown), then prints
+//! `report succeeded=… retried=… dead_lettered=… released=… lease_lost=…` and exits 0.
+//!
+//! `enqueue` enqueues `Record { seq }` for `seq` in `first-seq .. first-seq + N`, in
+//! chunks of 500, prints `enqueued=N` and exits 0.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use omniq_async::{AsyncOmniQ, Settings, WorkerReport};
+use omniq_e2e::{Record, Recorder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Work,
+    Enqueue,
+}
+
+#[derive(Debug)]
+struct Args {
+    db: PathBuf,
+    mode: Mode,
+    runs: Option<PathBuf>,
+    tasks: u64,
+    first_seq: u64,
+    concurrency: Option<usize>,
+    task_ms: u64,
+    lease_ms: Option<u64>,
+    poll_ms: Option<u64>,
+    grace_ms: Option<u64>,
+}
+
+fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let mut db = None;
+    let mut mode = None;
+    let mut args = Args {
+        db: PathBuf::new(),
+        mode: Mode::Work,
+        runs: None,
+        tasks: 0,
+        first_seq: 0,
+        concurrency: None,
+        task_ms: 0,
+        lease_ms: None,
+        poll_ms: None,
+        grace_ms: None,
+    };
+    while let Some(flag) = raw.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (flag, None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match inline.clone() {
+                Some(value) => Ok(value),
+                None => raw.next().with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        let number = |text: String| -> anyhow::Result<u64> {
+            text.parse()
+                .with_context(|| format!("{flag}: `{text}` is not a number"))
+        };
+        match flag.as_str() {
+            "--db" => db = Some(PathBuf::from(value()?)),
+            "--mode" => {
+                mode = Some(match value()?.as_str() {
+                    "work" => Mode::Work,
+                    "enqueue" => Mode::Enqueue,
+                    other => bail!("--mode must be `work` or `enqueue`, not `{other}`"),
+                });
+            }
+            "--runs" => args.runs = Some(PathBuf::from(value()?)),
+            "--tasks" => args.tasks = number(value()?)?,
+            "--first-seq" => args.first_seq = number(value()?)?,
+            "--concurrency" => {
+                args.concurrency = Some(
+                    usize::try_from(number(value()?)?).context("--concurrency is too large")?,
+                );
+            }
+            "--task-ms" => args.task_ms = number(value()?)?,
+            "--lease-ms" => args.lease_ms = Some(number(value()?)?),
+            "--poll-ms" => args.poll_ms = Some(number(value()?)?),
+            "--grace-ms" => args.grace_ms = Some(number(value()?)?),
+            other => bail!("unknown argument `{other}`"),
+        }
+    }
+    args.db = db.context("--db PATH is required")?;
+    args.mode = mode.context("--mode work|enqueue is required")?;
+    if args.mode == Mode::Work && args.runs.is_none() {
+        bail!("--mode work needs --runs PATH");
+    }
+    Ok(args)
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let mut settings = omniq_e2e::settings_for(&args.db, Settings::from_env()?)?;
+    if let Some(concurrency) = args.concurrency {
+        settings.concurrency = concurrency;
+    }
+    if let Some(ms) = args.lease_ms {
+        settings.lease = Duration::from_millis(ms);
+        settings.heartbeat = settings.lease / 3;
+    }
+    if let Some(ms) = args.poll_ms {
+        settings.poll_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.grace_ms {
+        settings.shutdown_grace = Duration::from_millis(ms);
+    }
+    Ok(settings)
+}
+
+fn say(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn report_line(report: &WorkerReport) -> String {
+    format!(
+        "report succeeded={} retried={} dead_lettered={} released={} lease_lost={}",
+        report.succeeded, report.retried, report.dead_lettered, report.released, report.lease_lost
+    )
+}
+
+async fn work(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
+    let runs = args.runs.as_deref().context("--runs PATH is required")?;
+    Recorder::open(runs, Duration::from_millis(args.task_ms))?.install()?;
+    let omniq = omniq.register::<Record>();
+    let worker = omniq.worker().start()?;
+    let id = worker.id().clone();
+    let run = worker.run_until_signal();
+    tokio::pin!(run);
+    // Poll once before announcing readiness: the first poll installs the SIGINT and SIGTERM
+    // handlers, so a signal sent as soon as `ready` is read is never fatal, nor missed.
+    let early = tokio::select! {
+        biased;
+        report = &mut run => Some(report),
+        () = std::future::ready(()) => None,
+    };
+    let report = match early {
+        Some(report) => report?,
+        None => {
+            say(&format!("ready worker={id}"))?;
+            run.await?
+        }
+    };
+    omniq.close().await;
+    say(&report_line(&report))
+}
+
+async fn enqueue(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
+    let seqs = args.first_seq..args.first_seq + args.tasks;
+    let handles = omniq_e2e::enqueue_records(&omniq, seqs).await?;
+    omniq.close().await;
+    say(&format!("enqueued={}", handles.len()))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = parse_args(std::env::args().skip(1))?;
+    let omniq = AsyncOmniQ::from_settings(settings(&args)?).await?;
+    match args.mode {
+        Mode::Work => work(omniq, &args).await,
+        Mode::Enqueue => enqueue(omniq, &args).await,
+    }
+}

@@ -1,0 +1,150 @@
+//! Shared pieces of OmniQ's process-level end-to-end tests.
+//!
+//! The `e2e-worker` binary runs [`Record`] tasks in a real child process; the tests in
+//! `tests/tests/` enqueue them, kill or signal that process, and then check the stores and
+//! the runs log. A run is recorded in the log as the line `<seq>\n`, appended with a single
+//! `write()` on a file opened with `O_APPEND`, so the log survives a SIGKILL and counts
+//! every run that got as far as returning, including runs whose completion never reached
+//! the store.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use omniq_async::{AsyncOmniQ, Settings, StoreKind, StoreUrl, Task, TaskContext, TaskError};
+use serde::{Deserialize, Serialize};
+
+/// Name of the queue every end-to-end task goes to.
+pub const QUEUE: &str = "default";
+
+/// Most tasks enqueued in one `enqueue_many` call.
+pub const ENQUEUE_CHUNK: usize = 500;
+
+/// The end-to-end task: sleeps the worker's task time, appends its sequence number to the
+/// runs log, and returns the sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The task's sequence number, unique within a run of a test.
+    pub seq: u64,
+}
+
+impl Task for Record {
+    const NAME: &'static str = "e2e.record";
+    type Output = u64;
+
+    async fn run(self, _ctx: TaskContext) -> Result<u64, TaskError> {
+        let recorder = RECORDER
+            .get()
+            .ok_or_else(|| TaskError::new("no recorder is installed in this process"))?;
+        tokio::time::sleep(recorder.task_time).await;
+        recorder
+            .record(self.seq)
+            .map_err(|e| TaskError::new(format!("cannot append to the runs log: {e}")))?;
+        Ok(self.seq)
+    }
+}
+
+static RECORDER: OnceLock<Recorder> = OnceLock::new();
+
+/// Where and how this process's [`Record`] tasks record their runs.
+#[derive(Debug)]
+pub struct Recorder {
+    runs: File,
+    task_time: Duration,
+}
+
+impl Recorder {
+    /// Opens (creating it if needed) the runs log at `path` for appending.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(path: &Path, task_time: Duration) -> anyhow::Result<Self> {
+        let runs = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the runs log {}", path.display()))?;
+        Ok(Self { runs, task_time })
+    }
+
+    /// Makes this the recorder of every [`Record`] task run in this process.
+    ///
+    /// # Errors
+    /// When a recorder is already installed.
+    pub fn install(self) -> anyhow::Result<()> {
+        RECORDER
+            .set(self)
+            .map_err(|_| anyhow::anyhow!("a recorder is already installed"))
+    }
+
+    /// Appends `<seq>\n` in one `write()`: with `O_APPEND` the line lands whole or not at
+    /// all, whatever happens to the process afterwards.
+    fn record(&self, seq: u64) -> std::io::Result<()> {
+        let line = format!("{seq}\n");
+        let written = (&self.runs).write(line.as_bytes())?;
+        if written == line.len() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "short write: {written} of {} bytes",
+                line.len()
+            )))
+        }
+    }
+}
+
+/// Settings with all four stores in the SQLite file `db`.
+///
+/// # Errors
+/// When `db` has no parent directory or does not make a valid URL.
+pub fn settings_for(db: &Path, mut settings: Settings) -> anyhow::Result<Settings> {
+    let dir = db
+        .parent()
+        .with_context(|| format!("{} has no parent directory", db.display()))?;
+    let url = StoreUrl::parse(&format!("sqlite://{}", db.display()))
+        .with_context(|| format!("bad SQLite path {}", db.display()))?;
+    settings.base_dir = dir.to_path_buf();
+    for kind in StoreKind::ALL {
+        *settings.store_url_mut(kind) = Some(url.clone());
+    }
+    Ok(settings)
+}
+
+/// An OmniQ on the SQLite file `db`, with default settings otherwise.
+///
+/// # Errors
+/// When the database cannot be opened.
+pub async fn open(db: &Path) -> anyhow::Result<AsyncOmniQ> {
+    let settings = settings_for(db, Settings::default())?;
+    Ok(AsyncOmniQ::from_settings(settings).await?)
+}
+
+/// Enqueues one [`Record`] per sequence number, [`ENQUEUE_CHUNK`] per round trip, and
+/// returns the task ids in the order of `seqs`.
+///
+/// # Errors
+/// A store error.
+pub async fn enqueue_records(
+    omniq: &AsyncOmniQ,
+    seqs: impl IntoIterator<Item = u64>,
+) -> anyhow::Result<Vec<omniq_async::TaskHandle<u64>>> {
+    let seqs: Vec<u64> = seqs.into_iter().collect();
+    let mut handles = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(ENQUEUE_CHUNK) {
+        let batch = omniq
+            .enqueue_many(chunk.iter().map(|&seq| Record { seq }))
+            .await?;
+        if batch.len() != chunk.len() {
+            bail!(
+                "enqueue_many returned {} handles for {} tasks",
+                batch.len(),
+                chunk.len()
+            );
+        }
+        handles.extend(batch);
+    }
+    Ok(handles)
+}

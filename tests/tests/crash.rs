@@ -1,0 +1,227 @@
+//! A worker process killed with SIGKILL mid-run loses nothing: a second process finishes
+//! the run, every task ends Succeeded exactly once, and only tasks that were in flight at
+//! the kill run twice.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use omniq_async::{EventQuery, TaskErrorKind, TaskEventKind, TaskState};
+use omniq_e2e::QUEUE;
+use support::{POLL, Scene, run_counts};
+
+const TASKS: u64 = 2_000;
+const CONCURRENCY: usize = 16;
+const RUNS_BEFORE_KILL: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let scene = Scene::new()?;
+    let omniq = omniq_e2e::open(&scene.db).await?;
+    let handles = omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
+    ensure!(handles.len() as u64 == TASKS);
+
+    let concurrency = CONCURRENCY.to_string();
+    let worker_args = [
+        "--concurrency",
+        concurrency.as_str(),
+        "--task-ms",
+        "2",
+        "--lease-ms",
+        "2000",
+        "--poll-ms",
+        "50",
+    ];
+
+    // Worker A runs until about a quarter of the tasks have run, then dies by SIGKILL.
+    let mut a = scene.spawn_worker("worker-a", &worker_args, &[])?;
+    a.wait_ready(Duration::from_secs(30)).await?;
+    scene
+        .wait_for_runs(RUNS_BEFORE_KILL, Duration::from_secs(60), &mut a)
+        .await?;
+    let status = a.kill()?;
+    ensure!(
+        status.signal() == Some(9),
+        "worker A should have died by SIGKILL, got {status}"
+    );
+    let runs_at_kill = scene.runs()?.len();
+    let at_kill = omniq.queue_stats(QUEUE).await?;
+    let running_at_kill = at_kill.count(TaskState::Running);
+    let succeeded_at_kill = at_kill.count(TaskState::Succeeded);
+    ensure!(
+        succeeded_at_kill < TASKS,
+        "worker A finished every task before the kill; the test proved nothing"
+    );
+    ensure!(
+        at_kill.count(TaskState::Succeeded)
+            + at_kill.count(TaskState::Running)
+            + at_kill.count(TaskState::Queued)
+            == TASKS,
+        "unexpected states at the kill: {:?}",
+        at_kill.counts
+    );
+
+    // Worker B recovers A's expired leases and finishes the run.
+    let mut b = scene.spawn_worker("worker-b", &worker_args, &[])?;
+    b.wait_ready(Duration::from_secs(30)).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = omniq.queue_stats(QUEUE).await?;
+        if stats.count(TaskState::Succeeded) == TASKS {
+            break;
+        }
+        if let Some(status) = b.try_exit()? {
+            anyhow::bail!("worker B exited early ({status}):\n{}", b.stderr());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not every task succeeded within 120 s: {:?}\nworker B log:\n{}",
+            stats.counts,
+            b.stderr()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    b.signal("TERM")?;
+    let status = b.wait_exit(Duration::from_secs(30)).await?;
+    ensure!(
+        status.success(),
+        "worker B should exit 0 on SIGTERM, got {status}:\n{}",
+        b.stderr()
+    );
+    let report = b.report().await?;
+
+    // The stores: 2,000 Succeeded and nothing else, each with its own result.
+    let stats = omniq.queue_stats(QUEUE).await?;
+    ensure!(
+        stats.counts == vec![(TaskState::Succeeded, TASKS)],
+        "expected only {TASKS} Succeeded, got {:?}",
+        stats.counts
+    );
+    let mut rerun_ids = BTreeSet::new();
+    let mut rerun_seqs = BTreeSet::new();
+    for (seq, handle) in (0..TASKS).zip(&handles) {
+        let result = handle
+            .try_result()
+            .await
+            .with_context(|| format!("result of task {seq}"))?;
+        ensure!(
+            result == Some(seq),
+            "task {seq}: expected result {seq}, got {result:?}"
+        );
+        let record = handle.record().await?;
+        ensure!(record.state == TaskState::Succeeded, "task {seq}: {record:?}");
+        match record.attempts {
+            1 => ensure!(
+                record.errors.is_empty(),
+                "task {seq} has errors: {:?}",
+                record.errors
+            ),
+            // The first attempt is on record as lost with worker A's lease.
+            2 => {
+                ensure!(
+                    record.errors.len() == 1
+                        && record.errors[0].attempt == 1
+                        && record.errors[0].error.kind == TaskErrorKind::LeaseLost,
+                    "task {seq}: expected one LeaseLost error, got {:?}",
+                    record.errors
+                );
+                rerun_ids.insert(handle.id());
+                rerun_seqs.insert(seq);
+            }
+            n => anyhow::bail!("task {seq} was claimed {n} times"),
+        }
+    }
+    // Exactly the tasks A held leases on at the kill were claimed a second time.
+    ensure!(
+        rerun_ids.len() as u64 == running_at_kill,
+        "{} tasks were claimed twice, but {running_at_kill} were Running at the kill",
+        rerun_ids.len()
+    );
+
+    // B's own account: it completed what A had not, recovered A's leases, lost nothing.
+    let expect = |key: &str, value: u64| -> anyhow::Result<()> {
+        ensure!(
+            report.get(key) == Some(&value),
+            "worker B report {key}: expected {value}, got {:?} ({report:?})",
+            report.get(key)
+        );
+        Ok(())
+    };
+    expect("succeeded", TASKS - succeeded_at_kill)?;
+    expect("retried", 0)?;
+    expect("dead_lettered", 0)?;
+    expect("released", 0)?;
+    expect("lease_lost", 0)?;
+
+    // The events: every task succeeded at most once (A's last events may have died with
+    // it), and B recovered each of A's leases once.
+    let events = omniq.events();
+    let query = |kind| EventQuery {
+        queue: None,
+        kinds: vec![kind],
+        limit: 10 * TASKS as usize,
+        ..EventQuery::default()
+    };
+    let succeeded = events.query(query(TaskEventKind::Succeeded)).await?;
+    let mut succeeded_tasks = BTreeSet::new();
+    for event in &succeeded {
+        let id = event.task_id.context("a Succeeded event without a task")?;
+        ensure!(
+            succeeded_tasks.insert(id),
+            "task {id} has two Succeeded events"
+        );
+    }
+    let recovered: BTreeSet<_> = events
+        .query(query(TaskEventKind::Recovered))
+        .await?
+        .iter()
+        .filter_map(|e| e.task_id)
+        .collect();
+    ensure!(
+        recovered == rerun_ids,
+        "recovered tasks {} differ from the tasks claimed twice {}",
+        recovered.len(),
+        rerun_ids.len()
+    );
+
+    // The runs log: every task ran, and only tasks in flight at the kill ran twice.
+    let runs = scene.runs()?;
+    let counts = run_counts(&runs);
+    let missing: Vec<_> = (0..TASKS).filter(|s| !counts.contains_key(s)).collect();
+    ensure!(missing.is_empty(), "tasks never run: {missing:?}");
+    ensure!(
+        counts.keys().all(|&seq| seq < TASKS),
+        "the runs log has unknown sequence numbers"
+    );
+    ensure!(
+        counts.values().all(|&n| n <= 2),
+        "a task ran more than twice"
+    );
+    let duplicates: BTreeSet<u64> = counts
+        .iter()
+        .filter(|&(_, &n)| n > 1)
+        .map(|(&seq, _)| seq)
+        .collect();
+    println!(
+        "crash: {runs_at_kill} runs logged and {succeeded_at_kill} tasks Succeeded at the \
+         kill, {running_at_kill} Running (in flight); {} tasks ran twice; {:?} in all",
+        duplicates.len(),
+        started.elapsed()
+    );
+    ensure!(
+        duplicates.is_subset(&rerun_seqs),
+        "tasks ran twice without being claimed twice: {:?}",
+        duplicates.difference(&rerun_seqs).collect::<Vec<_>>()
+    );
+    ensure!(
+        duplicates.len() <= CONCURRENCY,
+        "{} tasks ran twice, more than worker A's concurrency {CONCURRENCY}",
+        duplicates.len()
+    );
+    ensure!(runs.len() == TASKS as usize + duplicates.len());
+    Ok(())
+}
