@@ -158,7 +158,10 @@ async fn sigterm_lets_running_tasks_finish_and_loses_none() -> anyhow::Result<()
     for (state, attempts, result) in tasks(&omniq, TASKS).await? {
         match state {
             TaskState::Succeeded => {
-                ensure!(attempts == 1, "a Succeeded task was claimed {attempts} times");
+                ensure!(
+                    attempts == 1,
+                    "a Succeeded task was claimed {attempts} times"
+                );
                 results.push(result.context("a Succeeded task without a result")?);
             }
             TaskState::Queued => {
@@ -175,9 +178,7 @@ async fn sigterm_lets_running_tasks_finish_and_loses_none() -> anyhow::Result<()
         results == ran,
         "results {results:?} differ from the runs logged {ran:?}"
     );
-    println!(
-        "sigterm: {succeeded} tasks finished within the grace period, {queued} left Queued"
-    );
+    println!("sigterm: {succeeded} tasks finished within the grace period, {queued} left Queued");
 
     let report = finish_the_rest(&scene, &omniq, TASKS).await?;
     ensure!(

@@ -3,7 +3,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omniq_models::{Backoff, TaskId, TaskOptions, TaskSpec};
+use omniq_models::{Backoff, RunWhen, TaskId, TaskOptions, TaskSpec};
 use omniq_serialization::SerializationError;
 use omniq_storage::BoxFuture;
 
@@ -106,9 +106,22 @@ impl<R> EnqueueBuilder<R> {
         self
     }
 
+    /// Runs on the parents' outcome given by `run_when` (callbacks) rather than after
+    /// their success.
+    pub fn run_when(mut self, run_when: RunWhen) -> Self {
+        self.options = self.options.run_when(run_when);
+        self
+    }
+
     /// Deduplicates on `key` while a task holding it is unfinished.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.options = self.options.unique_key(key);
+        self
+    }
+
+    /// Also dedupes against finished tasks with the key created within `window`.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.options = self.options.unique_for(window);
         self
     }
 

@@ -63,10 +63,12 @@ pub use worker::WorkerBuilder;
 pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
 pub use omniq_events::EventSubscription;
 pub use omniq_models::{
-    Backoff, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord,
-    TaskResult, TaskState, WorkerId,
+    Backoff, RunWhen, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
+    TaskRecord, TaskResult, TaskState, WorkerId,
 };
-pub use omniq_storage::{CancelOutcome, EventQuery, QueueStats, TaskQuery};
+pub use omniq_storage::{
+    CancelOutcome, EventQuery, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
+};
 pub use omniq_workers::{
     BlockingTask, Task, TaskContext, TaskDefinition, WorkerConfig, WorkerHandle, WorkerKind,
     WorkerReport, shutdown_signal,

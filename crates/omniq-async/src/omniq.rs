@@ -8,7 +8,9 @@ use omniq_models::{
     TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskSpec, TaskState,
 };
 use omniq_serialization::{Format, PayloadCodec};
-use omniq_storage::{CancelOutcome, EnqueueOutcome, QueueStats, TaskQuery};
+use omniq_storage::{
+    CancelOutcome, EnqueueOutcome, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
+};
 use omniq_workers::{BlockingTask, Registry, Task, TaskDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -236,6 +238,9 @@ impl AsyncOmniQ {
             .zip(described)
             .map(|(outcome, (name, queue))| {
                 let (kind, deduplicated) = match outcome {
+                    EnqueueOutcome::Created { state: TaskState::Cancelled, .. } => {
+                        (TaskEventKind::Cancelled, false)
+                    }
                     EnqueueOutcome::Created { state: TaskState::Scheduled, .. } => {
                         (TaskEventKind::Scheduled, false)
                     }
@@ -285,27 +290,81 @@ impl AsyncOmniQ {
         Ok(self.inner.stores.queue.stats(queue.into()).await?)
     }
 
-    /// Cancels a task that has not finished.
+    /// Cancels a task. One that has not started ends Cancelled at once, and so do its
+    /// dependents; a running one is told through its context at its worker's next
+    /// heartbeat and dropped after the worker's cancel grace period.
     ///
     /// # Errors
     /// [`Error::TaskNotFound`], or a store error.
     pub async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
-        let outcome = self
+        let cancellation = self
             .inner
             .stores
             .queue
-            .cancel(id)
+            .cancel(id, "cancelled on request".to_owned())
             .await
             .map_err(|e| match e {
                 omniq_storage::StoreError::TaskNotFound(id) => Error::TaskNotFound(id),
                 other => Error::Store(other),
             })?;
-        if outcome == CancelOutcome::Cancelled {
-            let mut event = TaskEvent::new(TaskEventKind::Cancelled);
+        let kind = match cancellation.outcome {
+            CancelOutcome::Cancelled => Some(TaskEventKind::Cancelled),
+            CancelOutcome::Requested => Some(TaskEventKind::CancelRequested),
+            CancelOutcome::AlreadyFinished(_) => None,
+        };
+        if let Some(kind) = kind {
+            let mut event = TaskEvent::new(kind).message("cancelled on request");
             event.task_id = Some(id);
             self.inner.events.log(event);
         }
-        Ok(outcome)
+        for change in &cancellation.changes {
+            self.inner
+                .events
+                .log(change.event(TaskEventKind::Cancelled));
+        }
+        Ok(cancellation.outcome)
+    }
+
+    /// Dead letters (tasks that failed for good), newest first, optionally of one queue.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        self.list_tasks(TaskQuery {
+            queue: queue.map(str::to_owned),
+            states: vec![TaskState::Failed],
+            offset,
+            limit,
+        })
+        .await
+    }
+
+    /// Sends dead letters back to their queues, attempts reset. Returns the ids re-driven.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn redrive(&self, target: RedriveTarget) -> Result<Vec<TaskId>> {
+        let ids = self.inner.stores.queue.redrive(target).await?;
+        for id in &ids {
+            let mut event = TaskEvent::new(TaskEventKind::Redriven);
+            event.task_id = Some(*id);
+            self.inner.events.log(event);
+        }
+        Ok(ids)
+    }
+
+    /// Deletes finished tasks (for example dead letters: `states: vec![TaskState::Failed]`).
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for a non-terminal state, or a store error.
+    pub async fn purge(&self, request: PurgeRequest) -> Result<u64> {
+        Ok(self.inner.stores.queue.purge(request).await?)
     }
 
     /// Lifecycle events: query stored ones, follow live ones.

@@ -28,6 +28,7 @@ impl WorkerBuilder {
             heartbeat: settings.heartbeat,
             poll_interval: settings.poll_interval,
             shutdown_grace: settings.shutdown_grace,
+            cancel_grace: WorkerConfig::default().cancel_grace,
             default_timeout: settings.timeout,
             result_ttl: settings.result_ttl,
         };
@@ -67,6 +68,12 @@ impl WorkerBuilder {
     /// Sets the shutdown grace period.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config = self.config.shutdown_grace(grace);
+        self
+    }
+
+    /// Sets how long a running task whose cancellation was requested may take to stop.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config = self.config.cancel_grace(grace);
         self
     }
 

@@ -104,7 +104,11 @@ impl State {
         (*created + window > now).then_some(*id)
     }
 
-    fn enqueue(&mut self, tasks: Vec<TaskSpec>, now: DateTime<Utc>) -> StoreResult<Vec<EnqueueOutcome>> {
+    fn enqueue(
+        &mut self,
+        tasks: Vec<TaskSpec>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<EnqueueOutcome>> {
         // Check every parent before storing anything: a batch is all or nothing.
         let mut batch_ids = HashSet::new();
         for spec in &tasks {
@@ -115,7 +119,10 @@ impl State {
             }
             batch_ids.insert(spec.id);
         }
-        Ok(tasks.into_iter().map(|spec| self.insert(spec, now)).collect())
+        Ok(tasks
+            .into_iter()
+            .map(|spec| self.insert(spec, now))
+            .collect())
     }
 
     fn insert(&mut self, spec: TaskSpec, now: DateTime<Utc>) -> EnqueueOutcome {
@@ -270,7 +277,12 @@ impl State {
 
     /// Unblocks or cancels the blocked dependents of a task that just finished, and in
     /// turn the dependents of those it cancels.
-    fn settle_dependents(&mut self, parent: TaskId, now: DateTime<Utc>, changes: &mut Vec<StateChange>) {
+    fn settle_dependents(
+        &mut self,
+        parent: TaskId,
+        now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
+    ) {
         let mut finished = vec![parent];
         while let Some(parent) = finished.pop() {
             let children = self.children.get(&parent).cloned().unwrap_or_default();
@@ -325,7 +337,9 @@ impl State {
     fn claim(&mut self, request: &DequeueRequest, now: DateTime<Utc>) -> Vec<Lease> {
         self.promote_due(now);
         let lease_for = chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX);
-        let deadline = now.checked_add_signed(lease_for).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now
+            .checked_add_signed(lease_for)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut leases = Vec::new();
         for queue in &request.queues {
             while leases.len() < request.limit {
@@ -340,7 +354,13 @@ impl State {
                     .is_some_and(|at| at <= now);
                 if expired {
                     let mut changes = Vec::new();
-                    self.finish(id, TaskState::Expired, Some(expiry_reason()), now, &mut changes);
+                    self.finish(
+                        id,
+                        TaskState::Expired,
+                        Some(expiry_reason()),
+                        now,
+                        &mut changes,
+                    );
                     if let Some(entry) = self.tasks.get(&id) {
                         self.backlog.push(entry.change());
                     }
@@ -503,17 +523,33 @@ impl State {
             expired += 1;
             self.make_unavailable(id);
             let mut dependents = Vec::new();
-            self.finish(id, TaskState::Expired, Some(expiry_reason()), now, &mut dependents);
+            self.finish(
+                id,
+                TaskState::Expired,
+                Some(expiry_reason()),
+                now,
+                &mut dependents,
+            );
             changes.extend(self.tasks.get(&id).map(Entry::change));
             changes.extend(dependents);
         }
         changes
     }
 
-    fn cancel(&mut self, id: TaskId, reason: String, now: DateTime<Utc>) -> StoreResult<Cancellation> {
-        let entry = self.tasks.get_mut(&id).ok_or(StoreError::TaskNotFound(id))?;
+    fn cancel(
+        &mut self,
+        id: TaskId,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Cancellation> {
+        let entry = self
+            .tasks
+            .get_mut(&id)
+            .ok_or(StoreError::TaskNotFound(id))?;
         let outcome = match entry.record.state {
-            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => CancelOutcome::Cancelled,
+            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => {
+                CancelOutcome::Cancelled
+            }
             TaskState::Running => {
                 entry.record.cancel_requested = true;
                 entry.record.reason = Some(reason.clone());
@@ -579,7 +615,10 @@ impl State {
                 let record = &e.record;
                 record.state.is_terminal()
                     && (request.states.is_empty() || request.states.contains(&record.state))
-                    && request.queue.as_ref().is_none_or(|q| &record.spec.queue == q)
+                    && request
+                        .queue
+                        .as_ref()
+                        .is_none_or(|q| &record.spec.queue == q)
                     && request
                         .finished_before
                         .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
@@ -628,7 +667,9 @@ impl TaskQueue for MemoryTaskQueue {
     ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
         let now = Utc::now();
         let extend = chrono::Duration::from_std(extend).unwrap_or(chrono::Duration::MAX);
-        let deadline = now.checked_add_signed(extend).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = now
+            .checked_add_signed(extend)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut state = lock(&self.state);
         let statuses = leases
             .iter()
@@ -706,7 +747,12 @@ impl TaskQueue for MemoryTaskQueue {
         let mut matching: Vec<&Entry> = state
             .tasks
             .values()
-            .filter(|e| query.queue.as_ref().is_none_or(|q| &e.record.spec.queue == q))
+            .filter(|e| {
+                query
+                    .queue
+                    .as_ref()
+                    .is_none_or(|q| &e.record.spec.queue == q)
+            })
             .filter(|e| query.states.is_empty() || query.states.contains(&e.record.state))
             .collect();
         matching.sort_by_key(|e| Reverse(e.seq));
@@ -723,7 +769,11 @@ impl TaskQueue for MemoryTaskQueue {
         let state = lock(&self.state);
         let mut counts: HashMap<TaskState, u64> = HashMap::new();
         let mut oldest: Option<DateTime<Utc>> = None;
-        for entry in state.tasks.values().filter(|e| e.record.spec.queue == queue) {
+        for entry in state
+            .tasks
+            .values()
+            .filter(|e| e.record.spec.queue == queue)
+        {
             *counts.entry(entry.record.state).or_default() += 1;
             if entry.record.state == TaskState::Queued {
                 let created = entry.record.spec.created_at;

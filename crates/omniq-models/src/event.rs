@@ -19,6 +19,8 @@ pub enum TaskEventKind {
     Blocked,
     /// A unique enqueue found an existing task.
     Deduplicated,
+    /// Its parents settled and it is ready to run.
+    Unblocked,
     /// A worker started an attempt.
     Started,
     /// Finished successfully.
@@ -35,6 +37,8 @@ pub enum TaskEventKind {
     Expired,
     /// An attempt ran past its timeout.
     TimedOut,
+    /// Cancellation of a running task was requested; its worker is stopping it.
+    CancelRequested,
     /// A worker lost its lease; its completion was refused.
     LeaseLost,
     /// An expired lease was recovered by another worker.
@@ -65,6 +69,7 @@ impl TaskEventKind {
             TaskEventKind::Scheduled => "scheduled",
             TaskEventKind::Blocked => "blocked",
             TaskEventKind::Deduplicated => "deduplicated",
+            TaskEventKind::Unblocked => "unblocked",
             TaskEventKind::Started => "started",
             TaskEventKind::Succeeded => "succeeded",
             TaskEventKind::Failed => "failed",
@@ -73,6 +78,7 @@ impl TaskEventKind {
             TaskEventKind::Cancelled => "cancelled",
             TaskEventKind::Expired => "expired",
             TaskEventKind::TimedOut => "timed_out",
+            TaskEventKind::CancelRequested => "cancel_requested",
             TaskEventKind::LeaseLost => "lease_lost",
             TaskEventKind::Recovered => "recovered",
             TaskEventKind::Redriven => "redriven",

@@ -106,10 +106,14 @@ impl std::str::FromStr for RunWhen {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [RunWhen::ParentsSucceeded, RunWhen::ParentFailed, RunWhen::ParentsFinished]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown run_when `{s}`"))
+        [
+            RunWhen::ParentsSucceeded,
+            RunWhen::ParentFailed,
+            RunWhen::ParentsFinished,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown run_when `{s}`"))
     }
 }
 

@@ -2,7 +2,10 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omniq_models::{LeaseToken, TaskError, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId};
+use omniq_models::{
+    LeaseToken, TaskError, TaskEvent, TaskEventKind, TaskId, TaskRecord, TaskSpec, TaskState,
+    WorkerId,
+};
 
 use crate::{BoxFuture, StoreResult};
 
@@ -167,6 +170,16 @@ pub struct StateChange {
     pub state: TaskState,
     /// Why, for cancellations and expiries.
     pub reason: Option<String>,
+}
+
+impl StateChange {
+    /// An event of `kind` about this change, carrying its reason as the message.
+    pub fn event(&self, kind: TaskEventKind) -> TaskEvent {
+        let mut event = TaskEvent::for_task(kind, self.task_id, &self.task_name, &self.queue)
+            .attempt(self.attempts);
+        event.message.clone_from(&self.reason);
+        event
+    }
 }
 
 /// Whether a lease is still held, as a heartbeat found it.

@@ -1,6 +1,11 @@
 use std::collections::BTreeMap;
 
-use omniq_models::{TaskId, WorkerId};
+use std::sync::Arc;
+
+use omniq_models::{TaskError, TaskErrorKind, TaskId, WorkerId};
+use omniq_serialization::PayloadCodec;
+use omniq_storage::ResultStore;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 /// What a handler knows about the attempt it is running.
@@ -13,7 +18,10 @@ pub struct TaskContext {
     pub(crate) max_attempts: u32,
     pub(crate) worker_id: WorkerId,
     pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) parents: Vec<TaskId>,
     pub(crate) cancellation: CancellationToken,
+    pub(crate) results: Arc<dyn ResultStore>,
+    pub(crate) codec: PayloadCodec,
 }
 
 impl TaskContext {
@@ -55,6 +63,38 @@ impl TaskContext {
     /// The task's metadata labels.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
+    }
+
+    /// The tasks this one depends on.
+    pub fn parents(&self) -> &[TaskId] {
+        &self.parents
+    }
+
+    /// What a parent returned.
+    ///
+    /// # Errors
+    /// A [`TaskError`] (retryable where a retry may help) when the parent has no stored
+    /// result, failed (its error, for on-failure callbacks), or returned something that does
+    /// not decode as `T`.
+    pub async fn parent_result<T: DeserializeOwned>(&self, parent: TaskId) -> Result<T, TaskError> {
+        let stored = self.results.get(parent).await.map_err(|e| {
+            TaskError::new(format!("cannot read the result of parent {parent}: {e}"))
+        })?;
+        let Some(result) = stored else {
+            return Err(TaskError::permanent(format!(
+                "parent {parent} has no result"
+            )));
+        };
+        match result.outcome {
+            Ok(bytes) => self.codec.decode(&bytes).map_err(|e| {
+                TaskError::with_kind(
+                    TaskErrorKind::Decode,
+                    format!("the result of parent {parent} does not decode: {e}"),
+                    false,
+                )
+            }),
+            Err(error) => Err(error),
+        }
     }
 
     /// True once the worker wants this attempt to stop: the task was cancelled, its lease

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omniq_async::{Backoff, Result, TaskId, TaskOptions};
+use omniq_async::{Backoff, Result, RunWhen, TaskId, TaskOptions};
 
 use crate::TaskHandle;
 use crate::runtime::Driver;
@@ -52,8 +52,12 @@ impl<R: Send + 'static> EnqueueBuilder<R> {
         ttl(ttl: Duration);
         /// Runs only after `parent` succeeds.
         depends_on(parent: TaskId);
+        /// Runs on the parents' outcome given by `run_when` (callbacks).
+        run_when(run_when: RunWhen);
         /// Deduplicates on `key` while a task holding it is unfinished.
         unique_key(key: impl Into<String>);
+        /// Also dedupes against finished tasks with the key created within `window`.
+        unique_for(window: Duration);
         /// Adds a metadata label.
         metadata(key: impl Into<String>, value: impl Into<String>);
     }

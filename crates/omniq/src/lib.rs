@@ -37,7 +37,8 @@ pub use worker::{Worker, WorkerBuilder};
 
 pub use omniq_async::{
     Backend, Backoff, BlockingTask, CancelOutcome, ConfigError, Error, ErrorKind, EventQuery,
-    QueueStats, Result, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext, TaskDefinition,
-    TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord,
-    TaskResult, TaskState, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
+    PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Settings, StoreKind, StoreUrl,
+    Stores, Task, TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind,
+    TaskId, TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WorkerConfig, WorkerId,
+    WorkerKind, WorkerReport,
 };

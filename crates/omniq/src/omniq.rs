@@ -2,8 +2,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use omniq_async::{
-    AsyncOmniQ, BlockingTask, CancelOutcome, QueueStats, Result, Settings, Stores, Task,
-    TaskDefinition, TaskError, TaskId, TaskQuery, TaskRecord,
+    AsyncOmniQ, BlockingTask, CancelOutcome, PurgeRequest, QueueStats, RedriveTarget, Result,
+    Settings, Stores, Task, TaskDefinition, TaskError, TaskId, TaskQuery, TaskRecord,
 };
 
 use crate::runtime::Driver;
@@ -178,6 +178,40 @@ impl OmniQ {
     pub fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let inner = self.inner.clone();
         self.driver.call(async move { inner.cancel(id).await })
+    }
+
+    /// Dead letters (tasks that failed for good), newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        let inner = self.inner.clone();
+        let queue = queue.map(str::to_owned);
+        self.driver
+            .call(async move { inner.dead_letters(queue.as_deref(), offset, limit).await })
+    }
+
+    /// Sends dead letters back to their queues, attempts reset.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn redrive(&self, target: RedriveTarget) -> Result<Vec<TaskId>> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.redrive(target).await })
+    }
+
+    /// Deletes finished tasks. Returns how many.
+    ///
+    /// # Errors
+    /// As [`AsyncOmniQ::purge`].
+    pub fn purge(&self, request: PurgeRequest) -> Result<u64> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.purge(request).await })
     }
 
     /// Lifecycle events.

@@ -88,9 +88,8 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--tasks" => args.tasks = number(value()?)?,
             "--first-seq" => args.first_seq = number(value()?)?,
             "--concurrency" => {
-                args.concurrency = Some(
-                    usize::try_from(number(value()?)?).context("--concurrency is too large")?,
-                );
+                args.concurrency =
+                    Some(usize::try_from(number(value()?)?).context("--concurrency is too large")?);
             }
             "--task-ms" => args.task_ms = number(value()?)?,
             "--lease-ms" => args.lease_ms = Some(number(value()?)?),

@@ -75,7 +75,7 @@ impl Scene {
         );
         let expected = format!("enqueued={tasks}");
         ensure!(
-            process.stdout_lines().iter().any(|l| *l == expected),
+            process.stdout_lines().contains(&expected),
             "enqueue process did not print `{expected}`: {:?}",
             process.stdout_lines()
         );

@@ -76,7 +76,12 @@ impl SqliteTaskQueue {
     ) -> StoreResult<Vec<LeaseStatus>> {
         let now = Utc::now();
         let until = to_micros(deadline(now, extend));
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let mut statuses = Vec::with_capacity(leases.len());
         for lease in leases {
             let cancel_requested: Option<bool> = sqlx::query_scalar(

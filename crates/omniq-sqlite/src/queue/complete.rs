@@ -11,11 +11,19 @@ use crate::rows::to_json;
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
-    pub(super) async fn complete_batch(&self, completions: Vec<Completion>) -> StoreResult<Completed> {
+    pub(super) async fn complete_batch(
+        &self,
+        completions: Vec<Completion>,
+    ) -> StoreResult<Completed> {
         let now = Utc::now();
         let now_micros = to_micros(now);
         let now_json = to_json(&now)?;
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let mut completed = Completed::default();
         let mut requeued = false;
         for completion in completions {

@@ -11,12 +11,20 @@ use crate::rows::{StoredOptions, parse_id, parse_state, to_json};
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
-    pub(super) async fn enqueue_batch(&self, tasks: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+    pub(super) async fn enqueue_batch(
+        &self,
+        tasks: Vec<TaskSpec>,
+    ) -> StoreResult<Vec<EnqueueOutcome>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let now = Utc::now();
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(tasks.len());
         for spec in tasks {
             // An error (an unknown parent) drops the transaction: nothing of the batch stays.
@@ -137,11 +145,12 @@ async fn dependency_verdict(
     }
     let mut states = Vec::with_capacity(spec.depends_on.len());
     for parent in &spec.depends_on {
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
-            .bind(parent.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
+                .bind(parent.to_string())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(store_error)?;
         let state = state.ok_or(StoreError::UnknownParent(*parent))?;
         states.push(parse_state(&state)?);
     }

@@ -68,7 +68,10 @@ impl SqliteTaskQueue {
             let state = parse_state(&row.try_get::<String, _>("state").map_err(store_error)?)?;
             let n: i64 = row.try_get("n").map_err(store_error)?;
             counts.insert(state, u64::try_from(n).unwrap_or(0));
-            if let Some(at) = row.try_get::<Option<i64>, _>("oldest").map_err(store_error)? {
+            if let Some(at) = row
+                .try_get::<Option<i64>, _>("oldest")
+                .map_err(store_error)?
+            {
                 oldest = Some(from_micros(at));
             }
         }
@@ -82,9 +85,18 @@ impl SqliteTaskQueue {
         })
     }
 
-    pub(super) async fn cancel_task(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
+    pub(super) async fn cancel_task(
+        &self,
+        id: TaskId,
+        reason: String,
+    ) -> StoreResult<Cancellation> {
         let now = Utc::now();
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let state: Option<String> =
             sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
                 .bind(id.to_string())

@@ -15,7 +15,12 @@ use crate::time::to_micros;
 impl SqliteTaskQueue {
     pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = Utc::now();
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let expired = sqlx::query(
             "SELECT id, attempts, max_attempts FROM omniq_tasks \
              WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
@@ -72,7 +77,12 @@ impl SqliteTaskQueue {
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = Utc::now();
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE omniq_tasks SET state = 'expired', finished_at = ?1, updated_at = ?1, \
              reason = 'not started before its expiry (ttl)' \
@@ -124,7 +134,12 @@ impl SqliteTaskQueue {
             RedriveTarget::All => {}
         }
         sql.push(" RETURNING id");
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let ids: Vec<(String,)> = sql
             .build_query_as()
             .fetch_all(&mut *tx)
@@ -149,7 +164,10 @@ impl SqliteTaskQueue {
             )));
         }
         let states: Vec<TaskState> = if request.states.is_empty() {
-            TaskState::ALL.into_iter().filter(|s| s.is_terminal()).collect()
+            TaskState::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect()
         } else {
             request.states.clone()
         };
@@ -167,7 +185,12 @@ impl SqliteTaskQueue {
                 sql.push(" AND finished_at < ").push_bind(to_micros(before));
             }
         };
-        let mut tx = self.backend.pool.begin_with(BEGIN_WRITE).await.map_err(store_error)?;
+        let mut tx = self
+            .backend
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(store_error)?;
         let mut deps = QueryBuilder::<Sqlite>::new(
             "DELETE FROM omniq_task_deps WHERE parent_id IN (SELECT id FROM omniq_tasks WHERE",
         );

@@ -17,7 +17,9 @@ pub(super) fn change_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Stat
         task_id: parse_id(&column::<String>(row, "id")?)?,
         task_name: column(row, "name")?,
         queue: column(row, "queue")?,
-        attempts: column::<i64>(row, "attempts")?.try_into().unwrap_or(u32::MAX),
+        attempts: column::<i64>(row, "attempts")?
+            .try_into()
+            .unwrap_or(u32::MAX),
         state: parse_state(&column::<String>(row, "state")?)?,
         reason: column(row, "reason")?,
     })

@@ -96,8 +96,8 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
     }
 
     let completions: Vec<_> = batch.iter().map(|f| f.completion.clone()).collect();
-    let statuses = match with_retries(|| shared.queue.complete(completions.clone())).await {
-        Ok(statuses) => statuses,
+    let completed = match with_retries(|| shared.queue.complete(completions.clone())).await {
+        Ok(completed) => completed,
         Err(err) => {
             tracing::error!(%err, count = batch.len(),
                 "cannot complete tasks; they will be recovered once their leases expire");
@@ -106,7 +106,7 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
     };
 
     let mut failures = Vec::new();
-    for (item, status) in batch.into_iter().zip(statuses) {
+    for (item, status) in batch.into_iter().zip(completed.statuses) {
         shared.forget(&item.completion.lease);
         if status == CompletionStatus::LeaseLost {
             Counters::add(&shared.counters.lease_lost);
@@ -159,9 +159,17 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
                 ));
                 run_failed_hook(shared, &item, error.clone());
             }
+            CompletionOutcome::Cancelled { reason } => {
+                Counters::add(&shared.counters.cancelled);
+                metrics::counter!("omniq_tasks_cancelled_total", &labels).increment(1);
+                shared
+                    .events
+                    .log(item.event(TaskEventKind::Cancelled).message(reason.clone()));
+            }
             CompletionOutcome::Release => Counters::add(&shared.counters.released),
         }
     }
+    super::leases::log_changes(shared, &completed.changes, TaskEventKind::Unblocked).await;
     // Dead letters get a result too, so that whoever waits on them learns the error.
     if !failures.is_empty()
         && let Err(err) = with_retries(|| shared.results.put(failures.clone())).await

@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long running tasks may finish during shutdown before they are released.
     pub shutdown_grace: Duration,
+    /// How long a running task whose cancellation was requested may take to stop on its
+    /// own before it is dropped.
+    pub cancel_grace: Duration,
     /// Timeout for tasks that set none.
     pub default_timeout: Option<Duration>,
     /// How long results are kept.
@@ -50,6 +53,7 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(5),
             default_timeout: None,
             result_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
         }
@@ -97,6 +101,12 @@ impl WorkerConfig {
     /// Sets the shutdown grace period.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the grace period of a running task whose cancellation was requested.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
         self
     }
 

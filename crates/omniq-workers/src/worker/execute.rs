@@ -28,12 +28,16 @@ pub(crate) async fn execute(
     finished: mpsc::UnboundedSender<Finished>,
 ) {
     let spec = &lease.spec;
-    let cancel = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let cancel_requested = CancellationToken::new();
+    let context = cancel_requested.child_token();
     shared.in_flight().insert(
         spec.id,
         InFlight {
             token: lease.token,
-            cancel: cancel.clone(),
+            abort: abort.clone(),
+            cancel_requested: cancel_requested.clone(),
+            context: context.clone(),
             finished: false,
         },
     );
@@ -50,18 +54,31 @@ pub(crate) async fn execute(
     let span = tracing::info_span!("omniq.task", task.id = %spec.id, task.name = %spec.name,
         queue = %spec.queue, attempt = lease.attempt);
     let started = Instant::now();
+    let grace = shared.config.cancel_grace;
     let outcome = tokio::select! {
-        outcome = run_attempt(&shared, &lease, cancel.clone(), permit).instrument(span.clone()) => outcome,
-        // The lease was lost (or the worker gave up on the task): stop without completing;
-        // the store no longer lets this worker decide the task's fate.
-        () = cancel.cancelled() => return,
+        outcome = run_attempt(&shared, &lease, context, permit).instrument(span.clone()) => Some(outcome),
+        // The lease was lost: stop without completing; the store no longer lets this
+        // worker decide the task's fate.
+        () = abort.cancelled() => return,
+        // Cancellation was requested and the handler did not stop within the grace period.
+        () = async { cancel_requested.cancelled().await; tokio::time::sleep(grace).await } => None,
     };
     let elapsed = started.elapsed();
     metrics::histogram!("omniq_task_duration_seconds", &labels).record(elapsed.as_secs_f64());
 
     let (outcome, value, payload) = match outcome {
-        Ok(value) => (CompletionOutcome::Succeeded, Some(value), None),
-        Err(error) => {
+        Some(Ok(value)) => (CompletionOutcome::Succeeded, Some(value), None),
+        // Once cancellation is requested, a failure is the end, not a reason to retry.
+        Some(Err(error)) if cancel_requested.is_cancelled() => {
+            let reason = format!("cancelled while running; the attempt ended with: {error}");
+            (CompletionOutcome::Cancelled { reason }, None, None)
+        }
+        None => {
+            let reason =
+                format!("cancelled while running; stopped after the {grace:?} grace period");
+            (CompletionOutcome::Cancelled { reason }, None, None)
+        }
+        Some(Err(error)) => {
             span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
             let task_agrees = shared
                 .registry
@@ -114,7 +131,10 @@ async fn run_attempt(
         max_attempts: spec.max_attempts,
         worker_id: shared.id.clone(),
         metadata: spec.metadata.clone(),
+        parents: spec.depends_on.clone(),
         cancellation,
+        results: Arc::clone(&shared.results),
+        codec: shared.codec,
     };
     let invocation = handler.invoke(&spec.payload, ctx, shared.codec)?;
     let timeout = spec.timeout.or(shared.config.default_timeout);

@@ -109,7 +109,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> WorkerR
                 .iter()
                 .filter(|(_, held)| !held.finished)
                 .map(|(task_id, held)| {
-                    held.cancel.cancel();
+                    held.context.cancel();
                     LeaseRef {
                         task_id: *task_id,
                         token: held.token,

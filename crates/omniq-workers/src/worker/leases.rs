@@ -1,13 +1,14 @@
 use std::sync::Arc;
 
 use omniq_models::{TaskEvent, TaskEventKind, TaskState};
+use omniq_storage::{LeaseStatus, StateChange};
 use tokio_util::sync::CancellationToken;
 
 use super::completions::lease_expired_result;
 use super::shared::{Counters, Shared};
 
-/// Most expired leases recovered per round.
-const RECOVER_BATCH: usize = 1_000;
+/// Most tasks recovered, or expired, per round.
+const MAINTENANCE_BATCH: usize = 1_000;
 
 /// Renews this worker's leases and recovers other workers' expired ones, every heartbeat.
 pub(crate) async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
@@ -20,6 +21,7 @@ pub(crate) async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
         }
         renew(&shared).await;
         recover(&shared).await;
+        expire(&shared).await;
     }
 }
 
@@ -39,13 +41,27 @@ async fn renew(shared: &Shared) {
             return;
         }
     };
-    for (lease, still_held) in held.into_iter().zip(statuses) {
-        if still_held {
-            continue;
+    for (lease, status) in held.into_iter().zip(statuses) {
+        match status {
+            LeaseStatus::Held => continue,
+            LeaseStatus::CancelRequested => {
+                if let Some(held) = shared.in_flight().get(&lease.task_id)
+                    && !held.cancel_requested.is_cancelled()
+                {
+                    held.cancel_requested.cancel();
+                    let mut event = TaskEvent::new(TaskEventKind::CancelRequested)
+                        .worker(shared.id.clone())
+                        .message("cancellation requested; telling the handler");
+                    event.task_id = Some(lease.task_id);
+                    shared.events.log(event);
+                }
+                continue;
+            }
+            LeaseStatus::Lost => {}
         }
         // Another worker owns the task now: stop ours, and never complete it.
-        if let Some(lost) = shared.forget(&lease) {
-            lost.cancel.cancel();
+        if let Some(lost) = shared.forget_running(&lease) {
+            lost.abort.cancel();
             Counters::add(&shared.counters.lease_lost);
             metrics::counter!("omniq_tasks_lease_lost_total").increment(1);
             let mut event = TaskEvent::new(TaskEventKind::LeaseLost)
@@ -58,35 +74,49 @@ async fn renew(shared: &Shared) {
 }
 
 async fn recover(shared: &Shared) {
-    let recovered = match shared.queue.recover_expired(RECOVER_BATCH).await {
-        Ok(recovered) => recovered,
-        Err(err) => {
-            tracing::warn!(%err, "cannot recover expired leases");
-            return;
-        }
-    };
+    match shared.queue.recover_expired(MAINTENANCE_BATCH).await {
+        Ok(changes) => log_changes(shared, &changes, TaskEventKind::Recovered).await,
+        Err(err) => tracing::warn!(%err, "cannot recover expired leases"),
+    }
+}
+
+async fn expire(shared: &Shared) {
+    match shared.queue.expire_due(MAINTENANCE_BATCH).await {
+        Ok(changes) => log_changes(shared, &changes, TaskEventKind::Unblocked).await,
+        Err(err) => tracing::warn!(%err, "cannot expire stale tasks"),
+    }
+}
+
+/// Logs the events of changes the store made on its own, and stores a result for tasks it
+/// failed, so that whoever waits on them learns why. `ready_kind` names what a task that is
+/// ready again went through (recovered, or unblocked).
+pub(crate) async fn log_changes(
+    shared: &Shared,
+    changes: &[StateChange],
+    ready_kind: TaskEventKind,
+) {
     let mut dead = Vec::new();
-    for task in recovered {
-        tracing::info!(task.id = %task.task_id, task.name = %task.task_name,
-            state = %task.state, "recovered a task whose lease expired");
-        let event = |kind| {
-            TaskEvent::for_task(kind, task.task_id, &task.task_name, &task.queue)
-                .attempt(task.attempts)
-                .worker(shared.id.clone())
-        };
-        shared
-            .events
-            .log(event(TaskEventKind::Recovered).message("lease expired"));
-        if task.state == TaskState::Failed {
-            shared.events.log(
-                event(TaskEventKind::DeadLettered).message("lease expired on the last attempt"),
-            );
-            dead.push(lease_expired_result(
-                task.task_id,
-                &task.task_name,
-                task.attempts,
-                shared.config.result_ttl,
-            ));
+    for change in changes {
+        let event = |kind| change.event(kind).worker(shared.id.clone());
+        match change.state {
+            TaskState::Queued | TaskState::Scheduled => shared.events.log(event(ready_kind)),
+            TaskState::Failed => {
+                tracing::info!(task.id = %change.task_id, task.name = %change.task_name,
+                    "lease expired on the last attempt; dead-lettered");
+                shared.events.log(event(TaskEventKind::Recovered));
+                shared.events.log(
+                    event(TaskEventKind::DeadLettered).message("lease expired on the last attempt"),
+                );
+                dead.push(lease_expired_result(
+                    change.task_id,
+                    &change.task_name,
+                    change.attempts,
+                    shared.config.result_ttl,
+                ));
+            }
+            TaskState::Cancelled => shared.events.log(event(TaskEventKind::Cancelled)),
+            TaskState::Expired => shared.events.log(event(TaskEventKind::Expired)),
+            _ => {}
         }
     }
     if !dead.is_empty()

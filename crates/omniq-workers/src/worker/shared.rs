@@ -25,6 +25,8 @@ pub struct WorkerReport {
     pub released: u64,
     /// Completions refused because the lease had been lost.
     pub lease_lost: u64,
+    /// Running tasks stopped because their cancellation was requested.
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +36,7 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +51,7 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             lease_lost: self.lease_lost.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
         }
     }
 }
@@ -56,7 +60,13 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub(crate) token: LeaseToken,
-    pub(crate) cancel: CancellationToken,
+    /// Stops the attempt at once, without completing it: the lease is lost.
+    pub(crate) abort: CancellationToken,
+    /// The task's cancellation was requested: the handler is told (its context token is a
+    /// child of this one) and stopped after the cancel grace period.
+    pub(crate) cancel_requested: CancellationToken,
+    /// The handler's own token: cancelled on request, or when the worker shuts down.
+    pub(crate) context: CancellationToken,
     /// The attempt ended and its completion is on its way to the store.
     pub(crate) finished: bool,
 }
@@ -121,9 +131,26 @@ impl Shared {
 
     /// Forgets a lease if it is still the one held for the task.
     pub(crate) fn forget(&self, lease: &LeaseRef) -> Option<InFlight> {
+        self.forget_if(lease, |_| true)
+    }
+
+    /// Forgets a lease lost while its attempt was still running. A finished attempt is
+    /// left to the completion flusher: its lease may only look lost because its completion
+    /// was applied a moment ago.
+    pub(crate) fn forget_running(&self, lease: &LeaseRef) -> Option<InFlight> {
+        self.forget_if(lease, |held| !held.finished)
+    }
+
+    fn forget_if(
+        &self,
+        lease: &LeaseRef,
+        condition: impl Fn(&InFlight) -> bool,
+    ) -> Option<InFlight> {
         let mut in_flight = self.in_flight();
         match in_flight.get(&lease.task_id) {
-            Some(held) if held.token == lease.token => in_flight.remove(&lease.task_id),
+            Some(held) if held.token == lease.token && condition(held) => {
+                in_flight.remove(&lease.task_id)
+            }
             _ => None,
         }
     }
