@@ -344,13 +344,16 @@ impl AsyncOmniQ {
         .await
     }
 
-    /// Sends dead letters back to their queues, attempts reset. Returns the ids re-driven.
+    /// Sends dead letters back to their queues, attempts reset, their failure results
+    /// removed. Returns the ids re-driven.
     ///
     /// # Errors
     /// A store error.
     pub async fn redrive(&self, target: RedriveTarget) -> Result<Vec<TaskId>> {
         let ids = self.inner.stores.queue.redrive(target).await?;
         for id in &ids {
+            // The old failure must not answer waiters of the new run.
+            self.inner.stores.results.delete(*id).await?;
             let mut event = TaskEvent::new(TaskEventKind::Redriven);
             event.task_id = Some(*id);
             self.inner.events.log(event);
