@@ -3,8 +3,7 @@
 //! the kill run twice.
 //!
 //! "In flight" is what the store says: the tasks still Running under the dead worker's
-//! leases. The stronger bound, that those are never more than the worker's concurrency,
-//! does not hold today and is checked by an ignored test.
+//! leases, which a worker never holds more of than its concurrency.
 
 mod support;
 
@@ -182,15 +181,23 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyh
             "task {id} has two Succeeded events"
         );
     }
-    let recovered: BTreeSet<_> = events
+    ensure!(
+        succeeded_tasks.len() as u64 >= TASKS - succeeded_at_kill,
+        "worker B flushed {} Succeeded events for {} completions",
+        succeeded_tasks.len(),
+        TASKS - succeeded_at_kill
+    );
+    // (2,000 tasks log far fewer events than the logger's buffer, so none is dropped.)
+    let recovered: Vec<_> = events
         .query(query(TaskEventKind::Recovered))
         .await?
         .iter()
         .filter_map(|e| e.task_id)
         .collect();
     ensure!(
-        recovered == rerun_ids,
-        "recovered tasks {} differ from the tasks claimed twice {}",
+        recovered.len() == rerun_ids.len()
+            && recovered.iter().copied().collect::<BTreeSet<_>>() == rerun_ids,
+        "{} Recovered events, but {} tasks were claimed twice",
         recovered.len(),
         rerun_ids.len()
     );
@@ -225,12 +232,15 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyh
         duplicates.difference(&rerun_seqs).collect::<Vec<_>>()
     );
     // "No more than the number in flight at the kill": the leases A held, counted in the
-    // store. That can exceed A's concurrency (see the ignored test below), so the
-    // concurrency bound is not asserted here.
+    // store, which never exceed A's concurrency.
     ensure!(
         duplicates.len() as u64 <= running_at_kill,
         "{} tasks ran twice, more than the {running_at_kill} in flight at the kill",
         duplicates.len()
+    );
+    ensure!(
+        running_at_kill <= CONCURRENCY as u64,
+        "{running_at_kill} tasks were Running under a worker of concurrency {CONCURRENCY}"
     );
     ensure!(runs.len() == TASKS as usize + duplicates.len());
     Ok(())
@@ -244,7 +254,6 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyh
 /// for the next batched write. Finished-but-uncompleted tasks stay Running under its lease,
 /// and at a SIGKILL every one of them runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a worker holds more leases than its concurrency (slot freed before the completion is stored)"]
 async fn a_worker_holds_no_more_leases_than_its_concurrency() -> anyhow::Result<()> {
     let scene = Scene::new()?;
     let omniq = omniq_e2e::open(&scene.db).await?;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use omniq_models::{TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskResult};
 use omniq_storage::{Completion, CompletionOutcome, CompletionStatus, LeaseRef, StoreResult};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::shared::{Counters, Shared};
 
@@ -21,6 +21,8 @@ pub(crate) struct Finished {
     pub(crate) value: Option<Vec<u8>>,
     /// The payload, kept for the task's `failed` hook on a dead letter.
     pub(crate) payload: Option<Vec<u8>>,
+    /// The worker slot, freed once the completion is applied.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Finished {
@@ -36,6 +38,7 @@ impl Finished {
             attempt: 0,
             value: None,
             payload: None,
+            slot: None,
         }
     }
 
@@ -106,8 +109,10 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
     };
 
     let mut failures = Vec::new();
-    for (item, status) in batch.into_iter().zip(completed.statuses) {
+    for (mut item, status) in batch.into_iter().zip(completed.statuses) {
         shared.forget(&item.completion.lease);
+        // The completion is in the store: the slot may take another lease.
+        drop(item.slot.take());
         if status == CompletionStatus::LeaseLost {
             Counters::add(&shared.counters.lease_lost);
             metrics::counter!("omniq_tasks_lease_lost_total").increment(1);

@@ -19,8 +19,10 @@ use crate::retry::after_failure;
 
 /// Runs one lease to its end and hands the outcome to the completion flusher.
 ///
-/// The permit is the worker slot: it is held until the handler returns, and for a
-/// blocking handler until its thread returns, even past a timeout.
+/// The permit is the worker slot. It is held until the attempt's completion is applied
+/// (so a worker never holds more leases than it has slots, and a crash re-runs at most
+/// `concurrency` tasks), and for a blocking handler until its thread returns, even past a
+/// timeout.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     lease: Lease,
@@ -55,8 +57,9 @@ pub(crate) async fn execute(
         queue = %spec.queue, attempt = lease.attempt);
     let started = Instant::now();
     let grace = shared.config.cancel_grace;
+    let mut slot = Some(permit);
     let outcome = tokio::select! {
-        outcome = run_attempt(&shared, &lease, context, permit).instrument(span.clone()) => Some(outcome),
+        outcome = run_attempt(&shared, &lease, context, &mut slot).instrument(span.clone()) => Some(outcome),
         // The lease was lost: stop without completing; the store no longer lets this
         // worker decide the task's fate.
         () = abort.cancelled() => return,
@@ -103,6 +106,7 @@ pub(crate) async fn execute(
         attempt: lease.attempt,
         value,
         payload,
+        slot,
     });
 }
 
@@ -110,7 +114,7 @@ async fn run_attempt(
     shared: &Shared,
     lease: &Lease,
     cancellation: CancellationToken,
-    permit: OwnedSemaphorePermit,
+    slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Vec<u8>, TaskError> {
     let spec = &lease.spec;
     let Some(handler) = shared.registry.get(&spec.name) else {
@@ -142,27 +146,33 @@ async fn run_attempt(
         Invocation::Async(future) => {
             let guarded = AssertUnwindSafe(future).catch_unwind();
             let outcome = with_timeout(timeout, guarded).await;
-            drop(permit);
             outcome?.unwrap_or_else(|panic| Err(panicked(panic)))
         }
         Invocation::Blocking(job) => {
             let (done, result) = oneshot::channel();
             let span = tracing::Span::current();
+            // The thread owns the slot while it runs and hands it back with the outcome;
+            // past a timeout nobody takes it back, so it is freed when the thread is.
+            let permit = slot.take();
             shared.blocking.spawn(move || {
                 let _entered = span.enter();
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
-                // The slot is freed when the thread is, not at the timeout.
-                drop(permit);
-                let _ = done.send(outcome);
+                let _ = done.send((outcome, permit));
             });
-            match with_timeout(timeout, result).await? {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(panic)) => Err(panicked(panic)),
-                Err(_) => Err(TaskError::with_kind(
-                    TaskErrorKind::Panic,
-                    "the blocking handler's thread went away",
-                    true,
-                )),
+            let (outcome, permit) = match with_timeout(timeout, result).await? {
+                Ok(returned) => returned,
+                Err(_) => {
+                    return Err(TaskError::with_kind(
+                        TaskErrorKind::Panic,
+                        "the blocking handler's thread went away",
+                        true,
+                    ));
+                }
+            };
+            *slot = permit;
+            match outcome {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(panicked(panic)),
             }
         }
     }
