@@ -55,6 +55,12 @@ pub enum Error {
     /// The task does not exist.
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
+    /// A schedule cannot work (invalid cron expression, unknown time zone, ...).
+    #[error(transparent)]
+    Schedule(#[from] omniq_scheduler::ScheduleError),
+    /// The schedule does not exist.
+    #[error("schedule `{0}` not found")]
+    ScheduleNotFound(String),
     /// The blocking facade's runtime could not be started.
     #[error("cannot start the OmniQ runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -93,9 +99,10 @@ impl Error {
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::Serialization(_) | Error::BackendNotIncluded { .. } => {
-                ErrorKind::Invalid
-            }
+            Error::Config(_)
+            | Error::Serialization(_)
+            | Error::BackendNotIncluded { .. }
+            | Error::Schedule(_) => ErrorKind::Invalid,
             Error::Store(err) => match err.kind() {
                 StoreErrorKind::Unavailable => ErrorKind::Unavailable,
                 StoreErrorKind::NotFound => ErrorKind::NotFound,
@@ -104,7 +111,7 @@ impl Error {
             },
             Error::Worker(_) | Error::Closed | Error::Runtime(_) => ErrorKind::Other,
             Error::TaskFailed { .. } | Error::TaskEnded { .. } => ErrorKind::TaskFailed,
-            Error::TaskNotFound(_) => ErrorKind::NotFound,
+            Error::TaskNotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout { .. } => ErrorKind::Timeout,
         }
     }

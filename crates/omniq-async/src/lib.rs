@@ -49,6 +49,7 @@ mod error;
 mod events;
 mod handle;
 mod omniq;
+mod schedules;
 mod stores;
 mod worker;
 
@@ -57,15 +58,17 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::Events;
 pub use handle::TaskHandle;
 pub use omniq::AsyncOmniQ;
+pub use schedules::{ScheduleBuilder, Schedules};
 pub use stores::Stores;
 pub use worker::WorkerBuilder;
 
 pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
 pub use omniq_events::EventSubscription;
 pub use omniq_models::{
-    Backoff, RunWhen, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
-    TaskRecord, TaskResult, TaskState, WorkerId,
+    Backoff, MisfirePolicy, RunWhen, Schedule, ScheduleTrigger, TaskError, TaskErrorKind,
+    TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskResult, TaskState, WorkerId,
 };
+pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{
     CancelOutcome, EventQuery, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
 };

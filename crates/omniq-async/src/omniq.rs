@@ -5,7 +5,8 @@ use chrono::Utc;
 use omniq_config::Settings;
 use omniq_events::EventLogger;
 use omniq_models::{
-    TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskSpec, TaskState,
+    ScheduleTrigger, TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord,
+    TaskSpec, TaskState,
 };
 use omniq_serialization::{Format, PayloadCodec};
 use omniq_storage::{
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::enqueue::EnqueueBuilder;
 use crate::events::Events;
+use crate::schedules::{ScheduleBuilder, Schedules};
 use crate::stores::{self, Stores};
 use crate::worker::WorkerBuilder;
 use crate::{Error, Result, TaskHandle};
@@ -368,6 +370,68 @@ impl AsyncOmniQ {
     /// [`Error::Store`] for a non-terminal state, or a store error.
     pub async fn purge(&self, request: PurgeRequest) -> Result<u64> {
         Ok(self.inner.stores.queue.purge(request).await?)
+    }
+
+    /// Stored schedules: read, pause, resume, update, delete, preview.
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(self.clone())
+    }
+
+    /// Starts creating a schedule named `name` that enqueues `task` on `trigger`; set
+    /// options on the builder, then `.await` it. Idempotent by name.
+    ///
+    /// ```no_run
+    /// # async fn demo<T: omniq_async::Task + Clone>(omniq: omniq_async::AsyncOmniQ, report: T) -> omniq_async::Result<()> {
+    /// use omniq_async::{MisfirePolicy, ScheduleTrigger};
+    /// omniq
+    ///     .schedule("nightly-report", ScheduleTrigger::cron("0 3 * * *").in_timezone("Europe/Paris"), report)
+    ///     .misfire(MisfirePolicy::FireOnce)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn schedule<T, M>(
+        &self,
+        name: impl Into<String>,
+        trigger: ScheduleTrigger,
+        task: T,
+    ) -> ScheduleBuilder
+    where
+        T: TaskDefinition<M>,
+    {
+        ScheduleBuilder::new(
+            self.clone(),
+            name.into(),
+            trigger,
+            T::NAME.to_owned(),
+            self.inner.codec.encode(&task),
+            T::default_options(),
+        )
+    }
+
+    /// Like [`AsyncOmniQ::schedule`], for a task registered by name.
+    pub fn schedule_by_name(
+        &self,
+        name: impl Into<String>,
+        trigger: ScheduleTrigger,
+        task_name: impl Into<String>,
+        args: impl Serialize,
+    ) -> ScheduleBuilder {
+        let task_name = task_name.into();
+        let options = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .options(&task_name)
+            .unwrap_or_default();
+        ScheduleBuilder::new(
+            self.clone(),
+            name.into(),
+            trigger,
+            task_name,
+            self.inner.codec.encode(&args),
+            options,
+        )
     }
 
     /// Lifecycle events: query stored ones, follow live ones.

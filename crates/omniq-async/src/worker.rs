@@ -31,6 +31,10 @@ impl WorkerBuilder {
             cancel_grace: WorkerConfig::default().cancel_grace,
             default_timeout: settings.timeout,
             result_ttl: settings.result_ttl,
+            scheduler_tick: settings
+                .scheduler
+                .then_some(WorkerConfig::default().scheduler_tick)
+                .flatten(),
         };
         Self { omniq, config }
     }
@@ -77,6 +81,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Runs the scheduler in this worker, or not (default: the `scheduler` setting).
+    pub fn scheduler(mut self, run: bool) -> Self {
+        let tick = WorkerConfig::default().scheduler_tick;
+        self.config = self.config.scheduler_tick(if run { tick } else { None });
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: WorkerConfig) -> Self {
         self.config = config;
@@ -104,6 +115,7 @@ impl WorkerBuilder {
             Arc::new(registry),
         )
         .codec(inner.codec)
+        .schedules(inner.stores.schedules.clone())
         .config(self.config);
         Ok(worker.start()?)
     }

@@ -85,10 +85,13 @@ pub struct Settings {
     /// (`poll_interval`, default 1s).
     #[serde(with = "crate::duration::serde_duration")]
     pub poll_interval: Duration,
+    /// Whether workers also run the scheduler that fires stored schedules (`scheduler`,
+    /// default true). Any number of workers may run it; each fire is enqueued once.
+    pub scheduler: bool,
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 19] = [
+pub(crate) const KEYS: [&str; 20] = [
     "base_dir",
     "task_queue_url",
     "result_storage_url",
@@ -108,6 +111,7 @@ pub(crate) const KEYS: [&str; 19] = [
     "heartbeat",
     "shutdown_grace",
     "poll_interval",
+    "scheduler",
 ];
 
 impl Default for Settings {
@@ -132,6 +136,7 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            scheduler: true,
         }
     }
 }

@@ -525,3 +525,18 @@ fn serde_round_trip() -> TestResult {
     assert_eq!(direct, s);
     Ok(())
 }
+
+#[test]
+fn the_scheduler_can_be_switched_off_from_the_environment() {
+    let settings = Settings::builder()
+        .env_from([("OMNIQ_SCHEDULER".to_owned(), "false".to_owned())])
+        .build()
+        .expect("valid");
+    assert!(!settings.scheduler);
+    assert!(Settings::default().scheduler);
+    let from_map = Settings::builder()
+        .map([("scheduler", "false")])
+        .build()
+        .expect("valid");
+    assert!(!from_map.scheduler);
+}

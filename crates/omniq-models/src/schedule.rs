@@ -30,6 +30,48 @@ pub enum ScheduleTrigger {
     },
 }
 
+impl ScheduleTrigger {
+    /// A cron trigger (5 fields, or 6 with seconds first), in UTC.
+    pub fn cron(expression: impl Into<String>) -> Self {
+        ScheduleTrigger::Cron {
+            expression: expression.into(),
+            timezone: None,
+        }
+    }
+
+    /// Sets the IANA time zone of a cron trigger (no effect on other triggers).
+    pub fn in_timezone(self, zone: impl Into<String>) -> Self {
+        match self {
+            ScheduleTrigger::Cron { expression, .. } => ScheduleTrigger::Cron {
+                expression,
+                timezone: Some(zone.into()),
+            },
+            other => other,
+        }
+    }
+
+    /// Every `every`, first one period after the schedule is created.
+    pub fn every(every: Duration) -> Self {
+        ScheduleTrigger::Interval {
+            every,
+            start_at: None,
+        }
+    }
+
+    /// Every `every`, first at `start_at`.
+    pub fn every_from(every: Duration, start_at: DateTime<Utc>) -> Self {
+        ScheduleTrigger::Interval {
+            every,
+            start_at: Some(start_at),
+        }
+    }
+
+    /// Once, at `at`.
+    pub fn once(at: DateTime<Utc>) -> Self {
+        ScheduleTrigger::Once { at }
+    }
+}
+
 /// What to do with fires missed while the scheduler was down or the schedule paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -105,26 +105,6 @@ impl Scheduler {
             })
             .collect();
         let outcomes = self.queue.enqueue(specs.clone()).await?;
-        for (spec, outcome) in specs.iter().zip(&outcomes) {
-            match outcome {
-                EnqueueOutcome::Created { id, .. } => {
-                    report.enqueued += 1;
-                    metrics::counter!("omniq_schedule_fires_total", "schedule" => schedule.name.clone())
-                        .increment(1);
-                    self.events.log(
-                        TaskEvent::for_task(
-                            TaskEventKind::ScheduleFired,
-                            *id,
-                            &spec.name,
-                            &spec.queue,
-                        )
-                        .schedule(&schedule.name)
-                        .message(format!("fire of {}", spec.run_at)),
-                    );
-                }
-                EnqueueOutcome::Duplicate { .. } => report.deduplicated += 1,
-            }
-        }
         let mut advanced = schedule.clone();
         advanced.next_fire_at = plan.next;
         if let Some(last) = plan.fires.last() {
@@ -138,6 +118,21 @@ impl Scheduler {
             .await?
         {
             report.lost_races += 1;
+        }
+        // Logged once the fire is recorded (by us, or by a process that won the race).
+        for (spec, outcome) in specs.iter().zip(&outcomes) {
+            let EnqueueOutcome::Created { id, .. } = outcome else {
+                report.deduplicated += 1;
+                continue;
+            };
+            report.enqueued += 1;
+            metrics::counter!("omniq_schedule_fires_total", "schedule" => schedule.name.clone())
+                .increment(1);
+            self.events.log(
+                TaskEvent::for_task(TaskEventKind::ScheduleFired, *id, &spec.name, &spec.queue)
+                    .schedule(&schedule.name)
+                    .message(format!("fire of {}", spec.run_at)),
+            );
         }
         Ok(())
     }

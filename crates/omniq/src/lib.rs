@@ -27,18 +27,25 @@ mod events;
 mod handle;
 mod omniq;
 mod runtime;
+mod schedules;
 mod worker;
 
 pub use enqueue::EnqueueBuilder;
 pub use events::{Events, Subscription};
 pub use handle::TaskHandle;
 pub use omniq::OmniQ;
+pub use schedules::{ScheduleBuilder, Schedules};
 pub use worker::{Worker, WorkerBuilder};
 
 pub use omniq_async::{
     Backend, Backoff, BlockingTask, CancelOutcome, ConfigError, Error, ErrorKind, EventQuery,
-    PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Settings, StoreKind, StoreUrl,
-    Stores, Task, TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind,
-    TaskId, TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WorkerConfig, WorkerId,
-    WorkerKind, WorkerReport,
+    MisfirePolicy, PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule,
+    ScheduleError, ScheduleTrigger, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext,
+    TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
+    TaskQuery, TaskRecord, TaskResult, TaskState, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
 };
+
+// Keeps the scheduling guide's examples (async and blocking) compiling.
+#[doc = include_str!("../../../docs/scheduling.md")]
+#[cfg(doctest)]
+pub struct SchedulingDoctests;

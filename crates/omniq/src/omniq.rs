@@ -3,11 +3,12 @@ use serde::de::DeserializeOwned;
 
 use omniq_async::{
     AsyncOmniQ, BlockingTask, CancelOutcome, PurgeRequest, QueueStats, RedriveTarget, Result,
-    Settings, Stores, Task, TaskDefinition, TaskError, TaskId, TaskQuery, TaskRecord,
+    ScheduleTrigger, Settings, Stores, Task, TaskDefinition, TaskError, TaskId, TaskQuery,
+    TaskRecord,
 };
 
 use crate::runtime::Driver;
-use crate::{EnqueueBuilder, Events, TaskHandle, WorkerBuilder};
+use crate::{EnqueueBuilder, Events, ScheduleBuilder, Schedules, TaskHandle, WorkerBuilder};
 
 /// The OmniQ client for sync code: every [`AsyncOmniQ`] operation, without `.await`.
 ///
@@ -212,6 +213,40 @@ impl OmniQ {
     pub fn purge(&self, request: PurgeRequest) -> Result<u64> {
         let inner = self.inner.clone();
         self.driver.call(async move { inner.purge(request).await })
+    }
+
+    /// Stored schedules.
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(self.driver.clone(), self.inner.schedules())
+    }
+
+    /// Starts creating a schedule that enqueues `task` on `trigger`; see
+    /// [`AsyncOmniQ::schedule`].
+    pub fn schedule<T, M>(
+        &self,
+        name: impl Into<String>,
+        trigger: ScheduleTrigger,
+        task: T,
+    ) -> ScheduleBuilder
+    where
+        T: TaskDefinition<M>,
+    {
+        ScheduleBuilder::new(
+            self.driver.clone(),
+            self.inner.schedule(name, trigger, task),
+        )
+    }
+
+    /// Starts creating a schedule for a task registered by name.
+    pub fn schedule_by_name(
+        &self,
+        name: impl Into<String>,
+        trigger: ScheduleTrigger,
+        task_name: impl Into<String>,
+        args: impl Serialize,
+    ) -> ScheduleBuilder {
+        let inner = self.inner.schedule_by_name(name, trigger, task_name, args);
+        ScheduleBuilder::new(self.driver.clone(), inner)
     }
 
     /// Lifecycle events.

@@ -95,3 +95,31 @@ fn events_can_be_followed_and_queried_without_async() {
         ]
     );
 }
+
+#[test]
+fn schedules_are_created_and_fired_from_blocking_code() {
+    use omniq::{MisfirePolicy, ScheduleTrigger};
+
+    let omniq = omniq();
+    let schedule = omniq
+        .schedule_by_name("sum", ScheduleTrigger::every(Duration::from_millis(100)), "add", (1, 2))
+        .misfire(MisfirePolicy::FireOnce)
+        .max_runs(2)
+        .create()
+        .expect("create");
+    assert_eq!(schedule.name, "sum");
+    assert_eq!(omniq.schedules().preview("sum", 2).expect("preview").len(), 2);
+    let mut fired = omniq.events().subscribe();
+    let worker = omniq.worker().start().expect("start");
+    let mut fires = 0;
+    while fires < 2 {
+        let event = fired.next_timeout(WAIT).expect("alive").expect("an event");
+        if event.kind == TaskEventKind::ScheduleFired {
+            fires += 1;
+        }
+    }
+    worker.shutdown().expect("shutdown");
+    let stored = omniq.schedules().get("sum").expect("get").expect("exists");
+    assert_eq!(stored.fire_count, 2);
+    assert!(omniq.schedules().delete("sum").expect("delete"));
+}

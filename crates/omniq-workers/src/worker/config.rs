@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     pub default_timeout: Option<Duration>,
     /// How long results are kept.
     pub result_ttl: Option<Duration>,
+    /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
+    /// store ([`Worker::schedules`](crate::Worker::schedules)).
+    pub scheduler_tick: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +59,7 @@ impl Default for WorkerConfig {
             cancel_grace: Duration::from_secs(5),
             default_timeout: None,
             result_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
+            scheduler_tick: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -125,6 +129,12 @@ impl WorkerConfig {
     /// Sets how long results are kept.
     pub fn result_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.result_ttl = ttl;
+        self
+    }
+
+    /// Runs the scheduler every `tick`, or not at all with `None`.
+    pub fn scheduler_tick(mut self, tick: Option<Duration>) -> Self {
+        self.scheduler_tick = tick;
         self
     }
 

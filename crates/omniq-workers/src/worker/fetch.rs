@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omniq_models::{TaskEvent, TaskEventKind};
+use omniq_scheduler::Scheduler;
 use omniq_storage::{DequeueRequest, LeaseRef};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -11,7 +12,11 @@ use super::shared::{Shared, WorkerReport};
 use super::{completions, execute, leases};
 
 /// The worker's main task: claim while slots are free, then shut down gracefully.
-pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> WorkerReport {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    scheduler: Option<(Scheduler, Duration)>,
+) -> WorkerReport {
     let worker_event = |kind| TaskEvent::new(kind).worker(shared.id.clone());
     shared
         .events
@@ -26,6 +31,8 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> WorkerR
         Arc::clone(&shared),
         keeper_stop.clone(),
     ));
+    let scheduler =
+        scheduler.map(|(scheduler, tick)| tokio::spawn(scheduler.run(tick, stop.child_token())));
 
     let slots = Arc::new(Semaphore::new(shared.config.concurrency));
     let mut executions = JoinSet::new();
@@ -126,6 +133,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> WorkerR
         for lease in unfinished {
             let _ = finished_tx.send(completions::Finished::release(lease));
         }
+    }
+    if let Some(scheduler) = scheduler {
+        // It stops with `stop`; wait so no fire is half-recorded when we return.
+        let _ = scheduler.await;
     }
     drop(finished_tx);
     let _ = flusher.await;

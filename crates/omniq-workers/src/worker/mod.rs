@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use omniq_events::EventLogger;
 use omniq_models::WorkerId;
+use omniq_scheduler::Scheduler;
 use omniq_serialization::PayloadCodec;
-use omniq_storage::{ResultStore, TaskQueue};
+use omniq_storage::{ResultStore, ScheduleStore, TaskQueue};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,7 @@ pub struct Worker {
     registry: Arc<Registry>,
     codec: PayloadCodec,
     config: WorkerConfig,
+    schedules: Option<Arc<dyn ScheduleStore>>,
 }
 
 impl Worker {
@@ -76,7 +78,15 @@ impl Worker {
             registry,
             codec: PayloadCodec::default(),
             config: WorkerConfig::default(),
+            schedules: None,
         }
+    }
+
+    /// Lets the worker run the scheduler over this schedule store (at the configured
+    /// `scheduler_tick`).
+    pub fn schedules(mut self, schedules: Arc<dyn ScheduleStore>) -> Self {
+        self.schedules = Some(schedules);
+        self
     }
 
     /// Sets the configuration.
@@ -111,6 +121,13 @@ impl Worker {
             )),
         };
         let stop = CancellationToken::new();
+        let scheduler = match (self.config.scheduler_tick, self.schedules) {
+            (Some(tick), Some(schedules)) => Some((
+                Scheduler::new(Arc::clone(&self.queue), schedules, self.events.clone()),
+                tick,
+            )),
+            _ => None,
+        };
         let shared = Arc::new(shared::Shared::new(
             id.clone(),
             self.queue,
@@ -121,7 +138,7 @@ impl Worker {
             self.config,
             blocking,
         ));
-        let join = tokio::spawn(fetch::run(shared, stop.clone()));
+        let join = tokio::spawn(fetch::run(shared, stop.clone(), scheduler));
         Ok(WorkerHandle { id, stop, join })
     }
 }
