@@ -102,13 +102,21 @@ fn schedules_are_created_and_fired_from_blocking_code() {
 
     let omniq = omniq();
     let schedule = omniq
-        .schedule_by_name("sum", ScheduleTrigger::every(Duration::from_millis(100)), "add", (1, 2))
+        .schedule_by_name(
+            "sum",
+            ScheduleTrigger::every(Duration::from_millis(100)),
+            "add",
+            (1, 2),
+        )
         .misfire(MisfirePolicy::FireOnce)
         .max_runs(2)
         .create()
         .expect("create");
     assert_eq!(schedule.name, "sum");
-    assert_eq!(omniq.schedules().preview("sum", 2).expect("preview").len(), 2);
+    assert_eq!(
+        omniq.schedules().preview("sum", 2).expect("preview").len(),
+        2
+    );
     let mut fired = omniq.events().subscribe();
     let worker = omniq.worker().start().expect("start");
     let mut fires = 0;

@@ -1,0 +1,407 @@
+//! The scenarios. Each measures on fresh queues so runs do not disturb each other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use omniq_async::{AsyncOmniQ, TaskState, WorkerHandle};
+
+use crate::options::{Options, Scenario};
+use crate::probe::{Probe, peak_rss_mb};
+use crate::report::Measurement;
+use crate::target::{Job, TASK, Target, open, url_of, worker_config};
+
+/// Tasks per enqueue round trip in bulk phases.
+const CHUNK: usize = 1_000;
+/// Longest a scenario may take before it is reported as incomplete.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+fn fresh_queue(scenario: Scenario) -> String {
+    format!(
+        "bench-{}-{}",
+        scenario.name(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+fn rate(count: u64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| count as f64 / secs)
+}
+
+async fn enqueue_bulk(
+    omniq: &AsyncOmniQ,
+    queue: &str,
+    count: u64,
+    padding: usize,
+    priority: i32,
+    progress: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(CHUNK as u64);
+        let options = omniq_async::TaskOptions::default()
+            .queue(queue)
+            .priority(priority);
+        let jobs: Vec<_> = (0..n).map(|_| Job::now(padding)).collect();
+        enqueue_jobs(omniq, jobs, options).await?;
+        left -= n;
+        progress.inc(n);
+    }
+    Ok(started.elapsed())
+}
+
+async fn enqueue_jobs(
+    omniq: &AsyncOmniQ,
+    jobs: Vec<Job>,
+    options: omniq_async::TaskOptions,
+) -> anyhow::Result<()> {
+    let codec = omniq_async::layers::serialization::PayloadCodec::default();
+    let now = chrono::Utc::now();
+    let specs = jobs
+        .iter()
+        .map(|job| {
+            Ok(omniq_async::layers::models::TaskSpec::new(
+                TASK,
+                codec.encode(job)?,
+                options.clone(),
+                now,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    omniq.stores().queue.enqueue(specs).await?;
+    Ok(())
+}
+
+fn start_workers(
+    omniq: &AsyncOmniQ,
+    queue: &str,
+    options: &Options,
+) -> anyhow::Result<Vec<WorkerHandle>> {
+    (0..options.workers.max(1))
+        .map(|_| {
+            Ok(omniq
+                .worker()
+                .config(worker_config(queue, options.concurrency))
+                .start()?)
+        })
+        .collect()
+}
+
+async fn stop(workers: Vec<WorkerHandle>) -> anyhow::Result<()> {
+    for worker in workers {
+        worker.shutdown().await?;
+    }
+    Ok(())
+}
+
+fn measured(target: &Target, scenario: &str, tasks: u64, probe: &Probe) -> Measurement {
+    let latency = probe.latency_ms();
+    Measurement {
+        backend: target.backend(),
+        scenario: scenario.to_owned(),
+        tasks,
+        processed_per_sec: rate(probe.done().min(tasks), probe.busy_time()),
+        latency_p50_ms: latency.map(|l| l[0]),
+        latency_p90_ms: latency.map(|l| l[1]),
+        latency_p99_ms: latency.map(|l| l[2]),
+        latency_max_ms: latency.map(|l| l[3]),
+        peak_rss_mb: peak_rss_mb(),
+        ..Measurement::default()
+    }
+}
+
+async fn wait_done(probe: &Probe, progress: &ProgressBar, row: &mut Measurement) {
+    let watcher = async {
+        loop {
+            progress.set_position(probe.done());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let finished = tokio::select! {
+        done = probe.wait(PATIENCE) => done,
+        () = watcher => false,
+    };
+    if !finished {
+        row.note = format!("incomplete: {} done before the time limit", probe.done());
+    }
+}
+
+/// Bulk-enqueue N (optionally padded, optionally behind or ahead of others), then
+/// process them all.
+async fn bulk_then_process(
+    target: &mut Target,
+    options: &Options,
+    scenario: Scenario,
+    label: &str,
+    padding: usize,
+    depth: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let probe = Arc::new(Probe::default());
+    let omniq = open(target.settings()?, Arc::clone(&probe)).await?;
+    let queue = fresh_queue(scenario);
+    progress.set_length(options.tasks * 2 + depth);
+    progress.set_message(format!("{label}: enqueueing"));
+    // The backlog first, at a lower priority: the measured tasks run ahead of it while
+    // the claim path still has to deal with every queued row.
+    enqueue_bulk(&omniq, &queue, depth, 0, -1, progress).await?;
+    let enqueue_time = enqueue_bulk(&omniq, &queue, options.tasks, padding, 0, progress).await?;
+    probe.reset(options.tasks);
+    progress.set_message(format!("{label}: processing"));
+    let workers = start_workers(&omniq, &queue, options)?;
+    let mut row = measured(target, label, options.tasks, &probe);
+    wait_done(&probe, progress, &mut row).await;
+    stop(workers).await?;
+    let fresh = measured(target, label, options.tasks, &probe);
+    row.processed_per_sec = fresh.processed_per_sec;
+    row.latency_p50_ms = None;
+    row.latency_p90_ms = None;
+    row.latency_p99_ms = None;
+    row.latency_max_ms = None;
+    row.peak_rss_mb = fresh.peak_rss_mb;
+    row.enqueue_per_sec = rate(options.tasks, enqueue_time);
+    if padding > 0 {
+        let bytes = (padding as f64) * row.processed_per_sec.unwrap_or(0.0);
+        row.mb_per_sec = Some(bytes / 1_048_576.0);
+    }
+    if depth > 0 {
+        row.note = format!("{depth} tasks queued behind");
+    }
+    omniq.close().await;
+    Ok(row)
+}
+
+async fn steady(
+    target: &mut Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let probe = Arc::new(Probe::default());
+    let omniq = open(target.settings()?, Arc::clone(&probe)).await?;
+    let queue = fresh_queue(Scenario::Steady);
+    progress.set_length(options.tasks);
+    progress.set_message("steady: producing and processing");
+    probe.reset(options.tasks);
+    let workers = start_workers(&omniq, &queue, options)?;
+    // Four producers, 100 tasks per round trip, racing the workers.
+    let producers = 4u64;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for p in 0..producers {
+        let omniq = omniq.clone();
+        let queue = queue.clone();
+        let share = options.tasks / producers + u64::from(p < options.tasks % producers);
+        handles.push(tokio::spawn(async move {
+            let mut left = share;
+            while left > 0 {
+                let n = left.min(100);
+                let jobs = (0..n).map(|_| Job::now(0)).collect();
+                enqueue_jobs(
+                    &omniq,
+                    jobs,
+                    omniq_async::TaskOptions::default().queue(&queue),
+                )
+                .await?;
+                left -= n;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    let enqueue_time = started.elapsed();
+    let mut row = measured(target, "steady", options.tasks, &probe);
+    wait_done(&probe, progress, &mut row).await;
+    stop(workers).await?;
+    let fresh = measured(target, "steady", options.tasks, &probe);
+    row.processed_per_sec = fresh.processed_per_sec;
+    row.latency_p50_ms = fresh.latency_p50_ms;
+    row.latency_p90_ms = fresh.latency_p90_ms;
+    row.latency_p99_ms = fresh.latency_p99_ms;
+    row.latency_max_ms = fresh.latency_max_ms;
+    row.enqueue_per_sec = rate(options.tasks, enqueue_time);
+    omniq.close().await;
+    Ok(row)
+}
+
+async fn latency(
+    target: &mut Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let probe = Arc::new(Probe::default());
+    let omniq = open(target.settings()?, Arc::clone(&probe)).await?;
+    let queue = fresh_queue(Scenario::Latency);
+    let count = options.latency_tasks;
+    progress.set_length(count);
+    progress.set_message("latency: one task every 5 ms");
+    probe.reset(count);
+    let workers = start_workers(&omniq, &queue, options)?;
+    // Let the worker go idle (waiting for a wake-up) before the first send.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut pace = tokio::time::interval(Duration::from_millis(5));
+    for _ in 0..count {
+        pace.tick().await;
+        enqueue_jobs(
+            &omniq,
+            vec![Job::now(0)],
+            omniq_async::TaskOptions::default().queue(&queue),
+        )
+        .await?;
+        progress.inc(1);
+    }
+    let mut row = measured(target, "latency", count, &probe);
+    wait_done(&probe, progress, &mut row).await;
+    stop(workers).await?;
+    let fresh = measured(target, "latency", count, &probe);
+    let note = row.note.clone();
+    row = fresh;
+    row.processed_per_sec = None;
+    row.note = if note.is_empty() {
+        "500 tasks, 5 ms apart, idle worker".to_owned()
+    } else {
+        note
+    };
+    omniq.close().await;
+    Ok(row)
+}
+
+async fn processes(
+    target: &mut Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let backend = target.backend();
+    if !target.shared_across_processes() {
+        return Ok(Measurement {
+            backend,
+            scenario: "processes".into(),
+            note: "not applicable: the memory backend lives in one process".into(),
+            ..Measurement::default()
+        });
+    }
+    let settings = target.settings()?;
+    let url = url_of(&settings);
+    let probe = Arc::new(Probe::default());
+    let omniq = open(settings, probe).await?;
+    let queue = fresh_queue(Scenario::Processes);
+    progress.set_length(options.tasks);
+    progress.set_message(format!("processes: {} worker processes", options.processes));
+    let enqueue_time = enqueue_bulk(&omniq, &queue, options.tasks, 0, 0, progress).await?;
+    let exe = match &options.worker_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?,
+    };
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..options.processes.max(1) {
+        children.push(
+            tokio::process::Command::new(&exe)
+                .args(["--worker-only", "--url", &url, "--queue", &queue])
+                .args(["--concurrency", &options.concurrency.to_string()])
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+    }
+    progress.set_position(0);
+    let mut row = Measurement {
+        backend,
+        scenario: "processes".into(),
+        tasks: options.tasks,
+        enqueue_per_sec: rate(options.tasks, enqueue_time),
+        note: format!(
+            "{} worker processes (includes their start-up)",
+            options.processes
+        ),
+        ..Measurement::default()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let done = omniq
+            .queue_stats(queue.clone())
+            .await?
+            .count(TaskState::Succeeded);
+        progress.set_position(done);
+        if done >= options.tasks {
+            row.processed_per_sec = rate(options.tasks, started.elapsed());
+            break;
+        }
+        if Instant::now() > deadline {
+            row.note = format!("incomplete: {done} done before the time limit");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for mut child in children {
+        child.wait().await?;
+    }
+    omniq.close().await;
+    Ok(row)
+}
+
+/// A worker process of the `processes` scenario: works `--queue` until it is empty.
+pub async fn worker_process(options: &Options) -> anyhow::Result<()> {
+    let target = Target::new(&options.url);
+    let omniq = open(
+        target.settings_for(&options.url)?,
+        Arc::new(Probe::default()),
+    )
+    .await?;
+    let worker = omniq
+        .worker()
+        .config(worker_config(&options.queue, options.concurrency))
+        .start()?;
+    loop {
+        let stats = omniq.queue_stats(options.queue.clone()).await?;
+        if stats.count(TaskState::Queued) + stats.count(TaskState::Running) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await?;
+    omniq.close().await;
+    Ok(())
+}
+
+/// Runs one scenario.
+pub async fn run(
+    scenario: Scenario,
+    target: &mut Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<Measurement>> {
+    progress.set_position(0);
+    Ok(match scenario {
+        Scenario::Throughput => {
+            vec![bulk_then_process(target, options, scenario, "throughput", 0, 0, progress).await?]
+        }
+        Scenario::Steady => vec![steady(target, options, progress).await?],
+        Scenario::Latency => vec![latency(target, options, progress).await?],
+        Scenario::Depth => vec![
+            bulk_then_process(
+                target,
+                options,
+                scenario,
+                "depth",
+                0,
+                options.depth,
+                progress,
+            )
+            .await?,
+        ],
+        Scenario::Payload => {
+            let mut rows = Vec::new();
+            for (label, size) in [("payload 1KiB", 1024), ("payload 64KiB", 64 * 1024)] {
+                rows.push(
+                    bulk_then_process(target, options, scenario, label, size, 0, progress).await?,
+                );
+            }
+            rows
+        }
+        Scenario::Processes => vec![processes(target, options, progress).await?],
+    })
+}

@@ -1,0 +1,120 @@
+//! The backend under test: settings for a URL, fresh per scenario where it can be.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omniq_async::{AsyncOmniQ, Settings, StoreKind, StoreUrl, WorkerConfig};
+
+use crate::probe::{Probe, epoch_micros};
+
+/// The benchmark task's argument: when it was sent, and padding for payload scenarios.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    /// Microseconds since the epoch at enqueue.
+    pub sent: i64,
+    /// Padding.
+    pub body: String,
+}
+
+impl Job {
+    /// A job sent now with `padding` bytes of body.
+    pub fn now(padding: usize) -> Self {
+        Self {
+            sent: epoch_micros(),
+            body: "x".repeat(padding),
+        }
+    }
+}
+
+/// The registered name of the no-op task.
+pub const TASK: &str = "bench.noop";
+
+/// A backend to run scenarios on.
+#[derive(Debug)]
+pub struct Target {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// The target for `--url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            _dir: None,
+        }
+    }
+
+    /// The backend's name for reports.
+    pub fn backend(&self) -> String {
+        match self.url.split_once(':') {
+            Some((scheme, _)) => scheme.to_owned(),
+            None => self.url.clone(),
+        }
+    }
+
+    /// Whether several processes can share this backend.
+    pub fn shared_across_processes(&self) -> bool {
+        !self.url.starts_with("memory")
+    }
+
+    /// Settings for a fresh run: a new temporary file for `sqlite`, fresh in-process
+    /// stores for `memory`, the given server otherwise (runs use queues of their own).
+    pub fn settings(&mut self) -> anyhow::Result<Settings> {
+        let url = match self.url.as_str() {
+            "memory" | "memory://" => return Ok(quiet(Settings::memory())),
+            "sqlite" => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}/bench.db", dir.path().display());
+                self._dir = Some(dir);
+                url
+            }
+            other => other.to_owned(),
+        };
+        self.settings_for(&url)
+    }
+
+    /// Settings on an explicit URL (worker processes reuse the parent's file).
+    pub fn settings_for(&self, url: &str) -> anyhow::Result<Settings> {
+        let mut settings = Settings::default();
+        let url = StoreUrl::parse(url)?;
+        for kind in [
+            StoreKind::TaskQueue,
+            StoreKind::Results,
+            StoreKind::Events,
+            StoreKind::Schedules,
+        ] {
+            *settings.store_url_mut(kind) = Some(url.clone());
+        }
+        Ok(quiet(settings))
+    }
+}
+
+fn quiet(mut settings: Settings) -> Settings {
+    settings.scheduler = false;
+    settings
+}
+
+/// The URL all four stores of `settings` use.
+pub fn url_of(settings: &Settings) -> String {
+    settings.store_url(StoreKind::TaskQueue).as_str().to_owned()
+}
+
+/// An OmniQ with the no-op task registered, reporting to `probe`.
+pub async fn open(settings: Settings, probe: Arc<Probe>) -> anyhow::Result<AsyncOmniQ> {
+    let omniq = AsyncOmniQ::from_settings(settings).await?;
+    Ok(omniq.register_fn(TASK, move |job: Job| {
+        probe.started(job.sent);
+        probe.finished();
+        async { Ok(()) }
+    }))
+}
+
+/// A worker configuration for `queue`.
+pub fn worker_config(queue: &str, concurrency: usize) -> WorkerConfig {
+    WorkerConfig::default()
+        .queues([queue])
+        .concurrency(concurrency)
+        .poll_interval(Duration::from_millis(500))
+        .scheduler_tick(None)
+}
