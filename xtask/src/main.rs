@@ -1,15 +1,18 @@
 //! Project automation: `cargo xtask ci | check | fmt | test | services`.
 
+mod bench;
+
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci|check|fmt|test|services>
+const USAGE: &str = "usage: cargo xtask <ci|check|fmt|test|services|bench [--quick]>
   ci        fmt check, clippy -D warnings, docs -D warnings, every test (services required)
   check     fmt check, clippy and docs, no tests
   fmt       format the workspace
   test      every test (services required)
-  services  start the local backend services that are down (Debian service commands)";
+  services  start the local backend services that are down (Debian service commands)
+  bench     run the benchmark matrix and write docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -22,6 +25,7 @@ fn main() -> Result<()> {
         "fmt" => cargo(&["fmt", "--all"], &[]),
         "test" => test(),
         "services" => services(),
+        "bench" => bench::run(std::env::args().any(|a| a == "--quick")),
         _ => bail!("{USAGE}"),
     }
 }

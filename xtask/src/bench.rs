@@ -1,0 +1,190 @@
+//! `cargo xtask bench`: the standard benchmark matrix, written to docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// A backend of the matrix: its name, the `--url` it runs on, the cargo feature it needs.
+struct Backend {
+    name: &'static str,
+    url: String,
+    feature: &'static str,
+}
+
+fn backends() -> Vec<Backend> {
+    let env = |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.to_owned());
+    vec![
+        Backend {
+            name: "memory",
+            url: "memory".into(),
+            feature: "memory",
+        },
+        Backend {
+            name: "sqlite",
+            url: "sqlite".into(),
+            feature: "sqlite",
+        },
+        Backend {
+            name: "postgres",
+            url: env("OMNIQ_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            feature: "postgres",
+        },
+        Backend {
+            name: "redis",
+            url: env("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            feature: "redis",
+        },
+    ]
+}
+
+fn features_of_bench() -> Result<String> {
+    let manifest = std::fs::read_to_string("crates/omniq-bench/Cargo.toml")
+        .context("read crates/omniq-bench/Cargo.toml")?;
+    Ok(manifest)
+}
+
+/// Runs the matrix. `quick` uses small sizes (a smoke run, not for publishing).
+pub fn run(quick: bool) -> Result<()> {
+    let manifest = features_of_bench()?;
+    let available: Vec<_> = backends()
+        .into_iter()
+        .filter(|b| manifest.contains(&format!("\n{} = ", b.feature)))
+        .collect();
+    let features: Vec<_> = available.iter().map(|b| b.feature).collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "omniq-bench", "--features"])
+        .arg(features.join(","))
+        .status()?;
+    if !status.success() {
+        bail!("building omniq-bench failed");
+    }
+    let exe = "target/release/omniq-bench";
+    let (tasks, depth, repeats) = if quick { ("2000", "20000", 1) } else { ("20000", "1000000", 3) };
+
+    let mut rows: Vec<Value> = Vec::new();
+    for backend in &available {
+        for scenario in ["throughput", "latency", "steady", "payload", "depth", "processes"] {
+            // Throughput and latency are the headline figures: median of three runs.
+            let runs = if matches!(scenario, "throughput" | "latency") { repeats } else { 1 };
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                let output = Command::new(exe)
+                    .args(["--url", &backend.url, "--scenario", scenario, "--json"])
+                    .args(["--tasks", tasks, "--depth", depth])
+                    .output()
+                    .with_context(|| format!("run {exe}"))?;
+                if !output.status.success() {
+                    eprintln!(
+                        "{} {scenario}: skipped ({})",
+                        backend.name,
+                        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("failed")
+                    );
+                    break;
+                }
+                let parsed: Vec<Value> = serde_json::from_slice(&output.stdout)?;
+                samples.push(parsed);
+            }
+            rows.extend(median_rows(samples));
+        }
+    }
+    write_report(&rows, quick)
+}
+
+/// Per row position, the run whose processed (or p50 latency) figure is the median.
+fn median_rows(mut runs: Vec<Vec<Value>>) -> Vec<Value> {
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
+    }
+    let width = runs.iter().map(Vec::len).min().unwrap_or(0);
+    (0..width)
+        .map(|i| {
+            let mut candidates: Vec<Value> = runs.iter().map(|r| r[i].clone()).collect();
+            let key = |v: &Value| {
+                v["processed_per_sec"]
+                    .as_f64()
+                    .or_else(|| v["latency_p50_ms"].as_f64())
+                    .unwrap_or(0.0)
+            };
+            candidates.sort_by(|a, b| key(a).total_cmp(&key(b)));
+            candidates[candidates.len() / 2].clone()
+        })
+        .collect()
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn write_report(rows: &[Value], quick: bool) -> Result<()> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = String::new();
+    writeln!(out, "# Benchmarks\n")?;
+    writeln!(
+        out,
+        "Generated by `cargo xtask bench{}` on {} ({} cores, {cpu}), {}.",
+        if quick { " --quick" } else { "" },
+        command_output("hostname", &[]),
+        cores,
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )?;
+    writeln!(
+        out,
+        "{} at commit {}. Release build; servers on the same machine; the no-op task; \
+         throughput and latency are the median of three runs.\n",
+        command_output("rustc", &["--version"]),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+    )?;
+    writeln!(out, "Reproduce: start the services (README), then `cargo xtask bench`.\n")?;
+    writeln!(
+        out,
+        "| backend | scenario | tasks | enqueue/s | processed/s | MB/s | p50 ms | p90 ms | p99 ms | max ms | peak RSS MB | note |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    let num = |v: &Value, key: &str, digits: usize| {
+        v[key]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    for r in rows {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["backend"].as_str().unwrap_or("?"),
+            r["scenario"].as_str().unwrap_or("?"),
+            r["tasks"],
+            num(r, "enqueue_per_sec", 0),
+            num(r, "processed_per_sec", 0),
+            num(r, "mb_per_sec", 1),
+            num(r, "latency_p50_ms", 2),
+            num(r, "latency_p90_ms", 2),
+            num(r, "latency_p99_ms", 2),
+            num(r, "latency_max_ms", 2),
+            num(r, "peak_rss_mb", 1),
+            r["note"].as_str().unwrap_or(""),
+        )?;
+    }
+    let notes = std::fs::read_to_string("docs/benchmarks-notes.md").unwrap_or_default();
+    if !notes.is_empty() {
+        writeln!(out, "\n{notes}")?;
+    }
+    std::fs::write("docs/benchmarks.md", out)?;
+    eprintln!("wrote docs/benchmarks.md");
+    Ok(())
+}
