@@ -16,3 +16,5 @@ async fn stores() -> StoreResult<Stores> {
 }
 
 omniq_storage::conformance_suite!(stores);
+
+omniq_scheduler::scheduler_suite!(stores);

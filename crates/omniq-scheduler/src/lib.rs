@@ -22,6 +22,8 @@
 //! # Ok::<(), omniq_scheduler::ScheduleError>(())
 //! ```
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod plan;
 mod runner;

@@ -1,41 +1,35 @@
-//! The scheduler on memory and SQLite, driven by a clock of the test's own.
+//! Scheduler cases every backend with a schedule store runs, with a clock of the test's
+//! own: `omniq_scheduler::scheduler_suite!(factory)` expands them into tests, as
+//! `omniq_storage::conformance_suite!` does for the stores.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_events::EventLogger;
 use omniq_models::{MisfirePolicy, Schedule, ScheduleTrigger, TaskOptions, TaskState};
-use omniq_scheduler::Scheduler;
-use omniq_storage::{ScheduleStore, TaskQuery, TaskQueue};
+use omniq_storage::TaskQuery;
+use omniq_storage::conformance::Stores;
 
-struct Stores {
-    queue: Arc<dyn TaskQueue>,
-    schedules: Arc<dyn ScheduleStore>,
-    events: EventLogger,
-    _dir: Option<tempfile::TempDir>,
+use crate::Scheduler;
+
+/// Re-exported for [`scheduler_suite!`](crate::scheduler_suite): skips or fails a case
+/// whose backend is unreachable, as the store suite does.
+pub use omniq_storage::conformance::prepare;
+
+fn events(stores: &Stores) -> EventLogger {
+    EventLogger::start(stores.events.clone())
 }
 
-async fn memory() -> Stores {
-    Stores {
-        queue: Arc::new(omniq_memory::MemoryTaskQueue::new()),
-        schedules: Arc::new(omniq_memory::MemoryScheduleStore::new()),
-        events: EventLogger::start(Arc::new(omniq_memory::MemoryEventStore::new())),
-        _dir: None,
-    }
+fn unique_name() -> String {
+    format!("sched-{}", uuid_suffix())
 }
 
-async fn sqlite() -> Stores {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = omniq_sqlite::SqliteBackend::open(dir.path().join("omniq.db"))
-        .await
-        .expect("open");
-    Stores {
-        queue: Arc::new(backend.task_queue()),
-        schedules: Arc::new(backend.schedule_store()),
-        events: EventLogger::start(Arc::new(backend.event_store())),
-        _dir: Some(dir),
-    }
+fn uuid_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{bits:016x}")
 }
 
 fn t0() -> DateTime<Utc> {
@@ -57,7 +51,7 @@ fn every_ten_seconds(name: &str, misfire: MisfirePolicy) -> Schedule {
         },
         task_name: "report".into(),
         payload: vec![7],
-        options: TaskOptions::default().queue("scheduled"),
+        options: TaskOptions::default().queue(name),
         misfire,
         paused: false,
         next_fire_at: Some(t0()),
@@ -70,11 +64,11 @@ fn every_ten_seconds(name: &str, misfire: MisfirePolicy) -> Schedule {
     }
 }
 
-async fn run_ats(stores: &Stores) -> Vec<DateTime<Utc>> {
+async fn run_ats(stores: &Stores, queue: &str) -> Vec<DateTime<Utc>> {
     let mut tasks = stores
         .queue
         .list(TaskQuery {
-            queue: Some("scheduled".into()),
+            queue: Some(queue.to_owned()),
             limit: 1000,
             ..TaskQuery::default()
         })
@@ -84,22 +78,24 @@ async fn run_ats(stores: &Stores) -> Vec<DateTime<Utc>> {
     tasks.iter().map(|t| t.spec.run_at).collect()
 }
 
-async fn interval_fires_at_the_expected_times(stores: Stores) {
+/// An interval schedule fires at exactly its times, once each.
+pub async fn interval_fires_at_the_expected_times(stores: Stores) {
+    let queue = unique_name();
     stores
         .schedules
-        .create(every_ten_seconds("ten", MisfirePolicy::Skip))
+        .create(every_ten_seconds(&queue, MisfirePolicy::Skip))
         .await
         .expect("create");
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
-        stores.events.clone(),
+        events(&stores),
     );
     for at in [0.3, 4.0, 9.9, 10.1, 10.5, 20.0, 29.0, 30.2] {
         scheduler.tick(t0() + secs(at)).await.expect("tick");
     }
     assert_eq!(
-        run_ats(&stores).await,
+        run_ats(&stores, &queue).await,
         vec![
             t0(),
             t0() + secs(10.0),
@@ -109,7 +105,7 @@ async fn interval_fires_at_the_expected_times(stores: Stores) {
     );
     let schedule = stores
         .schedules
-        .get("ten".into())
+        .get(queue.clone())
         .await
         .expect("get")
         .expect("exists");
@@ -118,24 +114,23 @@ async fn interval_fires_at_the_expected_times(stores: Stores) {
     assert_eq!(schedule.last_fire_at, Some(t0() + secs(30.0)));
 }
 
-async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores) {
+/// A paused schedule fires nothing; resuming applies its misfire policy.
+pub async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores) {
+    let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
-        stores.events.clone(),
+        events(&stores),
     );
     stores
         .schedules
-        .create(every_ten_seconds(
-            "paused",
-            MisfirePolicy::FireAll { max: 2 },
-        ))
+        .create(every_ten_seconds(&queue, MisfirePolicy::FireAll { max: 2 }))
         .await
         .expect("create");
     scheduler.tick(t0() + secs(0.1)).await.expect("tick");
     let mut schedule = stores
         .schedules
-        .get("paused".into())
+        .get(queue.clone())
         .await
         .expect("get")
         .expect("exists");
@@ -148,7 +143,7 @@ async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores)
     scheduler.tick(t0() + secs(15.0)).await.expect("tick");
     scheduler.tick(t0() + secs(300.0)).await.expect("tick");
     assert_eq!(
-        run_ats(&stores).await,
+        run_ats(&stores, &queue).await,
         vec![t0()],
         "nothing fires while paused"
     );
@@ -159,7 +154,7 @@ async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores)
     // 29 fires were missed (10 s .. 290 s); FireAll{max: 2} catches up the last two, and
     // the 300 s fire is on time.
     assert_eq!(
-        run_ats(&stores).await,
+        run_ats(&stores, &queue).await,
         vec![
             t0(),
             t0() + secs(280.0),
@@ -169,50 +164,56 @@ async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores)
     );
 }
 
-async fn skip_drops_missed_fires(stores: Stores) {
+/// The skip policy drops fires missed during downtime.
+pub async fn skip_drops_missed_fires(stores: Stores) {
+    let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
-        stores.events.clone(),
+        events(&stores),
     );
     stores
         .schedules
-        .create(every_ten_seconds("skip", MisfirePolicy::Skip))
+        .create(every_ten_seconds(&queue, MisfirePolicy::Skip))
         .await
         .expect("create");
     // Down for ten minutes before the first tick.
     scheduler.tick(t0() + secs(605.0)).await.expect("tick");
-    let fires = run_ats(&stores).await;
+    let fires = run_ats(&stores, &queue).await;
     assert!(fires.iter().all(|t| *t >= t0() + secs(545.0)), "{fires:?}");
 }
 
-async fn deleting_a_schedule_stops_its_fires(stores: Stores) {
+/// A deleted schedule fires no more.
+pub async fn deleting_a_schedule_stops_its_fires(stores: Stores) {
+    let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
-        stores.events.clone(),
+        events(&stores),
     );
     stores
         .schedules
-        .create(every_ten_seconds("gone", MisfirePolicy::Skip))
+        .create(every_ten_seconds(&queue, MisfirePolicy::Skip))
         .await
         .expect("create");
     scheduler.tick(t0() + secs(0.1)).await.expect("tick");
     assert!(
         stores
             .schedules
-            .delete("gone".into())
+            .delete(queue.clone())
             .await
             .expect("delete")
     );
     scheduler.tick(t0() + secs(10.1)).await.expect("tick");
-    assert_eq!(run_ats(&stores).await, vec![t0()]);
+    assert_eq!(run_ats(&stores, &queue).await, vec![t0()]);
 }
 
-async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
+/// Schedulers racing on one store enqueue each fire once.
+pub async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
+    let queue = unique_name();
     stores
         .schedules
-        .create(every_ten_seconds("race", MisfirePolicy::Skip))
+        .create(every_ten_seconds(&queue, MisfirePolicy::Skip))
         .await
         .expect("create");
     let schedulers: Vec<_> = (0..3)
@@ -220,7 +221,7 @@ async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
             Scheduler::new(
                 stores.queue.clone(),
                 stores.schedules.clone(),
-                stores.events.clone(),
+                events(&stores),
             )
         })
         .collect();
@@ -235,16 +236,18 @@ async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
             a.expect("tick").enqueued + b.expect("tick").enqueued + c.expect("tick").enqueued;
         assert_eq!(enqueued, 1, "step {step}: exactly one enqueue per fire");
     }
-    assert_eq!(run_ats(&stores).await.len(), 10);
+    assert_eq!(run_ats(&stores, &queue).await.len(), 10);
 }
 
-async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stores) {
+/// A fire enqueued by a process that died before recording it is not enqueued again.
+pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stores) {
+    let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
-        stores.events.clone(),
+        events(&stores),
     );
-    let schedule = every_ten_seconds("crash", MisfirePolicy::Skip);
+    let schedule = every_ten_seconds(&queue, MisfirePolicy::Skip);
     stores
         .schedules
         .create(schedule.clone())
@@ -255,7 +258,7 @@ async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stores) 
     // schedule back as it was.
     let stored = stores
         .schedules
-        .get("crash".into())
+        .get(queue.clone())
         .await
         .expect("get")
         .expect("exists");
@@ -266,40 +269,52 @@ async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stores) 
         .expect("rewind");
     let report = scheduler.tick(t0() + secs(0.5)).await.expect("tick");
     assert_eq!((report.enqueued, report.deduplicated), (0, 1));
-    let tasks = stores.queue.list(TaskQuery::default()).await.expect("list");
+    let tasks = stores
+        .queue
+        .list(TaskQuery {
+            queue: Some(queue.clone()),
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].state, TaskState::Queued);
     let after = stores
         .schedules
-        .get("crash".into())
+        .get(queue.clone())
         .await
         .expect("get")
         .expect("exists");
     assert_eq!(after.next_fire_at, Some(t0() + secs(10.0)));
 }
 
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test]
-                async fn memory() {
-                    super::$name(super::memory().await).await;
+/// Expands to one `#[tokio::test]` per scheduler case, each calling `$factory()` (an
+/// `async fn() -> StoreResult<omniq_storage::conformance::Stores>`).
+#[macro_export]
+macro_rules! scheduler_suite {
+    ($factory:ident) => {
+        $crate::scheduler_suite!(@cases $factory;
+            interval_fires_at_the_expected_times,
+            pause_stops_fires_and_resume_follows_the_misfire_policy,
+            skip_drops_missed_fires,
+            deleting_a_schedule_stops_its_fires,
+            racing_schedulers_enqueue_each_fire_once,
+            a_fire_enqueued_but_not_recorded_is_not_enqueued_again,
+        );
+    };
+    (@cases $factory:ident; $($case:ident),* $(,)?) => {
+        mod scheduler_suite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(stores) =
+                        $crate::conformance::prepare(stringify!($case), super::$factory).await
+                    else {
+                        return;
+                    };
+                    $crate::conformance::$case(stores).await;
                 }
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$name(super::sqlite().await).await;
-                }
-            }
-        )*
+            )*
+        }
     };
 }
-
-on_each_backend!(
-    interval_fires_at_the_expected_times,
-    pause_stops_fires_and_resume_follows_the_misfire_policy,
-    skip_drops_missed_fires,
-    deleting_a_schedule_stops_its_fires,
-    racing_schedulers_enqueue_each_fire_once,
-    a_fire_enqueued_but_not_recorded_is_not_enqueued_again,
-);
