@@ -41,6 +41,8 @@ enum Opened {
     Memory,
     #[cfg(feature = "sqlite")]
     Sqlite(omniq_sqlite::SqliteBackend),
+    #[cfg(feature = "redis")]
+    Redis(omniq_redis::RedisBackend),
 }
 
 impl Opened {
@@ -50,6 +52,8 @@ impl Opened {
             Opened::Memory => Arc::new(omniq_memory::MemoryTaskQueue::new()),
             #[cfg(feature = "sqlite")]
             Opened::Sqlite(backend) => Arc::new(backend.task_queue()),
+            #[cfg(feature = "redis")]
+            Opened::Redis(backend) => Arc::new(backend.task_queue()),
         }
     }
 
@@ -59,6 +63,8 @@ impl Opened {
             Opened::Memory => Arc::new(omniq_memory::MemoryResultStore::new()),
             #[cfg(feature = "sqlite")]
             Opened::Sqlite(backend) => Arc::new(backend.result_store()),
+            #[cfg(feature = "redis")]
+            Opened::Redis(backend) => Arc::new(backend.result_store()),
         }
     }
 
@@ -68,6 +74,8 @@ impl Opened {
             Opened::Memory => Arc::new(omniq_memory::MemoryEventStore::new()),
             #[cfg(feature = "sqlite")]
             Opened::Sqlite(backend) => Arc::new(backend.event_store()),
+            #[cfg(feature = "redis")]
+            Opened::Redis(backend) => Arc::new(backend.event_store()),
         }
     }
 
@@ -77,6 +85,8 @@ impl Opened {
             Opened::Memory => Arc::new(omniq_memory::MemoryScheduleStore::new()),
             #[cfg(feature = "sqlite")]
             Opened::Sqlite(backend) => Arc::new(backend.schedule_store()),
+            #[cfg(feature = "redis")]
+            Opened::Redis(backend) => Arc::new(backend.schedule_store()),
         }
     }
 }
@@ -111,9 +121,70 @@ async fn connect(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
         Backend::Sqlite => Ok(Opened::Sqlite(
             omniq_sqlite::SqliteBackend::connect(url.as_str()).await?,
         )),
+        #[cfg(feature = "redis")]
+        Backend::Redis => {
+            let (url, prefix) = split_prefix(url.as_str());
+            let mut options = omniq_redis::RedisOptions::default();
+            if let Some(prefix) = prefix {
+                options.prefix = prefix;
+            }
+            Ok(Opened::Redis(
+                omniq_redis::RedisBackend::connect(&url, options).await?,
+            ))
+        }
         backend => Err(Error::BackendNotIncluded {
             key: kind.key(),
             backend,
         }),
+    }
+}
+
+/// Takes a `prefix=` query parameter (a key prefix for backends that share a server) out
+/// of a URL, for drivers that would refuse an unknown parameter.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn split_prefix(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut prefix = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("prefix=") {
+            Some(value) => {
+                prefix = Some(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_prefix;
+
+    #[test]
+    fn a_prefix_parameter_is_taken_out_of_the_url() {
+        assert_eq!(
+            split_prefix("redis://h:6379/0?prefix=app1"),
+            ("redis://h:6379/0".to_owned(), Some("app1".to_owned()))
+        );
+        assert_eq!(
+            split_prefix("redis://h/0?timeout=5&prefix=x&db=1"),
+            (
+                "redis://h/0?timeout=5&db=1".to_owned(),
+                Some("x".to_owned())
+            )
+        );
+        assert_eq!(
+            split_prefix("redis://h/0"),
+            ("redis://h/0".to_owned(), None)
+        );
     }
 }

@@ -32,7 +32,7 @@ async fn a_bad_duration_is_an_error_naming_the_key() {
 #[tokio::test]
 async fn a_backend_not_in_this_build_is_an_error_naming_the_key() {
     let settings = Settings::builder()
-        .map([("result_storage_url", "redis://:secret@127.0.0.1:6379/0")])
+        .map([("result_storage_url", "amqp://guest:secret@127.0.0.1:5672/")])
         .build()
         .expect("valid settings");
     let err = AsyncOmniQ::from_settings(settings)
@@ -41,7 +41,7 @@ async fn a_backend_not_in_this_build_is_an_error_naming_the_key() {
     assert_eq!(err.kind(), ErrorKind::Invalid);
     let message = err.to_string();
     assert!(message.contains("result_storage_url"), "{message}");
-    assert!(message.contains("redis"), "{message}");
+    assert!(message.contains("amqp"), "{message}");
     assert!(
         !message.contains("secret"),
         "credentials never appear: {message}"

@@ -285,16 +285,17 @@ async fn blocking_tasks_run_on_the_workers_own_threads(h: Harness) {
 async fn shutdown_lets_running_tasks_finish_within_the_grace_period(h: Harness) {
     let omniq = h.omniq.clone().register::<Sleep>();
     let handle = omniq.enqueue(Sleep(300)).await.expect("enqueue");
-    let worker = omniq
-        .worker()
-        .shutdown_grace(Duration::from_secs(10))
-        .start()
-        .expect("start");
+    // Subscribed before the worker starts, so the Started event cannot be missed.
     let mut started = omniq
         .events()
         .subscribe()
         .task(handle.id())
         .kinds([TaskEventKind::Started]);
+    let worker = omniq
+        .worker()
+        .shutdown_grace(Duration::from_secs(10))
+        .start()
+        .expect("start");
     tokio::time::timeout(WAIT, started.next())
         .await
         .expect("task starts");
@@ -309,16 +310,17 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace_period(h: Harness) 
 async fn shutdown_releases_tasks_that_outlive_the_grace_period(h: Harness) {
     let omniq = h.omniq.clone().register::<Sleep>();
     let handle = omniq.enqueue(Sleep(60_000)).await.expect("enqueue");
-    let worker = omniq
-        .worker()
-        .shutdown_grace(Duration::from_millis(100))
-        .start()
-        .expect("start");
+    // Subscribed before the worker starts, so the Started event cannot be missed.
     let mut started = omniq
         .events()
         .subscribe()
         .task(handle.id())
         .kinds([TaskEventKind::Started]);
+    let worker = omniq
+        .worker()
+        .shutdown_grace(Duration::from_millis(100))
+        .start()
+        .expect("start");
     tokio::time::timeout(WAIT, started.next())
         .await
         .expect("task starts");

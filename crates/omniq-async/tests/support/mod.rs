@@ -7,10 +7,36 @@ use std::time::Duration;
 
 use omniq_async::{AsyncOmniQ, Settings, StoreUrl};
 
-/// An OmniQ plus whatever must live as long as it (the SQLite file's directory).
+/// An OmniQ plus whatever must live as long as it (the SQLite file's directory) or be
+/// cleaned up after it (a Redis key prefix).
 pub struct Harness {
     pub omniq: AsyncOmniQ,
     _dir: Option<tempfile::TempDir>,
+    redis_prefix: Option<(String, String)>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some((url, prefix)) = &self.redis_prefix {
+            delete_redis_prefix(url, prefix);
+        }
+    }
+}
+
+fn delete_redis_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
 }
 
 impl Deref for Harness {
@@ -39,6 +65,7 @@ pub async fn memory(change: impl FnOnce(&mut Settings)) -> Harness {
             .await
             .expect("memory omniq"),
         _dir: None,
+        redis_prefix: None,
     }
 }
 
@@ -52,7 +79,41 @@ pub async fn sqlite(change: impl FnOnce(&mut Settings)) -> Harness {
             .await
             .expect("sqlite omniq"),
         _dir: Some(dir),
+        redis_prefix: None,
     }
+}
+
+/// An OmniQ with every store on the test Redis, under a key prefix of its own; `None`
+/// (with a loud message) when Redis is unreachable and services are not required.
+pub async fn redis(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
+    let base = std::env::var("OMNIQ_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    let prefix = format!("omniq-test-{}", uuid::Uuid::new_v4().simple());
+    let url = StoreUrl::parse(&format!("{base}?prefix={prefix}")).expect("redis url");
+    let mut settings = fast(Settings::default());
+    settings.task_queue_url = Some(url.clone());
+    settings.result_storage_url = Some(url.clone());
+    settings.event_storage_url = Some(url.clone());
+    settings.schedule_storage_url = Some(url);
+    change(&mut settings);
+    match AsyncOmniQ::from_settings(settings).await {
+        Ok(omniq) => Some(Harness {
+            omniq,
+            _dir: None,
+            redis_prefix: Some((base, prefix)),
+        }),
+        Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
+            eprintln!(
+                "SKIPPED: Redis unavailable ({err}); set OMNIQ_TEST_REQUIRE_SERVICES=1 to fail"
+            );
+            None
+        }
+        Err(err) => panic!("cannot open the Redis stores: {err}"),
+    }
+}
+
+fn services_required() -> bool {
+    std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
 }
 
 pub fn sqlite_file(dir: &std::path::Path) -> StoreUrl {
@@ -75,6 +136,14 @@ macro_rules! on_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     ($body)(support::sqlite(|_| {}).await).await;
+                }
+
+                #[cfg(feature = "redis")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    if let Some(harness) = support::redis(|_| {}).await {
+                        ($body)(harness).await;
+                    }
                 }
             }
         )*

@@ -1,0 +1,264 @@
+//! Reading replies, and the stored form of tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omniq_models::{
+    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+};
+use omniq_storage::{StateChange, StoreError, StoreResult};
+use redis::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::error::corrupt;
+
+/// Stored times are microseconds since the epoch, as decimal text.
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(crate) fn after(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(crate) fn duration_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+// ---- replies ----
+
+pub(crate) fn items(value: Value) -> StoreResult<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt("reply", format!("{other:?}"))),
+    }
+}
+
+pub(crate) fn opt_bytes(value: Value) -> StoreResult<Option<Vec<u8>>> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::SimpleString(text) => Ok(Some(text.into_bytes())),
+        Value::Int(n) => Ok(Some(n.to_string().into_bytes())),
+        Value::Okay => Ok(Some(b"OK".to_vec())),
+        other => Err(corrupt("reply", format!("{other:?}"))),
+    }
+}
+
+pub(crate) fn opt_string(value: Value) -> StoreResult<Option<String>> {
+    opt_bytes(value)?
+        .map(|bytes| String::from_utf8(bytes).map_err(|e| corrupt("text", e)))
+        .transpose()
+}
+
+pub(crate) fn string(value: Value) -> StoreResult<String> {
+    opt_string(value)?.ok_or_else(|| corrupt("reply", "nil"))
+}
+
+pub(crate) fn integer(value: Value) -> StoreResult<i64> {
+    let text = string(value)?;
+    text.parse().map_err(|e| corrupt("number", e))
+}
+
+pub(crate) fn parse_id(text: &str) -> StoreResult<TaskId> {
+    text.parse().map_err(|e| corrupt("task id", e))
+}
+
+pub(crate) fn parse_state(text: &str) -> StoreResult<TaskState> {
+    text.parse().map_err(|e| corrupt("task state", e))
+}
+
+/// A `{id, name, queue, attempts, state, reason}` change from a script.
+pub(crate) fn change(value: Value) -> StoreResult<StateChange> {
+    let mut parts = items(value)?.into_iter();
+    let mut next = || parts.next().unwrap_or(Value::Nil);
+    Ok(StateChange {
+        task_id: parse_id(&string(next())?)?,
+        task_name: string(next())?,
+        queue: string(next())?,
+        attempts: u32::try_from(integer(next())?).unwrap_or(u32::MAX),
+        state: parse_state(&string(next())?)?,
+        reason: opt_string(next())?,
+    })
+}
+
+pub(crate) fn changes(value: Value) -> StoreResult<Vec<StateChange>> {
+    items(value)?.into_iter().map(change).collect()
+}
+
+// ---- tasks ----
+
+/// A task hash's fields.
+pub(crate) type Fields = HashMap<String, Vec<u8>>;
+
+/// An `HGETALL` reply.
+pub(crate) fn fields(value: Value) -> StoreResult<Fields> {
+    let mut out = HashMap::new();
+    match value {
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                if let (Some(k), Some(v)) = (opt_string(k)?, opt_bytes(v)?) {
+                    out.insert(k, v);
+                }
+            }
+        }
+        other => {
+            let mut flat = items(other)?.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                if let (Some(k), Some(v)) = (opt_string(k)?, opt_bytes(v)?) {
+                    out.insert(k, v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An `HMGET` reply for `names`.
+pub(crate) fn positional(value: Value, names: &[&str]) -> StoreResult<Fields> {
+    let mut out = HashMap::new();
+    for (name, v) in names.iter().zip(items(value)?) {
+        if let Some(v) = opt_bytes(v)? {
+            out.insert((*name).to_owned(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// The fields `spec_fields()` in common.lua returns, in its order.
+pub(crate) const SPEC_FIELDS: [&str; 14] = [
+    "id",
+    "name",
+    "queue",
+    "payload",
+    "priority",
+    "run_at",
+    "expires_at",
+    "max_attempts",
+    "unique_key",
+    "deps",
+    "run_when",
+    "created_at",
+    "opts",
+    "attempts",
+];
+
+/// The parts of a spec that no script reads, stored as one JSON field.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredOptions {
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Option<Duration>,
+    #[serde(default)]
+    pub(crate) metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) unique_for: Option<Duration>,
+}
+
+impl StoredOptions {
+    pub(crate) fn of(spec: &TaskSpec) -> Self {
+        Self {
+            backoff: spec.backoff.clone(),
+            timeout: spec.timeout,
+            metadata: spec.metadata.clone(),
+            unique_for: spec.unique_for,
+        }
+    }
+}
+
+fn text<'a>(fields: &'a Fields, name: &str) -> StoreResult<Option<&'a str>> {
+    fields
+        .get(name)
+        .map(|v| std::str::from_utf8(v).map_err(|e| corrupt(name, e)))
+        .transpose()
+}
+
+fn required<'a>(fields: &'a Fields, name: &str) -> StoreResult<&'a str> {
+    text(fields, name)?.ok_or_else(|| corrupt("task", format!("field `{name}` is missing")))
+}
+
+fn number<T: std::str::FromStr>(fields: &Fields, name: &str) -> StoreResult<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    text(fields, name)?
+        .map(|t| t.parse().map_err(|e| corrupt(name, e)))
+        .transpose()
+}
+
+fn time(fields: &Fields, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(number::<i64>(fields, name)?.map(from_micros))
+}
+
+fn required_time(fields: &Fields, name: &str) -> StoreResult<DateTime<Utc>> {
+    time(fields, name)?.ok_or_else(|| corrupt("task", format!("field `{name}` is missing")))
+}
+
+pub(crate) fn spec_from(fields: &Fields) -> StoreResult<TaskSpec> {
+    let options: StoredOptions =
+        serde_json::from_str(required(fields, "opts")?).map_err(|e| corrupt("task options", e))?;
+    let depends_on = match text(fields, "deps")? {
+        Some(deps) => deps
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(parse_id)
+            .collect::<StoreResult<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    Ok(TaskSpec {
+        id: parse_id(required(fields, "id")?)?,
+        name: required(fields, "name")?.to_owned(),
+        payload: fields.get("payload").cloned().unwrap_or_default(),
+        queue: required(fields, "queue")?.to_owned(),
+        priority: number(fields, "priority")?.unwrap_or(0),
+        max_attempts: number(fields, "max_attempts")?.unwrap_or(1),
+        backoff: options.backoff,
+        timeout: options.timeout,
+        created_at: required_time(fields, "created_at")?,
+        run_at: required_time(fields, "run_at")?,
+        expires_at: time(fields, "expires_at")?,
+        depends_on,
+        run_when: required(fields, "run_when")?
+            .parse::<RunWhen>()
+            .map_err(|e| corrupt("run_when", e))?,
+        unique_key: text(fields, "unique_key")?.map(str::to_owned),
+        unique_for: options.unique_for,
+        metadata: options.metadata,
+    })
+}
+
+pub(crate) fn attempts_of(fields: &Fields) -> StoreResult<u32> {
+    Ok(number(fields, "attempts")?.unwrap_or(0))
+}
+
+pub(crate) fn record_from(fields: &Fields) -> StoreResult<TaskRecord> {
+    let errors: Vec<AttemptError> = match text(fields, "errors")? {
+        Some(json) => serde_json::from_str(json).map_err(|e| corrupt("task errors", e))?,
+        None => Vec::new(),
+    };
+    Ok(TaskRecord {
+        spec: spec_from(fields)?,
+        state: parse_state(required(fields, "state")?)?,
+        attempts: attempts_of(fields)?,
+        started_at: time(fields, "started_at")?,
+        finished_at: time(fields, "finished_at")?,
+        lease_expires_at: time(fields, "lease_at")?,
+        worker_id: text(fields, "worker")?.map(WorkerId::new),
+        errors,
+        reason: text(fields, "reason")?.map(str::to_owned),
+        cancel_requested: text(fields, "cancel")? == Some("1"),
+        updated_at: required_time(fields, "updated_at")?,
+    })
+}

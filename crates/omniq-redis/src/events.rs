@@ -1,0 +1,176 @@
+use chrono::{DateTime, Utc};
+use omniq_models::TaskEvent;
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use redis::Value;
+
+use crate::RedisBackend;
+use crate::codec::{items, string, to_json};
+use crate::error::{corrupt, redis_error};
+
+/// Entries read per `XRANGE` call.
+const PAGE: usize = 500;
+/// How far an event's own time may lie from the time it was appended (clock skew between
+/// processes, batching by the event logger). Time filters scan this much beyond their bound
+/// in stream order, then filter on the event's time exactly.
+const SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// The event store of a [`RedisBackend`]: one stream (`XADD … MAXLEN ~`), capped at
+/// [`RedisEventStore::DEFAULT_CAPACITY`] events unless set otherwise.
+///
+/// Queries scan the stream from the first entry that can match (from `since`, when given)
+/// and filter each event, so their cost grows with the stream, not with the result.
+#[derive(Debug, Clone)]
+pub struct RedisEventStore {
+    backend: RedisBackend,
+    capacity: usize,
+}
+
+/// The millisecond part of a stream entry id (`<ms>-<seq>`).
+fn entry_ms(id: &str) -> StoreResult<i64> {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .ok_or_else(|| corrupt("stream entry id", id))
+}
+
+impl RedisEventStore {
+    /// Events kept at most unless [`RedisEventStore::with_capacity`] says otherwise.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    pub(crate) fn new(backend: RedisBackend) -> Self {
+        Self {
+            backend,
+            capacity: Self::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Keeps about the newest `capacity` events (Redis trims whole blocks of entries, so a
+    /// few more may stay).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    async fn append_all(&self, events: Vec<TaskEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let key = self.backend.keys().events();
+        let mut pipe = redis::pipe();
+        for event in &events {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.capacity)
+                .arg("*")
+                .arg("e")
+                .arg(to_json(event)?)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Visits entries in stream order from `start` until `visit` returns false, the stream
+    /// ends, or an entry was appended after `stop_ms`.
+    async fn scan(
+        &self,
+        start: String,
+        stop_ms: Option<i64>,
+        mut visit: impl FnMut(String, TaskEvent) -> bool,
+    ) -> StoreResult<()> {
+        let key = self.backend.keys().events();
+        let mut cursor = start;
+        loop {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&cursor)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut self.backend.connection())
+                .await
+                .map_err(redis_error)?;
+            let entries = items(reply)?;
+            let count = entries.len();
+            for entry in entries {
+                let mut parts = items(entry)?.into_iter();
+                let id = string(parts.next().unwrap_or(Value::Nil))?;
+                if stop_ms.is_some_and(|stop| entry_ms(&id).is_ok_and(|ms| ms > stop)) {
+                    return Ok(());
+                }
+                let fields = items(parts.next().unwrap_or(Value::Nil))?;
+                let Some(body) = fields.into_iter().nth(1) else {
+                    continue;
+                };
+                let event: TaskEvent =
+                    serde_json::from_str(&string(body)?).map_err(|e| corrupt("event", e))?;
+                cursor = format!("({id}");
+                if !visit(id, event) {
+                    return Ok(());
+                }
+            }
+            if count < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
+        let limit = query.effective_limit();
+        let start = query.since.map_or_else(
+            || "-".to_owned(),
+            |since| (since.timestamp_millis() - SKEW_MS).max(0).to_string(),
+        );
+        let stop = query.until.map(|until| until.timestamp_millis() + SKEW_MS);
+        let mut found = Vec::new();
+        self.scan(start, stop, |_, event| {
+            if query.matches(&event) {
+                found.push(event);
+            }
+            found.len() < limit
+        })
+        .await?;
+        Ok(found)
+    }
+
+    async fn remove_before(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut doomed = Vec::new();
+        let stop = before.timestamp_millis() + SKEW_MS;
+        self.scan("-".to_owned(), Some(stop), |id, event| {
+            if event.at < before {
+                doomed.push(id);
+            }
+            true
+        })
+        .await?;
+        let key = self.backend.keys().events();
+        let mut removed = 0u64;
+        for chunk in doomed.chunks(PAGE) {
+            let n: u64 = redis::cmd("XDEL")
+                .arg(&key)
+                .arg(chunk)
+                .query_async(&mut self.backend.connection())
+                .await
+                .map_err(redis_error)?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+}
+
+impl EventStore for RedisEventStore {
+    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.append_all(events))
+    }
+
+    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
+        Box::pin(self.select(query))
+    }
+
+    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.remove_before(before))
+    }
+}

@@ -1,0 +1,557 @@
+//! The Redis task queue: every state change is one Lua script (see `scripts/*.lua`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use omniq_models::{LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState};
+use omniq_storage::{
+    BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
+    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
+};
+use redis::{Script, ScriptInvocation, Value};
+
+use crate::RedisBackend;
+use crate::codec::{
+    SPEC_FIELDS, StoredOptions, after, attempts_of, changes, duration_micros, fields, from_micros,
+    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from, spec_from,
+    string, to_json,
+};
+use crate::error::{corrupt, redis_error};
+
+/// Fields per task in the enqueue script's arguments.
+const ENQUEUE_FIELDS: usize = 15;
+/// Tasks examined per purge script call, so that no call blocks the server for long.
+const PURGE_BATCH: usize = 500;
+/// The largest count handed to a script: Lua numbers are doubles, and Redis reads the
+/// larger ones back as text in exponent form.
+const MAX_COUNT: usize = 1 << 30;
+
+/// The task queue of a [`RedisBackend`].
+///
+/// Idle workers wait in `wait_for_tasks` on a blocking pop of their queues' wake-up lists
+/// (on a connection of their own), so they start a task as soon as any process enqueues
+/// one, and a delayed task when its `run_at` comes.
+#[derive(Debug, Clone)]
+pub struct RedisTaskQueue {
+    backend: RedisBackend,
+}
+
+impl RedisTaskQueue {
+    pub(crate) fn new(backend: RedisBackend) -> Self {
+        Self { backend }
+    }
+
+    /// An invocation of a task-queue script with the common keys and arguments (see
+    /// `scripts/common.lua`).
+    fn invocation<'a>(&self, script: &'a Script, now: DateTime<Utc>) -> ScriptInvocation<'a> {
+        let keys = self.backend.keys();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.leases())
+            .key(keys.expiry())
+            .key(keys.seq())
+            .key(keys.queues())
+            .arg(&keys.base)
+            .arg(micros(now))
+            .arg(now.to_rfc3339_opts(SecondsFormat::Micros, true));
+        invocation
+    }
+
+    async fn call(&self, invocation: &ScriptInvocation<'_>) -> StoreResult<Value> {
+        let mut conn = self.backend.connection();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn enqueue_batch(&self, tasks: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.invocation(&self.backend.scripts().enqueue, Utc::now());
+        invocation.arg(tasks.len()).arg(ENQUEUE_FIELDS);
+        for spec in &tasks {
+            let parents: Vec<String> = spec.depends_on.iter().map(ToString::to_string).collect();
+            invocation
+                .arg(spec.id.to_string())
+                .arg(&spec.queue)
+                .arg(&spec.name)
+                .arg(&spec.payload[..])
+                .arg(spec.priority)
+                .arg(micros(spec.run_at))
+                .arg(
+                    spec.expires_at
+                        .map(|at| micros(at).to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(spec.max_attempts)
+                .arg(if spec.unique_key.is_some() { "1" } else { "0" })
+                .arg(spec.unique_key.as_deref().unwrap_or_default())
+                .arg(
+                    spec.unique_for
+                        .map(|w| duration_micros(w).to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(parents.join(","))
+                .arg(spec.run_when.as_str())
+                .arg(micros(spec.created_at))
+                .arg(to_json(&StoredOptions::of(spec))?);
+        }
+        let mut reply = items(self.call(&invocation).await?)?.into_iter();
+        let tag = string(reply.next().unwrap_or(Value::Nil))?;
+        let body = reply.next().unwrap_or(Value::Nil);
+        if tag == "unknown_parent" {
+            return Err(StoreError::UnknownParent(parse_id(&string(body)?)?));
+        }
+        items(body)?
+            .into_iter()
+            .map(|outcome| {
+                let mut parts = items(outcome)?.into_iter();
+                let kind = string(parts.next().unwrap_or(Value::Nil))?;
+                let id = parse_id(&string(parts.next().unwrap_or(Value::Nil))?)?;
+                match kind.as_str() {
+                    "created" => Ok(EnqueueOutcome::Created {
+                        id,
+                        state: parse_state(&string(parts.next().unwrap_or(Value::Nil))?)?,
+                    }),
+                    _ => Ok(EnqueueOutcome::Duplicate { existing: id }),
+                }
+            })
+            .collect()
+    }
+
+    async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        // Stored at microsecond precision; the lease says what the store holds.
+        let deadline = from_micros(micros(after(now, request.lease)));
+        let token = LeaseToken::new();
+        let mut invocation = self.invocation(&self.backend.scripts().claim, now);
+        invocation
+            .arg(request.limit.min(MAX_COUNT))
+            .arg(micros(deadline))
+            .arg(request.worker_id.as_str())
+            .arg(token.to_string());
+        for queue in &request.queues {
+            invocation.arg(queue);
+        }
+        items(self.call(&invocation).await?)?
+            .into_iter()
+            .map(|leased| {
+                let fields = positional(leased, &SPEC_FIELDS)?;
+                Ok(Lease {
+                    spec: spec_from(&fields)?,
+                    token,
+                    attempt: attempts_of(&fields)?,
+                    deadline,
+                })
+            })
+            .collect()
+    }
+
+    async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> StoreResult<Vec<LeaseStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let mut invocation = self.invocation(&self.backend.scripts().heartbeat, now);
+        invocation.arg(micros(after(now, extend)));
+        for lease in &leases {
+            invocation
+                .arg(lease.task_id.to_string())
+                .arg(lease.token.to_string());
+        }
+        items(self.call(&invocation).await?)?
+            .into_iter()
+            .map(|status| {
+                Ok(match string(status)?.as_str() {
+                    "held" => LeaseStatus::Held,
+                    "cancel" => LeaseStatus::CancelRequested,
+                    _ => LeaseStatus::Lost,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete_batch(&self, completions: Vec<Completion>) -> StoreResult<Completed> {
+        if completions.is_empty() {
+            return Ok(Completed::default());
+        }
+        let mut invocation = self.invocation(&self.backend.scripts().complete, Utc::now());
+        for completion in &completions {
+            let (kind, detail, run_at) = match &completion.outcome {
+                CompletionOutcome::Succeeded => ("succeeded", String::new(), String::new()),
+                CompletionOutcome::Failed { error } => ("failed", to_json(error)?, String::new()),
+                CompletionOutcome::Cancelled { reason } => {
+                    ("cancelled", reason.clone(), String::new())
+                }
+                CompletionOutcome::Retry { run_at, error } => {
+                    ("retry", to_json(error)?, micros(*run_at).to_string())
+                }
+                CompletionOutcome::Release => ("release", String::new(), String::new()),
+            };
+            invocation
+                .arg(completion.lease.task_id.to_string())
+                .arg(completion.lease.token.to_string())
+                .arg(kind)
+                .arg(detail)
+                .arg(run_at);
+        }
+        let mut reply = items(self.call(&invocation).await?)?.into_iter();
+        let statuses = items(reply.next().unwrap_or(Value::Nil))?
+            .into_iter()
+            .map(|status| {
+                Ok(if string(status)? == "applied" {
+                    CompletionStatus::Applied
+                } else {
+                    CompletionStatus::LeaseLost
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Completed {
+            statuses,
+            changes: changes(reply.next().unwrap_or(Value::Nil))?,
+        })
+    }
+
+    async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let error = TaskError::with_kind(
+            TaskErrorKind::LeaseLost,
+            "lease expired: the worker stopped renewing it",
+            true,
+        );
+        let mut invocation = self.invocation(&self.backend.scripts().recover, Utc::now());
+        invocation.arg(limit.min(MAX_COUNT)).arg(to_json(&error)?);
+        changes(self.call(&invocation).await?)
+    }
+
+    async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.invocation(&self.backend.scripts().expire, Utc::now());
+        invocation
+            .arg(limit.min(MAX_COUNT))
+            .arg("not started before its expiry (ttl)");
+        changes(self.call(&invocation).await?)
+    }
+
+    async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
+        let mut invocation = self.invocation(&self.backend.scripts().redrive, Utc::now());
+        match &target {
+            RedriveTarget::Tasks(ids) if ids.is_empty() => return Ok(Vec::new()),
+            RedriveTarget::Tasks(ids) => {
+                invocation.arg("ids");
+                for id in ids {
+                    invocation.arg(id.to_string());
+                }
+            }
+            RedriveTarget::Queue(queue) => {
+                invocation.arg("queues").arg(queue);
+            }
+            RedriveTarget::All => {
+                invocation.arg("all");
+            }
+        }
+        let mut ids = items(self.call(&invocation).await?)?
+            .into_iter()
+            .map(|id| parse_id(&string(id)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
+        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
+            return Err(StoreError::Invalid(format!(
+                "cannot purge {state} tasks: only finished tasks can be purged"
+            )));
+        }
+        let states: Vec<TaskState> = if request.states.is_empty() {
+            TaskState::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect()
+        } else {
+            request.states.clone()
+        };
+        let queues = match &request.queue {
+            Some(queue) => vec![queue.clone()],
+            None => self.queue_names().await?,
+        };
+        let before = request
+            .finished_before
+            .map(|at| micros(at).to_string())
+            .unwrap_or_default();
+        let mut purged = 0u64;
+        for queue in &queues {
+            for state in &states {
+                let mut cursor = "0".to_owned();
+                loop {
+                    let mut invocation = self.invocation(&self.backend.scripts().purge, Utc::now());
+                    invocation
+                        .arg(queue)
+                        .arg(state.as_str())
+                        .arg(&before)
+                        .arg(&cursor)
+                        .arg(PURGE_BATCH);
+                    let mut reply = items(self.call(&invocation).await?)?.into_iter();
+                    let mut next = || reply.next().unwrap_or(Value::Nil);
+                    purged += u64::try_from(integer(next())?).unwrap_or(0);
+                    cursor = string(next())?;
+                    let examined = usize::try_from(integer(next())?).unwrap_or(0);
+                    if examined < PURGE_BATCH {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn queue_names(&self) -> StoreResult<Vec<String>> {
+        let reply: Value = redis::cmd("SMEMBERS")
+            .arg(self.backend.keys().queues())
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        items(reply)?.into_iter().map(string).collect()
+    }
+
+    async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(self.backend.keys().task(&id.to_string()))
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        let fields = fields(reply)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        record_from(&fields).map(Some)
+    }
+
+    async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let offset = query.offset.min(MAX_COUNT);
+        let limit = limit.min(MAX_COUNT - offset);
+        let mut invocation = self.invocation(&self.backend.scripts().list, Utc::now());
+        invocation.arg(offset).arg(limit);
+        match &query.queue {
+            Some(queue) => invocation.arg(1).arg(queue),
+            None => invocation.arg(0),
+        };
+        for state in &query.states {
+            invocation.arg(state.as_str());
+        }
+        items(self.call(&invocation).await?)?
+            .into_iter()
+            .map(|task| record_from(&fields(task)?))
+            .collect()
+    }
+
+    async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
+        let mut invocation = self.invocation(&self.backend.scripts().stats, Utc::now());
+        invocation.arg(&queue);
+        let mut reply = items(self.call(&invocation).await?)?.into_iter();
+        let counts = items(reply.next().unwrap_or(Value::Nil))?;
+        if counts.len() != TaskState::ALL.len() {
+            return Err(corrupt("stats reply", format!("{} counts", counts.len())));
+        }
+        let counts = TaskState::ALL
+            .into_iter()
+            .zip(counts)
+            .map(|(state, n)| Ok((state, u64::try_from(integer(n)?).unwrap_or(0))))
+            .collect::<StoreResult<Vec<_>>>()?
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let oldest = opt_string(reply.next().unwrap_or(Value::Nil))?
+            .map(|m| m.parse::<i64>().map_err(|e| corrupt("created_at", e)))
+            .transpose()?
+            .map(from_micros);
+        Ok(QueueStats {
+            queue,
+            counts,
+            oldest_queued_at: oldest,
+        })
+    }
+
+    async fn cancel_task(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
+        let mut invocation = self.invocation(&self.backend.scripts().cancel, Utc::now());
+        invocation.arg(id.to_string()).arg(reason);
+        let mut reply = items(self.call(&invocation).await?)?.into_iter();
+        let kind = string(reply.next().unwrap_or(Value::Nil))?;
+        let body = reply.next().unwrap_or(Value::Nil);
+        match kind.as_str() {
+            "not_found" => Err(StoreError::TaskNotFound(id)),
+            "cancelled" => Ok(Cancellation {
+                outcome: CancelOutcome::Cancelled,
+                changes: changes(body)?,
+            }),
+            "requested" => Ok(Cancellation {
+                outcome: CancelOutcome::Requested,
+                changes: Vec::new(),
+            }),
+            _ => Ok(Cancellation {
+                outcome: CancelOutcome::AlreadyFinished(parse_state(&string(body)?)?),
+                changes: Vec::new(),
+            }),
+        }
+    }
+
+    /// Blocks until a wake-up token lands on one of the queues' lists, a delayed task of
+    /// theirs comes due, or `timeout` passes.
+    async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
+        let keys = self.backend.keys();
+        // A delayed task due before the timeout ends the wait at its run_at.
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.cmd("ZRANGE")
+                .arg(keys.delayed(queue))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        let now = micros(Utc::now());
+        let mut wait = timeout;
+        for reply in replies {
+            let Some(score) = items(reply)?.into_iter().nth(1) else {
+                continue;
+            };
+            let run_at = match score {
+                Value::Double(score) => score,
+                other => string(other)?
+                    .parse::<f64>()
+                    .map_err(|e| corrupt("score", e))?,
+            };
+            let until = (run_at - now as f64) / 1e6;
+            if until <= 0.0 {
+                return Ok(());
+            }
+            wait = wait.min(Duration::from_secs_f64(until));
+        }
+        if wait < Duration::from_millis(1) {
+            return Ok(());
+        }
+        let mut pop = redis::cmd("BLPOP");
+        for queue in queues {
+            pop.arg(keys.wake(queue));
+        }
+        // Seconds with millisecond precision; never 0, which would block forever.
+        pop.arg(format!("{:.3}", wait.as_secs_f64().max(0.001)));
+        let guard = wait + Duration::from_secs(5);
+        // A kept connection may have been closed by the server meanwhile (a restart, an idle
+        // timeout): then the pop is tried once more on a new one.
+        let mut kept = self.backend.idle_waiter();
+        loop {
+            let from_pool = kept.is_some();
+            let mut conn = match kept.take() {
+                Some(conn) => conn,
+                None => self.backend.new_waiter().await?,
+            };
+            // If this future is dropped mid-pop, the connection goes with it, never back to
+            // the pool with a pop in flight.
+            match tokio::time::timeout(guard, pop.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(_)) => {
+                    self.backend.return_waiter(conn);
+                    return Ok(());
+                }
+                Ok(Err(err))
+                    if from_pool
+                        && (err.is_unrecoverable_error()
+                            || err.is_connection_dropped()
+                            || err.is_io_error()) => {}
+                Ok(Err(err)) => return Err(redis_error(err)),
+                // The server never answered: drop the connection, and with it the pop.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+}
+
+impl TaskQueue for RedisTaskQueue {
+    fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
+        Box::pin(self.enqueue_batch(tasks))
+    }
+
+    fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
+        Box::pin(self.claim(request))
+    }
+
+    fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
+        Box::pin(self.renew(leases, extend))
+    }
+
+    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
+        Box::pin(self.complete_batch(completions))
+    }
+
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        Box::pin(self.recover(limit))
+    }
+
+    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        Box::pin(self.expire(limit))
+    }
+
+    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
+        Box::pin(self.redrive_failed(target))
+    }
+
+    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.purge_finished(request))
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
+        Box::pin(self.fetch(id))
+    }
+
+    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
+        Box::pin(self.list_tasks(query))
+    }
+
+    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
+        Box::pin(self.queue_stats(queue))
+    }
+
+    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
+        Box::pin(self.cancel_task(id, reason))
+    }
+
+    fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
+        let queues = queues.to_vec();
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let waited = if queues.is_empty() {
+                Err(StoreError::Invalid("no queue to wait on".to_owned()))
+            } else {
+                self.wait(&queues, timeout).await
+            };
+            if let Err(err) = waited {
+                // A wake-up is a hint: without one, the wait is a polling interval.
+                tracing::debug!(error = %err, "cannot wait for a wake-up; sleeping instead");
+                tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await;
+            }
+        })
+    }
+}

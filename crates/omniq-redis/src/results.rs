@@ -1,0 +1,162 @@
+use chrono::{DateTime, Utc};
+use omniq_models::{TaskError, TaskId, TaskResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use serde::{Deserialize, Serialize};
+
+use crate::RedisBackend;
+use crate::codec::{micros, opt_bytes, to_json};
+use crate::error::{corrupt, redis_error};
+
+/// The result store of a [`RedisBackend`]: one string key per result, expiring on its own
+/// (`SET … PXAT`) when the result's TTL ends.
+#[derive(Debug, Clone)]
+pub struct RedisResultStore {
+    backend: RedisBackend,
+}
+
+/// Everything of a result but its value, stored as one JSON line before the value's bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    task_id: TaskId,
+    task_name: String,
+    attempts: u32,
+    finished_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<TaskError>,
+}
+
+fn encode(result: &TaskResult) -> StoreResult<Vec<u8>> {
+    let meta = Meta {
+        task_id: result.task_id,
+        task_name: result.task_name.clone(),
+        attempts: result.attempts,
+        finished_at: result.finished_at,
+        expires_at: result.expires_at,
+        error: result.outcome.as_ref().err().cloned(),
+    };
+    // Compact JSON never holds a raw newline, so the first one ends the meta line.
+    let mut bytes = to_json(&meta)?.into_bytes();
+    bytes.push(b'\n');
+    if let Ok(value) = &result.outcome {
+        bytes.extend_from_slice(value);
+    }
+    Ok(bytes)
+}
+
+fn decode(bytes: &[u8]) -> StoreResult<TaskResult> {
+    let split = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| corrupt("result", "no meta line"))?;
+    let meta: Meta = serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt("result", e))?;
+    let outcome = match meta.error {
+        Some(error) => Err(error),
+        None => Ok(bytes[split + 1..].to_vec()),
+    };
+    Ok(TaskResult {
+        task_id: meta.task_id,
+        task_name: meta.task_name,
+        outcome,
+        attempts: meta.attempts,
+        finished_at: meta.finished_at,
+        expires_at: meta.expires_at,
+    })
+}
+
+impl RedisResultStore {
+    pub(crate) fn new(backend: RedisBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn put_all(&self, results: Vec<TaskResult>) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        for result in &results {
+            let key = self.backend.keys().result(&result.task_id.to_string());
+            match result.expires_at {
+                Some(at) if at <= now => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                Some(at) => {
+                    // Rounded up: a result may outlive its TTL by under a millisecond on the
+                    // server, never by a read (see `read`).
+                    let ms = micros(at).saturating_add(999) / 1000;
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(encode(result)?)
+                        .arg("PXAT")
+                        .arg(ms)
+                        .ignore();
+                }
+                None => {
+                    pipe.cmd("SET").arg(key).arg(encode(result)?).ignore();
+                }
+            }
+        }
+        pipe.query_async::<()>(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
+        let reply: redis::Value = redis::cmd("GET")
+            .arg(self.backend.keys().result(&id.to_string()))
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        let Some(bytes) = opt_bytes(reply)? else {
+            return Ok(None);
+        };
+        let result = decode(&bytes)?;
+        Ok((!result.is_expired(Utc::now())).then_some(result))
+    }
+
+    async fn remove(&self, id: TaskId) -> StoreResult<bool> {
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.backend.keys().result(&id.to_string()))
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(removed > 0)
+    }
+}
+
+impl ResultStore for RedisResultStore {
+    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.put_all(results))
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
+        Box::pin(self.read(id))
+    }
+
+    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.remove(id))
+    }
+
+    /// Redis removes expired results itself (each key carries its TTL), so there is never
+    /// anything left to purge: this returns 0.
+    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip_values_with_newlines_and_errors() {
+        let ok = TaskResult::success(TaskId::new(), "t", b"a\nb\n".to_vec(), 2, None);
+        assert_eq!(decode(&encode(&ok).expect("encode")).expect("decode"), ok);
+        let failed = TaskResult::failure(TaskId::new(), "t", TaskError::permanent("x\ny"), 1, None);
+        assert_eq!(
+            decode(&encode(&failed).expect("encode")).expect("decode"),
+            failed
+        );
+    }
+}

@@ -1,0 +1,27 @@
+-- heartbeat.lua: extends held leases.
+--
+-- Atomic because the token check and the extension must be one step: a lease recovered and
+-- re-claimed between them would otherwise be extended for the wrong holder.
+--
+-- ARGV[4] = new deadline (micros), ARGV[5..] = pairs of task id, lease token.
+-- Reply: one of 'held', 'cancel' (held, cancellation requested), 'lost' per lease.
+
+local deadline = ARGV[4]
+local out = {}
+for i = 5, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local tk = task_key(id)
+  local h = redis.call('HMGET', tk, 'state', 'token', 'cancel')
+  if h[1] == 'running' and h[2] == token then
+    redis.call('HSET', tk, 'lease_at', deadline, 'updated_at', NOW_S)
+    redis.call('ZADD', LEASES, deadline, id)
+    if h[3] == '1' then
+      out[#out + 1] = 'cancel'
+    else
+      out[#out + 1] = 'held'
+    end
+  else
+    out[#out + 1] = 'lost'
+  end
+end
+return out

@@ -1,0 +1,54 @@
+-- redrive.lua: sends dead letters (Failed tasks) back to their queues.
+--
+-- Atomic because the unique-key check and the key's claim must not interleave with an
+-- enqueue: a task whose key another live task holds stays Failed.
+--
+-- ARGV[4] = 'ids' (ARGV[5..] are task ids), 'queues' (ARGV[5..] are queue names) or 'all'.
+-- Reply: the ids re-driven.
+
+local out = {}
+local function redrive(id)
+  local tk = task_key(id)
+  local h = redis.call('HMGET', tk, 'state', 'queue', 'unique_key')
+  if h[1] ~= 'failed' then
+    return
+  end
+  if h[3] then
+    local uk = B .. ':unique:' .. h[3]
+    if redis.call('EXISTS', uk) == 1 then
+      return
+    end
+    redis.call('SET', uk, id)
+  end
+  redis.call('HSET', tk, 'attempts', '0', 'run_at', NOW_S, 'cancel', '0')
+  redis.call('HDEL', tk, 'finished_at', 'reason')
+  enter_state(id, tk, h[2], 'failed', 'queued')
+  file_ready(id, tk, h[2])
+  wake(h[2])
+  watch_expiry(id, tk)
+  out[#out + 1] = id
+end
+
+local mode = ARGV[4]
+if mode == 'ids' then
+  for i = 5, #ARGV do
+    redrive(ARGV[i])
+  end
+else
+  local queues
+  if mode == 'all' then
+    queues = redis.call('SMEMBERS', QUEUES)
+  else
+    queues = {}
+    for i = 5, #ARGV do
+      queues[#queues + 1] = ARGV[i]
+    end
+  end
+  for _, queue in ipairs(queues) do
+    for _, id in ipairs(redis.call('ZRANGE', state_key('failed', queue), 0, -1)) do
+      redrive(id)
+    end
+  end
+end
+flush_wakes()
+return out

@@ -1,0 +1,70 @@
+//! Connecting: errors are typed and never show the URL's password; `rediss://` runs on
+//! rustls with aws-lc-rs. None of these needs a Redis server.
+
+use std::time::Duration;
+
+use omniq_redis::{RedisBackend, RedisOptions};
+use omniq_storage::StoreErrorKind;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "hunter2-secret";
+
+#[tokio::test]
+async fn a_malformed_url_is_invalid_and_hides_the_password() {
+    let err = RedisBackend::connect(
+        &format!("redis://:{PASSWORD}@127.0.0.1:notaport/0"),
+        RedisOptions::default(),
+    )
+    .await
+    .expect_err("bad URL");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid);
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_hides_the_password() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener); // nothing listens there now
+    let err = RedisBackend::connect(
+        &format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
+        RedisOptions::default(),
+    )
+    .await
+    .expect_err("nothing listens");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
+
+#[tokio::test]
+async fn an_empty_prefix_is_refused() {
+    let err = RedisBackend::connect("redis://127.0.0.1:1/0", RedisOptions::prefix(""))
+        .await
+        .expect_err("empty prefix");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid);
+}
+
+#[tokio::test]
+async fn tls_urls_install_aws_lc_rs_and_fail_cleanly_against_a_plain_server() {
+    // A server that answers the TLS hello with plain text, as a non-TLS Redis would.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(b"-ERR not TLS\r\n").await;
+        }
+    });
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{port}/0");
+    let connecting = RedisBackend::connect(&url, RedisOptions::default());
+    let err = tokio::time::timeout(Duration::from_secs(20), connecting)
+        .await
+        .expect("fails in time")
+        .expect_err("not a TLS server");
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_some(),
+        "a process-wide crypto provider is installed"
+    );
+    server.abort();
+}

@@ -1,0 +1,201 @@
+//! Redis-specific behaviour beyond the shared suite: dependencies across queues, store-wide
+//! listing, event purging, and reconnecting after the server dropped the connection.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use omniq_models::{TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskSpec, TaskState};
+use omniq_redis::{RedisBackend, RedisOptions};
+use omniq_storage::conformance::services_required;
+use omniq_storage::{
+    Completion, CompletionOutcome, DequeueRequest, EventQuery, EventStore, StoreErrorKind,
+    TaskQuery, TaskQueue,
+};
+use support::{delete_prefix, redis_url, test_prefix};
+
+/// Deletes the test's keys when dropped, pass or fail.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        delete_prefix(&self.url, &self.prefix);
+    }
+}
+
+async fn backend() -> Option<(RedisBackend, Cleanup)> {
+    let url = redis_url();
+    let prefix = test_prefix();
+    match RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await {
+        Ok(backend) => Some((backend, Cleanup { url, prefix })),
+        Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {
+            eprintln!(
+                "SKIPPED: Redis unavailable ({err}); set OMNIQ_TEST_REQUIRE_SERVICES=1 to make \
+                 this an error"
+            );
+            None
+        }
+        Err(err) => panic!("cannot connect to Redis: {err}"),
+    }
+}
+
+fn task(queue: &str, options: TaskOptions) -> TaskSpec {
+    TaskSpec::new("store.test", vec![7], options.queue(queue), Utc::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_in_one_queue_releases_a_dependent_in_another() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let parent = task("parents", TaskOptions::default());
+    let child = task("children", TaskOptions::default().depends_on(parent.id));
+    queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    assert!(
+        queue
+            .dequeue(DequeueRequest::new(["children"], 10))
+            .await
+            .expect("dequeue")
+            .is_empty(),
+        "blocked"
+    );
+    let lease = queue
+        .dequeue(DequeueRequest::new(["parents"], 10))
+        .await
+        .expect("dequeue")
+        .remove(0);
+    let completed = queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Succeeded,
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(completed.changes.len(), 1);
+    assert_eq!(completed.changes[0].queue, "children");
+    assert_eq!(completed.changes[0].state, TaskState::Queued);
+    let leases = queue
+        .dequeue(DequeueRequest::new(["children"], 10))
+        .await
+        .expect("dequeue");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].spec.id, child.id);
+    assert_eq!(leases[0].spec.depends_on, vec![parent.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_every_queue_is_newest_first() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "a", "c", "b"] {
+        let spec = task(name, TaskOptions::default());
+        ids.push(spec.id);
+        queue.enqueue(vec![spec]).await.expect("enqueue");
+    }
+    let listed: Vec<TaskId> = queue
+        .list(TaskQuery::default())
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.spec.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    let page: Vec<TaskId> = queue
+        .list(TaskQuery {
+            offset: 1,
+            limit: 2,
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.spec.id)
+        .collect();
+    assert_eq!(page, ids[1..3].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_before_a_time_are_purged() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let events = backend.event_store();
+    let id = TaskId::new();
+    let mut old = TaskEvent::for_task(TaskEventKind::Enqueued, id, "t", "q");
+    old.at = Utc::now() - chrono::Duration::hours(1);
+    let new = TaskEvent::for_task(TaskEventKind::Started, id, "t", "q");
+    events.append(vec![old, new.clone()]).await.expect("append");
+    let purged = events
+        .purge_before(Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1);
+    assert_eq!(
+        events.query(EventQuery::task(id)).await.expect("query"),
+        vec![new]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_reconnects_after_the_server_drops_its_connection() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let mut conn = backend.connection();
+    let client_id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut conn)
+        .await
+        .expect("client id");
+    // Kill only this backend's shared connection, from another connection.
+    let killer = redis::Client::open(redis_url()).expect("client");
+    let mut killer = killer
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(client_id)
+        .query_async(&mut killer)
+        .await
+        .expect("kill");
+    let mut recovered = false;
+    for _ in 0..50 {
+        match queue
+            .enqueue(vec![task("reconnect", TaskOptions::default())])
+            .await
+        {
+            Ok(_) => {
+                recovered = true;
+                break;
+            }
+            Err(err) => {
+                assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(recovered, "the connection manager reconnected");
+    assert_eq!(
+        queue
+            .dequeue(DequeueRequest::new(["reconnect"], 10))
+            .await
+            .expect("dequeue")
+            .len(),
+        1
+    );
+}
