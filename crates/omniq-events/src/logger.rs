@@ -1,10 +1,12 @@
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use omniq_models::TaskEvent;
 use omniq_storage::EventStore;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::EventSubscription;
 
@@ -42,6 +44,45 @@ pub struct EventLogger {
     sender: mpsc::Sender<Command>,
     live: broadcast::Sender<TaskEvent>,
     dropped: Arc<AtomicU64>,
+    remote: Arc<RemoteFeed>,
+}
+
+/// Events of other processes, for stores that publish them: started by the first
+/// subscriber and fed into the same broadcast as this process's own events.
+#[derive(Debug)]
+struct RemoteFeed {
+    store: Arc<dyn EventStore>,
+    runtime: tokio::runtime::Handle,
+    started: AtomicBool,
+    /// Ids of events this process logged while following, so their echo from the store is
+    /// not delivered twice.
+    own: Mutex<RecentIds>,
+}
+
+/// A bounded set of recent ids.
+#[derive(Debug, Default)]
+struct RecentIds {
+    ids: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 65_536;
+
+    fn insert(&mut self, id: Uuid) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, id: &Uuid) -> bool {
+        self.ids.remove(id)
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -69,16 +110,33 @@ impl EventLogger {
     pub fn with_options(store: Arc<dyn EventStore>, options: EventLoggerOptions) -> Self {
         let (sender, receiver) = mpsc::channel(options.capacity.max(1));
         let (live, _) = broadcast::channel(options.subscriber_capacity.max(1));
-        tokio::spawn(write_batches(store, receiver, options.batch_size.max(1)));
+        tokio::spawn(write_batches(
+            Arc::clone(&store),
+            receiver,
+            options.batch_size.max(1),
+        ));
         Self {
             sender,
             live,
             dropped: Arc::new(AtomicU64::new(0)),
+            remote: Arc::new(RemoteFeed {
+                store,
+                runtime: tokio::runtime::Handle::current(),
+                started: AtomicBool::new(false),
+                own: Mutex::new(RecentIds::default()),
+            }),
         }
     }
 
     /// Logs an event. Never waits: see the crate docs for what happens under overload.
     pub fn log(&self, event: TaskEvent) {
+        if self.remote.started.load(Ordering::Relaxed) {
+            self.remote
+                .own
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(event.id);
+        }
         // No subscriber is not an error.
         let _ = self.live.send(event.clone());
         if self.sender.try_send(Command::Event(event)).is_err() {
@@ -99,14 +157,43 @@ impl EventLogger {
         }
     }
 
-    /// A live feed of events logged from now on.
+    /// A live feed of events logged from now on: this process's, and, when the event store
+    /// publishes them (Redis), every other process's too.
     pub fn subscribe(&self) -> EventSubscription {
-        EventSubscription::new(self.live.subscribe())
+        let subscription = EventSubscription::new(self.live.subscribe());
+        if !self.remote.started.swap(true, Ordering::SeqCst) {
+            let remote = Arc::clone(&self.remote);
+            let live = self.live.clone();
+            self.remote.runtime.spawn(follow_remote(remote, live));
+        }
+        subscription
     }
 
     /// Events dropped because the store fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Feeds other processes' events to subscribers while the store publishes them.
+async fn follow_remote(remote: Arc<RemoteFeed>, live: broadcast::Sender<TaskEvent>) {
+    let mut feed = match remote.store.follow().await {
+        Ok(Some(feed)) => feed,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(%err, "cannot follow other processes' events; showing this process's only");
+            return;
+        }
+    };
+    while let Some(event) = feed.recv().await {
+        let echo = remote
+            .own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(&event.id);
+        if !echo {
+            let _ = live.send(event);
+        }
     }
 }
 

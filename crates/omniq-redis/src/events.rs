@@ -68,9 +68,31 @@ impl RedisEventStore {
                 .arg(to_json(event)?)
                 .ignore();
         }
+        // One message per batch for live followers in every process; a follower that is
+        // not connected misses it, while the stream above keeps it for queries.
+        pipe.cmd("PUBLISH")
+            .arg(self.backend.keys().live_events())
+            .arg(to_json(&events)?)
+            .ignore();
         pipe.query_async::<()>(&mut self.backend.connection())
             .await
             .map_err(redis_error)
+    }
+
+    async fn subscribe(&self) -> StoreResult<tokio::sync::mpsc::Receiver<TaskEvent>> {
+        let channel = self.backend.keys().live_events();
+        let mut pubsub = self
+            .backend
+            .inner
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(redis_error)?;
+        pubsub.subscribe(&channel).await.map_err(redis_error)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4_096);
+        let client = self.backend.inner.client.clone();
+        tokio::spawn(forward_live_events(client, channel, pubsub, sender));
+        Ok(receiver)
     }
 
     /// Visits entries in stream order from `start` until `visit` returns false, the stream
@@ -161,6 +183,52 @@ impl RedisEventStore {
     }
 }
 
+/// Forwards published batches to the follower, resubscribing after a lost connection,
+/// until the follower goes away.
+async fn forward_live_events(
+    client: redis::Client,
+    channel: String,
+    first: redis::aio::PubSub,
+    sender: tokio::sync::mpsc::Sender<TaskEvent>,
+) {
+    use futures_util::StreamExt;
+
+    let mut pubsub = Some(first);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        if let Some(connected) = pubsub.take() {
+            let mut messages = connected.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(events) =
+                    serde_json::from_slice::<Vec<TaskEvent>>(message.get_payload_bytes())
+                else {
+                    tracing::warn!("ignoring an unreadable live event message");
+                    continue;
+                };
+                for event in events {
+                    if sender.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if sender.is_closed() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        match client.get_async_pubsub().await {
+            Ok(mut fresh) => {
+                if fresh.subscribe(&channel).await.is_ok() {
+                    pause = std::time::Duration::from_millis(100);
+                    pubsub = Some(fresh);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "live events: reconnecting"),
+        }
+    }
+}
+
 impl EventStore for RedisEventStore {
     fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.append_all(events))
@@ -172,5 +240,9 @@ impl EventStore for RedisEventStore {
 
     fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(self.remove_before(before))
+    }
+
+    fn follow(&self) -> BoxFuture<'_, StoreResult<Option<tokio::sync::mpsc::Receiver<TaskEvent>>>> {
+        Box::pin(async move { self.subscribe().await.map(Some) })
     }
 }

@@ -65,4 +65,9 @@ impl Keys {
     pub(crate) fn events(&self) -> String {
         format!("{}:events", self.plain)
     }
+
+    /// The pub/sub channel live followers of the event stream subscribe to.
+    pub(crate) fn live_events(&self) -> String {
+        format!("{}:events:live", self.plain)
+    }
 }

@@ -68,4 +68,14 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// # Errors
     /// A backend error.
     fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// Follows the events any process appends from now on, for stores that publish them
+    /// (Redis pub/sub). `Ok(None)`, the default: this store cannot, and live subscribers see
+    /// their own process's events only. The feed ends when the receiver is dropped.
+    ///
+    /// # Errors
+    /// A backend error while subscribing.
+    fn follow(&self) -> BoxFuture<'_, StoreResult<Option<tokio::sync::mpsc::Receiver<TaskEvent>>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
