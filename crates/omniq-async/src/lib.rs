@@ -41,6 +41,7 @@
 //! | `sqlite` | `sqlite://` (embedded, the default store) | yes |
 //! | `memory` | `memory://` (in-process) | yes |
 //! | `redis` | `redis://`, `rediss://` (`?prefix=` sets the key prefix) | no |
+//! | `postgres` | `postgres://`, `postgresql://` (`?schema=` sets the schema) | no |
 //!
 //! A URL whose backend is not compiled in is refused with
 //! [`Error::BackendNotIncluded`], naming the settings key.

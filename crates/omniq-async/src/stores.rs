@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use omniq_config::{Backend, Settings, StoreKind, StoreUrl};
-use omniq_storage::{EventStore, ResultStore, ScheduleStore, TaskQueue};
+use omniq_storage::{BoxFuture, EventStore, ResultStore, ScheduleStore, TaskQueue};
 
 use crate::{Error, Result};
 
@@ -43,6 +43,8 @@ enum Opened {
     Sqlite(omniq_sqlite::SqliteBackend),
     #[cfg(feature = "redis")]
     Redis(omniq_redis::RedisBackend),
+    #[cfg(feature = "postgres")]
+    Postgres(omniq_postgres::PgBackend),
 }
 
 impl Opened {
@@ -54,6 +56,8 @@ impl Opened {
             Opened::Sqlite(backend) => Arc::new(backend.task_queue()),
             #[cfg(feature = "redis")]
             Opened::Redis(backend) => Arc::new(backend.task_queue()),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(backend) => Arc::new(backend.task_queue()),
         }
     }
 
@@ -65,6 +69,8 @@ impl Opened {
             Opened::Sqlite(backend) => Arc::new(backend.result_store()),
             #[cfg(feature = "redis")]
             Opened::Redis(backend) => Arc::new(backend.result_store()),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(backend) => Arc::new(backend.result_store()),
         }
     }
 
@@ -76,6 +82,8 @@ impl Opened {
             Opened::Sqlite(backend) => Arc::new(backend.event_store()),
             #[cfg(feature = "redis")]
             Opened::Redis(backend) => Arc::new(backend.event_store()),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(backend) => Arc::new(backend.event_store()),
         }
     }
 
@@ -87,6 +95,8 @@ impl Opened {
             Opened::Sqlite(backend) => Arc::new(backend.schedule_store()),
             #[cfg(feature = "redis")]
             Opened::Redis(backend) => Arc::new(backend.schedule_store()),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(backend) => Arc::new(backend.schedule_store()),
         }
     }
 }
@@ -94,25 +104,43 @@ impl Opened {
 /// Opens every store named by `settings`. Stores whose URLs are equal share one backend
 /// (one SQLite file, one pool).
 pub(crate) async fn open(settings: &Settings) -> Result<Stores> {
+    let kinds = [
+        StoreKind::TaskQueue,
+        StoreKind::Results,
+        StoreKind::Events,
+        StoreKind::Schedules,
+    ];
     let mut opened: HashMap<String, Opened> = HashMap::new();
-    let mut backend_for = async |kind: StoreKind| -> Result<Opened> {
+    let mut backends = Vec::with_capacity(kinds.len());
+    for kind in kinds {
         let url = settings.store_url(kind);
-        if let Some(backend) = opened.get(url.as_str()) {
-            return Ok(backend.clone());
-        }
-        let backend = connect(kind, &url).await?;
-        opened.insert(url.as_str().to_owned(), backend.clone());
-        Ok(backend)
-    };
+        let backend = match opened.get(url.as_str()) {
+            Some(backend) => backend.clone(),
+            None => {
+                let backend = connect(kind, url.clone()).await?;
+                opened.insert(url.as_str().to_owned(), backend.clone());
+                backend
+            }
+        };
+        backends.push(backend);
+    }
+    let [queue, results, events, schedules] = <[Opened; 4]>::try_from(backends)
+        .map_err(|_| Error::Store(omniq_storage::StoreError::Invalid("four stores".into())))?;
     Ok(Stores {
-        queue: backend_for(StoreKind::TaskQueue).await?.queue(),
-        results: backend_for(StoreKind::Results).await?.results(),
-        events: backend_for(StoreKind::Events).await?.events(),
-        schedules: backend_for(StoreKind::Schedules).await?.schedules(),
+        queue: queue.queue(),
+        results: results.results(),
+        events: events.events(),
+        schedules: schedules.schedules(),
     })
 }
 
-async fn connect(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
+/// Boxed, which checks here that every driver's connect future is `Send`, rather than
+/// in whatever caller happens to spawn `AsyncOmniQ::from_settings`.
+fn connect(kind: StoreKind, url: StoreUrl) -> BoxFuture<'static, Result<Opened>> {
+    Box::pin(async move { connect_now(kind, &url).await })
+}
+
+async fn connect_now(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
     tracing::debug!(store = %kind, url = %url, "opening store");
     match url.backend() {
         #[cfg(feature = "memory")]
@@ -121,9 +149,20 @@ async fn connect(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
         Backend::Sqlite => Ok(Opened::Sqlite(
             omniq_sqlite::SqliteBackend::connect(url.as_str()).await?,
         )),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => {
+            let (url, schema) = take_query_param(url.as_str(), "schema");
+            let mut options = omniq_postgres::PgOptions::default();
+            if let Some(schema) = schema {
+                options = options.schema(schema);
+            }
+            Ok(Opened::Postgres(
+                omniq_postgres::PgBackend::connect_with(&url, options).await?,
+            ))
+        }
         #[cfg(feature = "redis")]
         Backend::Redis => {
-            let (url, prefix) = split_prefix(url.as_str());
+            let (url, prefix) = take_query_param(url.as_str(), "prefix");
             let mut options = omniq_redis::RedisOptions::default();
             if let Some(prefix) = prefix {
                 options.prefix = prefix;
@@ -139,22 +178,22 @@ async fn connect(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
     }
 }
 
-/// Takes a `prefix=` query parameter (a key prefix for backends that share a server) out
-/// of a URL, for drivers that would refuse an unknown parameter.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-fn split_prefix(url: &str) -> (String, Option<String>) {
+/// Takes one of OmniQ's own query parameters (`prefix=` for Redis keys, `schema=` for
+/// PostgreSQL tables) out of a URL, for drivers that would refuse an unknown parameter.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), None);
     };
-    let mut prefix = None;
+    let mut found = None;
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|pair| match pair.strip_prefix("prefix=") {
-            Some(value) => {
-                prefix = Some(value.to_owned());
+        .filter(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => {
+                found = Some(value.to_owned());
                 false
             }
-            None => true,
+            _ => true,
         })
         .collect();
     let url = if rest.is_empty() {
@@ -162,28 +201,28 @@ fn split_prefix(url: &str) -> (String, Option<String>) {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    (url, prefix)
+    (url, found)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_prefix;
+    use super::take_query_param;
 
     #[test]
-    fn a_prefix_parameter_is_taken_out_of_the_url() {
+    fn omniqs_own_parameters_are_taken_out_of_the_url() {
         assert_eq!(
-            split_prefix("redis://h:6379/0?prefix=app1"),
+            take_query_param("redis://h:6379/0?prefix=app1", "prefix"),
             ("redis://h:6379/0".to_owned(), Some("app1".to_owned()))
         );
         assert_eq!(
-            split_prefix("redis://h/0?timeout=5&prefix=x&db=1"),
+            take_query_param("postgres://h/db?sslmode=disable&schema=x&a=1", "schema"),
             (
-                "redis://h/0?timeout=5&db=1".to_owned(),
+                "postgres://h/db?sslmode=disable&a=1".to_owned(),
                 Some("x".to_owned())
             )
         );
         assert_eq!(
-            split_prefix("redis://h/0"),
+            take_query_param("redis://h/0", "prefix"),
             ("redis://h/0".to_owned(), None)
         );
     }

@@ -18,7 +18,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Cloning is cheap: clones share the connection pool and the in-process wake-ups.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
+    /// The one connection every write goes through. SQLite has one writer at a time;
+    /// queueing writers here, in order, beats letting several connections collide on the
+    /// database lock and back off in SQLite's busy handler.
     pub(crate) pool: SqlitePool,
+    /// Connections for reads, which WAL lets run beside the writer.
+    pub(crate) reader: SqlitePool,
     pub(crate) task_wakeup: Arc<Notify>,
     pub(crate) result_version: Arc<watch::Sender<u64>>,
 }
@@ -71,17 +76,34 @@ impl SqliteBackend {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
         let pool = SqlitePoolOptions::new()
-            .max_connections(connections)
+            .max_connections(1)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(store_error)?;
+        // `run_direct` on a connection rather than `run(&pool)`: the generic `Acquire` bound
+        // makes the future fail the compiler's higher-ranked `Send` check in callers that
+        // box or spawn it.
+        let mut conn = pool.acquire().await.map_err(store_error)?;
         MIGRATOR
-            .run(&pool)
+            .run_direct(None, &mut *conn, false)
             .await
             .map_err(|e| StoreError::backend(BACKEND, e))?;
+        drop(conn);
+        // An in-memory database exists only on its one connection: it must also serve reads.
+        let reader = if connections <= 1 {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .min_connections(1)
+                .connect_with(options)
+                .await
+                .map_err(store_error)?
+        };
         Ok(Self {
             pool,
+            reader,
             task_wakeup: Arc::new(Notify::new()),
             result_version: Arc::new(watch::Sender::new(0)),
         })
@@ -107,13 +129,15 @@ impl SqliteBackend {
         SqliteScheduleStore::new(self.clone())
     }
 
-    /// The connection pool, for callers who want to run their own SQL against the file.
+    /// The writer's pool (one connection), for callers who want to run their own SQL
+    /// against the file.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Closes the pool; stores using it fail afterwards.
+    /// Closes the pools; stores using them fail afterwards.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.reader.close().await;
     }
 }

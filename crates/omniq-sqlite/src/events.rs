@@ -5,6 +5,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
 use crate::error::{corrupt, store_error};
+use crate::rows::ROWS_PER_INSERT;
 use crate::rows::to_json;
 use crate::time::to_micros;
 
@@ -24,18 +25,23 @@ impl SqliteEventStore {
             return Ok(());
         }
         let mut tx = self.backend.pool.begin().await.map_err(store_error)?;
-        for event in &events {
-            sqlx::query(
-                "INSERT INTO omniq_events (task_id, queue, kind, at, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(event.task_id.map(|id| id.to_string()))
-            .bind(&event.queue)
-            .bind(event.kind.as_str())
-            .bind(to_micros(event.at))
-            .bind(to_json(event)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+        // Multi-row inserts: each statement is a round trip to sqlx's SQLite thread.
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO omniq_events (task_id, queue, kind, at, body) ",
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                rows.push((event, to_json(event)?));
+            }
+            sql.push_values(rows, |mut row, (event, body)| {
+                row.push_bind(event.task_id.map(|id| id.to_string()))
+                    .push_bind(event.queue.clone())
+                    .push_bind(event.kind.as_str())
+                    .push_bind(to_micros(event.at))
+                    .push_bind(body);
+            });
+            sql.build().execute(&mut *tx).await.map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)?;
         Ok(())
@@ -67,7 +73,7 @@ impl SqliteEventStore {
             .push_bind(i64::try_from(query.effective_limit()).unwrap_or(i64::MAX));
         let bodies: Vec<(String,)> = sql
             .build_query_as()
-            .fetch_all(&self.backend.pool)
+            .fetch_all(&self.backend.reader)
             .await
             .map_err(store_error)?;
         bodies

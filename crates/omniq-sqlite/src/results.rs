@@ -3,9 +3,11 @@ use std::time::Duration;
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
 use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
 use crate::error::{corrupt, store_error};
+use crate::rows::ROWS_PER_INSERT;
 use crate::rows::to_json;
 use crate::time::to_micros;
 
@@ -26,18 +28,24 @@ impl SqliteResultStore {
             return Ok(());
         }
         let mut tx = self.backend.pool.begin().await.map_err(store_error)?;
-        for result in &results {
-            sqlx::query(
-                "INSERT INTO omniq_results (task_id, body, expires_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, \
+        for chunk in results.chunks(ROWS_PER_INSERT) {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO omniq_results (task_id, body, expires_at) ",
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for result in chunk {
+                rows.push((result, to_json(result)?));
+            }
+            sql.push_values(rows, |mut row, (result, body)| {
+                row.push_bind(result.task_id.to_string())
+                    .push_bind(body)
+                    .push_bind(result.expires_at.map(to_micros));
+            });
+            sql.push(
+                " ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, \
                  expires_at = excluded.expires_at",
-            )
-            .bind(result.task_id.to_string())
-            .bind(to_json(result)?)
-            .bind(result.expires_at.map(to_micros))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            );
+            sql.build().execute(&mut *tx).await.map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)?;
         self.backend
@@ -53,7 +61,7 @@ impl SqliteResultStore {
         )
         .bind(id.to_string())
         .bind(to_micros(Utc::now()))
-        .fetch_optional(&self.backend.pool)
+        .fetch_optional(&self.backend.reader)
         .await
         .map_err(store_error)?;
         body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt("result", e)))

@@ -12,6 +12,9 @@ use sqlx::sqlite::SqliteRow;
 use crate::error::{corrupt, store_error};
 use crate::time::from_micros;
 
+/// Rows per multi-row INSERT: well under SQLite's limit of 32,766 bound variables.
+pub(crate) const ROWS_PER_INSERT: usize = 500;
+
 /// The columns every task query selects, in the order [`record_from_row`] reads them.
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, state, priority, run_at, expires_at, \
      attempts, max_attempts, lease_expires_at, worker_id, unique_key, payload, options, errors, \

@@ -65,7 +65,7 @@ impl SqliteScheduleStore {
         let body: Option<String> =
             sqlx::query_scalar("SELECT body FROM omniq_schedules WHERE name = ?")
                 .bind(&name)
-                .fetch_optional(&self.backend.pool)
+                .fetch_optional(&self.backend.reader)
                 .await
                 .map_err(store_error)?;
         body.as_deref().map(parse).transpose()
@@ -80,7 +80,7 @@ impl SqliteScheduleStore {
         let bodies: Vec<String> = sqlx::query_scalar(sql)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.backend.pool)
+            .fetch_all(&self.backend.reader)
             .await
             .map_err(store_error)?;
         bodies.iter().map(|b| parse(b)).collect()

@@ -13,6 +13,7 @@ pub struct Harness {
     pub omniq: AsyncOmniQ,
     _dir: Option<tempfile::TempDir>,
     redis_prefix: Option<(String, String)>,
+    pg_schema: Option<(String, String)>,
 }
 
 impl Drop for Harness {
@@ -20,7 +21,33 @@ impl Drop for Harness {
         if let Some((url, prefix)) = &self.redis_prefix {
             delete_redis_prefix(url, prefix);
         }
+        if let Some((url, schema)) = self.pg_schema.take() {
+            drop_pg_schema(url, schema);
+        }
     }
+}
+
+/// Drops a test's schema, on a thread of its own: `Drop` cannot await.
+fn drop_pg_schema(url: String, schema: String) {
+    let dropper = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        });
+    });
+    let _ = dropper.join();
 }
 
 fn delete_redis_prefix(url: &str, prefix: &str) {
@@ -66,6 +93,7 @@ pub async fn memory(change: impl FnOnce(&mut Settings)) -> Harness {
             .expect("memory omniq"),
         _dir: None,
         redis_prefix: None,
+        pg_schema: None,
     }
 }
 
@@ -80,6 +108,7 @@ pub async fn sqlite(change: impl FnOnce(&mut Settings)) -> Harness {
             .expect("sqlite omniq"),
         _dir: Some(dir),
         redis_prefix: None,
+        pg_schema: None,
     }
 }
 
@@ -101,6 +130,7 @@ pub async fn redis(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             omniq,
             _dir: None,
             redis_prefix: Some((base, prefix)),
+            pg_schema: None,
         }),
         Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -109,6 +139,41 @@ pub async fn redis(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             None
         }
         Err(err) => panic!("cannot open the Redis stores: {err}"),
+    }
+}
+
+/// An OmniQ with every store on the test PostgreSQL, in a schema of its own (dropped with
+/// the harness); `None` (with a loud message) when the server is unreachable and services
+/// are not required.
+pub async fn postgres(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
+    let base = std::env::var("OMNIQ_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!(
+        "omniq_facade_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = StoreUrl::parse(&format!("{base}{separator}schema={schema}")).expect("postgres url");
+    let mut settings = fast(Settings::default());
+    settings.task_queue_url = Some(url.clone());
+    settings.result_storage_url = Some(url.clone());
+    settings.event_storage_url = Some(url.clone());
+    settings.schedule_storage_url = Some(url);
+    change(&mut settings);
+    match AsyncOmniQ::from_settings(settings).await {
+        Ok(omniq) => Some(Harness {
+            omniq,
+            _dir: None,
+            redis_prefix: None,
+            pg_schema: Some((base, schema)),
+        }),
+        Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
+            eprintln!(
+                "SKIPPED: PostgreSQL unavailable ({err}); set OMNIQ_TEST_REQUIRE_SERVICES=1 to fail"
+            );
+            None
+        }
+        Err(err) => panic!("cannot open the PostgreSQL stores: {err}"),
     }
 }
 
@@ -142,6 +207,14 @@ macro_rules! on_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     if let Some(harness) = support::redis(|_| {}).await {
+                        ($body)(harness).await;
+                    }
+                }
+
+                #[cfg(feature = "postgres")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(harness) = support::postgres(|_| {}).await {
                         ($body)(harness).await;
                     }
                 }

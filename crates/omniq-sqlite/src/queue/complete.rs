@@ -2,12 +2,15 @@
 
 use chrono::Utc;
 use omniq_storage::{Completed, Completion, CompletionOutcome, CompletionStatus, StoreResult};
-use sqlx::AssertSqlSafe;
+use std::collections::HashSet;
+
+use omniq_models::TaskId;
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::settle::settle_dependents;
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::to_json;
+use crate::rows::{ROWS_PER_INSERT, parse_id, to_json};
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
@@ -26,7 +29,22 @@ impl SqliteTaskQueue {
             .map_err(store_error)?;
         let mut completed = Completed::default();
         let mut requeued = false;
+        // Successes, the common case, go in one statement per chunk; the rest one by one.
+        let succeeded = succeed_all(&mut tx, &completions, now_micros).await?;
+        let mut finished = Vec::new();
         for completion in completions {
+            if matches!(completion.outcome, CompletionOutcome::Succeeded) {
+                let applied = succeeded.contains(&completion.lease.task_id);
+                if applied {
+                    finished.push(completion.lease.task_id.to_string());
+                }
+                completed.statuses.push(if applied {
+                    CompletionStatus::Applied
+                } else {
+                    CompletionStatus::LeaseLost
+                });
+                continue;
+            }
             // Parameters: ?1 id, ?2 lease token, ?3 now, ?4 now as JSON, ?5 error or reason,
             // ?6 run_at.
             let (sql, finishes) = match &completion.outcome {
@@ -94,7 +112,7 @@ impl SqliteTaskQueue {
             .map_err(store_error)?;
             let applied = done.rows_affected() == 1;
             if applied && finishes {
-                settle_dependents(&mut tx, task_id, now, &mut completed.changes).await?;
+                finished.push(task_id);
             }
             completed.statuses.push(if applied {
                 CompletionStatus::Applied
@@ -102,10 +120,85 @@ impl SqliteTaskQueue {
                 CompletionStatus::LeaseLost
             });
         }
+        for parent in with_dependents(&mut tx, &finished).await? {
+            settle_dependents(&mut tx, parent, now, &mut completed.changes).await?;
+        }
         tx.commit().await.map_err(store_error)?;
         if requeued || !completed.changes.is_empty() {
             self.wake();
         }
         Ok(completed)
     }
+}
+
+/// Applies every Succeeded completion of the batch, fenced, in one statement per chunk.
+/// Returns the tasks whose lease still held.
+async fn succeed_all(
+    conn: &mut SqliteConnection,
+    completions: &[Completion],
+    now: i64,
+) -> StoreResult<HashSet<TaskId>> {
+    let mut applied = HashSet::new();
+    let successes: Vec<_> = completions
+        .iter()
+        .filter(|c| matches!(c.outcome, CompletionOutcome::Succeeded))
+        .collect();
+    for chunk in successes.chunks(ROWS_PER_INSERT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "UPDATE omniq_tasks SET state = 'succeeded', finished_at = ",
+        );
+        sql.push_bind(now)
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(
+                ", lease_token = NULL, lease_expires_at = NULL, reason = NULL \
+                 WHERE state = 'running' AND (id, lease_token) IN (",
+            );
+        // The fence, row by row: a lease taken over matches no row.
+        let mut pairs = sql.separated(", ");
+        for completion in chunk {
+            pairs
+                .push("(")
+                .push_bind_unseparated(completion.lease.task_id.to_string())
+                .push_unseparated(", ")
+                .push_bind_unseparated(completion.lease.token.to_string())
+                .push_unseparated(")");
+        }
+        sql.push(") RETURNING id");
+        let ids: Vec<(String,)> = sql
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        for (id,) in ids {
+            applied.insert(parse_id(&id)?);
+        }
+    }
+    Ok(applied)
+}
+
+/// Which of `finished` have dependents: most tasks have none, and one query for the batch
+/// spares a lookup per task.
+async fn with_dependents(
+    conn: &mut SqliteConnection,
+    finished: &[String],
+) -> StoreResult<Vec<String>> {
+    let mut parents = Vec::new();
+    for chunk in finished.chunks(ROWS_PER_INSERT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT DISTINCT parent_id FROM omniq_task_deps WHERE parent_id IN (",
+        );
+        let mut ids = sql.separated(", ");
+        for id in chunk {
+            ids.push_bind(id.clone());
+        }
+        sql.push(")");
+        let found: Vec<(String,)> = sql
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        parents.extend(found.into_iter().map(|(id,)| id));
+    }
+    Ok(parents)
 }

@@ -19,7 +19,7 @@ impl SqliteTaskQueue {
             "SELECT {TASK_COLUMNS} FROM omniq_tasks WHERE id = ?"
         )))
         .bind(id.to_string())
-        .fetch_optional(&self.backend.pool)
+        .fetch_optional(&self.backend.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(record_from_row).transpose()
@@ -47,7 +47,7 @@ impl SqliteTaskQueue {
             .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
         let rows = sql
             .build()
-            .fetch_all(&self.backend.pool)
+            .fetch_all(&self.backend.reader)
             .await
             .map_err(store_error)?;
         rows.iter().map(record_from_row).collect()
@@ -59,7 +59,7 @@ impl SqliteTaskQueue {
              AS oldest FROM omniq_tasks WHERE queue = ? GROUP BY state",
         )
         .bind(&queue)
-        .fetch_all(&self.backend.pool)
+        .fetch_all(&self.backend.reader)
         .await
         .map_err(store_error)?;
         let mut counts = HashMap::new();

@@ -424,13 +424,11 @@ pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores)
         .expect("exists");
     let expires = record.lease_expires_at.expect("running task has a lease");
     assert!(expires > Utc::now() + chrono::Duration::seconds(30));
+    // Other cases may share the store and have expired leases: only ours matters.
+    let recovered = stores.queue.recover_expired(100).await.expect("recover");
     assert!(
-        stores
-            .queue
-            .recover_expired(100)
-            .await
-            .expect("recover")
-            .is_empty()
+        recovered.iter().all(|r| r.task_id != task.id),
+        "a renewed lease was recovered"
     );
 }
 

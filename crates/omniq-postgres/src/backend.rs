@@ -1,0 +1,283 @@
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omniq_storage::{StoreError, StoreResult};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool};
+
+use crate::error::{BACKEND, store_error};
+use crate::names::Names;
+use crate::redact::Secrets;
+use crate::wakeup::Listener;
+use crate::{PgEventStore, PgResultStore, PgScheduleStore, PgTaskQueue};
+
+/// A pooled connection used this recently is handed out without a ping.
+const RECENTLY_USED: Duration = Duration::from_secs(5);
+
+/// How to connect: the schema to use and the size of the pool.
+///
+/// ```
+/// use omniq_postgres::PgOptions;
+///
+/// let options = PgOptions::default().schema("billing").max_connections(20);
+/// assert_eq!(options.schema.as_deref(), Some("billing"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgOptions {
+    /// The schema holding OmniQ's tables, created if missing; `None` uses the connection's
+    /// default (usually `public`). Several applications can share one database with a
+    /// schema each. A plain identifier: lower-case letters, digits and underscores, at most
+    /// 48 characters.
+    pub schema: Option<String>,
+    /// The most connections the pool opens (default 10). The wake-up listener uses one
+    /// more connection of its own.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection, or for the server, before it fails as
+    /// unavailable (default 30 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PgOptions {
+    /// Sets the schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Sets the pool size.
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// Sets how long to wait for a connection.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// One PostgreSQL database (and schema) holding all four stores.
+///
+/// Cloning is cheap: clones share the connection pool and the wake-up listener.
+#[derive(Debug, Clone)]
+pub struct PgBackend {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) pool: PgPool,
+    pub(crate) names: Names,
+    pub(crate) listener: Listener,
+}
+
+impl PgBackend {
+    /// Connects to the database at a `postgres://` URL with the default [`PgOptions`], and
+    /// applies the schema migrations.
+    ///
+    /// TLS follows the URL's `sslmode` (`prefer` by default; `require`, `verify-ca`,
+    /// `verify-full` with `sslrootcert`).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed URL or a scheme other than `postgres://` or
+    /// `postgresql://`; an unavailable error when the server cannot be reached; a backend
+    /// error when a migration fails. Errors never contain the URL's password.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, PgOptions::default()).await
+    }
+
+    /// Connects with `options`: creates the schema if it is missing, migrates it, and opens
+    /// a pool whose connections all use it (`search_path`).
+    ///
+    /// # Errors
+    /// As [`PgBackend::connect`], and [`StoreError::Invalid`] for a bad schema name or a
+    /// pool of no connections.
+    pub async fn connect_with(url: &str, options: PgOptions) -> StoreResult<Self> {
+        let secrets = Secrets::of(url);
+        let names = Names::new(options.schema.as_deref())?;
+        if options.max_connections == 0 {
+            return Err(StoreError::Invalid(
+                "a PostgreSQL pool needs at least one connection".into(),
+            ));
+        }
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            return Err(StoreError::Invalid(
+                "a PostgreSQL URL starts with postgres:// or postgresql://".into(),
+            ));
+        }
+        let mut connect_options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad PostgreSQL URL: {e}"))))?;
+        if connect_options.get_application_name().is_none() {
+            // Shown in pg_stat_activity; a URL's `application_name` wins.
+            connect_options = connect_options.application_name("omniq");
+        }
+        // Migrate on a connection of its own: it fails fast when the server is down (a
+        // pool retries until its timeout), and closing it drops the migration lock even
+        // if a migration fails half-way. A server that does not answer at all (a dropped
+        // route) takes as long as a pool would wait.
+        tokio::time::timeout(options.acquire_timeout, migrate(&connect_options, &names))
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(BACKEND, "no answer from the server while connecting")
+            })?
+            .map_err(|e| secrets.scrub_error(e))?;
+        let search_path = search_path(&names);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out, a round trip per call: only ping
+            // those idle for a while. A dead one among the others fails its call as
+            // unavailable, and the caller retries.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < RECENTLY_USED {
+                        return Ok(true);
+                    }
+                    Ok(conn.ping().await.is_ok())
+                })
+            })
+            .after_connect(move |conn, _meta| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    if let Some(sql) = search_path {
+                        conn.execute(AssertSqlSafe(sql)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options.clone())
+            .await
+            .map_err(|e| secrets.scrub_error(store_error(e)))?;
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(connect_options);
+        let listener = Listener::new(
+            listener_pool,
+            names.task_channel.clone(),
+            names.result_channel.clone(),
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                pool,
+                names,
+                listener,
+            }),
+        })
+    }
+
+    /// The task queue in this database.
+    pub fn task_queue(&self) -> PgTaskQueue {
+        PgTaskQueue::new(self.clone())
+    }
+
+    /// The result store in this database.
+    pub fn result_store(&self) -> PgResultStore {
+        PgResultStore::new(self.clone())
+    }
+
+    /// The event store in this database.
+    pub fn event_store(&self) -> PgEventStore {
+        PgEventStore::new(self.clone())
+    }
+
+    /// The schedule store in this database.
+    pub fn schedule_store(&self) -> PgScheduleStore {
+        PgScheduleStore::new(self.clone())
+    }
+
+    /// The connection pool, for your own SQL (its connections use the backend's schema),
+    /// and for transactions that enqueue with [`PgTaskQueue::enqueue_in`].
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// The schema holding the tables, if one was given.
+    pub fn schema(&self) -> Option<&str> {
+        self.shared.names.schema.as_deref()
+    }
+
+    /// Starts the wake-up listener now (it otherwise starts on the first wait) and returns
+    /// once it listens, so that no wake-up sent from now on is missed.
+    ///
+    /// # Errors
+    /// An unavailable error when the listener cannot connect; it keeps trying in the
+    /// background, and waiters poll meanwhile.
+    pub async fn listen(&self) -> StoreResult<()> {
+        self.shared.listener.ready().await
+    }
+
+    /// Closes the pool; stores using it fail afterwards.
+    pub async fn close(&self) {
+        self.shared.pool.close().await;
+    }
+
+    pub(crate) fn names(&self) -> &Names {
+        &self.shared.names
+    }
+
+    /// Wakes this process's waiters on `queues` at once; other processes hear the NOTIFY.
+    pub(crate) fn wake_queues<'a>(&self, queues: impl IntoIterator<Item = &'a String>) {
+        for queue in queues {
+            self.shared.listener.tasks.wake(queue);
+        }
+    }
+}
+
+fn search_path(names: &Names) -> Option<String> {
+    names
+        .schema
+        .as_ref()
+        .map(|schema| format!("SET search_path TO \"{schema}\""))
+}
+
+async fn migrate(options: &PgConnectOptions, names: &Names) -> StoreResult<()> {
+    let mut conn: PgConnection = options.connect().await.map_err(store_error)?;
+    let result = run_migrations(&mut conn, names).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn run_migrations(conn: &mut PgConnection, names: &Names) -> StoreResult<()> {
+    if let Some(sql) = search_path(names) {
+        conn.execute(AssertSqlSafe(sql))
+            .await
+            .map_err(store_error)?;
+    }
+    let mut migrator = sqlx::migrate!("./migrations");
+    // A table of our own: an application that shares the schema may keep its own sqlx
+    // migrations in `_sqlx_migrations`.
+    migrator.dangerous_set_table_name(names.migrations.clone());
+    if let Some(schema) = &names.schema {
+        // Created under the migration lock, so parallel first connects do not race.
+        migrator.create_schema(format!("\"{schema}\""));
+    }
+    // `run_direct` rather than `run`: the generic `Acquire` bound of `run` makes the future
+    // fail the compiler's higher-ranked `Send` check in callers that box or spawn it.
+    migrator
+        .run_direct(None, conn, false)
+        .await
+        .map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => store_error(e),
+            other => StoreError::backend(BACKEND, other),
+        })
+}

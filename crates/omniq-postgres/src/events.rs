@@ -1,0 +1,114 @@
+use chrono::{DateTime, Utc};
+use omniq_models::TaskEvent;
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use crate::PgBackend;
+use crate::error::store_error;
+use crate::rows::{to_i64, to_json};
+
+/// The event store of a [`PgBackend`]: filter columns plus the whole event as `jsonb`.
+#[derive(Debug, Clone)]
+pub struct PgEventStore {
+    backend: PgBackend,
+}
+
+impl PgEventStore {
+    pub(crate) fn new(backend: PgBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn append_all(&self, events: Vec<TaskEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let bodies = events
+            .iter()
+            .map(to_json)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // One statement per batch; the rows keep the batch's order.
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {events} (task_id, queue, kind, at, body) \
+             SELECT e.task_id, e.queue, e.kind, e.at, e.body::jsonb \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
+               WITH ORDINALITY AS e(task_id, queue, kind, at, body, ord) \
+             ORDER BY e.ord",
+            events = self.backend.names().events
+        )))
+        .bind(
+            events
+                .iter()
+                .map(|e| e.task_id.map(|id| *id.as_uuid()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.queue.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(bodies)
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT body FROM {events} WHERE TRUE",
+            events = self.backend.names().events
+        ));
+        if let Some(id) = query.task_id {
+            sql.push(" AND task_id = ").push_bind(*id.as_uuid());
+        }
+        if let Some(queue) = &query.queue {
+            sql.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if !query.kinds.is_empty() {
+            let kinds: Vec<&'static str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            sql.push(" AND kind = ANY(").push_bind(kinds).push(")");
+        }
+        if let Some(since) = query.since {
+            sql.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = query.until {
+            sql.push(" AND at < ").push_bind(until);
+        }
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(to_i64(query.effective_limit()));
+        let bodies: Vec<Json<TaskEvent>> = sql
+            .build_query_scalar()
+            .fetch_all(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+        Ok(bodies.into_iter().map(|Json(event)| event).collect())
+    }
+}
+
+impl EventStore for PgEventStore {
+    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.append_all(events))
+    }
+
+    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
+        Box::pin(self.select(query))
+    }
+
+    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {events} WHERE at < $1",
+                events = self.backend.names().events
+            )))
+            .bind(before)
+            .execute(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Claims and lease renewal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omniq_models::LeaseToken;
+use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use super::PgTaskQueue;
+use crate::error::store_error;
+use crate::rows::{TASK_COLUMNS, column, record_from_row, to_i64};
+
+impl PgTaskQueue {
+    pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
+        let now = Utc::now();
+        let until = deadline(now, request.lease);
+        let token = LeaseToken::new();
+        // One statement per queue claims the batch. FOR UPDATE SKIP LOCKED makes workers
+        // that claim at the same moment pass over each other's rows instead of queueing
+        // on their locks (or taking the same task): each takes the next free rows. Rows
+        // that changed under the lock are checked again by PostgreSQL before they count.
+        // Expired tasks are skipped here and marked by `expire_due`. One token serves the
+        // batch: each claim still mints a new one, which is what fencing needs.
+        let sql = format!(
+            "UPDATE {tasks} AS t SET state = 'running', attempts = t.attempts + 1, \
+             lease_token = $1, lease_expires_at = $2, worker_id = $3, started_at = $4, \
+             updated_at = $4 \
+             WHERE t.id IN (SELECT id FROM {tasks} \
+               WHERE queue = $5 AND state IN ('queued', 'scheduled') AND run_at <= $4 \
+               AND (expires_at IS NULL OR expires_at > $4) \
+               ORDER BY priority DESC, run_at, seq LIMIT $6 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING {TASK_COLUMNS}",
+            tasks = self.backend.names().tasks
+        );
+        let mut leases = Vec::new();
+        for queue in &request.queues {
+            let wanted = request.limit - leases.len();
+            if wanted == 0 {
+                break;
+            }
+            let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(token.as_uuid())
+                .bind(until)
+                .bind(request.worker_id.as_str())
+                .bind(now)
+                .bind(queue)
+                .bind(to_i64(wanted))
+                .fetch_all(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seq: i64 = column(row, "seq")?;
+                claimed.push((seq, record_from_row(row)?));
+            }
+            // RETURNING does not keep the subquery's order.
+            claimed.sort_by(|(a_seq, a), (b_seq, b)| {
+                b.spec
+                    .priority
+                    .cmp(&a.spec.priority)
+                    .then(a.spec.run_at.cmp(&b.spec.run_at))
+                    .then(a_seq.cmp(b_seq))
+            });
+            leases.extend(claimed.into_iter().map(|(_, record)| Lease {
+                attempt: record.attempts,
+                spec: record.spec,
+                token,
+                deadline: until,
+            }));
+        }
+        Ok(leases)
+    }
+
+    /// Renews every held lease of the batch in one statement.
+    pub(super) async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> StoreResult<Vec<LeaseStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE {tasks} AS t SET lease_expires_at = $1, updated_at = $2 \
+             FROM UNNEST($3::uuid[], $4::uuid[]) AS l(id, token) \
+             WHERE t.id = l.id AND t.lease_token = l.token AND t.state = 'running' \
+             RETURNING t.id, l.token, t.cancel_requested",
+            tasks = self.backend.names().tasks
+        )))
+        .bind(deadline(now, extend))
+        .bind(now)
+        .bind(
+            leases
+                .iter()
+                .map(|l| *l.task_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            leases
+                .iter()
+                .map(|l| *l.token.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        let held: HashMap<(Uuid, Uuid), bool> = rows
+            .into_iter()
+            .map(|(id, token, cancel)| ((id, token), cancel))
+            .collect();
+        Ok(leases
+            .iter()
+            .map(
+                |l| match held.get(&(*l.task_id.as_uuid(), *l.token.as_uuid())) {
+                    None => LeaseStatus::Lost,
+                    Some(true) => LeaseStatus::CancelRequested,
+                    Some(false) => LeaseStatus::Held,
+                },
+            )
+            .collect())
+    }
+}
+
+pub(super) fn deadline(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
