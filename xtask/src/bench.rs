@@ -28,7 +28,10 @@ fn backends() -> Vec<Backend> {
         },
         Backend {
             name: "postgres",
-            url: env("OMNIQ_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            url: env(
+                "OMNIQ_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            ),
             feature: "postgres",
         },
         Backend {
@@ -62,13 +65,28 @@ pub fn run(quick: bool) -> Result<()> {
         bail!("building omniq-bench failed");
     }
     let exe = "target/release/omniq-bench";
-    let (tasks, depth, repeats) = if quick { ("2000", "20000", 1) } else { ("20000", "1000000", 3) };
+    let (tasks, depth, repeats) = if quick {
+        ("2000", "20000", 1)
+    } else {
+        ("20000", "1000000", 3)
+    };
 
     let mut rows: Vec<Value> = Vec::new();
     for backend in &available {
-        for scenario in ["throughput", "latency", "steady", "payload", "depth", "processes"] {
+        for scenario in [
+            "throughput",
+            "latency",
+            "steady",
+            "payload",
+            "depth",
+            "processes",
+        ] {
             // Throughput and latency are the headline figures: median of three runs.
-            let runs = if matches!(scenario, "throughput" | "latency") { repeats } else { 1 };
+            let runs = if matches!(scenario, "throughput" | "latency") {
+                repeats
+            } else {
+                1
+            };
             let mut samples = Vec::new();
             for _ in 0..runs {
                 let output = Command::new(exe)
@@ -80,7 +98,10 @@ pub fn run(quick: bool) -> Result<()> {
                     eprintln!(
                         "{} {scenario}: skipped ({})",
                         backend.name,
-                        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("failed")
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("failed")
                     );
                     break;
                 }
@@ -151,12 +172,18 @@ fn write_report(rows: &[Value], quick: bool) -> Result<()> {
         command_output("rustc", &["--version"]),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
     )?;
-    writeln!(out, "Reproduce: start the services (README), then `cargo xtask bench`.\n")?;
+    writeln!(
+        out,
+        "Reproduce: start the services (README), then `cargo xtask bench`.\n"
+    )?;
     writeln!(
         out,
         "| backend | scenario | tasks | enqueue/s | processed/s | MB/s | p50 ms | p90 ms | p99 ms | max ms | peak RSS MB | note |"
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )?;
     let num = |v: &Value, key: &str, digits: usize| {
         v[key]
             .as_f64()
