@@ -113,6 +113,31 @@ pub fn settings_for(db: &Path, mut settings: Settings) -> anyhow::Result<Setting
     Ok(settings)
 }
 
+/// Settings with all four stores on the store URL `url`: `sqlite://PATH`, or a server's URL
+/// such as `redis://HOST:PORT/DB?prefix=NAME` (the facade takes the `prefix=` parameter out
+/// and uses it as the Redis key prefix, so tests sharing a server do not see each other).
+///
+/// # Errors
+/// When `url` is not a valid store URL.
+pub fn settings_for_url(url: &str, mut settings: Settings) -> anyhow::Result<Settings> {
+    // The error names what is wrong without echoing the URL, which may hold a password.
+    let url = StoreUrl::parse(url).context("bad store URL")?;
+    for kind in StoreKind::ALL {
+        *settings.store_url_mut(kind) = Some(url.clone());
+    }
+    Ok(settings)
+}
+
+/// An OmniQ with all four stores on the store URL `url` (see [`settings_for_url`]), with
+/// default settings otherwise.
+///
+/// # Errors
+/// When `url` is invalid or its stores cannot be opened.
+pub async fn open_url(url: &str) -> anyhow::Result<AsyncOmniQ> {
+    let settings = settings_for_url(url, Settings::default())?;
+    Ok(AsyncOmniQ::from_settings(settings).await?)
+}
+
 /// An OmniQ on the SQLite file `db`, with default settings otherwise.
 ///
 /// # Errors

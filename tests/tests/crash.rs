@@ -4,7 +4,10 @@
 //!
 //! "In flight" is what the store says: the tasks still Running under the dead worker's
 //! leases, which a worker never holds more of than its concurrency.
+//!
+//! Each scenario runs on every backend (`<scenario>::sqlite`, `<scenario>::redis`).
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -16,15 +19,20 @@ use omniq_async::{EventQuery, TaskErrorKind, TaskEventKind, TaskState};
 use omniq_e2e::QUEUE;
 use support::{POLL, Scene, run_counts};
 
+on_backends!(
+    sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight,
+    a_worker_holds_no_more_leases_than_its_concurrency,
+);
+
 const TASKS: u64 = 2_000;
 const CONCURRENCY: usize = 16;
 const RUNS_BEFORE_KILL: usize = 500;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyhow::Result<()> {
+async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
+    scene: &Scene,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let scene = Scene::new()?;
-    let omniq = omniq_e2e::open(&scene.db).await?;
+    let omniq = scene.open().await?;
     let handles = omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
     ensure!(handles.len() as u64 == TASKS);
 
@@ -221,8 +229,9 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyh
         .map(|(&seq, _)| seq)
         .collect();
     println!(
-        "crash: {runs_at_kill} runs logged and {succeeded_at_kill} tasks Succeeded at the \
-         kill, {running_at_kill} Running (in flight); {} tasks ran twice; {:?} in all",
+        "crash ({:?}): {runs_at_kill} runs logged and {succeeded_at_kill} tasks Succeeded at \
+         the kill, {running_at_kill} Running (in flight); {} tasks ran twice; {:?} in all",
+        scene.target.backend,
         duplicates.len(),
         started.elapsed()
     );
@@ -243,20 +252,16 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight() -> anyh
         "{running_at_kill} tasks were Running under a worker of concurrency {CONCURRENCY}"
     );
     ensure!(runs.len() == TASKS as usize + duplicates.len());
+    omniq.close().await;
     Ok(())
 }
 
 /// The number of tasks a worker holds leases on never exceeds its concurrency, so a crash
-/// re-runs at most `concurrency` tasks.
-///
-/// Fails today: a worker frees a task's slot as soon as the handler returns, before the
-/// completion is stored, and claims new tasks with that slot while earlier completions wait
-/// for the next batched write. Finished-but-uncompleted tasks stay Running under its lease,
-/// and at a SIGKILL every one of them runs again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_holds_no_more_leases_than_its_concurrency() -> anyhow::Result<()> {
-    let scene = Scene::new()?;
-    let omniq = omniq_e2e::open(&scene.db).await?;
+/// re-runs at most `concurrency` tasks: a slot is freed only once its task's completion is
+/// in the store, not when the handler returns (finished-but-uncompleted tasks are still
+/// Running under the worker's lease, and would all run again after a SIGKILL).
+async fn a_worker_holds_no_more_leases_than_its_concurrency(scene: &Scene) -> anyhow::Result<()> {
+    let omniq = scene.open().await?;
     omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
     let concurrency = CONCURRENCY.to_string();
     let mut worker = scene.spawn_worker(
@@ -289,10 +294,14 @@ async fn a_worker_holds_no_more_leases_than_its_concurrency() -> anyhow::Result<
     }
     worker.signal("TERM")?;
     ensure!(worker.wait_exit(Duration::from_secs(30)).await?.success());
-    println!("leases: at most {most_running} tasks Running at once, concurrency {CONCURRENCY}");
+    println!(
+        "leases ({:?}): at most {most_running} tasks Running at once, concurrency {CONCURRENCY}",
+        scene.target.backend
+    );
     ensure!(
         most_running <= CONCURRENCY as u64,
         "a worker with concurrency {CONCURRENCY} held {most_running} leases at once"
     );
+    omniq.close().await;
     Ok(())
 }

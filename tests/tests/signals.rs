@@ -1,7 +1,10 @@
 //! Graceful shutdown of a real worker process on SIGTERM and SIGINT: it exits 0, running
 //! tasks either finish within the grace period or go back to their queue, none is left
 //! Running or lost, and the next worker finishes them all.
+//!
+//! Each scenario runs on every backend (`<scenario>::sqlite`, `<scenario>::redis`).
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -10,7 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use omniq_async::{AsyncOmniQ, TaskQuery, TaskState};
 use omniq_e2e::QUEUE;
-use support::{POLL, Scene, WorkerProcess, run_counts};
+use support::{Scene, WorkerProcess, run_counts, wait_for_stats};
+
+on_backends!(
+    sigterm_lets_running_tasks_finish_and_loses_none,
+    sigint_past_the_grace_period_releases_running_tasks,
+);
 
 /// Every task of the queue: its state, claim count and stored result.
 async fn tasks(
@@ -35,35 +43,6 @@ async fn tasks(
         tasks.push((record.state, record.attempts, result));
     }
     Ok(tasks)
-}
-
-/// Waits until `done` holds for the queue's stats, with a deadline.
-async fn wait_for_stats(
-    omniq: &AsyncOmniQ,
-    worker: &mut WorkerProcess,
-    timeout: Duration,
-    done: impl Fn(&omniq_async::QueueStats) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let stats = omniq.queue_stats(QUEUE).await?;
-        if done(&stats) {
-            return Ok(());
-        }
-        if let Some(status) = worker.try_exit()? {
-            bail!(
-                "{} exited early ({status}):\n{}",
-                worker.name,
-                worker.stderr()
-            );
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}: {:?}",
-            stats.counts
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Signals `worker` and checks that it exits 0 within `within`; returns its report.
@@ -103,19 +82,20 @@ async fn finish_the_rest(
         &[],
     )?;
     worker.wait_ready(Duration::from_secs(30)).await?;
-    wait_for_stats(omniq, &mut worker, Duration::from_secs(30), |s| {
-        s.count(TaskState::Succeeded) == tasks
-    })
+    wait_for_stats(
+        omniq,
+        std::slice::from_mut(&mut worker),
+        Duration::from_secs(30),
+        |s| s.count(TaskState::Succeeded) == tasks,
+    )
     .await?;
     stop(&mut worker, "TERM", Duration::from_secs(10)).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_running_tasks_finish_and_loses_none() -> anyhow::Result<()> {
+async fn sigterm_lets_running_tasks_finish_and_loses_none(scene: &Scene) -> anyhow::Result<()> {
     const TASKS: u64 = 20;
-    let scene = Scene::new()?;
     scene.enqueue_with_process(TASKS).await?;
-    let omniq = omniq_e2e::open(&scene.db).await?;
+    let omniq = scene.open().await?;
     ensure!(omniq.queue_stats(QUEUE).await?.counts == vec![(TaskState::Queued, TASKS)]);
 
     let mut worker = scene.spawn_worker(
@@ -180,7 +160,7 @@ async fn sigterm_lets_running_tasks_finish_and_loses_none() -> anyhow::Result<()
     );
     println!("sigterm: {succeeded} tasks finished within the grace period, {queued} left Queued");
 
-    let report = finish_the_rest(&scene, &omniq, TASKS).await?;
+    let report = finish_the_rest(scene, &omniq, TASKS).await?;
     ensure!(
         report.get("succeeded") == Some(&queued),
         "finisher report {report:?}"
@@ -195,14 +175,13 @@ async fn sigterm_lets_running_tasks_finish_and_loses_none() -> anyhow::Result<()
         counts.values().all(|&n| n == 1),
         "a task ran twice after a graceful shutdown: {counts:?}"
     );
+    omniq.close().await;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_past_the_grace_period_releases_running_tasks() -> anyhow::Result<()> {
+async fn sigint_past_the_grace_period_releases_running_tasks(scene: &Scene) -> anyhow::Result<()> {
     const TASKS: u64 = 8;
-    let scene = Scene::new()?;
-    let omniq = omniq_e2e::open(&scene.db).await?;
+    let omniq = scene.open().await?;
     let handles = omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
 
     // Tasks far longer than the grace period: SIGINT must release them, not wait.
@@ -221,9 +200,12 @@ async fn sigint_past_the_grace_period_releases_running_tasks() -> anyhow::Result
         &[],
     )?;
     worker.wait_ready(Duration::from_secs(30)).await?;
-    wait_for_stats(&omniq, &mut worker, Duration::from_secs(30), |s| {
-        s.count(TaskState::Running) == 4
-    })
+    wait_for_stats(
+        &omniq,
+        std::slice::from_mut(&mut worker),
+        Duration::from_secs(30),
+        |s| s.count(TaskState::Running) == 4,
+    )
     .await?;
     let report = stop(&mut worker, "INT", Duration::from_secs(10)).await?;
     ensure!(
@@ -245,7 +227,7 @@ async fn sigint_past_the_grace_period_releases_running_tasks() -> anyhow::Result
     }
     ensure!(scene.runs()?.is_empty(), "an aborted task logged a run");
 
-    let report = finish_the_rest(&scene, &omniq, TASKS).await?;
+    let report = finish_the_rest(scene, &omniq, TASKS).await?;
     ensure!(report.get("succeeded") == Some(&TASKS), "{report:?}");
     for (seq, handle) in (0..TASKS).zip(&handles) {
         let result = handle.try_result().await.context("result")?;
@@ -254,5 +236,6 @@ async fn sigint_past_the_grace_period_releases_running_tasks() -> anyhow::Result
     let counts = run_counts(&scene.runs()?);
     ensure!(counts.keys().copied().eq(0..TASKS) && counts.values().all(|&n| n == 1));
     println!("sigint: 4 running tasks released after the grace period and finished later");
+    omniq.close().await;
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! `e2e-worker`: the worker process OmniQ's end-to-end tests start, kill and signal.
 //!
 //! ```text
-//! e2e-worker --db PATH --mode work    --runs PATH [--concurrency C] [--task-ms MS]
-//!            [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
-//! e2e-worker --db PATH --mode enqueue --tasks N [--first-seq S]
+//! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C]
+//!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
+//! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
 //! ```
 //!
 //! Settings start from the `OMNIQ_*` environment (so `OMNIQ_SHUTDOWN_GRACE=10s` works);
-//! flags win over it, and every store is the SQLite file `--db`.
+//! flags win over it. Every store is the SQLite file `--db`, or every store is on the
+//! store URL `--url` (`sqlite://PATH`, `redis://HOST:PORT/DB?prefix=NAME`, ...: any
+//! backend compiled into this binary; `prefix=` isolates one test's keys on a shared
+//! server).
 //!
 //! `work` registers [`Record`], starts a worker, prints `ready worker=<id>` once the worker
 //! runs and the SIGINT/SIGTERM handlers are installed, runs until one of those signals
@@ -31,9 +34,18 @@ enum Mode {
     Enqueue,
 }
 
+/// Where the stores are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stores {
+    /// All four in this SQLite file.
+    Db(PathBuf),
+    /// All four on this store URL.
+    Url(String),
+}
+
 #[derive(Debug)]
 struct Args {
-    db: PathBuf,
+    stores: Stores,
     mode: Mode,
     runs: Option<PathBuf>,
     tasks: u64,
@@ -46,10 +58,10 @@ struct Args {
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let mut db = None;
+    let mut stores = None;
     let mut mode = None;
     let mut args = Args {
-        db: PathBuf::new(),
+        stores: Stores::Db(PathBuf::new()),
         mode: Mode::Work,
         runs: None,
         tasks: 0,
@@ -76,7 +88,16 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                 .with_context(|| format!("{flag}: `{text}` is not a number"))
         };
         match flag.as_str() {
-            "--db" => db = Some(PathBuf::from(value()?)),
+            "--db" | "--url" => {
+                let given = if flag == "--db" {
+                    Stores::Db(PathBuf::from(value()?))
+                } else {
+                    Stores::Url(value()?)
+                };
+                if stores.replace(given).is_some() {
+                    bail!("give one of --db PATH and --url URL, once");
+                }
+            }
             "--mode" => {
                 mode = Some(match value()?.as_str() {
                     "work" => Mode::Work,
@@ -98,7 +119,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             other => bail!("unknown argument `{other}`"),
         }
     }
-    args.db = db.context("--db PATH is required")?;
+    args.stores = stores.context("--db PATH or --url URL is required")?;
     args.mode = mode.context("--mode work|enqueue is required")?;
     if args.mode == Mode::Work && args.runs.is_none() {
         bail!("--mode work needs --runs PATH");
@@ -107,7 +128,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
 }
 
 fn settings(args: &Args) -> anyhow::Result<Settings> {
-    let mut settings = omniq_e2e::settings_for(&args.db, Settings::from_env()?)?;
+    let mut settings = match &args.stores {
+        Stores::Db(db) => omniq_e2e::settings_for(db, Settings::from_env()?)?,
+        Stores::Url(url) => omniq_e2e::settings_for_url(url, Settings::from_env()?)?,
+    };
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;
     }

@@ -1,38 +1,297 @@
-//! Test-side helpers: start `e2e-worker` processes, signal them, read their output and the
-//! runs log, and wait for conditions with deadlines.
+//! Test-side helpers: the backends a scenario runs on, start `e2e-worker` processes, signal
+//! them, read their output and the runs log, and wait for conditions with deadlines.
+//!
+//! A scenario is an `async fn(&Scene) -> anyhow::Result<()>`; [`on_backends!`] turns it
+//! into one test per backend. A [`Scene`] is one test's directory (runs log, process logs)
+//! plus its [`Target`], the stores: a fresh SQLite file, or the test Redis
+//! (`OMNIQ_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`) under a random key prefix
+//! that is deleted afterwards. An unreachable server skips the test loudly, or fails it
+//! under `OMNIQ_TEST_REQUIRE_SERVICES=1`.
+//!
+//! Adding a backend (PostgreSQL, once omniq-async has its `postgres` feature): the
+//! package feature (see tests/Cargo.toml), then, behind it, a [`Backend`] variant, its arm
+//! in [`Target::new`] (the server's URL with an isolation parameter of the test's own, such
+//! as `?schema=omniq_e2e_<uuid>`), a [`Cleanup`] variant that drops what the test made, and
+//! one more test fn in [`on_backends!`]. The comments at each of those places say what
+//! goes there. The scenarios and `e2e-worker --url` need no change.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use omniq_async::{AsyncOmniQ, QueueStats};
+use omniq_e2e::QUEUE;
 use tokio::sync::mpsc;
 
 /// How often files and processes written or run by another process are polled.
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// The directory, database and runs log of one test.
+/// The test Redis when `OMNIQ_TEST_REDIS_URL` is not set.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// Expands scenarios (each an `async fn(&Scene) -> anyhow::Result<()>` of the calling file)
+/// into a module per scenario with one test per backend: `<scenario>::sqlite`,
+/// `<scenario>::redis`.
+#[allow(unused_macros)]
+macro_rules! on_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::Sqlite,
+                    concat!(stringify!($scenario), "::sqlite"),
+                    super::$scenario,
+                )
+                .await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::Redis,
+                    concat!(stringify!($scenario), "::redis"),
+                    super::$scenario,
+                )
+                .await
+            }
+
+            // PostgreSQL, once the package has its `postgres` feature:
+            // #[cfg(feature = "postgres")]
+            // #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            // async fn postgres() -> anyhow::Result<()> { ... Backend::Postgres ... }
+        }
+    )+};
+}
+
+/// One scenario at a time per test binary: each starts worker processes with leases of a
+/// few seconds and timing bounds, and the machine has few cores, so scenarios sharing
+/// them would measure each other's load rather than the library.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Runs `scenario` on a fresh scene of `backend` and cleans the scene's stores up
+/// afterwards, whatever the outcome; one scenario at a time. A backend whose server is
+/// unreachable skips the test (see [`Scene::on`]).
+pub async fn run(
+    backend: Backend,
+    test: &str,
+    scenario: impl AsyncFnOnce(&Scene) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.acquire().await?;
+    let Some(mut scene) = Scene::on(backend, test)? else {
+        return Ok(());
+    };
+    let outcome = scenario(&scene).await;
+    let cleaned = scene.clean_up();
+    outcome?;
+    cleaned
+}
+
+/// Whether `OMNIQ_TEST_REQUIRE_SERVICES` asks for every backend server to be reachable.
+pub fn services_required() -> bool {
+    std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// A service the test needs is missing: fails under `OMNIQ_TEST_REQUIRE_SERVICES=1`, else
+/// says so loudly (straight to the process's stderr, past the test harness's capture) and
+/// returns `Ok(None)` for the test to return early.
+pub fn unavailable<T>(test: &str, what: &str, why: impl fmt::Display) -> anyhow::Result<Option<T>> {
+    if services_required() {
+        bail!("`{test}`: {what} is unavailable ({why}) and OMNIQ_TEST_REQUIRE_SERVICES=1");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED `{test}`: {what} unavailable ({why}); \
+         set OMNIQ_TEST_REQUIRE_SERVICES=1 to make this an error"
+    );
+    Ok(None)
+}
+
+/// A backend the scenarios run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file of the test's own.
+    Sqlite,
+    /// The test Redis (`OMNIQ_TEST_REDIS_URL`), under a key prefix of the test's own.
+    Redis,
+    // PostgreSQL: `#[cfg(feature = "postgres")] Postgres`, on `OMNIQ_TEST_POSTGRES_URL`
+    // with a schema of the test's own.
+}
+
+/// Where one test's stores are: all four on one backend.
+#[derive(Debug)]
+pub struct Target {
+    pub backend: Backend,
+    /// The store URL every store is on (`sqlite://…`, `redis://…?prefix=…`).
+    pub url: String,
+    /// The SQLite file, for the SQLite target: its workers get the original `--db PATH`,
+    /// the others `--url URL`.
+    db: Option<PathBuf>,
+    /// What to delete from a shared server at the end.
+    cleanup: Option<Cleanup>,
+}
+
+/// What a test leaves in a shared server, deleted by [`Target::clean_up`].
+#[derive(Debug)]
+pub enum Cleanup {
+    /// Every key containing `prefix` on the Redis at `server`.
+    RedisKeys { server: String, prefix: String },
+    // PostgreSQL: `PgSchema { server, schema }`, cleaned up with
+    // `DROP SCHEMA IF EXISTS "<schema>" CASCADE` (sqlx, a dev-dependency behind the feature).
+}
+
+impl Target {
+    /// A fresh target on `backend` (files in `dir`); `Ok(None)` when its server is
+    /// unreachable and services are not required.
+    pub fn new(backend: Backend, dir: &Path, test: &str) -> anyhow::Result<Option<Self>> {
+        // PostgreSQL's arm: `OMNIQ_TEST_POSTGRES_URL` (default
+        // `postgres://postgres@127.0.0.1:5432/test`); an unreachable server is
+        // `unavailable(test, "PostgreSQL", err)`; the target's URL is the server's with
+        // `?schema=omniq_e2e_<uuid simple>` (the facade takes `schema=` out and makes the
+        // backend use, and create, that schema); its cleanup `Cleanup::PgSchema`.
+        match backend {
+            Backend::Sqlite => Ok(Some(Self::sqlite(&dir.join("omniq.db")))),
+            Backend::Redis => {
+                let server = std::env::var("OMNIQ_TEST_REDIS_URL")
+                    .unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+                if let Err(err) = redis_ping(&server) {
+                    return unavailable(test, "Redis", err);
+                }
+                let prefix = format!("omniq-e2e-{}", uuid::Uuid::new_v4().simple());
+                Ok(Some(Self::redis(&server, &prefix, true)))
+            }
+        }
+    }
+
+    /// Every store in the SQLite file `db`.
+    pub fn sqlite(db: &Path) -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            url: format!("sqlite://{}", db.display()),
+            db: Some(db.to_path_buf()),
+            cleanup: None,
+        }
+    }
+
+    /// Every store on the Redis `server` under the key `prefix`; with `clean_up`, the keys
+    /// are deleted at the end (a server of the test's own needs no clean-up).
+    pub fn redis(server: &str, prefix: &str, clean_up: bool) -> Self {
+        let separator = if server.contains('?') { '&' } else { '?' };
+        Self {
+            backend: Backend::Redis,
+            url: format!("{server}{separator}prefix={prefix}"),
+            db: None,
+            cleanup: clean_up.then(|| Cleanup::RedisKeys {
+                server: server.to_owned(),
+                prefix: prefix.to_owned(),
+            }),
+        }
+    }
+
+    /// The `e2e-worker` arguments naming these stores.
+    pub fn worker_args(&self) -> Vec<OsString> {
+        match &self.db {
+            Some(db) => vec!["--db".into(), db.into()],
+            None => vec!["--url".into(), self.url.clone().into()],
+        }
+    }
+
+    /// An OmniQ on these stores, with default settings otherwise.
+    pub async fn open(&self) -> anyhow::Result<AsyncOmniQ> {
+        match &self.db {
+            Some(db) => omniq_e2e::open(db).await,
+            None => omniq_e2e::open_url(&self.url).await,
+        }
+    }
+
+    /// Deletes what the test left in a shared server (once; later calls do nothing).
+    pub fn clean_up(&mut self) -> anyhow::Result<()> {
+        match self.cleanup.take() {
+            Some(Cleanup::RedisKeys { server, prefix }) => delete_redis_keys(&server, &prefix)
+                .with_context(|| format!("cannot delete the Redis keys of prefix {prefix}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.clean_up();
+    }
+}
+
+/// A synchronous connection to the Redis at `url`, with a bounded connect.
+pub fn redis_connection(url: &str) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))
+}
+
+/// Connects to the Redis at `url` and pings it.
+pub fn redis_ping(url: &str) -> redis::RedisResult<()> {
+    let mut conn = redis_connection(url)?;
+    redis::cmd("PING").query::<String>(&mut conn)?;
+    Ok(())
+}
+
+/// Deletes every key containing `prefix` (`{prefix}:…` and `prefix:…`).
+fn delete_redis_keys(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let mut conn = redis_connection(url)?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query(&mut conn)?;
+    for chunk in keys.chunks(500) {
+        redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+    }
+    Ok(())
+}
+
+/// The directory, stores and runs log of one test.
 #[derive(Debug)]
 pub struct Scene {
     pub dir: tempfile::TempDir,
-    pub db: PathBuf,
     pub runs: PathBuf,
+    pub target: Target,
 }
 
 impl Scene {
-    pub fn new() -> anyhow::Result<Self> {
+    /// A scene on a SQLite file of its own.
+    pub fn sqlite() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let db = dir.path().join("omniq.db");
-        let runs = dir.path().join("runs.log");
-        Ok(Self { dir, db, runs })
+        let target = Target::sqlite(&dir.path().join("omniq.db"));
+        Ok(Self::with_target(dir, target))
     }
 
-    /// A command for `e2e-worker` on this scene's database, with any inherited `OMNIQ_*`
+    /// A scene on `backend`; `Ok(None)` (said loudly) when the backend's server is
+    /// unreachable and `OMNIQ_TEST_REQUIRE_SERVICES=1` is not set.
+    pub fn on(backend: Backend, test: &str) -> anyhow::Result<Option<Self>> {
+        let dir = tempfile::tempdir()?;
+        Ok(Target::new(backend, dir.path(), test)?.map(|target| Self::with_target(dir, target)))
+    }
+
+    /// A scene in `dir` on `target`.
+    pub fn with_target(dir: tempfile::TempDir, target: Target) -> Self {
+        let runs = dir.path().join("runs.log");
+        Self { dir, runs, target }
+    }
+
+    /// An OmniQ on this scene's stores.
+    pub async fn open(&self) -> anyhow::Result<AsyncOmniQ> {
+        self.target.open().await
+    }
+
+    /// Deletes what the test left in a shared server.
+    pub fn clean_up(&mut self) -> anyhow::Result<()> {
+        self.target.clean_up()
+    }
+
+    /// A command for `e2e-worker` on this scene's stores, with any inherited `OMNIQ_*`
     /// variables removed so the host environment cannot change what the test runs.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-worker"));
@@ -41,10 +300,9 @@ impl Scene {
                 command.env_remove(key);
             }
         }
-        command.arg("--db").arg(&self.db).args(args);
+        command.args(self.target.worker_args()).args(args);
         command
     }
-
     /// Starts a worker process (`--mode work`) logging its runs to this scene's runs log.
     /// Its stderr goes to `<dir>/<name>.log`.
     pub fn spawn_worker(
@@ -113,6 +371,38 @@ impl Scene {
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+/// Waits until `done` holds for the stats of [`QUEUE`], polling every [`POLL`]; fails at the
+/// deadline, or as soon as one of `workers` exits. Returns the stats that satisfied `done`.
+pub async fn wait_for_stats(
+    omniq: &AsyncOmniQ,
+    workers: &mut [WorkerProcess],
+    timeout: Duration,
+    done: impl Fn(&QueueStats) -> bool,
+) -> anyhow::Result<QueueStats> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = omniq.queue_stats(QUEUE).await?;
+        if done(&stats) {
+            return Ok(stats);
+        }
+        for worker in workers.iter_mut() {
+            if let Some(status) = worker.try_exit()? {
+                bail!(
+                    "{} exited early ({status}):\n{}",
+                    worker.name,
+                    worker.stderr()
+                );
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}: {:?}",
+            stats.counts
+        );
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -95,6 +95,7 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
     {
         tracing::error!(%err, count = successes.len(),
             "cannot store results; their tasks will run again once their leases expire");
+        abandon(shared, &batch);
         return;
     }
 
@@ -104,6 +105,7 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
         Err(err) => {
             tracing::error!(%err, count = batch.len(),
                 "cannot complete tasks; they will be recovered once their leases expire");
+            abandon(shared, &batch);
             return;
         }
     };
@@ -195,6 +197,15 @@ fn log_failure(shared: &Shared, item: &Finished, error: &TaskError) {
             .worker(shared.id.clone())
             .message(error.to_string()),
     );
+}
+
+/// Gives up on a batch the store would not take: its leases must be forgotten, or the
+/// heartbeat would renew them for as long as this process lives and the tasks would never
+/// be recovered by anyone.
+fn abandon(shared: &Shared, batch: &[Finished]) {
+    for item in batch {
+        shared.forget(&item.completion.lease);
+    }
 }
 
 fn run_failed_hook(shared: &Shared, item: &Finished, error: TaskError) {
