@@ -45,6 +45,8 @@ enum Opened {
     Redis(omniq_redis::RedisBackend),
     #[cfg(feature = "postgres")]
     Postgres(omniq_postgres::PgBackend),
+    #[cfg(feature = "mysql")]
+    Mysql(omniq_mysql::MySqlBackend),
 }
 
 impl Opened {
@@ -58,6 +60,8 @@ impl Opened {
             Opened::Redis(backend) => Arc::new(backend.task_queue()),
             #[cfg(feature = "postgres")]
             Opened::Postgres(backend) => Arc::new(backend.task_queue()),
+            #[cfg(feature = "mysql")]
+            Opened::Mysql(backend) => Arc::new(backend.task_queue()),
         }
     }
 
@@ -71,6 +75,8 @@ impl Opened {
             Opened::Redis(backend) => Arc::new(backend.result_store()),
             #[cfg(feature = "postgres")]
             Opened::Postgres(backend) => Arc::new(backend.result_store()),
+            #[cfg(feature = "mysql")]
+            Opened::Mysql(backend) => Arc::new(backend.result_store()),
         }
     }
 
@@ -84,6 +90,8 @@ impl Opened {
             Opened::Redis(backend) => Arc::new(backend.event_store()),
             #[cfg(feature = "postgres")]
             Opened::Postgres(backend) => Arc::new(backend.event_store()),
+            #[cfg(feature = "mysql")]
+            Opened::Mysql(backend) => Arc::new(backend.event_store()),
         }
     }
 
@@ -97,6 +105,8 @@ impl Opened {
             Opened::Redis(backend) => Arc::new(backend.schedule_store()),
             #[cfg(feature = "postgres")]
             Opened::Postgres(backend) => Arc::new(backend.schedule_store()),
+            #[cfg(feature = "mysql")]
+            Opened::Mysql(backend) => Arc::new(backend.schedule_store()),
         }
     }
 }
@@ -158,6 +168,13 @@ async fn connect_now(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
             }
             Ok(Opened::Postgres(
                 omniq_postgres::PgBackend::connect_with(&url, options).await?,
+            ))
+        }
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => {
+            // The backend takes `mysql://` and `mariadb://` alike.
+            Ok(Opened::Mysql(
+                omniq_mysql::MySqlBackend::connect(url.as_str()).await?,
             ))
         }
         #[cfg(feature = "redis")]

@@ -34,12 +34,42 @@ use tokio::sync::mpsc;
 /// How often files and processes written or run by another process are polled.
 pub const POLL: Duration = Duration::from_millis(20);
 
+/// The test PostgreSQL when `OMNIQ_TEST_POSTGRES_URL` is not set.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs one statement on the PostgreSQL at `url`, on a thread of its own so that it works
+/// from `Drop` and from inside the test's runtime alike.
+pub fn pg_execute(url: &str, sql: String) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::PgConnection::connect(&url),
+            )
+            .await
+            .context("connecting timed out")??;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the PostgreSQL helper thread panicked"))?
+}
+
 /// The test Redis when `OMNIQ_TEST_REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// Expands scenarios (each an `async fn(&Scene) -> anyhow::Result<()>` of the calling file)
 /// into a module per scenario with one test per backend: `<scenario>::sqlite`,
-/// `<scenario>::redis`.
+/// `<scenario>::redis`, `<scenario>::postgres`.
 #[allow(unused_macros)]
 macro_rules! on_backends {
     ($($scenario:ident),+ $(,)?) => {$(
@@ -64,10 +94,15 @@ macro_rules! on_backends {
                 .await
             }
 
-            // PostgreSQL, once the package has its `postgres` feature:
-            // #[cfg(feature = "postgres")]
-            // #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            // async fn postgres() -> anyhow::Result<()> { ... Backend::Postgres ... }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::Postgres,
+                    concat!(stringify!($scenario), "::postgres"),
+                    super::$scenario,
+                )
+                .await
+            }
         }
     )+};
 }
@@ -122,8 +157,8 @@ pub enum Backend {
     Sqlite,
     /// The test Redis (`OMNIQ_TEST_REDIS_URL`), under a key prefix of the test's own.
     Redis,
-    // PostgreSQL: `#[cfg(feature = "postgres")] Postgres`, on `OMNIQ_TEST_POSTGRES_URL`
-    // with a schema of the test's own.
+    /// The test PostgreSQL (`OMNIQ_TEST_POSTGRES_URL`), in a schema of the test's own.
+    Postgres,
 }
 
 /// Where one test's stores are: all four on one backend.
@@ -144,20 +179,33 @@ pub struct Target {
 pub enum Cleanup {
     /// Every key containing `prefix` on the Redis at `server`.
     RedisKeys { server: String, prefix: String },
-    // PostgreSQL: `PgSchema { server, schema }`, cleaned up with
-    // `DROP SCHEMA IF EXISTS "<schema>" CASCADE` (sqlx, a dev-dependency behind the feature).
+    /// A schema on the PostgreSQL at `server`, dropped with everything in it.
+    PgSchema { server: String, schema: String },
 }
 
 impl Target {
     /// A fresh target on `backend` (files in `dir`); `Ok(None)` when its server is
     /// unreachable and services are not required.
     pub fn new(backend: Backend, dir: &Path, test: &str) -> anyhow::Result<Option<Self>> {
-        // PostgreSQL's arm: `OMNIQ_TEST_POSTGRES_URL` (default
-        // `postgres://postgres@127.0.0.1:5432/test`); an unreachable server is
-        // `unavailable(test, "PostgreSQL", err)`; the target's URL is the server's with
-        // `?schema=omniq_e2e_<uuid simple>` (the facade takes `schema=` out and makes the
-        // backend use, and create, that schema); its cleanup `Cleanup::PgSchema`.
         match backend {
+            Backend::Postgres => {
+                let server = std::env::var("OMNIQ_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+                if let Err(err) = pg_execute(&server, "SELECT 1".to_owned()) {
+                    return unavailable(test, "PostgreSQL", err);
+                }
+                let schema = format!(
+                    "omniq_e2e_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..16]
+                );
+                let separator = if server.contains('?') { '&' } else { '?' };
+                Ok(Some(Self {
+                    backend: Backend::Postgres,
+                    url: format!("{server}{separator}schema={schema}"),
+                    db: None,
+                    cleanup: Some(Cleanup::PgSchema { server, schema }),
+                }))
+            }
             Backend::Sqlite => Ok(Some(Self::sqlite(&dir.join("omniq.db")))),
             Backend::Redis => {
                 let server = std::env::var("OMNIQ_TEST_REDIS_URL")
@@ -217,6 +265,11 @@ impl Target {
         match self.cleanup.take() {
             Some(Cleanup::RedisKeys { server, prefix }) => delete_redis_keys(&server, &prefix)
                 .with_context(|| format!("cannot delete the Redis keys of prefix {prefix}")),
+            Some(Cleanup::PgSchema { server, schema }) => pg_execute(
+                &server,
+                format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+            )
+            .with_context(|| format!("cannot drop the schema {schema}")),
             None => Ok(()),
         }
     }

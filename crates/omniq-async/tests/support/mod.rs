@@ -14,6 +14,7 @@ pub struct Harness {
     _dir: Option<tempfile::TempDir>,
     redis_prefix: Option<(String, String)>,
     pg_schema: Option<(String, String)>,
+    mysql_database: Option<(String, String)>,
 }
 
 impl Drop for Harness {
@@ -23,6 +24,9 @@ impl Drop for Harness {
         }
         if let Some((url, schema)) = self.pg_schema.take() {
             drop_pg_schema(url, schema);
+        }
+        if let Some((url, database)) = self.mysql_database.take() {
+            drop_mysql_database(url, database);
         }
     }
 }
@@ -48,6 +52,40 @@ fn drop_pg_schema(url: String, schema: String) {
         });
     });
     let _ = dropper.join();
+}
+
+/// Drops a test's MySQL database, on a thread of its own: `Drop` cannot await.
+fn drop_mysql_database(url: String, database: String) {
+    let dropper = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
+                let sql = format!("DROP DATABASE IF EXISTS `{database}`");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        });
+    });
+    let _ = dropper.join();
+}
+
+/// `url` with its database replaced by `database`.
+fn with_mysql_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", url));
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{database}{query}")
 }
 
 fn delete_redis_prefix(url: &str, prefix: &str) {
@@ -94,6 +132,7 @@ pub async fn memory(change: impl FnOnce(&mut Settings)) -> Harness {
         _dir: None,
         redis_prefix: None,
         pg_schema: None,
+        mysql_database: None,
     }
 }
 
@@ -109,6 +148,7 @@ pub async fn sqlite(change: impl FnOnce(&mut Settings)) -> Harness {
         _dir: Some(dir),
         redis_prefix: None,
         pg_schema: None,
+        mysql_database: None,
     }
 }
 
@@ -131,6 +171,7 @@ pub async fn redis(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             _dir: None,
             redis_prefix: Some((base, prefix)),
             pg_schema: None,
+            mysql_database: None,
         }),
         Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -166,6 +207,7 @@ pub async fn postgres(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             _dir: None,
             redis_prefix: None,
             pg_schema: Some((base, schema)),
+            mysql_database: None,
         }),
         Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -175,6 +217,53 @@ pub async fn postgres(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
         }
         Err(err) => panic!("cannot open the PostgreSQL stores: {err}"),
     }
+}
+
+/// An OmniQ with every store on the test MySQL or MariaDB, in a database of its own
+/// (dropped with the harness); `None` (with a loud message) when the server is unreachable
+/// and services are not required.
+pub async fn mysql(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
+    use sqlx::Connection;
+    let base = std::env::var("OMNIQ_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let database = format!(
+        "omniq_facade_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    match sqlx::MySqlConnection::connect(&base).await {
+        Ok(mut conn) => {
+            let sql = format!("CREATE DATABASE `{database}`");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("create the test database");
+            let _ = conn.close().await;
+        }
+        Err(err) if !services_required() => {
+            eprintln!(
+                "SKIPPED: MySQL unavailable ({err}); set OMNIQ_TEST_REQUIRE_SERVICES=1 to fail"
+            );
+            return None;
+        }
+        Err(err) => panic!("cannot reach MySQL: {err}"),
+    }
+    let url = StoreUrl::parse(&with_mysql_database(&base, &database)).expect("mysql url");
+    let mut settings = fast(Settings::default());
+    settings.task_queue_url = Some(url.clone());
+    settings.result_storage_url = Some(url.clone());
+    settings.event_storage_url = Some(url.clone());
+    settings.schedule_storage_url = Some(url);
+    change(&mut settings);
+    let harness = Harness {
+        omniq: AsyncOmniQ::from_settings(settings)
+            .await
+            .expect("mysql omniq"),
+        _dir: None,
+        redis_prefix: None,
+        pg_schema: None,
+        mysql_database: Some((base, database)),
+    };
+    Some(harness)
 }
 
 fn services_required() -> bool {
@@ -215,6 +304,14 @@ macro_rules! on_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     if let Some(harness) = support::postgres(|_| {}).await {
+                        ($body)(harness).await;
+                    }
+                }
+
+                #[cfg(feature = "mysql")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    if let Some(harness) = support::mysql(|_| {}).await {
                         ($body)(harness).await;
                     }
                 }

@@ -1,0 +1,219 @@
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omniq_storage::{StoreError, StoreResult};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, MySqlPool};
+
+use crate::error::{BACKEND, store_error};
+use crate::redact::Secrets;
+use crate::wakeup::Wakeup;
+use crate::{MySqlEventStore, MySqlResultStore, MySqlScheduleStore, MySqlTaskQueue};
+
+/// A pooled connection used this recently is handed out without a ping.
+const RECENTLY_USED: Duration = Duration::from_secs(5);
+
+/// Every connection reads committed data: a statement that waited for a row lock sees the
+/// rows as the lock holder committed them (REPEATABLE READ would show this transaction's
+/// older snapshot), and InnoDB takes fewer gap locks.
+const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
+/// How to connect: the size of the pool and how long to wait for it.
+///
+/// The tables live in the URL's database, so one database serves one application; give
+/// each application a database of its own.
+///
+/// ```
+/// use omniq_mysql::MySqlOptions;
+///
+/// let options = MySqlOptions::default().max_connections(20);
+/// assert_eq!(options.max_connections, 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MySqlOptions {
+    /// The most connections the pool opens (default 10).
+    pub max_connections: u32,
+    /// How long a call waits for a free connection, or for the server, before it fails as
+    /// unavailable (default 30 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for MySqlOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl MySqlOptions {
+    /// Sets the pool size.
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// Sets how long to wait for a connection.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// One MySQL or MariaDB database holding all four stores.
+///
+/// Cloning is cheap: clones share the connection pool and the in-process wake-ups.
+#[derive(Debug, Clone)]
+pub struct MySqlBackend {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) pool: MySqlPool,
+    pub(crate) wakeup: Wakeup,
+}
+
+impl MySqlBackend {
+    /// Connects to the database at a `mysql://` (or `mariadb://`) URL with the default
+    /// [`MySqlOptions`], and applies the schema migrations.
+    ///
+    /// TLS follows the URL's `ssl-mode` (`preferred` by default).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed URL or another scheme; an unavailable error
+    /// when the server cannot be reached; a backend error when a migration fails. Errors
+    /// never contain the URL's password.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, MySqlOptions::default()).await
+    }
+
+    /// Connects with `options`: migrates the database, and opens a pool.
+    ///
+    /// # Errors
+    /// As [`MySqlBackend::connect`], and [`StoreError::Invalid`] for a pool of no
+    /// connections.
+    pub async fn connect_with(url: &str, options: MySqlOptions) -> StoreResult<Self> {
+        let secrets = Secrets::of(url);
+        if options.max_connections == 0 {
+            return Err(StoreError::Invalid(
+                "a MySQL pool needs at least one connection".into(),
+            ));
+        }
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            StoreError::Invalid("a MySQL URL starts with mysql:// or mariadb://".into())
+        })?;
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "mysql" | "mariadb") {
+            return Err(StoreError::Invalid(
+                "a MySQL URL starts with mysql:// or mariadb://".into(),
+            ));
+        }
+        // sqlx knows the `mysql` scheme only; MariaDB speaks the same protocol.
+        let url = format!("mysql://{rest}");
+        let connect_options = MySqlConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad MySQL URL: {e}"))))?;
+        if connect_options.get_database().is_none() {
+            return Err(StoreError::Invalid(
+                "a MySQL URL names its database: mysql://user@host:3306/database".into(),
+            ));
+        }
+        // Migrate on a connection of its own: it fails fast when the server is down (a
+        // pool retries until its timeout).
+        tokio::time::timeout(options.acquire_timeout, migrate(&connect_options))
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(BACKEND, "no answer from the server while connecting")
+            })?
+            .map_err(|e| secrets.scrub_error(e))?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out, a round trip per call: only ping
+            // those idle for a while.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < RECENTLY_USED {
+                        return Ok(true);
+                    }
+                    Ok(conn.ping().await.is_ok())
+                })
+            })
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(SESSION_SETUP).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options)
+            .await
+            .map_err(|e| secrets.scrub_error(store_error(e)))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                pool,
+                wakeup: Wakeup::new(),
+            }),
+        })
+    }
+
+    /// The task queue in this database.
+    pub fn task_queue(&self) -> MySqlTaskQueue {
+        MySqlTaskQueue::new(self.clone())
+    }
+
+    /// The result store in this database.
+    pub fn result_store(&self) -> MySqlResultStore {
+        MySqlResultStore::new(self.clone())
+    }
+
+    /// The event store in this database.
+    pub fn event_store(&self) -> MySqlEventStore {
+        MySqlEventStore::new(self.clone())
+    }
+
+    /// The schedule store in this database.
+    pub fn schedule_store(&self) -> MySqlScheduleStore {
+        MySqlScheduleStore::new(self.clone())
+    }
+
+    /// The connection pool, for your own SQL. Its connections read committed data
+    /// (`READ COMMITTED`).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.shared.pool
+    }
+
+    /// Closes the pool; stores using it fail afterwards.
+    pub async fn close(&self) {
+        self.shared.pool.close().await;
+    }
+
+    pub(crate) fn wakeup(&self) -> &Wakeup {
+        &self.shared.wakeup
+    }
+}
+
+async fn migrate(options: &MySqlConnectOptions) -> StoreResult<()> {
+    let mut conn: MySqlConnection = options.connect().await.map_err(store_error)?;
+    let result = run_migrations(&mut conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn run_migrations(conn: &mut MySqlConnection) -> StoreResult<()> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    // A table of our own: an application that shares the database may keep its own sqlx
+    // migrations in `_sqlx_migrations`.
+    migrator.dangerous_set_table_name("omniq_migrations");
+    // `run_direct` rather than `run`: the generic `Acquire` bound of `run` makes the future
+    // fail the compiler's higher-ranked `Send` check in callers that box or spawn it.
+    migrator
+        .run_direct(None, conn, false)
+        .await
+        .map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => store_error(e),
+            other => StoreError::backend(BACKEND, other),
+        })
+}

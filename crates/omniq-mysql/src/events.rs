@@ -1,0 +1,103 @@
+use chrono::{DateTime, Utc};
+use omniq_models::TaskEvent;
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use sqlx::{MySql, QueryBuilder};
+
+use crate::MySqlBackend;
+use crate::error::store_error;
+use crate::rows::{from_json, push_texts, to_i64, to_json};
+use crate::time::to_micros;
+
+/// Rows per INSERT statement.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// The event store of a [`MySqlBackend`]: filter columns plus the whole event as JSON.
+#[derive(Debug, Clone)]
+pub struct MySqlEventStore {
+    backend: MySqlBackend,
+}
+
+impl MySqlEventStore {
+    pub(crate) fn new(backend: MySqlBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn append_all(&self, events: Vec<TaskEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(|e| Ok((e, to_json(e)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Multi-row statements; the rows keep the batch's order.
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT INTO omniq_events (task_id, queue, kind, at, body) ",
+            );
+            insert.push_values(chunk, |mut row, (event, body)| {
+                row.push_bind(event.task_id.map(|id| *id.as_uuid()))
+                    .push_bind(event.queue.clone())
+                    .push_bind(event.kind.as_str())
+                    .push_bind(to_micros(event.at))
+                    .push_bind(body.clone());
+            });
+            insert
+                .build()
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
+        let mut sql = QueryBuilder::<MySql>::new("SELECT body FROM omniq_events WHERE TRUE");
+        if let Some(id) = query.task_id {
+            sql.push(" AND task_id = ").push_bind(*id.as_uuid());
+        }
+        if let Some(queue) = &query.queue {
+            sql.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if !query.kinds.is_empty() {
+            let kinds: Vec<&'static str> = query.kinds.iter().map(|k| k.as_str()).collect();
+            sql.push(" AND kind IN ");
+            push_texts(&mut sql, &kinds);
+        }
+        if let Some(since) = query.since {
+            sql.push(" AND at >= ").push_bind(to_micros(since));
+        }
+        if let Some(until) = query.until {
+            sql.push(" AND at < ").push_bind(to_micros(until));
+        }
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(to_i64(query.effective_limit()));
+        let bodies: Vec<String> = sql
+            .build_query_scalar()
+            .fetch_all(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+        bodies.iter().map(|body| from_json("event", body)).collect()
+    }
+}
+
+impl EventStore for MySqlEventStore {
+    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.append_all(events))
+    }
+
+    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
+        Box::pin(self.select(query))
+    }
+
+    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_events WHERE at < ?")
+                .bind(to_micros(before))
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+    }
+}

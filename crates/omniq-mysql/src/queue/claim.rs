@@ -1,0 +1,208 @@
+//! Claims and lease renewal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use omniq_models::LeaseToken;
+use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult};
+use sqlx::{MySql, MySqlConnection, QueryBuilder};
+use uuid::Uuid;
+
+use super::MySqlTaskQueue;
+use crate::error::{retry_deadlocks, store_error};
+use crate::rows::{TASK_COLUMNS, push_ids, push_texts, record_from_row, to_i64};
+use crate::time::{deadline, to_micros};
+
+impl MySqlTaskQueue {
+    pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases = retry_deadlocks(|| self.claim_once(&request)).await?;
+        if !leases.is_empty() {
+            self.backend.wakeup().activity();
+        }
+        Ok(leases)
+    }
+
+    async fn claim_once(&self, request: &DequeueRequest) -> StoreResult<Vec<Lease>> {
+        let now = Utc::now();
+        let until = deadline(now, request.lease);
+        let token = LeaseToken::new();
+        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut leases = Vec::new();
+        for queue in &request.queues {
+            let wanted = request.limit - leases.len();
+            if wanted == 0 {
+                break;
+            }
+            // SKIP LOCKED makes workers that claim at the same moment pass over each
+            // other's rows instead of queueing on their locks (or taking the same task).
+            // The claim index holds ready rows only, in claim order, so the scan stops at
+            // the limit. Expired tasks are skipped here and marked by `expire_due`.
+            let ids: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM omniq_tasks FORCE INDEX (omniq_tasks_claim) \
+                 WHERE ready_queue = ? AND run_at <= ? \
+                 AND (expires_at IS NULL OR expires_at > ?) \
+                 ORDER BY neg_priority, run_at, seq LIMIT ? \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(queue)
+            .bind(to_micros(now))
+            .bind(to_micros(now))
+            .bind(to_i64(wanted))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            if ids.is_empty() {
+                continue;
+            }
+            let mut update = QueryBuilder::<MySql>::new(
+                "UPDATE omniq_tasks SET state = 'running', attempts = attempts + 1, \
+                 lease_token = ",
+            );
+            update
+                .push_bind(*token.as_uuid())
+                .push(", lease_expires_at = ")
+                .push_bind(to_micros(until))
+                .push(", worker_id = ")
+                .push_bind(request.worker_id.as_str().to_owned())
+                .push(", started_at = ")
+                .push_bind(to_micros(now))
+                .push(", updated_at = ")
+                .push_bind(to_micros(now))
+                .push(" WHERE id IN ");
+            push_ids(&mut update, &ids);
+            update
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let mut select = QueryBuilder::<MySql>::new(format!(
+                "SELECT {TASK_COLUMNS} FROM omniq_tasks AS t WHERE t.id IN "
+            ));
+            push_ids(&mut select, &ids);
+            select.push(" ORDER BY t.neg_priority, t.run_at, t.seq");
+            let rows = select
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            for row in &rows {
+                let record = record_from_row(row)?;
+                leases.push(Lease {
+                    attempt: record.attempts,
+                    spec: record.spec,
+                    token,
+                    deadline: until,
+                });
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(leases)
+    }
+
+    /// Renews every held lease of the batch: the held ones are locked and read, then
+    /// extended in one statement.
+    pub(super) async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> StoreResult<Vec<LeaseStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held = retry_deadlocks(|| self.renew_once(&leases, extend)).await?;
+        Ok(leases
+            .iter()
+            .map(
+                |l| match held.get(&(*l.task_id.as_uuid(), *l.token.as_uuid())) {
+                    None => LeaseStatus::Lost,
+                    Some(true) => LeaseStatus::CancelRequested,
+                    Some(false) => LeaseStatus::Held,
+                },
+            )
+            .collect())
+    }
+
+    async fn renew_once(
+        &self,
+        leases: &[LeaseRef],
+        extend: Duration,
+    ) -> StoreResult<HashMap<(Uuid, Uuid), bool>> {
+        let now = Utc::now();
+        let mut ids: Vec<Uuid> = leases.iter().map(|l| *l.task_id.as_uuid()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let held = held_leases(&mut tx, &ids).await?;
+        let wanted: HashMap<(Uuid, Uuid), bool> = held
+            .into_iter()
+            .filter(|(id, token, _)| {
+                leases
+                    .iter()
+                    .any(|l| l.task_id.as_uuid() == id && l.token.as_uuid() == token)
+            })
+            .map(|(id, token, cancel)| ((id, token), cancel))
+            .collect();
+        if !wanted.is_empty() {
+            let renewed: Vec<Uuid> = wanted.keys().map(|(id, _)| *id).collect();
+            let mut update =
+                QueryBuilder::<MySql>::new("UPDATE omniq_tasks SET lease_expires_at = ");
+            update
+                .push_bind(to_micros(deadline(now, extend)))
+                .push(", updated_at = ")
+                .push_bind(to_micros(now))
+                .push(" WHERE id IN ");
+            push_ids(&mut update, &renewed);
+            update
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(wanted)
+    }
+
+    /// Whether any of `queues` has a task ready to claim.
+    pub(super) async fn any_ready(&self, queues: &[String]) -> StoreResult<bool> {
+        if queues.is_empty() {
+            return Ok(false);
+        }
+        let now = to_micros(Utc::now());
+        let mut sql = QueryBuilder::<MySql>::new("SELECT 1 FROM omniq_tasks WHERE ready_queue IN ");
+        push_texts(&mut sql, queues);
+        sql.push(" AND run_at <= ")
+            .push_bind(now)
+            .push(" AND (expires_at IS NULL OR expires_at > ")
+            .push_bind(now)
+            .push(") LIMIT 1");
+        let found = sql
+            .build()
+            .fetch_optional(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+        Ok(found.is_some())
+    }
+}
+
+/// The running tasks among `ids`, locked, with their lease token and whether their
+/// cancellation was requested.
+async fn held_leases(
+    conn: &mut MySqlConnection,
+    ids: &[Uuid],
+) -> StoreResult<Vec<(Uuid, Uuid, bool)>> {
+    let mut select = QueryBuilder::<MySql>::new(
+        "SELECT id, lease_token, cancel_requested FROM omniq_tasks \
+         WHERE state = 'running' AND lease_token IS NOT NULL AND id IN ",
+    );
+    push_ids(&mut select, ids);
+    select.push(" ORDER BY id FOR UPDATE");
+    select
+        .build_query_as::<(Uuid, Uuid, bool)>()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)
+}

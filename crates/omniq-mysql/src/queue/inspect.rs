@@ -1,0 +1,139 @@
+//! Reading tasks back, and cancelling them.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use omniq_models::{TaskId, TaskRecord, TaskState};
+use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
+use sqlx::{MySql, QueryBuilder};
+
+use super::MySqlTaskQueue;
+use super::settle::{ready_in, settle_dependents};
+use crate::error::{retry_deadlocks, store_error};
+use crate::rows::{TASK_COLUMNS, column, parse_state, push_texts, record_from_row, to_i64};
+use crate::time::{from_micros, to_micros};
+
+impl MySqlTaskQueue {
+    pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM omniq_tasks AS t WHERE t.id = ?"
+        )))
+        .bind(*id.as_uuid())
+        .fetch_optional(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    pub(super) async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
+        let mut sql = QueryBuilder::<MySql>::new(format!(
+            "SELECT {TASK_COLUMNS} FROM omniq_tasks AS t WHERE TRUE"
+        ));
+        if let Some(queue) = &query.queue {
+            sql.push(" AND t.queue = ").push_bind(queue.clone());
+        }
+        if !query.states.is_empty() {
+            let states: Vec<&'static str> = query.states.iter().map(|s| s.as_str()).collect();
+            sql.push(" AND t.state IN ");
+            push_texts(&mut sql, &states);
+        }
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        sql.push(" ORDER BY t.seq DESC LIMIT ")
+            .push_bind(to_i64(limit))
+            .push(" OFFSET ")
+            .push_bind(to_i64(query.offset));
+        let rows = sql
+            .build()
+            .fetch_all(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    pub(super) async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, \
+             MIN(CASE WHEN state = 'queued' THEN created_at END) AS oldest \
+             FROM omniq_tasks WHERE queue = ? GROUP BY state",
+        )
+        .bind(&queue)
+        .fetch_all(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        let mut counts = HashMap::new();
+        let mut oldest = None;
+        for row in &rows {
+            let state = parse_state(&column::<String>(row, "state")?)?;
+            let n: i64 = column(row, "n")?;
+            counts.insert(state, u64::try_from(n).unwrap_or(0));
+            if let Some(at) = column::<Option<i64>>(row, "oldest")? {
+                oldest = Some(from_micros(at));
+            }
+        }
+        Ok(QueueStats {
+            queue,
+            counts: TaskState::ALL
+                .into_iter()
+                .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
+                .collect(),
+            oldest_queued_at: oldest,
+        })
+    }
+
+    pub(super) async fn cancel_task(
+        &self,
+        id: TaskId,
+        reason: String,
+    ) -> StoreResult<Cancellation> {
+        let cancellation = retry_deadlocks(|| self.cancel_once(id, &reason)).await?;
+        self.wake_if(ready_in(&cancellation.changes));
+        Ok(cancellation)
+    }
+
+    async fn cancel_once(&self, id: TaskId, reason: &str) -> StoreResult<Cancellation> {
+        let now = Utc::now();
+        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ? FOR UPDATE")
+                .bind(*id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let state = parse_state(&state.ok_or(StoreError::TaskNotFound(id))?)?;
+        let mut changes = Vec::new();
+        let outcome = match state {
+            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => {
+                sqlx::query(
+                    "UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?, \
+                     updated_at = ?, reason = ? WHERE id = ?",
+                )
+                .bind(to_micros(now))
+                .bind(to_micros(now))
+                .bind(reason)
+                .bind(*id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                settle_dependents(&mut tx, vec![*id.as_uuid()], now, &mut changes).await?;
+                CancelOutcome::Cancelled
+            }
+            TaskState::Running => {
+                // The worker learns it at its next heartbeat and stops the task.
+                sqlx::query(
+                    "UPDATE omniq_tasks SET cancel_requested = TRUE, reason = ?, \
+                     updated_at = ? WHERE id = ?",
+                )
+                .bind(reason)
+                .bind(to_micros(now))
+                .bind(*id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                CancelOutcome::Requested
+            }
+            finished => CancelOutcome::AlreadyFinished(finished),
+        };
+        tx.commit().await.map_err(store_error)?;
+        Ok(Cancellation { outcome, changes })
+    }
+}

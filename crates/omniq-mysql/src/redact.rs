@@ -1,0 +1,114 @@
+//! Keeping the URL's password out of errors.
+//!
+//! The driver's errors do not quote the URL, but a password could still surface in one
+//! (a parse error, a server message): errors made while connecting are scrubbed of it.
+
+use omniq_storage::{StoreError, StoreErrorKind};
+
+use crate::error::BACKEND;
+
+/// The secrets of one URL: its password, as written and percent-decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Secrets(Vec<String>);
+
+impl Secrets {
+    pub(crate) fn of(url: &str) -> Self {
+        let mut secrets = Vec::new();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        // The authority ends at the first '/', '?' or '#'; its user info at the last '@'.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            secrets.push(password.to_owned());
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            for pair in query.split('&') {
+                if let Some(("password", value)) = pair.split_once('=') {
+                    secrets.push(value.to_owned());
+                }
+            }
+        }
+        let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+        secrets.extend(decoded);
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
+        // Longest first, so a secret that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self(secrets)
+    }
+
+    pub(crate) fn scrub(&self, mut text: String) -> String {
+        for secret in &self.0 {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+
+    /// The same error, its text scrubbed if it held a secret.
+    pub(crate) fn scrub_error(&self, error: StoreError) -> StoreError {
+        let text = error.to_string();
+        if !self.0.iter().any(|secret| text.contains(secret.as_str())) {
+            return error;
+        }
+        let text = self.scrub(text);
+        match error.kind() {
+            StoreErrorKind::Unavailable => StoreError::unavailable(BACKEND, text),
+            StoreErrorKind::Invalid => StoreError::Invalid(text),
+            _ => StoreError::backend(BACKEND, text),
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_and_scrubbed() {
+        let secrets = Secrets::of("mysql://app:s%40cret@db:5432/omniq?sslmode=require");
+        assert_eq!(
+            secrets.scrub("saw s%40cret and s@cret".into()),
+            "saw *** and ***"
+        );
+        let query = Secrets::of("mysql://db/omniq?user=app&password=hunter2");
+        assert_eq!(query.scrub("x hunter2 y".into()), "x *** y");
+        let none = Secrets::of("mysql://app@db/omniq");
+        assert_eq!(none.scrub("app@db".into()), "app@db");
+    }
+
+    #[test]
+    fn scrubbed_errors_keep_their_kind() {
+        let secrets = Secrets::of("mysql://u:topsecret@h/db");
+        let error = StoreError::unavailable(BACKEND, "refused by topsecret");
+        let scrubbed = secrets.scrub_error(error);
+        assert_eq!(scrubbed.kind(), StoreErrorKind::Unavailable);
+        assert!(!scrubbed.to_string().contains("topsecret"));
+    }
+}

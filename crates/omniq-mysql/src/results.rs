@@ -1,0 +1,135 @@
+use std::collections::HashMap;
+
+use chrono::Utc;
+use omniq_models::{TaskError, TaskId, TaskResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, QueryBuilder};
+use uuid::Uuid;
+
+use crate::MySqlBackend;
+use crate::error::store_error;
+use crate::rows::{column, from_json, opt_time, time, to_json, to_u32};
+use crate::time::to_micros;
+
+/// Rows per INSERT statement.
+const ROWS_PER_INSERT: usize = 500;
+
+/// The result store of a [`MySqlBackend`]. Waiters poll (1 ms, growing to 100 ms).
+#[derive(Debug, Clone)]
+pub struct MySqlResultStore {
+    backend: MySqlBackend,
+}
+
+impl MySqlResultStore {
+    pub(crate) fn new(backend: MySqlBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn put_all(&self, results: Vec<TaskResult>) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        // One row per task, the last of the batch winning.
+        let mut latest: HashMap<TaskId, TaskResult> = HashMap::with_capacity(results.len());
+        for result in results {
+            latest.insert(result.task_id, result);
+        }
+        let mut rows = Vec::with_capacity(latest.len());
+        for result in latest.into_values() {
+            let (output, error) = match &result.outcome {
+                Ok(output) => (Some(output.clone()), None),
+                Err(error) => (None, Some(to_json(error)?)),
+            };
+            rows.push((result, output, error));
+        }
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT INTO omniq_results (task_id, task_name, output, error, attempts, \
+                 finished_at, expires_at) ",
+            );
+            insert.push_values(chunk, |mut row, (result, output, error)| {
+                row.push_bind(*result.task_id.as_uuid())
+                    .push_bind(result.task_name.clone())
+                    .push_bind(output.clone())
+                    .push_bind(error.clone())
+                    .push_bind(i64::from(result.attempts))
+                    .push_bind(to_micros(result.finished_at))
+                    .push_bind(result.expires_at.map(to_micros));
+            });
+            insert.push(
+                " ON DUPLICATE KEY UPDATE task_name = VALUES(task_name), \
+                 output = VALUES(output), error = VALUES(error), attempts = VALUES(attempts), \
+                 finished_at = VALUES(finished_at), expires_at = VALUES(expires_at)",
+            );
+            insert
+                .build()
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
+        let row = sqlx::query(
+            "SELECT task_id, task_name, output, error, attempts, finished_at, expires_at \
+             FROM omniq_results WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(*id.as_uuid())
+        .bind(to_micros(Utc::now()))
+        .fetch_optional(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(result_from_row).transpose()
+    }
+}
+
+fn result_from_row(row: &MySqlRow) -> StoreResult<TaskResult> {
+    let output: Option<Vec<u8>> = column(row, "output")?;
+    let error: Option<String> = column(row, "error")?;
+    let outcome = match (output, error) {
+        (_, Some(error)) => Err(from_json::<TaskError>("task error", &error)?),
+        (output, None) => Ok(output.unwrap_or_default()),
+    };
+    Ok(TaskResult {
+        task_id: TaskId::from_uuid(column::<Uuid>(row, "task_id")?),
+        task_name: column(row, "task_name")?,
+        outcome,
+        attempts: to_u32(column(row, "attempts")?),
+        finished_at: time(row, "finished_at")?,
+        expires_at: opt_time(row, "expires_at")?,
+    })
+}
+
+impl ResultStore for MySqlResultStore {
+    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.put_all(results))
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
+        Box::pin(self.read(id))
+    }
+
+    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
+                .bind(*id.as_uuid())
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_results WHERE expires_at <= ?")
+                .bind(to_micros(Utc::now()))
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+    }
+}

@@ -1,0 +1,167 @@
+use chrono::{DateTime, Utc};
+use omniq_models::Schedule;
+use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
+
+use crate::MySqlBackend;
+use crate::error::{is_duplicate, store_error};
+use crate::rows::{from_json, to_i64, to_json};
+use crate::time::to_micros;
+
+/// The schedule store of a [`MySqlBackend`]. Fires are claimed with a compare-and-set on
+/// `next_fire_at`, so any number of schedulers may run.
+#[derive(Debug, Clone)]
+pub struct MySqlScheduleStore {
+    backend: MySqlBackend,
+}
+
+fn parse(bodies: Vec<String>) -> StoreResult<Vec<Schedule>> {
+    bodies
+        .iter()
+        .map(|body| from_json("schedule", body))
+        .collect()
+}
+
+impl MySqlScheduleStore {
+    pub(crate) fn new(backend: MySqlBackend) -> Self {
+        Self { backend }
+    }
+
+    async fn insert(&self, schedule: Schedule) -> StoreResult<(Schedule, bool)> {
+        let done = sqlx::query(
+            "INSERT INTO omniq_schedules (name, next_fire_at, paused, body) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&schedule.name)
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .execute(self.backend.pool())
+        .await;
+        match done {
+            Ok(_) => Ok((schedule, true)),
+            Err(err) if is_duplicate(&err) => {
+                let existing = self
+                    .read(schedule.name.clone())
+                    .await?
+                    .ok_or(StoreError::ScheduleNotFound(schedule.name))?;
+                Ok((existing, false))
+            }
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    async fn replace(&self, schedule: Schedule) -> StoreResult<()> {
+        // Connections report matched rows (CLIENT_FOUND_ROWS), so an unchanged schedule
+        // still counts as found.
+        let done = sqlx::query(
+            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? WHERE name = ?",
+        )
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .bind(&schedule.name)
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::ScheduleNotFound(schedule.name));
+        }
+        Ok(())
+    }
+
+    async fn read(&self, name: String) -> StoreResult<Option<Schedule>> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM omniq_schedules WHERE name = ?")
+                .bind(&name)
+                .fetch_optional(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+        body.map(|body| from_json("schedule", &body)).transpose()
+    }
+
+    async fn all(&self) -> StoreResult<Vec<Schedule>> {
+        // The table's binary collation sorts names byte by byte.
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM omniq_schedules ORDER BY name")
+                .fetch_all(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+        parse(bodies)
+    }
+
+    async fn due_at(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Schedule>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM omniq_schedules WHERE NOT paused AND next_fire_at <= ? \
+             ORDER BY next_fire_at LIMIT ?",
+        )
+        .bind(to_micros(now))
+        .bind(to_i64(limit))
+        .fetch_all(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        parse(bodies)
+    }
+
+    async fn compare_and_set(
+        &self,
+        schedule: Schedule,
+        expected: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        // The fire is claimed by whoever moves next_fire_at off the value they read. A
+        // racer blocks on the winner's row lock, then finds the value changed and matches
+        // no row. (Both sides of the comparison are the same instant cut to microseconds.)
+        let done = sqlx::query(
+            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? \
+             WHERE name = ? AND next_fire_at <=> ?",
+        )
+        .bind(schedule.next_fire_at.map(to_micros))
+        .bind(schedule.paused)
+        .bind(to_json(&schedule)?)
+        .bind(&schedule.name)
+        .bind(expected.map(to_micros))
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl ScheduleStore for MySqlScheduleStore {
+    fn create(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<(Schedule, bool)>> {
+        Box::pin(self.insert(schedule))
+    }
+
+    fn update(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.replace(schedule))
+    }
+
+    fn get(&self, name: String) -> BoxFuture<'_, StoreResult<Option<Schedule>>> {
+        Box::pin(self.read(name))
+    }
+
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
+        Box::pin(self.all())
+    }
+
+    fn delete(&self, name: String) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM omniq_schedules WHERE name = ?")
+                .bind(&name)
+                .execute(self.backend.pool())
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn due(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
+        Box::pin(self.due_at(now, limit))
+    }
+
+    fn advance(
+        &self,
+        schedule: Schedule,
+        expected: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.compare_and_set(schedule, expected))
+    }
+}

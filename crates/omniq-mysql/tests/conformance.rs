@@ -1,0 +1,26 @@
+//! The shared conformance suite (and the scheduler's) against a real MySQL or MariaDB.
+//!
+//! The server comes from `OMNIQ_TEST_MYSQL_URL` (default: root on the local server).
+//! Each case gets a database of its own; databases left by runs more than ten minutes old
+//! are dropped as new ones are made. Each case also opens its own small pool: a pool
+//! belongs to the runtime of the test that made it.
+
+mod common;
+
+use std::sync::Arc;
+
+use omniq_storage::StoreResult;
+use omniq_storage::conformance::Stores;
+
+async fn stores() -> StoreResult<Stores> {
+    let backend = common::fresh_backend().await?;
+    Ok(Stores {
+        queue: Arc::new(backend.task_queue()),
+        results: Arc::new(backend.result_store()),
+        events: Arc::new(backend.event_store()),
+        schedules: Arc::new(backend.schedule_store()),
+    })
+}
+
+omniq_storage::conformance_suite!(stores);
+omniq_scheduler::scheduler_suite!(stores);
