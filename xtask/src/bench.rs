@@ -35,6 +35,11 @@ fn backends() -> Vec<Backend> {
             feature: "postgres",
         },
         Backend {
+            name: "mysql",
+            url: env("OMNIQ_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+            feature: "mysql",
+        },
+        Backend {
             name: "redis",
             url: env("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
             feature: "redis",

@@ -42,6 +42,7 @@
 //! | `memory` | `memory://` (in-process) | yes |
 //! | `redis` | `redis://`, `rediss://` (`?prefix=` sets the key prefix) | no |
 //! | `postgres` | `postgres://`, `postgresql://` (`?schema=` sets the schema) | no |
+//! | `mysql` | `mysql://`, `mariadb://` | no |
 //!
 //! A URL whose backend is not compiled in is refused with
 //! [`Error::BackendNotIncluded`], naming the settings key.
