@@ -7,9 +7,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, MySqlPool};
 
 use crate::error::{BACKEND, store_error};
-use crate::redact::Secrets;
 use crate::wakeup::Wakeup;
 use crate::{MySqlEventStore, MySqlResultStore, MySqlScheduleStore, MySqlTaskQueue};
+use omniq_storage::secrets::Secrets;
 
 /// A pooled connection used this recently is handed out without a ping.
 const RECENTLY_USED: Duration = Duration::from_secs(5);
@@ -127,7 +127,7 @@ impl MySqlBackend {
             .map_err(|_| {
                 StoreError::unavailable(BACKEND, "no answer from the server while connecting")
             })?
-            .map_err(|e| secrets.scrub_error(e))?;
+            .map_err(|e| secrets.scrub_error(BACKEND, e))?;
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -150,7 +150,7 @@ impl MySqlBackend {
             })
             .connect_with(connect_options)
             .await
-            .map_err(|e| secrets.scrub_error(store_error(e)))?;
+            .map_err(|e| secrets.scrub_error(BACKEND, store_error(e)))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,

@@ -46,7 +46,6 @@ mod backend;
 mod error;
 mod events;
 mod queue;
-mod redact;
 mod results;
 mod rows;
 mod schedules;

@@ -8,9 +8,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, Pg
 
 use crate::error::{BACKEND, store_error};
 use crate::names::Names;
-use crate::redact::Secrets;
 use crate::wakeup::Listener;
 use crate::{PgEventStore, PgResultStore, PgScheduleStore, PgTaskQueue};
+use omniq_storage::secrets::Secrets;
 
 /// A pooled connection used this recently is handed out without a ping.
 const RECENTLY_USED: Duration = Duration::from_secs(5);
@@ -136,7 +136,7 @@ impl PgBackend {
             .map_err(|_| {
                 StoreError::unavailable(BACKEND, "no answer from the server while connecting")
             })?
-            .map_err(|e| secrets.scrub_error(e))?;
+            .map_err(|e| secrets.scrub_error(BACKEND, e))?;
         let search_path = search_path(&names);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -164,7 +164,7 @@ impl PgBackend {
             })
             .connect_with(connect_options.clone())
             .await
-            .map_err(|e| secrets.scrub_error(store_error(e)))?;
+            .map_err(|e| secrets.scrub_error(BACKEND, store_error(e)))?;
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)

@@ -52,7 +52,6 @@ mod error;
 mod events;
 mod names;
 mod queue;
-mod redact;
 mod results;
 mod rows;
 mod schedules;

@@ -24,6 +24,7 @@ mod events;
 mod queue;
 mod results;
 mod schedules;
+pub mod secrets;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,18 +1,18 @@
-//! Keeping the URL's password out of errors.
+//! Keeping a URL's password out of errors, for backends that connect with one.
 //!
-//! The driver's errors do not quote the URL, but a password could still surface in one
-//! (a parse error, a server message): errors made while connecting are scrubbed of it.
+//! Drivers' errors rarely quote the URL, but a password can still surface in one (a parse
+//! error, a server message): backends scrub the errors they make while connecting.
 
-use omniq_storage::{StoreError, StoreErrorKind};
+use crate::{StoreError, StoreErrorKind};
 
-use crate::error::BACKEND;
-
-/// The secrets of one URL: its password, as written and percent-decoded.
+/// The secrets of one URL: its password (user info or `password=` parameter), as written
+/// and percent-decoded.
 #[derive(Debug, Default)]
-pub(crate) struct Secrets(Vec<String>);
+pub struct Secrets(Vec<String>);
 
 impl Secrets {
-    pub(crate) fn of(url: &str) -> Self {
+    /// The secrets in `url`.
+    pub fn of(url: &str) -> Self {
         let mut secrets = Vec::new();
         let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
         // The authority ends at the first '/', '?' or '#'; its user info at the last '@'.
@@ -39,7 +39,8 @@ impl Secrets {
         Self(secrets)
     }
 
-    pub(crate) fn scrub(&self, mut text: String) -> String {
+    /// `text` with every secret replaced by `***`.
+    pub fn scrub(&self, mut text: String) -> String {
         for secret in &self.0 {
             if text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), "***");
@@ -48,17 +49,17 @@ impl Secrets {
         text
     }
 
-    /// The same error, its text scrubbed if it held a secret.
-    pub(crate) fn scrub_error(&self, error: StoreError) -> StoreError {
+    /// The same error of `backend`, its text scrubbed if it held a secret.
+    pub fn scrub_error(&self, backend: &'static str, error: StoreError) -> StoreError {
         let text = error.to_string();
         if !self.0.iter().any(|secret| text.contains(secret.as_str())) {
             return error;
         }
         let text = self.scrub(text);
         match error.kind() {
-            StoreErrorKind::Unavailable => StoreError::unavailable(BACKEND, text),
+            StoreErrorKind::Unavailable => StoreError::unavailable(backend, text),
             StoreErrorKind::Invalid => StoreError::Invalid(text),
-            _ => StoreError::backend(BACKEND, text),
+            _ => StoreError::backend(backend, text),
         }
     }
 }
@@ -106,8 +107,8 @@ mod tests {
     #[test]
     fn scrubbed_errors_keep_their_kind() {
         let secrets = Secrets::of("postgres://u:topsecret@h/db");
-        let error = StoreError::unavailable(BACKEND, "refused by topsecret");
-        let scrubbed = secrets.scrub_error(error);
+        let error = StoreError::unavailable("postgres", "refused by topsecret");
+        let scrubbed = secrets.scrub_error("postgres", error);
         assert_eq!(scrubbed.kind(), StoreErrorKind::Unavailable);
         assert!(!scrubbed.to_string().contains("topsecret"));
     }
