@@ -5,7 +5,8 @@
 //! "In flight" is what the store says: the tasks still Running under the dead worker's
 //! leases, which a worker never holds more of than its concurrency.
 //!
-//! Each scenario runs on every backend (`<scenario>::sqlite`, `<scenario>::redis`).
+//! Each scenario runs on every backend (`<scenario>::sqlite`, `::redis`, `::postgres`,
+//! `::mysql`).
 
 #[macro_use]
 mod support;

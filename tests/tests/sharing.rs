@@ -2,7 +2,7 @@
 //! twice (nobody crashes, so nobody's lease expires and nothing is claimed twice).
 //!
 //! Runs on every backend (`two_workers_split_the_work_and_run_no_task_twice::sqlite`,
-//! `::redis`).
+//! `::redis`, `::postgres`, `::mysql`).
 
 #[macro_use]
 mod support;

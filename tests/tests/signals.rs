@@ -2,7 +2,8 @@
 //! tasks either finish within the grace period or go back to their queue, none is left
 //! Running or lost, and the next worker finishes them all.
 //!
-//! Each scenario runs on every backend (`<scenario>::sqlite`, `<scenario>::redis`).
+//! Each scenario runs on every backend (`<scenario>::sqlite`, `::redis`, `::postgres`,
+//! `::mysql`).
 
 #[macro_use]
 mod support;

@@ -3,19 +3,26 @@
 //!
 //! A scenario is an `async fn(&Scene) -> anyhow::Result<()>`; [`on_backends!`] turns it
 //! into one test per backend. A [`Scene`] is one test's directory (runs log, process logs)
-//! plus its [`Target`], the stores: a fresh SQLite file, or the test Redis
-//! (`OMNIQ_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`) under a random key prefix
-//! that is deleted afterwards. An unreachable server skips the test loudly, or fails it
-//! under `OMNIQ_TEST_REQUIRE_SERVICES=1`.
+//! plus its [`Target`], the stores: a fresh SQLite file; the test Redis
+//! (`OMNIQ_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`) under a random key prefix;
+//! the test PostgreSQL (`OMNIQ_TEST_POSTGRES_URL`) in a schema of the test's own; or the
+//! test MySQL/MariaDB (`OMNIQ_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`)
+//! in a database of the test's own. What a test made on a shared server is deleted
+//! afterwards. An unreachable server skips the test loudly, or fails it under
+//! `OMNIQ_TEST_REQUIRE_SERVICES=1`.
 //!
-//! Adding a backend (PostgreSQL, once omniq-async has its `postgres` feature): the
-//! package feature (see tests/Cargo.toml), then, behind it, a [`Backend`] variant, its arm
-//! in [`Target::new`] (the server's URL with an isolation parameter of the test's own, such
-//! as `?schema=omniq_e2e_<uuid>`), a [`Cleanup`] variant that drops what the test made, and
-//! one more test fn in [`on_backends!`]. The comments at each of those places say what
-//! goes there. The scenarios and `e2e-worker --url` need no change.
+//! Adding a backend: the omniq-async feature (see tests/Cargo.toml), a [`Backend`]
+//! variant, its arm in [`Target::new`] (the server's URL with an isolation of the test's
+//! own: a key prefix, a schema, a database), a [`Cleanup`] variant that drops what the
+//! test made, and one more test fn in [`on_backends!`]. The scenarios and
+//! `e2e-worker --url` need no change.
+//!
+//! Servers of a test's own, stopped and started again mid-test, implement
+//! [`RestartableServer`] (see `redis_restart.rs` and `postgres_restart.rs`).
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod restart;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -37,22 +44,37 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// The test PostgreSQL when `OMNIQ_TEST_POSTGRES_URL` is not set.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// The test MySQL/MariaDB when `OMNIQ_TEST_MYSQL_URL` is not set.
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
 /// Runs one statement on the PostgreSQL at `url`, on a thread of its own so that it works
 /// from `Drop` and from inside the test's runtime alike.
 pub fn pg_execute(url: &str, sql: String) -> anyhow::Result<()> {
+    sql_execute::<sqlx::PgConnection>("PostgreSQL", url, sql)
+}
+
+/// Runs one statement on the MySQL/MariaDB at `url`, like [`pg_execute`].
+pub fn mysql_execute(url: &str, sql: String) -> anyhow::Result<()> {
+    sql_execute::<sqlx::MySqlConnection>("MySQL", url, sql)
+}
+
+/// Connects with `C` to `url` (bounded), runs `sql` and closes, on a thread and runtime of
+/// its own.
+fn sql_execute<C>(server: &'static str, url: &str, sql: String) -> anyhow::Result<()>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    for<'q> <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+{
     let url = url.to_owned();
     std::thread::spawn(move || -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            use sqlx::Connection;
-            let mut conn = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                sqlx::PgConnection::connect(&url),
-            )
-            .await
-            .context("connecting timed out")??;
+            let mut conn = tokio::time::timeout(Duration::from_secs(5), C::connect(&url))
+                .await
+                .context("connecting timed out")??;
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut conn)
                 .await?;
@@ -61,7 +83,30 @@ pub fn pg_execute(url: &str, sql: String) -> anyhow::Result<()> {
         })
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("the PostgreSQL helper thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("the {server} helper thread panicked"))?
+}
+
+/// `url` with its path (the database) replaced by `/database`, or removed when `database`
+/// is empty; the query string is kept.
+pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("not a URL: {url}"))?;
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let authority = before_query.split('/').next().unwrap_or(before_query);
+    let mut out = format!("{scheme}://{authority}");
+    if !database.is_empty() {
+        out.push('/');
+        out.push_str(database);
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    Ok(out)
 }
 
 /// The test Redis when `OMNIQ_TEST_REDIS_URL` is not set.
@@ -69,7 +114,7 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// Expands scenarios (each an `async fn(&Scene) -> anyhow::Result<()>` of the calling file)
 /// into a module per scenario with one test per backend: `<scenario>::sqlite`,
-/// `<scenario>::redis`, `<scenario>::postgres`.
+/// `<scenario>::redis`, `<scenario>::postgres`, `<scenario>::mysql`.
 #[allow(unused_macros)]
 macro_rules! on_backends {
     ($($scenario:ident),+ $(,)?) => {$(
@@ -99,6 +144,16 @@ macro_rules! on_backends {
                 $crate::support::run(
                     $crate::support::Backend::Postgres,
                     concat!(stringify!($scenario), "::postgres"),
+                    super::$scenario,
+                )
+                .await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::Mysql,
+                    concat!(stringify!($scenario), "::mysql"),
                     super::$scenario,
                 )
                 .await
@@ -159,6 +214,8 @@ pub enum Backend {
     Redis,
     /// The test PostgreSQL (`OMNIQ_TEST_POSTGRES_URL`), in a schema of the test's own.
     Postgres,
+    /// The test MySQL/MariaDB (`OMNIQ_TEST_MYSQL_URL`), in a database of the test's own.
+    Mysql,
 }
 
 /// Where one test's stores are: all four on one backend.
@@ -181,6 +238,8 @@ pub enum Cleanup {
     RedisKeys { server: String, prefix: String },
     /// A schema on the PostgreSQL at `server`, dropped with everything in it.
     PgSchema { server: String, schema: String },
+    /// A database on the MySQL/MariaDB at `server` (a URL without a database), dropped.
+    MysqlDatabase { server: String, database: String },
 }
 
 impl Target {
@@ -204,6 +263,29 @@ impl Target {
                     url: format!("{server}{separator}schema={schema}"),
                     db: None,
                     cleanup: Some(Cleanup::PgSchema { server, schema }),
+                }))
+            }
+            Backend::Mysql => {
+                let server = std::env::var("OMNIQ_TEST_MYSQL_URL")
+                    .unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned());
+                // Databases are made and dropped on a connection to no database in
+                // particular (the server URL's may not exist).
+                let root = with_database(&server, "")?;
+                let database = format!(
+                    "omniq_e2e_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..16]
+                );
+                if let Err(err) = mysql_execute(&root, format!("CREATE DATABASE `{database}`")) {
+                    return unavailable(test, "MySQL", err);
+                }
+                Ok(Some(Self {
+                    backend: Backend::Mysql,
+                    url: with_database(&server, &database)?,
+                    db: None,
+                    cleanup: Some(Cleanup::MysqlDatabase {
+                        server: root,
+                        database,
+                    }),
                 }))
             }
             Backend::Sqlite => Ok(Some(Self::sqlite(&dir.join("omniq.db")))),
@@ -244,6 +326,17 @@ impl Target {
         }
     }
 
+    /// Every store on the PostgreSQL at `url`, in its default schema: for a server of the
+    /// test's own, which needs no clean-up.
+    pub fn postgres_of_its_own(url: &str) -> Self {
+        Self {
+            backend: Backend::Postgres,
+            url: url.to_owned(),
+            db: None,
+            cleanup: None,
+        }
+    }
+
     /// The `e2e-worker` arguments naming these stores.
     pub fn worker_args(&self) -> Vec<OsString> {
         match &self.db {
@@ -270,6 +363,10 @@ impl Target {
                 format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
             )
             .with_context(|| format!("cannot drop the schema {schema}")),
+            Some(Cleanup::MysqlDatabase { server, database }) => {
+                mysql_execute(&server, format!("DROP DATABASE IF EXISTS `{database}`"))
+                    .with_context(|| format!("cannot drop the database {database}"))
+            }
             None => Ok(()),
         }
     }
