@@ -31,6 +31,7 @@ impl WorkerBuilder {
             cancel_grace: WorkerConfig::default().cancel_grace,
             default_timeout: settings.timeout,
             result_ttl: settings.result_ttl,
+            retention: settings.task_retention,
             scheduler_tick: settings
                 .scheduler
                 .then_some(WorkerConfig::default().scheduler_tick)
@@ -85,6 +86,12 @@ impl WorkerBuilder {
     pub fn scheduler(mut self, run: bool) -> Self {
         let tick = WorkerConfig::default().scheduler_tick;
         self.config = self.config.scheduler_tick(if run { tick } else { None });
+        self
+    }
+
+    /// Sets how long finished tasks are kept before the worker deletes them.
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.config = self.config.retention(retention);
         self
     }
 

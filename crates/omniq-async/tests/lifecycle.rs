@@ -465,7 +465,45 @@ async fn a_long_task_keeps_its_lease_by_heartbeat_and_runs_once(h: Harness) {
     assert_eq!(a.lease_lost + b.lease_lost, 0);
 }
 
+async fn finished_tasks_past_their_retention_are_deleted(h: Harness) {
+    let omniq = h
+        .omniq
+        .clone()
+        .register_fn("lifecycle.brief", |n: u32| async move { Ok(n) })
+        .register_fn("lifecycle.doomed", |(): ()| async move {
+            Err::<(), _>(TaskError::permanent("dead letter"))
+        });
+    let done = omniq
+        .enqueue_by_name::<u32>("lifecycle.brief", 1)
+        .await
+        .expect("enqueue");
+    let dead = omniq
+        .enqueue_by_name::<()>("lifecycle.doomed", ())
+        .await
+        .expect("enqueue");
+    let worker = omniq
+        .worker()
+        .retention(Some(Duration::from_millis(200)))
+        .start()
+        .expect("start");
+    assert_eq!(done.wait(WAIT).await.expect("result"), 1);
+    assert!(dead.wait(WAIT).await.is_err());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while omniq.task(done.id()).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await.expect("shutdown");
+    let kept = omniq
+        .task(dead.id())
+        .await
+        .expect("get")
+        .expect("dead letters stay");
+    assert_eq!(kept.state, TaskState::Failed);
+}
+
 on_each_backend! {
+    retention => finished_tasks_past_their_retention_are_deleted;
     heartbeats => a_long_task_keeps_its_lease_by_heartbeat_and_runs_once;
     hooks => hooks_decide_retries_and_hear_of_final_failure;
     dependents_read_parent_results => a_dependent_runs_after_its_parent_and_reads_its_result;

@@ -50,6 +50,10 @@ pub struct Settings {
     /// them forever).
     #[serde(with = "crate::duration::serde_option_duration")]
     pub result_ttl: Option<Duration>,
+    /// How long finished tasks stay in the task queue before workers delete them
+    /// (`task_retention`, default 7 days; `none` keeps them).
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub task_retention: Option<Duration>,
     /// Attempts per task including the first (`max_attempts`, default 3;
     /// must be at least 1).
     pub max_attempts: u32,
@@ -91,7 +95,7 @@ pub struct Settings {
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 20] = [
+pub(crate) const KEYS: [&str; 21] = [
     "base_dir",
     "task_queue_url",
     "result_storage_url",
@@ -101,6 +105,7 @@ pub(crate) const KEYS: [&str; 20] = [
     "default_worker",
     "task_ttl",
     "result_ttl",
+    "task_retention",
     "max_attempts",
     "timeout",
     "max_payload_bytes",
@@ -126,6 +131,7 @@ impl Default for Settings {
             default_worker: WorkerKind::default(),
             task_ttl: None,
             result_ttl: Some(Duration::from_secs(7 * 24 * 3_600)),
+            task_retention: Some(Duration::from_secs(7 * 24 * 3_600)),
             max_attempts: 3,
             timeout: None,
             max_payload_bytes: 1_048_576,

@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     pub default_timeout: Option<Duration>,
     /// How long results are kept.
     pub result_ttl: Option<Duration>,
+    /// Finished tasks (succeeded, cancelled, expired) older than this are deleted from the
+    /// task queue by the worker, every few minutes; dead letters stay until purged. `None`
+    /// keeps everything.
+    pub retention: Option<Duration>,
     /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
     /// store ([`Worker::schedules`](crate::Worker::schedules)).
     pub scheduler_tick: Option<Duration>,
@@ -60,6 +64,7 @@ impl Default for WorkerConfig {
             default_timeout: None,
             result_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             scheduler_tick: Some(Duration::from_secs(1)),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -129,6 +134,12 @@ impl WorkerConfig {
     /// Sets how long results are kept.
     pub fn result_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.result_ttl = ttl;
+        self
+    }
+
+    /// Sets how long finished tasks are kept (`None`: forever).
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
         self
     }
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use omniq_models::{TaskEvent, TaskEventKind, TaskState};
-use omniq_storage::{LeaseStatus, StateChange};
+use omniq_storage::{LeaseStatus, PurgeRequest, StateChange};
 use tokio_util::sync::CancellationToken;
 
 use super::completions::lease_expired_result;
@@ -10,10 +10,21 @@ use super::shared::{Counters, Shared};
 /// Most tasks recovered, or expired, per round.
 const MAINTENANCE_BATCH: usize = 1_000;
 
-/// Renews this worker's leases and recovers other workers' expired ones, every heartbeat.
+/// How often a worker deletes finished tasks past their retention: rarely, since it is a
+/// sweep over finished rows, and any worker doing it serves all.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Renews this worker's leases and recovers other workers' expired ones, every heartbeat;
+/// prunes old finished tasks every few minutes.
 pub(crate) async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(shared.config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
+    // Short retentions (tests, demos) sweep as often as they need, at most every heartbeat.
+    let prune_every = shared
+        .config
+        .retention
+        .map_or(RETENTION_EVERY, |r| RETENTION_EVERY.min(r / 2));
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -22,6 +33,34 @@ pub(crate) async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
         renew(&shared).await;
         recover(&shared).await;
         expire(&shared).await;
+        if last_prune.elapsed() >= prune_every {
+            last_prune = tokio::time::Instant::now();
+            prune(&shared).await;
+        }
+    }
+}
+
+async fn prune(shared: &Shared) {
+    let Some(retention) = shared.config.retention else {
+        return;
+    };
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return;
+    };
+    let request = PurgeRequest {
+        // Dead letters are kept for inspection and re-drive until purged on purpose.
+        states: vec![
+            TaskState::Succeeded,
+            TaskState::Cancelled,
+            TaskState::Expired,
+        ],
+        queue: None,
+        finished_before: Some(chrono::Utc::now() - retention),
+    };
+    match shared.queue.purge(request).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "deleted finished tasks past their retention"),
+        Err(err) => tracing::warn!(%err, "cannot delete finished tasks past their retention"),
     }
 }
 
