@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, TaskId, TaskSpec, TaskState};
 use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
-use sqlx::{MySql, MySqlConnection, QueryBuilder};
+use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
@@ -46,8 +46,52 @@ impl MySqlTaskQueue {
     }
 
     async fn enqueue_once(&self, tasks: &[TaskSpec]) -> StoreResult<(Vec<EnqueueOutcome>, bool)> {
-        let now = Utc::now();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let outcome = enqueue_on(&mut tx, tasks).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    /// Enqueues inside the caller's transaction (a savepoint in it), so the tasks exist if
+    /// and only if the caller's own writes commit.
+    ///
+    /// ```no_run
+    /// # async fn demo(queue: omniq_mysql::MySqlTaskQueue, pool: sqlx::MySqlPool, spec: omniq_models::TaskSpec) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (42)").execute(&mut *tx).await?;
+    /// queue.enqueue_in(&mut tx, vec![spec]).await?;
+    /// tx.commit().await?; // the order and its task, or neither
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TaskQueue::enqueue`](omniq_storage::TaskQueue::enqueue); the caller decides
+    /// whether to roll back. Deadlocks are not retried here: the caller's transaction is
+    /// the unit to retry.
+    pub async fn enqueue_in(
+        &self,
+        conn: &mut MySqlConnection,
+        tasks: Vec<TaskSpec>,
+    ) -> StoreResult<Vec<EnqueueOutcome>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut savepoint = conn.begin().await.map_err(store_error)?;
+        let (outcomes, _) = enqueue_on(&mut savepoint, &tasks).await?;
+        savepoint.commit().await.map_err(store_error)?;
+        // Nothing is visible before the caller commits; workers find it when they poll.
+        Ok(outcomes)
+    }
+}
+
+/// Stores a batch on `conn`, inside a transaction.
+async fn enqueue_on(
+    conn: &mut MySqlConnection,
+    tasks: &[TaskSpec],
+) -> StoreResult<(Vec<EnqueueOutcome>, bool)> {
+    let now = Utc::now();
+    let tx = conn;
+    {
         let mut outcomes = Vec::with_capacity(tasks.len());
         let mut ready = false;
         let mut plain = Vec::new();
@@ -60,8 +104,8 @@ impl MySqlTaskQueue {
                 continue;
             }
             let before = std::mem::take(&mut plain);
-            insert_many(&mut tx, &before, now, &mut outcomes, &mut ready).await?;
-            let outcome = insert_one(&mut tx, spec, now).await?;
+            insert_many(&mut *tx, &before, now, &mut outcomes, &mut ready).await?;
+            let outcome = insert_one(&mut *tx, spec, now).await?;
             if matches!(
                 outcome,
                 EnqueueOutcome::Created {
@@ -73,8 +117,7 @@ impl MySqlTaskQueue {
             }
             outcomes.push(outcome);
         }
-        insert_many(&mut tx, &plain, now, &mut outcomes, &mut ready).await?;
-        tx.commit().await.map_err(store_error)?;
+        insert_many(&mut *tx, &plain, now, &mut outcomes, &mut ready).await?;
         Ok((outcomes, ready))
     }
 }
