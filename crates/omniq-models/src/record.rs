@@ -85,6 +85,36 @@ impl TaskSpec {
     }
 }
 
+/// The parts of a [`TaskSpec`] that no store query filters on, kept together so that
+/// SQL backends store them as one JSON column, all in the same shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecExtras {
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Longest one attempt may take.
+    pub timeout: Option<Duration>,
+    /// Parents it waits for.
+    pub depends_on: Vec<TaskId>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Deduplication window.
+    #[serde(default)]
+    pub unique_for: Option<Duration>,
+}
+
+impl SpecExtras {
+    /// The extras of `spec`.
+    pub fn of(spec: &TaskSpec) -> Self {
+        Self {
+            backoff: spec.backoff.clone(),
+            timeout: spec.timeout,
+            depends_on: spec.depends_on.clone(),
+            metadata: spec.metadata.clone(),
+            unique_for: spec.unique_for,
+        }
+    }
+}
+
 /// `at + duration`, saturating instead of overflowing on absurd durations.
 pub(crate) fn add(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(duration)

@@ -1,11 +1,8 @@
 //! Reading task rows back, and small helpers for building statements.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use omniq_models::{
-    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
 };
 use omniq_storage::{StateChange, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
@@ -25,29 +22,6 @@ pub(crate) const TASK_COLUMNS: &str = "t.id, t.seq, t.name, t.queue, t.state, t.
 
 /// Columns a [`StateChange`] is built from (table aliased `t`).
 pub(crate) const CHANGE_COLUMNS: &str = "t.id, t.name, t.queue, t.attempts, t.state, t.reason";
-
-/// The parts of a spec that no query filters on, stored as one JSON column.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredOptions {
-    pub(crate) backoff: Backoff,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) depends_on: Vec<TaskId>,
-    pub(crate) metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) unique_for: Option<Duration>,
-}
-
-impl StoredOptions {
-    pub(crate) fn of(spec: &TaskSpec) -> Self {
-        Self {
-            backoff: spec.backoff.clone(),
-            timeout: spec.timeout,
-            depends_on: spec.depends_on.clone(),
-            metadata: spec.metadata.clone(),
-            unique_for: spec.unique_for,
-        }
-    }
-}
 
 pub(crate) fn column<'r, T>(row: &'r MySqlRow, name: &str) -> StoreResult<T>
 where
@@ -90,7 +64,7 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
 }
 
 pub(crate) fn record_from_row(row: &MySqlRow) -> StoreResult<TaskRecord> {
-    let options: StoredOptions = from_json("task options", &column::<String>(row, "options")?)?;
+    let options: SpecExtras = from_json("task options", &column::<String>(row, "options")?)?;
     let errors: Vec<AttemptError> = from_json("task errors", &column::<String>(row, "errors")?)?;
     let spec = TaskSpec {
         id: TaskId::from_uuid(column(row, "id")?),

@@ -1,14 +1,11 @@
 //! Reading task rows back.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use omniq_models::{
-    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
 };
 use omniq_storage::{StateChange, StoreError, StoreResult};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -28,29 +25,6 @@ pub(crate) const CHANGE_COLUMNS: &str = "t.id, t.name, t.queue, t.attempts, t.st
 
 /// The states that hold a unique key.
 pub(crate) const LIVE_STATES: &str = "('blocked', 'scheduled', 'queued', 'running')";
-
-/// The parts of a spec that no query filters on, stored as one JSON column.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredOptions {
-    pub(crate) backoff: Backoff,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) depends_on: Vec<TaskId>,
-    pub(crate) metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) unique_for: Option<Duration>,
-}
-
-impl StoredOptions {
-    pub(crate) fn of(spec: &TaskSpec) -> Self {
-        Self {
-            backoff: spec.backoff.clone(),
-            timeout: spec.timeout,
-            depends_on: spec.depends_on.clone(),
-            metadata: spec.metadata.clone(),
-            unique_for: spec.unique_for,
-        }
-    }
-}
 
 pub(crate) fn column<'r, T>(row: &'r PgRow, name: &str) -> StoreResult<T>
 where
@@ -77,7 +51,7 @@ pub(crate) fn to_i64(n: usize) -> i64 {
 }
 
 pub(crate) fn record_from_row(row: &PgRow) -> StoreResult<TaskRecord> {
-    let Json(options): Json<StoredOptions> = column(row, "options")?;
+    let Json(options): Json<SpecExtras> = column(row, "options")?;
     let Json(errors): Json<Vec<AttemptError>> = column(row, "errors")?;
     let spec = TaskSpec {
         id: TaskId::from_uuid(column(row, "id")?),

@@ -1,11 +1,8 @@
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use omniq_models::{
-    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
 };
 use omniq_storage::StoreResult;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -19,29 +16,6 @@ pub(crate) const ROWS_PER_INSERT: usize = 500;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, state, priority, run_at, expires_at, \
      attempts, max_attempts, lease_expires_at, worker_id, unique_key, payload, options, errors, \
      created_at, started_at, finished_at, updated_at, run_when, reason, cancel_requested";
-
-/// The parts of a spec that no query filters on, stored as one JSON column.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredOptions {
-    pub(crate) backoff: Backoff,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) depends_on: Vec<TaskId>,
-    pub(crate) metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) unique_for: Option<Duration>,
-}
-
-impl StoredOptions {
-    pub(crate) fn of(spec: &TaskSpec) -> Self {
-        Self {
-            backoff: spec.backoff.clone(),
-            timeout: spec.timeout,
-            depends_on: spec.depends_on.clone(),
-            metadata: spec.metadata.clone(),
-            unique_for: spec.unique_for,
-        }
-    }
-}
 
 pub(crate) fn column<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
 where
@@ -63,7 +37,7 @@ pub(crate) fn parse_id(text: &str) -> StoreResult<TaskId> {
 }
 
 pub(crate) fn record_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
-    let options: StoredOptions = serde_json::from_str(&column::<String>(row, "options")?)
+    let options: SpecExtras = serde_json::from_str(&column::<String>(row, "options")?)
         .map_err(|e| corrupt("task options", e))?;
     let errors: Vec<AttemptError> = serde_json::from_str(&column::<String>(row, "errors")?)
         .map_err(|e| corrupt("task errors", e))?;

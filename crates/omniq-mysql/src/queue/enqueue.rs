@@ -9,14 +9,14 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use omniq_models::{DependencyVerdict, TaskId, TaskSpec, TaskState};
+use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
 use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
 use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
-use crate::rows::{StoredOptions, column, parse_state, push_ids, to_json};
+use crate::rows::{column, parse_state, push_ids, to_json};
 use crate::time::to_micros;
 
 /// Rows per INSERT statement: well under MySQL's 65,535 placeholders.
@@ -217,7 +217,7 @@ async fn insert_many(
         }
         *ready |= state == TaskState::Queued;
         outcomes.push(EnqueueOutcome::Created { id: spec.id, state });
-        rows.push((*spec, state, to_json(&StoredOptions::of(spec))?));
+        rows.push((*spec, state, to_json(&SpecExtras::of(spec))?));
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::<MySql>::new(
@@ -292,7 +292,7 @@ async fn insert_one(
     // A task born cancelled holds no key: uniqueness only binds live tasks.
     .bind(spec.unique_key.as_deref().filter(|_| !state.is_terminal()))
     .bind(spec.payload.as_slice())
-    .bind(to_json(&StoredOptions::of(spec))?)
+    .bind(to_json(&SpecExtras::of(spec))?)
     .bind(to_micros(spec.created_at))
     .bind(to_micros(now))
     .bind(spec.run_when.as_str())

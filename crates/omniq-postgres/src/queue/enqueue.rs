@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use omniq_models::{DependencyVerdict, TaskId, TaskSpec, TaskState};
+use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
 use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use super::PgTaskQueue;
 use super::notify::{ReadyQueues, notify};
 use crate::error::store_error;
 use crate::names::Names;
-use crate::rows::{LIVE_STATES, StoredOptions, column, parse_state, to_json};
+use crate::rows::{LIVE_STATES, column, parse_state, to_json};
 
 impl PgTaskQueue {
     pub(super) async fn enqueue_batch(
@@ -173,7 +173,7 @@ async fn insert_many(
     let states: Vec<TaskState> = specs.iter().map(|s| initial_state(s, now)).collect();
     let options = specs
         .iter()
-        .map(|s| to_json(&StoredOptions::of(s)))
+        .map(|s| to_json(&SpecExtras::of(s)))
         .collect::<StoreResult<Vec<_>>>()?;
     let sql = format!(
         "WITH ins AS (INSERT INTO {tasks} (id, name, queue, state, priority, run_at, \
@@ -323,7 +323,7 @@ async fn insert_one(
     // A task born cancelled holds no key: uniqueness only binds live tasks.
     .bind(spec.unique_key.as_ref().filter(|_| !state.is_terminal()))
     .bind(&spec.payload)
-    .bind(to_json(&StoredOptions::of(&spec))?)
+    .bind(to_json(&SpecExtras::of(&spec))?)
     .bind(spec.created_at)
     .bind(now)
     .bind(spec.run_when.as_str())

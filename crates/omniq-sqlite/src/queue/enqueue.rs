@@ -1,13 +1,13 @@
 //! Enqueue: one transaction per batch, with dependencies and unique keys.
 
 use chrono::{DateTime, Utc};
-use omniq_models::{DependencyVerdict, TaskSpec, TaskState};
+use omniq_models::{DependencyVerdict, SpecExtras, TaskSpec, TaskState};
 use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
 use sqlx::SqliteConnection;
 
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{StoredOptions, parse_id, parse_state, to_json};
+use crate::rows::{parse_id, parse_state, to_json};
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
@@ -72,7 +72,7 @@ async fn insert(
     // A task born cancelled holds no key: uniqueness only binds live tasks.
     .bind(spec.unique_key.as_ref().filter(|_| !state.is_terminal()))
     .bind(&spec.payload)
-    .bind(to_json(&StoredOptions::of(&spec))?)
+    .bind(to_json(&SpecExtras::of(&spec))?)
     .bind(to_micros(spec.created_at))
     .bind(to_micros(now))
     .bind(spec.run_when.as_str())
