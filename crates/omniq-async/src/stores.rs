@@ -180,13 +180,26 @@ async fn connect_now(kind: StoreKind, url: &StoreUrl) -> Result<Opened> {
         #[cfg(feature = "redis")]
         Backend::Redis => {
             let (url, prefix) = take_query_param(url.as_str(), "prefix");
+            let (url, cluster) = take_query_param(&url, "cluster");
             let mut options = omniq_redis::RedisOptions::default();
             if let Some(prefix) = prefix {
                 options.prefix = prefix;
             }
-            Ok(Opened::Redis(
-                omniq_redis::RedisBackend::connect(&url, options).await?,
-            ))
+            // `?cluster=true`: the URL names one or more cluster nodes, comma-separated.
+            let backend = match cluster.as_deref() {
+                None | Some("false" | "0") => {
+                    omniq_redis::RedisBackend::connect(&url, options).await?
+                }
+                Some("true" | "1") => {
+                    omniq_redis::RedisBackend::connect_cluster(&[url.as_str()], options).await?
+                }
+                Some(other) => {
+                    return Err(Error::Store(omniq_storage::StoreError::Invalid(format!(
+                        "the Redis URL parameter `cluster={other}` is neither `true` nor `false`"
+                    ))));
+                }
+            };
+            Ok(Opened::Redis(backend))
         }
         backend => Err(Error::BackendNotIncluded {
             key: kind.key(),
@@ -241,6 +254,13 @@ mod tests {
         assert_eq!(
             take_query_param("redis://h/0", "prefix"),
             ("redis://h/0".to_owned(), None)
+        );
+        assert_eq!(
+            take_query_param("redis://h1:7000,h2:7000/?prefix=a&cluster=true", "cluster"),
+            (
+                "redis://h1:7000,h2:7000/?prefix=a".to_owned(),
+                Some("true".to_owned())
+            )
         );
     }
 }

@@ -1,9 +1,12 @@
 use chrono::{DateTime, Utc};
+use futures_util::future::Either;
 use omniq_models::TaskEvent;
 use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
-use redis::Value;
+use redis::cluster_async::ClusterConnection;
+use redis::{ProtocolVersion, PushInfo, Value};
 
 use crate::RedisBackend;
+use crate::backend::{Target, cluster_builder};
 use crate::codec::{items, string, to_json};
 use crate::error::{corrupt, redis_error};
 
@@ -70,28 +73,50 @@ impl RedisEventStore {
         }
         // One message per batch for live followers in every process; a follower that is
         // not connected misses it, while the stream above keeps it for queries.
-        pipe.cmd("PUBLISH")
+        let mut publish = redis::cmd("PUBLISH");
+        publish
             .arg(self.backend.keys().live_events())
-            .arg(to_json(&events)?)
-            .ignore();
-        pipe.query_async::<()>(&mut self.backend.connection())
-            .await
-            .map_err(redis_error)
+            .arg(to_json(&events)?);
+        let mut conn = self.backend.connection();
+        if conn.is_cluster() {
+            // The channel name hashes to another slot than the stream, and a cluster
+            // pipeline keeps to one slot: the message goes once the stream has the events.
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            return publish
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error);
+        }
+        pipe.add_command(publish).ignore();
+        pipe.query_async::<()>(&mut conn).await.map_err(redis_error)
     }
 
     async fn subscribe(&self) -> StoreResult<tokio::sync::mpsc::Receiver<TaskEvent>> {
         let channel = self.backend.keys().live_events();
-        let mut pubsub = self
-            .backend
-            .inner
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(redis_error)?;
-        pubsub.subscribe(&channel).await.map_err(redis_error)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(4_096);
-        let client = self.backend.inner.client.clone();
-        tokio::spawn(forward_live_events(client, channel, pubsub, sender));
+        match &self.backend.inner.target {
+            Target::Single(client) => {
+                let mut pubsub = client.get_async_pubsub().await.map_err(redis_error)?;
+                pubsub.subscribe(&channel).await.map_err(redis_error)?;
+                tokio::spawn(forward_live_events(client.clone(), channel, pubsub, sender));
+            }
+            Target::Cluster { nodes, .. } => {
+                // A `PUBLISH` reaches the subscribers on every node of the cluster. redis-rs
+                // takes subscriptions on a cluster only over RESP3, pushing the messages to a
+                // sender of the client's own, and subscribes again after a reconnection.
+                let (pushes, pushed) = tokio::sync::mpsc::unbounded_channel();
+                let client = cluster_builder(nodes)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(pushes)
+                    .build()
+                    .map_err(redis_error)?;
+                let mut conn = client.get_async_connection().await.map_err(redis_error)?;
+                conn.subscribe(&channel).await.map_err(redis_error)?;
+                tokio::spawn(forward_cluster_events(conn, pushed, sender));
+            }
+        }
         Ok(receiver)
     }
 
@@ -227,6 +252,39 @@ async fn forward_live_events(
             Err(err) => tracing::debug!(%err, "live events: reconnecting"),
         }
     }
+}
+
+/// Forwards the messages a cluster connection pushes to the follower, until the follower
+/// goes away; the connection (kept here) resubscribes by itself after losing a node.
+async fn forward_cluster_events(
+    conn: ClusterConnection,
+    mut pushed: tokio::sync::mpsc::UnboundedReceiver<PushInfo>,
+    sender: tokio::sync::mpsc::Sender<TaskEvent>,
+) {
+    loop {
+        let next = std::pin::pin!(pushed.recv());
+        let gone = std::pin::pin!(sender.closed());
+        let push = match futures_util::future::select(next, gone).await {
+            Either::Left((Some(push), _)) => push,
+            // The connection ended, or the follower went away.
+            Either::Left((None, _)) | Either::Right(_) => break,
+        };
+        // Subscription confirmations and disconnection notices carry no events.
+        let Some(message) = redis::Msg::from_push_info(push) else {
+            continue;
+        };
+        let Ok(events) = serde_json::from_slice::<Vec<TaskEvent>>(message.get_payload_bytes())
+        else {
+            tracing::warn!("ignoring an unreadable live event message");
+            continue;
+        };
+        for event in events {
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+    drop(conn);
 }
 
 impl EventStore for RedisEventStore {

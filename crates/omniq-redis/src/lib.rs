@@ -1,7 +1,7 @@
-//! The Redis backend for OmniQ: all four stores on one Redis server, where every change of a
-//! task's state is one atomic Lua script.
+//! The Redis backend for OmniQ: all four stores on one Redis server or on a Redis Cluster,
+//! where every change of a task's state is one atomic Lua script.
 //!
-//! Any number of worker processes on any number of machines share a server. A task being
+//! Any number of worker processes on any number of machines share a server (or cluster). A task being
 //! processed is always in Redis (Running, in the lease set, with its deadline), never only
 //! in a worker's memory: a worker that dies loses nothing, and any live worker recovers its
 //! expired leases. Idle workers block on a wake-up list instead of polling, so they start a
@@ -14,11 +14,11 @@
 //! | wake-ups | yes, across processes (`BLPOP` on per-queue wake-up lists); a delayed task wakes its workers at its `run_at` |
 //! | batch enqueue / dequeue / heartbeat / complete | yes: one script call, one round trip, per batch |
 //! | atomic state changes | yes: each is one Lua script (see the table below) |
-//! | reconnects | yes: [`redis::aio::ConnectionManager`]; a call during the outage fails as `Unavailable` |
+//! | reconnects | yes: [`redis::aio::ConnectionManager`] on one server, redis-rs's cluster connection on a cluster (it also follows slot moves and failovers); a call during the outage fails as `Unavailable` |
 //! | TLS | `rediss://`, on rustls with the aws-lc-rs provider (installed as the process default if none is) |
 //! | result TTL | native key expiry (`SET … PXAT`) |
-//! | events | one capped stream (`XADD … MAXLEN ~`) |
-//! | Redis Cluster | no: the client speaks to one server (see below) |
+//! | events | one capped stream (`XADD … MAXLEN ~`); live followers by pub/sub |
+//! | Redis Cluster | yes, with [`RedisBackend::connect_cluster`]: one prefix's queue and schedules live on one node, results and events spread (see below) |
 //!
 //! Needs Redis 6.2 or newer (exclusive `XRANGE` bounds, `SET … PXAT`, fractional `BLPOP`
 //! timeouts). Times (`run_at`, lease deadlines, TTLs) come from the clients' clocks, as with
@@ -39,6 +39,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! On a Redis Cluster, name a few of its nodes (or all of them) instead of one server:
+//!
+//! ```no_run
+//! use omniq_redis::{RedisBackend, RedisOptions};
+//!
+//! # async fn example() -> Result<(), omniq_storage::StoreError> {
+//! let backend = RedisBackend::connect_cluster(
+//!     &["redis://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"],
+//!     RedisOptions::prefix("billing"),
+//! )
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Through OmniQ's settings, a store URL with `?cluster=true` does the same:
+//! `redis://10.0.0.1:7000,10.0.0.2:7000/?cluster=true&prefix=billing`.
 //!
 //! # Keys
 //!
@@ -88,22 +106,47 @@
 //! | `list`, `stats` | `list.lua`, `stats.lua` (read-only, one snapshot) |
 //! | `get` | `HGETALL` |
 //! | `wait_for_tasks` | `ZRANGE … WITHSCORES` on the delayed sets (to wake at the next `run_at`), then `BLPOP` on the wake-up lists, on a connection of the caller's own: a blocking command must never hold up the shared one |
-//! | results | `SET … PXAT`, `GET`, `DEL` |
-//! | events | `XADD … MAXLEN ~`, `XRANGE` (filtered as read), `XDEL` |
+//! | results | `SET … PXAT`, `GET`, `DEL`; a batch is one pipeline, or on a cluster one request per result (all in flight at once) |
+//! | events | `XADD … MAXLEN ~` and `PUBLISH` to `P:events:live` for live followers (`SUBSCRIBE`), `XRANGE` (filtered as read), `XDEL` |
 //! | schedules | `schedule_create.lua`, `schedule_update.lua` (also the compare-and-set of `advance`), `schedule_delete.lua`; `HGET`, `HVALS`, `ZRANGEBYSCORE` + `HMGET` for `due` |
 //!
-//! Scripts are loaded once when connecting and called by SHA (`EVALSHA`); a server that
-//! lost them (a restart) gets them again on the next call.
+//! Scripts are loaded once when connecting (on a cluster, `SCRIPT LOAD` goes to every node)
+//! and called by SHA (`EVALSHA`); a server that lost them (a restart, a failover to a
+//! replica that never saw them, a node added later) answers `NOSCRIPT`, loads them again
+//! and runs the call.
 //!
 //! # Redis Cluster
 //!
-//! Not supported: the backend connects to one server. The key layout is ready for it in
-//! one respect: every key a script touches shares the tag `{P}`, so each script runs in one
-//! slot (the per-task keys it derives are in that slot too). The price is that one prefix
-//! lives on one node; spreading queues over nodes would take one backend (prefix) per group
-//! of queues. A tag per queue was not chosen because nearly every script is store-wide:
-//! dependencies and unique keys span queues, `get`, heartbeats and completions know a task
-//! by its id only, and lease recovery and expiry cover every queue.
+//! [`RedisBackend::connect_cluster`] takes the URLs of some of the cluster's nodes (one
+//! URL may list several, comma-separated, sharing its scheme and credentials); the client
+//! learns the rest of the cluster from them, routes each command to the node owning its
+//! key's slot, follows `MOVED` / `ASK` redirections and failovers, and reconnects by
+//! itself. Everything above works the same on a cluster, the conformance suite included:
+//!
+//! - Every key a script touches shares the hash tag `{P}`, so each script runs in one
+//!   slot (the per-task keys it derives are in that slot too). So **one prefix's task
+//!   queue and schedules live on one node**: one prefix is as fast as one node, never
+//!   faster. To spread the load, give groups of queues (or applications) prefixes of their
+//!   own, which hash to different slots and so, usually, to different nodes (`CLUSTER
+//!   KEYSLOT {P}` tells which slot). A tag per queue was not chosen because nearly every
+//!   script is store-wide: dependencies and unique keys span queues, `get`, heartbeats and
+//!   completions know a task by its id only, and lease recovery and expiry cover every
+//!   queue. On a cluster, a prefix may not contain braces.
+//! - Results (`P:result:<id>`, one key each) spread over all the nodes; a batch of them is
+//!   written as one request per result rather than one pipeline (a cluster pipeline keeps
+//!   to one slot).
+//! - The event stream `P:events` is one key, so on one node, and usually not the node of
+//!   the queue. Live followers subscribe through a cluster connection of their own (RESP3,
+//!   which redis-rs needs for pub/sub on a cluster, and which resubscribes after losing a
+//!   node); `PUBLISH` reaches subscribers on every node.
+//! - Idle workers block (`BLPOP` on `{P}:wake:<queue>`) on cluster connections of their
+//!   own, without a response timeout; each such connection holds a connection to every
+//!   primary, and the next pop after a failover or slot move goes to the slot's new node.
+//! - Nothing is ever atomic across slots, by design. While the slot of `{P}` is migrated
+//!   between nodes, calls for that prefix may be redirected, or fail as `Unavailable`
+//!   (callers retry those), until the migration ends: Redis runs a script only on a node
+//!   holding all of its keys.
+//! - Redis Cluster has only database 0: leave the URLs' `/db` out.
 
 mod backend;
 mod codec;
@@ -115,7 +158,7 @@ mod results;
 mod schedules;
 mod scripts;
 
-pub use backend::{RedisBackend, RedisOptions};
+pub use backend::{RedisBackend, RedisConnection, RedisOptions};
 pub use events::RedisEventStore;
 pub use queue::RedisTaskQueue;
 pub use results::RedisResultStore;

@@ -74,32 +74,31 @@ impl RedisResultStore {
             return Ok(());
         }
         let now = Utc::now();
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(results.len());
         for result in &results {
             let key = self.backend.keys().result(&result.task_id.to_string());
+            let mut command;
             match result.expires_at {
                 Some(at) if at <= now => {
-                    pipe.cmd("DEL").arg(key).ignore();
+                    command = redis::cmd("DEL");
+                    command.arg(key);
                 }
                 Some(at) => {
                     // Rounded up: a result may outlive its TTL by under a millisecond on the
                     // server, never by a read (see `read`).
                     let ms = micros(at).saturating_add(999) / 1000;
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(encode(result)?)
-                        .arg("PXAT")
-                        .arg(ms)
-                        .ignore();
+                    command = redis::cmd("SET");
+                    command.arg(key).arg(encode(result)?).arg("PXAT").arg(ms);
                 }
                 None => {
-                    pipe.cmd("SET").arg(key).arg(encode(result)?).ignore();
+                    command = redis::cmd("SET");
+                    command.arg(key).arg(encode(result)?);
                 }
             }
+            commands.push(command);
         }
-        pipe.query_async::<()>(&mut self.backend.connection())
-            .await
-            .map_err(redis_error)
+        // Each result is a key of its own, spread over a cluster's slots.
+        self.backend.run_each(commands).await
     }
 
     async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {

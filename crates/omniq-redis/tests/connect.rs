@@ -68,3 +68,37 @@ async fn tls_urls_install_aws_lc_rs_and_fail_cleanly_against_a_plain_server() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn a_cluster_needs_a_node_and_a_prefix_without_braces() {
+    let err = RedisBackend::connect_cluster(&[], RedisOptions::default())
+        .await
+        .expect_err("no node");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid, "{err}");
+    let err = RedisBackend::connect_cluster(&["redis://127.0.0.1:1"], RedisOptions::prefix("a}b"))
+        .await
+        .expect_err("braces");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid, "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_unavailable_and_hides_the_password() {
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ports.push(listener.local_addr().expect("addr").port());
+    }
+    // Nothing listens on either port now.
+    let url = format!(
+        "redis://:{PASSWORD}@127.0.0.1:{},127.0.0.1:{}",
+        ports[0], ports[1]
+    );
+    let nodes = [url.as_str()];
+    let connecting = RedisBackend::connect_cluster(&nodes, RedisOptions::default());
+    let err = tokio::time::timeout(Duration::from_secs(60), connecting)
+        .await
+        .expect("fails in time")
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
