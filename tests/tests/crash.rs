@@ -3,7 +3,7 @@
 //! the kill run twice.
 //!
 //! "In flight" is what the store says: the tasks still Running under the dead worker's
-//! leases, which a worker never holds more of than its concurrency.
+//! leases, which a worker never holds more of than its lease budget (concurrency + prefetch).
 //!
 //! Each scenario runs on every backend (`<scenario>::sqlite`, `::redis`, `::postgres`,
 //! `::mysql`).
@@ -22,11 +22,14 @@ use support::{POLL, Scene, run_counts};
 
 on_backends!(
     sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight,
-    a_worker_holds_no_more_leases_than_its_concurrency,
+    a_worker_holds_no_more_leases_than_its_budget,
 );
 
 const TASKS: u64 = 2_000;
 const CONCURRENCY: usize = 16;
+const PREFETCH: usize = 8;
+/// Leases a worker may hold: running, buffered, or being completed.
+const BUDGET: u64 = (CONCURRENCY + PREFETCH) as u64;
 const RUNS_BEFORE_KILL: usize = 500;
 
 async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
@@ -38,9 +41,12 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
     ensure!(handles.len() as u64 == TASKS);
 
     let concurrency = CONCURRENCY.to_string();
+    let prefetch = PREFETCH.to_string();
     let worker_args = [
         "--concurrency",
         concurrency.as_str(),
+        "--prefetch",
+        prefetch.as_str(),
         "--task-ms",
         "2",
         "--lease-ms",
@@ -242,34 +248,38 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
         duplicates.difference(&rerun_seqs).collect::<Vec<_>>()
     );
     // "No more than the number in flight at the kill": the leases A held, counted in the
-    // store, which never exceed A's concurrency.
+    // store, which never exceed A's lease budget.
     ensure!(
         duplicates.len() as u64 <= running_at_kill,
         "{} tasks ran twice, more than the {running_at_kill} in flight at the kill",
         duplicates.len()
     );
     ensure!(
-        running_at_kill <= CONCURRENCY as u64,
-        "{running_at_kill} tasks were Running under a worker of concurrency {CONCURRENCY}"
+        running_at_kill <= BUDGET,
+        "{running_at_kill} tasks were Running under a worker with a budget of {BUDGET} leases"
     );
     ensure!(runs.len() == TASKS as usize + duplicates.len());
     omniq.close().await;
     Ok(())
 }
 
-/// The number of tasks a worker holds leases on never exceeds its concurrency, so a crash
-/// re-runs at most `concurrency` tasks: a slot is freed only once its task's completion is
-/// in the store, not when the handler returns (finished-but-uncompleted tasks are still
-/// Running under the worker's lease, and would all run again after a SIGKILL).
-async fn a_worker_holds_no_more_leases_than_its_concurrency(scene: &Scene) -> anyhow::Result<()> {
+/// The number of tasks a worker holds leases on never exceeds its budget (concurrency +
+/// prefetch), so a crash re-runs at most that many: a lease permit is freed only once its
+/// task's completion is in the store, not when the handler returns (finished-but-uncompleted
+/// tasks are still Running under the worker's lease, and would all run again after a
+/// SIGKILL).
+async fn a_worker_holds_no_more_leases_than_its_budget(scene: &Scene) -> anyhow::Result<()> {
     let omniq = scene.open().await?;
     omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
     let concurrency = CONCURRENCY.to_string();
+    let prefetch = PREFETCH.to_string();
     let mut worker = scene.spawn_worker(
         "worker",
         &[
             "--concurrency",
             concurrency.as_str(),
+            "--prefetch",
+            prefetch.as_str(),
             "--task-ms",
             "2",
             "--poll-ms",
@@ -296,12 +306,12 @@ async fn a_worker_holds_no_more_leases_than_its_concurrency(scene: &Scene) -> an
     worker.signal("TERM")?;
     ensure!(worker.wait_exit(Duration::from_secs(30)).await?.success());
     println!(
-        "leases ({:?}): at most {most_running} tasks Running at once, concurrency {CONCURRENCY}",
+        "leases ({:?}): at most {most_running} tasks Running at once, budget {BUDGET}",
         scene.target.backend
     );
     ensure!(
-        most_running <= CONCURRENCY as u64,
-        "a worker with concurrency {CONCURRENCY} held {most_running} leases at once"
+        most_running <= BUDGET,
+        "a worker with a budget of {BUDGET} leases held {most_running} at once"
     );
     omniq.close().await;
     Ok(())

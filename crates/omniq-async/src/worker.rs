@@ -20,6 +20,7 @@ impl WorkerBuilder {
             id: None,
             queues: settings.queues.clone(),
             concurrency: settings.concurrency,
+            prefetch: settings.prefetch.unwrap_or(settings.concurrency),
             kind: match settings.default_worker {
                 omniq_config::WorkerKind::Thread => WorkerKind::Thread,
                 _ => WorkerKind::Async,
@@ -43,6 +44,13 @@ impl WorkerBuilder {
     /// Sets how many tasks run at once.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.config = self.config.concurrency(concurrency);
+        self
+    }
+
+    /// Sets how many leases are claimed ahead of free slots (default: as many as the
+    /// concurrency; 0 for long tasks shared by many workers).
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.config = self.config.prefetch(prefetch);
         self
     }
 

@@ -335,6 +335,98 @@ async fn shutdown_releases_tasks_that_outlive_the_grace_period(h: Harness) {
     assert_eq!(record.attempts, 0, "a released attempt does not count");
 }
 
+async fn prefetched_tasks_wait_for_a_slot_and_go_back_unrun_at_shutdown(h: Harness) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let omniq = {
+        let runs = Arc::clone(&runs);
+        h.omniq.clone().register_fn("test.hold", move |_: u32| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }
+        })
+    };
+    let mut handles = Vec::new();
+    for i in 0..4u32 {
+        handles.push(
+            omniq
+                .enqueue_by_name::<()>("test.hold", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let mut started = omniq.events().subscribe().kinds([TaskEventKind::Started]);
+    let worker = omniq
+        .worker()
+        .concurrency(1)
+        .prefetch(3)
+        .shutdown_grace(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    tokio::time::timeout(WAIT, started.next())
+        .await
+        .expect("a task starts");
+    // One claim took the free slot and the three buffered leases.
+    let running = omniq
+        .queue_stats("default")
+        .await
+        .expect("stats")
+        .count(TaskState::Running);
+    assert_eq!(running, 4, "one running, three prefetched");
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(
+        report.released, 4,
+        "the running one after the grace, the buffered ones at once"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a buffered lease never ran");
+    for handle in &handles {
+        let record = handle.record().await.expect("record");
+        assert_eq!(record.state, TaskState::Queued);
+        assert_eq!(record.attempts, 0);
+    }
+}
+
+async fn prefetch_never_runs_more_handlers_than_the_concurrency(h: Harness) {
+    let running = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let omniq = {
+        let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+        h.omniq.clone().register_fn("test.count", move |_: u32| {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let mut handles = Vec::new();
+    for i in 0..60u32 {
+        handles.push(
+            omniq
+                .enqueue_by_name::<()>("test.count", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let worker = omniq
+        .worker()
+        .concurrency(2)
+        .prefetch(8)
+        .start()
+        .expect("start");
+    for handle in handles {
+        handle.wait(WAIT).await.expect("succeeds");
+    }
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.succeeded, 60);
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} handlers ran at once");
+}
+
 async fn a_unique_key_returns_the_live_task(h: Harness) {
     let omniq = h.omniq.clone().register::<Double>();
     let first = omniq
@@ -396,6 +488,8 @@ on_each_backend! {
     blocking_tasks => blocking_tasks_run_on_the_workers_own_threads;
     graceful_shutdown => shutdown_lets_running_tasks_finish_within_the_grace_period;
     shutdown_release => shutdown_releases_tasks_that_outlive_the_grace_period;
+    prefetch_buffer => prefetched_tasks_wait_for_a_slot_and_go_back_unrun_at_shutdown;
+    prefetch_concurrency => prefetch_never_runs_more_handlers_than_the_concurrency;
     unique_keys => a_unique_key_returns_the_live_task;
     cancelled_wait => waiting_on_a_cancelled_task_reports_that_it_ended;
     inspection => inspection_lists_and_counts_tasks;

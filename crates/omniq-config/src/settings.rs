@@ -69,6 +69,10 @@ pub struct Settings {
     /// Tasks a worker runs at once (`concurrency`, default 16; must be at
     /// least 1).
     pub concurrency: usize,
+    /// Leases a worker claims ahead of free slots (`prefetch`, default: the same as
+    /// `concurrency`; 0 for long tasks shared by many workers). A worker holds at most
+    /// `concurrency + prefetch` leases.
+    pub prefetch: Option<usize>,
     /// Queues a worker consumes, in priority order (`queues`, default
     /// `[default]`; in the environment or a map: `a,b` or `[a,b]`).
     #[serde(deserialize_with = "values::deserialize_list")]
@@ -95,7 +99,7 @@ pub struct Settings {
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 21] = [
+pub(crate) const KEYS: [&str; 22] = [
     "base_dir",
     "task_queue_url",
     "result_storage_url",
@@ -111,6 +115,7 @@ pub(crate) const KEYS: [&str; 21] = [
     "max_payload_bytes",
     "codec",
     "concurrency",
+    "prefetch",
     "queues",
     "lease",
     "heartbeat",
@@ -137,6 +142,7 @@ impl Default for Settings {
             max_payload_bytes: 1_048_576,
             codec: CodecKind::default(),
             concurrency: 16,
+            prefetch: None,
             queues: vec!["default".to_owned()],
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),

@@ -32,6 +32,12 @@ impl WorkerBuilder {
         self.map(|w| w.concurrency(concurrency))
     }
 
+    /// Sets how many leases are claimed ahead of free slots (default: as many as the
+    /// concurrency; 0 for long tasks shared by many workers).
+    pub fn prefetch(self, prefetch: usize) -> Self {
+        self.map(|w| w.prefetch(prefetch))
+    }
+
     /// Sets the queues, in strict priority order.
     pub fn queues<Q: Into<String>>(self, queues: impl IntoIterator<Item = Q>) -> Self {
         self.map(|w| w.queues(queues))

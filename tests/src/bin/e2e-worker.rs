@@ -1,7 +1,7 @@
 //! `e2e-worker`: the worker process OmniQ's end-to-end tests start, kill and signal.
 //!
 //! ```text
-//! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C]
+//! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C] [--prefetch P]
 //!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
 //! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
 //! ```
@@ -51,6 +51,7 @@ struct Args {
     tasks: u64,
     first_seq: u64,
     concurrency: Option<usize>,
+    prefetch: Option<usize>,
     task_ms: u64,
     lease_ms: Option<u64>,
     poll_ms: Option<u64>,
@@ -67,6 +68,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         tasks: 0,
         first_seq: 0,
         concurrency: None,
+        prefetch: None,
         task_ms: 0,
         lease_ms: None,
         poll_ms: None,
@@ -112,6 +114,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                 args.concurrency =
                     Some(usize::try_from(number(value()?)?).context("--concurrency is too large")?);
             }
+            "--prefetch" => {
+                args.prefetch =
+                    Some(usize::try_from(number(value()?)?).context("--prefetch is too large")?);
+            }
             "--task-ms" => args.task_ms = number(value()?)?,
             "--lease-ms" => args.lease_ms = Some(number(value()?)?),
             "--poll-ms" => args.poll_ms = Some(number(value()?)?),
@@ -134,6 +140,9 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     };
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;
+    }
+    if args.prefetch.is_some() {
+        settings.prefetch = args.prefetch;
     }
     if let Some(ms) = args.lease_ms {
         settings.lease = Duration::from_millis(ms);

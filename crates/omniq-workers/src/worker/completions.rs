@@ -21,8 +21,8 @@ pub(crate) struct Finished {
     pub(crate) value: Option<Vec<u8>>,
     /// The payload, kept for the task's `failed` hook on a dead letter.
     pub(crate) payload: Option<Vec<u8>>,
-    /// The worker slot, freed once the completion is applied.
-    pub(crate) slot: Option<OwnedSemaphorePermit>,
+    /// The lease permit, freed once the completion is applied.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Finished {
@@ -38,7 +38,7 @@ impl Finished {
             attempt: 0,
             value: None,
             payload: None,
-            slot: None,
+            permit: None,
         }
     }
 
@@ -113,8 +113,8 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
     let mut failures = Vec::new();
     for (mut item, status) in batch.into_iter().zip(completed.statuses) {
         shared.forget(&item.completion.lease);
-        // The completion is in the store: the slot may take another lease.
-        drop(item.slot.take());
+        // The completion is in the store: the worker may take another lease.
+        drop(item.permit.take());
         if status == CompletionStatus::LeaseLost {
             Counters::add(&shared.counters.lease_lost);
             metrics::counter!("omniq_tasks_lease_lost_total").increment(1);

@@ -23,6 +23,12 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Most tasks running at once.
     pub concurrency: usize,
+    /// Leases claimed ahead of free slots, so the next tasks are at hand while finished ones
+    /// are being completed (default: as many as `concurrency`). A worker holds at most
+    /// `concurrency + prefetch` leases: running, waiting in its buffer, or being completed;
+    /// a crash re-runs at most that many. Use 0 for long tasks shared by many workers, so no
+    /// task waits in one worker's buffer while another worker is idle.
+    pub prefetch: usize,
     /// Where blocking handlers run.
     pub kind: WorkerKind,
     /// Lease length; a lease not renewed in this time is taken back by any worker.
@@ -55,6 +61,7 @@ impl Default for WorkerConfig {
             id: None,
             queues: vec![DEFAULT_QUEUE.to_owned()],
             concurrency: 16,
+            prefetch: 16,
             kind: WorkerKind::Async,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
@@ -76,10 +83,22 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets how many tasks run at once.
+    /// Sets how many tasks run at once, and a prefetch of as many.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self.prefetch = concurrency;
         self
+    }
+
+    /// Sets how many leases are claimed ahead of free slots (see [`WorkerConfig::prefetch`]).
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Most leases the worker holds at once: running, buffered or being completed.
+    pub(crate) fn max_leases(&self) -> usize {
+        self.concurrency.saturating_add(self.prefetch)
     }
 
     /// Sets where blocking handlers run.

@@ -12,21 +12,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::completions::Finished;
-use super::shared::{InFlight, Shared};
+use super::shared::{InFlight, Pipeline, Shared};
 use crate::TaskContext;
 use crate::registry::Invocation;
 use crate::retry::after_failure;
 
 /// Runs one lease to its end and hands the outcome to the completion flusher.
 ///
-/// The permit is the worker slot. It is held until the attempt's completion is applied
-/// (so a worker never holds more leases than it has slots, and a crash re-runs at most
-/// `concurrency` tasks), and for a blocking handler until its thread returns, even past a
-/// timeout.
+/// The lease waits in the worker's buffer for a slot. The slot is held while the handler
+/// runs (for a blocking handler until its thread returns, even past a timeout); the lease
+/// permit until the attempt's completion is applied, so a worker never holds more leases
+/// than its budget and a crash re-runs at most that many tasks.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
+    pipeline: Arc<Pipeline>,
     lease: Lease,
-    permit: OwnedSemaphorePermit,
+    lease_permit: OwnedSemaphorePermit,
     finished: mpsc::UnboundedSender<Finished>,
 ) {
     let spec = &lease.spec;
@@ -43,6 +44,51 @@ pub(crate) async fn execute(
             finished: false,
         },
     );
+    let unstarted = |outcome, permit| {
+        pipeline.unbuffer();
+        if let Some(held) = shared.in_flight().get_mut(&spec.id) {
+            held.finished = true;
+        }
+        let _ = finished.send(Finished {
+            completion: Completion {
+                lease: lease.reference(),
+                outcome,
+            },
+            task_name: spec.name.clone(),
+            queue: spec.queue.clone(),
+            attempt: lease.attempt,
+            value: None,
+            payload: None,
+            permit: Some(permit),
+        });
+    };
+    let slot = tokio::select! {
+        biased;
+        // The lease was lost while buffered: nothing to complete.
+        () = abort.cancelled() => {
+            pipeline.unbuffer();
+            return;
+        }
+        // A stopping worker starts nothing new: the lease goes back unrun.
+        () = pipeline.stop.cancelled() => {
+            unstarted(CompletionOutcome::Release, lease_permit);
+            return;
+        }
+        () = cancel_requested.cancelled() => {
+            let reason = "cancelled before it started".to_owned();
+            unstarted(CompletionOutcome::Cancelled { reason }, lease_permit);
+            return;
+        }
+        slot = Arc::clone(&pipeline.slots).acquire_owned() => match slot {
+            Ok(slot) => slot,
+            Err(_) => {
+                pipeline.unbuffer();
+                return;
+            }
+        },
+    };
+    pipeline.unbuffer();
+
     let labels = [("queue", spec.queue.clone()), ("task", spec.name.clone())];
     metrics::counter!("omniq_tasks_started_total", &labels).increment(1);
     let waited = (Utc::now() - spec.run_at).to_std().unwrap_or_default();
@@ -57,7 +103,7 @@ pub(crate) async fn execute(
         queue = %spec.queue, attempt = lease.attempt);
     let started = Instant::now();
     let grace = shared.config.cancel_grace;
-    let mut slot = Some(permit);
+    let mut slot = Some(slot);
     let outcome = tokio::select! {
         outcome = run_attempt(&shared, &lease, context, &mut slot).instrument(span.clone()) => Some(outcome),
         // The lease was lost: stop without completing; the store no longer lets this
@@ -66,6 +112,8 @@ pub(crate) async fn execute(
         // Cancellation was requested and the handler did not stop within the grace period.
         () = async { cancel_requested.cancelled().await; tokio::time::sleep(grace).await } => None,
     };
+    // The handler is done: its slot may run the next buffered lease while this completes.
+    drop(slot);
     let elapsed = started.elapsed();
     metrics::histogram!("omniq_task_duration_seconds", &labels).record(elapsed.as_secs_f64());
 
@@ -106,7 +154,7 @@ pub(crate) async fn execute(
         attempt: lease.attempt,
         value,
         payload,
-        slot,
+        permit: Some(lease_permit),
     });
 }
 

@@ -1,14 +1,15 @@
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use omniq_models::{TaskEvent, TaskEventKind};
 use omniq_scheduler::Scheduler;
 use omniq_storage::{DequeueRequest, LeaseRef};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{Shared, WorkerReport};
+use super::shared::{Pipeline, Shared, WorkerReport};
 use super::{completions, execute, leases};
 
 /// The worker's main task: claim while slots are free, then shut down gracefully.
@@ -34,24 +35,35 @@ pub(crate) async fn run(
     let scheduler =
         scheduler.map(|(scheduler, tick)| tokio::spawn(scheduler.run(tick, stop.child_token())));
 
-    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    let pipeline = Arc::new(Pipeline::new(&shared.config, stop.clone()));
     let mut executions = JoinSet::new();
     let mut failures = 0u32;
     while !stop.is_cancelled() {
         // Reap finished executions so the set does not grow without bound.
         while executions.try_join_next().is_some() {}
         let first = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
+            permit = Arc::clone(&pipeline.leases).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
             () = stop.cancelled() => break,
         };
-        // Claim as many tasks as there are free slots, in one round trip.
-        let free = 1 + slots.available_permits();
+        // Claim for the slots that are free plus the room left in the prefetch buffer, in
+        // one round trip, within the lease budget.
+        let wanted = pipeline.wanted(shared.config.prefetch);
+        let limit = wanted.min(1 + pipeline.leases.available_permits());
+        if limit == 0 {
+            // Every slot is busy and the buffer is full: wait until a buffered lease starts.
+            drop(first);
+            tokio::select! {
+                () = pipeline.started.notified() => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
         let request = DequeueRequest {
             queues: shared.config.queues.clone(),
-            limit: free,
+            limit,
             lease: shared.config.lease,
             worker_id: shared.id.clone(),
         };
@@ -82,20 +94,22 @@ pub(crate) async fn run(
         }
         let mut permits = std::iter::once(first);
         for lease in leases {
-            // Only this loop takes permits, so those counted free above are still free.
+            // Only this loop takes lease permits, so those counted free above are still free.
             let permit = match permits.next() {
                 Some(permit) => permit,
-                None => match Arc::clone(&slots).try_acquire_owned() {
+                None => match Arc::clone(&pipeline.leases).try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
-                        // Cannot happen; give the lease back rather than overrun the limit.
+                        // Cannot happen; give the lease back rather than overrun the budget.
                         let _ = finished_tx.send(completions::Finished::release(lease.reference()));
                         continue;
                     }
                 },
             };
+            pipeline.buffered.fetch_add(1, Ordering::Relaxed);
             executions.spawn(execute::execute(
                 Arc::clone(&shared),
+                Arc::clone(&pipeline),
                 lease,
                 permit,
                 finished_tx.clone(),

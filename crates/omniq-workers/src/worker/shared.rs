@@ -1,11 +1,12 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use omniq_events::EventLogger;
 use omniq_models::{LeaseToken, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{LeaseRef, ResultStore, TaskQueue};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
@@ -69,6 +70,49 @@ pub(crate) struct InFlight {
     pub(crate) context: CancellationToken,
     /// The attempt ended and its completion is on its way to the store.
     pub(crate) finished: bool,
+}
+
+/// The claim → run → complete pipeline's budgets.
+///
+/// A lease permit is held from claim until the completion is in the store, a slot only while
+/// the handler runs: so the next claim overlaps the completion of the last batch, and the
+/// worker never holds more than `concurrency + prefetch` leases.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    /// Leases the worker may hold: `concurrency + prefetch`.
+    pub(crate) leases: Arc<Semaphore>,
+    /// Handlers that may run at once: `concurrency`.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Claimed leases waiting for a slot.
+    pub(crate) buffered: AtomicUsize,
+    /// Signalled when a buffered lease gets a slot (or leaves the buffer otherwise).
+    pub(crate) started: Notify,
+    /// The worker is stopping: buffered leases are given back unrun.
+    pub(crate) stop: CancellationToken,
+}
+
+impl Pipeline {
+    pub(crate) fn new(config: &WorkerConfig, stop: CancellationToken) -> Self {
+        Self {
+            leases: Arc::new(Semaphore::new(config.max_leases())),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            buffered: AtomicUsize::new(0),
+            started: Notify::new(),
+            stop,
+        }
+    }
+
+    /// Leases worth claiming now: free slots plus the room left in the buffer.
+    pub(crate) fn wanted(&self, prefetch: usize) -> usize {
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        (self.slots.available_permits() + prefetch).saturating_sub(buffered)
+    }
+
+    /// A buffered lease left the buffer.
+    pub(crate) fn unbuffer(&self) {
+        self.buffered.fetch_sub(1, Ordering::Relaxed);
+        self.started.notify_one();
+    }
 }
 
 /// Everything the worker's tasks share.
