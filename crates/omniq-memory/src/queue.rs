@@ -95,6 +95,10 @@ impl MemoryTaskQueue {
 
 impl State {
     fn duplicate_of(&self, spec: &TaskSpec, now: DateTime<Utc>) -> Option<TaskId> {
+        // The same spec sent again.
+        if self.tasks.contains_key(&spec.id) {
+            return Some(spec.id);
+        }
         let key = spec.unique_key.as_ref()?;
         if let Some(live) = self.unique.get(key) {
             return Some(*live);

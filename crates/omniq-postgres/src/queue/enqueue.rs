@@ -234,7 +234,7 @@ async fn insert_many(
         .fetch_all(&mut *conn)
         .await
         .map_err(store_error)?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().map(|(id, _)| id).collect();
+    let mut inserted: HashSet<Uuid> = inserted.into_iter().map(|(id, _)| id).collect();
     let skipped_keys: Vec<&str> = specs
         .iter()
         .filter(|s| !inserted.contains(s.id.as_uuid()))
@@ -242,7 +242,8 @@ async fn insert_many(
         .collect();
     let holders = live_holders(conn, names, &skipped_keys).await?;
     for (spec, state) in specs.iter().zip(states) {
-        if inserted.contains(spec.id.as_uuid()) {
+        // Taken out once seen: an id twice in one batch is created once.
+        if inserted.remove(spec.id.as_uuid()) {
             if state == TaskState::Queued {
                 ready.insert(spec.queue.clone());
             }

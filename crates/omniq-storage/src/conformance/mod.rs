@@ -84,6 +84,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             enqueue_dequeue_complete_round_trip,
             enqueue_many_returns_one_outcome_per_task_in_order,
+            a_task_sent_twice_is_stored_once,
             dequeue_is_bounded_by_the_limit,
             dequeue_orders_by_priority_then_enqueue_order,
             dequeue_is_fifo_at_equal_priority,

@@ -74,6 +74,36 @@ pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Stores) 
     );
 }
 
+/// A spec sent again (a producer retrying after a lost reply) is a duplicate of itself,
+/// in a later batch or twice in one, and never a second task.
+pub async fn a_task_sent_twice_is_stored_once(stores: Stores) {
+    let queue = unique_queue("resend");
+    let first = spec(&queue, TaskOptions::default());
+    let other = spec(&queue, TaskOptions::default());
+    let outcomes = stores
+        .queue
+        .enqueue(vec![first.clone(), other.clone(), first.clone()])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        outcomes,
+        vec![
+            EnqueueOutcome::Created {
+                id: first.id,
+                state: TaskState::Queued
+            },
+            EnqueueOutcome::Created {
+                id: other.id,
+                state: TaskState::Queued
+            },
+            EnqueueOutcome::Duplicate { existing: first.id },
+        ]
+    );
+    let again = enqueue_one(&*stores.queue, first.clone()).await;
+    assert_eq!(again, EnqueueOutcome::Duplicate { existing: first.id });
+    assert_eq!(claim(&*stores.queue, &[&queue], 10).await.len(), 2);
+}
+
 /// A claim never returns more leases than asked for, and never the same task twice.
 pub async fn dequeue_is_bounded_by_the_limit(stores: Stores) {
     let queue = unique_queue("bounded");
