@@ -3,11 +3,13 @@
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskSpec, TaskState};
 use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
-use sqlx::SqliteConnection;
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{parse_id, parse_state, to_json};
+use crate::rows::{ROWS_PER_INSERT, parse_id, parse_state, to_json};
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
@@ -26,14 +28,83 @@ impl SqliteTaskQueue {
             .await
             .map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(tasks.len());
+        // Runs of plain tasks (no parents, no unique key) go in multi-row inserts; the others
+        // one by one, in order, since a task may depend on an earlier one of the batch.
+        let mut plain = Vec::new();
         for spec in tasks {
+            if spec.depends_on.is_empty() && spec.unique_key.is_none() {
+                plain.push(spec);
+                if plain.len() == ROWS_PER_INSERT {
+                    insert_plain(&mut tx, std::mem::take(&mut plain), now, &mut outcomes).await?;
+                }
+                continue;
+            }
+            insert_plain(&mut tx, std::mem::take(&mut plain), now, &mut outcomes).await?;
             // An error (an unknown parent) drops the transaction: nothing of the batch stays.
             outcomes.push(insert(&mut tx, spec, now).await?);
         }
+        insert_plain(&mut tx, plain, now, &mut outcomes).await?;
         tx.commit().await.map_err(store_error)?;
         self.wake();
         Ok(outcomes)
     }
+}
+
+/// Inserts tasks without parents or unique keys in one statement. The only possible
+/// conflict is an id sent before, which is a duplicate of itself.
+async fn insert_plain(
+    conn: &mut SqliteConnection,
+    tasks: Vec<TaskSpec>,
+    now: DateTime<Utc>,
+    outcomes: &mut Vec<EnqueueOutcome>,
+) -> StoreResult<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(tasks.len());
+    for spec in &tasks {
+        let state = if spec.run_at > now {
+            TaskState::Scheduled
+        } else {
+            TaskState::Queued
+        };
+        rows.push((spec, state, to_json(&SpecExtras::of(spec))?));
+    }
+    let mut sql = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO omniq_tasks (id, name, queue, state, priority, run_at, expires_at, \
+         max_attempts, payload, options, created_at, updated_at, run_when) ",
+    );
+    sql.push_values(&rows, |mut row, (spec, state, options)| {
+        row.push_bind(spec.id.to_string())
+            .push_bind(spec.name.as_str())
+            .push_bind(spec.queue.as_str())
+            .push_bind(state.as_str())
+            .push_bind(spec.priority)
+            .push_bind(to_micros(spec.run_at))
+            .push_bind(spec.expires_at.map(to_micros))
+            .push_bind(i64::from(spec.max_attempts))
+            .push_bind(spec.payload.as_slice())
+            .push_bind(options.as_str())
+            .push_bind(to_micros(spec.created_at))
+            .push_bind(to_micros(now))
+            .push_bind(spec.run_when.as_str());
+    });
+    sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+    let inserted: Vec<String> = sql
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let mut inserted: HashSet<String> = inserted.into_iter().collect();
+    for (spec, state, _) in rows {
+        // Taken out once seen: an id twice in one batch is created once.
+        outcomes.push(if inserted.remove(&spec.id.to_string()) {
+            EnqueueOutcome::Created { id: spec.id, state }
+        } else {
+            EnqueueOutcome::Duplicate { existing: spec.id }
+        });
+    }
+    Ok(())
 }
 
 async fn insert(
