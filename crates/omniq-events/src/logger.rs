@@ -137,8 +137,10 @@ impl EventLogger {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(event.id);
         }
-        // No subscriber is not an error.
-        let _ = self.live.send(event.clone());
+        if self.live.receiver_count() > 0 {
+            // A subscriber gone in between is not an error.
+            let _ = self.live.send(event.clone());
+        }
         if self.sender.try_send(Command::Event(event)).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::counter!("omniq_events_dropped_total").increment(1);

@@ -6,6 +6,8 @@ use omniq_storage::{Completion, CompletionOutcome, CompletionStatus, LeaseRef, S
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::shared::{Counters, Shared};
+use super::task_metrics::TaskMetrics;
+use metrics::Counter;
 
 /// Most completions applied in one round trip.
 const MAX_BATCH: usize = 512;
@@ -23,6 +25,8 @@ pub(crate) struct Finished {
     pub(crate) payload: Option<Vec<u8>>,
     /// The lease permit, freed once the completion is applied.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// The task's metric handles (none for a lease given back unrun).
+    pub(crate) metrics: Option<Arc<TaskMetrics>>,
 }
 
 impl Finished {
@@ -39,6 +43,7 @@ impl Finished {
             value: None,
             payload: None,
             permit: None,
+            metrics: None,
         }
     }
 
@@ -125,14 +130,15 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
             );
             continue;
         }
-        let labels = [
-            ("queue", item.queue.clone()),
-            ("task", item.task_name.clone()),
-        ];
+        let count = |pick: fn(&TaskMetrics) -> &Counter| {
+            if let Some(handles) = &item.metrics {
+                pick(handles).increment(1);
+            }
+        };
         match &item.completion.outcome {
             CompletionOutcome::Succeeded => {
                 Counters::add(&shared.counters.succeeded);
-                metrics::counter!("omniq_tasks_succeeded_total", &labels).increment(1);
+                count(|m| &m.succeeded);
                 shared.events.log(
                     item.event(TaskEventKind::Succeeded)
                         .worker(shared.id.clone()),
@@ -140,8 +146,8 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
             }
             CompletionOutcome::Retry { error, run_at } => {
                 Counters::add(&shared.counters.retried);
-                metrics::counter!("omniq_tasks_failed_total", &labels).increment(1);
-                metrics::counter!("omniq_tasks_retried_total", &labels).increment(1);
+                count(|m| &m.failed);
+                count(|m| &m.retried);
                 log_failure(shared, &item, error);
                 shared.events.log(
                     item.event(TaskEventKind::Retrying)
@@ -150,8 +156,8 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
             }
             CompletionOutcome::Failed { error } => {
                 Counters::add(&shared.counters.dead_lettered);
-                metrics::counter!("omniq_tasks_failed_total", &labels).increment(1);
-                metrics::counter!("omniq_tasks_dead_lettered_total", &labels).increment(1);
+                count(|m| &m.failed);
+                count(|m| &m.dead_lettered);
                 log_failure(shared, &item, error);
                 shared.events.log(
                     item.event(TaskEventKind::DeadLettered)
@@ -168,7 +174,7 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
             }
             CompletionOutcome::Cancelled { reason } => {
                 Counters::add(&shared.counters.cancelled);
-                metrics::counter!("omniq_tasks_cancelled_total", &labels).increment(1);
+                count(|m| &m.cancelled);
                 shared
                     .events
                     .log(item.event(TaskEventKind::Cancelled).message(reason.clone()));

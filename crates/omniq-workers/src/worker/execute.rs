@@ -60,6 +60,7 @@ pub(crate) async fn execute(
             value: None,
             payload: None,
             permit: Some(permit),
+            metrics: None,
         });
     };
     let slot = tokio::select! {
@@ -89,10 +90,10 @@ pub(crate) async fn execute(
     };
     pipeline.unbuffer();
 
-    let labels = [("queue", spec.queue.clone()), ("task", spec.name.clone())];
-    metrics::counter!("omniq_tasks_started_total", &labels).increment(1);
+    let task_metrics = shared.metrics.get(&spec.queue, &spec.name);
+    task_metrics.started.increment(1);
     let waited = (Utc::now() - spec.run_at).to_std().unwrap_or_default();
-    metrics::histogram!("omniq_task_wait_seconds", &labels).record(waited.as_secs_f64());
+    task_metrics.wait.record(waited.as_secs_f64());
     shared.events.log(
         TaskEvent::for_task(TaskEventKind::Started, spec.id, &spec.name, &spec.queue)
             .attempt(lease.attempt)
@@ -115,7 +116,7 @@ pub(crate) async fn execute(
     // The handler is done: its slot may run the next buffered lease while this completes.
     drop(slot);
     let elapsed = started.elapsed();
-    metrics::histogram!("omniq_task_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    task_metrics.duration.record(elapsed.as_secs_f64());
 
     let (outcome, value, payload) = match outcome {
         Some(Ok(value)) => (CompletionOutcome::Succeeded, Some(value), None),
@@ -155,6 +156,7 @@ pub(crate) async fn execute(
         value,
         payload,
         permit: Some(lease_permit),
+        metrics: Some(task_metrics),
     });
 }
 

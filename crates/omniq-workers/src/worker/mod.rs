@@ -7,6 +7,7 @@ mod fetch;
 mod leases;
 mod shared;
 mod signal;
+mod task_metrics;
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
+use super::task_metrics::MetricsCache;
 use crate::Registry;
 use crate::pool::BlockingExecutor;
 
@@ -127,6 +128,7 @@ pub(crate) struct Shared {
     pub(crate) config: WorkerConfig,
     pub(crate) blocking: BlockingExecutor,
     pub(crate) counters: Counters,
+    pub(crate) metrics: MetricsCache,
     in_flight: Mutex<HashMap<TaskId, InFlight>>,
 }
 
@@ -152,6 +154,7 @@ impl Shared {
             config,
             blocking,
             counters: Counters::default(),
+            metrics: MetricsCache::default(),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
