@@ -101,7 +101,17 @@ async fn sigterm_lets_running_tasks_finish_and_loses_none(scene: &Scene) -> anyh
 
     let mut worker = scene.spawn_worker(
         "worker",
-        &["--concurrency", "4", "--task-ms", "300", "--poll-ms", "50"],
+        // No prefetch: the tasks not running at the signal were never claimed.
+        &[
+            "--concurrency",
+            "4",
+            "--prefetch",
+            "0",
+            "--task-ms",
+            "300",
+            "--poll-ms",
+            "50",
+        ],
         &[("OMNIQ_SHUTDOWN_GRACE", "10s")],
     )?;
     worker.wait_ready(Duration::from_secs(30)).await?;
@@ -191,6 +201,8 @@ async fn sigint_past_the_grace_period_releases_running_tasks(scene: &Scene) -> a
         &[
             "--concurrency",
             "4",
+            "--prefetch",
+            "0",
             "--task-ms",
             "600000",
             "--poll-ms",

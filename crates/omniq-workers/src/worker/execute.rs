@@ -63,21 +63,13 @@ pub(crate) async fn execute(
             metrics: None,
         });
     };
+    // A lease whose slot is free starts, even if the worker is stopping: it was claimed for
+    // that slot. Only leases still waiting in the buffer go back unrun.
     let slot = tokio::select! {
         biased;
         // The lease was lost while buffered: nothing to complete.
         () = abort.cancelled() => {
             pipeline.unbuffer();
-            return;
-        }
-        // A stopping worker starts nothing new: the lease goes back unrun.
-        () = pipeline.stop.cancelled() => {
-            unstarted(CompletionOutcome::Release, lease_permit);
-            return;
-        }
-        () = cancel_requested.cancelled() => {
-            let reason = "cancelled before it started".to_owned();
-            unstarted(CompletionOutcome::Cancelled { reason }, lease_permit);
             return;
         }
         slot = Arc::clone(&pipeline.slots).acquire_owned() => match slot {
@@ -87,6 +79,15 @@ pub(crate) async fn execute(
                 return;
             }
         },
+        () = pipeline.stop.cancelled() => {
+            unstarted(CompletionOutcome::Release, lease_permit);
+            return;
+        }
+        () = cancel_requested.cancelled() => {
+            let reason = "cancelled before it started".to_owned();
+            unstarted(CompletionOutcome::Cancelled { reason }, lease_permit);
+            return;
+        }
     };
     pipeline.unbuffer();
 
