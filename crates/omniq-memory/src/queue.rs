@@ -29,7 +29,9 @@ pub struct MemoryTaskQueue {
 
 #[derive(Debug, Default)]
 struct State {
-    tasks: HashMap<TaskId, Entry>,
+    /// Boxed: the map's slots stay small, so its growth by doubling costs pointers, not
+    /// whole records.
+    tasks: HashMap<TaskId, Box<Entry>>,
     ready: HashMap<String, BTreeSet<ReadyKey>>,
     delayed: BTreeSet<(DateTime<Utc>, u64, TaskId)>,
     leases: BTreeSet<(DateTime<Utc>, TaskId)>,
@@ -164,7 +166,7 @@ impl State {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Entry {
+        let entry = Box::new(Entry {
             record: TaskRecord {
                 spec,
                 state,
@@ -180,7 +182,7 @@ impl State {
             },
             seq,
             token: None,
-        };
+        });
         self.make_available(&entry);
         self.tasks.insert(id, entry);
         if state.is_terminal() {
@@ -400,6 +402,7 @@ impl State {
         self.tasks
             .get_mut(&lease.task_id)
             .filter(|e| e.record.state == TaskState::Running && e.token == Some(lease.token))
+            .map(|e| &mut **e)
     }
 
     fn complete(
@@ -493,7 +496,7 @@ impl State {
             if record.attempts >= record.spec.max_attempts {
                 let mut dependents = Vec::new();
                 self.finish(id, TaskState::Failed, None, now, &mut dependents);
-                changes.extend(self.tasks.get(&id).map(Entry::change));
+                changes.extend(self.tasks.get(&id).map(|e| e.change()));
                 changes.extend(dependents);
             } else {
                 record.state = TaskState::Queued;
@@ -534,7 +537,7 @@ impl State {
                 now,
                 &mut dependents,
             );
-            changes.extend(self.tasks.get(&id).map(Entry::change));
+            changes.extend(self.tasks.get(&id).map(|e| e.change()));
             changes.extend(dependents);
         }
         changes
@@ -758,6 +761,7 @@ impl TaskQueue for MemoryTaskQueue {
                     .is_none_or(|q| &e.record.spec.queue == q)
             })
             .filter(|e| query.states.is_empty() || query.states.contains(&e.record.state))
+            .map(|e| &**e)
             .collect();
         matching.sort_by_key(|e| Reverse(e.seq));
         let page = matching
