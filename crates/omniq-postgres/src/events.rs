@@ -1,14 +1,13 @@
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
 use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
-use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::PgBackend;
-use crate::error::store_error;
+use crate::error::{corrupt, store_error};
 use crate::rows::{to_i64, to_json};
 
-/// The event store of a [`PgBackend`]: filter columns plus the whole event as `jsonb`.
+/// The event store of a [`PgBackend`]: filter columns plus the whole event as JSON text.
 #[derive(Debug, Clone)]
 pub struct PgEventStore {
     backend: PgBackend,
@@ -30,7 +29,7 @@ impl PgEventStore {
         // One statement per batch; the rows keep the batch's order.
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {events} (task_id, queue, kind, at, body) \
-             SELECT e.task_id, e.queue, e.kind, e.at, e.body::jsonb \
+             SELECT e.task_id, e.queue, e.kind, e.at, e.body \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
                WITH ORDINALITY AS e(task_id, queue, kind, at, body, ord) \
              ORDER BY e.ord",
@@ -80,12 +79,15 @@ impl PgEventStore {
         }
         sql.push(" ORDER BY seq LIMIT ")
             .push_bind(to_i64(query.effective_limit()));
-        let bodies: Vec<Json<TaskEvent>> = sql
+        let bodies: Vec<String> = sql
             .build_query_scalar()
             .fetch_all(self.backend.pool())
             .await
             .map_err(store_error)?;
-        Ok(bodies.into_iter().map(|Json(event)| event).collect())
+        bodies
+            .iter()
+            .map(|body| serde_json::from_str(body).map_err(|e| corrupt("event", e)))
+            .collect()
     }
 }
 
