@@ -66,7 +66,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{P}:task:<id>` | hash | one task: its spec, state, attempts, lease (token, deadline, worker), errors (JSON), reason, cancel flag, enqueue `seq` |
+//! | `{P}:task:<id>` | hash | one task: its spec, state, attempts, lease (token, deadline, worker), errors (JSON), reason, cancel flag, enqueue `seq`, `children` flag (`1` once a dependent registered in `{P}:children:<id>`, `0` while none did; tasks stored by versions before the flag lack it) |
 //! | `{P}:ready:<queue>` | sorted set | Queued tasks. Score: −priority; equal scores sort by member, `run_at` (µs, zero-padded) then `seq` then the id, so `ZRANGE` order is the claim order |
 //! | `{P}:delayed:<queue>` | sorted set | Scheduled tasks by `run_at` (µs); a claim promotes the due ones |
 //! | `{P}:leases` | sorted set | Running tasks by lease deadline (µs) |
@@ -74,7 +74,7 @@
 //! | `{P}:st:<state>:<queue>` | sorted set | a queue's tasks in one state, by `seq` (listing, stats, re-drive, purge) |
 //! | `{P}:seq` | string | the enqueue counter |
 //! | `{P}:queues` | set | every queue name used |
-//! | `{P}:children:<id>` | list | a task's dependents |
+//! | `{P}:children:<id>` | list | a task's dependents (only `enqueue.lua` appends, and it sets the parent's `children` flag) |
 //! | `{P}:unique:<key>` | string | the live task holding a unique key |
 //! | `{P}:uhist:<key>` | string | the newest task created with a unique key (`unique_for` windows) |
 //! | `{P}:wake:<queue>` | list | wake-up tokens, at most 64 |

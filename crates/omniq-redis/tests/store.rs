@@ -1,5 +1,7 @@
 //! Redis-specific behaviour beyond the shared suite: dependencies across queues, store-wide
-//! listing, event purging, and reconnecting after the server dropped the connection.
+//! listing, event purging, reconnecting after the server dropped the connection, and the
+//! stored form where other versions of the scripts depend on it (the `children` flag, ready
+//! members).
 
 mod support;
 
@@ -10,8 +12,8 @@ use omniq_models::{TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskSpec, Task
 use omniq_redis::{RedisBackend, RedisOptions};
 use omniq_storage::conformance::services_required;
 use omniq_storage::{
-    Completion, CompletionOutcome, DequeueRequest, EventQuery, EventStore, StoreErrorKind,
-    TaskQuery, TaskQueue,
+    Completion, CompletionOutcome, DequeueRequest, EventQuery, EventStore, StateChange,
+    StoreErrorKind, TaskQuery, TaskQueue,
 };
 use support::{delete_prefix, redis_url, test_prefix};
 
@@ -198,4 +200,151 @@ async fn the_backend_reconnects_after_the_server_drops_its_connection() {
             .len(),
         1
     );
+}
+
+/// A raw connection to the test server, for looking at (or aging) the stored form.
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+/// Claims and completes (successfully) the one task of queue `name`.
+async fn complete_one(queue: &dyn TaskQueue, name: &str) -> Vec<StateChange> {
+    let lease = queue
+        .dequeue(DequeueRequest::new([name], 1))
+        .await
+        .expect("dequeue")
+        .remove(0);
+    queue
+        .complete(vec![Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Succeeded,
+        }])
+        .await
+        .expect("complete")
+        .changes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_stored_without_the_children_flag_still_settles_its_dependents() {
+    let Some((backend, cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let parent = task("legacy", TaskOptions::default());
+    let child = task(
+        "legacy-children",
+        TaskOptions::default().depends_on(parent.id),
+    );
+    queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    // As stored by a version before the flag: the dependents list only.
+    let _: i64 = redis::cmd("HDEL")
+        .arg(format!("{{{}}}:task:{}", cleanup.prefix, parent.id))
+        .arg("children")
+        .query_async(&mut raw().await)
+        .await
+        .expect("HDEL");
+    let changes = complete_one(&queue, "legacy").await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].task_id, child.id);
+    assert_eq!(changes[0].state, TaskState::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_turned_out_a_duplicate_in_its_batch_is_not_stored() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let holder = task("dup", TaskOptions::default().unique_key("k"));
+    queue.enqueue(vec![holder]).await.expect("enqueue");
+    let parent = task("dup", TaskOptions::default().unique_key("k"));
+    let child = task("dup", TaskOptions::default().depends_on(parent.id));
+    queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    assert!(queue.get(parent.id).await.expect("get").is_none());
+    assert!(queue.get(child.id).await.expect("get").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_members_keep_their_documented_form() {
+    let Some((backend, cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let before_epoch = chrono::DateTime::from_timestamp(-86_400, 0).expect("1969");
+    let early = task(
+        "form",
+        TaskOptions::default().priority(-7).run_at(before_epoch),
+    );
+    let now = task("form", TaskOptions::default().priority(3));
+    queue
+        .enqueue(vec![early.clone(), now.clone()])
+        .await
+        .expect("enqueue");
+    let base = format!("{{{}}}", cleanup.prefix);
+    let mut conn = raw().await;
+    let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(format!("{base}:ready:form"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    let mut expected = Vec::new();
+    for spec in [&now, &early] {
+        let seq: i64 = redis::cmd("HGET")
+            .arg(format!("{base}:task:{}", spec.id))
+            .arg("seq")
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        let run_at = spec.run_at.timestamp_micros().max(0);
+        expected.push((
+            format!("{run_at:020}{seq:020}{}", spec.id),
+            -f64::from(spec.priority),
+        ));
+    }
+    assert_eq!(members, expected);
+    // A queued task leaves the ready set when cancelled, so only the other is claimed.
+    queue
+        .cancel(early.id, "no".to_owned())
+        .await
+        .expect("cancel");
+    let card: i64 = redis::cmd("ZCARD")
+        .arg(format!("{base}:ready:form"))
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(card, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_larger_than_a_round_of_the_script_takes_every_task_in_order() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    // claim.lua takes at most 1000 members from a ready set at a time.
+    let tasks: Vec<TaskSpec> = (0..2100)
+        .map(|_| task("rounds", TaskOptions::default()))
+        .collect();
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    queue.enqueue(tasks).await.expect("enqueue");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["rounds"], 5000))
+        .await
+        .expect("dequeue");
+    let claimed: Vec<TaskId> = leases.iter().map(|l| l.spec.id).collect();
+    assert_eq!(claimed, ids);
+    assert!(leases.iter().all(|l| l.attempt == 1));
 }

@@ -9,15 +9,16 @@
 
 local id, reason = ARGV[4], ARGV[5]
 local tk = task_key(id)
-local h = redis.call('HMGET', tk, 'state', 'queue')
+local h = redis.call('HMGET', tk, 'state', 'queue', 'seq', 'run_at', 'expires_at',
+  'unique_key', 'children')
 if not h[1] then
   return { 'not_found' }
 end
 if WAITING[h[1]] then
   local changes = {}
-  make_unavailable(id, tk, h[2], h[1])
-  finish(id, tk, 'cancelled', reason)
-  settle(id, changes)
+  make_unavailable(id, h[2], h[1], h[4], h[3])
+  finish(id, tk, h[2], h[3], h[1], 'cancelled', reason, h[5], h[6])
+  settle(id, h[7], changes)
   flush_wakes()
   return { 'cancelled', changes }
 end

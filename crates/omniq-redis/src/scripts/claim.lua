@@ -8,8 +8,13 @@
 --
 -- ARGV[4] = limit, ARGV[5] = lease deadline (micros), ARGV[6] = worker id,
 -- ARGV[7] = lease token, ARGV[8..] = queues in order.
--- Reply: one array per lease, the fields of spec_fields().
+-- Reply: one array per lease, its fields in the order of codec::SPEC_FIELDS.
 
+-- A lease's fields, in the order the Rust side reads them (codec::SPEC_FIELDS), are those of
+-- the HMGET below, but for the id and the queue, which the script knows: their places are
+-- read as the task's state and seq, then filled in.
+local ID, QUEUE, EXPIRES_AT, ATTEMPTS = 1, 3, 7, 14
+local STATE, SEQ_AT = ID, QUEUE
 local limit = tonumber(ARGV[4])
 local deadline, worker, token = ARGV[5], ARGV[6], ARGV[7]
 local leases = {}
@@ -21,38 +26,45 @@ for qi = 8, #ARGV do
   -- Scheduled tasks whose run_at has come join the ready set first.
   local delayed = B .. ':delayed:' .. queue
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', NOW_S, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    redis.call('ZREM', delayed, unpack(due))
+  end
   for _, id in ipairs(due) do
-    redis.call('ZREM', delayed, id)
     local tk = task_key(id)
-    if redis.call('HGET', tk, 'state') == 'scheduled' then
-      enter_state(id, tk, queue, 'scheduled', 'queued')
-      file_ready(id, tk, queue)
+    local h = redis.call('HMGET', tk, 'state', 'seq', 'priority', 'run_at')
+    if h[1] == 'scheduled' then
+      enter_state(id, tk, queue, h[2], 'scheduled', 'queued', h[3], h[4])
     end
   end
   local ready = B .. ':ready:' .. queue
   while #leases < limit do
-    local members = redis.call('ZRANGE', ready, 0, limit - #leases - 1)
+    -- At most 1000 at a time (the ZREM below takes them all as arguments). Not ZPOPMIN: its
+    -- reply carries every member's score, as text.
+    local members = redis.call('ZRANGE', ready, 0, int(math.min(limit - #leases, 1000) - 1))
     if #members == 0 then
       break
     end
+    redis.call('ZREM', ready, unpack(members))
     for _, member in ipairs(members) do
-      redis.call('ZREM', ready, member)
       local id = string.sub(member, 41)
       local tk = task_key(id)
-      local h = redis.call('HMGET', tk, 'state', 'expires_at')
-      if h[1] == 'queued' then
-        redis.call('HDEL', tk, 'rk')
-        -- An expired task is never handed out; it stays in the expiry index, where
-        -- expire_due finds it and marks it Expired.
-        if not (h[2] and tonumber(h[2]) <= NOW) then
-          enter_state(id, tk, queue, 'queued', 'running')
-          redis.call('HINCRBY', tk, 'attempts', 1)
-          redis.call('HSET', tk, 'token', token, 'lease_at', deadline, 'worker', worker,
-            'started_at', NOW_S, 'cancel', '0')
-          redis.call('ZADD', LEASES, deadline, id)
+      local h = redis.call('HMGET', tk, 'state', 'name', 'seq', 'payload', 'priority', 'run_at',
+        'expires_at', 'max_attempts', 'unique_key', 'deps', 'run_when', 'created_at', 'opts',
+        'attempts')
+      local expires_at = h[EXPIRES_AT]
+      -- An expired task is never handed out; it stays in the expiry index, where
+      -- expire_due finds it and marks it Expired.
+      if h[STATE] == 'queued' and not (expires_at and tonumber(expires_at) <= NOW) then
+        local attempts = int(tonumber(h[ATTEMPTS]) + 1)
+        enter_state(id, tk, queue, h[SEQ_AT], 'queued', 'running', nil, nil, 'attempts', attempts,
+          'token', token, 'lease_at', deadline, 'worker', worker, 'started_at', NOW_S,
+          'cancel', '0')
+        redis.call('ZADD', LEASES, deadline, id)
+        if expires_at then
           redis.call('ZREM', EXPIRY, id)
-          leases[#leases + 1] = spec_fields(tk)
         end
+        h[ID], h[QUEUE], h[ATTEMPTS] = id, queue, attempts
+        leases[#leases + 1] = h
       end
     end
   end

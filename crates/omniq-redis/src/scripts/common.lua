@@ -15,6 +15,12 @@
 --
 -- Every number handed to redis.call is formatted first (int): Redis would otherwise turn a
 -- Lua number such as 1.7e15 into text in exponent form.
+--
+-- Cost: the server's time goes mostly into redis.call (each call, each argument and each
+-- field of a reply), then into Lua's tables and strings. So a script reads the fields a
+-- task change needs with one HMGET, and the helpers below take those values as arguments
+-- rather than reading them again; a helper that records a state writes the caller's other
+-- changed fields (`...`: name, value, ...) in the same HSET.
 
 local B = ARGV[1]
 local NOW_S = ARGV[2]
@@ -79,17 +85,6 @@ local function parent_states(deps)
   return states
 end
 
--- Moves a task between the per-queue state sets (scored by enqueue order) and records the
--- state in its hash.
-local function enter_state(id, tk, queue, old, new)
-  local seq = redis.call('HGET', tk, 'seq')
-  if old then
-    redis.call('ZREM', state_key(old, queue), id)
-  end
-  redis.call('ZADD', state_key(new, queue), seq, id)
-  redis.call('HSET', tk, 'state', new, 'updated_at', NOW_S)
-end
-
 -- Wake-ups: one token per newly ready task (at most WAKE_CAP per queue), pushed at the end
 -- of the script; each idle worker's BLPOP takes one, so one task wakes one worker.
 local wakes = {}
@@ -99,66 +94,109 @@ end
 local function flush_wakes()
   for queue, n in pairs(wakes) do
     local key = B .. ':wake:' .. queue
-    for _ = 1, math.min(n, WAKE_CAP) do
-      redis.call('LPUSH', key, '1')
+    local tokens = {}
+    for i = 1, math.min(n, WAKE_CAP) do
+      tokens[i] = '1'
     end
+    redis.call('LPUSH', key, unpack(tokens))
     redis.call('LTRIM', key, 0, WAKE_CAP - 1)
     -- Tokens nobody took within a minute are stale: a waiter would only wake for nothing.
     redis.call('PEXPIRE', key, 60000)
   end
 end
 
--- Files a Queued task in its queue's ready set. Claim order is the set's order: score =
--- -priority, then (equal scores sort by member) run_at and enqueue order, both zero-padded.
-local function file_ready(id, tk, queue)
-  local h = redis.call('HMGET', tk, 'priority', 'run_at', 'seq')
-  local run_at = tonumber(h[2])
-  if run_at < 0 then
-    run_at = 0
-  end
-  local member = string.format('%020d%020d', run_at, tonumber(h[3])) .. id
-  redis.call('ZADD', B .. ':ready:' .. queue, int(-tonumber(h[1])), member)
-  redis.call('HSET', tk, 'rk', member)
+local ZEROS = '00000000000000000000'
+
+-- `n`, a non-negative integer as text, zero-padded to 20 digits (as '%020d' would).
+local function pad(n)
+  return string.sub(ZEROS, #n + 1) .. n
 end
 
--- Puts a task with an expiry back in the expiry index (it waits again).
-local function watch_expiry(id, tk)
-  local expires = redis.call('HGET', tk, 'expires_at')
-  if expires then
-    redis.call('ZADD', EXPIRY, expires, id)
+-- A Queued task's member of its queue's ready set (score: -priority). Claim order is the
+-- set's order: equal scores sort by member, so by run_at (before the epoch: 0) and enqueue
+-- order, both zero-padded, then id. Derived from fields that never change while the task
+-- is Queued, so it is computed again when needed rather than stored. Integers reach the
+-- scripts as text (canonical, from the Rust side or from int), so the text is padded as is.
+local function ready_member(id, run_at, seq)
+  if string.byte(run_at) == 45 then -- '-'
+    run_at = '0'
   end
+  return pad(run_at) .. pad(seq) .. id
 end
 
--- Makes a task claimable: Queued when its run_at has come, else Scheduled.
-local function make_available(id, tk, queue, old)
-  local run_at = redis.call('HGET', tk, 'run_at')
+-- The ready-set score of a task of priority `priority` (an integer as text): -priority.
+local function ready_score(priority)
+  if priority == '0' then
+    return priority
+  elseif string.byte(priority) == 45 then -- '-'
+    return string.sub(priority, 2)
+  end
+  return '-' .. priority
+end
+
+-- The state a claimable task enters: Queued when its run_at has come, else Scheduled.
+local function available_state(run_at)
   if tonumber(run_at) > NOW then
-    enter_state(id, tk, queue, old, 'scheduled')
-    redis.call('ZADD', B .. ':delayed:' .. queue, run_at, id)
     return 'scheduled'
   end
-  enter_state(id, tk, queue, old, 'queued')
-  file_ready(id, tk, queue)
-  wake(queue)
   return 'queued'
 end
 
--- Takes a waiting task out of the ready or delayed set.
-local function make_unavailable(id, tk, queue, state)
+-- Files task `id` (enqueue order `seq`) in the sets of state `new`, out of those of state
+-- `old` (nil for a new task): its queue's state sets, scored by `seq`, and for Queued the
+-- ready set, for Scheduled the delayed set (by `run_at`). Leaving the ready or delayed set
+-- is make_unavailable's, or the caller's. The caller records the state in the hash.
+local function file(id, queue, seq, old, new, priority, run_at)
+  if old then
+    redis.call('ZREM', state_key(old, queue), id)
+  end
+  redis.call('ZADD', state_key(new, queue), seq, id)
+  if new == 'queued' then
+    redis.call('ZADD', B .. ':ready:' .. queue, ready_score(priority),
+      ready_member(id, run_at, seq))
+  elseif new == 'scheduled' then
+    redis.call('ZADD', B .. ':delayed:' .. queue, run_at, id)
+  end
+end
+
+-- Moves task `id` (hash `tk`) from state `old` to `new` (see file; `priority` and `run_at`
+-- only matter for Queued and Scheduled) and records the state in its hash, with the
+-- caller's other changed fields in the same HSET.
+local function enter_state(id, tk, queue, seq, old, new, priority, run_at, ...)
+  file(id, queue, seq, old, new, priority, run_at)
+  redis.call('HSET', tk, 'state', new, 'updated_at', NOW_S, ...)
+end
+
+-- Puts a task with an expiry (`expires_at`, false for none) in the expiry index: it waits,
+-- again.
+local function watch_expiry(id, expires_at)
+  if expires_at then
+    redis.call('ZADD', EXPIRY, expires_at, id)
+  end
+end
+
+-- Makes an existing task claimable (see available_state and enter_state); returns the
+-- state.
+local function make_available(id, tk, queue, seq, old, priority, run_at, ...)
+  local state = available_state(run_at)
+  enter_state(id, tk, queue, seq, old, state, priority, run_at, ...)
   if state == 'queued' then
-    local rk = redis.call('HGET', tk, 'rk')
-    if rk then
-      redis.call('ZREM', B .. ':ready:' .. queue, rk)
-      redis.call('HDEL', tk, 'rk')
-    end
+    wake(queue)
+  end
+  return state
+end
+
+-- Takes a waiting task (in `state`) out of the ready or delayed set.
+local function make_unavailable(id, queue, state, run_at, seq)
+  if state == 'queued' then
+    redis.call('ZREM', B .. ':ready:' .. queue, ready_member(id, run_at, seq))
   elseif state == 'scheduled' then
     redis.call('ZREM', B .. ':delayed:' .. queue, id)
   end
 end
 
--- Frees the task's unique key if the task holds it.
-local function release_unique(id, tk)
-  local key = redis.call('HGET', tk, 'unique_key')
+-- Frees unique key `key` (false for none) if task `id` holds it.
+local function release_unique(id, key)
   if key then
     local uk = B .. ':unique:' .. key
     if redis.call('GET', uk) == id then
@@ -173,62 +211,68 @@ local function change(id, tk)
   return { id, h[1], h[2], h[3], h[4], h[5] }
 end
 
--- Appends one attempt's error (`error_json`, a serialized TaskError) to the task's history.
-local function push_error(tk, attempt, error_json)
+-- A task's error history (`errors`, its field) with one more attempt's error
+-- (`error_json`, a serialized TaskError) appended.
+local function with_error(errors, attempt, error_json)
   local entry = '{"attempt":' .. attempt .. ',"at":"' .. NOW_TEXT .. '","error":' .. error_json .. '}'
-  local errors = redis.call('HGET', tk, 'errors')
   if not errors or errors == '[]' then
-    errors = '[' .. entry .. ']'
-  else
-    errors = string.sub(errors, 1, -2) .. ',' .. entry .. ']'
+    return '[' .. entry .. ']'
   end
-  redis.call('HSET', tk, 'errors', errors)
+  return string.sub(errors, 1, -2) .. ',' .. entry .. ']'
 end
 
--- Ends a task in a terminal state with exactly `reason` (nil for none).
-local function finish(id, tk, state, reason)
-  local h = redis.call('HMGET', tk, 'state', 'queue')
-  enter_state(id, tk, h[2], h[1], state)
-  redis.call('HSET', tk, 'finished_at', NOW_S)
-  redis.call('HDEL', tk, 'lease_at', 'token', 'rk')
-  redis.call('ZREM', LEASES, id)
-  redis.call('ZREM', EXPIRY, id)
+-- Ends a waiting or running task in a terminal state with exactly `reason` (nil for none);
+-- `expires_at` and `unique_key` are its fields (false for none). A running task's caller
+-- takes it out of the lease set. See enter_state for the rest. (`rk`, the ready member,
+-- was a field of earlier versions.)
+local function finish(id, tk, queue, seq, old, state, reason, expires_at, unique_key, ...)
   if reason then
-    redis.call('HSET', tk, 'reason', reason)
+    enter_state(id, tk, queue, seq, old, state, nil, nil, 'finished_at', NOW_S, 'reason', reason,
+      ...)
+    redis.call('HDEL', tk, 'lease_at', 'token', 'rk')
   else
-    redis.call('HDEL', tk, 'reason')
+    enter_state(id, tk, queue, seq, old, state, nil, nil, 'finished_at', NOW_S, ...)
+    redis.call('HDEL', tk, 'lease_at', 'token', 'rk', 'reason')
   end
-  release_unique(id, tk)
+  if expires_at then
+    redis.call('ZREM', EXPIRY, id)
+  end
+  release_unique(id, unique_key)
 end
 
 -- Unblocks or cancels the blocked dependents of a task that just finished, and in turn the
--- dependents of those it cancels; appends every change to `changes`.
-local function settle(parent, changes)
-  local stack = { parent }
+-- dependents of those it cancels; appends every change to `changes`. `children` is the
+-- finished task's `children` field: '1' once a dependent registered in its
+-- {P}:children:<id> list (enqueue.lua, the only writer of those lists, sets it), '0' while
+-- none did, missing for a task stored by a version without the field (then the list is
+-- read anyway).
+local function settle(parent, children, changes)
+  if children == '0' then
+    return
+  end
+  local stack = { parent, children }
   while #stack > 0 do
+    local flag = table.remove(stack)
     local pid = table.remove(stack)
-    local children = redis.call('LRANGE', B .. ':children:' .. pid, 0, -1)
-    for _, cid in ipairs(children) do
-      local ctk = task_key(cid)
-      local h = redis.call('HMGET', ctk, 'state', 'deps', 'run_when', 'queue')
-      if h[1] == 'blocked' then
-        local v = verdict(h[3], parent_states(h[2]))
-        if v == 'run' then
-          make_available(cid, ctk, h[4], 'blocked')
-          changes[#changes + 1] = change(cid, ctk)
-        elseif v == 'cancel' then
-          finish(cid, ctk, 'cancelled', 'dependency ' .. pid .. ' did not settle as required')
-          changes[#changes + 1] = change(cid, ctk)
-          stack[#stack + 1] = cid
+    if flag ~= '0' then
+      for _, cid in ipairs(redis.call('LRANGE', B .. ':children:' .. pid, 0, -1)) do
+        local ctk = task_key(cid)
+        local h = redis.call('HMGET', ctk, 'state', 'deps', 'run_when', 'queue', 'seq',
+          'priority', 'run_at', 'expires_at', 'unique_key', 'children')
+        if h[1] == 'blocked' then
+          local v = verdict(h[3], parent_states(h[2]))
+          if v == 'run' then
+            make_available(cid, ctk, h[4], h[5], 'blocked', h[6], h[7])
+            changes[#changes + 1] = change(cid, ctk)
+          elseif v == 'cancel' then
+            finish(cid, ctk, h[4], h[5], 'blocked', 'cancelled',
+              'dependency ' .. pid .. ' did not settle as required', h[8], h[9])
+            changes[#changes + 1] = change(cid, ctk)
+            stack[#stack + 1] = cid
+            stack[#stack + 1] = h[10]
+          end
         end
       end
     end
   end
-end
-
--- The fields a lease carries, in the order the Rust side reads them.
-local function spec_fields(tk)
-  return redis.call('HMGET', tk, 'id', 'name', 'queue', 'payload', 'priority', 'run_at',
-    'expires_at', 'max_attempts', 'unique_key', 'deps', 'run_when', 'created_at', 'opts',
-    'attempts')
 end

@@ -14,40 +14,47 @@ local statuses, changes = {}, {}
 for i = 4, #ARGV, 5 do
   local id, token, kind, detail, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local tk = task_key(id)
-  local h = redis.call('HMGET', tk, 'state', 'token', 'queue', 'attempts', 'reason')
+  -- What the fence and every outcome need; an outcome needing more reads it itself.
+  local h = redis.call('HMGET', tk, 'state', 'token', 'queue', 'seq', 'expires_at',
+    'unique_key', 'children')
   if h[1] ~= 'running' or h[2] ~= token then
     statuses[#statuses + 1] = 'lost'
   else
     statuses[#statuses + 1] = 'applied'
-    local queue = h[3]
+    local queue, seq, expires_at, unique_key = h[3], h[4], h[5], h[6]
     redis.call('ZREM', LEASES, id)
-    redis.call('HDEL', tk, 'lease_at', 'token')
-    if kind == 'succeeded' then
-      finish(id, tk, 'succeeded', nil)
-      settle(id, changes)
-    elseif kind == 'failed' then
-      push_error(tk, h[4], detail)
-      finish(id, tk, 'failed', nil)
-      settle(id, changes)
-    elseif kind == 'cancelled' then
-      -- A reason given when the cancel was requested wins over the worker's.
-      finish(id, tk, 'cancelled', h[5] or detail)
-      settle(id, changes)
-    elseif kind == 'retry' then
-      push_error(tk, h[4], detail)
-      redis.call('HSET', tk, 'run_at', run_at, 'cancel', '0')
-      make_available(id, tk, queue, 'running')
-      watch_expiry(id, tk)
-    elseif kind == 'release' then
-      local attempts = tonumber(h[4]) - 1
-      if attempts < 0 then
-        attempts = 0
+    if kind == 'succeeded' or kind == 'failed' or kind == 'cancelled' then
+      if kind == 'succeeded' then
+        finish(id, tk, queue, seq, 'running', 'succeeded', nil, expires_at, unique_key)
+      elseif kind == 'failed' then
+        local more = redis.call('HMGET', tk, 'attempts', 'errors')
+        finish(id, tk, queue, seq, 'running', 'failed', nil, expires_at, unique_key,
+          'errors', with_error(more[2], more[1], detail))
+      else
+        -- A reason given when the cancel was requested wins over the worker's.
+        local reason = redis.call('HGET', tk, 'reason')
+        finish(id, tk, queue, seq, 'running', 'cancelled', reason or detail, expires_at,
+          unique_key)
       end
-      redis.call('HSET', tk, 'attempts', int(attempts), 'cancel', '0')
-      enter_state(id, tk, queue, 'running', 'queued')
-      file_ready(id, tk, queue)
-      wake(queue)
-      watch_expiry(id, tk)
+      settle(id, h[7], changes)
+    else
+      redis.call('HDEL', tk, 'lease_at', 'token')
+      if kind == 'retry' then
+        local more = redis.call('HMGET', tk, 'attempts', 'errors', 'priority')
+        make_available(id, tk, queue, seq, 'running', more[3], run_at,
+          'errors', with_error(more[2], more[1], detail), 'run_at', run_at, 'cancel', '0')
+        watch_expiry(id, expires_at)
+      elseif kind == 'release' then
+        local more = redis.call('HMGET', tk, 'attempts', 'priority', 'run_at')
+        local attempts = tonumber(more[1]) - 1
+        if attempts < 0 then
+          attempts = 0
+        end
+        enter_state(id, tk, queue, seq, 'running', 'queued', more[2], more[3],
+          'attempts', int(attempts), 'cancel', '0')
+        wake(queue)
+        watch_expiry(id, expires_at)
+      end
     end
   end
 end

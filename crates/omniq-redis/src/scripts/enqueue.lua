@@ -34,17 +34,20 @@ for i = 1, n do
 end
 
 local outcomes = {}
+local seq = nil -- the enqueue counter: read at the first task stored, written back at the end
+local queues = {} -- the queues already added to QUEUES
 for i = 1, n do
-  local id, queue = arg(i, 1), arg(i, 2)
+  local a = 5 + (i - 1) * f -- the task's fields are ARGV[a + 1 ..]
+  local id, queue = ARGV[a + 1], ARGV[a + 2]
   local tk = task_key(id)
-  local has_unique, key = arg(i, 9) == '1', arg(i, 10)
+  local has_unique, key = ARGV[a + 9] == '1', ARGV[a + 10]
   local existing = nil
   if redis.call('EXISTS', tk) == 1 then
     existing = id -- the same task sent again
   end
   if not existing and has_unique then
     existing = redis.call('GET', B .. ':unique:' .. key) or nil
-    local window = arg(i, 11)
+    local window = ARGV[a + 11]
     if not existing and window ~= '' then
       local last = redis.call('GET', B .. ':uhist:' .. key)
       if last then
@@ -58,40 +61,71 @@ for i = 1, n do
   if existing then
     outcomes[i] = { 'duplicate', existing }
   else
-    local deps = arg(i, 12)
-    local v = 'run'
+    local priority, run_at, expires_at = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+    local deps = ARGV[a + 12]
+    local state = 'run'
     if deps ~= '' then
-      v = verdict(arg(i, 13), parent_states(deps))
+      state = verdict(ARGV[a + 13], parent_states(deps))
     end
-    local seq = redis.call('INCR', SEQ)
-    redis.call('HSET', tk, 'id', id, 'queue', queue, 'name', arg(i, 3), 'payload', arg(i, 4),
-      'priority', arg(i, 5), 'run_at', arg(i, 6), 'max_attempts', arg(i, 8),
-      'run_when', arg(i, 13), 'created_at', arg(i, 14), 'opts', arg(i, 15),
-      'attempts', '0', 'seq', int(seq), 'errors', '[]', 'cancel', '0', 'updated_at', NOW_S)
-    if arg(i, 7) ~= '' then
-      redis.call('HSET', tk, 'expires_at', arg(i, 7))
-    end
-    if has_unique then
-      redis.call('HSET', tk, 'unique_key', key)
-    end
-    if deps ~= '' then
-      redis.call('HSET', tk, 'deps', deps)
-      for pid in string.gmatch(deps, '[^,]+') do
-        redis.call('RPUSH', B .. ':children:' .. pid, id)
-      end
-    end
-    redis.call('SADD', QUEUES, queue)
-    local state
-    if v == 'run' then
-      state = make_available(id, tk, queue, nil)
-    elseif v == 'wait' then
+    if state == 'run' then
+      state = available_state(run_at)
+    elseif state == 'wait' then
       state = 'blocked'
-      enter_state(id, tk, queue, nil, state)
     else
       state = 'cancelled'
-      enter_state(id, tk, queue, nil, state)
-      redis.call('HSET', tk, 'finished_at', NOW_S,
-        'reason', 'its parents had already settled against it')
+    end
+    seq = (seq or tonumber(redis.call('GET', SEQ) or '0')) + 1
+    local seq_s = int(seq)
+    -- The task's hash, its state included (file() below files it in the state's sets).
+    redis.call('HSET', tk, 'id', id, 'queue', queue, 'name', ARGV[a + 3],
+      'payload', ARGV[a + 4], 'priority', priority, 'run_at', run_at,
+      'max_attempts', ARGV[a + 8], 'run_when', ARGV[a + 13], 'created_at', ARGV[a + 14],
+      'opts', ARGV[a + 15], 'attempts', '0', 'seq', seq_s, 'errors', '[]', 'cancel', '0',
+      'children', '0', 'state', state, 'updated_at', NOW_S)
+    if expires_at == '' then
+      expires_at = false
+    end
+    -- The fields only some tasks have, in one more HSET.
+    if expires_at or has_unique or deps ~= '' or state == 'cancelled' then
+      local more = {}
+      if expires_at then
+        more[#more + 1] = 'expires_at'
+        more[#more + 1] = expires_at
+      end
+      if has_unique then
+        more[#more + 1] = 'unique_key'
+        more[#more + 1] = key
+      end
+      if deps ~= '' then
+        more[#more + 1] = 'deps'
+        more[#more + 1] = deps
+      end
+      if state == 'cancelled' then
+        more[#more + 1] = 'finished_at'
+        more[#more + 1] = NOW_S
+        more[#more + 1] = 'reason'
+        more[#more + 1] = 'its parents had already settled against it'
+      end
+      redis.call('HSET', tk, unpack(more))
+    end
+    if deps ~= '' then
+      for pid in string.gmatch(deps, '[^,]+') do
+        redis.call('RPUSH', B .. ':children:' .. pid, id)
+        -- The flag settle() goes by. (A parent of this batch that turned out a duplicate
+        -- has no hash to set it in.)
+        local pk = task_key(pid)
+        if redis.call('EXISTS', pk) == 1 then
+          redis.call('HSET', pk, 'children', '1')
+        end
+      end
+    end
+    if not queues[queue] then
+      queues[queue] = true
+      redis.call('SADD', QUEUES, queue)
+    end
+    file(id, queue, seq_s, nil, state, priority, run_at)
+    if state == 'queued' then
+      wake(queue)
     end
     if has_unique then
       redis.call('SET', B .. ':uhist:' .. key, id)
@@ -101,10 +135,13 @@ for i = 1, n do
       end
     end
     if state ~= 'cancelled' then
-      watch_expiry(id, tk)
+      watch_expiry(id, expires_at)
     end
     outcomes[i] = { 'created', id, state }
   end
+end
+if seq then
+  redis.call('SET', SEQ, int(seq))
 end
 flush_wakes()
 return { 'ok', outcomes }

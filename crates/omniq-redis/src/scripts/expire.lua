@@ -18,12 +18,13 @@ while expired < limit do
   for _, id in ipairs(ids) do
     redis.call('ZREM', EXPIRY, id)
     local tk = task_key(id)
-    local h = redis.call('HMGET', tk, 'state', 'queue')
+    local h = redis.call('HMGET', tk, 'state', 'queue', 'seq', 'run_at', 'expires_at',
+      'unique_key', 'children')
     if h[1] and WAITING[h[1]] then
-      make_unavailable(id, tk, h[2], h[1])
-      finish(id, tk, 'expired', reason)
+      make_unavailable(id, h[2], h[1], h[4], h[3])
+      finish(id, tk, h[2], h[3], h[1], 'expired', reason, h[5], h[6])
       changes[#changes + 1] = change(id, tk)
-      settle(id, changes)
+      settle(id, h[7], changes)
       expired = expired + 1
     end
   end

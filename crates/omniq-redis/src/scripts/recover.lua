@@ -13,20 +13,21 @@ local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW_S, 'LIMIT', 0, limit
 for _, id in ipairs(ids) do
   redis.call('ZREM', LEASES, id)
   local tk = task_key(id)
-  local h = redis.call('HMGET', tk, 'state', 'attempts', 'max_attempts', 'queue')
+  local h = redis.call('HMGET', tk, 'state', 'attempts', 'max_attempts', 'queue', 'seq',
+    'errors', 'expires_at', 'unique_key', 'children', 'priority', 'run_at')
   if h[1] == 'running' then
-    redis.call('HDEL', tk, 'lease_at', 'token')
-    push_error(tk, h[2], err)
+    local queue, seq = h[4], h[5]
+    local errors = with_error(h[6], h[2], err)
     if tonumber(h[2]) >= tonumber(h[3]) then
-      finish(id, tk, 'failed', nil)
+      finish(id, tk, queue, seq, 'running', 'failed', nil, h[7], h[8], 'errors', errors)
       changes[#changes + 1] = change(id, tk)
-      settle(id, changes)
+      settle(id, h[9], changes)
     else
-      redis.call('HSET', tk, 'cancel', '0')
-      enter_state(id, tk, h[4], 'running', 'queued')
-      file_ready(id, tk, h[4])
-      wake(h[4])
-      watch_expiry(id, tk)
+      redis.call('HDEL', tk, 'lease_at', 'token')
+      enter_state(id, tk, queue, seq, 'running', 'queued', h[10], h[11], 'errors', errors,
+        'cancel', '0')
+      wake(queue)
+      watch_expiry(id, h[7])
       changes[#changes + 1] = change(id, tk)
     end
   end

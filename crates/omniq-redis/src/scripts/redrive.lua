@@ -9,7 +9,8 @@
 local out = {}
 local function redrive(id)
   local tk = task_key(id)
-  local h = redis.call('HMGET', tk, 'state', 'queue', 'unique_key')
+  local h = redis.call('HMGET', tk, 'state', 'queue', 'unique_key', 'seq', 'priority',
+    'expires_at')
   if h[1] ~= 'failed' then
     return
   end
@@ -20,12 +21,11 @@ local function redrive(id)
     end
     redis.call('SET', uk, id)
   end
-  redis.call('HSET', tk, 'attempts', '0', 'run_at', NOW_S, 'cancel', '0')
   redis.call('HDEL', tk, 'finished_at', 'reason')
-  enter_state(id, tk, h[2], 'failed', 'queued')
-  file_ready(id, tk, h[2])
+  enter_state(id, tk, h[2], h[4], 'failed', 'queued', h[5], NOW_S, 'attempts', '0',
+    'run_at', NOW_S, 'cancel', '0')
   wake(h[2])
-  watch_expiry(id, tk)
+  watch_expiry(id, h[6])
   out[#out + 1] = id
 end
 
