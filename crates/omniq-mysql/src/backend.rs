@@ -75,6 +75,8 @@ pub struct MySqlBackend {
 pub(crate) struct Shared {
     pub(crate) pool: MySqlPool,
     pub(crate) wakeup: Wakeup,
+    /// The server's `max_allowed_packet`: no statement may be larger.
+    pub(crate) max_packet: usize,
 }
 
 impl MySqlBackend {
@@ -151,10 +153,15 @@ impl MySqlBackend {
             .connect_with(connect_options)
             .await
             .map_err(|e| secrets.scrub_error(BACKEND, store_error(e)))?;
+        let max_packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| secrets.scrub_error(BACKEND, store_error(e)))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,
                 wakeup: Wakeup::new(),
+                max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
             }),
         })
     }
@@ -183,6 +190,45 @@ impl MySqlBackend {
     /// (`READ COMMITTED`).
     pub fn pool(&self) -> &MySqlPool {
         &self.shared.pool
+    }
+
+    /// Multi-row statements of at most `max_rows` rows, and bytes well under the server's
+    /// `max_allowed_packet` (a statement over it makes the server drop the connection).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a row that could never fit in one statement.
+    pub(crate) fn statements<'a, T>(
+        &self,
+        rows: &'a [T],
+        max_rows: usize,
+        bytes: impl Fn(&T) -> usize,
+    ) -> StoreResult<Vec<&'a [T]>> {
+        /// Room for the statement's text and each row's fixed-size columns.
+        const OVERHEAD: usize = 64 * 1024;
+        const ROW_OVERHEAD: usize = 256;
+        let limit = self.shared.max_packet.saturating_sub(OVERHEAD);
+        let budget = (self.shared.max_packet / 2).clamp(1, 8 * 1024 * 1024);
+        let mut statements = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (i, row) in rows.iter().enumerate() {
+            let row_size = bytes(row) + ROW_OVERHEAD;
+            if row_size > limit {
+                return Err(StoreError::Invalid(format!(
+                    "a row of {row_size} bytes does not fit in the server's \
+                     max_allowed_packet of {} bytes",
+                    self.shared.max_packet
+                )));
+            }
+            if i > start && (i - start == max_rows || size + row_size > budget) {
+                statements.push(&rows[start..i]);
+                (start, size) = (i, 0);
+            }
+            size += row_size;
+        }
+        if start < rows.len() {
+            statements.push(&rows[start..]);
+        }
+        Ok(statements)
     }
 
     /// Closes the pool; stores using it fail afterwards.

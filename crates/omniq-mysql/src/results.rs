@@ -43,7 +43,13 @@ impl MySqlResultStore {
             };
             rows.push((result, output, error));
         }
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let row_bytes =
+            |(result, output, error): &(TaskResult, Option<Vec<u8>>, Option<String>)| {
+                result.task_name.len()
+                    + output.as_ref().map_or(0, Vec::len)
+                    + error.as_ref().map_or(0, String::len)
+            };
+        for chunk in self.backend.statements(&rows, ROWS_PER_INSERT, row_bytes)? {
             let mut insert = QueryBuilder::<MySql>::new(
                 "INSERT INTO omniq_results (task_id, task_name, output, error, attempts, \
                  finished_at, expires_at) ",

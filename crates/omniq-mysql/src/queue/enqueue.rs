@@ -15,6 +15,7 @@ use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
+use crate::MySqlBackend;
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
 use crate::rows::{column, parse_state, push_ids, to_json};
 use crate::time::to_micros;
@@ -47,7 +48,7 @@ impl MySqlTaskQueue {
 
     async fn enqueue_once(&self, tasks: &[TaskSpec]) -> StoreResult<(Vec<EnqueueOutcome>, bool)> {
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
-        let outcome = enqueue_on(&mut tx, tasks).await?;
+        let outcome = enqueue_on(&self.backend, &mut tx, tasks).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(outcome)
     }
@@ -77,7 +78,7 @@ impl MySqlTaskQueue {
             return Ok(Vec::new());
         }
         let mut savepoint = conn.begin().await.map_err(store_error)?;
-        let (outcomes, _) = enqueue_on(&mut savepoint, &tasks).await?;
+        let (outcomes, _) = enqueue_on(&self.backend, &mut savepoint, &tasks).await?;
         savepoint.commit().await.map_err(store_error)?;
         // Nothing is visible before the caller commits; workers find it when they poll.
         Ok(outcomes)
@@ -86,6 +87,7 @@ impl MySqlTaskQueue {
 
 /// Stores a batch on `conn`, inside a transaction.
 async fn enqueue_on(
+    backend: &MySqlBackend,
     conn: &mut MySqlConnection,
     tasks: &[TaskSpec],
 ) -> StoreResult<(Vec<EnqueueOutcome>, bool)> {
@@ -104,7 +106,7 @@ async fn enqueue_on(
                 continue;
             }
             let before = std::mem::take(&mut plain);
-            insert_many(&mut *tx, &before, now, &mut outcomes, &mut ready).await?;
+            insert_many(backend, &mut *tx, &before, now, &mut outcomes, &mut ready).await?;
             let outcome = insert_one(&mut *tx, spec, now).await?;
             if matches!(
                 outcome,
@@ -117,7 +119,7 @@ async fn enqueue_on(
             }
             outcomes.push(outcome);
         }
-        insert_many(&mut *tx, &plain, now, &mut outcomes, &mut ready).await?;
+        insert_many(backend, &mut *tx, &plain, now, &mut outcomes, &mut ready).await?;
         Ok((outcomes, ready))
     }
 }
@@ -182,6 +184,7 @@ async fn live_holders(
 /// A task whose id exists, or whose unique key a live task holds (an earlier one of the
 /// batch included), is not stored and answers the holder's id.
 async fn insert_many(
+    backend: &MySqlBackend,
     conn: &mut MySqlConnection,
     specs: &[&TaskSpec],
     now: DateTime<Utc>,
@@ -219,7 +222,10 @@ async fn insert_many(
         outcomes.push(EnqueueOutcome::Created { id: spec.id, state });
         rows.push((*spec, state, to_json(&SpecExtras::of(spec))?));
     }
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    let row_bytes = |(spec, _, options): &(&TaskSpec, TaskState, String)| {
+        spec.payload.len() + options.len() + spec.name.len() + spec.queue.len()
+    };
+    for chunk in backend.statements(&rows, ROWS_PER_INSERT, row_bytes)? {
         let mut insert = QueryBuilder::<MySql>::new(
             "INSERT INTO omniq_tasks (id, name, queue, state, priority, run_at, expires_at, \
              max_attempts, unique_key, payload, options, errors, created_at, updated_at, \
