@@ -33,6 +33,8 @@ impl WorkerBuilder {
             default_timeout: settings.timeout,
             result_ttl: settings.result_ttl,
             retention: settings.task_retention,
+            event_retention: settings.event_retention,
+            store_timeout: WorkerConfig::default().store_timeout,
             scheduler_tick: settings
                 .scheduler
                 .then_some(WorkerConfig::default().scheduler_tick)

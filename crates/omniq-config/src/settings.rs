@@ -54,6 +54,10 @@ pub struct Settings {
     /// (`task_retention`, default 7 days; `none` keeps them).
     #[serde(with = "crate::duration::serde_option_duration")]
     pub task_retention: Option<Duration>,
+    /// How long events are kept before workers delete them (`event_retention`, default
+    /// 7 days; `none` keeps them).
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub event_retention: Option<Duration>,
     /// Attempts per task including the first (`max_attempts`, default 3;
     /// must be at least 1).
     pub max_attempts: u32,
@@ -99,7 +103,7 @@ pub struct Settings {
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 22] = [
+pub(crate) const KEYS: [&str; 23] = [
     "base_dir",
     "task_queue_url",
     "result_storage_url",
@@ -110,6 +114,7 @@ pub(crate) const KEYS: [&str; 22] = [
     "task_ttl",
     "result_ttl",
     "task_retention",
+    "event_retention",
     "max_attempts",
     "timeout",
     "max_payload_bytes",
@@ -137,6 +142,7 @@ impl Default for Settings {
             task_ttl: None,
             result_ttl: Some(Duration::from_secs(7 * 24 * 3_600)),
             task_retention: Some(Duration::from_secs(7 * 24 * 3_600)),
+            event_retention: Some(Duration::from_secs(7 * 24 * 3_600)),
             max_attempts: 3,
             timeout: None,
             max_payload_bytes: 1_048_576,

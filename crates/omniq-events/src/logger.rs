@@ -128,6 +128,11 @@ impl EventLogger {
         }
     }
 
+    /// The store the events are written to (for retention and queries).
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.remote.store
+    }
+
     /// Logs an event. Never waits: see the crate docs for what happens under overload.
     pub fn log(&self, event: TaskEvent) {
         if self.remote.started.load(Ordering::Relaxed) {

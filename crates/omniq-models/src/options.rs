@@ -50,7 +50,10 @@ impl Backoff {
                 let capped = raw.min(max.as_secs_f64());
                 let jitter = jitter.clamp(0.0, 1.0);
                 let factor = 1.0 - jitter + 2.0 * jitter * random.clamp(0.0, 1.0);
-                Duration::from_secs_f64((capped * factor).min(max.as_secs_f64()).max(0.0))
+                // A NaN or out-of-range factor (options written by something other than
+                // OmniQ) must not panic a worker: the cap is the answer then.
+                Duration::try_from_secs_f64((capped * factor).min(max.as_secs_f64()).max(0.0))
+                    .unwrap_or(*max)
             }
         }
     }

@@ -1,13 +1,17 @@
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use metrics::Counter;
 use omniq_models::{TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskResult};
-use omniq_storage::{Completion, CompletionOutcome, CompletionStatus, LeaseRef, StoreResult};
+use omniq_storage::{Completion, CompletionOutcome, CompletionStatus, LeaseRef};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
 
+use super::resilience::{GaveUp, guarded, persist};
 use super::shared::{Counters, Shared};
 use super::task_metrics::TaskMetrics;
-use metrics::Counter;
 
 /// Most completions applied in one round trip.
 const MAX_BATCH: usize = 512;
@@ -58,64 +62,217 @@ impl Finished {
     }
 }
 
-/// Applies completions in batches: whatever has piled up while the previous batch was
-/// written goes in the next, so an idle worker completes at once and a busy one makes
-/// one round trip for many tasks.
+/// Applies completions in batches, in three lanes so that one store's outage never holds
+/// back another's work: successes store their result first (the results lane), every
+/// completion is then applied to the queue (the completion lane), and dead letters store
+/// their failure result last (the dead-letter lane).
+///
+/// Within a lane, whatever piled up while the previous batch was written goes in the next,
+/// so an idle worker completes at once and a busy one makes one round trip for many tasks.
+/// Store outages are retried for as long as they last (a completion re-sent after a lost
+/// reply is applied once), until `abandon` is cancelled at the end of a shutdown.
 pub(crate) async fn flush_loop(
     shared: Arc<Shared>,
     mut finished: mpsc::UnboundedReceiver<Finished>,
+    abandon: CancellationToken,
+) {
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (dead_tx, dead_rx) = mpsc::unbounded_channel();
+    let results = tokio::spawn(lane(
+        Arc::clone(&shared),
+        results_rx,
+        abandon.clone(),
+        Lane::Results(apply_tx.clone()),
+    ));
+    let apply = tokio::spawn(lane(
+        Arc::clone(&shared),
+        apply_rx,
+        abandon.clone(),
+        Lane::Completions(dead_tx),
+    ));
+    let dead = tokio::spawn(dead_letter_lane(Arc::clone(&shared), dead_rx, abandon));
+    while let Some(item) = finished.recv().await {
+        let routed = if item.value.is_some() {
+            results_tx.send(item)
+        } else {
+            apply_tx.send(item)
+        };
+        if let Err(mpsc::error::SendError(item)) = routed {
+            // A lane ended early (it cannot, short of a bug): the lease must not be renewed
+            // forever, so it is forgotten and the task recovered after the lease.
+            shared.forget(&item.completion.lease);
+        }
+    }
+    // Each lane ends once the one feeding it has: results, then completions, then dead
+    // letters.
+    drop(results_tx);
+    let _ = results.await;
+    drop(apply_tx);
+    let _ = apply.await;
+    let _ = dead.await;
+}
+
+/// What a lane does with its batch.
+enum Lane {
+    /// Stores the results of successes, then passes them to the completion lane.
+    Results(mpsc::UnboundedSender<Finished>),
+    /// Applies completions, then passes dead letters' failure results on.
+    Completions(mpsc::UnboundedSender<TaskResult>),
+}
+
+async fn lane(
+    shared: Arc<Shared>,
+    mut input: mpsc::UnboundedReceiver<Finished>,
+    abandon: CancellationToken,
+    lane: Lane,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = finished.recv().await {
+    while let Some(first) = input.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
-            match finished.try_recv() {
+            match input.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        flush(&shared, std::mem::take(&mut batch)).await;
+        let leases: Vec<LeaseRef> = batch.iter().map(|f| f.completion.lease).collect();
+        let work = std::mem::take(&mut batch);
+        let step = match &lane {
+            Lane::Results(next) => store_results(&shared, work, next, &abandon).boxed(),
+            Lane::Completions(dead) => apply(&shared, work, dead, &abandon).boxed(),
+        };
+        // A panic here is a bug of ours, not the user's; it must not stop every later
+        // completion. The batch's leases are forgotten, so their tasks are recovered.
+        if AssertUnwindSafe(step).catch_unwind().await.is_err() {
+            tracing::error!(
+                count = leases.len(),
+                "completion flush panicked; its tasks will be recovered after their leases"
+            );
+            for lease in &leases {
+                shared.forget(lease);
+            }
+        }
     }
 }
 
-async fn flush(shared: &Shared, batch: Vec<Finished>) {
+/// Stores the results of successes before their tasks are marked Succeeded, so that anyone
+/// who sees Succeeded can read the result.
+async fn store_results(
+    shared: &Shared,
+    batch: Vec<Finished>,
+    next: &mpsc::UnboundedSender<Finished>,
+    abandon: &CancellationToken,
+) {
     let ttl = shared.config.result_ttl;
-    // Results of successes are stored before the task is marked Succeeded, so that anyone
-    // who sees Succeeded can read the result.
-    let successes: Vec<_> = batch
+    let results: Vec<_> = batch
         .iter()
         .filter_map(|f| {
-            let value = f.value.clone()?;
             Some(TaskResult::success(
                 f.completion.lease.task_id,
                 &f.task_name,
-                value,
+                f.value.clone()?,
                 f.attempt,
                 ttl,
             ))
         })
         .collect();
-    if !successes.is_empty()
-        && let Err(err) = with_retries(|| shared.results.put(successes.clone())).await
-    {
-        tracing::error!(%err, count = successes.len(),
-            "cannot store results; their tasks will run again once their leases expire");
-        abandon(shared, &batch);
-        return;
+    let stored = persist(
+        "store results",
+        shared.config.store_timeout,
+        abandon,
+        || shared.results.put(results.clone()),
+    )
+    .await;
+    match stored {
+        Ok(()) => {}
+        Err(GaveUp::Refused(err)) if batch.len() > 1 => {
+            // One result the store will not take (too large, say) must not cost the others.
+            tracing::warn!(%err, count = batch.len(), "result batch refused; storing one by one");
+            for item in batch {
+                Box::pin(store_results(shared, vec![item], next, abandon)).await;
+            }
+            return;
+        }
+        Err(GaveUp::Refused(err)) => {
+            // The task ran, but its result can never be stored: running it again would end
+            // the same way, so it fails for good with the reason.
+            let mut batch = batch;
+            for item in &mut batch {
+                item.value = None;
+                item.payload = None;
+                item.completion.outcome = CompletionOutcome::Failed {
+                    error: TaskError::with_kind(
+                        TaskErrorKind::Encode,
+                        format!("the result store refused the result: {err}"),
+                        false,
+                    ),
+                };
+            }
+            for item in batch {
+                let _ = next.send(item);
+            }
+            return;
+        }
+        Err(gave_up @ GaveUp::Abandoned(_)) => {
+            tracing::error!(%gave_up, count = batch.len(),
+                "cannot store results before shutdown; these tasks will run again once \
+                 their leases expire");
+            abandon_leases(shared, &batch);
+            return;
+        }
     }
+    for item in batch {
+        if let Err(mpsc::error::SendError(item)) = next.send(item) {
+            shared.forget(&item.completion.lease);
+        }
+    }
+}
 
+/// Applies a batch of completions to the queue, then logs what they did.
+async fn apply(
+    shared: &Shared,
+    batch: Vec<Finished>,
+    dead: &mpsc::UnboundedSender<TaskResult>,
+    abandon: &CancellationToken,
+) {
     let completions: Vec<_> = batch.iter().map(|f| f.completion.clone()).collect();
-    let completed = match with_retries(|| shared.queue.complete(completions.clone())).await {
-        Ok(completed) => completed,
-        Err(err) => {
-            tracing::error!(%err, count = batch.len(),
+    let applied = persist(
+        "complete tasks",
+        shared.config.store_timeout,
+        abandon,
+        || shared.queue.complete(completions.clone()),
+    )
+    .await;
+    let completed = match applied {
+        Ok(completed) if completed.statuses.len() == batch.len() => completed,
+        Ok(completed) => {
+            tracing::error!(
+                expected = batch.len(),
+                got = completed.statuses.len(),
+                "the store answered a completion batch with the wrong number of statuses; \
+                 its tasks will be recovered after their leases"
+            );
+            abandon_leases(shared, &batch);
+            return;
+        }
+        Err(GaveUp::Refused(err)) if batch.len() > 1 => {
+            // One completion the store will not take must never cost its batch.
+            tracing::warn!(%err, count = batch.len(), "completion batch refused; applying one by one");
+            for item in batch {
+                Box::pin(apply(shared, vec![item], dead, abandon)).await;
+            }
+            return;
+        }
+        Err(gave_up) => {
+            tracing::error!(%gave_up, count = batch.len(),
                 "cannot complete tasks; they will be recovered once their leases expire");
-            abandon(shared, &batch);
+            abandon_leases(shared, &batch);
             return;
         }
     };
 
-    let mut failures = Vec::new();
+    let ttl = shared.config.result_ttl;
     for (mut item, status) in batch.into_iter().zip(completed.statuses) {
         shared.forget(&item.completion.lease);
         // The completion is in the store: the worker may take another lease.
@@ -163,7 +320,9 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
                     item.event(TaskEventKind::DeadLettered)
                         .message(error.to_string()),
                 );
-                failures.push(TaskResult::failure(
+                // Dead letters get a result too, so that whoever waits on them learns the
+                // error.
+                let _ = dead.send(TaskResult::failure(
                     item.completion.lease.task_id,
                     &item.task_name,
                     error.clone(),
@@ -183,11 +342,35 @@ async fn flush(shared: &Shared, batch: Vec<Finished>) {
         }
     }
     super::leases::log_changes(shared, &completed.changes, TaskEventKind::Unblocked).await;
-    // Dead letters get a result too, so that whoever waits on them learns the error.
-    if !failures.is_empty()
-        && let Err(err) = with_retries(|| shared.results.put(failures.clone())).await
-    {
-        tracing::warn!(%err, "cannot store the results of dead-lettered tasks");
+}
+
+/// Stores the failure results of dead letters, batched, retried like completions.
+async fn dead_letter_lane(
+    shared: Arc<Shared>,
+    mut input: mpsc::UnboundedReceiver<TaskResult>,
+    abandon: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = input.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match input.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = std::mem::take(&mut batch);
+        let stored = persist(
+            "store dead-letter results",
+            shared.config.store_timeout,
+            &abandon,
+            || shared.results.put(results.clone()),
+        )
+        .await;
+        if let Err(gave_up) = stored {
+            tracing::warn!(%gave_up, count = results.len(),
+                "cannot store the results of dead-lettered tasks");
+        }
     }
 }
 
@@ -205,45 +388,37 @@ fn log_failure(shared: &Shared, item: &Finished, error: &TaskError) {
     );
 }
 
-/// Gives up on a batch the store would not take: its leases must be forgotten, or the
+/// Gives up on completions the store would not take: their leases must be forgotten, or the
 /// heartbeat would renew them for as long as this process lives and the tasks would never
 /// be recovered by anyone.
-fn abandon(shared: &Shared, batch: &[Finished]) {
+fn abandon_leases(shared: &Shared, batch: &[Finished]) {
     for item in batch {
         shared.forget(&item.completion.lease);
     }
 }
 
+/// Runs the task's `failed` hook on a task of its own; a panicking hook is logged and
+/// changes nothing else.
 fn run_failed_hook(shared: &Shared, item: &Finished, error: TaskError) {
     let Some(payload) = &item.payload else { return };
     let Some(handler) = shared.registry.get(&item.task_name) else {
         return;
     };
-    if let Some(hook) = handler.failed(payload, shared.codec, error) {
-        tokio::spawn(hook);
-    }
-}
-
-/// Stores are retried briefly: a blip should not cost a batch its completions.
-async fn with_retries<T, F, Fut>(mut call: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<T>>,
-{
-    let mut pause = Duration::from_millis(50);
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(err) if attempt < 8 => {
-                tracing::warn!(%err, attempt, "store call failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-                attempt += 1;
-            }
-            Err(err) => return Err(err),
+    let task_id = item.completion.lease.task_id;
+    let hook = match guarded(|| handler.failed(payload, shared.codec, error)) {
+        Ok(Some(hook)) => hook,
+        Ok(None) => return,
+        Err(panic) => {
+            tracing::warn!(task.id = %task_id, %panic, "the task's failed hook panicked");
+            return;
         }
-    }
+    };
+    tokio::spawn(async move {
+        if let Err(panic) = AssertUnwindSafe(hook).catch_unwind().await {
+            let panic = super::resilience::panicked(panic);
+            tracing::warn!(task.id = %task_id, %panic, "the task's failed hook panicked");
+        }
+    });
 }
 
 /// A result for a task whose lease expired on its last attempt.

@@ -50,6 +50,13 @@ pub struct WorkerConfig {
     /// task queue by the worker, every few minutes; dead letters stay until purged. `None`
     /// keeps everything.
     pub retention: Option<Duration>,
+    /// Events older than this are deleted from the event store by the worker, a bounded
+    /// batch at a time. `None` keeps everything.
+    pub event_retention: Option<Duration>,
+    /// Longest a store call may take before the worker treats it as an outage and tries
+    /// again (completions) or skips the round (maintenance). Heartbeats are bounded by the
+    /// heartbeat interval instead, so a hung call never delays the next one.
+    pub store_timeout: Duration,
     /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
     /// store ([`Worker::schedules`](crate::Worker::schedules)).
     pub scheduler_tick: Option<Duration>,
@@ -72,6 +79,8 @@ impl Default for WorkerConfig {
             result_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             scheduler_tick: Some(Duration::from_secs(1)),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            event_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            store_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -162,6 +171,18 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets how long events are kept (`None`: forever).
+    pub fn event_retention(mut self, retention: Option<Duration>) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
+    /// Sets how long one store call may take before it counts as an outage.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// Runs the scheduler every `tick`, or not at all with `None`.
     pub fn scheduler_tick(mut self, tick: Option<Duration>) -> Self {
         self.scheduler_tick = tick;
@@ -180,6 +201,9 @@ impl WorkerConfig {
                 "heartbeat ({:?}) must be non-zero and shorter than the lease ({:?})",
                 self.heartbeat, self.lease
             ));
+        }
+        if self.store_timeout.is_zero() {
+            return Err("store_timeout must be non-zero".to_owned());
         }
         if self.poll_interval.is_zero() {
             return Err("poll_interval must be non-zero".to_owned());

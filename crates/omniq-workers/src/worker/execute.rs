@@ -1,4 +1,3 @@
-use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::completions::Finished;
+use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
 use crate::TaskContext;
 use crate::registry::Invocation;
@@ -29,6 +29,7 @@ pub(crate) async fn execute(
     lease: Lease,
     lease_permit: OwnedSemaphorePermit,
     finished: mpsc::UnboundedSender<Finished>,
+    claimed_at: tokio::time::Instant,
 ) {
     let spec = &lease.spec;
     let abort = CancellationToken::new();
@@ -42,6 +43,8 @@ pub(crate) async fn execute(
             cancel_requested: cancel_requested.clone(),
             context: context.clone(),
             finished: false,
+            expires: claimed_at + shared.config.lease,
+            on_thread: false,
         },
     );
     let unstarted = |outcome, permit| {
@@ -133,10 +136,11 @@ pub(crate) async fn execute(
         }
         Some(Err(error)) => {
             span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
-            let task_agrees = shared
-                .registry
-                .get(&spec.name)
-                .is_none_or(|h| h.should_retry(&spec.payload, shared.codec, &error));
+            // The hook is user code: a panic in it keeps the error's own verdict.
+            let task_agrees = shared.registry.get(&spec.name).is_none_or(|h| {
+                guarded(|| h.should_retry(&spec.payload, shared.codec, &error))
+                    .unwrap_or(error.retryable)
+            });
             let outcome = after_failure(&lease, error, task_agrees, Utc::now());
             let payload =
                 matches!(outcome, CompletionOutcome::Failed { .. }).then(|| spec.payload.clone());
@@ -191,7 +195,9 @@ async fn run_attempt(
         results: Arc::clone(&shared.results),
         codec: shared.codec,
     };
-    let invocation = handler.invoke(&spec.payload, ctx, shared.codec)?;
+    // Decoding and a closure's synchronous part run here, outside the handler's future:
+    // their panics fail the attempt like any other.
+    let invocation = guarded(|| handler.invoke(&spec.payload, ctx, shared.codec))??;
     let timeout = spec.timeout.or(shared.config.default_timeout);
     match invocation {
         Invocation::Async(future) => {
@@ -205,6 +211,9 @@ async fn run_attempt(
             // The thread owns the slot while it runs and hands it back with the outcome;
             // past a timeout nobody takes it back, so it is freed when the thread is.
             let permit = slot.take();
+            if let Some(held) = shared.in_flight().get_mut(&spec.id) {
+                held.on_thread = true;
+            }
             shared.blocking.spawn(move || {
                 let _entered = span.enter();
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
@@ -221,6 +230,9 @@ async fn run_attempt(
                 }
             };
             *slot = permit;
+            if let Some(held) = shared.in_flight().get_mut(&spec.id) {
+                held.on_thread = false;
+            }
             match outcome {
                 Ok(outcome) => outcome,
                 Err(panic) => Err(panicked(panic)),
@@ -243,17 +255,4 @@ async fn with_timeout<F: std::future::Future>(
             )
         }),
     }
-}
-
-fn panicked(panic: Box<dyn Any + Send>) -> TaskError {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned());
-    TaskError::with_kind(
-        TaskErrorKind::Panic,
-        format!("handler panicked: {message}"),
-        true,
-    )
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{Pipeline, Shared, WorkerReport};
-use super::{completions, execute, leases};
+use super::{completions, execute, leases, resilience};
 
 /// The worker's main task: claim while slots are free, then shut down gracefully.
 pub(crate) async fn run(
@@ -26,12 +26,27 @@ pub(crate) async fn run(
         concurrency = shared.config.concurrency, "worker started");
 
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-    let flusher = tokio::spawn(completions::flush_loop(Arc::clone(&shared), finished_rx));
-    let keeper_stop = CancellationToken::new();
-    let keeper = tokio::spawn(leases::keep_leases(
+    // Cancelled when a shutdown has waited long enough for completions a down store will
+    // not take.
+    let abandon = CancellationToken::new();
+    let mut flusher = tokio::spawn(completions::flush_loop(
         Arc::clone(&shared),
-        keeper_stop.clone(),
+        finished_rx,
+        abandon.clone(),
     ));
+    // Leases are kept until every completion is applied, so these stop after the flusher.
+    let keeper_stop = CancellationToken::new();
+    let keepers = [
+        tokio::spawn(leases::keep_leases(
+            Arc::clone(&shared),
+            keeper_stop.clone(),
+        )),
+        tokio::spawn(leases::watch_leases(
+            Arc::clone(&shared),
+            keeper_stop.clone(),
+        )),
+        tokio::spawn(leases::maintain(Arc::clone(&shared), keeper_stop.clone())),
+    ];
     let scheduler =
         scheduler.map(|(scheduler, tick)| tokio::spawn(scheduler.run(tick, stop.child_token())));
 
@@ -53,10 +68,13 @@ pub(crate) async fn run(
         let wanted = pipeline.wanted(shared.config.prefetch);
         let limit = wanted.min(1 + pipeline.leases.available_permits());
         if limit == 0 {
-            // Every slot is busy and the buffer is full: wait until a buffered lease starts.
+            // Every slot is busy and the buffer is full: wait until a buffered lease starts
+            // or a slot frees up (a blocking handler's thread can hold one past its
+            // attempt, and nothing is buffered to announce its return).
             drop(first);
             tokio::select! {
                 () = pipeline.started.notified() => {}
+                slot = Arc::clone(&pipeline.slots).acquire_owned() => drop(slot),
                 () = stop.cancelled() => {}
             }
             continue;
@@ -67,7 +85,10 @@ pub(crate) async fn run(
             lease: shared.config.lease,
             worker_id: shared.id.clone(),
         };
-        let leases = match shared.queue.dequeue(request).await {
+        let claimed_at = tokio::time::Instant::now();
+        let claimed =
+            resilience::bounded(shared.config.store_timeout, shared.queue.dequeue(request));
+        let leases = match claimed.await {
             Ok(leases) => {
                 failures = 0;
                 leases
@@ -113,6 +134,7 @@ pub(crate) async fn run(
                 lease,
                 permit,
                 finished_tx.clone(),
+                claimed_at,
             ));
         }
     }
@@ -124,46 +146,89 @@ pub(crate) async fn run(
     .await
     .is_ok();
     if !drained {
-        let unfinished: Vec<_> = {
-            let in_flight = shared.in_flight();
-            in_flight
-                .iter()
-                .filter(|(_, held)| !held.finished)
-                .map(|(task_id, held)| {
-                    held.context.cancel();
-                    LeaseRef {
-                        task_id: *task_id,
-                        token: held.token,
-                    }
-                })
-                .collect()
-        };
+        // Stop every execution first, and only then look at what is left: an execution
+        // still running on another thread could otherwise complete (or release) a lease
+        // this shutdown releases too.
+        for held in shared.in_flight().values() {
+            held.context.cancel();
+        }
         executions.abort_all();
         while executions.join_next().await.is_some() {}
-        tracing::warn!(
-            count = unfinished.len(),
-            "grace period over; releasing running tasks"
-        );
-        for lease in unfinished {
-            let _ = finished_tx.send(completions::Finished::release(lease));
-        }
+        release_unfinished(&shared, &finished_tx);
     }
     if let Some(scheduler) = scheduler {
         // It stops with `stop`; wait so no fire is half-recorded when we return.
         let _ = scheduler.await;
     }
     drop(finished_tx);
-    let _ = flusher.await;
+    // Completions get the grace period again (at least one store call) to reach a store
+    // that is down; past that they are abandoned, and their tasks recovered after the lease.
+    let flush_bound = shared
+        .config
+        .shutdown_grace
+        .max(shared.config.store_timeout);
+    if tokio::time::timeout(flush_bound, &mut flusher)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "completions could not be applied before shutdown; their tasks will be \
+             recovered once their leases expire"
+        );
+        abandon.cancel();
+        let _ = flusher.await;
+    }
     keeper_stop.cancel();
-    let _ = keeper.await;
+    for keeper in keepers {
+        let _ = keeper.await;
+    }
 
     shared
         .events
         .log(worker_event(TaskEventKind::WorkerStopped));
-    shared.events.flush().await;
+    // Bounded: an event store that is down must not hold the shutdown.
+    if tokio::time::timeout(shared.config.store_timeout, shared.events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("events could not be flushed before shutdown");
+    }
     let report = shared.counters.report();
     tracing::info!(worker = %shared.id, ?report, "worker stopped");
     report
+}
+
+/// Releases the leases of attempts still unfinished when the grace period ran out. An
+/// attempt on a thread that is still running is not released: the thread cannot be stopped,
+/// and a released task could start elsewhere while it runs. Its lease is forgotten instead,
+/// so the task is recovered once the lease runs out, and the thread's outcome is discarded.
+fn release_unfinished(shared: &Shared, finished: &mpsc::UnboundedSender<completions::Finished>) {
+    let unfinished: Vec<(LeaseRef, bool)> = shared
+        .in_flight()
+        .iter()
+        .filter(|(_, held)| !held.finished)
+        .map(|(task_id, held)| {
+            let lease = LeaseRef {
+                task_id: *task_id,
+                token: held.token,
+            };
+            (lease, held.on_thread)
+        })
+        .collect();
+    tracing::warn!(
+        count = unfinished.len(),
+        "grace period over; releasing running tasks"
+    );
+    for (lease, on_thread) in unfinished {
+        if on_thread {
+            shared.forget(&lease);
+            tracing::warn!(task.id = %lease.task_id,
+                "a blocking handler outlived the grace period; its task is recovered after \
+                 its lease, and the thread's outcome is discarded");
+        } else {
+            let _ = finished.send(completions::Finished::release(lease));
+        }
+    }
 }
 
 /// Pause after `failures` failed claims in a row: 100 ms doubling to 5 s.

@@ -1,10 +1,12 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use omniq_models::{TaskEvent, TaskEventKind, TaskState};
-use omniq_storage::{LeaseStatus, PurgeRequest, StateChange};
+use omniq_storage::{LeaseRef, LeaseStatus, PurgeRequest, StateChange};
 use tokio_util::sync::CancellationToken;
 
 use super::completions::lease_expired_result;
+use super::resilience::bounded;
 use super::shared::{Counters, Shared};
 
 /// Most tasks recovered, or expired, per round.
@@ -12,55 +14,160 @@ const MAINTENANCE_BATCH: usize = 1_000;
 
 /// How often a worker deletes finished tasks past their retention: rarely, since it is a
 /// sweep over finished rows, and any worker doing it serves all.
-const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+const RETENTION_EVERY: Duration = Duration::from_secs(300);
 
-/// Renews this worker's leases and recovers other workers' expired ones, every heartbeat;
-/// prunes old finished tasks every few minutes.
+/// Renews this worker's leases every heartbeat, on a loop of its own so that nothing else
+/// (maintenance, a slow prune, a hung store call) can make a live lease expire.
 pub(crate) async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(shared.config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = tokio::time::Instant::now();
-    // Short retentions (tests, demos) sweep as often as they need, at most every heartbeat.
-    let prune_every = shared
-        .config
-        .retention
-        .map_or(RETENTION_EVERY, |r| RETENTION_EVERY.min(r / 2));
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
         renew(&shared).await;
-        recover(&shared).await;
-        expire(&shared).await;
-        if last_prune.elapsed() >= prune_every {
-            last_prune = tokio::time::Instant::now();
-            prune(&shared).await;
+    }
+}
+
+/// Stops every attempt whose lease could not be renewed before it runs out, so that the
+/// task never runs here and on the worker that recovers it at once.
+///
+/// Checked often (a twentieth of the lease), independently of the heartbeat's store calls.
+/// An async handler is dropped; a blocking handler's thread cannot be stopped and runs on,
+/// but its outcome is discarded (see docs/lifecycle.md).
+pub(crate) async fn watch_leases(shared: Arc<Shared>, stop: CancellationToken) {
+    let margin = shared.config.lease / 10;
+    let mut ticks =
+        tokio::time::interval((shared.config.lease / 20).max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let running_out: Vec<LeaseRef> = shared
+            .in_flight()
+            .iter()
+            .filter(|(_, held)| !held.finished && held.expires <= now + margin)
+            .map(|(task_id, held)| LeaseRef {
+                task_id: *task_id,
+                token: held.token,
+            })
+            .collect();
+        for lease in running_out {
+            if let Some(lost) = shared.forget_running(&lease) {
+                lost.abort.cancel();
+                Counters::add(&shared.counters.lease_lost);
+                metrics::counter!("omniq_tasks_lease_lost_total").increment(1);
+                tracing::warn!(task.id = %lease.task_id,
+                    "lease could not be renewed in time; attempt stopped before it runs out");
+                let mut event = TaskEvent::new(TaskEventKind::LeaseLost)
+                    .worker(shared.id.clone())
+                    .message(
+                        "the lease could not be renewed; the attempt was stopped before it ran out",
+                    );
+                event.task_id = Some(lease.task_id);
+                shared.events.log(event);
+            }
         }
     }
 }
 
+/// Recovers other workers' expired leases and expires stale tasks every heartbeat, and
+/// prunes old finished tasks, results and events every few minutes, in bounded batches.
+pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(shared.config.heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    // Short retentions (tests, demos) sweep as often as they need, at most every heartbeat.
+    let shortest = [shared.config.retention, shared.config.event_retention]
+        .into_iter()
+        .flatten()
+        .min();
+    let prune_every = shortest.map_or(RETENTION_EVERY, |r| RETENTION_EVERY.min(r / 2));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        recover(&shared).await;
+        expire(&shared).await;
+        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+            last_prune = Some(tokio::time::Instant::now());
+            // Pruning may take many calls: it runs until done or until the worker stops.
+            tokio::select! {
+                () = prune(&shared) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Deletes finished tasks past the task retention, expired results, and events past the
+/// event retention, a bounded batch per call, until none is left.
 async fn prune(shared: &Shared) {
-    let Some(retention) = shared.config.retention else {
-        return;
-    };
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
-        return;
-    };
-    let request = PurgeRequest {
-        // Dead letters are kept for inspection and re-drive until purged on purpose.
-        states: vec![
-            TaskState::Succeeded,
-            TaskState::Cancelled,
-            TaskState::Expired,
-        ],
-        queue: None,
-        finished_before: Some(chrono::Utc::now() - retention),
-    };
-    match shared.queue.purge(request).await {
-        Ok(0) => {}
-        Ok(purged) => tracing::info!(purged, "deleted finished tasks past their retention"),
-        Err(err) => tracing::warn!(%err, "cannot delete finished tasks past their retention"),
+    let limit = shared.config.store_timeout;
+    if let Some(retention) = shared
+        .config
+        .retention
+        .and_then(|r| chrono::Duration::from_std(r).ok())
+    {
+        let request = PurgeRequest {
+            // Dead letters are kept for inspection and re-drive until purged on purpose.
+            states: vec![
+                TaskState::Succeeded,
+                TaskState::Cancelled,
+                TaskState::Expired,
+            ],
+            queue: None,
+            finished_before: Some(chrono::Utc::now() - retention),
+        };
+        sweep("finished tasks", || {
+            bounded(limit, shared.queue.purge(request.clone()))
+        })
+        .await;
+    }
+    sweep("expired results", || {
+        bounded(limit, shared.results.purge_expired())
+    })
+    .await;
+    if let Some(retention) = shared
+        .config
+        .event_retention
+        .and_then(|r| chrono::Duration::from_std(r).ok())
+    {
+        let before = chrono::Utc::now() - retention;
+        let events = shared.events.store();
+        sweep("old events", || bounded(limit, events.purge_before(before))).await;
+    }
+}
+
+/// Calls a bounded delete until it deletes nothing (or fails), yielding between calls.
+async fn sweep<F, Fut>(what: &'static str, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = omniq_storage::StoreResult<u64>>,
+{
+    let mut total = 0u64;
+    loop {
+        match call().await {
+            Ok(0) => break,
+            Ok(deleted) => {
+                total += deleted;
+                // A store that ignores bounds deletes everything at once; one more call
+                // finds nothing and ends the sweep.
+                tokio::task::yield_now().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, what, "cannot delete past their retention");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(deleted = total, what, "deleted past their retention");
     }
 }
 
@@ -69,11 +176,14 @@ async fn renew(shared: &Shared) {
     if held.is_empty() {
         return;
     }
-    let statuses = match shared
-        .queue
-        .heartbeat(held.clone(), shared.config.lease)
-        .await
-    {
+    let asked = tokio::time::Instant::now();
+    // Bounded by the heartbeat: a hung call must not delay the next renewal.
+    let renewed = bounded(
+        shared.config.heartbeat,
+        shared.queue.heartbeat(held.clone(), shared.config.lease),
+    )
+    .await;
+    let statuses = match renewed {
         Ok(statuses) => statuses,
         Err(err) => {
             tracing::warn!(%err, count = held.len(), "cannot renew leases");
@@ -81,6 +191,16 @@ async fn renew(shared: &Shared) {
         }
     };
     for (lease, status) in held.into_iter().zip(statuses) {
+        match status {
+            LeaseStatus::Held | LeaseStatus::CancelRequested => {
+                if let Some(held) = shared.in_flight().get_mut(&lease.task_id)
+                    && held.token == lease.token
+                {
+                    held.expires = asked + shared.config.lease;
+                }
+            }
+            LeaseStatus::Lost => {}
+        }
         match status {
             LeaseStatus::Held => continue,
             LeaseStatus::CancelRequested => {
@@ -113,14 +233,16 @@ async fn renew(shared: &Shared) {
 }
 
 async fn recover(shared: &Shared) {
-    match shared.queue.recover_expired(MAINTENANCE_BATCH).await {
+    let limit = shared.config.store_timeout;
+    match bounded(limit, shared.queue.recover_expired(MAINTENANCE_BATCH)).await {
         Ok(changes) => log_changes(shared, &changes, TaskEventKind::Recovered).await,
         Err(err) => tracing::warn!(%err, "cannot recover expired leases"),
     }
 }
 
 async fn expire(shared: &Shared) {
-    match shared.queue.expire_due(MAINTENANCE_BATCH).await {
+    let limit = shared.config.store_timeout;
+    match bounded(limit, shared.queue.expire_due(MAINTENANCE_BATCH)).await {
         Ok(changes) => log_changes(shared, &changes, TaskEventKind::Unblocked).await,
         Err(err) => tracing::warn!(%err, "cannot expire stale tasks"),
     }
@@ -159,7 +281,7 @@ pub(crate) async fn log_changes(
         }
     }
     if !dead.is_empty()
-        && let Err(err) = shared.results.put(dead).await
+        && let Err(err) = bounded(shared.config.store_timeout, shared.results.put(dead)).await
     {
         tracing::warn!(%err, "cannot store results of tasks failed by lease expiry");
     }

@@ -71,6 +71,14 @@ pub(crate) struct InFlight {
     pub(crate) context: CancellationToken,
     /// The attempt ended and its completion is on its way to the store.
     pub(crate) finished: bool,
+    /// When the lease runs out at the latest, on this process's monotonic clock: the
+    /// moment the claim or the last successful renewal was *sent*, plus the lease. The
+    /// store set its deadline later than that, so stopping the attempt before this
+    /// instant stops it before another worker can take the task, whatever the clocks say.
+    pub(crate) expires: tokio::time::Instant,
+    /// The handler runs on a thread, which cannot be stopped: at shutdown its lease is
+    /// neither released nor completed while the thread may still run.
+    pub(crate) on_thread: bool,
 }
 
 /// The claim → run → complete pipeline's budgets.
