@@ -2,14 +2,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use omniq_async::{Error, Result};
-use tokio::runtime::Runtime;
+use tokio::runtime::{Runtime, RuntimeFlavor};
 
 /// The facade's own multi-thread runtime, shared by every wrapper made from one `OmniQ`.
 ///
 /// Calls spawn their future on it and park the calling thread with pollster until the
 /// join handle completes. That never enters the runtime from the caller's thread, so it
 /// works from plain threads and from inside another runtime, where `Runtime::block_on`
-/// would panic.
+/// would panic, and from inside a task handler run by this facade's own worker (a worker
+/// thread of a multi-thread runtime gives its other work away before it parks).
 #[derive(Debug, Clone)]
 pub(crate) struct Driver {
     owner: Arc<RuntimeOwner>,
@@ -61,7 +62,17 @@ impl Driver {
         F::Output: Send + 'static,
     {
         let handle = self.runtime().spawn(future);
-        match pollster::block_on(handle) {
+        let joined = match tokio::runtime::Handle::try_current() {
+            // On a worker thread of a multi-thread runtime (an async handler run by this
+            // facade's own worker, say), parking the thread would also park the task just
+            // spawned: tokio keeps it in this thread's next-task slot, which no other
+            // thread takes. Handing the thread's work to another thread first lets it run.
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| pollster::block_on(handle))
+            }
+            _ => pollster::block_on(handle),
+        };
+        match joined {
             Ok(output) => Ok(output),
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(_) => Err(Error::Closed),

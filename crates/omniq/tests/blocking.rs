@@ -131,3 +131,43 @@ fn schedules_are_created_and_fired_from_blocking_code() {
     assert_eq!(stored.fire_count, 2);
     assert!(omniq.schedules().delete("sum").expect("delete"));
 }
+
+static FACADE: std::sync::OnceLock<OmniQ> = std::sync::OnceLock::new();
+
+/// An async task that uses the blocking facade from inside its handler.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Nested(i64);
+
+impl omniq::Task for Nested {
+    const NAME: &'static str = "test.nested";
+    type Output = i64;
+    async fn run(self, _ctx: omniq::TaskContext) -> Result<i64, omniq::TaskError> {
+        let facade = FACADE
+            .get()
+            .ok_or_else(|| omniq::TaskError::permanent("no facade"))?;
+        let inner = facade
+            .enqueue_by_name::<i64>("add", (self.0, 1))
+            .submit()
+            .map_err(|e| omniq::TaskError::permanent(e.to_string()))?;
+        // A read through the facade too.
+        inner
+            .record()
+            .map_err(|e| omniq::TaskError::permanent(e.to_string()))?;
+        Ok(self.0)
+    }
+}
+
+/// Defect 20: calling the blocking facade from inside an async handler run by the facade's
+/// own worker used to park the runtime thread holding the spawned call: a hang.
+#[test]
+fn the_facade_can_be_called_from_inside_an_async_handler() {
+    let omniq = FACADE.get_or_init(|| omniq().register::<Nested>());
+    let worker = omniq.worker().concurrency(4).start().expect("start");
+    let handles: Vec<_> = (0..8)
+        .map(|i| omniq.enqueue(Nested(i)).submit().expect("enqueue"))
+        .collect();
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(handle.wait(WAIT).expect("no hang"), i as i64);
+    }
+    worker.shutdown().expect("shutdown");
+}
