@@ -78,7 +78,7 @@ impl ScheduleStore for MemoryScheduleStore {
         let mut map = lock(&self.schedules);
         let won = match map.get_mut(&schedule.name) {
             Some(slot) if slot.next_fire_at == expected => {
-                *slot = schedule;
+                slot.record_fire(schedule.fire());
                 true
             }
             _ => false,

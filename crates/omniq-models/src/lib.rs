@@ -27,7 +27,7 @@ pub use event::{TaskEvent, TaskEventKind};
 pub use ids::{LeaseToken, ParseIdError, TaskId, WorkerId};
 pub use options::{Backoff, DependencyVerdict, RunWhen, TaskOptions};
 pub use record::{AttemptError, SpecExtras, TaskRecord, TaskResult, TaskSpec};
-pub use schedule::{MisfirePolicy, Schedule, ScheduleTrigger};
+pub use schedule::{MisfirePolicy, Schedule, ScheduleFire, ScheduleTrigger};
 pub use state::{TaskState, UnknownState};
 
 /// The queue a task goes to when its options name none.

@@ -120,3 +120,38 @@ pub struct Schedule {
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
+
+/// The fire bookkeeping of a [`Schedule`]: the only fields a scheduler changes when it
+/// records a fire. Serialised with the same names as in the schedule, so that stores can
+/// merge it into a stored schedule without touching the rest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleFire {
+    /// The next fire.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The fire just recorded.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// Fires so far.
+    pub fire_count: u64,
+    /// When the fire was recorded.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Schedule {
+    /// This schedule's fire bookkeeping.
+    pub fn fire(&self) -> ScheduleFire {
+        ScheduleFire {
+            next_fire_at: self.next_fire_at,
+            last_fire_at: self.last_fire_at,
+            fire_count: self.fire_count,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Takes `fire`'s bookkeeping, leaving everything else as it is.
+    pub fn record_fire(&mut self, fire: ScheduleFire) {
+        self.next_fire_at = fire.next_fire_at;
+        self.last_fire_at = fire.last_fire_at;
+        self.fire_count = fire.fire_count;
+        self.updated_at = fire.updated_at;
+    }
+}

@@ -110,12 +110,13 @@ impl MySqlScheduleStore {
         // racer blocks on the winner's row lock, then finds the value changed and matches
         // no row. (Both sides of the comparison are the same instant cut to microseconds.)
         let done = sqlx::query(
-            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? \
+            // Only the fire bookkeeping is merged into the stored body: a pause or an
+            // update made since the caller read the schedule stays.
+            "UPDATE omniq_schedules SET next_fire_at = ?, body = JSON_MERGE_PATCH(body, ?) \
              WHERE name = ? AND next_fire_at <=> ?",
         )
         .bind(schedule.next_fire_at.map(to_micros))
-        .bind(schedule.paused)
-        .bind(to_json(&schedule)?)
+        .bind(to_json(&schedule.fire())?)
         .bind(&schedule.name)
         .bind(expected.map(to_micros))
         .execute(self.backend.pool())

@@ -111,13 +111,14 @@ impl PgScheduleStore {
         // racer blocks on the winner's row lock, then finds the value changed and matches
         // no row. (Both sides of the comparison are the same instant cut to microseconds.)
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET next_fire_at = $1, paused = $2, body = $3::jsonb \
-             WHERE name = $4 AND next_fire_at IS NOT DISTINCT FROM $5",
+            // Only the fire bookkeeping is merged into the stored body: a pause or an
+            // update made since the caller read the schedule stays.
+            "UPDATE {} SET next_fire_at = $1, body = body || $2::jsonb \
+             WHERE name = $3 AND next_fire_at IS NOT DISTINCT FROM $4",
             self.table()
         )))
         .bind(schedule.next_fire_at)
-        .bind(schedule.paused)
-        .bind(to_json(&schedule)?)
+        .bind(to_json(&schedule.fire())?)
         .bind(&schedule.name)
         .bind(expected)
         .execute(self.backend.pool())

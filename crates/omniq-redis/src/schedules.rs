@@ -63,28 +63,58 @@ impl RedisScheduleStore {
         Ok((parse(&existing)?, false))
     }
 
-    /// A plain replace, or with `expected` the compare-and-set of the next fire.
-    async fn write(
-        &self,
-        schedule: &Schedule,
-        expected: Option<Option<DateTime<Utc>>>,
-    ) -> StoreResult<bool> {
+    /// A plain replace.
+    async fn write(&self, schedule: &Schedule) -> StoreResult<bool> {
         let mut invocation = self.invocation(&self.backend.scripts().schedule_update, schedule)?;
-        match expected {
-            Some(expected) => invocation.arg("cas").arg(fire(expected)),
-            None => invocation.arg("any").arg(""),
-        };
+        invocation.arg("any").arg("").arg("");
         Ok(integer(self.call(&invocation).await?)? == 1)
     }
 
-    async fn read(&self, name: String) -> StoreResult<Option<Schedule>> {
+    /// The compare-and-set of the next fire: the fire bookkeeping of `schedule` is merged
+    /// into the stored schedule as read, and written only if it is still what was read.
+    async fn advance_fire(
+        &self,
+        schedule: &Schedule,
+        expected: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        // An operator's change between the read and the write makes the script answer 2:
+        // read again. Changes are rare and human-paced, so a few rounds always suffice.
+        for _ in 0..16 {
+            let Some(raw) = self.raw(&schedule.name).await? else {
+                return Ok(false);
+            };
+            let mut merged = parse(&raw)?;
+            if merged.next_fire_at != expected {
+                return Ok(false);
+            }
+            merged.record_fire(schedule.fire());
+            let mut invocation =
+                self.invocation(&self.backend.scripts().schedule_update, &merged)?;
+            invocation.arg("cas").arg(fire(expected)).arg(&raw);
+            match integer(self.call(&invocation).await?)? {
+                1 => return Ok(true),
+                2 => continue,
+                _ => return Ok(false),
+            }
+        }
+        Err(StoreError::Invalid(format!(
+            "schedule `{}` kept changing while its fire was recorded",
+            schedule.name
+        )))
+    }
+
+    async fn raw(&self, name: &str) -> StoreResult<Option<String>> {
         let reply: Value = redis::cmd("HGET")
             .arg(self.backend.keys().schedules())
-            .arg(&name)
+            .arg(name)
             .query_async(&mut self.backend.connection())
             .await
             .map_err(redis_error)?;
-        opt_string(reply)?.as_deref().map(parse).transpose()
+        opt_string(reply)
+    }
+
+    async fn read(&self, name: String) -> StoreResult<Option<Schedule>> {
+        self.raw(&name).await?.as_deref().map(parse).transpose()
     }
 
     async fn all(&self) -> StoreResult<Vec<Schedule>> {
@@ -161,7 +191,7 @@ impl ScheduleStore for RedisScheduleStore {
 
     fn update(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
-            if self.write(&schedule, None).await? {
+            if self.write(&schedule).await? {
                 Ok(())
             } else {
                 Err(StoreError::ScheduleNotFound(schedule.name))
@@ -190,6 +220,6 @@ impl ScheduleStore for RedisScheduleStore {
         schedule: Schedule,
         expected: Option<DateTime<Utc>>,
     ) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move { self.write(&schedule, Some(expected)).await })
+        Box::pin(async move { self.advance_fire(&schedule, expected).await })
     }
 }

@@ -288,6 +288,43 @@ pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stor
     assert_eq!(after.next_fire_at, Some(t0() + secs(10.0)));
 }
 
+/// A schedule whose fire the store refuses (here: it names a parent task that does not
+/// exist) is reported and retried, and never holds back the schedules due after it.
+pub async fn a_schedule_that_cannot_fire_does_not_block_the_others(stores: Stores) {
+    let scheduler = Scheduler::new(
+        stores.queue.clone(),
+        stores.schedules.clone(),
+        events(&stores),
+    );
+    let bad_name = unique_name();
+    let mut bad = every_ten_seconds(&bad_name, MisfirePolicy::Skip);
+    // Due first, so that it comes first in the tick.
+    bad.next_fire_at = Some(t0() - secs(5.0));
+    bad.options = bad.options.depends_on(omniq_models::TaskId::new());
+    stores.schedules.create(bad).await.expect("create");
+    let good_name = unique_name();
+    stores
+        .schedules
+        .create(every_ten_seconds(&good_name, MisfirePolicy::Skip))
+        .await
+        .expect("create");
+
+    let report = scheduler.tick(t0() + secs(0.1)).await;
+    // Remove the broken schedule before asserting, so it never lingers for other cases.
+    stores
+        .schedules
+        .delete(bad_name.clone())
+        .await
+        .expect("delete");
+    let report = report.expect("a tick survives one broken schedule");
+    assert!(report.failed >= 1, "the broken schedule is reported");
+    assert_eq!(
+        run_ats(&stores, &good_name).await,
+        vec![t0()],
+        "the schedule due after the broken one fired"
+    );
+}
+
 /// Expands to one `#[tokio::test]` per scheduler case, each calling `$factory()` (an
 /// `async fn() -> StoreResult<omniq_storage::conformance::Stores>`).
 #[macro_export]
@@ -300,6 +337,7 @@ macro_rules! scheduler_suite {
             deleting_a_schedule_stops_its_fires,
             racing_schedulers_enqueue_each_fire_once,
             a_fire_enqueued_but_not_recorded_is_not_enqueued_again,
+            a_schedule_that_cannot_fire_does_not_block_the_others,
         );
     };
     (@cases $factory:ident; $($case:ident),* $(,)?) => {

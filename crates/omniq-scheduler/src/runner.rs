@@ -28,6 +28,9 @@ pub struct TickReport {
     pub deduplicated: usize,
     /// Schedules whose next fire another process recorded first.
     pub lost_races: usize,
+    /// Schedules whose fire failed this tick (a store error); retried next tick, after
+    /// the others had their turn.
+    pub failed: usize,
 }
 
 /// Fires due schedules into the task queue.
@@ -67,7 +70,15 @@ impl Scheduler {
     pub async fn tick(&self, now: DateTime<Utc>) -> StoreResult<TickReport> {
         let mut report = TickReport::default();
         for schedule in self.schedules.due(now, DUE_BATCH).await? {
-            self.fire(schedule, now, &mut report).await?;
+            let name = schedule.name.clone();
+            // One schedule that cannot fire (its enqueue is refused, say) must not hold
+            // back every other: it is logged and tried again next tick.
+            if let Err(err) = self.fire(schedule, now, &mut report).await {
+                report.failed += 1;
+                metrics::counter!("omniq_schedule_fire_errors_total", "schedule" => name.clone())
+                    .increment(1);
+                tracing::warn!(schedule = %name, %err, "cannot fire schedule; retrying next tick");
+            }
         }
         Ok(report)
     }
@@ -83,11 +94,10 @@ impl Scheduler {
             Err(err) => {
                 // Refused at create; only a schedule written by something else gets here.
                 tracing::error!(schedule = %schedule.name, %err, "invalid schedule; pausing it");
-                let mut paused = schedule.clone();
+                let mut paused = schedule;
                 paused.paused = true;
-                self.schedules
-                    .advance(paused, schedule.next_fire_at)
-                    .await?;
+                paused.updated_at = now;
+                self.schedules.update(paused).await?;
                 return Ok(());
             }
         };

@@ -94,12 +94,13 @@ impl SqliteScheduleStore {
         // The fire is claimed by whoever moves next_fire_at off the value they read; the
         // other racers' updates match no row.
         let done = sqlx::query(
-            "UPDATE omniq_schedules SET next_fire_at = ?, paused = ?, body = ? \
+            // Only the fire bookkeeping is merged into the stored body: a pause or an
+            // update made since the caller read the schedule stays.
+            "UPDATE omniq_schedules SET next_fire_at = ?, body = json_patch(body, ?) \
              WHERE name = ? AND next_fire_at IS ?",
         )
         .bind(schedule.next_fire_at.map(to_micros))
-        .bind(schedule.paused)
-        .bind(to_json(&schedule)?)
+        .bind(to_json(&schedule.fire())?)
         .bind(&schedule.name)
         .bind(expected.map(to_micros))
         .execute(&self.backend.pool)

@@ -45,9 +45,12 @@ pub trait ScheduleStore: Send + Sync + Debug + 'static {
     /// A backend error.
     fn due(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Schedule>>>;
 
-    /// Atomically moves a schedule's next fire from `expected` to `schedule.next_fire_at`
-    /// (storing the rest of `schedule` too). Returns false when another process got there
-    /// first, which is how a fire is claimed exactly once.
+    /// Atomically moves a schedule's next fire from `expected` to `schedule.next_fire_at`,
+    /// recording the fire: only `next_fire_at`, `last_fire_at`, `fire_count` and
+    /// `updated_at` are taken from `schedule`; everything else stays as stored, so a pause
+    /// or an update made since the caller read the schedule is never undone. Returns false
+    /// when the next fire is no longer `expected` (another process got there first, or the
+    /// schedule was re-planned), which is how a fire is claimed exactly once.
     ///
     /// # Errors
     /// A backend error.

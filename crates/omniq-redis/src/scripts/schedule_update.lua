@@ -7,8 +7,11 @@
 --
 -- KEYS as in schedule_create.lua.
 -- ARGV[1] = name, ARGV[2] = JSON, ARGV[3] = next fire ('' = none), ARGV[4] = paused '0'/'1',
--- ARGV[5] = 'any' (plain update) or 'cas', ARGV[6] = expected next fire ('' = none).
--- Reply: 1 when written, 0 when the schedule does not exist or (cas) another got there first.
+-- ARGV[5] = 'any' (plain update) or 'cas', ARGV[6] = expected next fire ('' = none),
+-- ARGV[7] (cas) = the stored JSON the caller merged its fire into.
+-- Reply: 1 when written, 0 when the schedule does not exist or (cas) another got there
+-- first, 2 (cas) when the schedule was changed since the caller read it: read and merge
+-- again, so that a pause or an update is never undone.
 
 local current = redis.call('HGET', KEYS[2], ARGV[1])
 if not current then
@@ -17,8 +20,13 @@ if not current then
   end
   current = ''
 end
-if ARGV[5] == 'cas' and current ~= ARGV[6] then
-  return 0
+if ARGV[5] == 'cas' then
+  if current ~= ARGV[6] then
+    return 0
+  end
+  if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[7] then
+    return 2
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])

@@ -109,6 +109,7 @@ macro_rules! conformance_suite {
             events_are_recorded_and_queried_by_task_kind_and_time,
             schedules_are_created_once_by_name_and_managed,
             schedule_advance_claims_a_fire_exactly_once,
+            advance_never_undoes_a_pause_or_an_update,
             enqueue_with_an_unknown_parent_fails_and_stores_nothing,
             a_dependent_waits_blocked_until_its_parents_succeed,
             a_failed_parent_cancels_its_dependents_transitively,

@@ -125,3 +125,52 @@ pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Stores) {
     assert_eq!(read.next_fire_at, next.next_fire_at);
     assert_eq!(read.fire_count, 1);
 }
+
+/// A fire recorded by a scheduler that read the schedule before an operator paused or
+/// changed it moves only the fire bookkeeping: the pause and the change stay.
+pub async fn advance_never_undoes_a_pause_or_an_update(stores: Stores) {
+    let name = unique_queue("advance-pause");
+    let (read, _) = stores
+        .schedules
+        .create(schedule(&name))
+        .await
+        .expect("create");
+    // The operator, between the scheduler's read and its advance.
+    let mut changed = read.clone();
+    changed.paused = true;
+    changed.payload = vec![9, 9];
+    changed.updated_at = Utc::now();
+    stores.schedules.update(changed).await.expect("update");
+
+    let expected = read.next_fire_at;
+    let mut advanced = read.clone();
+    advanced.last_fire_at = expected;
+    advanced.next_fire_at = expected.map(|at| at + chrono::Duration::seconds(60));
+    advanced.fire_count = 1;
+    let won = stores
+        .schedules
+        .advance(advanced.clone(), expected)
+        .await
+        .expect("advance");
+    assert!(won, "the fire itself is still recorded");
+    let stored = stores
+        .schedules
+        .get(name.clone())
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(stored.paused, "the pause survives the scheduler's advance");
+    assert_eq!(stored.payload, vec![9, 9], "so does the update");
+    assert_eq!(stored.next_fire_at, advanced.next_fire_at);
+    assert_eq!(stored.last_fire_at, expected);
+    assert_eq!(stored.fire_count, 1);
+    let due = stores
+        .schedules
+        .due(Utc::now() + chrono::Duration::days(1), 1_000)
+        .await
+        .expect("due");
+    assert!(
+        due.iter().all(|s| s.name != name),
+        "a paused schedule is never due"
+    );
+}
