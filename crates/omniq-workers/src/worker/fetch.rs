@@ -50,7 +50,10 @@ pub(crate) async fn run(
     let scheduler =
         scheduler.map(|(scheduler, tick)| tokio::spawn(scheduler.run(tick, stop.child_token())));
 
-    let pipeline = Arc::new(Pipeline::new(&shared.config, stop.clone()));
+    // The buffer is told to stop only once this loop has ended: a claim still in flight
+    // when the worker was stopped could otherwise take back the buffered tasks released a
+    // moment before, and release them a second time.
+    let pipeline = Arc::new(Pipeline::new(&shared.config, CancellationToken::new()));
     let mut executions = JoinSet::new();
     let mut failures = 0u32;
     while !stop.is_cancelled() {
@@ -139,6 +142,7 @@ pub(crate) async fn run(
         }
     }
 
+    pipeline.stop.cancel();
     // Graceful shutdown: running tasks get the grace period, then are stopped and released.
     let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
         while executions.join_next().await.is_some() {}
