@@ -9,7 +9,7 @@ use omniq_models::{
     TaskSpec, TaskState,
 };
 use omniq_storage::{
-    BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
+    BatchAliases, BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
 };
@@ -125,9 +125,16 @@ impl State {
             }
             batch_ids.insert(spec.id);
         }
+        let mut aliases = BatchAliases::default();
         Ok(tasks
             .into_iter()
-            .map(|spec| self.insert(spec, now))
+            .map(|mut spec| {
+                aliases.resolve(&mut spec);
+                let id = spec.id;
+                let outcome = self.insert(spec, now);
+                aliases.record(id, &outcome);
+                outcome
+            })
             .collect())
     }
 

@@ -124,12 +124,15 @@ impl MySqlBackend {
         }
         // Migrate on a connection of its own: it fails fast when the server is down (a
         // pool retries until its timeout).
-        tokio::time::timeout(options.acquire_timeout, migrate(&connect_options))
-            .await
-            .map_err(|_| {
-                StoreError::unavailable(BACKEND, "no answer from the server while connecting")
-            })?
-            .map_err(|e| secrets.scrub_error(BACKEND, e))?;
+        tokio::time::timeout(
+            options.acquire_timeout,
+            migrate(&connect_options, options.acquire_timeout),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::unavailable(BACKEND, "no answer from the server while connecting")
+        })?
+        .map_err(|e| secrets.scrub_error(BACKEND, e))?;
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -241,25 +244,56 @@ impl MySqlBackend {
     }
 }
 
-async fn migrate(options: &MySqlConnectOptions) -> StoreResult<()> {
+async fn migrate(options: &MySqlConnectOptions, patience: Duration) -> StoreResult<()> {
     let mut conn: MySqlConnection = options.connect().await.map_err(store_error)?;
-    let result = run_migrations(&mut conn).await;
+    let result = run_migrations(&mut conn, patience).await;
+    // Closing the session also frees the migration lock, whatever happened.
     let _ = conn.close().await;
     result
 }
 
-async fn run_migrations(conn: &mut MySqlConnection) -> StoreResult<()> {
+/// The migration lock, one per database (a lock name is at most 64 characters, a
+/// database name alone may be 64).
+const MIGRATION_LOCK: &str = "CONCAT('omniq_migrate_', SHA1(DATABASE()))";
+
+async fn run_migrations(conn: &mut MySqlConnection, patience: Duration) -> StoreResult<()> {
+    // Our own lock rather than sqlx's: sqlx asks for `GET_LOCK(name, -1)` and ignores the
+    // answer, and MariaDB answers NULL (no lock) to a negative timeout, so processes that
+    // opened a new database together applied the same migration twice and all but one
+    // failed.
+    let seconds = patience.as_secs().max(1);
+    let locked: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT GET_LOCK({MIGRATION_LOCK}, ?)"
+    )))
+    .bind(seconds)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    if locked != Some(1) {
+        return Err(StoreError::unavailable(
+            BACKEND,
+            format!("another process held the migration lock for {seconds} s"),
+        ));
+    }
     let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_locking(false);
     // A table of our own: an application that shares the database may keep its own sqlx
     // migrations in `_sqlx_migrations`.
     migrator.dangerous_set_table_name("omniq_migrations");
     // `run_direct` rather than `run`: the generic `Acquire` bound of `run` makes the future
     // fail the compiler's higher-ranked `Send` check in callers that box or spawn it.
-    migrator
-        .run_direct(None, conn, false)
+    let migrated = migrator
+        .run_direct(None, &mut *conn, false)
         .await
         .map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => store_error(e),
             other => StoreError::backend(BACKEND, other),
-        })
+        });
+    let released = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DO RELEASE_LOCK({MIGRATION_LOCK})"
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error);
+    migrated.and(released.map(drop))
 }

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -5,13 +6,20 @@ use std::time::Duration;
 
 use omniq_storage::{StoreError, StoreResult};
 use sqlx::SqlitePool;
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::error::{BACKEND, store_error};
 use crate::{SqliteEventStore, SqliteResultStore, SqliteScheduleStore, SqliteTaskQueue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another connection's lock before SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest pause between two tries of an open that found the file busy.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
 
 /// One SQLite database holding all four stores.
 ///
@@ -73,33 +81,22 @@ impl SqliteBackend {
             // NORMAL in WAL mode is durable across process crashes; only an OS crash or
             // power loss can drop the last transactions.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(store_error)?;
-        // `run_direct` on a connection rather than `run(&pool)`: the generic `Acquire` bound
-        // makes the future fail the compiler's higher-ranked `Send` check in callers that
-        // box or spawn it.
-        let mut conn = pool.acquire().await.map_err(store_error)?;
-        MIGRATOR
-            .run_direct(None, &mut *conn, false)
-            .await
-            .map_err(|e| StoreError::backend(BACKEND, e))?;
-        drop(conn);
+        let pool = retry_while_busy(|| open_writer(&options)).await?;
         // An in-memory database exists only on its one connection: it must also serve reads.
         let reader = if connections <= 1 {
             pool.clone()
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                .min_connections(1)
-                .connect_with(options)
-                .await
-                .map_err(store_error)?
+            retry_while_busy(|| async {
+                SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .min_connections(1)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(OpenError::Sqlx)
+            })
+            .await?
         };
         Ok(Self {
             pool,
@@ -139,5 +136,94 @@ impl SqliteBackend {
     pub async fn close(&self) {
         self.pool.close().await;
         self.reader.close().await;
+    }
+}
+
+/// Why one try at opening failed.
+#[derive(Debug)]
+enum OpenError {
+    Sqlx(sqlx::Error),
+    Migrate(MigrateError),
+}
+
+impl OpenError {
+    /// Whether another connection's lock caused it, so that trying again can succeed.
+    ///
+    /// Switching a new file to WAL needs an exclusive lock that SQLite does not wait for
+    /// (its busy handler is not called), so processes opening a new file together see
+    /// SQLITE_BUSY there.
+    fn is_busy(&self) -> bool {
+        let err = match self {
+            OpenError::Sqlx(err)
+            | OpenError::Migrate(MigrateError::Execute(err))
+            | OpenError::Migrate(MigrateError::ExecuteMigration(err, _)) => err,
+            OpenError::Migrate(_) => return false,
+        };
+        let sqlx::Error::Database(db) = err else {
+            return false;
+        };
+        // Extended result codes keep the primary code in the low byte: SQLITE_BUSY (5),
+        // SQLITE_LOCKED (6).
+        db.code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            OpenError::Sqlx(err) => store_error(err),
+            OpenError::Migrate(err) => StoreError::backend(BACKEND, err),
+        }
+    }
+}
+
+/// Opens the writer's pool and brings the schema up to date.
+///
+/// The migrations run inside one `BEGIN IMMEDIATE` transaction (each migration a savepoint
+/// in it): processes that open a new file together take turns, and each finds the schema
+/// as the one before it left it, instead of applying the same migration twice. sqlx's own
+/// migration lock does nothing on SQLite.
+async fn open_writer(options: &SqliteConnectOptions) -> Result<SqlitePool, OpenError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .connect_with(options.clone())
+        .await
+        .map_err(OpenError::Sqlx)?;
+    // `run_direct` on a connection rather than `run(&pool)`: the generic `Acquire` bound
+    // makes the future fail the compiler's higher-ranked `Send` check in callers that box
+    // or spawn it.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(OpenError::Sqlx)?;
+    MIGRATOR
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(OpenError::Migrate)?;
+    tx.commit().await.map_err(OpenError::Sqlx)?;
+    Ok(pool)
+}
+
+/// Runs `open` again while it fails because the file is busy, with a growing, jittered
+/// pause, for at most [`BUSY_TIMEOUT`].
+async fn retry_while_busy<T, F, Fut>(mut open: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OpenError>>,
+{
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match open().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_busy() && Instant::now() + pause < deadline => {
+                // Jitter keeps the processes that collided from colliding again in step.
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+                tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(err) => return Err(err.into_store_error()),
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! }
 //! ```
 
+mod batch;
 mod error;
 mod events;
 mod queue;
@@ -32,6 +33,7 @@ pub mod conformance;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use batch::BatchAliases;
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
 pub use queue::{

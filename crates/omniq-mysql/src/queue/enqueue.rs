@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
-use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
 use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
@@ -97,6 +97,7 @@ async fn enqueue_on(
         let mut outcomes = Vec::with_capacity(tasks.len());
         let mut ready = false;
         let mut plain = Vec::new();
+        let mut aliases = BatchAliases::default();
         // Tasks keep their order: plain tasks are inserted many at a time, but a task with
         // parents or a dedupe window first flushes those before it, as it may refer to
         // them. An error (an unknown parent) drops the transaction: nothing stays.
@@ -106,8 +107,13 @@ async fn enqueue_on(
                 continue;
             }
             let before = std::mem::take(&mut plain);
+            let start = outcomes.len();
             insert_many(backend, &mut *tx, &before, now, &mut outcomes, &mut ready).await?;
-            let outcome = insert_one(&mut *tx, spec, now).await?;
+            let ids: Vec<TaskId> = before.iter().map(|s| s.id).collect();
+            aliases.record_all(&ids, &outcomes[start..]);
+            let spec = aliases.resolved(spec);
+            let outcome = insert_one(&mut *tx, &spec, now).await?;
+            aliases.record(spec.id, &outcome);
             if matches!(
                 outcome,
                 EnqueueOutcome::Created {

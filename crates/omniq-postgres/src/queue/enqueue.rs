@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
-use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
@@ -130,14 +130,21 @@ async fn enqueue_on(
     let mut ready = ReadyQueues::new();
     let mut plain = Vec::new();
     let mut one_by_one = ReadyQueues::new();
-    for spec in tasks {
+    let mut aliases = BatchAliases::default();
+    for mut spec in tasks {
         if is_plain(&spec) {
             plain.push(spec);
             continue;
         }
         let before = std::mem::take(&mut plain);
+        let ids: Vec<TaskId> = before.iter().map(|s| s.id).collect();
+        let start = outcomes.len();
         insert_many(conn, names, before, now, &mut outcomes, &mut ready).await?;
+        aliases.record_all(&ids, &outcomes[start..]);
+        aliases.resolve(&mut spec);
+        let id = spec.id;
         let outcome = insert_one(conn, names, spec, now, &mut one_by_one).await?;
+        aliases.record(id, &outcome);
         outcomes.push(outcome);
     }
     insert_many(conn, names, plain, now, &mut outcomes, &mut ready).await?;

@@ -36,6 +36,24 @@ end
 local outcomes = {}
 local seq = nil -- the enqueue counter: read at the first task stored, written back at the end
 local queues = {} -- the queues already added to QUEUES
+-- Tasks of this batch that turned out duplicates, by id: the id of the task stored in their
+-- place. A later dependent of one depends on that task instead (as BatchAliases does in the
+-- other backends), rather than on a task that was never stored.
+local aliases = {}
+local function resolve(deps)
+  if deps == '' or next(aliases) == nil then
+    return deps
+  end
+  local out, seen = {}, {}
+  for pid in string.gmatch(deps, '[^,]+') do
+    pid = aliases[pid] or pid
+    if not seen[pid] then
+      seen[pid] = true
+      out[#out + 1] = pid
+    end
+  end
+  return table.concat(out, ',')
+end
 for i = 1, n do
   local a = 5 + (i - 1) * f -- the task's fields are ARGV[a + 1 ..]
   local id, queue = ARGV[a + 1], ARGV[a + 2]
@@ -59,10 +77,13 @@ for i = 1, n do
     end
   end
   if existing then
+    if existing ~= id then
+      aliases[id] = existing
+    end
     outcomes[i] = { 'duplicate', existing }
   else
     local priority, run_at, expires_at = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-    local deps = ARGV[a + 12]
+    local deps = resolve(ARGV[a + 12])
     local state = 'run'
     if deps ~= '' then
       state = verdict(ARGV[a + 13], parent_states(deps))
@@ -111,8 +132,7 @@ for i = 1, n do
     if deps ~= '' then
       for pid in string.gmatch(deps, '[^,]+') do
         redis.call('RPUSH', B .. ':children:' .. pid, id)
-        -- The flag settle() goes by. (A parent of this batch that turned out a duplicate
-        -- has no hash to set it in.)
+        -- The flag settle() goes by.
         local pk = task_key(pid)
         if redis.call('EXISTS', pk) == 1 then
           redis.call('HSET', pk, 'children', '1')

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskSpec, TaskState};
-use omniq_storage::{EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
 use std::collections::HashSet;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -31,7 +31,8 @@ impl SqliteTaskQueue {
         // Runs of plain tasks (no parents, no unique key) go in multi-row inserts; the others
         // one by one, in order, since a task may depend on an earlier one of the batch.
         let mut plain = Vec::new();
-        for spec in tasks {
+        let mut aliases = BatchAliases::default();
+        for mut spec in tasks {
             if spec.depends_on.is_empty() && spec.unique_key.is_none() {
                 plain.push(spec);
                 if plain.len() == ROWS_PER_INSERT {
@@ -40,8 +41,13 @@ impl SqliteTaskQueue {
                 continue;
             }
             insert_plain(&mut tx, std::mem::take(&mut plain), now, &mut outcomes).await?;
+            // Plain tasks hold no unique key: only these can stand for another task.
+            aliases.resolve(&mut spec);
+            let id = spec.id;
             // An error (an unknown parent) drops the transaction: nothing of the batch stays.
-            outcomes.push(insert(&mut tx, spec, now).await?);
+            let outcome = insert(&mut tx, spec, now).await?;
+            aliases.record(id, &outcome);
+            outcomes.push(outcome);
         }
         insert_plain(&mut tx, plain, now, &mut outcomes).await?;
         tx.commit().await.map_err(store_error)?;

@@ -518,3 +518,66 @@ pub async fn a_unique_window_dedupes_against_finished_tasks(stores: Stores) {
     let outcome = enqueue_one(&*stores.queue, fresh.clone()).await;
     assert_eq!(outcome.id(), fresh.id);
 }
+
+/// A parent that turns out a duplicate (its unique key is held by a live task) is not
+/// stored; a dependent of it in the same batch depends on the task it deduplicated to, and
+/// waits for that one, instead of running at once or failing the batch.
+pub async fn a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_existing_task(
+    stores: Stores,
+) {
+    let queue = unique_queue("dedup-parent");
+    let key = format!("{queue}-key");
+    let holder = spec(&queue, TaskOptions::default().unique_key(&key));
+    enqueue_one(&*stores.queue, holder.clone()).await;
+    let parent = spec(&queue, TaskOptions::default().unique_key(&key));
+    let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
+    let outcomes = stores
+        .queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        outcomes,
+        vec![
+            EnqueueOutcome::Duplicate {
+                existing: holder.id
+            },
+            EnqueueOutcome::Created {
+                id: child.id,
+                state: TaskState::Blocked
+            },
+        ]
+    );
+    let record = stores
+        .queue
+        .get(child.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        record.spec.depends_on,
+        vec![holder.id],
+        "depends on the holder"
+    );
+
+    let leases = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(
+        leases.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        vec![holder.id],
+        "the dependent waits for the holder"
+    );
+    let completed = finish(&*stores.queue, &leases[0], CompletionOutcome::Succeeded).await;
+    assert_eq!(
+        completed
+            .changes
+            .iter()
+            .map(|c| (c.task_id, c.state))
+            .collect::<Vec<_>>(),
+        vec![(child.id, TaskState::Queued)]
+    );
+    let next = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(
+        next.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        vec![child.id]
+    );
+}

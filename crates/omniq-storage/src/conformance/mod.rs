@@ -123,6 +123,7 @@ macro_rules! conformance_suite {
             redrive_leaves_a_task_whose_unique_key_is_taken,
             purge_deletes_finished_tasks_only,
             a_unique_window_dedupes_against_finished_tasks,
+            a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_existing_task,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
