@@ -105,6 +105,24 @@ impl WorkerBuilder {
         self
     }
 
+    /// Sets how long events are kept before the worker deletes them.
+    pub fn event_retention(mut self, retention: Option<Duration>) -> Self {
+        self.config = self.config.event_retention(retention);
+        self
+    }
+
+    /// Sets how long the results of the tasks this worker runs are kept.
+    pub fn result_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.config = self.config.result_ttl(ttl);
+        self
+    }
+
+    /// Sets how long one store call may take before the worker counts it as an outage.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config = self.config.store_timeout(timeout);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: WorkerConfig) -> Self {
         self.config = config;

@@ -177,8 +177,38 @@ async fn claims_resume_after_a_timed_out_blocking_handler_returns(h: Harness) {
     worker.shutdown().await.expect("shutdown");
 }
 
+/// Defect 14: events past `event_retention` are deleted by workers (they used to be kept
+/// forever on every backend but memory).
+async fn workers_delete_events_past_their_retention(h: Harness) {
+    let omniq = h.omniq.clone().register::<Double>();
+    let handle = omniq.enqueue(Double(4)).await.expect("enqueue");
+    let worker = omniq
+        .worker()
+        .event_retention(Some(Duration::from_secs(1)))
+        .result_ttl(Some(Duration::from_secs(1)))
+        .start()
+        .expect("start");
+    assert_eq!(handle.wait(WAIT).await.expect("result"), 8);
+    // Wait, bounded, for a sweep to delete the task's events.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = omniq.events().for_task(handle.id()).await.expect("events");
+        if events.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events past their retention were never deleted: {} left",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.shutdown().await.expect("shutdown");
+}
+
 on_each_backend! {
     closure_sync_panic => a_panic_in_a_closures_synchronous_part_fails_the_attempt;
     panicking_hooks => panicking_hooks_never_cost_the_worker_a_loop;
     timed_out_blocking_prefetch0 => claims_resume_after_a_timed_out_blocking_handler_returns;
+    event_retention => workers_delete_events_past_their_retention;
 }
