@@ -54,8 +54,8 @@ pub struct WorkerConfig {
     /// batch at a time. `None` keeps everything.
     pub event_retention: Option<Duration>,
     /// Longest a store call may take before the worker treats it as an outage and tries
-    /// again (completions) or skips the round (maintenance). Heartbeats are bounded by the
-    /// heartbeat interval instead, so a hung call never delays the next one.
+    /// again (completions) or skips the round (maintenance). Heartbeats are bounded by half
+    /// the lease at most, so a hung renewal is tried again in time.
     pub store_timeout: Duration,
     /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
     /// store ([`Worker::schedules`](crate::Worker::schedules)).

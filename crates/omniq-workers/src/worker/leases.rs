@@ -177,9 +177,11 @@ async fn renew(shared: &Shared) {
         return;
     }
     let asked = tokio::time::Instant::now();
-    // Bounded by the heartbeat: a hung call must not delay the next renewal.
+    // Bounded, so that a hung call is tried again well before the leases run out; a slow
+    // one only delays the next tick (the watchdog, not this loop, stops attempts in time).
+    let limit = shared.config.store_timeout.min(shared.config.lease / 2);
     let renewed = bounded(
-        shared.config.heartbeat,
+        limit,
         shared.queue.heartbeat(held.clone(), shared.config.lease),
     )
     .await;

@@ -15,7 +15,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// Longest pause between two tries of a store call.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Tries of a call whose error is not a plain outage before it is given up as refused.
-const REFUSAL_TRIES: u32 = 3;
+const REFUSAL_TRIES: u32 = 5;
 
 /// Runs one store call, bounded by `limit`: a hung call counts as an outage.
 ///
