@@ -148,7 +148,8 @@ impl Scheduler {
     }
 
     /// Ticks every `interval` until `stop` is cancelled. Store errors are logged and the
-    /// next tick tries again.
+    /// next tick tries again. A tick in progress when `stop` is cancelled is dropped: what
+    /// it enqueued without recording is recorded by the next tick, deduplicated.
     pub async fn run(self, interval: Duration, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,8 +158,15 @@ impl Scheduler {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
-            if let Err(err) = self.tick(Utc::now()).await {
-                tracing::warn!(%err, "scheduler tick failed; retrying next tick");
+            // A store that hangs must not hold a shutdown: a fire cut short is enqueued but
+            // not recorded, which the next tick (anywhere) deduplicates and records.
+            tokio::select! {
+                result = self.tick(Utc::now()) => {
+                    if let Err(err) = result {
+                        tracing::warn!(%err, "scheduler tick failed; retrying next tick");
+                    }
+                }
+                () = stop.cancelled() => return,
             }
         }
     }
