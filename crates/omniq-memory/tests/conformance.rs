@@ -3,15 +3,24 @@
 use std::sync::Arc;
 
 use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore, MemoryTaskQueue};
-use omniq_storage::StoreResult;
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::{StoreResult, TaskQueue};
 
 async fn stores() -> StoreResult<Stores> {
+    let queue: Arc<dyn TaskQueue> = Arc::new(MemoryTaskQueue::new());
+    let same = queue.clone();
     Ok(Stores {
-        queue: Arc::new(MemoryTaskQueue::new()),
+        queue,
         results: Arc::new(MemoryResultStore::new()),
         events: Arc::new(MemoryEventStore::new()),
         schedules: Arc::new(MemoryScheduleStore::new()),
+        // A memory store lives in one process, so it has one clock: the machine's, which
+        // it reads for everything. There is no client clock to skew, and the skewed-clock
+        // cases run against the same handle.
+        reopen: Reopen::new(move |_clock| {
+            let queue = same.clone();
+            async move { Ok(queue) }
+        }),
     })
 }
 

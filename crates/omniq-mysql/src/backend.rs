@@ -2,7 +2,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_storage::{StoreError, StoreResult};
+use omniq_storage::{Clock, StoreError, StoreResult};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, MySqlPool};
 
@@ -69,6 +69,8 @@ impl MySqlOptions {
 #[derive(Debug, Clone)]
 pub struct MySqlBackend {
     pub(crate) shared: Arc<Shared>,
+    /// The client's clock, for what the queue computes on the client (see [`Clock`]).
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -166,7 +168,23 @@ impl MySqlBackend {
                 wakeup: Wakeup::new(),
                 max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
             }),
+            clock: Clock::system(),
         })
+    }
+
+    /// This backend (the same pool), reading `clock` where it reads the client's time:
+    /// when a task is due, its TTL, timestamps. Lease deadlines are set and judged on the
+    /// server's clock whatever `clock` says (see [`Clock`]). For tests that play a machine
+    /// whose clock is wrong.
+    pub fn with_clock(&self, clock: Clock) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            clock,
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// The task queue in this database.

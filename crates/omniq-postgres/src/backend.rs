@@ -2,7 +2,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_storage::{StoreError, StoreResult};
+use omniq_storage::{Clock, StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
@@ -75,6 +75,8 @@ impl PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgBackend {
     pub(crate) shared: Arc<Shared>,
+    /// The client's clock, for what the queue computes on the client (see [`Clock`]).
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -182,7 +184,19 @@ impl PgBackend {
                 names,
                 listener,
             }),
+            clock: Clock::system(),
         })
+    }
+
+    /// This backend (the same pool), reading `clock` where it reads the client's time:
+    /// when a task is due, its TTL, timestamps. Lease deadlines are set and judged on the
+    /// server's clock whatever `clock` says (see [`Clock`]). For tests that play a machine
+    /// whose clock is wrong.
+    pub fn with_clock(&self, clock: Clock) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            clock,
+        }
     }
 
     /// The task queue in this database.
@@ -229,6 +243,10 @@ impl PgBackend {
     /// Closes the pool; stores using it fail afterwards.
     pub async fn close(&self) {
         self.shared.pool.close().await;
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
     }
 
     pub(crate) fn names(&self) -> &Names {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use omniq_postgres::{PgBackend, PgOptions};
-use omniq_storage::StoreResult;
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::{StoreResult, TaskQueue};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -39,6 +39,10 @@ async fn stores() -> StoreResult<Stores> {
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),
         schedules: Arc::new(backend.schedule_store()),
+        reopen: Reopen::new(move |clock| {
+            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
+            async move { Ok(queue) }
+        }),
     })
 }
 

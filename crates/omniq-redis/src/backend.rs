@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use omniq_storage::{StoreError, StoreResult};
+use omniq_storage::{Clock, StoreError, StoreResult};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -54,6 +54,8 @@ impl RedisOptions {
 #[derive(Clone)]
 pub struct RedisBackend {
     pub(crate) inner: Arc<Inner>,
+    /// The client's clock, for what the queue computes on the client (see [`Clock`]).
+    clock: Clock,
 }
 
 pub(crate) struct Inner {
@@ -289,7 +291,23 @@ impl RedisBackend {
                 waiters: Mutex::new(vec![first_waiter]),
                 url,
             }),
+            clock: Clock::system(),
         })
+    }
+
+    /// This backend (the same connections), reading `clock` where it reads the client's
+    /// time: when a task is due, its TTL, timestamps. Lease deadlines are set and judged on
+    /// the server's clock (`TIME`) whatever `clock` says (see [`Clock`]). For tests that
+    /// play a machine whose clock is wrong.
+    pub fn with_clock(&self, clock: Clock) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            clock,
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// The task queue on this server or cluster.

@@ -22,13 +22,6 @@ pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-pub(crate) fn after(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 pub(crate) fn duration_micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
@@ -138,8 +131,9 @@ pub(crate) fn positional(value: Value, names: &[&str]) -> StoreResult<Fields> {
     Ok(out)
 }
 
-/// The fields `spec_fields()` in common.lua returns, in its order.
-pub(crate) const SPEC_FIELDS: [&str; 14] = [
+/// The fields of one lease in claim.lua's reply, in its order: the task's, then the lease
+/// deadline the script set on the server's clock.
+pub(crate) const LEASE_FIELDS: [&str; 15] = [
     "id",
     "name",
     "queue",
@@ -154,6 +148,7 @@ pub(crate) const SPEC_FIELDS: [&str; 14] = [
     "created_at",
     "opts",
     "attempts",
+    "lease_at",
 ];
 
 /// The parts of a spec that no script reads, stored as one JSON field.
@@ -202,7 +197,7 @@ fn time(fields: &Fields, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
     Ok(number::<i64>(fields, name)?.map(from_micros))
 }
 
-fn required_time(fields: &Fields, name: &str) -> StoreResult<DateTime<Utc>> {
+pub(crate) fn required_time(fields: &Fields, name: &str) -> StoreResult<DateTime<Utc>> {
     time(fields, name)?.ok_or_else(|| corrupt("task", format!("field `{name}` is missing")))
 }
 

@@ -8,14 +8,15 @@ use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
+    lease_micros,
 };
 use redis::{Script, ScriptInvocation, Value};
 
 use crate::RedisBackend;
 use crate::codec::{
-    SPEC_FIELDS, StoredOptions, after, attempts_of, changes, duration_micros, fields, from_micros,
-    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from, spec_from,
-    string, to_json,
+    LEASE_FIELDS, StoredOptions, attempts_of, changes, duration_micros, fields, from_micros,
+    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from,
+    required_time, spec_from, string, to_json,
 };
 use crate::error::{corrupt, redis_error};
 
@@ -126,14 +127,13 @@ impl RedisTaskQueue {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
-        // Stored at microsecond precision; the lease says what the store holds.
-        let deadline = from_micros(micros(after(now, request.lease)));
+        let now = self.backend.clock().now();
         let token = LeaseToken::new();
         let mut invocation = self.invocation(&self.backend.scripts().claim, now);
+        // The script sets the deadline on the server's clock, and says which.
         invocation
             .arg(request.limit.min(MAX_COUNT))
-            .arg(micros(deadline))
+            .arg(lease_micros(request.lease))
             .arg(request.worker_id.as_str())
             .arg(token.to_string());
         for queue in &request.queues {
@@ -142,12 +142,12 @@ impl RedisTaskQueue {
         items(self.call(&invocation).await?)?
             .into_iter()
             .map(|leased| {
-                let fields = positional(leased, &SPEC_FIELDS)?;
+                let fields = positional(leased, &LEASE_FIELDS)?;
                 Ok(Lease {
                     spec: spec_from(&fields)?,
                     token,
                     attempt: attempts_of(&fields)?,
-                    deadline,
+                    deadline: required_time(&fields, "lease_at")?,
                 })
             })
             .collect()
@@ -161,9 +161,9 @@ impl RedisTaskQueue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let mut invocation = self.invocation(&self.backend.scripts().heartbeat, now);
-        invocation.arg(micros(after(now, extend)));
+        invocation.arg(lease_micros(extend));
         for lease in &leases {
             invocation
                 .arg(lease.task_id.to_string())
@@ -185,7 +185,8 @@ impl RedisTaskQueue {
         if completions.is_empty() {
             return Ok(Completed::default());
         }
-        let mut invocation = self.invocation(&self.backend.scripts().complete, Utc::now());
+        let mut invocation =
+            self.invocation(&self.backend.scripts().complete, self.backend.clock().now());
         for completion in &completions {
             let (kind, detail, run_at) = match &completion.outcome {
                 CompletionOutcome::Succeeded => ("succeeded", String::new(), String::new()),
@@ -231,7 +232,8 @@ impl RedisTaskQueue {
             "lease expired: the worker stopped renewing it",
             true,
         );
-        let mut invocation = self.invocation(&self.backend.scripts().recover, Utc::now());
+        let mut invocation =
+            self.invocation(&self.backend.scripts().recover, self.backend.clock().now());
         invocation.arg(limit.min(MAX_COUNT)).arg(to_json(&error)?);
         changes(self.call(&invocation).await?)
     }

@@ -16,7 +16,7 @@ use omniq_models::{
     TaskResult, TaskSpec,
 };
 use omniq_redis::{RedisBackend, RedisOptions};
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::{Reopen, Stores};
 use omniq_storage::{
     Completion, CompletionOutcome, CompletionStatus, DequeueRequest, EventStore, ResultStore,
     ScheduleStore, StoreResult, TaskQueue,
@@ -47,6 +47,10 @@ async fn stores() -> StoreResult<Stores> {
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),
         schedules: Arc::new(backend.schedule_store()),
+        reopen: Reopen::new(move |clock| {
+            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
+            async move { Ok(queue) }
+        }),
     })
 }
 

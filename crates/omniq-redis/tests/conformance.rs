@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use omniq_models::{TaskId, TaskRecord, TaskSpec};
 use omniq_redis::{RedisBackend, RedisOptions, RedisTaskQueue};
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::{Reopen, Stores};
 use omniq_storage::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
     LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
@@ -94,6 +94,7 @@ async fn stores() -> StoreResult<Stores> {
     // keeps the cases apart.
     let prefix = test_prefix();
     let backend = RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await?;
+    let skewable = backend.clone();
     Ok(Stores {
         queue: Arc::new(CleanupOnDrop {
             queue: backend.task_queue(),
@@ -103,6 +104,11 @@ async fn stores() -> StoreResult<Stores> {
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),
         schedules: Arc::new(backend.schedule_store()),
+        // The case's keys go when `queue` drops; this handle shares them.
+        reopen: Reopen::new(move |clock| {
+            let queue: Arc<dyn TaskQueue> = Arc::new(skewable.with_clock(clock).task_queue());
+            async move { Ok(queue) }
+        }),
     })
 }
 

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_storage::{StoreError, StoreResult};
+use omniq_storage::{Clock, StoreError, StoreResult};
 use sqlx::SqlitePool;
 use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -34,6 +34,8 @@ pub struct SqliteBackend {
     pub(crate) reader: SqlitePool,
     pub(crate) task_wakeup: Arc<Notify>,
     pub(crate) result_version: Arc<watch::Sender<u64>>,
+    /// The client's clock, for what the queue computes on the client (see [`Clock`]).
+    pub(crate) clock: Clock,
 }
 
 impl SqliteBackend {
@@ -103,7 +105,19 @@ impl SqliteBackend {
             reader,
             task_wakeup: Arc::new(Notify::new()),
             result_version: Arc::new(watch::Sender::new(0)),
+            clock: Clock::system(),
         })
+    }
+
+    /// This backend, reading `clock` where it reads the client's time: when a task is due,
+    /// its TTL, timestamps. Lease deadlines always follow the machine's clock, which every
+    /// process sharing the file shares, so a skewed `clock` changes nothing about them
+    /// (see [`Clock`]). For tests that play a machine whose clock is wrong.
+    pub fn with_clock(&self, clock: Clock) -> Self {
+        Self {
+            clock,
+            ..self.clone()
+        }
     }
 
     /// The task queue in this database.

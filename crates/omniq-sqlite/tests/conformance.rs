@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use omniq_sqlite::SqliteBackend;
-use omniq_storage::StoreResult;
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::{StoreResult, TaskQueue};
 
 async fn stores() -> StoreResult<Stores> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -16,6 +16,10 @@ async fn stores() -> StoreResult<Stores> {
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),
         schedules: Arc::new(backend.schedule_store()),
+        reopen: Reopen::new(move |clock| {
+            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
+            async move { Ok(queue) }
+        }),
     })
 }
 

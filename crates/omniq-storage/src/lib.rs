@@ -20,6 +20,7 @@
 //! ```
 
 mod batch;
+mod clock;
 mod error;
 mod events;
 mod queue;
@@ -34,6 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use batch::BatchAliases;
+pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
 pub use queue::{

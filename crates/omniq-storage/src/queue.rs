@@ -86,7 +86,7 @@ pub struct Lease {
     pub token: LeaseToken,
     /// This run's number (1-based, counted in the store).
     pub attempt: u32,
-    /// When the lease runs out.
+    /// When the lease runs out, on the store's clock (see [`Clock`](crate::Clock)).
     pub deadline: DateTime<Utc>,
 }
 
@@ -315,7 +315,8 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// the caller; they come back after their lease expires.
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>>;
 
-    /// Extends held leases to now + `extend`. Returns the status of each lease.
+    /// Extends held leases to now + `extend`, on the store's clock (see
+    /// [`Clock`](crate::Clock)). Returns the status of each lease.
     ///
     /// # Errors
     /// A backend error.

@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
 use omniq_models::LeaseToken;
-use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult};
+use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
-use crate::error::{retry_deadlocks, store_error};
+use crate::error::{corrupt, retry_deadlocks, store_error};
 use crate::rows::{TASK_COLUMNS, push_ids, push_texts, record_from_row, to_i64};
-use crate::time::{deadline, to_micros};
+use crate::time::{SERVER_NOW_MICROS, to_micros};
 
 impl MySqlTaskQueue {
     pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
@@ -27,8 +26,7 @@ impl MySqlTaskQueue {
     }
 
     async fn claim_once(&self, request: &DequeueRequest) -> StoreResult<Vec<Lease>> {
-        let now = Utc::now();
-        let until = deadline(now, request.lease);
+        let now = self.backend.clock().now();
         let token = LeaseToken::new();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         let mut leases = Vec::new();
@@ -64,8 +62,8 @@ impl MySqlTaskQueue {
             );
             update
                 .push_bind(*token.as_uuid())
-                .push(", lease_expires_at = ")
-                .push_bind(to_micros(until))
+                .push(format!(", lease_expires_at = {SERVER_NOW_MICROS} + "))
+                .push_bind(lease_micros(request.lease))
                 .push(", worker_id = ")
                 .push_bind(request.worker_id.as_str().to_owned())
                 .push(", started_at = ")
@@ -91,11 +89,14 @@ impl MySqlTaskQueue {
                 .map_err(store_error)?;
             for row in &rows {
                 let record = record_from_row(row)?;
+                let deadline = record
+                    .lease_expires_at
+                    .ok_or_else(|| corrupt("lease", "a claimed task has no deadline"))?;
                 leases.push(Lease {
                     attempt: record.attempts,
                     spec: record.spec,
                     token,
-                    deadline: until,
+                    deadline,
                 });
             }
         }
@@ -131,7 +132,7 @@ impl MySqlTaskQueue {
         leases: &[LeaseRef],
         extend: Duration,
     ) -> StoreResult<HashMap<(Uuid, Uuid), bool>> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let mut ids: Vec<Uuid> = leases.iter().map(|l| *l.task_id.as_uuid()).collect();
         ids.sort();
         ids.dedup();
@@ -148,10 +149,11 @@ impl MySqlTaskQueue {
             .collect();
         if !wanted.is_empty() {
             let renewed: Vec<Uuid> = wanted.keys().map(|(id, _)| *id).collect();
-            let mut update =
-                QueryBuilder::<MySql>::new("UPDATE omniq_tasks SET lease_expires_at = ");
+            let mut update = QueryBuilder::<MySql>::new(format!(
+                "UPDATE omniq_tasks SET lease_expires_at = {SERVER_NOW_MICROS} + "
+            ));
             update
-                .push_bind(to_micros(deadline(now, extend)))
+                .push_bind(lease_micros(extend))
                 .push(", updated_at = ")
                 .push_bind(to_micros(now))
                 .push(" WHERE id IN ");
@@ -171,7 +173,7 @@ impl MySqlTaskQueue {
         if queues.is_empty() {
             return Ok(false);
         }
-        let now = to_micros(Utc::now());
+        let now = to_micros(self.backend.clock().now());
         let mut sql = QueryBuilder::<MySql>::new("SELECT 1 FROM omniq_tasks WHERE ready_queue IN ");
         push_texts(&mut sql, queues);
         sql.push(" AND run_at <= ")

@@ -57,7 +57,7 @@ impl MySqlTaskQueue {
         &self,
         completions: &[Completion],
     ) -> StoreResult<(HashSet<(Uuid, Uuid)>, Completed, bool)> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let mut ids: Vec<Uuid> = completions
             .iter()
             .map(|c| *c.lease.task_id.as_uuid())

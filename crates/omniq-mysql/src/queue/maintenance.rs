@@ -13,7 +13,7 @@ use super::MySqlTaskQueue;
 use super::settle::{read_changes, ready_in, settle_dependents};
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
 use crate::rows::{column, from_json, push_ids, push_texts, to_i64, to_json, to_u32};
-use crate::time::to_micros;
+use crate::time::{SERVER_NOW_MICROS, to_micros};
 
 /// Re-drives that lost a race for a unique key to a concurrent enqueue try again this
 /// many times.
@@ -30,7 +30,7 @@ impl MySqlTaskQueue {
     }
 
     async fn recover_once(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let error = TaskError::with_kind(
             TaskErrorKind::LeaseLost,
             "lease expired: the worker stopped renewing it",
@@ -38,13 +38,13 @@ impl MySqlTaskQueue {
         );
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         // SKIP LOCKED: a lease being renewed or completed right now is not expired after
-        // all, and two recovering workers split the expired ones between them.
-        let rows = sqlx::query(
+        // all, and two recovering workers split the expired ones between them. Deadlines
+        // are judged on the server's clock, the one they were set by.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, attempts, max_attempts, errors FROM omniq_tasks \
-             WHERE state = 'running' AND lease_expires_at <= ? \
+             WHERE state = 'running' AND lease_expires_at <= {SERVER_NOW_MICROS} \
              ORDER BY lease_expires_at LIMIT ? FOR UPDATE SKIP LOCKED",
-        )
-        .bind(to_micros(now))
+        )))
         .bind(to_i64(limit))
         .fetch_all(&mut *tx)
         .await
@@ -98,7 +98,7 @@ impl MySqlTaskQueue {
     }
 
     async fn expire_once(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM omniq_tasks \

@@ -3,30 +3,31 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use omniq_models::LeaseToken;
-use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult};
+use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::PgTaskQueue;
-use crate::error::store_error;
+use crate::error::{corrupt, store_error};
 use crate::rows::{TASK_COLUMNS, column, record_from_row, to_i64};
 
 impl PgTaskQueue {
     pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
-        let now = Utc::now();
-        let until = deadline(now, request.lease);
+        let now = self.backend.clock().now();
         let token = LeaseToken::new();
         // One statement per queue claims the batch. FOR UPDATE SKIP LOCKED makes workers
         // that claim at the same moment pass over each other's rows instead of queueing
         // on their locks (or taking the same task): each takes the next free rows. Rows
         // that changed under the lock are checked again by PostgreSQL before they count.
         // Expired tasks are skipped here and marked by `expire_due`. One token serves the
-        // batch: each claim still mints a new one, which is what fencing needs.
+        // batch: each claim still mints a new one, which is what fencing needs. The lease
+        // deadline is on the server's clock (`now()`), the one recovery judges it by, so
+        // clients whose clocks disagree cannot take each other's live leases.
         let sql = format!(
             "UPDATE {tasks} AS t SET state = 'running', attempts = t.attempts + 1, \
-             lease_token = $1, lease_expires_at = $2, worker_id = $3, started_at = $4, \
+             lease_token = $1, lease_expires_at = now() + $2::int8 * INTERVAL '1 microsecond', \
+             worker_id = $3, started_at = $4, \
              updated_at = $4 \
              WHERE t.id IN (SELECT id FROM {tasks} \
                WHERE queue = $5 AND state IN ('queued', 'scheduled') AND run_at <= $4 \
@@ -44,7 +45,7 @@ impl PgTaskQueue {
             }
             let rows = sqlx::query(AssertSqlSafe(sql.clone()))
                 .bind(token.as_uuid())
-                .bind(until)
+                .bind(lease_micros(request.lease))
                 .bind(request.worker_id.as_str())
                 .bind(now)
                 .bind(queue)
@@ -65,12 +66,17 @@ impl PgTaskQueue {
                     .then(a.spec.run_at.cmp(&b.spec.run_at))
                     .then(a_seq.cmp(b_seq))
             });
-            leases.extend(claimed.into_iter().map(|(_, record)| Lease {
-                attempt: record.attempts,
-                spec: record.spec,
-                token,
-                deadline: until,
-            }));
+            for (_, record) in claimed {
+                let deadline = record
+                    .lease_expires_at
+                    .ok_or_else(|| corrupt("lease", "a claimed task has no deadline"))?;
+                leases.push(Lease {
+                    attempt: record.attempts,
+                    spec: record.spec,
+                    token,
+                    deadline,
+                });
+            }
         }
         Ok(leases)
     }
@@ -84,15 +90,16 @@ impl PgTaskQueue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE {tasks} AS t SET lease_expires_at = $1, updated_at = $2 \
+            "UPDATE {tasks} AS t SET \
+             lease_expires_at = now() + $1::int8 * INTERVAL '1 microsecond', updated_at = $2 \
              FROM UNNEST($3::uuid[], $4::uuid[]) AS l(id, token) \
              WHERE t.id = l.id AND t.lease_token = l.token AND t.state = 'running' \
              RETURNING t.id, l.token, t.cancel_requested",
             tasks = self.backend.names().tasks
         )))
-        .bind(deadline(now, extend))
+        .bind(lease_micros(extend))
         .bind(now)
         .bind(
             leases
@@ -124,11 +131,4 @@ impl PgTaskQueue {
             )
             .collect())
     }
-}
-
-pub(super) fn deadline(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(after)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -36,7 +36,7 @@ impl PgTaskQueue {
         if completions.is_empty() {
             return Ok(Completed::default());
         }
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         // A lease completed twice in one batch: the first wins, as if sent one by one.
         let mut sent = HashSet::with_capacity(completions.len());
         let mut columns = Columns::default();

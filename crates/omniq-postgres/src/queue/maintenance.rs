@@ -20,7 +20,7 @@ const REDRIVE_TRIES: usize = 3;
 
 impl PgTaskQueue {
     pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let names = self.backend.names();
         let error = TaskError::with_kind(
             TaskErrorKind::LeaseLost,
@@ -29,7 +29,8 @@ impl PgTaskQueue {
         );
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         // SKIP LOCKED: a lease being renewed or completed right now is not expired after
-        // all, and two recovering workers split the expired ones between them.
+        // all, and two recovering workers split the expired ones between them. Deadlines
+        // are judged on the server's clock, the one they were set by.
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE {tasks} AS t SET \
                state = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'queued' END, \
@@ -39,7 +40,7 @@ impl PgTaskQueue {
                errors = t.errors || jsonb_build_array(jsonb_build_object( \
                  'attempt', t.attempts, 'at', $2::jsonb, 'error', $3::jsonb)) \
              WHERE t.id IN (SELECT id FROM {tasks} \
-               WHERE state = 'running' AND lease_expires_at <= $1 \
+               WHERE state = 'running' AND lease_expires_at <= now() \
                ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING {CHANGE_COLUMNS}",
             tasks = names.tasks
@@ -70,7 +71,7 @@ impl PgTaskQueue {
     }
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock().now();
         let names = self.backend.names();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         let rows = sqlx::query(AssertSqlSafe(format!(

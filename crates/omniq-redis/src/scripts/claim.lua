@@ -6,17 +6,18 @@
 -- (a crash in between would lose it). The task is in Redis, in the lease set, for as long
 -- as it runs: nothing like BRPOP ever leaves it only in a worker's memory.
 --
--- ARGV[4] = limit, ARGV[5] = lease deadline (micros), ARGV[6] = worker id,
+-- ARGV[4] = limit, ARGV[5] = lease length (micros), ARGV[6] = worker id,
 -- ARGV[7] = lease token, ARGV[8..] = queues in order.
--- Reply: one array per lease, its fields in the order of codec::SPEC_FIELDS.
+-- Reply: one array per lease, its fields in the order of codec::LEASE_FIELDS (the task's,
+-- then the lease deadline, in micros on the server's clock).
 
--- A lease's fields, in the order the Rust side reads them (codec::SPEC_FIELDS), are those of
+-- A lease's fields, in the order the Rust side reads them (codec::LEASE_FIELDS), are those of
 -- the HMGET below, but for the id and the queue, which the script knows: their places are
--- read as the task's state and seq, then filled in.
+-- read as the task's state and seq, then filled in; the deadline is appended.
 local ID, QUEUE, EXPIRES_AT, ATTEMPTS = 1, 3, 7, 14
 local STATE, SEQ_AT = ID, QUEUE
 local limit = tonumber(ARGV[4])
-local deadline, worker, token = ARGV[5], ARGV[6], ARGV[7]
+local deadline, worker, token = int(server_micros() + tonumber(ARGV[5])), ARGV[6], ARGV[7]
 local leases = {}
 for qi = 8, #ARGV do
   if #leases >= limit then
@@ -64,6 +65,7 @@ for qi = 8, #ARGV do
           redis.call('ZREM', EXPIRY, id)
         end
         h[ID], h[QUEUE], h[ATTEMPTS] = id, queue, attempts
+        h[ATTEMPTS + 1] = deadline
         leases[#leases + 1] = h
       end
     end

@@ -33,6 +33,14 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- The server's clock, in microseconds: lease deadlines are set (claim, heartbeat) and judged
+-- (recover) on it alone, never on a client's NOW, so workers whose clocks disagree cannot
+-- take each other's live leases. (Scripts replicate their effects, so TIME is allowed.)
+local function server_micros()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
 local function task_key(id)
   return B .. ':task:' .. id
 end

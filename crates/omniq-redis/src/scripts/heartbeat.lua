@@ -3,10 +3,11 @@
 -- Atomic because the token check and the extension must be one step: a lease recovered and
 -- re-claimed between them would otherwise be extended for the wrong holder.
 --
--- ARGV[4] = new deadline (micros), ARGV[5..] = pairs of task id, lease token.
+-- ARGV[4] = lease length from now (micros, added to the server's clock),
+-- ARGV[5..] = pairs of task id, lease token.
 -- Reply: one of 'held', 'cancel' (held, cancellation requested), 'lost' per lease.
 
-local deadline = ARGV[4]
+local deadline = int(server_micros() + tonumber(ARGV[4]))
 local out = {}
 for i = 5, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]

@@ -9,7 +9,7 @@
 
 local limit, err = tonumber(ARGV[4]), ARGV[5]
 local changes = {}
-local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW_S, 'LIMIT', 0, limit)
+local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', int(server_micros()), 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   redis.call('ZREM', LEASES, id)
   local tk = task_key(id)

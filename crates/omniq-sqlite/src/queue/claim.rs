@@ -14,8 +14,10 @@ use crate::time::{deadline, to_micros};
 
 impl SqliteTaskQueue {
     pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
-        let now = Utc::now();
-        let until = deadline(now, request.lease);
+        let now = self.backend.clock.now();
+        // Lease deadlines follow the store's clock, which for a file on one machine is the
+        // machine's, never the client's (see `Clock`).
+        let until = deadline(Utc::now(), request.lease);
         let token = LeaseToken::new();
         let mut leases = Vec::new();
         for queue in &request.queues {
@@ -74,8 +76,8 @@ impl SqliteTaskQueue {
         leases: Vec<LeaseRef>,
         extend: Duration,
     ) -> StoreResult<Vec<LeaseStatus>> {
-        let now = Utc::now();
-        let until = to_micros(deadline(now, extend));
+        let now = self.backend.clock.now();
+        let until = to_micros(deadline(Utc::now(), extend));
         let mut tx = self
             .backend
             .pool

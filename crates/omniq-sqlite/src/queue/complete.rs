@@ -1,6 +1,5 @@
 //! Completions: fenced by the lease token, applied in one transaction per batch.
 
-use chrono::Utc;
 use omniq_storage::{Completed, Completion, CompletionOutcome, CompletionStatus, StoreResult};
 use std::collections::HashSet;
 
@@ -18,7 +17,7 @@ impl SqliteTaskQueue {
         &self,
         completions: Vec<Completion>,
     ) -> StoreResult<Completed> {
-        let now = Utc::now();
+        let now = self.backend.clock.now();
         let now_micros = to_micros(now);
         let now_json = to_json(&now)?;
         let mut tx = self

@@ -20,7 +20,7 @@ impl SqliteTaskQueue {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
+        let now = self.backend.clock.now();
         let mut tx = self
             .backend
             .pool

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use omniq_models::{TaskId, TaskRecord, TaskState};
 use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
@@ -90,7 +89,7 @@ impl SqliteTaskQueue {
         id: TaskId,
         reason: String,
     ) -> StoreResult<Cancellation> {
-        let now = Utc::now();
+        let now = self.backend.clock.now();
         let mut tx = self
             .backend
             .pool

@@ -14,7 +14,7 @@ use crate::time::to_micros;
 
 impl SqliteTaskQueue {
     pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock.now();
         let mut tx = self
             .backend
             .pool
@@ -25,7 +25,8 @@ impl SqliteTaskQueue {
             "SELECT id, attempts, max_attempts FROM omniq_tasks \
              WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
         )
-        .bind(to_micros(now))
+        // On the clock the deadlines were set by: the machine's.
+        .bind(to_micros(Utc::now()))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await
@@ -76,7 +77,7 @@ impl SqliteTaskQueue {
     }
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = Utc::now();
+        let now = self.backend.clock.now();
         let mut tx = self
             .backend
             .pool
@@ -108,7 +109,7 @@ impl SqliteTaskQueue {
     }
 
     pub(super) async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
-        let now = to_micros(Utc::now());
+        let now = to_micros(self.backend.clock.now());
         let mut sql = QueryBuilder::<Sqlite>::new(
             // OR IGNORE: a task whose unique key is now held by a live task stays Failed.
             "UPDATE OR IGNORE omniq_tasks SET state = 'queued', attempts = 0, finished_at = NULL, \

@@ -26,13 +26,51 @@ mod support;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::{EventStore, ResultStore, ScheduleStore, StoreErrorKind, StoreResult, TaskQueue};
+use crate::{
+    BoxFuture, Clock, EventStore, ResultStore, ScheduleStore, StoreErrorKind, StoreResult,
+    TaskQueue,
+};
 
 pub use events::*;
 pub use lifecycle::*;
 pub use queue::*;
 pub use results::*;
 pub use schedules::*;
+
+/// Opens another task queue on the same store as a case's `queue` (as another process
+/// would), whose client clock is the given [`Clock`].
+type ReopenFn = dyn Fn(Clock) -> BoxFuture<'static, StoreResult<Arc<dyn TaskQueue>>> + Send + Sync;
+
+/// How a case gets a second handle on its task queue, with a client clock of its own: the
+/// skewed-clock cases play workers on machines whose clocks are wrong with it.
+#[derive(Clone)]
+pub struct Reopen(Arc<ReopenFn>);
+
+impl Reopen {
+    /// A reopener from a function of the clock.
+    pub fn new<F, Fut>(open: F) -> Self
+    where
+        F: Fn(Clock) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = StoreResult<Arc<dyn TaskQueue>>> + Send + 'static,
+    {
+        Self(Arc::new(move |clock| Box::pin(open(clock))))
+    }
+
+    /// Another handle on the store, reading `clock` where the backend reads the client's
+    /// time.
+    ///
+    /// # Errors
+    /// As the backend's open.
+    pub async fn queue(&self, clock: Clock) -> StoreResult<Arc<dyn TaskQueue>> {
+        (self.0)(clock).await
+    }
+}
+
+impl std::fmt::Debug for Reopen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reopen(..)")
+    }
+}
 
 /// The four stores a case runs against.
 #[derive(Debug, Clone)]
@@ -45,6 +83,8 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     /// The schedule store.
     pub schedules: Arc<dyn ScheduleStore>,
+    /// Another handle on `queue`'s store, with a client clock of its own.
+    pub reopen: Reopen,
 }
 
 /// Builds the stores for one case, or decides to skip it when the backend's server is
@@ -124,6 +164,7 @@ macro_rules! conformance_suite {
             purge_deletes_finished_tasks_only,
             a_unique_window_dedupes_against_finished_tasks,
             a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_existing_task,
+            skewed_client_clocks_neither_steal_nor_lose_live_leases,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

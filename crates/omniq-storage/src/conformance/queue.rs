@@ -1,17 +1,18 @@
 //! Task queue cases: enqueue, claims and their order, leases, completions, inspection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use omniq_models::{TaskError, TaskOptions, TaskState};
+use chrono::{DateTime, Utc};
+use omniq_models::{TaskError, TaskOptions, TaskSpec, TaskState};
 
 use super::Stores;
 use super::support::{
     claim, enqueue_one, eventually, eventually_some, request, spec, unique_queue,
 };
 use crate::{
-    CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, LeaseRef,
-    LeaseStatus, TaskQuery,
+    CancelOutcome, Clock, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome,
+    LeaseRef, LeaseStatus, TaskQuery, TaskQueue,
 };
 
 fn succeeded(lease: LeaseRef) -> Completion {
@@ -777,4 +778,113 @@ pub async fn stats_count_tasks_per_state(stores: Stores) {
         .expect("stats");
     assert_eq!(empty.count(TaskState::Queued), 0);
     assert!(empty.oldest_queued_at.is_none());
+}
+
+/// Lease deadlines are set and judged on the store's clock, never a worker's: a worker whose
+/// clock runs 25 s ahead cannot recover (steal) the live 30 s leases of others, one whose
+/// clock runs 25 s behind does not lose its own early, and every lease's deadline is store
+/// time, whoever claimed it.
+pub async fn skewed_client_clocks_neither_steal_nor_lose_live_leases(stores: Stores) {
+    const LEASE: Duration = Duration::from_secs(30);
+    let skew = chrono::TimeDelta::seconds(25);
+    let ahead = stores
+        .reopen
+        .queue(Clock::skewed(skew))
+        .await
+        .expect("reopen, clock ahead");
+    let behind = stores
+        .reopen
+        .queue(Clock::skewed(-skew))
+        .await
+        .expect("reopen, clock behind");
+    let honest = stores.queue.clone();
+    let queue = unique_queue("skew");
+    // Due a minute ago: whether a task is due is judged on the claimer's clock, and the
+    // worker whose clock runs behind must find these due.
+    let due = Utc::now() - chrono::TimeDelta::seconds(60);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            TaskSpec::new(
+                "conformance.task",
+                vec![1],
+                TaskOptions::default().queue(&queue),
+                due,
+            )
+        })
+        .collect();
+    honest.enqueue(tasks).await.expect("enqueue");
+
+    let holders = [behind.clone(), honest.clone(), ahead.clone()];
+    let mut leases = Vec::new();
+    for holder in &holders {
+        let mut claimed = holder
+            .dequeue(request(&[&queue], 1).lease(LEASE))
+            .await
+            .expect("dequeue");
+        leases.push(claimed.pop().expect("a lease"));
+    }
+    let ids: Vec<_> = leases.iter().map(|l| l.spec.id).collect();
+    let near_store_deadline = |deadline: DateTime<Utc>| {
+        let expected = Utc::now() + chrono::TimeDelta::seconds(30);
+        (deadline - expected).abs() < chrono::TimeDelta::seconds(10)
+    };
+    for lease in &leases {
+        assert!(
+            near_store_deadline(lease.deadline),
+            "the lease's deadline {} is not store time + 30 s",
+            lease.deadline
+        );
+    }
+
+    let stolen = |by: Arc<dyn TaskQueue>| {
+        let ids = ids.clone();
+        async move {
+            by.recover_expired(100)
+                .await
+                .expect("recover")
+                .into_iter()
+                .filter(|c| ids.contains(&c.task_id))
+                .map(|c| c.task_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    for recoverer in [&ahead, &honest, &behind] {
+        assert_eq!(
+            stolen(recoverer.clone()).await,
+            vec![],
+            "a live lease was recovered"
+        );
+    }
+    // Renewals by the skewed workers set store-time deadlines too.
+    for (holder, lease) in holders.iter().zip(&leases) {
+        let statuses = holder
+            .heartbeat(vec![lease.reference()], LEASE)
+            .await
+            .expect("heartbeat");
+        assert_eq!(statuses, vec![LeaseStatus::Held]);
+        let record = honest
+            .get(lease.spec.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        let deadline = record.lease_expires_at.expect("a lease deadline");
+        assert!(
+            near_store_deadline(deadline),
+            "the renewed deadline {deadline} is not store time + 30 s"
+        );
+    }
+    assert_eq!(
+        stolen(ahead.clone()).await,
+        vec![],
+        "a renewed lease was recovered"
+    );
+
+    for (holder, lease) in holders.iter().zip(&leases) {
+        let statuses = holder
+            .complete(vec![succeeded(lease.reference())])
+            .await
+            .expect("complete")
+            .statuses;
+        assert_eq!(statuses, vec![CompletionStatus::Applied]);
+    }
 }
