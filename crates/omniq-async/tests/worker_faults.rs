@@ -206,9 +206,261 @@ async fn workers_delete_events_past_their_retention(h: Harness) {
     worker.shutdown().await.expect("shutdown");
 }
 
+/// Counts a handler's runs and how many ran at once.
+#[derive(Debug, Default)]
+struct Runs {
+    total: AtomicU32,
+    running: AtomicU32,
+    most: AtomicU32,
+    changed: tokio::sync::Notify,
+}
+
+impl Runs {
+    /// Counts a run starting; the guard counts it ending, however it ends (dropped too).
+    fn start(self: &Arc<Self>) -> (u32, RunGuard) {
+        let n = self.total.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        (n, RunGuard(Arc::clone(self)))
+    }
+
+    /// Waits, bounded, until `check` holds.
+    async fn until(&self, what: &str, check: impl Fn(&Self) -> bool) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let changed = self.changed.notified();
+                if check(self) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+}
+
+struct RunGuard(Arc<Runs>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Longer than the ~5.6 s of retries a completion used to get before it was dropped.
+const LONG_OUTAGE: Duration = Duration::from_secs(7);
+
+/// Defect 2: completions are retried for as long as the queue store is down; none is
+/// dropped, no task runs twice.
+async fn completions_survive_a_queue_store_outage(h: Harness) {
+    let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
+    let runs = Arc::new(Runs::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let faulty = {
+        let (runs, gate) = (Arc::clone(&runs), Arc::clone(&gate));
+        faulty.register_fn("test.gated", move |x: u32| {
+            let (runs, gate) = (Arc::clone(&runs), Arc::clone(&gate));
+            async move {
+                let (_, _guard) = runs.start();
+                gate.acquire().await.map(|p| p.forget()).ok();
+                Ok(x)
+            }
+        })
+    };
+    let mut handles = Vec::new();
+    for i in 0..20u32 {
+        handles.push(
+            faulty
+                .enqueue_by_name::<u32>("test.gated", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let worker = faulty
+        .worker()
+        .concurrency(20)
+        .lease(Duration::from_secs(30))
+        .start()
+        .expect("start");
+    runs.until("all 20 run", |r| r.total.load(Ordering::SeqCst) == 20)
+        .await;
+    queue_faults.down.store(true, Ordering::SeqCst);
+    gate.add_permits(20);
+    queue_faults.wait_for_failures(5, WAIT).await;
+    tokio::time::sleep(LONG_OUTAGE).await;
+    queue_faults.down.store(false, Ordering::SeqCst);
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
+    }
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(runs.total.load(Ordering::SeqCst), 20, "no task ran twice");
+    assert_eq!(report.succeeded, 20);
+    assert_eq!(report.lease_lost, 0);
+}
+
+/// Defect 2: a result store that is down holds back only the successes that need it; a
+/// success waits, renewed, and is completed once when the store is back.
+async fn a_results_outage_holds_back_only_the_successes(h: Harness) {
+    let (faulty, _, result_faults) = support::faults::faulty(&h.omniq);
+    let runs = Arc::new(Runs::default());
+    let faulty = {
+        let runs = Arc::clone(&runs);
+        faulty
+            .register_fn("test.ok", move |x: u32| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    let (n, _guard) = runs.start();
+                    Ok(x + n)
+                }
+            })
+            .register_fn("test.bad", |_: u32| async {
+                Err::<(), _>(TaskError::permanent("fails for good"))
+            })
+    };
+    result_faults.down.store(true, Ordering::SeqCst);
+    let ok = faulty
+        .enqueue_by_name::<u32>("test.ok", 10)
+        .await
+        .expect("enqueue");
+    let worker = faulty.worker().start().expect("start");
+    result_faults.wait_for_failures(3, WAIT).await;
+    let bad = faulty
+        .enqueue_by_name::<()>("test.bad", 0)
+        .await
+        .expect("enqueue");
+    // The failure needs no result first: it is applied while the results store is down.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bad.record().await.expect("record").state != TaskState::Failed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a failure was held back by the results outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(LONG_OUTAGE).await;
+    result_faults.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        ok.wait(WAIT).await.expect("result"),
+        11,
+        "the first run's result"
+    );
+    assert_eq!(
+        runs.total.load(Ordering::SeqCst),
+        1,
+        "the success never ran twice"
+    );
+    assert!(matches!(
+        bad.wait(WAIT).await,
+        Err(Error::TaskFailed { .. })
+    ));
+    worker.shutdown().await.expect("shutdown");
+}
+
+/// Defect 9: a worker that cannot reach the store stops its async handler before the lease
+/// runs out, so the task never runs in two places; it runs again once recovered.
+async fn a_handler_whose_lease_cannot_be_renewed_is_stopped(h: Harness) {
+    let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
+    let runs = Arc::new(Runs::default());
+    let faulty = {
+        let runs = Arc::clone(&runs);
+        faulty.register_fn("test.long", move |_: u32| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let (n, _guard) = runs.start();
+                if n == 1 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok(n)
+            }
+        })
+    };
+    let handle = faulty
+        .enqueue_by_name::<u32>("test.long", 0)
+        .max_attempts(3)
+        .await
+        .expect("enqueue");
+    let worker = faulty.worker().start().expect("start");
+    runs.until("the first run starts", |r| {
+        r.total.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // A partition: nothing reaches the store, so the lease can be neither renewed nor
+    // taken over. The worker must stop the handler on its own.
+    queue_faults.down.store(true, Ordering::SeqCst);
+    runs.until("the first run is stopped", |r| {
+        r.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    queue_faults.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        handle.wait(WAIT).await.expect("result"),
+        2,
+        "recovered and run again"
+    );
+    assert_eq!(
+        runs.most.load(Ordering::SeqCst),
+        1,
+        "never two runs at once"
+    );
+    let report = worker.shutdown().await.expect("shutdown");
+    assert!(report.lease_lost >= 1);
+}
+
+/// Defect 7: a prune slower than the lease never delays a heartbeat: the long task keeps its
+/// lease and runs once, although a healthy second worker would recover an expired one.
+async fn a_slow_prune_never_starves_heartbeats(h: Harness) {
+    let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
+    queue_faults.purge_delay_ms.store(10_000, Ordering::SeqCst);
+    let runs = Arc::new(Runs::default());
+    let slow = |runs: Arc<Runs>| {
+        move |_: u32| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let (n, _guard) = runs.start();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(n)
+            }
+        }
+    };
+    let faulty = faulty.register_fn("test.slow", slow(Arc::clone(&runs)));
+    let handle = faulty
+        .enqueue_by_name::<u32>("test.slow", 0)
+        .await
+        .expect("enqueue");
+    let worker = faulty
+        .worker()
+        .retention(Some(Duration::from_secs(2)))
+        .start()
+        .expect("start");
+    runs.until("the task starts", |r| r.total.load(Ordering::SeqCst) == 1)
+        .await;
+    let rescuer = h
+        .omniq
+        .clone()
+        .register_fn("test.slow", slow(Arc::clone(&runs)))
+        .worker()
+        .start()
+        .expect("start");
+    assert_eq!(handle.wait(WAIT).await.expect("result"), 1);
+    assert_eq!(
+        runs.total.load(Ordering::SeqCst),
+        1,
+        "the lease was never lost"
+    );
+    rescuer.shutdown().await.expect("shutdown");
+    worker.shutdown().await.expect("shutdown");
+}
+
 on_each_backend! {
     closure_sync_panic => a_panic_in_a_closures_synchronous_part_fails_the_attempt;
     panicking_hooks => panicking_hooks_never_cost_the_worker_a_loop;
     timed_out_blocking_prefetch0 => claims_resume_after_a_timed_out_blocking_handler_returns;
     event_retention => workers_delete_events_past_their_retention;
+    queue_outage => completions_survive_a_queue_store_outage;
+    results_outage => a_results_outage_holds_back_only_the_successes;
+    partition => a_handler_whose_lease_cannot_be_renewed_is_stopped;
+    slow_prune => a_slow_prune_never_starves_heartbeats;
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faults;
+
 use std::ops::Deref;
 use std::time::Duration;
 
