@@ -113,6 +113,21 @@ pub(crate) async fn flush_loop(
     let _ = dead.await;
 }
 
+/// Waits for the next item, then takes whatever else is already waiting, up to
+/// [`MAX_BATCH`]. `None` once the channel is closed and drained.
+async fn next_batch<T>(input: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+    let first = input.recv().await?;
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(input.len() + 1));
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match input.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// What a lane does with its batch.
 enum Lane {
     /// Stores the results of successes, then passes them to the completion lane.
@@ -127,20 +142,11 @@ async fn lane(
     abandon: CancellationToken,
     lane: Lane,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = input.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match input.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut input).await {
         let leases: Vec<LeaseRef> = batch.iter().map(|f| f.completion.lease).collect();
-        let work = std::mem::take(&mut batch);
         let step = match &lane {
-            Lane::Results(next) => store_results(&shared, work, next, &abandon).boxed(),
-            Lane::Completions(dead) => apply(&shared, work, dead, &abandon).boxed(),
+            Lane::Results(next) => store_results(&shared, batch, next, &abandon).boxed(),
+            Lane::Completions(dead) => apply(&shared, batch, dead, &abandon).boxed(),
         };
         // A panic here is a bug of ours, not the user's; it must not stop every later
         // completion. The batch's leases are forgotten, so their tasks are recovered.
@@ -350,16 +356,7 @@ async fn dead_letter_lane(
     mut input: mpsc::UnboundedReceiver<TaskResult>,
     abandon: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = input.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match input.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let results = std::mem::take(&mut batch);
+    while let Some(results) = next_batch(&mut input).await {
         let stored = persist(
             "store dead-letter results",
             shared.config.store_timeout,
