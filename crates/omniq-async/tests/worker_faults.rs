@@ -454,6 +454,54 @@ async fn a_slow_prune_never_starves_heartbeats(h: Harness) {
     worker.shutdown().await.expect("shutdown");
 }
 
+/// A claim whose reply was lost leaves its tasks leased to nobody: they are recovered once
+/// the lease runs out and run once, at the cost of the attempt the lost claim counted.
+async fn lost_claim_replies_cost_an_attempt_and_nothing_else(h: Harness) {
+    let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
+    let runs = Arc::new(Runs::default());
+    let faulty = {
+        let runs = Arc::clone(&runs);
+        faulty.register_fn("test.count", move |x: u32| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let (_, _guard) = runs.start();
+                Ok(x)
+            }
+        })
+    };
+    let mut handles = Vec::new();
+    for i in 0..5u32 {
+        handles.push(
+            faulty
+                .enqueue_by_name::<u32>("test.count", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    queue_faults
+        .lose_claim_replies
+        .store(true, Ordering::SeqCst);
+    let worker = faulty.worker().start().expect("start");
+    queue_faults.wait_for_failures(1, WAIT).await;
+    queue_faults
+        .lose_claim_replies
+        .store(false, Ordering::SeqCst);
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
+    }
+    // Every completion is applied once the worker has shut down.
+    worker.shutdown().await.expect("shutdown");
+    for handle in &handles {
+        let record = handle.record().await.expect("record");
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert!(
+            record.attempts <= 2,
+            "at most the lost claim's attempt more"
+        );
+    }
+    assert_eq!(runs.total.load(Ordering::SeqCst), 5, "each ran once");
+}
+
 on_each_backend! {
     closure_sync_panic => a_panic_in_a_closures_synchronous_part_fails_the_attempt;
     panicking_hooks => panicking_hooks_never_cost_the_worker_a_loop;
@@ -463,4 +511,5 @@ on_each_backend! {
     results_outage => a_results_outage_holds_back_only_the_successes;
     partition => a_handler_whose_lease_cannot_be_renewed_is_stopped;
     slow_prune => a_slow_prune_never_starves_heartbeats;
+    lost_claim_replies => lost_claim_replies_cost_an_attempt_and_nothing_else;
 }

@@ -22,6 +22,8 @@ pub struct Faults {
     pub down: AtomicBool,
     /// Heartbeats fail as an outage.
     pub heartbeats_fail: AtomicBool,
+    /// Claims are made, then their reply is lost (an outage is reported).
+    pub lose_claim_replies: AtomicBool,
     /// Completions are applied, then their reply is lost (an outage is reported).
     pub lose_completion_replies: AtomicBool,
     /// Purges take this long (milliseconds) before they run.
@@ -79,7 +81,11 @@ impl TaskQueue for FaultyQueue {
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
         Box::pin(async move {
             self.faults.check("dequeue")?;
-            self.inner.dequeue(request).await
+            let leases = self.inner.dequeue(request).await?;
+            if !leases.is_empty() && self.faults.lose_claim_replies.load(Ordering::SeqCst) {
+                return Err(self.faults.fail("claim reply lost"));
+            }
+            Ok(leases)
         })
     }
 
