@@ -352,10 +352,10 @@ impl AsyncOmniQ {
     /// # Errors
     /// A store error.
     pub async fn redrive(&self, target: RedriveTarget) -> Result<Vec<TaskId>> {
-        let ids = self.inner.stores.queue.redrive(target).await?;
+        let stores = &self.inner.stores;
+        let ids =
+            omniq_storage::redrive_with_results(&*stores.queue, &*stores.results, target).await?;
         for id in &ids {
-            // The old failure must not answer waiters of the new run.
-            self.inner.stores.results.delete(*id).await?;
             let mut event = TaskEvent::new(TaskEventKind::Redriven);
             event.task_id = Some(*id);
             self.inner.events.log(event);

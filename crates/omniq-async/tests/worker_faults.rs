@@ -502,6 +502,55 @@ async fn lost_claim_replies_cost_an_attempt_and_nothing_else(h: Harness) {
     assert_eq!(runs.total.load(Ordering::SeqCst), 5, "each ran once");
 }
 
+/// Defect 3: re-driven dead letters keep the result of their new run, however fast a
+/// worker runs them (the old failure results used to be deleted after re-queueing, taking
+/// some new results with them).
+async fn redriven_tasks_keep_the_result_of_their_new_run(h: Harness) {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let omniq = {
+        let failing = Arc::clone(&failing);
+        h.omniq.clone().register_fn("test.flaky", move |x: u32| {
+            let fail = failing.load(Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err(TaskError::permanent("not yet"))
+                } else {
+                    Ok(x)
+                }
+            }
+        })
+    };
+    let mut handles = Vec::new();
+    for i in 0..100u32 {
+        handles.push(
+            omniq
+                .enqueue_by_name::<u32>("test.flaky", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let worker = omniq.worker().concurrency(16).start().expect("start");
+    for handle in &handles {
+        assert!(matches!(
+            handle.wait(WAIT).await,
+            Err(Error::TaskFailed { .. })
+        ));
+    }
+    failing.store(false, Ordering::SeqCst);
+    let redriven = omniq
+        .redrive(omniq_async::RedriveTarget::All)
+        .await
+        .expect("redrive");
+    assert_eq!(redriven.len(), 100);
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(
+            handle.wait(WAIT).await.expect("the new run's result"),
+            i as u32
+        );
+    }
+    worker.shutdown().await.expect("shutdown");
+}
+
 on_each_backend! {
     closure_sync_panic => a_panic_in_a_closures_synchronous_part_fails_the_attempt;
     panicking_hooks => panicking_hooks_never_cost_the_worker_a_loop;
@@ -512,4 +561,5 @@ on_each_backend! {
     partition => a_handler_whose_lease_cannot_be_renewed_is_stopped;
     slow_prune => a_slow_prune_never_starves_heartbeats;
     lost_claim_replies => lost_claim_replies_cost_an_attempt_and_nothing_else;
+    redrive_results => redriven_tasks_keep_the_result_of_their_new_run;
 }

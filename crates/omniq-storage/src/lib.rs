@@ -24,6 +24,7 @@ mod clock;
 mod error;
 mod events;
 mod queue;
+mod redrive;
 mod results;
 mod schedules;
 pub mod secrets;
@@ -43,6 +44,7 @@ pub use queue::{
     DEFAULT_LEASE, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
 };
+pub use redrive::redrive_with_results;
 pub use results::ResultStore;
 pub use schedules::ScheduleStore;
 
