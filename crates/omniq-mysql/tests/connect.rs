@@ -41,3 +41,13 @@ async fn mariadb_urls_are_accepted() {
     MySqlBackend::connect(&url).await.expect("second connect");
     backend.close().await;
 }
+
+#[tokio::test]
+async fn passwords_with_url_delimiters_stay_hidden() {
+    for password in ["Zq/9kXw7", "Zq?9kXw7", "Zq#9kXw7", "Zq/9k?X#w7"] {
+        let url = format!("mysql://app:{password}@127.0.0.1:1/omniq");
+        let err = MySqlBackend::connect(&url).await.expect_err("no server");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("9k"), "{url}: {shown}");
+    }
+}

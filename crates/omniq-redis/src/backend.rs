@@ -13,10 +13,11 @@ use redis::{
     RedisFuture, Value,
 };
 
-use crate::error::{redact, redis_error};
+use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::scripts::Scripts;
 use crate::{RedisEventStore, RedisResultStore, RedisScheduleStore, RedisTaskQueue};
+use omniq_storage::secrets::redact;
 
 /// Options of a [`RedisBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +179,14 @@ impl RedisBackend {
     /// [`StoreError::Unavailable`] when the server cannot be reached. Messages never show
     /// the URL's password.
     pub async fn connect(url: &str, options: RedisOptions) -> StoreResult<Self> {
+        // A driver error could quote the URL: whatever this fails with is scrubbed.
+        let secrets = omniq_storage::secrets::Secrets::of(url);
+        Self::connect_single(url, options)
+            .await
+            .map_err(|e| secrets.scrub_error(crate::error::BACKEND, e))
+    }
+
+    async fn connect_single(url: &str, options: RedisOptions) -> StoreResult<Self> {
         check_prefix(&options.prefix)?;
         if url.starts_with("rediss:") {
             install_crypto_provider();

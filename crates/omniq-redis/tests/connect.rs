@@ -102,3 +102,15 @@ async fn an_unreachable_cluster_is_unavailable_and_hides_the_password() {
     assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
     assert!(!err.to_string().contains(PASSWORD), "{err}");
 }
+
+#[tokio::test]
+async fn passwords_with_url_delimiters_stay_hidden() {
+    for password in ["Zq/9kXw7", "Zq?9kXw7", "Zq#9kXw7", "Zq/9k?X#w7"] {
+        let url = format!("redis://:{password}@127.0.0.1:1/0");
+        let err = RedisBackend::connect(&url, RedisOptions::default())
+            .await
+            .expect_err("no server");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("9k"), "{url}: {shown}");
+    }
+}

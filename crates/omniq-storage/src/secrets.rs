@@ -15,11 +15,7 @@ impl Secrets {
     pub fn of(url: &str) -> Self {
         let mut secrets = Vec::new();
         let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        // The authority ends at the first '/', '?' or '#'; its user info at the last '@'.
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if let Some((userinfo, _)) = authority.rsplit_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
-        {
+        if let Some((_, password)) = user_info(rest).and_then(|info| info.split_once(':')) {
             secrets.push(password.to_owned());
         }
         if let Some((_, query)) = rest.split_once('?') {
@@ -64,6 +60,35 @@ impl Secrets {
     }
 }
 
+/// The user info of a URL (what follows `scheme://`): everything before the last `@`.
+///
+/// Not the first `/`, `?` or `#`, as a URL parser would say: users paste passwords with
+/// those characters unencoded, and a redaction that stopped at them would show the rest.
+/// An `@` in a query makes more text count as user info, which only hides more.
+fn user_info(rest: &str) -> Option<&str> {
+    rest.rsplit_once('@').map(|(info, _)| info)
+}
+
+/// `url` with its password (user info or `password=` parameter) replaced by `***`, for
+/// messages and logs. The user name and the rest stay readable.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL: it may be anything, a password included.
+        return "<unparsable URL>".to_owned();
+    };
+    let shown = match user_info(rest) {
+        Some(info) => {
+            let host = &rest[info.len() + 1..];
+            match info.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => format!("{scheme}://{info}@{host}"),
+            }
+        }
+        None => url.to_owned(),
+    };
+    Secrets::of(url).scrub(shown)
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -102,6 +127,36 @@ mod tests {
         assert_eq!(query.scrub("x hunter2 y".into()), "x *** y");
         let none = Secrets::of("postgres://app@db/omniq");
         assert_eq!(none.scrub("app@db".into()), "app@db");
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_never_show() {
+        for password in ["p/ss", "p?ss", "p#ss", "p@ss", "p:ss", "a/b?c#d@e:f"] {
+            for url in [
+                format!("redis://:{password}@h:6379/0"),
+                format!("postgres://app:{password}@db:5432/omniq?sslmode=require"),
+                format!("mysql://root:{password}@127.0.0.1/test"),
+            ] {
+                let shown = redact(&url);
+                assert!(!shown.contains(password), "{url} shown as {shown}");
+                assert!(shown.contains(":***@"), "{shown}");
+                let secrets = Secrets::of(&url);
+                let scrubbed = secrets.scrub(format!("error for {url}: bad {password}"));
+                assert!(!scrubbed.contains(password), "{scrubbed}");
+            }
+        }
+        assert_eq!(redact("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact("rediss://user:p%40ss@h/1?x=y"),
+            "rediss://user:***@h/1?x=y"
+        );
+        assert_eq!(redact("redis://user@h"), "redis://user@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("secret"), "<unparsable URL>");
+        assert_eq!(
+            redact("postgres://db/omniq?user=app&password=hunter2"),
+            "postgres://db/omniq?user=app&password=***"
+        );
     }
 
     #[test]
