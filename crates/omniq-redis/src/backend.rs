@@ -291,6 +291,7 @@ impl RedisBackend {
                 .await
                 .map_err(redis_error)?;
         }
+        warn_unless_noeviction(&mut manager, &url).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
@@ -421,6 +422,29 @@ fn check_prefix(prefix: &str) -> StoreResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Warns when the server may evict keys: under memory pressure any policy but
+/// `noeviction` lets Redis delete tasks, which breaks "no task lost". A server that refuses
+/// `CONFIG` (managed services often do) is not an error; the docs say what to set.
+async fn warn_unless_noeviction(connection: &mut RedisConnection, url: &str) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(connection)
+        .await;
+    match reply {
+        Ok(pair) => match pair.get(1).map(String::as_str) {
+            Some("noeviction") | None => {}
+            Some(policy) => tracing::warn!(
+                redis = %url,
+                policy,
+                "Redis maxmemory-policy is not `noeviction`: under memory pressure Redis may \
+                 evict tasks; set `maxmemory-policy noeviction` (see docs/configuration.md)"
+            ),
+        },
+        Err(err) => tracing::debug!(redis = %url, %err, "cannot read maxmemory-policy"),
+    }
 }
 
 fn bad_url(url: &str, err: &RedisError) -> StoreError {
