@@ -551,6 +551,60 @@ async fn redriven_tasks_keep_the_result_of_their_new_run(h: Harness) {
     worker.shutdown().await.expect("shutdown");
 }
 
+/// Defect 16: a completion whose reply was lost is sent again and applied once: the task
+/// ends as it should (results, hooks, events), never counted as a lost lease.
+async fn lost_completion_replies_are_sent_again_and_applied_once(h: Harness) {
+    let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
+    let runs = Arc::new(Runs::default());
+    let faulty = {
+        let runs = Arc::clone(&runs);
+        faulty
+            .register_fn("test.count", move |x: u32| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    let (_, _guard) = runs.start();
+                    Ok(x)
+                }
+            })
+            .register_fn("test.bad", |_: u32| async {
+                Err::<(), _>(TaskError::permanent("fails for good"))
+            })
+    };
+    queue_faults
+        .lose_completion_replies
+        .store(true, Ordering::SeqCst);
+    let mut handles = Vec::new();
+    for i in 0..10u32 {
+        handles.push(
+            faulty
+                .enqueue_by_name::<u32>("test.count", i)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let bad = faulty
+        .enqueue_by_name::<()>("test.bad", 0)
+        .await
+        .expect("enqueue");
+    let worker = faulty.worker().start().expect("start");
+    queue_faults.wait_for_failures(2, WAIT).await;
+    queue_faults
+        .lose_completion_replies
+        .store(false, Ordering::SeqCst);
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
+    }
+    let Err(Error::TaskFailed { error, .. }) = bad.wait(WAIT).await else {
+        panic!("the dead letter's failure result must be stored");
+    };
+    assert_eq!(error.kind, TaskErrorKind::Handler);
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(runs.total.load(Ordering::SeqCst), 10, "no task ran twice");
+    assert_eq!(report.succeeded, 10);
+    assert_eq!(report.dead_lettered, 1);
+    assert_eq!(report.lease_lost, 0, "a lost reply is not a lost lease");
+}
+
 on_each_backend! {
     closure_sync_panic => a_panic_in_a_closures_synchronous_part_fails_the_attempt;
     panicking_hooks => panicking_hooks_never_cost_the_worker_a_loop;
@@ -562,4 +616,5 @@ on_each_backend! {
     slow_prune => a_slow_prune_never_starves_heartbeats;
     lost_claim_replies => lost_claim_replies_cost_an_attempt_and_nothing_else;
     redrive_results => redriven_tasks_keep_the_result_of_their_new_run;
+    lost_completion_replies => lost_completion_replies_are_sent_again_and_applied_once;
 }

@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::Counter;
-use omniq_models::{TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskResult};
+use omniq_models::{
+    TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskResult, TaskState,
+};
 use omniq_storage::{Completion, CompletionOutcome, CompletionStatus, LeaseRef};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::resilience::{GaveUp, guarded, persist};
+use super::resilience::{GaveUp, bounded, guarded, persist};
 use super::shared::{Counters, Shared};
 use super::task_metrics::TaskMetrics;
 
@@ -191,7 +193,7 @@ async fn store_results(
     )
     .await;
     match stored {
-        Ok(()) => {}
+        Ok(((), _)) => {}
         Err(GaveUp::Refused(err)) if batch.len() > 1 => {
             // One result the store will not take (too large, say) must not cost the others.
             tracing::warn!(%err, count = batch.len(), "result batch refused; storing one by one");
@@ -250,9 +252,9 @@ async fn apply(
         || shared.queue.complete(completions.clone()),
     )
     .await;
-    let completed = match applied {
-        Ok(completed) if completed.statuses.len() == batch.len() => completed,
-        Ok(completed) => {
+    let (completed, resent) = match applied {
+        Ok((completed, resent)) if completed.statuses.len() == batch.len() => (completed, resent),
+        Ok((completed, _)) => {
             tracing::error!(
                 expected = batch.len(),
                 got = completed.statuses.len(),
@@ -279,7 +281,12 @@ async fn apply(
     };
 
     let ttl = shared.config.result_ttl;
-    for (mut item, status) in batch.into_iter().zip(completed.statuses) {
+    for (mut item, mut status) in batch.into_iter().zip(completed.statuses) {
+        // A batch sent again after a lost reply finds the completions the first try applied
+        // refused (their lease is gone): the task's record tells whether that was ours.
+        if status == CompletionStatus::LeaseLost && resent && applied_before(shared, &item).await {
+            status = CompletionStatus::Applied;
+        }
         shared.forget(&item.completion.lease);
         // The completion is in the store: the worker may take another lease.
         drop(item.permit.take());
@@ -348,6 +355,39 @@ async fn apply(
         }
     }
     super::leases::log_changes(shared, &completed.changes, TaskEventKind::Unblocked).await;
+}
+
+/// Whether `item`'s completion was applied by an earlier try of its batch whose reply was
+/// lost. The record must show this worker as the last holder and the completion's own
+/// trace: the attempt it ended (a later run counts another), and for failures this
+/// attempt's very error (recovery records none). Stores that recognise a re-sent
+/// completion themselves never get here.
+async fn applied_before(shared: &Shared, item: &Finished) -> bool {
+    let task_id = item.completion.lease.task_id;
+    let Ok(Some(record)) = bounded(shared.config.store_timeout, shared.queue.get(task_id)).await
+    else {
+        return false;
+    };
+    if record.worker_id.as_ref() != Some(&shared.id) {
+        return false;
+    }
+    let ours = |error: &TaskError| {
+        record
+            .errors
+            .iter()
+            .any(|e| e.attempt == item.attempt && e.error == *error)
+    };
+    match &item.completion.outcome {
+        CompletionOutcome::Succeeded => {
+            record.state == TaskState::Succeeded && record.attempts == item.attempt
+        }
+        CompletionOutcome::Failed { error } => record.state == TaskState::Failed && ours(error),
+        CompletionOutcome::Retry { error, .. } => ours(error),
+        CompletionOutcome::Cancelled { .. } => record.state == TaskState::Cancelled,
+        CompletionOutcome::Release => {
+            record.state != TaskState::Running && record.attempts + 1 == item.attempt
+        }
+    }
 }
 
 /// Stores the failure results of dead letters, batched, retried like completions.

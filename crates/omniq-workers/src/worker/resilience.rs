@@ -55,12 +55,13 @@ impl std::fmt::Display for GaveUp {
 /// Retries a store call with capped backoff: outages (`Unavailable`, timeouts) for as long
 /// as it takes, until `abandon` is cancelled; other errors a few times. A call whose reply
 /// was lost is simply sent again, which is why the calls retried here are idempotent.
+/// Returns the value and whether the call was sent more than once.
 pub(crate) async fn persist<T, F, Fut>(
     what: &'static str,
     limit: Duration,
     abandon: &CancellationToken,
     mut call: F,
-) -> Result<T, GaveUp>
+) -> Result<(T, bool), GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<T>>,
@@ -75,7 +76,7 @@ where
                 if tries > 1 {
                     tracing::info!(what, tries, "store call went through after retries");
                 }
-                return Ok(value);
+                return Ok((value, tries > 1));
             }
             Err(err) => err,
         };
@@ -139,7 +140,7 @@ mod tests {
         })
         .await
         .expect("goes through");
-        assert_eq!(value, 7);
+        assert_eq!(value, (7, true));
         assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 
@@ -147,11 +148,12 @@ mod tests {
     async fn refusals_are_given_up_after_a_few_tries() {
         let calls = AtomicU32::new(0);
         let abandon = CancellationToken::new();
-        let outcome: Result<(), _> = persist("test", Duration::from_secs(1), &abandon, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(StoreError::Invalid("bad".into()))
-        })
-        .await;
+        let outcome: Result<((), bool), _> =
+            persist("test", Duration::from_secs(1), &abandon, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::Invalid("bad".into()))
+            })
+            .await;
         assert!(matches!(outcome, Err(GaveUp::Refused(_))));
         assert_eq!(calls.load(Ordering::SeqCst), REFUSAL_TRIES);
     }
@@ -160,13 +162,14 @@ mod tests {
     async fn a_hung_call_is_an_outage_and_abandon_ends_the_retries() {
         let abandon = CancellationToken::new();
         let calls = AtomicU32::new(0);
-        let outcome: Result<(), _> = persist("test", Duration::from_millis(20), &abandon, || {
-            if calls.fetch_add(1, Ordering::SeqCst) == 2 {
-                abandon.cancel();
-            }
-            std::future::pending()
-        })
-        .await;
+        let outcome: Result<((), bool), _> =
+            persist("test", Duration::from_millis(20), &abandon, || {
+                if calls.fetch_add(1, Ordering::SeqCst) == 2 {
+                    abandon.cancel();
+                }
+                std::future::pending()
+            })
+            .await;
         assert!(matches!(outcome, Err(GaveUp::Abandoned(_))));
     }
 
