@@ -662,6 +662,9 @@ fn validate_purge(request: &PurgeRequest) -> StoreResult<()> {
 
 impl TaskQueue for MemoryTaskQueue {
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
+        if let Err(err) = omniq_storage::validate_specs(&tasks) {
+            return Box::pin(async move { Err(err) });
+        }
         let outcomes = lock(&self.state).enqueue(tasks, Utc::now());
         if outcomes.as_ref().is_ok_and(|o| !o.is_empty()) {
             self.wake();

@@ -26,7 +26,7 @@ pub use error::{TaskError, TaskErrorKind};
 pub use event::{TaskEvent, TaskEventKind};
 pub use ids::{LeaseToken, ParseIdError, TaskId, WorkerId};
 pub use options::{Backoff, DependencyVerdict, RunWhen, TaskOptions};
-pub use record::{AttemptError, SpecExtras, TaskRecord, TaskResult, TaskSpec};
+pub use record::{AttemptError, InvalidSpec, SpecExtras, TaskRecord, TaskResult, TaskSpec};
 pub use schedule::{MisfirePolicy, Schedule, ScheduleFire, ScheduleTrigger};
 pub use state::{TaskState, UnknownState};
 

@@ -46,9 +46,70 @@ pub struct TaskSpec {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Why a [`TaskSpec`] cannot be stored: one of its values would make the task unreadable
+/// or meaningless later (a NaN is stored as `null` in JSON, a zero timeout fails every
+/// attempt at once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {id} (`{name}`): {field} {problem}")]
+pub struct InvalidSpec {
+    /// The task.
+    pub id: TaskId,
+    /// Its handler name.
+    pub name: String,
+    /// The option at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
 impl TaskSpec {
     /// The attempts a task gets when neither its options nor the configuration say.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// Checks the values a store would keep: a finite jitter in `0..=1`, non-zero
+    /// durations where zero means nothing (exponential base and cap, timeout,
+    /// deduplication window), a cap not below the base, at least one attempt, a non-empty
+    /// name and queue.
+    ///
+    /// # Errors
+    /// [`InvalidSpec`] naming the first value at fault.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let fault = |field, problem| {
+            Err(InvalidSpec {
+                id: self.id,
+                name: self.name.clone(),
+                field,
+                problem,
+            })
+        };
+        if self.name.is_empty() {
+            return fault("name", "is empty");
+        }
+        if self.queue.is_empty() {
+            return fault("queue", "is empty");
+        }
+        if self.max_attempts == 0 {
+            return fault("max_attempts", "must be at least 1");
+        }
+        if let Backoff::Exponential { base, max, jitter } = &self.backoff {
+            if !jitter.is_finite() || !(0.0..=1.0).contains(jitter) {
+                return fault("backoff.jitter", "must be a finite number in 0..=1");
+            }
+            if base.is_zero() {
+                return fault("backoff.base", "must be longer than zero");
+            }
+            if max < base {
+                return fault("backoff.max", "must not be shorter than backoff.base");
+            }
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return fault("timeout", "must be longer than zero");
+        }
+        if self.unique_for.is_some_and(|w| w.is_zero()) {
+            return fault("unique_for", "must be longer than zero");
+        }
+        Ok(())
+    }
 
     /// Resolves `options` into a spec for a new task enqueued at `now`.
     pub fn new(

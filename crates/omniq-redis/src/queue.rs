@@ -68,6 +68,7 @@ impl RedisTaskQueue {
     }
 
     async fn enqueue_batch(&self, tasks: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

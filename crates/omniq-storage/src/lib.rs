@@ -28,6 +28,7 @@ mod redrive;
 mod results;
 mod schedules;
 pub mod secrets;
+mod validate;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -47,6 +48,7 @@ pub use queue::{
 pub use redrive::redrive_with_results;
 pub use results::ResultStore;
 pub use schedules::ScheduleStore;
+pub use validate::validate_specs;
 
 /// A boxed, sendable future: what store methods return so the traits stay `dyn`-compatible.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -31,6 +31,7 @@ impl MySqlTaskQueue {
         &self,
         tasks: Vec<TaskSpec>,
     ) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -74,6 +75,7 @@ impl MySqlTaskQueue {
         conn: &mut MySqlConnection,
         tasks: Vec<TaskSpec>,
     ) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

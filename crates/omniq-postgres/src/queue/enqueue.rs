@@ -20,6 +20,7 @@ impl PgTaskQueue {
         &self,
         tasks: Vec<TaskSpec>,
     ) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -99,6 +100,7 @@ impl PgTaskQueue {
         conn: &mut PgConnection,
         tasks: Vec<TaskSpec>,
     ) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

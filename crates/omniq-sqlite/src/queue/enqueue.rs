@@ -17,6 +17,7 @@ impl SqliteTaskQueue {
         &self,
         tasks: Vec<TaskSpec>,
     ) -> StoreResult<Vec<EnqueueOutcome>> {
+        omniq_storage::validate_specs(&tasks)?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

@@ -125,6 +125,7 @@ macro_rules! conformance_suite {
             enqueue_dequeue_complete_round_trip,
             enqueue_many_returns_one_outcome_per_task_in_order,
             a_task_sent_twice_is_stored_once,
+            invalid_options_are_refused_at_enqueue_and_nothing_is_stored,
             dequeue_is_bounded_by_the_limit,
             dequeue_orders_by_priority_then_enqueue_order,
             dequeue_is_fifo_at_equal_priority,

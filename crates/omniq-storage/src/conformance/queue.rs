@@ -888,3 +888,74 @@ pub async fn skewed_client_clocks_neither_steal_nor_lose_live_leases(stores: Sto
         assert_eq!(statuses, vec![CompletionStatus::Applied]);
     }
 }
+
+/// A spec whose values could not be read back (a NaN jitter is stored as JSON `null`) or
+/// make no sense is refused at enqueue with the whole batch, before anything is stored.
+pub async fn invalid_options_are_refused_at_enqueue_and_nothing_is_stored(stores: Stores) {
+    use omniq_models::Backoff;
+    let queue = unique_queue("invalid");
+    let backoff = |jitter: f64| Backoff::Exponential {
+        base: std::time::Duration::from_secs(1),
+        max: std::time::Duration::from_secs(60),
+        jitter,
+    };
+    let invalid: Vec<(&str, TaskOptions)> = vec![
+        (
+            "NaN jitter",
+            TaskOptions::default().backoff(backoff(f64::NAN)),
+        ),
+        (
+            "infinite jitter",
+            TaskOptions::default().backoff(backoff(f64::INFINITY)),
+        ),
+        (
+            "jitter above 1",
+            TaskOptions::default().backoff(backoff(1.5)),
+        ),
+        (
+            "negative jitter",
+            TaskOptions::default().backoff(backoff(-0.1)),
+        ),
+        (
+            "zero base",
+            TaskOptions::default().backoff(Backoff::Exponential {
+                base: std::time::Duration::ZERO,
+                max: std::time::Duration::from_secs(60),
+                jitter: 0.1,
+            }),
+        ),
+        (
+            "cap below base",
+            TaskOptions::default().backoff(Backoff::Exponential {
+                base: std::time::Duration::from_secs(60),
+                max: std::time::Duration::from_secs(1),
+                jitter: 0.1,
+            }),
+        ),
+        (
+            "zero timeout",
+            TaskOptions::default().timeout(std::time::Duration::ZERO),
+        ),
+        ("no attempts", TaskOptions::default()),
+    ];
+    for (what, options) in invalid {
+        let good = spec(&queue, TaskOptions::default());
+        let mut bad = spec(&queue, options);
+        if what == "no attempts" {
+            // Built by hand: the options' builder never resolves to zero attempts.
+            bad.max_attempts = 0;
+        }
+        let err = stores
+            .queue
+            .enqueue(vec![good.clone(), bad.clone()])
+            .await
+            .expect_err(what);
+        assert_eq!(err.kind(), crate::StoreErrorKind::Invalid, "{what}: {err}");
+        for id in [good.id, bad.id] {
+            assert!(
+                stores.queue.get(id).await.expect("get").is_none(),
+                "{what}: nothing of the batch is stored"
+            );
+        }
+    }
+}
