@@ -8,6 +8,7 @@ use omniq_models::{
     AttemptError, DependencyVerdict, LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord,
     TaskSpec, TaskState,
 };
+use omniq_storage::CANCELLED_WHILE_RUNNING;
 use omniq_storage::{
     BatchAliases, BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
@@ -429,6 +430,18 @@ impl State {
             return CompletionStatus::LeaseLost;
         };
         let attempt = entry.record.attempts;
+        // A retry or release of a task whose cancel was requested while it ran ends it
+        // Cancelled instead: the request must not be lost with the attempt.
+        let outcome = match completion.outcome {
+            CompletionOutcome::Retry { .. } | CompletionOutcome::Release
+                if entry.record.cancel_requested =>
+            {
+                CompletionOutcome::Cancelled {
+                    reason: CANCELLED_WHILE_RUNNING.to_owned(),
+                }
+            }
+            other => other,
+        };
         let push_error = |entry: &mut Entry, error: TaskError| {
             entry.record.errors.push(AttemptError {
                 attempt,
@@ -436,7 +449,7 @@ impl State {
                 error,
             });
         };
-        match completion.outcome {
+        match outcome {
             CompletionOutcome::Succeeded => {
                 self.finish(id, TaskState::Succeeded, None, now, changes);
             }
@@ -500,7 +513,15 @@ impl State {
                     true,
                 ),
             });
-            if record.attempts >= record.spec.max_attempts {
+            // A task whose cancel was requested while it ran ends Cancelled: recovering it
+            // must not run it again.
+            if record.cancel_requested {
+                let mut dependents = Vec::new();
+                let reason = Some(CANCELLED_WHILE_RUNNING.to_owned());
+                self.finish(id, TaskState::Cancelled, reason, now, &mut dependents);
+                changes.extend(self.tasks.get(&id).map(|e| e.change()));
+                changes.extend(dependents);
+            } else if record.attempts >= record.spec.max_attempts {
                 let mut dependents = Vec::new();
                 self.finish(id, TaskState::Failed, None, now, &mut dependents);
                 changes.extend(self.tasks.get(&id).map(|e| e.change()));

@@ -41,9 +41,9 @@ pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
 pub use queue::{
-    CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome, CompletionStatus,
-    DEFAULT_LEASE, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
+    CANCELLED_WHILE_RUNNING, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
+    CompletionStatus, DEFAULT_LEASE, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus,
+    PurgeRequest, QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
 };
 pub use redrive::redrive_with_results;
 pub use results::ResultStore;

@@ -9,6 +9,10 @@ use omniq_models::{
 
 use crate::{BoxFuture, StoreResult};
 
+/// Why a task ends Cancelled when its attempt ended (retry, release, or an expired lease)
+/// after its cancel was requested and before its worker stopped it.
+pub const CANCELLED_WHILE_RUNNING: &str = "cancel requested while it ran";
+
 /// Default lease length when a request names none.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 

@@ -22,6 +22,7 @@ struct Held {
     attempts: i64,
     reason: Option<String>,
     errors: String,
+    cancel_requested: bool,
 }
 
 impl MySqlTaskQueue {
@@ -126,7 +127,8 @@ impl MySqlTaskQueue {
 /// Locks the tasks of the batch, in id order (so two batches lock in the same order).
 async fn lock_rows(conn: &mut MySqlConnection, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Held>> {
     let mut select = QueryBuilder::<MySql>::new(
-        "SELECT id, lease_token, state, attempts, reason, errors FROM omniq_tasks \
+        "SELECT id, lease_token, state, attempts, reason, errors, cancel_requested \
+         FROM omniq_tasks \
          WHERE id IN ",
     );
     push_ids(&mut select, ids);
@@ -146,6 +148,7 @@ async fn lock_rows(conn: &mut MySqlConnection, ids: &[Uuid]) -> StoreResult<Hash
                 attempts: column(row, "attempts")?,
                 reason: column(row, "reason")?,
                 errors: column(row, "errors")?,
+                cancel_requested: column(row, "cancel_requested")?,
             },
         );
     }
@@ -171,6 +174,17 @@ async fn apply_one(
     let mut reason = row.reason.clone();
     let mut cancel_requested = None;
     let mut attempts = row.attempts;
+    // A retry or release of a task whose cancel was requested while it ran ends it
+    // Cancelled instead: the request must not be lost with the attempt.
+    let cancelled_instead = CompletionOutcome::Cancelled {
+        reason: omniq_storage::CANCELLED_WHILE_RUNNING.to_owned(),
+    };
+    let outcome = match outcome {
+        CompletionOutcome::Retry { .. } | CompletionOutcome::Release if row.cancel_requested => {
+            &cancelled_instead
+        }
+        other => other,
+    };
     let state = match outcome {
         CompletionOutcome::Succeeded => {
             finished_at = Some(now);

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
-use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult};
+use omniq_storage::{
+    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+};
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
 
@@ -41,7 +43,7 @@ impl MySqlTaskQueue {
         // all, and two recovering workers split the expired ones between them. Deadlines
         // are judged on the server's clock, the one they were set by.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, attempts, max_attempts, errors FROM omniq_tasks \
+            "SELECT id, attempts, max_attempts, errors, cancel_requested, reason FROM omniq_tasks \
              WHERE state = 'running' AND lease_expires_at <= {SERVER_NOW_MICROS} \
              ORDER BY lease_expires_at LIMIT ? FOR UPDATE SKIP LOCKED",
         )))
@@ -50,7 +52,7 @@ impl MySqlTaskQueue {
         .await
         .map_err(store_error)?;
         let mut ids = Vec::with_capacity(rows.len());
-        let mut failed = Vec::new();
+        let mut finished = Vec::new();
         for row in &rows {
             let id: Uuid = column(row, "id")?;
             let attempts: i64 = column(row, "attempts")?;
@@ -63,26 +65,40 @@ impl MySqlTaskQueue {
                 error: error.clone(),
             });
             let spent = attempts >= max_attempts;
+            // A task whose cancel was requested while it ran ends Cancelled: recovering it
+            // must not run it again.
+            let cancelled = column::<bool>(row, "cancel_requested")?;
+            let reason = column::<Option<String>>(row, "reason")?;
+            let (state, reason) = if cancelled {
+                let reason = reason.unwrap_or_else(|| CANCELLED_WHILE_RUNNING.into());
+                ("cancelled", Some(reason))
+            } else if spent {
+                ("failed", reason)
+            } else {
+                ("queued", reason)
+            };
+            let finishes = state != "queued";
             sqlx::query(
                 "UPDATE omniq_tasks SET state = ?, finished_at = ?, updated_at = ?, \
                  lease_token = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
-                 errors = ? WHERE id = ?",
+                 reason = ?, errors = ? WHERE id = ?",
             )
-            .bind(if spent { "failed" } else { "queued" })
-            .bind(spent.then_some(to_micros(now)))
+            .bind(state)
+            .bind(finishes.then_some(to_micros(now)))
             .bind(to_micros(now))
+            .bind(reason)
             .bind(to_json(&errors)?)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
             ids.push(id);
-            if spent {
-                failed.push(id);
+            if finishes {
+                finished.push(id);
             }
         }
         let mut changes = read_changes(&mut tx, &ids).await?;
-        settle_dependents(&mut tx, failed, now, &mut changes).await?;
+        settle_dependents(&mut tx, finished, now, &mut changes).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(changes)
     }

@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::TaskState;
-use omniq_storage::{Completed, Completion, CompletionOutcome, CompletionStatus, StoreResult};
+use omniq_storage::{
+    CANCELLED_WHILE_RUNNING, Completed, Completion, CompletionOutcome, CompletionStatus,
+    StoreResult,
+};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -117,23 +120,28 @@ async fn apply(
     //   (retry at its run_at, scheduled if that is ahead); release gives the attempt back;
     // - failed and retry append the attempt's error to the history;
     // - a reason given when the cancel was requested wins over the worker's.
+    // - a retry or release of a task whose cancel was requested while it ran ends it
+    //   Cancelled instead: the request must not be lost with the attempt.
+    let kind = "(CASE WHEN c.kind IN ('retry', 'release') AND t.cancel_requested \
+                THEN 'cancelled' ELSE c.kind END)";
     let sql = format!(
         "UPDATE {tasks} AS t SET \
-           state = CASE c.kind \
+           state = CASE {kind} \
              WHEN 'retry' THEN CASE WHEN c.run_at > $1 THEN 'scheduled' ELSE 'queued' END \
              WHEN 'release' THEN 'queued' \
-             ELSE c.kind END, \
-           attempts = CASE WHEN c.kind = 'release' THEN GREATEST(t.attempts - 1, 0) \
+             ELSE {kind} END, \
+           attempts = CASE WHEN {kind} = 'release' THEN GREATEST(t.attempts - 1, 0) \
              ELSE t.attempts END, \
-           run_at = COALESCE(c.run_at, t.run_at), \
-           finished_at = CASE WHEN c.kind IN ('succeeded', 'failed', 'cancelled') THEN $1 \
+           run_at = CASE WHEN {kind} = 'retry' THEN c.run_at ELSE t.run_at END, \
+           finished_at = CASE WHEN {kind} IN ('succeeded', 'failed', 'cancelled') THEN $1 \
              ELSE t.finished_at END, \
            updated_at = $1, \
            lease_token = NULL, \
            lease_expires_at = NULL, \
-           reason = CASE c.kind WHEN 'cancelled' THEN COALESCE(t.reason, c.reason) \
+           reason = CASE {kind} WHEN 'cancelled' \
+             THEN COALESCE(t.reason, c.reason, '{CANCELLED_WHILE_RUNNING}') \
              WHEN 'succeeded' THEN NULL WHEN 'failed' THEN NULL ELSE t.reason END, \
-           cancel_requested = CASE WHEN c.kind IN ('retry', 'release') THEN FALSE \
+           cancel_requested = CASE WHEN {kind} IN ('retry', 'release') THEN FALSE \
              ELSE t.cancel_requested END, \
            errors = CASE WHEN c.error IS NULL THEN t.errors ELSE t.errors || \
              jsonb_build_array(jsonb_build_object('attempt', t.attempts, 'at', $2::jsonb, \

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use omniq_models::{TaskError, TaskErrorKind, TaskId, TaskState};
-use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult};
+use omniq_storage::{
+    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -32,9 +34,15 @@ impl PgTaskQueue {
         // all, and two recovering workers split the expired ones between them. Deadlines
         // are judged on the server's clock, the one they were set by.
         let rows = sqlx::query(AssertSqlSafe(format!(
+            // A task whose cancel was requested while it ran ends Cancelled: recovering it
+            // must not run it again.
             "UPDATE {tasks} AS t SET \
-               state = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'queued' END, \
-               finished_at = CASE WHEN t.attempts >= t.max_attempts THEN $1 END, \
+               state = CASE WHEN t.cancel_requested THEN 'cancelled' \
+                 WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'queued' END, \
+               finished_at = CASE WHEN t.cancel_requested OR t.attempts >= t.max_attempts \
+                 THEN $1 END, \
+               reason = CASE WHEN t.cancel_requested \
+                 THEN COALESCE(t.reason, '{CANCELLED_WHILE_RUNNING}') ELSE t.reason END, \
                updated_at = $1, lease_token = NULL, lease_expires_at = NULL, \
                cancel_requested = FALSE, \
                errors = t.errors || jsonb_build_array(jsonb_build_object( \
@@ -56,12 +64,12 @@ impl PgTaskQueue {
             .iter()
             .map(change_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
-        let failed = changes
+        let finished = changes
             .iter()
-            .filter(|c| c.state == TaskState::Failed)
+            .filter(|c| c.state.is_terminal())
             .map(|c| *c.task_id.as_uuid())
             .collect();
-        settle_dependents(&mut tx, names, failed, now, &mut changes).await?;
+        settle_dependents(&mut tx, names, finished, now, &mut changes).await?;
         let mut ready = ReadyQueues::new();
         ready_from(&changes, &mut ready);
         notify(&mut tx, &names.task_channel, &ready).await?;

@@ -28,6 +28,9 @@ local NOW = tonumber(NOW_S)
 local NOW_TEXT = ARGV[3]
 local LEASES, EXPIRY, SEQ, QUEUES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local WAKE_CAP = 64
+-- omniq_storage::CANCELLED_WHILE_RUNNING: why a task whose cancel was requested while it
+-- ran ends Cancelled when its attempt is retried, released or recovered instead.
+local CANCELLED_WHILE_RUNNING = 'cancel requested while it ran'
 
 local function int(n)
   return string.format('%d', n)

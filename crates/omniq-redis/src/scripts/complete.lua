@@ -23,6 +23,12 @@ for i = 4, #ARGV, 5 do
     statuses[#statuses + 1] = 'applied'
     local queue, seq, expires_at, unique_key = h[3], h[4], h[5], h[6]
     redis.call('ZREM', LEASES, id)
+    -- A retry or release of a task whose cancel was requested while it ran ends it
+    -- Cancelled instead: the request must not be lost with the attempt.
+    if (kind == 'retry' or kind == 'release') and redis.call('HGET', tk, 'cancel') == '1' then
+      kind = 'cancelled'
+      detail = CANCELLED_WHILE_RUNNING
+    end
     if kind == 'succeeded' or kind == 'failed' or kind == 'cancelled' then
       if kind == 'succeeded' then
         finish(id, tk, queue, seq, 'running', 'succeeded', nil, expires_at, unique_key)

@@ -14,11 +14,17 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', LEASES, id)
   local tk = task_key(id)
   local h = redis.call('HMGET', tk, 'state', 'attempts', 'max_attempts', 'queue', 'seq',
-    'errors', 'expires_at', 'unique_key', 'children', 'priority', 'run_at')
+    'errors', 'expires_at', 'unique_key', 'children', 'priority', 'run_at', 'cancel', 'reason')
   if h[1] == 'running' then
     local queue, seq = h[4], h[5]
     local errors = with_error(h[6], h[2], err)
-    if tonumber(h[2]) >= tonumber(h[3]) then
+    if h[12] == '1' then
+      -- Its cancel was requested while it ran: recovering it must not run it again.
+      finish(id, tk, queue, seq, 'running', 'cancelled', h[13] or CANCELLED_WHILE_RUNNING,
+        h[7], h[8], 'errors', errors)
+      changes[#changes + 1] = change(id, tk)
+      settle(id, h[9], changes)
+    elseif tonumber(h[2]) >= tonumber(h[3]) then
       finish(id, tk, queue, seq, 'running', 'failed', nil, h[7], h[8], 'errors', errors)
       changes[#changes + 1] = change(id, tk)
       settle(id, h[9], changes)

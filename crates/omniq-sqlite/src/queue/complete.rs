@@ -1,6 +1,8 @@
 //! Completions: fenced by the lease token, applied in one transaction per batch.
 
-use omniq_storage::{Completed, Completion, CompletionOutcome, CompletionStatus, StoreResult};
+use omniq_storage::{
+    Completed, Completion, CompletionOutcome, CompletionStatus, LeaseRef, StoreResult,
+};
 use std::collections::HashSet;
 
 use omniq_models::TaskId;
@@ -44,6 +46,22 @@ impl SqliteTaskQueue {
                 });
                 continue;
             }
+            // A retry or release of a task whose cancel was requested while it ran ends it
+            // Cancelled instead: the request must not be lost with the attempt.
+            let completion = if matches!(
+                completion.outcome,
+                CompletionOutcome::Retry { .. } | CompletionOutcome::Release
+            ) && cancel_requested(&mut tx, &completion.lease).await?
+            {
+                Completion {
+                    lease: completion.lease,
+                    outcome: CompletionOutcome::Cancelled {
+                        reason: omniq_storage::CANCELLED_WHILE_RUNNING.to_owned(),
+                    },
+                }
+            } else {
+                completion
+            };
             // Parameters: ?1 id, ?2 lease token, ?3 now, ?4 now as JSON, ?5 error or reason,
             // ?6 run_at.
             let (sql, finishes) = match &completion.outcome {
@@ -128,6 +146,20 @@ impl SqliteTaskQueue {
         }
         Ok(completed)
     }
+}
+
+/// Whether the task `lease` still holds had its cancel requested while it ran.
+async fn cancel_requested(conn: &mut SqliteConnection, lease: &LeaseRef) -> StoreResult<bool> {
+    let requested: Option<bool> = sqlx::query_scalar(
+        "SELECT cancel_requested FROM omniq_tasks \
+         WHERE id = ? AND lease_token = ? AND state = 'running'",
+    )
+    .bind(lease.task_id.to_string())
+    .bind(lease.token.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(requested.unwrap_or(false))
 }
 
 /// Applies every Succeeded completion of the batch, fenced, in one statement per chunk.

@@ -22,7 +22,7 @@ impl SqliteTaskQueue {
             .await
             .map_err(store_error)?;
         let expired = sqlx::query(
-            "SELECT id, attempts, max_attempts FROM omniq_tasks \
+            "SELECT id, attempts, max_attempts, cancel_requested FROM omniq_tasks \
              WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
         )
         // On the clock the deadlines were set by: the machine's.
@@ -36,7 +36,12 @@ impl SqliteTaskQueue {
             let id: String = row.try_get("id").map_err(store_error)?;
             let attempts: i64 = row.try_get("attempts").map_err(store_error)?;
             let max_attempts: i64 = row.try_get("max_attempts").map_err(store_error)?;
-            let state = if attempts >= max_attempts {
+            let cancel_requested: bool = row.try_get("cancel_requested").map_err(store_error)?;
+            // A task whose cancel was requested while it ran ends Cancelled: recovering it
+            // must not run it again.
+            let state = if cancel_requested {
+                TaskState::Cancelled
+            } else if attempts >= max_attempts {
                 TaskState::Failed
             } else {
                 TaskState::Queued
@@ -52,7 +57,8 @@ impl SqliteTaskQueue {
             };
             let row = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE omniq_tasks SET state = ?1, updated_at = ?2, \
-                 finished_at = CASE WHEN ?1 = 'failed' THEN ?2 ELSE NULL END, \
+                 finished_at = CASE WHEN ?1 IN ('failed', 'cancelled') THEN ?2 ELSE NULL END, \
+                 reason = CASE WHEN ?1 = 'cancelled' THEN COALESCE(reason, ?5) ELSE reason END, \
                  lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0, \
                  errors = json_insert(errors, '$[#]', json(?3)) \
                  WHERE id = ?4 AND state = 'running' RETURNING {CHANGE_COLUMNS}"
@@ -61,11 +67,12 @@ impl SqliteTaskQueue {
             .bind(to_micros(now))
             .bind(to_json(&error)?)
             .bind(&id)
+            .bind(omniq_storage::CANCELLED_WHILE_RUNNING)
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
             changes.push(change_from_row(&row)?);
-            if state == TaskState::Failed {
+            if state.is_terminal() {
                 settle_dependents(&mut tx, id, now, &mut changes).await?;
             }
         }

@@ -581,3 +581,84 @@ pub async fn a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_exi
         vec![child.id]
     );
 }
+
+/// A running task whose cancel was requested ends Cancelled, with its dependents, whether
+/// its attempt then asks for a retry, is released, or its lease expires and is recovered:
+/// the request is never lost and the task never runs again.
+pub async fn a_cancel_requested_while_running_survives_retry_release_and_recovery(stores: Stores) {
+    for ending in ["retry", "release", "recovery"] {
+        let queue = unique_queue("cancel-survives");
+        let parent = spec(&queue, TaskOptions::default().max_attempts(5));
+        let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
+        stores
+            .queue
+            .enqueue(vec![parent.clone(), child.clone()])
+            .await
+            .expect("enqueue");
+        let lease_length = if ending == "recovery" {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(30)
+        };
+        let lease = stores
+            .queue
+            .dequeue(super::support::request(&[&queue], 1).lease(lease_length))
+            .await
+            .expect("dequeue")
+            .remove(0);
+        let cancellation = stores
+            .queue
+            .cancel(parent.id, "user asked".into())
+            .await
+            .expect("cancel");
+        assert_eq!(cancellation.outcome, CancelOutcome::Requested, "{ending}");
+        match ending {
+            "retry" => {
+                let completed = finish(
+                    &*stores.queue,
+                    &lease,
+                    CompletionOutcome::Retry {
+                        run_at: Utc::now(),
+                        error: TaskError::new("failed before it heard of the cancel"),
+                    },
+                )
+                .await;
+                assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
+            }
+            "release" => {
+                let completed = finish(&*stores.queue, &lease, CompletionOutcome::Release).await;
+                assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
+            }
+            _ => {
+                eventually_some("the lease to expire and be recovered", || {
+                    let store = stores.queue.clone();
+                    async move {
+                        let recovered = store.recover_expired(100).await.expect("recover");
+                        recovered
+                            .iter()
+                            .any(|c| c.task_id == parent.id)
+                            .then_some(())
+                    }
+                })
+                .await;
+            }
+        }
+        let record = stores
+            .queue
+            .get(parent.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(record.state, TaskState::Cancelled, "{ending}");
+        assert!(record.reason.is_some(), "{ending}: the reason is kept");
+        assert_eq!(
+            state_of(&*stores.queue, child.id).await,
+            TaskState::Cancelled,
+            "{ending}: its dependents are cancelled as for any cancel"
+        );
+        assert!(
+            claim(&*stores.queue, &[&queue], 10).await.is_empty(),
+            "{ending}: it never runs again"
+        );
+    }
+}

@@ -160,6 +160,7 @@ macro_rules! conformance_suite {
             a_task_past_its_ttl_expires_and_never_runs,
             claims_skip_expired_tasks,
             cancelling_a_running_task_is_requested_through_the_heartbeat,
+            a_cancel_requested_while_running_survives_retry_release_and_recovery,
             redrive_sends_dead_letters_back_with_attempts_reset,
             redrive_leaves_a_task_whose_unique_key_is_taken,
             purge_deletes_finished_tasks_only,
