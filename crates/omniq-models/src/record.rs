@@ -88,6 +88,20 @@ impl TaskSpec {
         if self.queue.is_empty() {
             return fault("queue", "is empty");
         }
+        // Names are keys: some stores cannot hold a NUL in them, so none may.
+        let has_nul = |text: &str| text.contains('\0');
+        if has_nul(&self.name) {
+            return fault("name", "contains a NUL character");
+        }
+        if has_nul(&self.queue) {
+            return fault("queue", "contains a NUL character");
+        }
+        if self.unique_key.as_deref().is_some_and(has_nul) {
+            return fault("unique_key", "contains a NUL character");
+        }
+        if self.metadata.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
+            return fault("metadata", "contains a NUL character");
+        }
         if self.max_attempts == 0 {
             return fault("max_attempts", "must be at least 1");
         }

@@ -97,6 +97,55 @@ pub(crate) fn change_from_row(row: &PgRow) -> StoreResult<StateChange> {
     })
 }
 
+/// JSON for a `jsonb` (or text) column. PostgreSQL cannot store a NUL character, in
+/// text or in JSON (`\u0000` is refused), and one refused value fails its whole statement,
+/// so a batch: every NUL a user's text carries (an error message, say) is stored as U+FFFD.
 pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+    let json = serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(without_nul_escapes(json))
+}
+
+/// `json` with every `\u0000` escape (not an escaped backslash followed by `u0000`)
+/// replaced by `\ufffd`.
+fn without_nul_escapes(json: String) -> String {
+    if !json.contains("\\u0000") {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len());
+    let mut rest = json.as_str();
+    while let Some(at) = rest.find("\\u0000") {
+        // An escape only if preceded by an even number of backslashes.
+        let backslashes = rest[..at].bytes().rev().take_while(|b| *b == b'\\').count();
+        out.push_str(&rest[..at]);
+        out.push_str(if backslashes % 2 == 0 {
+            "\\ufffd"
+        } else {
+            "\\u0000"
+        });
+        rest = &rest[at + 6..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Text for a `text` column: NUL, which PostgreSQL refuses, becomes U+FFFD.
+pub(crate) fn pg_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_never_reach_postgres() {
+        let json = to_json(&"a\0b \\u0000 c").expect("json");
+        assert_eq!(json, r#""a\ufffdb \\u0000 c""#);
+        assert_eq!(pg_text("x\0y"), "x\u{FFFD}y");
+        assert_eq!(pg_text("plain"), "plain");
+    }
 }

@@ -18,7 +18,7 @@ use super::notify::{ReadyQueues, notify, ready_from};
 use super::settle::settle_dependents;
 use crate::error::store_error;
 use crate::names::Names;
-use crate::rows::{column, parse_state, to_json};
+use crate::rows::{column, parse_state, pg_text, to_json};
 
 /// The batch as columns, one entry per completion sent.
 #[derive(Default)]
@@ -91,7 +91,9 @@ fn push(columns: &mut Columns, completion: &Completion) -> StoreResult<()> {
     let (kind, run_at, error, reason) = match &completion.outcome {
         CompletionOutcome::Succeeded => ("succeeded", None, None, None),
         CompletionOutcome::Failed { error } => ("failed", None, Some(to_json(error)?), None),
-        CompletionOutcome::Cancelled { reason } => ("cancelled", None, None, Some(reason.clone())),
+        CompletionOutcome::Cancelled { reason } => {
+            ("cancelled", None, None, Some(pg_text(reason).into_owned()))
+        }
         CompletionOutcome::Retry { run_at, error } => {
             ("retry", Some(*run_at), Some(to_json(error)?), None)
         }

@@ -11,7 +11,7 @@ use super::PgTaskQueue;
 use super::notify::{ReadyQueues, notify, ready_from};
 use super::settle::settle_dependents;
 use crate::error::store_error;
-use crate::rows::{TASK_COLUMNS, column, parse_state, record_from_row, to_i64};
+use crate::rows::{TASK_COLUMNS, column, parse_state, pg_text, record_from_row, to_i64};
 
 impl PgTaskQueue {
     pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -107,7 +107,7 @@ impl PgTaskQueue {
                     tasks = names.tasks
                 )))
                 .bind(now)
-                .bind(&reason)
+                .bind(pg_text(&reason))
                 .bind(id.as_uuid())
                 .execute(&mut *tx)
                 .await
@@ -122,7 +122,7 @@ impl PgTaskQueue {
                      WHERE id = $3",
                     tasks = names.tasks
                 )))
-                .bind(&reason)
+                .bind(pg_text(&reason))
                 .bind(now)
                 .bind(id.as_uuid())
                 .execute(&mut *tx)

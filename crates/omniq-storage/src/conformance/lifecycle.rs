@@ -662,3 +662,90 @@ pub async fn a_cancel_requested_while_running_survives_retry_release_and_recover
         );
     }
 }
+
+/// Text no store can refuse: errors and reasons holding a NUL character or any other odd
+/// Unicode are applied with the rest of their batch (a NUL may be kept as U+FFFD), and an
+/// event carrying one is stored with its batch.
+pub async fn odd_text_in_errors_reasons_and_events_never_fails_a_batch(stores: Stores) {
+    let queue = unique_queue("odd-text");
+    let odd = "nul:\0 emoji:🦀 rtl:\u{202e} zw:\u{200b} quote:' backslash:\\u0000 end";
+    let tasks: Vec<_> = (0..4)
+        .map(|_| spec(&queue, TaskOptions::default().max_attempts(3)))
+        .collect();
+    stores.queue.enqueue(tasks.clone()).await.expect("enqueue");
+    let leases = claim(&*stores.queue, &[&queue], 4).await;
+    assert_eq!(leases.len(), 4);
+    let outcomes = [
+        CompletionOutcome::Failed {
+            error: TaskError::permanent(odd),
+        },
+        CompletionOutcome::Retry {
+            run_at: Utc::now() + chrono::Duration::minutes(10),
+            error: TaskError::new(odd),
+        },
+        CompletionOutcome::Cancelled {
+            reason: odd.to_owned(),
+        },
+        CompletionOutcome::Succeeded,
+    ];
+    let completions = leases
+        .iter()
+        .zip(outcomes)
+        .map(|(lease, outcome)| Completion {
+            lease: lease.reference(),
+            outcome,
+        })
+        .collect();
+    let completed = stores.queue.complete(completions).await.expect("complete");
+    assert_eq!(completed.statuses, vec![CompletionStatus::Applied; 4]);
+    let readable = |text: &str| text.contains("emoji:🦀") && text.ends_with("end");
+    let failed = stores
+        .queue
+        .get(leases[0].spec.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(failed.state, TaskState::Failed);
+    let error = failed.last_error().expect("its error");
+    assert!(readable(&error.message), "{:?}", error.message);
+    let cancelled = stores
+        .queue
+        .get(leases[2].spec.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(cancelled.state, TaskState::Cancelled);
+    assert!(cancelled.reason.as_deref().is_some_and(readable));
+
+    // A cancel reason given by a user, and an event, with the same text.
+    let waiting = spec(&queue, TaskOptions::default());
+    enqueue_one(&*stores.queue, waiting.clone()).await;
+    let cancellation = stores
+        .queue
+        .cancel(waiting.id, odd.to_owned())
+        .await
+        .expect("cancel");
+    assert_eq!(cancellation.outcome, CancelOutcome::Cancelled);
+    let event = omniq_models::TaskEvent::for_task(
+        omniq_models::TaskEventKind::Failed,
+        waiting.id,
+        "conformance.task",
+        &queue,
+    )
+    .message(odd);
+    stores.events.append(vec![event]).await.expect("append");
+    let stored = stores
+        .events
+        .query(crate::EventQuery {
+            task_id: Some(waiting.id),
+            ..crate::EventQuery::default()
+        })
+        .await
+        .expect("query");
+    assert!(
+        stored
+            .iter()
+            .any(|e| e.message.as_deref().is_some_and(readable)),
+        "{stored:?}"
+    );
+}

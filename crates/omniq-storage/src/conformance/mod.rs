@@ -161,6 +161,7 @@ macro_rules! conformance_suite {
             claims_skip_expired_tasks,
             cancelling_a_running_task_is_requested_through_the_heartbeat,
             a_cancel_requested_while_running_survives_retry_release_and_recovery,
+            odd_text_in_errors_reasons_and_events_never_fails_a_batch,
             redrive_sends_dead_letters_back_with_attempts_reset,
             redrive_leaves_a_task_whose_unique_key_is_taken,
             purge_deletes_finished_tasks_only,

@@ -937,13 +937,21 @@ pub async fn invalid_options_are_refused_at_enqueue_and_nothing_is_stored(stores
             TaskOptions::default().timeout(std::time::Duration::ZERO),
         ),
         ("no attempts", TaskOptions::default()),
+        ("NUL in the name", TaskOptions::default()),
+        (
+            "NUL in the unique key",
+            TaskOptions::default().unique_key("a\0b"),
+        ),
     ];
     for (what, options) in invalid {
         let good = spec(&queue, TaskOptions::default());
         let mut bad = spec(&queue, options);
+        // Built by hand: the options' builder never resolves to these.
         if what == "no attempts" {
-            // Built by hand: the options' builder never resolves to zero attempts.
             bad.max_attempts = 0;
+        }
+        if what == "NUL in the name" {
+            bad.name = "conformance\0task".to_owned();
         }
         let err = stores
             .queue
