@@ -29,6 +29,9 @@ pub mod secrets;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::future::Future;
 use std::pin::Pin;
 
