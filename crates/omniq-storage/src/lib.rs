@@ -33,6 +33,9 @@ mod validate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::future::Future;
 use std::pin::Pin;
 
