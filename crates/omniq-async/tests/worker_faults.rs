@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use omniq_async::{Error, Task, TaskContext, TaskError, TaskErrorKind, TaskState};
+use omniq_storage::testing::{Fault, Op, Window};
 use serde::{Deserialize, Serialize};
 use support::{Harness, WAIT};
 
@@ -287,11 +288,14 @@ async fn completions_survive_a_queue_store_outage(h: Harness) {
         .expect("start");
     runs.until("all 20 run", |r| r.total.load(Ordering::SeqCst) == 20)
         .await;
-    queue_faults.down.store(true, Ordering::SeqCst);
+    queue_faults.outage();
     gate.add_permits(20);
-    queue_faults.wait_for_failures(5, WAIT).await;
+    queue_faults
+        .wait_for_faults(Op::Complete, 5, WAIT)
+        .await
+        .expect("completions fail");
     tokio::time::sleep(LONG_OUTAGE).await;
-    queue_faults.down.store(false, Ordering::SeqCst);
+    queue_faults.restore();
     for (i, handle) in handles.iter().enumerate() {
         assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
     }
@@ -320,13 +324,16 @@ async fn a_results_outage_holds_back_only_the_successes(h: Harness) {
                 Err::<(), _>(TaskError::permanent("fails for good"))
             })
     };
-    result_faults.down.store(true, Ordering::SeqCst);
+    result_faults.outage();
     let ok = faulty
         .enqueue_by_name::<u32>("test.ok", 10)
         .await
         .expect("enqueue");
     let worker = faulty.worker().start().expect("start");
-    result_faults.wait_for_failures(3, WAIT).await;
+    result_faults
+        .wait_for_faults(Op::PutResults, 3, WAIT)
+        .await
+        .expect("results fail");
     let bad = faulty
         .enqueue_by_name::<()>("test.bad", 0)
         .await
@@ -341,7 +348,7 @@ async fn a_results_outage_holds_back_only_the_successes(h: Harness) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(LONG_OUTAGE).await;
-    result_faults.down.store(false, Ordering::SeqCst);
+    result_faults.restore();
     assert_eq!(
         ok.wait(WAIT).await.expect("result"),
         11,
@@ -389,12 +396,12 @@ async fn a_handler_whose_lease_cannot_be_renewed_is_stopped(h: Harness) {
     .await;
     // A partition: nothing reaches the store, so the lease can be neither renewed nor
     // taken over. The worker must stop the handler on its own.
-    queue_faults.down.store(true, Ordering::SeqCst);
+    queue_faults.outage();
     runs.until("the first run is stopped", |r| {
         r.running.load(Ordering::SeqCst) == 0
     })
     .await;
-    queue_faults.down.store(false, Ordering::SeqCst);
+    queue_faults.restore();
     assert_eq!(
         handle.wait(WAIT).await.expect("result"),
         2,
@@ -413,7 +420,11 @@ async fn a_handler_whose_lease_cannot_be_renewed_is_stopped(h: Harness) {
 /// lease and runs once, although a healthy second worker would recover an expired one.
 async fn a_slow_prune_never_starves_heartbeats(h: Harness) {
     let (faulty, queue_faults, _) = support::faults::faulty(&h.omniq);
-    queue_faults.purge_delay_ms.store(10_000, Ordering::SeqCst);
+    queue_faults.set(
+        Op::Purge,
+        Fault::Delay(Duration::from_secs(10)),
+        Window::UntilCleared,
+    );
     let runs = Arc::new(Runs::default());
     let slow = |runs: Arc<Runs>| {
         move |_: u32| {
@@ -478,14 +489,12 @@ async fn lost_claim_replies_cost_an_attempt_and_nothing_else(h: Harness) {
                 .expect("enqueue"),
         );
     }
-    queue_faults
-        .lose_claim_replies
-        .store(true, Ordering::SeqCst);
+    queue_faults.set(Op::Dequeue, Fault::LoseReply, Window::Next(1));
     let worker = faulty.worker().start().expect("start");
-    queue_faults.wait_for_failures(1, WAIT).await;
     queue_faults
-        .lose_claim_replies
-        .store(false, Ordering::SeqCst);
+        .wait_for_faults(Op::Dequeue, 1, WAIT)
+        .await
+        .expect("a claim reply lost");
     for (i, handle) in handles.iter().enumerate() {
         assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
     }
@@ -570,9 +579,7 @@ async fn lost_completion_replies_are_sent_again_and_applied_once(h: Harness) {
                 Err::<(), _>(TaskError::permanent("fails for good"))
             })
     };
-    queue_faults
-        .lose_completion_replies
-        .store(true, Ordering::SeqCst);
+    queue_faults.set(Op::Complete, Fault::LoseReply, Window::UntilCleared);
     let mut handles = Vec::new();
     for i in 0..10u32 {
         handles.push(
@@ -587,10 +594,11 @@ async fn lost_completion_replies_are_sent_again_and_applied_once(h: Harness) {
         .await
         .expect("enqueue");
     let worker = faulty.worker().start().expect("start");
-    queue_faults.wait_for_failures(2, WAIT).await;
     queue_faults
-        .lose_completion_replies
-        .store(false, Ordering::SeqCst);
+        .wait_for_faults(Op::Complete, 2, WAIT)
+        .await
+        .expect("replies lost");
+    queue_faults.clear(Op::Complete);
     for (i, handle) in handles.iter().enumerate() {
         assert_eq!(handle.wait(WAIT).await.expect("result"), i as u32);
     }
