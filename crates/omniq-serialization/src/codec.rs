@@ -154,9 +154,9 @@ fn read_len(body: &[u8], at: &mut usize, width: usize) -> Result<usize, String> 
         .get(*at..*at + width)
         .ok_or_else(|| format!("truncated length at byte {at}"))?;
     *at += width;
-    Ok(bytes
-        .iter()
-        .fold(0usize, |len, &b| len.saturating_mul(256).saturating_add(usize::from(b))))
+    Ok(bytes.iter().fold(0usize, |len, &b| {
+        len.saturating_mul(256).saturating_add(usize::from(b))
+    }))
 }
 
 #[cfg(test)]

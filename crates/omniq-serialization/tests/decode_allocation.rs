@@ -32,7 +32,12 @@ fn decode_within_budget(bytes: &[u8]) {
         let text = codec.decode::<String>(bytes);
         let list = codec.decode::<Vec<u64>>(bytes);
         ALLOCATOR.set_limit(usize::MAX).expect("no limit");
-        for result in [value.map(drop), bin.map(drop), text.map(drop), list.map(drop)] {
+        for result in [
+            value.map(drop),
+            bin.map(drop),
+            text.map(drop),
+            list.map(drop),
+        ] {
             if let Err(err) = result {
                 assert!(
                     !matches!(err, SerializationError::Encode { .. }),
