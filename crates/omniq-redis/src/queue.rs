@@ -8,6 +8,7 @@ use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
+    effective_purge_limit,
 };
 use redis::{Script, ScriptInvocation, Value};
 
@@ -294,24 +295,31 @@ impl RedisTaskQueue {
             .finished_before
             .map(|at| micros(at).to_string())
             .unwrap_or_default();
+        // Each script call examines at most a batch, and never more than the budget left, so
+        // it deletes at most `limit` in all and never blocks the server for long.
+        let limit = u64::try_from(effective_purge_limit(request.limit)).unwrap_or(u64::MAX);
         let mut purged = 0u64;
-        for queue in &queues {
+        'queues: for queue in &queues {
             for state in &states {
                 let mut cursor = "0".to_owned();
                 loop {
+                    let Some(left) = limit.checked_sub(purged).filter(|left| *left > 0) else {
+                        break 'queues;
+                    };
+                    let batch = usize::try_from(left).map_or(PURGE_BATCH, |l| l.min(PURGE_BATCH));
                     let mut invocation = self.invocation(&self.backend.scripts().purge, Utc::now());
                     invocation
                         .arg(queue)
                         .arg(state.as_str())
                         .arg(&before)
                         .arg(&cursor)
-                        .arg(PURGE_BATCH);
+                        .arg(batch);
                     let mut reply = items(self.call(&invocation).await?)?.into_iter();
                     let mut next = || reply.next().unwrap_or(Value::Nil);
                     purged += u64::try_from(integer(next())?).unwrap_or(0);
                     cursor = string(next())?;
                     let examined = usize::try_from(integer(next())?).unwrap_or(0);
-                    if examined < PURGE_BATCH {
+                    if examined < batch {
                         break;
                     }
                 }
@@ -343,7 +351,7 @@ impl RedisTaskQueue {
     }
 
     async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         let offset = query.offset.min(MAX_COUNT);
         let limit = limit.min(MAX_COUNT - offset);
         let mut invocation = self.invocation(&self.backend.scripts().list, Utc::now());

@@ -140,7 +140,7 @@ async fn events_before_a_time_are_purged() {
     let new = TaskEvent::for_task(TaskEventKind::Started, id, "t", "q");
     events.append(vec![old, new.clone()]).await.expect("append");
     let purged = events
-        .purge_before(Utc::now() - chrono::Duration::minutes(1))
+        .purge_before(Utc::now() - chrono::Duration::minutes(1), 0)
         .await
         .expect("purge");
     assert_eq!(purged, 1);

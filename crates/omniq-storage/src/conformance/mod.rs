@@ -121,6 +121,10 @@ macro_rules! conformance_suite {
             redrive_sends_dead_letters_back_with_attempts_reset,
             redrive_leaves_a_task_whose_unique_key_is_taken,
             purge_deletes_finished_tasks_only,
+            purge_is_bounded_per_call,
+            purge_expired_removes_expired_results_bounded_per_call,
+            purge_before_removes_old_events_bounded_per_call,
+            listing_limits_are_clamped_to_the_maximum,
             a_unique_window_dedupes_against_finished_tasks,
         );
     };
