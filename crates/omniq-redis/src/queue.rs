@@ -24,6 +24,8 @@ use crate::error::{corrupt, redis_error};
 const ENQUEUE_FIELDS: usize = 15;
 /// Tasks examined per purge script call, so that no call blocks the server for long.
 const PURGE_BATCH: usize = 500;
+/// Failed tasks re-driven per script call.
+const REDRIVE_PAGE: usize = 500;
 /// The largest count handed to a script: Lua numbers are doubles, and Redis reads the
 /// larger ones back as text in exponent form.
 const MAX_COUNT: usize = 1 << 30;
@@ -249,28 +251,63 @@ impl RedisTaskQueue {
     }
 
     async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
-        let mut invocation = self.invocation(&self.backend.scripts().redrive, Utc::now());
-        match &target {
-            RedriveTarget::Tasks(ids) if ids.is_empty() => return Ok(Vec::new()),
+        // A page per script call: one call over a whole dead-letter set would block the
+        // server for as long as it takes.
+        let mut redriven = Vec::new();
+        match target {
             RedriveTarget::Tasks(ids) => {
-                invocation.arg("ids");
-                for id in ids {
-                    invocation.arg(id.to_string());
+                for page in ids.chunks(REDRIVE_PAGE) {
+                    let mut invocation =
+                        self.invocation(&self.backend.scripts().redrive, Utc::now());
+                    invocation.arg("ids");
+                    for id in page {
+                        invocation.arg(id.to_string());
+                    }
+                    redriven.extend(self.redrive_page(&invocation).await?.2);
                 }
             }
-            RedriveTarget::Queue(queue) => {
-                invocation.arg("queues").arg(queue);
-            }
+            RedriveTarget::Queue(queue) => self.redrive_queue(&queue, &mut redriven).await?,
             RedriveTarget::All => {
-                invocation.arg("all");
+                for queue in self.queue_names().await? {
+                    self.redrive_queue(&queue, &mut redriven).await?;
+                }
             }
         }
-        let mut ids = items(self.call(&invocation).await?)?
-            .into_iter()
+        redriven.sort();
+        Ok(redriven)
+    }
+
+    /// Re-drives every Failed task of `queue`, a page per script call.
+    async fn redrive_queue(&self, queue: &str, redriven: &mut Vec<TaskId>) -> StoreResult<()> {
+        let mut cursor = "-inf".to_owned();
+        loop {
+            let mut invocation = self.invocation(&self.backend.scripts().redrive, Utc::now());
+            invocation
+                .arg("queue")
+                .arg(queue)
+                .arg(&cursor)
+                .arg(REDRIVE_PAGE);
+            let (last, examined, ids) = self.redrive_page(&invocation).await?;
+            redriven.extend(ids);
+            if examined < REDRIVE_PAGE {
+                return Ok(());
+            }
+            cursor = last;
+        }
+    }
+
+    /// Runs one page of `redrive.lua`: (last seq examined, how many, the ids re-driven).
+    async fn redrive_page(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> StoreResult<(String, usize, Vec<TaskId>)> {
+        let mut reply = items(self.call(invocation).await?)?.into_iter();
+        let last = string(reply.next().unwrap_or(Value::Nil))?;
+        let examined = usize::try_from(integer(reply.next().unwrap_or(Value::Nil))?).unwrap_or(0);
+        let ids = reply
             .map(|id| parse_id(&string(id)?))
             .collect::<StoreResult<Vec<_>>>()?;
-        ids.sort();
-        Ok(ids)
+        Ok((last, examined, ids))
     }
 
     async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
