@@ -363,13 +363,22 @@ impl AsyncOmniQ {
         Ok(ids)
     }
 
-    /// Deletes finished tasks (for example dead letters: `states: vec![TaskState::Failed]`).
-    /// Returns how many.
+    /// Deletes every finished task the request names (for example dead letters:
+    /// `states: vec![TaskState::Failed]`), in batches of `request.limit` (one store call
+    /// each, so no call holds the store for long). Returns how many.
     ///
     /// # Errors
-    /// [`Error::Store`] for a non-terminal state, or a store error.
+    /// [`Error::Store`] for a non-terminal state, or a store error (batches deleted before
+    /// it stay deleted).
     pub async fn purge(&self, request: PurgeRequest) -> Result<u64> {
-        Ok(self.inner.stores.queue.purge(request).await?)
+        let mut total = 0;
+        loop {
+            let deleted = self.inner.stores.queue.purge(request.clone()).await?;
+            if deleted == 0 {
+                return Ok(total);
+            }
+            total += deleted;
+        }
     }
 
     /// Stored schedules: read, pause, resume, update, delete, preview.

@@ -60,8 +60,9 @@ impl EventStore for StalledStore {
     fn purge_before(
         &self,
         before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
     ) -> BoxFuture<'_, StoreResult<u64>> {
-        self.inner.purge_before(before)
+        self.inner.purge_before(before, limit)
     }
 }
 

@@ -3,7 +3,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
 
 use crate::lock::lock;
 
@@ -57,10 +57,18 @@ impl EventStore for MemoryEventStore {
         Box::pin(async move { Ok(found) })
     }
 
-    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
+        let mut budget = effective_purge_limit(limit);
         let mut stored = lock(&self.events);
         let count = stored.len();
-        stored.retain(|e| e.at >= before);
+        stored.retain(|e| {
+            if budget > 0 && e.at < before {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
         let purged = (count - stored.len()) as u64;
         Box::pin(async move { Ok(purged) })
     }

@@ -13,6 +13,7 @@ use omniq_storage::{
     BatchAliases, BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
+    effective_purge_limit,
 };
 use tokio::sync::Notify;
 
@@ -643,7 +644,7 @@ impl State {
     }
 
     fn purge(&mut self, request: &PurgeRequest) -> u64 {
-        let doomed: Vec<TaskId> = self
+        let mut doomed: Vec<(Option<DateTime<Utc>>, TaskId)> = self
             .tasks
             .values()
             .filter(|e| {
@@ -658,9 +659,12 @@ impl State {
                         .finished_before
                         .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
             })
-            .map(|e| e.record.spec.id)
+            .map(|e| (e.record.finished_at, e.record.spec.id))
             .collect();
-        for id in &doomed {
+        // Oldest finish first, like the stores that purge through an index on it.
+        doomed.sort_unstable();
+        doomed.truncate(effective_purge_limit(request.limit));
+        for (_, id) in &doomed {
             self.tasks.remove(id);
             self.children.remove(id);
         }
@@ -780,7 +784,7 @@ impl TaskQueue for MemoryTaskQueue {
     }
 
     fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         let state = lock(&self.state);
         let mut matching: Vec<&Entry> = state
             .tasks

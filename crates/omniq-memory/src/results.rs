@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
 use tokio::sync::watch;
 
 use crate::lock::lock;
@@ -62,11 +62,19 @@ impl ResultStore for MemoryResultStore {
         Box::pin(async move { Ok(existed) })
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         let now = Utc::now();
+        let mut budget = effective_purge_limit(limit);
         let mut map = lock(&self.results);
         let before = map.len();
-        map.retain(|_, r| !r.is_expired(now));
+        map.retain(|_, r| {
+            if budget > 0 && r.is_expired(now) {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
         let purged = (before - map.len()) as u64;
         Box::pin(async move { Ok(purged) })
     }

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
 use sqlx::{MySql, QueryBuilder};
 
 use crate::MySqlBackend;
@@ -90,10 +90,12 @@ impl EventStore for MySqlEventStore {
         Box::pin(self.select(query))
     }
 
-    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_events WHERE at < ?")
+            // Bounded through the index on `at`, so one call locks a short range only.
+            let done = sqlx::query("DELETE FROM omniq_events WHERE at < ? ORDER BY at LIMIT ?")
                 .bind(to_micros(before))
+                .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
                 .execute(self.backend.pool())
                 .await
                 .map_err(store_error)?;

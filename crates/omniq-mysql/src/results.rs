@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
@@ -128,13 +128,17 @@ impl ResultStore for MySqlResultStore {
         })
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_results WHERE expires_at <= ?")
-                .bind(to_micros(Utc::now()))
-                .execute(self.backend.pool())
-                .await
-                .map_err(store_error)?;
+            // Bounded through the expiry index, so one call locks a short range only.
+            let done = sqlx::query(
+                "DELETE FROM omniq_results WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            )
+            .bind(to_micros(Utc::now()))
+            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+            .execute(self.backend.pool())
+            .await
+            .map_err(store_error)?;
             Ok(done.rows_affected())
         })
     }

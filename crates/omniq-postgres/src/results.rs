@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -163,13 +163,16 @@ impl ResultStore for PgResultStore {
         })
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
+            // Bounded through the expiry index; rows another purge holds are skipped.
             let done = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {results} WHERE expires_at <= $1",
+                "DELETE FROM {results} WHERE task_id IN (SELECT task_id FROM {results} \
+                 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
                 results = self.backend.names().results
             )))
             .bind(Utc::now())
+            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
             .execute(self.backend.pool())
             .await
             .map_err(store_error)?;

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -291,7 +292,7 @@ impl RedisBackend {
                 .await
                 .map_err(redis_error)?;
         }
-        warn_unless_noeviction(&mut manager, &url).await;
+        warn_on_eviction(&mut manager, &url).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
@@ -424,29 +425,6 @@ fn check_prefix(prefix: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// Warns when the server may evict keys: under memory pressure any policy but
-/// `noeviction` lets Redis delete tasks, which breaks "no task lost". A server that refuses
-/// `CONFIG` (managed services often do) is not an error; the docs say what to set.
-async fn warn_unless_noeviction(connection: &mut RedisConnection, url: &str) {
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(connection)
-        .await;
-    match reply {
-        Ok(pair) => match pair.get(1).map(String::as_str) {
-            Some("noeviction") | None => {}
-            Some(policy) => tracing::warn!(
-                redis = %url,
-                policy,
-                "Redis maxmemory-policy is not `noeviction`: under memory pressure Redis may \
-                 evict tasks; set `maxmemory-policy noeviction` (see docs/configuration.md)"
-            ),
-        },
-        Err(err) => tracing::debug!(redis = %url, %err, "cannot read maxmemory-policy"),
-    }
-}
-
 fn bad_url(url: &str, err: &RedisError) -> StoreError {
     StoreError::Invalid(format!(
         "bad Redis URL `{}`: {}",
@@ -526,5 +504,60 @@ mod tests {
         );
         assert_eq!(split_hosts("redis://h:1"), ["redis://h:1"]);
         assert_eq!(split_hosts("nonsense"), ["nonsense"]);
+    }
+}
+
+/// Reads the server's `maxmemory-policy` and warns when it may evict keys: an evicted task
+/// hash or queue set is a task lost without a trace. Servers that refuse `CONFIG` (managed
+/// services often rename or disable it) are tolerated: the policy is then unknown.
+async fn warn_on_eviction(conn: &mut RedisConnection, url: &str) {
+    let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match reply {
+        Ok(config) => {
+            if let Some(warning) = config
+                .get("maxmemory-policy")
+                .and_then(|policy| eviction_warning(policy))
+            {
+                tracing::warn!(url, "{warning}");
+            }
+        }
+        Err(err) => {
+            tracing::debug!(url, %err, "cannot read the Redis maxmemory-policy; not checked");
+        }
+    }
+}
+
+/// The warning for a `maxmemory-policy`, or `None` when it never evicts keys.
+fn eviction_warning(policy: &str) -> Option<String> {
+    (!policy.eq_ignore_ascii_case("noeviction")).then(|| {
+        format!(
+            "Redis maxmemory-policy is `{policy}`, not `noeviction`: under memory pressure the \
+             server may evict task keys and tasks are lost; set `maxmemory-policy noeviction` \
+             (see docs/configuration.md, Redis)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::eviction_warning;
+
+    #[test]
+    fn a_policy_that_evicts_is_warned_about_and_noeviction_is_not() {
+        assert!(eviction_warning("noeviction").is_none());
+        assert!(eviction_warning("NOEVICTION").is_none());
+        for policy in [
+            "allkeys-lru",
+            "volatile-lru",
+            "allkeys-random",
+            "volatile-ttl",
+        ] {
+            let warning = eviction_warning(policy).expect("a warning");
+            assert!(warning.contains(policy));
+        }
     }
 }

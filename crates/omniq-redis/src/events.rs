@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use futures_util::future::Either;
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult};
+use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
 use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, PushInfo, Value};
 
@@ -183,14 +183,17 @@ impl RedisEventStore {
         Ok(found)
     }
 
-    async fn remove_before(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    async fn remove_before(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        let limit = effective_purge_limit(limit);
         let mut doomed = Vec::new();
         let stop = before.timestamp_millis() + SKEW_MS;
+        // The stream is in append order, so the old entries are at its head: the scan stops
+        // as soon as it has `limit` of them.
         self.scan("-".to_owned(), Some(stop), |id, event| {
             if event.at < before {
                 doomed.push(id);
             }
-            true
+            doomed.len() < limit
         })
         .await?;
         let key = self.backend.keys().events();
@@ -296,8 +299,8 @@ impl EventStore for RedisEventStore {
         Box::pin(self.select(query))
     }
 
-    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(self.remove_before(before))
+    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.remove_before(before, limit))
     }
 
     fn follow(&self) -> BoxFuture<'_, StoreResult<Option<tokio::sync::mpsc::Receiver<TaskEvent>>>> {

@@ -8,7 +8,7 @@ use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
-    lease_micros,
+    effective_purge_limit, lease_micros,
 };
 use redis::{Script, ScriptInvocation, Value};
 
@@ -24,6 +24,8 @@ use crate::error::{corrupt, redis_error};
 const ENQUEUE_FIELDS: usize = 15;
 /// Tasks examined per purge script call, so that no call blocks the server for long.
 const PURGE_BATCH: usize = 500;
+/// Failed tasks re-driven per script call.
+const REDRIVE_PAGE: usize = 500;
 /// The largest count handed to a script: Lua numbers are doubles, and Redis reads the
 /// larger ones back as text in exponent form.
 const MAX_COUNT: usize = 1 << 30;
@@ -251,28 +253,63 @@ impl RedisTaskQueue {
     }
 
     async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
-        let mut invocation = self.invocation(&self.backend.scripts().redrive, Utc::now());
-        match &target {
-            RedriveTarget::Tasks(ids) if ids.is_empty() => return Ok(Vec::new()),
+        // A page per script call: one call over a whole dead-letter set would block the
+        // server for as long as it takes.
+        let mut redriven = Vec::new();
+        match target {
             RedriveTarget::Tasks(ids) => {
-                invocation.arg("ids");
-                for id in ids {
-                    invocation.arg(id.to_string());
+                for page in ids.chunks(REDRIVE_PAGE) {
+                    let mut invocation =
+                        self.invocation(&self.backend.scripts().redrive, Utc::now());
+                    invocation.arg("ids");
+                    for id in page {
+                        invocation.arg(id.to_string());
+                    }
+                    redriven.extend(self.redrive_page(&invocation).await?.2);
                 }
             }
-            RedriveTarget::Queue(queue) => {
-                invocation.arg("queues").arg(queue);
-            }
+            RedriveTarget::Queue(queue) => self.redrive_queue(&queue, &mut redriven).await?,
             RedriveTarget::All => {
-                invocation.arg("all");
+                for queue in self.queue_names().await? {
+                    self.redrive_queue(&queue, &mut redriven).await?;
+                }
             }
         }
-        let mut ids = items(self.call(&invocation).await?)?
-            .into_iter()
+        redriven.sort();
+        Ok(redriven)
+    }
+
+    /// Re-drives every Failed task of `queue`, a page per script call.
+    async fn redrive_queue(&self, queue: &str, redriven: &mut Vec<TaskId>) -> StoreResult<()> {
+        let mut cursor = "-inf".to_owned();
+        loop {
+            let mut invocation = self.invocation(&self.backend.scripts().redrive, Utc::now());
+            invocation
+                .arg("queue")
+                .arg(queue)
+                .arg(&cursor)
+                .arg(REDRIVE_PAGE);
+            let (last, examined, ids) = self.redrive_page(&invocation).await?;
+            redriven.extend(ids);
+            if examined < REDRIVE_PAGE {
+                return Ok(());
+            }
+            cursor = last;
+        }
+    }
+
+    /// Runs one page of `redrive.lua`: (last seq examined, how many, the ids re-driven).
+    async fn redrive_page(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> StoreResult<(String, usize, Vec<TaskId>)> {
+        let mut reply = items(self.call(invocation).await?)?.into_iter();
+        let last = string(reply.next().unwrap_or(Value::Nil))?;
+        let examined = usize::try_from(integer(reply.next().unwrap_or(Value::Nil))?).unwrap_or(0);
+        let ids = reply
             .map(|id| parse_id(&string(id)?))
             .collect::<StoreResult<Vec<_>>>()?;
-        ids.sort();
-        Ok(ids)
+        Ok((last, examined, ids))
     }
 
     async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
@@ -297,24 +334,31 @@ impl RedisTaskQueue {
             .finished_before
             .map(|at| micros(at).to_string())
             .unwrap_or_default();
+        // Each script call examines at most a batch, and never more than the budget left, so
+        // it deletes at most `limit` in all and never blocks the server for long.
+        let limit = u64::try_from(effective_purge_limit(request.limit)).unwrap_or(u64::MAX);
         let mut purged = 0u64;
-        for queue in &queues {
+        'queues: for queue in &queues {
             for state in &states {
                 let mut cursor = "0".to_owned();
                 loop {
+                    let Some(left) = limit.checked_sub(purged).filter(|left| *left > 0) else {
+                        break 'queues;
+                    };
+                    let batch = usize::try_from(left).map_or(PURGE_BATCH, |l| l.min(PURGE_BATCH));
                     let mut invocation = self.invocation(&self.backend.scripts().purge, Utc::now());
                     invocation
                         .arg(queue)
                         .arg(state.as_str())
                         .arg(&before)
                         .arg(&cursor)
-                        .arg(PURGE_BATCH);
+                        .arg(batch);
                     let mut reply = items(self.call(&invocation).await?)?.into_iter();
                     let mut next = || reply.next().unwrap_or(Value::Nil);
                     purged += u64::try_from(integer(next())?).unwrap_or(0);
                     cursor = string(next())?;
                     let examined = usize::try_from(integer(next())?).unwrap_or(0);
-                    if examined < PURGE_BATCH {
+                    if examined < batch {
                         break;
                     }
                 }
@@ -346,7 +390,7 @@ impl RedisTaskQueue {
     }
 
     async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         let offset = query.offset.min(MAX_COUNT);
         let limit = limit.min(MAX_COUNT - offset);
         let mut invocation = self.invocation(&self.backend.scripts().list, Utc::now());

@@ -139,7 +139,7 @@ impl ResultStore for RedisResultStore {
 
     /// Redis removes expired results itself (each key carries its TTL), so there is never
     /// anything left to purge: this returns 0.
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, _limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async { Ok(0) })
     }
 }

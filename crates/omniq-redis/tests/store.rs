@@ -140,7 +140,7 @@ async fn events_before_a_time_are_purged() {
     let new = TaskEvent::for_task(TaskEventKind::Started, id, "t", "q");
     events.append(vec![old, new.clone()]).await.expect("append");
     let purged = events
-        .purge_before(Utc::now() - chrono::Duration::minutes(1))
+        .purge_before(Utc::now() - chrono::Duration::minutes(1), 0)
         .await
         .expect("purge");
     assert_eq!(purged, 1);
@@ -347,4 +347,65 @@ async fn a_claim_larger_than_a_round_of_the_script_takes_every_task_in_order() {
     let claimed: Vec<TaskId> = leases.iter().map(|l| l.spec.id).collect();
     assert_eq!(claimed, ids);
     assert!(leases.iter().all(|l| l.attempt == 1));
+}
+
+/// redrive.lua works a page per call (500 dead letters), so a dead-letter set of thousands
+/// is re-driven by several bounded calls rather than one that blocks the server; listing
+/// such a queue returns the clamped maximum page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_and_list_page_through_thousands_of_tasks() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let count = 2_300;
+    let tasks: Vec<TaskSpec> = (0..count)
+        .map(|_| task("dead", TaskOptions::default().max_attempts(1)))
+        .collect();
+    let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    queue.enqueue(tasks).await.expect("enqueue");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["dead"], count))
+        .await
+        .expect("dequeue");
+    assert_eq!(leases.len(), count);
+    queue
+        .complete(
+            leases
+                .iter()
+                .map(|lease| Completion {
+                    lease: lease.reference(),
+                    outcome: CompletionOutcome::Failed {
+                        error: omniq_models::TaskError::permanent("no"),
+                    },
+                })
+                .collect(),
+        )
+        .await
+        .expect("complete");
+
+    let listed = queue
+        .list(TaskQuery {
+            queue: Some("dead".to_owned()),
+            limit: count,
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), omniq_storage::MAX_LIST_LIMIT);
+    assert!(listed.iter().all(|t| t.state == TaskState::Failed));
+
+    let mut redriven = queue
+        .redrive(omniq_storage::RedriveTarget::All)
+        .await
+        .expect("redrive");
+    redriven.sort();
+    ids.sort();
+    assert_eq!(redriven, ids, "every dead letter, across pages, once");
+    let stats = queue.stats("dead".to_owned()).await.expect("stats");
+    assert_eq!(
+        stats.count(TaskState::Queued),
+        u64::try_from(count).unwrap_or(0)
+    );
+    assert_eq!(stats.count(TaskState::Failed), 0);
 }

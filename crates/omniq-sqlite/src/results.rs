@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
@@ -89,13 +89,18 @@ impl ResultStore for SqliteResultStore {
         })
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_results WHERE expires_at <= ?")
-                .bind(to_micros(Utc::now()))
-                .execute(&self.backend.pool)
-                .await
-                .map_err(store_error)?;
+            // Bounded through the expiry index, so one call holds the writer briefly.
+            let done = sqlx::query(
+                "DELETE FROM omniq_results WHERE task_id IN (SELECT task_id FROM omniq_results \
+                 WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+            )
+            .bind(to_micros(Utc::now()))
+            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+            .execute(&self.backend.pool)
+            .await
+            .map_err(store_error)?;
             Ok(done.rows_affected())
         })
     }

@@ -18,7 +18,8 @@ pub struct EventQuery {
     pub since: Option<DateTime<Utc>>,
     /// Before this time.
     pub until: Option<DateTime<Utc>>,
-    /// At most this many, oldest first (0 = a backend default of 1000).
+    /// At most this many, oldest first (0 = a default of 1000; larger than
+    /// [`MAX_LIST_LIMIT`](crate::MAX_LIST_LIMIT) is clamped).
     pub limit: usize,
 }
 
@@ -31,9 +32,14 @@ impl EventQuery {
         }
     }
 
-    /// The limit to apply, with 0 meaning the default.
+    /// The limit to apply: 0 means the default of 1000, anything above
+    /// [`MAX_LIST_LIMIT`](crate::MAX_LIST_LIMIT) is clamped to it.
     pub fn effective_limit(&self) -> usize {
-        if self.limit == 0 { 1000 } else { self.limit }
+        if self.limit == 0 {
+            crate::MAX_LIST_LIMIT
+        } else {
+            self.limit.min(crate::MAX_LIST_LIMIT)
+        }
     }
 
     /// Whether `event` passes the filters (for backends that filter in memory).
@@ -63,11 +69,13 @@ pub trait EventStore: Send + Sync + Debug + 'static {
     /// A backend error.
     fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>>;
 
-    /// Removes events older than `before`. Returns how many.
+    /// Removes events older than `before`, oldest first, at most
+    /// [`effective_purge_limit`](crate::effective_purge_limit)`(limit)` of them (0 = the
+    /// default bound). Returns how many; call again until it returns 0.
     ///
     /// # Errors
     /// A backend error.
-    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>>;
+    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Follows the events any process appends from now on, for stores that publish them
     /// (Redis pub/sub). `Ok(None)`, the default: this store cannot, and live subscribers see

@@ -45,8 +45,9 @@ pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
 pub use queue::{
     CANCELLED_WHILE_RUNNING, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
-    CompletionStatus, DEFAULT_LEASE, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus,
-    PurgeRequest, QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
+    CompletionStatus, DEFAULT_LEASE, DEFAULT_LIST_LIMIT, DEFAULT_PURGE_LIMIT, DequeueRequest,
+    EnqueueOutcome, Lease, LeaseRef, LeaseStatus, MAX_LIST_LIMIT, MAX_PURGE_LIMIT, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue, effective_purge_limit,
 };
 pub use redrive::redrive_with_results;
 pub use results::ResultStore;

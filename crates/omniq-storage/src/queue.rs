@@ -236,7 +236,34 @@ pub struct PurgeRequest {
     pub queue: Option<String>,
     /// Only tasks finished before this time.
     pub finished_before: Option<DateTime<Utc>>,
+    /// At most this many tasks per call (0 = [`DEFAULT_PURGE_LIMIT`]; larger than
+    /// [`MAX_PURGE_LIMIT`] is clamped). The bound keeps one call short, so it never holds a
+    /// writer lock or scans for long; callers loop until a call returns 0.
+    pub limit: usize,
 }
+
+/// The most rows one purge call deletes when its limit is 0.
+pub const DEFAULT_PURGE_LIMIT: usize = 1_000;
+
+/// The most rows one purge call deletes, whatever limit it asks for.
+pub const MAX_PURGE_LIMIT: usize = 10_000;
+
+/// The per-call bound a purge applies for a requested `limit`: 0 means
+/// [`DEFAULT_PURGE_LIMIT`], anything above [`MAX_PURGE_LIMIT`] is clamped to it.
+pub fn effective_purge_limit(limit: usize) -> usize {
+    if limit == 0 {
+        DEFAULT_PURGE_LIMIT
+    } else {
+        limit.min(MAX_PURGE_LIMIT)
+    }
+}
+
+/// The default page of [`TaskQuery`] when its limit is 0.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// The largest page [`TaskQuery`] and [`EventQuery`](crate::EventQuery) return; larger
+/// limits are clamped, so one listing call never reads an unbounded set.
+pub const MAX_LIST_LIMIT: usize = 1_000;
 
 /// The result of a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,8 +285,21 @@ pub struct TaskQuery {
     pub states: Vec<TaskState>,
     /// Skip this many (paging).
     pub offset: usize,
-    /// At most this many (0 = a backend default of 100).
+    /// At most this many (0 = [`DEFAULT_LIST_LIMIT`]; larger than [`MAX_LIST_LIMIT`] is
+    /// clamped).
     pub limit: usize,
+}
+
+impl TaskQuery {
+    /// The page size to apply: 0 means [`DEFAULT_LIST_LIMIT`], anything above
+    /// [`MAX_LIST_LIMIT`] is clamped to it.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            self.limit.min(MAX_LIST_LIMIT)
+        }
+    }
 }
 
 /// Counts of a queue's tasks.
@@ -359,7 +399,9 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// A backend error.
     fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>>;
 
-    /// Deletes finished tasks. Returns how many.
+    /// Deletes finished tasks, oldest finish first, at most
+    /// [`effective_purge_limit`]`(request.limit)` of them. Returns how many; call again
+    /// until it returns 0 to delete every match.
     ///
     /// # Errors
     /// [`StoreError::Invalid`](crate::StoreError::Invalid) for a non-terminal state, or a
@@ -372,7 +414,7 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// A backend error.
     fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>>;
 
-    /// Lists tasks, newest first.
+    /// Lists tasks, newest first, at most [`TaskQuery::effective_limit`] of them.
     ///
     /// # Errors
     /// A backend error.

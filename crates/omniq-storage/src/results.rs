@@ -28,11 +28,13 @@ pub trait ResultStore: Send + Sync + Debug + 'static {
     /// A backend error.
     fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>>;
 
-    /// Removes expired results. Returns how many.
+    /// Removes expired results, at most
+    /// [`effective_purge_limit`](crate::effective_purge_limit)`(limit)` of them (0 = the
+    /// default bound). Returns how many; call again until it returns 0.
     ///
     /// # Errors
     /// A backend error.
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Waits up to `timeout` for a task's result.
     ///

@@ -644,10 +644,10 @@ impl ResultStore for FaultyResults {
         )
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(
             self.faults
-                .apply(Op::PurgeResults, move || self.inner.purge_expired()),
+                .apply(Op::PurgeResults, move || self.inner.purge_expired(limit)),
         )
     }
 }
@@ -681,11 +681,10 @@ impl EventStore for FaultyEvents {
         )
     }
 
-    fn purge_before(&self, before: DateTime<Utc>) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(
-            self.faults
-                .apply(Op::PurgeEvents, move || self.inner.purge_before(before)),
-        )
+    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.faults.apply(Op::PurgeEvents, move || {
+            self.inner.purge_before(before, limit)
+        }))
     }
 
     fn follow(&self) -> BoxFuture<'_, StoreResult<Option<tokio::sync::mpsc::Receiver<TaskEvent>>>> {

@@ -37,7 +37,7 @@ impl MySqlTaskQueue {
             sql.push(" AND t.state IN ");
             push_texts(&mut sql, &states);
         }
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         sql.push(" ORDER BY t.seq DESC LIMIT ")
             .push_bind(to_i64(limit))
             .push(" OFFSET ")

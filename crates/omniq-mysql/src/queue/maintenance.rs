@@ -7,6 +7,7 @@ use chrono::Utc;
 use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
 use omniq_storage::{
     CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+    effective_purge_limit,
 };
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
@@ -252,28 +253,43 @@ impl MySqlTaskQueue {
     }
 
     async fn purge_once(&self, request: &PurgeRequest, states: &[&str]) -> StoreResult<u64> {
-        let filter = |sql: &mut QueryBuilder<MySql>| {
-            sql.push(" state IN ");
-            push_texts(sql, states);
-            if let Some(queue) = &request.queue {
-                sql.push(" AND queue = ").push_bind(queue.clone());
-            }
-            if let Some(before) = request.finished_before {
-                sql.push(" AND finished_at < ").push_bind(to_micros(before));
-            }
-        };
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        // The oldest finished rows first, through the index on finished_at (its range skips
+        // the NULLs of live tasks), at most `limit` of them; rows another purge holds are
+        // skipped rather than waited on.
+        let mut select = QueryBuilder::<MySql>::new(
+            "SELECT id FROM omniq_tasks WHERE finished_at IS NOT NULL AND state IN ",
+        );
+        push_texts(&mut select, states);
+        if let Some(queue) = &request.queue {
+            select.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if let Some(before) = request.finished_before {
+            select
+                .push(" AND finished_at < ")
+                .push_bind(to_micros(before));
+        }
+        select
+            .push(" ORDER BY finished_at LIMIT ")
+            .push_bind(to_i64(effective_purge_limit(request.limit)))
+            .push(" FOR UPDATE SKIP LOCKED");
+        let ids: Vec<Uuid> = select
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         // Their dependency edges go with them.
         for side in ["parent_id", "child_id"] {
-            let mut sql = QueryBuilder::<MySql>::new(format!(
-                "DELETE FROM omniq_task_deps WHERE {side} IN (SELECT id FROM omniq_tasks WHERE"
-            ));
-            filter(&mut sql);
-            sql.push(")");
+            let mut sql =
+                QueryBuilder::<MySql>::new(format!("DELETE FROM omniq_task_deps WHERE {side} IN "));
+            push_ids(&mut sql, &ids);
             sql.build().execute(&mut *tx).await.map_err(store_error)?;
         }
-        let mut sql = QueryBuilder::<MySql>::new("DELETE FROM omniq_tasks WHERE");
-        filter(&mut sql);
+        let mut sql = QueryBuilder::<MySql>::new("DELETE FROM omniq_tasks WHERE id IN ");
+        push_ids(&mut sql, &ids);
         let done = sql.build().execute(&mut *tx).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(done.rows_affected())

@@ -38,7 +38,7 @@ impl PgTaskQueue {
             let states: Vec<&'static str> = query.states.iter().map(|s| s.as_str()).collect();
             sql.push(" AND t.state = ANY(").push_bind(states).push(")");
         }
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         sql.push(" ORDER BY t.seq DESC LIMIT ")
             .push_bind(to_i64(limit))
             .push(" OFFSET ")

@@ -5,6 +5,7 @@ use chrono::Utc;
 use omniq_models::{TaskError, TaskErrorKind, TaskId, TaskState};
 use omniq_storage::{
     CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+    effective_purge_limit,
 };
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
@@ -162,8 +163,11 @@ impl PgTaskQueue {
             request.states.iter().map(|s| s.as_str()).collect()
         };
         let names = self.backend.names();
+        // The oldest finished rows first, through the partial index on finished_at, at most
+        // `limit` of them; rows another purge holds are skipped rather than waited on.
         let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "WITH gone AS (DELETE FROM {tasks} WHERE state = ANY(",
+            "WITH doomed AS (SELECT id FROM {tasks} WHERE finished_at IS NOT NULL \
+             AND state = ANY(",
             tasks = names.tasks
         ));
         sql.push_bind(states).push(")");
@@ -173,12 +177,16 @@ impl PgTaskQueue {
         if let Some(before) = request.finished_before {
             sql.push(" AND finished_at < ").push_bind(before);
         }
+        sql.push(" ORDER BY finished_at LIMIT ")
+            .push_bind(i64::try_from(effective_purge_limit(request.limit)).unwrap_or(i64::MAX));
         // Their dependency edges go with them, in the same statement.
         sql.push(format!(
-            " RETURNING id), \
+            " FOR UPDATE SKIP LOCKED), \
+             gone AS (DELETE FROM {tasks} WHERE id IN (SELECT id FROM doomed) RETURNING id), \
              as_parent AS (DELETE FROM {deps} WHERE parent_id IN (SELECT id FROM gone)), \
              as_child AS (DELETE FROM {deps} WHERE child_id IN (SELECT id FROM gone)) \
              SELECT COUNT(*) FROM gone",
+            tasks = names.tasks,
             deps = names.deps
         ));
         let purged: i64 = sql

@@ -3,9 +3,10 @@
 -- Atomic because the unique-key check and the key's claim must not interleave with an
 -- enqueue: a task whose key another live task holds stays Failed.
 --
--- ARGV[4] = 'ids' (ARGV[5..] are task ids), 'queues' (ARGV[5..] are queue names) or 'all'.
--- Reply: the ids re-driven.
-
+-- Bounded work per call, so a big dead-letter set never blocks the server: the caller pages.
+-- ARGV[4] = 'ids' (ARGV[5..] are task ids, a page of them), or 'queue': ARGV[5] = the queue,
+-- ARGV[6] = cursor (enqueue seq; Failed members after it are examined), ARGV[7] = page size.
+-- Reply: {last seq examined, examined, the ids re-driven...}.
 local out = {}
 local function redrive(id)
   local tk = task_key(id)
@@ -30,25 +31,26 @@ local function redrive(id)
 end
 
 local mode = ARGV[4]
+local last, examined = '', 0
 if mode == 'ids' then
   for i = 5, #ARGV do
     redrive(ARGV[i])
   end
 else
-  local queues
-  if mode == 'all' then
-    queues = redis.call('SMEMBERS', QUEUES)
-  else
-    queues = {}
-    for i = 5, #ARGV do
-      queues[#queues + 1] = ARGV[i]
-    end
+  -- By score, not rank: re-driven members leave the set and kept ones stay, so a rank
+  -- would skip or repeat members between pages.
+  last = ARGV[6]
+  local page = redis.call('ZRANGEBYSCORE', state_key('failed', ARGV[5]), '(' .. last, '+inf',
+    'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[7]))
+  for i = 1, #page, 2 do
+    last = page[i + 1]
+    redrive(page[i])
   end
-  for _, queue in ipairs(queues) do
-    for _, id in ipairs(redis.call('ZRANGE', state_key('failed', queue), 0, -1)) do
-      redrive(id)
-    end
-  end
+  examined = #page / 2
 end
 flush_wakes()
-return out
+local reply = { last, examined }
+for _, id in ipairs(out) do
+  reply[#reply + 1] = id
+end
+return reply

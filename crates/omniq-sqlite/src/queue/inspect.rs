@@ -39,7 +39,7 @@ impl SqliteTaskQueue {
             }
             sql.push(")");
         }
-        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let limit = query.effective_limit();
         sql.push(" ORDER BY seq DESC LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .push(" OFFSET ")

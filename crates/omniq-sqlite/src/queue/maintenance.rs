@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
-use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult};
+use omniq_storage::{
+    PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult, effective_purge_limit,
+};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::settle::{CHANGE_COLUMNS, change_from_row, settle_dependents};
@@ -179,36 +181,56 @@ impl SqliteTaskQueue {
         } else {
             request.states.clone()
         };
-        let filter = |sql: &mut QueryBuilder<Sqlite>| {
-            sql.push(" state IN (");
-            let mut list = sql.separated(", ");
-            for state in &states {
-                list.push_bind(state.as_str());
-            }
-            sql.push(")");
-            if let Some(queue) = &request.queue {
-                sql.push(" AND queue = ").push_bind(queue.clone());
-            }
-            if let Some(before) = request.finished_before {
-                sql.push(" AND finished_at < ").push_bind(to_micros(before));
-            }
-        };
         let mut tx = self
             .backend
             .pool
             .begin_with(BEGIN_WRITE)
             .await
             .map_err(store_error)?;
-        let mut deps = QueryBuilder::<Sqlite>::new(
-            "DELETE FROM omniq_task_deps WHERE parent_id IN (SELECT id FROM omniq_tasks WHERE",
+        // The oldest finished rows first, through the partial index on finished_at, and at
+        // most `limit` of them: the writer lock is held for one bounded batch, never a scan.
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT id FROM omniq_tasks WHERE finished_at IS NOT NULL AND state IN (",
         );
-        filter(&mut deps);
-        deps.push(") OR child_id IN (SELECT id FROM omniq_tasks WHERE");
-        filter(&mut deps);
-        deps.push(")");
+        let mut list = select.separated(", ");
+        for state in &states {
+            list.push_bind(state.as_str());
+        }
+        select.push(")");
+        if let Some(queue) = &request.queue {
+            select.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if let Some(before) = request.finished_before {
+            select
+                .push(" AND finished_at < ")
+                .push_bind(to_micros(before));
+        }
+        select
+            .push(" ORDER BY finished_at LIMIT ")
+            .push_bind(i64::try_from(effective_purge_limit(request.limit)).unwrap_or(i64::MAX));
+        let ids: Vec<(String,)> = select
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let in_ids = |sql: &mut QueryBuilder<Sqlite>| {
+            sql.push(" IN (");
+            let mut list = sql.separated(", ");
+            for (id,) in &ids {
+                list.push_bind(id.clone());
+            }
+            sql.push(")");
+        };
+        let mut deps = QueryBuilder::<Sqlite>::new("DELETE FROM omniq_task_deps WHERE parent_id");
+        in_ids(&mut deps);
+        deps.push(" OR child_id");
+        in_ids(&mut deps);
         deps.build().execute(&mut *tx).await.map_err(store_error)?;
-        let mut tasks = QueryBuilder::<Sqlite>::new("DELETE FROM omniq_tasks WHERE");
-        filter(&mut tasks);
+        let mut tasks = QueryBuilder::<Sqlite>::new("DELETE FROM omniq_tasks WHERE id");
+        in_ids(&mut tasks);
         let done = tasks.build().execute(&mut *tx).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(done.rows_affected())

@@ -92,3 +92,74 @@ pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Store
         .expect("query");
     assert_eq!(limited.len(), 2);
 }
+
+/// `purge_before` removes events older than its cutoff, at most its limit per call, and
+/// keeps the newer ones.
+pub async fn purge_before_removes_old_events_bounded_per_call(stores: Stores) {
+    let queue = unique_queue("events-purge");
+    let task = TaskId::new();
+    // In whole seconds (every backend stores that precision), and a few minutes back:
+    // no other case appends events that old, and a stream-backed store (Redis) may find
+    // events by append time give or take its clock-skew allowance.
+    let base =
+        chrono::DateTime::from_timestamp(Utc::now().timestamp() - 120, 0).expect("a valid time");
+    // Leftovers of earlier runs are older still: clear them first.
+    while stores.events.purge_before(base, 0).await.expect("purge") > 0 {}
+    let events: Vec<_> = (0..6)
+        .map(|i| {
+            let mut event = TaskEvent::for_task(TaskEventKind::Enqueued, task, "t", &queue);
+            event.at = base + chrono::Duration::seconds(i);
+            event
+        })
+        .collect();
+    stores.events.append(events).await.expect("append");
+    let cutoff = base + chrono::Duration::seconds(5);
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(stores.events.purge_before(cutoff, 2).await.expect("purge"));
+    }
+    assert_eq!(counts, [2, 2, 1, 0]);
+    let left = stores
+        .events
+        .query(EventQuery::task(task))
+        .await
+        .expect("query");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].at, cutoff);
+}
+
+/// A listing asked for more than the maximum page returns the maximum, for tasks and events.
+pub async fn listing_limits_are_clamped_to_the_maximum(stores: Stores) {
+    let queue = unique_queue("list-max");
+    let over = crate::MAX_LIST_LIMIT + 5;
+    let tasks: Vec<_> = (0..over)
+        .map(|_| super::support::spec(&queue, omniq_models::TaskOptions::default()))
+        .collect();
+    stores.queue.enqueue(tasks).await.expect("enqueue");
+    let listed = stores
+        .queue
+        .list(crate::TaskQuery {
+            queue: Some(queue.clone()),
+            limit: over * 10,
+            ..crate::TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), crate::MAX_LIST_LIMIT);
+
+    let task = TaskId::new();
+    let events: Vec<_> = (0..over)
+        .map(|_| TaskEvent::for_task(TaskEventKind::Enqueued, task, "t", &queue))
+        .collect();
+    stores.events.append(events).await.expect("append");
+    let read = stores
+        .events
+        .query(EventQuery {
+            task_id: Some(task),
+            limit: over * 10,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(read.len(), crate::MAX_LIST_LIMIT);
+}

@@ -470,6 +470,7 @@ pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
             states: vec![TaskState::Failed],
             queue: Some(queue.clone()),
             finished_before: Some(Utc::now() + chrono::Duration::seconds(1)),
+            limit: 0,
         })
         .await
         .expect("purge");
@@ -494,6 +495,40 @@ pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
     let stats = stores.queue.stats(queue).await.expect("stats");
     assert_eq!(stats.count(TaskState::Running), 1);
     assert_eq!(stats.count(TaskState::Queued), 1);
+}
+
+/// A purge deletes at most its limit per call, the rest on the next calls, then nothing.
+pub async fn purge_is_bounded_per_call(stores: Stores) {
+    let queue = unique_queue("purge-bounded");
+    let tasks: Vec<TaskSpec> = (0..5)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
+    stores.queue.enqueue(tasks).await.expect("enqueue");
+    let leases = claim(&*stores.queue, &[&queue], 5).await;
+    assert_eq!(leases.len(), 5);
+    for lease in &leases {
+        finish(&*stores.queue, lease, CompletionOutcome::Succeeded).await;
+    }
+    let request = PurgeRequest {
+        queue: Some(queue.clone()),
+        limit: 2,
+        ..PurgeRequest::default()
+    };
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(stores.queue.purge(request.clone()).await.expect("purge"));
+    }
+    assert_eq!(counts, [2, 2, 1, 0]);
+    for lease in &leases {
+        assert!(
+            stores
+                .queue
+                .get(lease.spec.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
 }
 
 /// With a dedupe window, a key stays taken after its task finished, until the window ends.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use omniq_models::{TaskError, TaskId, TaskResult};
 
 use super::Stores;
@@ -88,7 +89,7 @@ pub async fn expired_results_are_not_returned(stores: Stores) {
         async move { results.get(short.task_id).await.expect("get").is_none() }
     })
     .await;
-    stores.results.purge_expired().await.expect("purge");
+    stores.results.purge_expired(0).await.expect("purge");
     assert!(
         stores
             .results
@@ -104,5 +105,64 @@ pub async fn expired_results_are_not_returned(stores: Stores) {
             .await
             .expect("get")
             .is_none()
+    );
+}
+
+/// `purge_expired` physically removes expired results, at most its limit per call, and
+/// leaves live ones.
+pub async fn purge_expired_removes_expired_results_bounded_per_call(stores: Stores) {
+    let expired: Vec<TaskResult> = (0..3)
+        .map(|i| {
+            let mut result = TaskResult::success(
+                TaskId::new(),
+                "t",
+                vec![i],
+                1,
+                Some(Duration::from_secs(3600)),
+            );
+            // Expired already: no waiting on a clock in the test.
+            result.expires_at = Some(Utc::now() - chrono::Duration::hours(1));
+            result
+        })
+        .collect();
+    let live = TaskResult::success(
+        TaskId::new(),
+        "t",
+        vec![9],
+        1,
+        Some(Duration::from_secs(3600)),
+    );
+    let mut batch = expired.clone();
+    batch.push(live.clone());
+    stores.results.put(batch).await.expect("put");
+
+    // Other cases sharing the server may have expired results too, so the first call is
+    // exactly at its bound, and the rest drain to 0 in bounded calls.
+    let first = stores.results.purge_expired(2).await.expect("purge");
+    assert!(first <= 2, "purged {first} with a limit of 2");
+    let mut calls = 0;
+    loop {
+        let purged = stores.results.purge_expired(2).await.expect("purge");
+        assert!(purged <= 2, "purged {purged} with a limit of 2");
+        if purged == 0 {
+            break;
+        }
+        calls += 1;
+        assert!(calls < 10_000, "purge_expired never reached 0");
+    }
+    for result in &expired {
+        assert!(
+            !stores.results.delete(result.task_id).await.expect("delete"),
+            "an expired result was still stored after the purge"
+        );
+    }
+    assert!(
+        stores
+            .results
+            .get(live.task_id)
+            .await
+            .expect("get")
+            .is_some(),
+        "a live result was purged"
     );
 }

@@ -12,6 +12,10 @@ use super::shared::{Counters, Shared};
 /// Most tasks recovered, or expired, per round.
 const MAINTENANCE_BATCH: usize = 1_000;
 
+/// Most finished tasks, results or events deleted per call: small enough that a call never
+/// holds a writer for long; the sweep repeats until nothing is left.
+const PRUNE_BATCH: usize = 1_000;
+
 /// How often a worker deletes finished tasks past their retention: rarely, since it is a
 /// sweep over finished rows, and any worker doing it serves all.
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
@@ -123,6 +127,7 @@ async fn prune(shared: &Shared) {
             ],
             queue: None,
             finished_before: Some(chrono::Utc::now() - retention),
+            limit: PRUNE_BATCH,
         };
         sweep("finished tasks", || {
             bounded(limit, shared.queue.purge(request.clone()))
@@ -130,7 +135,7 @@ async fn prune(shared: &Shared) {
         .await;
     }
     sweep("expired results", || {
-        bounded(limit, shared.results.purge_expired())
+        bounded(limit, shared.results.purge_expired(PRUNE_BATCH))
     })
     .await;
     if let Some(retention) = shared
@@ -140,7 +145,10 @@ async fn prune(shared: &Shared) {
     {
         let before = chrono::Utc::now() - retention;
         let events = shared.events.store();
-        sweep("old events", || bounded(limit, events.purge_before(before))).await;
+        sweep("old events", || {
+            bounded(limit, events.purge_before(before, PRUNE_BATCH))
+        })
+        .await;
     }
 }
 
