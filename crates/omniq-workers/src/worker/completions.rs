@@ -189,6 +189,7 @@ async fn store_results(
         "store results",
         shared.config.store_timeout,
         abandon,
+        Some(&shared.results_stalled),
         || shared.results.put(results.clone()),
     )
     .await;
@@ -249,6 +250,7 @@ async fn apply(
         "complete tasks",
         shared.config.store_timeout,
         abandon,
+        Some(&shared.completions_stalled),
         || shared.queue.complete(completions.clone()),
     )
     .await;
@@ -401,6 +403,7 @@ async fn dead_letter_lane(
             "store dead-letter results",
             shared.config.store_timeout,
             &abandon,
+            None,
             || shared.results.put(results.clone()),
         )
         .await;

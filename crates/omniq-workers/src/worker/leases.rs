@@ -96,7 +96,11 @@ pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        recover(&shared).await;
+        // This worker's own undelivered completions go first (see
+        // `Shared::completions_stalled`); other workers' dead leases wait a little longer.
+        if !shared.completions_stalled() {
+            recover(&shared).await;
+        }
         expire(&shared).await;
         if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
             last_prune = Some(tokio::time::Instant::now());

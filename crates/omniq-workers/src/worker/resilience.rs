@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omniq_models::{TaskError, TaskErrorKind};
@@ -56,10 +57,15 @@ impl std::fmt::Display for GaveUp {
 /// as it takes, until `abandon` is cancelled; other errors a few times. A call whose reply
 /// was lost is simply sent again, which is why the calls retried here are idempotent.
 /// Returns the value and whether the call was sent more than once.
+///
+/// `stalled`, when given, is true from a failed try until a try goes through: what the
+/// worker's maintenance looks at before it recovers expired leases (see
+/// [`Shared::completions_stalled`](super::shared::Shared::completions_stalled)).
 pub(crate) async fn persist<T, F, Fut>(
     what: &'static str,
     limit: Duration,
     abandon: &CancellationToken,
+    stalled: Option<&AtomicBool>,
     mut call: F,
 ) -> Result<(T, bool), GaveUp>
 where
@@ -71,7 +77,11 @@ where
     let mut tries = 0u64;
     loop {
         tries += 1;
-        let err = match bounded(limit, call()).await {
+        let outcome = bounded(limit, call()).await;
+        if let Some(stalled) = stalled {
+            stalled.store(outcome.is_err(), Ordering::Relaxed);
+        }
+        let err = match outcome {
             Ok(value) => {
                 if tries > 1 {
                     tracing::info!(what, tries, "store call went through after retries");
@@ -83,6 +93,9 @@ where
         if err.kind() != StoreErrorKind::Unavailable {
             refusals += 1;
             if refusals >= REFUSAL_TRIES {
+                if let Some(stalled) = stalled {
+                    stalled.store(false, Ordering::Relaxed);
+                }
                 return Err(GaveUp::Refused(err));
             }
         }
@@ -123,7 +136,7 @@ pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> TaskError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     use super::*;
 
@@ -131,7 +144,7 @@ mod tests {
     async fn outages_are_retried_until_the_call_goes_through() {
         let calls = AtomicU32::new(0);
         let abandon = CancellationToken::new();
-        let value = persist("test", Duration::from_secs(1), &abandon, || async {
+        let value = persist("test", Duration::from_secs(1), &abandon, None, || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 4 {
                 Err(StoreError::unavailable("test", "down"))
             } else {
@@ -149,7 +162,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let abandon = CancellationToken::new();
         let outcome: Result<((), bool), _> =
-            persist("test", Duration::from_secs(1), &abandon, || async {
+            persist("test", Duration::from_secs(1), &abandon, None, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(StoreError::Invalid("bad".into()))
             })
@@ -163,7 +176,7 @@ mod tests {
         let abandon = CancellationToken::new();
         let calls = AtomicU32::new(0);
         let outcome: Result<((), bool), _> =
-            persist("test", Duration::from_millis(20), &abandon, || {
+            persist("test", Duration::from_millis(20), &abandon, None, || {
                 if calls.fetch_add(1, Ordering::SeqCst) == 2 {
                     abandon.cancel();
                 }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use omniq_events::EventLogger;
@@ -137,6 +137,10 @@ pub(crate) struct Shared {
     pub(crate) blocking: BlockingExecutor,
     pub(crate) counters: Counters,
     pub(crate) metrics: MetricsCache,
+    /// The results lane's last try failed: successes wait to be completed.
+    pub(crate) results_stalled: AtomicBool,
+    /// The completion lane's last try failed: completions wait to be applied.
+    pub(crate) completions_stalled: AtomicBool,
     in_flight: Mutex<HashMap<TaskId, InFlight>>,
 }
 
@@ -163,6 +167,8 @@ impl Shared {
             blocking,
             counters: Counters::default(),
             metrics: MetricsCache::default(),
+            results_stalled: AtomicBool::new(false),
+            completions_stalled: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -171,6 +177,15 @@ impl Shared {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this worker has finished attempts whose completion it could not deliver yet
+    /// (the store was down). Recovery waits for them: after an outage longer than the
+    /// lease, recovering first would take back the worker's own finished tasks, whose
+    /// completions are about to land, and run them again.
+    pub(crate) fn completions_stalled(&self) -> bool {
+        self.results_stalled.load(Ordering::Relaxed)
+            || self.completions_stalled.load(Ordering::Relaxed)
     }
 
     /// Leases held right now, for the heartbeat.
