@@ -16,7 +16,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use omniq_async::{EventQuery, TaskErrorKind, TaskEventKind, TaskState};
+use omniq_async::{TaskErrorKind, TaskEventKind, TaskState};
 use omniq_e2e::QUEUE;
 use support::{POLL, Scene, run_counts};
 
@@ -180,14 +180,7 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
 
     // The events: every task succeeded at most once (A's last events may have died with
     // it), and B recovered each of A's leases once.
-    let events = omniq.events();
-    let query = |kind| EventQuery {
-        queue: None,
-        kinds: vec![kind],
-        limit: 10 * TASKS as usize,
-        ..EventQuery::default()
-    };
-    let succeeded = events.query(query(TaskEventKind::Succeeded)).await?;
+    let succeeded = support::all_events(&omniq, TaskEventKind::Succeeded).await?;
     let mut succeeded_tasks = BTreeSet::new();
     for event in &succeeded {
         let id = event.task_id.context("a Succeeded event without a task")?;
@@ -203,8 +196,7 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
         TASKS - succeeded_at_kill
     );
     // (2,000 tasks log far fewer events than the logger's buffer, so none is dropped.)
-    let recovered: Vec<_> = events
-        .query(query(TaskEventKind::Recovered))
+    let recovered: Vec<_> = support::all_events(&omniq, TaskEventKind::Recovered)
         .await?
         .iter()
         .filter_map(|e| e.task_id)

@@ -741,3 +741,35 @@ impl Drop for WorkerProcess {
         }
     }
 }
+
+/// Every event of `kind`, however many: queries are capped (1,000 a call), so this pages by
+/// time (`since` is inclusive) and drops the events a page boundary repeats.
+pub async fn all_events(
+    omniq: &AsyncOmniQ,
+    kind: omniq_async::TaskEventKind,
+) -> anyhow::Result<Vec<omniq_async::TaskEvent>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    let mut since = None;
+    loop {
+        let page = omniq
+            .events()
+            .query(omniq_async::EventQuery {
+                kinds: vec![kind],
+                since,
+                limit: 1_000,
+                ..omniq_async::EventQuery::default()
+            })
+            .await?;
+        let before = all.len();
+        for event in page.iter() {
+            if seen.insert(event.id) {
+                all.push(event.clone());
+            }
+        }
+        match page.iter().map(|e| e.at).max() {
+            Some(last) if all.len() > before => since = Some(last),
+            _ => return Ok(all),
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use omniq_async::{EventQuery, TaskErrorKind, TaskEventKind, TaskState};
+use omniq_async::{TaskErrorKind, TaskEventKind, TaskState};
 use omniq_e2e::QUEUE;
 
 use super::{POLL, Scene, Target, run_counts};
@@ -370,14 +370,7 @@ pub async fn a_worker_carries_on_through_a_restart(
     // lease): the worker counts it as `lease_lost` and logs a LeaseLost event for a task
     // that succeeded on that very attempt. Told apart here from real losses (a second
     // claim) to be reported.
-    let lease_lost_events = omniq
-        .events()
-        .query(EventQuery {
-            kinds: vec![TaskEventKind::LeaseLost],
-            limit: TASKS as usize,
-            ..EventQuery::default()
-        })
-        .await?;
+    let lease_lost_events = super::all_events(&omniq, TaskEventKind::LeaseLost).await?;
     let mut applied_but_refused = BTreeSet::new();
     for event in &lease_lost_events {
         let id = event.task_id.context("a LeaseLost event without a task")?;
