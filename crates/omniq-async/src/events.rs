@@ -34,7 +34,15 @@ impl Events {
         self.query(EventQuery::task(id)).await
     }
 
-    /// Follows events logged in this process from now on.
+    /// Follows events from now on: this process's, and, when the event store publishes
+    /// them (Redis), every other process's too.
+    ///
+    /// Events logged by one process arrive in the order it logged them. Events of
+    /// different processes interleave as they arrive: a task enqueued here and run by a
+    /// worker elsewhere can show the worker's `Started` before this process's `Enqueued`,
+    /// because the producer logs `Enqueued` after the store accepted the task, by which
+    /// time a worker may have claimed it. Order one task's events by their kind or `at`
+    /// when that matters.
     pub fn subscribe(&self) -> EventSubscription {
         self.omniq.inner.events.subscribe()
     }
