@@ -55,6 +55,8 @@ struct Entry {
     record: TaskRecord,
     seq: u64,
     token: Option<LeaseToken>,
+    /// The lease whose completion was applied last: a re-send of it is known as such.
+    completed: Option<LeaseToken>,
 }
 
 impl Entry {
@@ -191,6 +193,7 @@ impl State {
             },
             seq,
             token: None,
+            completed: None,
         });
         self.make_available(&entry);
         self.tasks.insert(id, entry);
@@ -422,8 +425,18 @@ impl State {
     ) -> CompletionStatus {
         let id = completion.lease.task_id;
         let Some(entry) = self.held(&completion.lease) else {
-            return CompletionStatus::LeaseLost;
+            // This lease's completion is in already (a re-send after a lost reply): applied,
+            // nothing changes.
+            let resent = self.tasks.get(&id).is_some_and(|e| {
+                e.record.state != TaskState::Running && e.completed == Some(completion.lease.token)
+            });
+            return if resent {
+                CompletionStatus::Applied
+            } else {
+                CompletionStatus::LeaseLost
+            };
         };
+        entry.completed = Some(completion.lease.token);
         if let Some(deadline) = entry.record.lease_expires_at.take() {
             self.leases.remove(&(deadline, id));
         }

@@ -152,9 +152,10 @@ pub struct Completion {
 /// Whether a completion was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionStatus {
-    /// Applied.
+    /// Applied: now, or already by an earlier call with the same lease (a completion
+    /// re-sent after its reply was lost is applied once and reported Applied again).
     Applied,
-    /// Refused: the lease had expired or been taken by another worker.
+    /// Refused: the lease had expired or been taken by another worker, and nothing changed.
     LeaseLost,
 }
 
@@ -372,6 +373,12 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
 
     /// Applies completions, each fenced by its lease, and settles the dependents of the
     /// tasks that finished.
+    ///
+    /// Idempotent per lease: a completion sent again with the same lease after the first
+    /// was applied (its reply lost to a timeout or a dropped connection) changes nothing
+    /// and is reported [`CompletionStatus::Applied`]; the conformance case
+    /// `a_completion_resent_with_the_same_token_is_applied_once` holds every backend to it.
+    /// A lease recovered after its deadline, or taken over by a new claim, is refused.
     ///
     /// # Errors
     /// A backend error; none of the batch may have been applied.

@@ -37,12 +37,11 @@ impl MySqlTaskQueue {
             retry_deadlocks(|| self.complete_once(&completions)).await?;
         self.wake_if(ready);
         let mut completed = completed;
-        let mut counted = HashSet::with_capacity(completions.len());
         completed.statuses = completions
             .iter()
             .map(|c| {
                 let key = (*c.lease.task_id.as_uuid(), *c.lease.token.as_uuid());
-                if applied.contains(&key) && counted.insert(key) {
+                if applied.contains(&key) {
                     CompletionStatus::Applied
                 } else {
                     CompletionStatus::LeaseLost
@@ -74,16 +73,21 @@ impl MySqlTaskQueue {
         for completion in completions {
             let id = *completion.lease.task_id.as_uuid();
             let token = *completion.lease.token.as_uuid();
-            // The fence: a worker whose lease was taken over (or already completed) finds
-            // another token, or none, and changes nothing.
+            // The fence: a worker whose lease was taken over finds another token, or none
+            // (lease recovery clears it), and changes nothing.
             let Some(row) = held.get_mut(&id) else {
                 continue;
             };
-            if row.state != TaskState::Running || row.token != Some(token) {
+            if row.token != Some(token) {
                 continue;
             }
             applied.insert((id, token));
-            row.token = None;
+            // The token stays on the row after the lease's completion, so that a re-send
+            // (a lost reply, or the same lease twice in the batch) is known: applied
+            // already, nothing changes.
+            if row.state != TaskState::Running {
+                continue;
+            }
             if completion.outcome == CompletionOutcome::Succeeded {
                 row.state = TaskState::Succeeded;
                 succeeded.push(id);
@@ -106,7 +110,7 @@ impl MySqlTaskQueue {
                 .push(", updated_at = ")
                 .push_bind(to_micros(now))
                 .push(
-                    ", lease_token = NULL, lease_expires_at = NULL, reason = NULL \
+                    ", lease_expires_at = NULL, reason = NULL \
                      WHERE id IN ",
                 );
             push_ids(&mut update, &succeeded);
@@ -235,7 +239,7 @@ async fn apply_one(
     };
     sqlx::query(
         "UPDATE omniq_tasks SET state = ?, attempts = ?, run_at = COALESCE(?, run_at), \
-         finished_at = COALESCE(?, finished_at), updated_at = ?, lease_token = NULL, \
+         finished_at = COALESCE(?, finished_at), updated_at = ?, \
          lease_expires_at = NULL, reason = ?, \
          cancel_requested = COALESCE(?, cancel_requested), errors = COALESCE(?, errors) \
          WHERE id = ?",

@@ -40,7 +40,8 @@ impl PgTaskQueue {
             return Ok(Completed::default());
         }
         let now = self.backend.clock().now();
-        // A lease completed twice in one batch: the first wins, as if sent one by one.
+        // A lease completed twice in one batch: the first is applied, the second is its
+        // re-send, as if sent one by one.
         let mut sent = HashSet::with_capacity(completions.len());
         let mut columns = Columns::default();
         for completion in &completions {
@@ -55,6 +56,7 @@ impl PgTaskQueue {
         let names = self.backend.names();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         let applied = apply(&mut tx, names, &columns, now).await?;
+        let resent = already_applied(&mut tx, names, &columns, &applied).await?;
         let mut completed = Completed::default();
         let mut ready = ReadyQueues::new();
         let mut finished = Vec::new();
@@ -71,12 +73,11 @@ impl PgTaskQueue {
         tx.commit().await.map_err(store_error)?;
         self.backend.wake_queues(&ready);
 
-        let mut counted = HashSet::with_capacity(completions.len());
         completed.statuses = completions
             .iter()
             .map(|c| {
                 let key = (*c.lease.task_id.as_uuid(), *c.lease.token.as_uuid());
-                if applied.contains_key(&key) && counted.insert(key) {
+                if applied.contains_key(&key) || resent.contains(&key) {
                     CompletionStatus::Applied
                 } else {
                     CompletionStatus::LeaseLost
@@ -117,7 +118,9 @@ async fn apply(
     now: DateTime<Utc>,
 ) -> StoreResult<HashMap<(Uuid, Uuid), (String, TaskState)>> {
     // The fence is the WHERE clause: a worker whose lease was taken over matches no row
-    // and changes nothing. Each outcome's changes, column by column:
+    // and changes nothing. The token stays on the row, so that a re-sent completion is
+    // known (see `already_applied`); a claim replaces it and lease recovery clears it.
+    // Each outcome's changes, column by column:
     // - succeeded, failed, cancelled finish the task; retry and release queue it again
     //   (retry at its run_at, scheduled if that is ahead); release gives the attempt back;
     // - failed and retry append the attempt's error to the history;
@@ -138,7 +141,6 @@ async fn apply(
            finished_at = CASE WHEN {kind} IN ('succeeded', 'failed', 'cancelled') THEN $1 \
              ELSE t.finished_at END, \
            updated_at = $1, \
-           lease_token = NULL, \
            lease_expires_at = NULL, \
            reason = CASE {kind} WHEN 'cancelled' \
              THEN COALESCE(t.reason, c.reason, '{CANCELLED_WHILE_RUNNING}') \
@@ -175,4 +177,39 @@ async fn apply(
         applied.insert((id, token), (queue, state));
     }
     Ok(applied)
+}
+
+/// Of the completions not applied now, those whose lease already completed the task: the
+/// task runs no more and still carries their token, which only the lease's own completion
+/// leaves there. A re-send after a lost reply is one of these, and is reported Applied.
+async fn already_applied(
+    conn: &mut PgConnection,
+    names: &Names,
+    columns: &Columns,
+    applied: &HashMap<(Uuid, Uuid), (String, TaskState)>,
+) -> StoreResult<HashSet<(Uuid, Uuid)>> {
+    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = columns
+        .ids
+        .iter()
+        .zip(&columns.tokens)
+        .filter(|&(id, token)| !applied.contains_key(&(*id, *token)))
+        .map(|(id, token)| (*id, *token))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "SELECT t.id, t.lease_token FROM {tasks} AS t \
+         JOIN UNNEST($1::uuid[], $2::uuid[]) AS c(id, token) \
+           ON t.id = c.id AND t.lease_token = c.token \
+         WHERE t.state <> 'running'",
+        tasks = names.tasks
+    );
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    Ok(rows.into_iter().collect())
 }

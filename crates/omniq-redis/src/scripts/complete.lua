@@ -16,11 +16,18 @@ for i = 4, #ARGV, 5 do
   local tk = task_key(id)
   -- What the fence and every outcome need; an outcome needing more reads it itself.
   local h = redis.call('HMGET', tk, 'state', 'token', 'queue', 'seq', 'expires_at',
-    'unique_key', 'children')
-  if h[1] ~= 'running' or h[2] ~= token then
+    'unique_key', 'children', 'completed_token')
+  if h[1] ~= 'running' and h[8] == token then
+    -- This lease's completion is in already: a re-send after a lost reply, or the same
+    -- lease twice in the batch. Applied, nothing changes.
+    statuses[#statuses + 1] = 'applied'
+  elseif h[1] ~= 'running' or h[2] ~= token then
     statuses[#statuses + 1] = 'lost'
   else
     statuses[#statuses + 1] = 'applied'
+    -- Kept after the lease ends, so that a re-send is known (above); only a completion
+    -- writes it, so a lease recovered after it lapsed is never taken for completed.
+    redis.call('HSET', tk, 'completed_token', token)
     local queue, seq, expires_at, unique_key = h[3], h[4], h[5], h[6]
     redis.call('ZREM', LEASES, id)
     -- A retry or release of a task whose cancel was requested while it ran ends it

@@ -39,6 +39,7 @@ impl SqliteTaskQueue {
                 if applied {
                     finished.push(completion.lease.task_id.to_string());
                 }
+                let applied = applied || already_applied(&mut tx, &completion.lease).await?;
                 completed.statuses.push(if applied {
                     CompletionStatus::Applied
                 } else {
@@ -67,12 +68,12 @@ impl SqliteTaskQueue {
             let (sql, finishes) = match &completion.outcome {
                 CompletionOutcome::Succeeded => (
                     "UPDATE omniq_tasks SET state = 'succeeded', finished_at = ?3, \
-                     updated_at = ?3, lease_token = NULL, lease_expires_at = NULL, reason = NULL",
+                     updated_at = ?3, lease_expires_at = NULL, reason = NULL",
                     true,
                 ),
                 CompletionOutcome::Failed { .. } => (
                     "UPDATE omniq_tasks SET state = 'failed', finished_at = ?3, updated_at = ?3, \
-                     lease_token = NULL, lease_expires_at = NULL, reason = NULL, \
+                     lease_expires_at = NULL, reason = NULL, \
                      errors = json_insert(errors, '$[#]', \
                      json_object('attempt', attempts, 'at', json(?4), 'error', json(?5)))",
                     true,
@@ -80,7 +81,7 @@ impl SqliteTaskQueue {
                 CompletionOutcome::Cancelled { .. } => (
                     // A reason given when the cancel was requested wins over the worker's.
                     "UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?3, \
-                     updated_at = ?3, lease_token = NULL, lease_expires_at = NULL, \
+                     updated_at = ?3, lease_expires_at = NULL, \
                      reason = COALESCE(reason, ?5)",
                     true,
                 ),
@@ -88,7 +89,7 @@ impl SqliteTaskQueue {
                     requeued = true;
                     (
                         "UPDATE omniq_tasks SET state = CASE WHEN ?6 > ?3 THEN 'scheduled' \
-                         ELSE 'queued' END, run_at = ?6, updated_at = ?3, lease_token = NULL, \
+                         ELSE 'queued' END, run_at = ?6, updated_at = ?3, \
                          lease_expires_at = NULL, cancel_requested = 0, \
                          errors = json_insert(errors, '$[#]', \
                          json_object('attempt', attempts, 'at', json(?4), 'error', json(?5)))",
@@ -99,7 +100,7 @@ impl SqliteTaskQueue {
                     requeued = true;
                     (
                         "UPDATE omniq_tasks SET state = 'queued', \
-                         attempts = MAX(attempts - 1, 0), updated_at = ?3, lease_token = NULL, \
+                         attempts = MAX(attempts - 1, 0), updated_at = ?3, \
                          lease_expires_at = NULL, cancel_requested = 0",
                         false,
                     )
@@ -115,6 +116,7 @@ impl SqliteTaskQueue {
             };
             let task_id = completion.lease.task_id.to_string();
             // The fence: a worker whose lease was taken over matches no row, changes nothing.
+            // The token stays on the row so that a re-send is known (`already_applied`).
             let done = sqlx::query(AssertSqlSafe(format!(
                 "{sql} WHERE id = ?1 AND lease_token = ?2 AND state = 'running'"
             )))
@@ -131,6 +133,7 @@ impl SqliteTaskQueue {
             if applied && finishes {
                 finished.push(task_id);
             }
+            let applied = applied || already_applied(&mut tx, &completion.lease).await?;
             completed.statuses.push(if applied {
                 CompletionStatus::Applied
             } else {
@@ -146,6 +149,21 @@ impl SqliteTaskQueue {
         }
         Ok(completed)
     }
+}
+
+/// Whether `lease` already completed its task: the task runs no more and still carries
+/// the token, which only the lease's own completion leaves there (a claim replaces it,
+/// lease recovery clears it). A re-send after a lost reply is reported Applied.
+async fn already_applied(conn: &mut SqliteConnection, lease: &LeaseRef) -> StoreResult<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM omniq_tasks WHERE id = ? AND lease_token = ? AND state <> 'running'",
+    )
+    .bind(lease.task_id.to_string())
+    .bind(lease.token.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(found.is_some())
 }
 
 /// Whether the task `lease` still holds had its cancel requested while it ran.
@@ -182,7 +200,7 @@ async fn succeed_all(
             .push(", updated_at = ")
             .push_bind(now)
             .push(
-                ", lease_token = NULL, lease_expires_at = NULL, reason = NULL \
+                ", lease_expires_at = NULL, reason = NULL \
                  WHERE state = 'running' AND (id, lease_token) IN (",
             );
         // The fence, row by row: a lease taken over matches no row.

@@ -136,6 +136,7 @@ macro_rules! conformance_suite {
             expired_lease_makes_the_task_available_again,
             expired_lease_with_attempts_spent_fails_the_task,
             completion_with_a_stale_lease_is_refused,
+            a_completion_resent_with_the_same_token_is_applied_once,
             heartbeat_extends_held_leases_and_reports_lost_ones,
             retry_reschedules_the_task_and_keeps_the_error,
             failure_keeps_the_task_as_a_dead_letter_with_every_error,

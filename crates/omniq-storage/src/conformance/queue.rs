@@ -399,14 +399,14 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
         .expect("complete")
         .statuses;
     assert_eq!(applied, vec![CompletionStatus::Applied]);
-    // A second completion with the now-finished lease is refused too.
-    let again = stores
+    // The stale lease stays refused once the task has finished under the current one.
+    let still = stores
         .queue
-        .complete(vec![succeeded(current.reference())])
+        .complete(vec![succeeded(stale.reference())])
         .await
         .expect("complete")
         .statuses;
-    assert_eq!(again, vec![CompletionStatus::LeaseLost]);
+    assert_eq!(still, vec![CompletionStatus::LeaseLost]);
     let record = stores
         .queue
         .get(task.id)
@@ -414,6 +414,121 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
         .expect("get")
         .expect("exists");
     assert_eq!(record.state, TaskState::Succeeded);
+}
+
+/// A completion whose reply was lost is sent again with the same lease and outcome; the
+/// store reports it Applied (its lease's one completion is in) and changes nothing, so the
+/// worker runs its hooks and stores its result instead of calling it a lost lease. A lease
+/// recovered after it expired is not the last one any more: its completion is refused.
+pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Stores) {
+    let queue = unique_queue("resent");
+    let outcomes = [
+        CompletionOutcome::Succeeded,
+        CompletionOutcome::Failed {
+            error: TaskError::permanent("for good"),
+        },
+        CompletionOutcome::Retry {
+            run_at: Utc::now() + chrono::Duration::hours(1),
+            error: TaskError::new("again later"),
+        },
+        CompletionOutcome::Release,
+        CompletionOutcome::Cancelled {
+            reason: "stopped".to_owned(),
+        },
+    ];
+    for outcome in outcomes {
+        let task = spec(&queue, TaskOptions::default().max_attempts(3));
+        enqueue_one(&*stores.queue, task.clone()).await;
+        let lease = stores
+            .queue
+            .dequeue(request(&[&queue], 1))
+            .await
+            .expect("dequeue")
+            .remove(0);
+        assert_eq!(lease.spec.id, task.id);
+        let completion = Completion {
+            lease: lease.reference(),
+            outcome: outcome.clone(),
+        };
+        let first = stores
+            .queue
+            .complete(vec![completion.clone()])
+            .await
+            .expect("complete")
+            .statuses;
+        assert_eq!(first, vec![CompletionStatus::Applied], "{outcome:?}");
+        let after_first = stores
+            .queue
+            .get(task.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        // The same completion twice in one batch, then once more: all applied, once.
+        let again = stores
+            .queue
+            .complete(vec![completion.clone(), completion.clone()])
+            .await
+            .expect("complete")
+            .statuses;
+        assert_eq!(
+            again,
+            vec![CompletionStatus::Applied, CompletionStatus::Applied],
+            "a re-sent {outcome:?}"
+        );
+        let after_again = stores
+            .queue
+            .get(task.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(after_again.state, after_first.state, "{outcome:?}");
+        assert_eq!(after_again.attempts, after_first.attempts, "{outcome:?}");
+        assert_eq!(
+            after_again.errors.len(),
+            after_first.errors.len(),
+            "a re-sent {outcome:?} recorded its error twice"
+        );
+        if !after_first.state.is_terminal() {
+            // Out of the way of the next round.
+            stores
+                .queue
+                .cancel(task.id, "out of the way".to_owned())
+                .await
+                .expect("cancel");
+        }
+    }
+
+    // A lease recovered after its deadline: the late completion is refused, even though
+    // no other worker has claimed the task since.
+    let task = spec(&queue, TaskOptions::default().max_attempts(3));
+    enqueue_one(&*stores.queue, task.clone()).await;
+    let lapsed = stores
+        .queue
+        .dequeue(request(&[&queue], 1).lease(Duration::from_millis(50)))
+        .await
+        .expect("dequeue")
+        .remove(0);
+    eventually("the lapsed lease to be recovered", || {
+        let store = stores.queue.clone();
+        async move {
+            store.recover_expired(100).await.expect("recover");
+            store
+                .get(task.id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .state
+                == TaskState::Queued
+        }
+    })
+    .await;
+    let late = stores
+        .queue
+        .complete(vec![succeeded(lapsed.reference())])
+        .await
+        .expect("complete")
+        .statuses;
+    assert_eq!(late, vec![CompletionStatus::LeaseLost]);
 }
 
 /// Heartbeats push the deadline out for held leases and report the ones that are gone.
