@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
+use omniq_storage::{
+    BoxFuture, ResultStore, StoreResult, effective_purge_limit, result_supersedes,
+};
 use tokio::sync::watch;
 
 use crate::lock::lock;
@@ -45,7 +47,13 @@ impl ResultStore for MemoryResultStore {
         {
             let mut map = lock(&self.results);
             for result in results {
-                map.insert(result.task_id, result);
+                match map.get_mut(&result.task_id) {
+                    Some(current) if !result_supersedes(&result, current) => {}
+                    Some(current) => *current = result,
+                    None => {
+                        map.insert(result.task_id, result);
+                    }
+                }
             }
         }
         self.version.send_modify(|v| *v = v.wrapping_add(1));

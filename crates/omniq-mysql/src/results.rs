@@ -1,8 +1,6 @@
-use std::collections::HashMap;
-
 use chrono::Utc;
 use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder};
 use uuid::Uuid;
@@ -30,13 +28,9 @@ impl MySqlResultStore {
         if results.is_empty() {
             return Ok(());
         }
-        // One row per task, the last of the batch winning.
-        let mut latest: HashMap<TaskId, TaskResult> = HashMap::with_capacity(results.len());
+        let results = winning_results(results);
+        let mut rows = Vec::with_capacity(results.len());
         for result in results {
-            latest.insert(result.task_id, result);
-        }
-        let mut rows = Vec::with_capacity(latest.len());
-        for result in latest.into_values() {
             let (output, error) = match &result.outcome {
                 Ok(output) => (Some(output.clone()), None),
                 Err(error) => (None, Some(to_json(error)?)),
@@ -63,11 +57,21 @@ impl MySqlResultStore {
                     .push_bind(to_micros(result.finished_at))
                     .push_bind(result.expires_at.map(to_micros));
             });
-            insert.push(
-                " ON DUPLICATE KEY UPDATE task_name = VALUES(task_name), \
-                 output = VALUES(output), error = VALUES(error), attempts = VALUES(attempts), \
-                 finished_at = VALUES(finished_at), expires_at = VALUES(expires_at)",
-            );
+            // The attempt fence (`result_supersedes`). Assignments run left to right and
+            // see the columns already assigned, so `error` and `attempts`, which the test
+            // reads, come last: when `error` was replaced, the test on `attempts` still
+            // holds (equal attempts, or more).
+            let supersedes = "(VALUES(attempts) > attempts OR (VALUES(attempts) = attempts \
+                 AND (VALUES(error) IS NULL OR error IS NOT NULL)))";
+            insert.push(format!(
+                " ON DUPLICATE KEY UPDATE \
+                 task_name = IF({supersedes}, VALUES(task_name), task_name), \
+                 output = IF({supersedes}, VALUES(output), output), \
+                 finished_at = IF({supersedes}, VALUES(finished_at), finished_at), \
+                 expires_at = IF({supersedes}, VALUES(expires_at), expires_at), \
+                 error = IF({supersedes}, VALUES(error), error), \
+                 attempts = IF({supersedes}, VALUES(attempts), attempts)"
+            ));
             insert
                 .build()
                 .execute(self.backend.pool())

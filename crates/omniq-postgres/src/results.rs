@@ -1,9 +1,8 @@
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -34,13 +33,8 @@ impl PgResultStore {
         if results.is_empty() {
             return Ok(());
         }
-        // One row per task, the last of the batch winning: an upsert may not touch a row
-        // twice in one statement.
-        let mut latest: HashMap<TaskId, TaskResult> = HashMap::with_capacity(results.len());
-        for result in results {
-            latest.insert(result.task_id, result);
-        }
-        let results: Vec<TaskResult> = latest.into_values().collect();
+        // One row per task: an upsert may not touch a row twice in one statement.
+        let results = winning_results(results);
         let mut outputs = Vec::with_capacity(results.len());
         let mut errors = Vec::with_capacity(results.len());
         for result in &results {
@@ -70,6 +64,9 @@ impl PgResultStore {
                output = excluded.output, error = excluded.error, \
                attempts = excluded.attempts, finished_at = excluded.finished_at, \
                expires_at = excluded.expires_at \
+             WHERE excluded.attempts > {results}.attempts \
+               OR (excluded.attempts = {results}.attempts \
+                 AND (excluded.error IS NULL OR {results}.error IS NOT NULL)) \
              RETURNING 1) \
              SELECT pg_notify($8, $9) FROM (SELECT COUNT(*) FROM put) AS done",
             results = names.results

@@ -360,28 +360,6 @@ impl RedisBackend {
         &self.inner.scripts
     }
 
-    /// Runs commands whose keys may lie in different slots, ignoring their replies. On one
-    /// server they go as one pipeline; a cluster pipeline must keep to one slot, so there
-    /// each command is a request of its own, all in flight at once. Either way they are not
-    /// atomic together.
-    pub(crate) async fn run_each(&self, commands: Vec<Cmd>) -> StoreResult<()> {
-        let mut conn = self.connection();
-        if !conn.is_cluster() {
-            let mut pipe = redis::pipe();
-            for command in commands {
-                pipe.add_command(command).ignore();
-            }
-            return pipe.query_async::<()>(&mut conn).await.map_err(redis_error);
-        }
-        futures_util::future::try_join_all(commands.iter().map(|command| {
-            let mut conn = conn.clone();
-            async move { command.query_async::<()>(&mut conn).await }
-        }))
-        .await
-        .map_err(redis_error)?;
-        Ok(())
-    }
-
     /// A kept connection for a blocking command, if one is idle.
     pub(crate) fn idle_waiter(&self) -> Option<RedisConnection> {
         self.inner

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, winning_results};
 use serde::{Deserialize, Serialize};
 
 use crate::RedisBackend;
@@ -74,31 +74,35 @@ impl RedisResultStore {
             return Ok(());
         }
         let now = Utc::now();
-        let mut commands = Vec::with_capacity(results.len());
-        for result in &results {
-            let key = self.backend.keys().result(&result.task_id.to_string());
-            let mut command;
-            match result.expires_at {
-                Some(at) if at <= now => {
-                    command = redis::cmd("DEL");
-                    command.arg(key);
-                }
-                Some(at) => {
-                    // Rounded up: a result may outlive its TTL by under a millisecond on the
-                    // server, never by a read (see `read`).
-                    let ms = micros(at).saturating_add(999) / 1000;
-                    command = redis::cmd("SET");
-                    command.arg(key).arg(encode(result)?).arg("PXAT").arg(ms);
-                }
-                None => {
-                    command = redis::cmd("SET");
-                    command.arg(key).arg(encode(result)?);
-                }
-            }
-            commands.push(command);
+        let script = &self.backend.scripts().put_result;
+        let mut invocations = Vec::with_capacity(results.len());
+        for result in winning_results(results) {
+            let expires = match result.expires_at {
+                Some(at) if at <= now => "gone".to_owned(),
+                // Rounded up: a result may outlive its TTL by under a millisecond on the
+                // server, never by a read (see `read`).
+                Some(at) => (micros(at).saturating_add(999) / 1000).to_string(),
+                None => String::new(),
+            };
+            let mut invocation =
+                script.key(self.backend.keys().result(&result.task_id.to_string()));
+            invocation
+                .arg(encode(&result)?)
+                .arg(result.attempts)
+                .arg(if result.outcome.is_err() { "1" } else { "0" })
+                .arg(expires);
+            invocations.push(invocation);
         }
-        // Each result is a key of its own, spread over a cluster's slots.
-        self.backend.run_each(commands).await
+        // Each result is a key of its own, spread over a cluster's slots: all in flight at
+        // once on the multiplexed connection, one atomic script each.
+        let conn = self.backend.connection();
+        futures_util::future::try_join_all(invocations.iter().map(|invocation| {
+            let mut conn = conn.clone();
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        }))
+        .await
+        .map_err(redis_error)?;
+        Ok(())
     }
 
     async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {

@@ -22,6 +22,7 @@ pub(crate) struct Scripts {
     pub(crate) schedule_create: Script,
     pub(crate) schedule_update: Script,
     pub(crate) schedule_delete: Script,
+    pub(crate) put_result: Script,
 }
 
 /// A task-queue script: the shared helpers, then its body.
@@ -46,10 +47,11 @@ impl Scripts {
             schedule_create: Script::new(include_str!("scripts/schedule_create.lua")),
             schedule_update: Script::new(include_str!("scripts/schedule_update.lua")),
             schedule_delete: Script::new(include_str!("scripts/schedule_delete.lua")),
+            put_result: Script::new(include_str!("scripts/put_result.lua")),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 14] {
+    pub(crate) fn all(&self) -> [&Script; 15] {
         [
             &self.enqueue,
             &self.claim,
@@ -65,6 +67,7 @@ impl Scripts {
             &self.schedule_create,
             &self.schedule_update,
             &self.schedule_delete,
+            &self.put_result,
         ]
     }
 }

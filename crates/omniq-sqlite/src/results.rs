@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit};
+use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
@@ -27,6 +27,7 @@ impl SqliteResultStore {
         if results.is_empty() {
             return Ok(());
         }
+        let results = winning_results(results);
         let mut tx = self.backend.pool.begin().await.map_err(store_error)?;
         for chunk in results.chunks(ROWS_PER_INSERT) {
             let mut sql = QueryBuilder::<Sqlite>::new(
@@ -41,9 +42,16 @@ impl SqliteResultStore {
                     .push_bind(body)
                     .push_bind(result.expires_at.map(to_micros));
             });
+            // The attempt fence (`result_supersedes`), on the stored body's fields.
             sql.push(
                 " ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, \
-                 expires_at = excluded.expires_at",
+                 expires_at = excluded.expires_at \
+                 WHERE json_extract(excluded.body, '$.attempts') \
+                   > json_extract(omniq_results.body, '$.attempts') \
+                 OR (json_extract(excluded.body, '$.attempts') \
+                   = json_extract(omniq_results.body, '$.attempts') \
+                   AND (json_type(excluded.body, '$.outcome.Ok') IS NOT NULL \
+                     OR json_type(omniq_results.body, '$.outcome.Err') IS NOT NULL))",
             );
             sql.build().execute(&mut *tx).await.map_err(store_error)?;
         }

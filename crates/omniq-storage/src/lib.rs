@@ -50,7 +50,7 @@ pub use queue::{
     QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue, effective_purge_limit,
 };
 pub use redrive::redrive_with_results;
-pub use results::ResultStore;
+pub use results::{ResultStore, result_supersedes, winning_results};
 pub use schedules::ScheduleStore;
 pub use validate::validate_specs;
 

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -9,8 +10,13 @@ use crate::{BoxFuture, StoreResult};
 ///
 /// Results past their `expires_at` are never returned, whether or not the backend has
 /// physically removed them yet.
+///
+/// Writes are fenced by attempt (see [`result_supersedes`]): a worker that lost its lease
+/// and finishes late never replaces the result of the run that replaced it.
 pub trait ResultStore: Send + Sync + Debug + 'static {
-    /// Stores results, replacing any earlier result of the same task.
+    /// Stores results. Each replaces the task's stored result only when it
+    /// [supersedes](result_supersedes) it, in one atomic step per task; several results
+    /// of one task in the batch are settled the same way ([`winning_results`]).
     ///
     /// # Errors
     /// A backend error.
@@ -67,4 +73,38 @@ pub trait ResultStore: Send + Sync + Debug + 'static {
             }
         })
     }
+}
+
+/// Whether `new` may replace `current` as a task's stored result.
+///
+/// Results are fenced by the attempt they come from: a later attempt wins; at the same
+/// attempt a success wins over a failure (the `lease_lost` failure recorded for a run whose
+/// worker then finished it after all), and otherwise the newer write wins (a re-send). So a
+/// worker that lost its lease and finishes late never replaces the result of the run that
+/// took over, whatever order the writes land in.
+pub fn result_supersedes(new: &TaskResult, current: &TaskResult) -> bool {
+    new.attempts > current.attempts
+        || (new.attempts == current.attempts && (new.outcome.is_ok() || current.outcome.is_err()))
+}
+
+/// One result per task out of `results`, the one that [supersedes](result_supersedes) the
+/// others, in the order each task first appears. For backends whose upsert must not touch
+/// a row twice in one statement.
+pub fn winning_results(results: Vec<TaskResult>) -> Vec<TaskResult> {
+    let mut index: HashMap<TaskId, usize> = HashMap::with_capacity(results.len());
+    let mut winners: Vec<TaskResult> = Vec::with_capacity(results.len());
+    for result in results {
+        match index.get(&result.task_id) {
+            Some(&at) => {
+                if result_supersedes(&result, &winners[at]) {
+                    winners[at] = result;
+                }
+            }
+            None => {
+                index.insert(result.task_id, winners.len());
+                winners.push(result);
+            }
+        }
+    }
+    winners
 }

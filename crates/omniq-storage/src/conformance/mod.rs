@@ -147,6 +147,7 @@ macro_rules! conformance_suite {
             list_pages_by_queue_and_state,
             stats_count_tasks_per_state,
             results_are_stored_and_read_back,
+            a_result_from_an_earlier_attempt_never_replaces_a_later_one,
             expired_results_are_not_returned,
             events_are_recorded_and_queried_by_task_kind_and_time,
             schedules_are_created_once_by_name_and_managed,

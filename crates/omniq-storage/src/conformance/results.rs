@@ -63,6 +63,80 @@ pub async fn results_are_stored_and_read_back(stores: Stores) {
     );
 }
 
+/// Result writes are fenced by attempt: a worker that lost its lease and finishes late
+/// never replaces the result of the run that took over, in whatever order the writes land
+/// and whether they come in one batch or several; at the same attempt a success wins over
+/// a failure (the `lease_lost` failure recorded for a run that then finished after all).
+pub async fn a_result_from_an_earlier_attempt_never_replaces_a_later_one(stores: Stores) {
+    let id = TaskId::new();
+    let read = |stores: &Stores| {
+        let results = stores.results.clone();
+        async move {
+            results
+                .get(id)
+                .await
+                .expect("get")
+                .expect("a result is stored")
+        }
+    };
+    let current = TaskResult::success(id, "t", vec![2], 2, None);
+    stores.results.put(vec![current]).await.expect("put");
+
+    // The stale worker of attempt 1 finishes late, with a success or a failure.
+    let stale_success = TaskResult::success(id, "t", vec![1], 1, None);
+    let stale_failure = TaskResult::failure(id, "t", TaskError::new("stale"), 1, None);
+    stores
+        .results
+        .put(vec![stale_success.clone()])
+        .await
+        .expect("put");
+    stores.results.put(vec![stale_failure]).await.expect("put");
+    let kept = read(&stores).await;
+    assert_eq!((kept.attempts, kept.outcome), (2, Ok(vec![2])));
+
+    // A failure of the same attempt (the lease-lost one recovery writes) does not replace
+    // its success; a later attempt's failure does.
+    let lease_lost = TaskResult::failure(
+        id,
+        "t",
+        TaskError::with_kind(omniq_models::TaskErrorKind::LeaseLost, "lease lost", true),
+        2,
+        None,
+    );
+    stores.results.put(vec![lease_lost]).await.expect("put");
+    let kept = read(&stores).await;
+    assert_eq!((kept.attempts, kept.outcome), (2, Ok(vec![2])));
+    let later = TaskResult::failure(id, "t", TaskError::permanent("for good"), 3, None);
+    stores.results.put(vec![later]).await.expect("put");
+    let replaced = read(&stores).await;
+    assert_eq!(replaced.attempts, 3);
+    assert!(replaced.outcome.is_err());
+    // At the same attempt a success wins over the failure in place.
+    let finished = TaskResult::success(id, "t", vec![3], 3, None);
+    stores.results.put(vec![finished]).await.expect("put");
+    let replaced = read(&stores).await;
+    assert_eq!((replaced.attempts, replaced.outcome), (3, Ok(vec![3])));
+
+    // Several results of one task in a batch: the latest attempt wins, in any order.
+    let other = TaskId::new();
+    stores
+        .results
+        .put(vec![
+            TaskResult::success(other, "t", vec![5], 5, None),
+            TaskResult::success(other, "t", vec![4], 4, None),
+            TaskResult::failure(other, "t", TaskError::new("same attempt"), 5, None),
+        ])
+        .await
+        .expect("put");
+    let won = stores
+        .results
+        .get(other)
+        .await
+        .expect("get")
+        .expect("a result is stored");
+    assert_eq!((won.attempts, won.outcome), (5, Ok(vec![5])));
+}
+
 /// A result past its TTL is gone, whether or not it was purged yet.
 pub async fn expired_results_are_not_returned(stores: Stores) {
     let short = TaskResult::success(
