@@ -35,6 +35,7 @@ impl WorkerBuilder {
             retention: settings.task_retention,
             event_retention: settings.event_retention,
             store_timeout: WorkerConfig::default().store_timeout,
+            unknown_task_grace: settings.unknown_task_grace,
             scheduler_tick: settings
                 .scheduler
                 .then_some(WorkerConfig::default().scheduler_tick)
@@ -108,6 +109,14 @@ impl WorkerBuilder {
     /// Sets how long events are kept before the worker deletes them.
     pub fn event_retention(mut self, retention: Option<Duration>) -> Self {
         self.config = self.config.event_retention(retention);
+        self
+    }
+
+    /// Sets how long a due task of a name this worker has no handler for is left to other
+    /// workers before this one dead-letters it (`None`: never); see
+    /// [`WorkerConfig::unknown_task_grace`].
+    pub fn unknown_task_grace(mut self, grace: Option<Duration>) -> Self {
+        self.config = self.config.unknown_task_grace(grace);
         self
     }
 

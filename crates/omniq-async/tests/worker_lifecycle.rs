@@ -140,7 +140,12 @@ async fn an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running(h: H
         .enqueue_by_name::<()>("test.nobody_registered_this", 1)
         .await
         .expect("enqueue");
-    let worker = omniq.worker().start().expect("start");
+    // No grace: a task no worker here runs is taken and dead-lettered at once.
+    let worker = omniq
+        .worker()
+        .unknown_task_grace(Some(Duration::ZERO))
+        .start()
+        .expect("start");
     let error = unknown.wait(WAIT).await.expect_err("dead-lettered");
     let Error::TaskFailed { error, .. } = error else {
         panic!("expected TaskFailed, got {error:?}");
@@ -158,6 +163,70 @@ async fn an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running(h: H
     let after = omniq.enqueue(Double(21)).await.expect("enqueue");
     assert_eq!(after.wait(WAIT).await.expect("worker still running"), 42);
     worker.shutdown().await.expect("shutdown");
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Triple(i64);
+
+impl Task for Triple {
+    const NAME: &'static str = "test.triple";
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.0 * 3)
+    }
+}
+
+/// A rolling deploy: a worker of the old release (no handler for the new task) runs beside
+/// one of the new release. The old worker leaves every new task to the new one, even while
+/// it claims the old tasks queued behind them; none is dead-lettered.
+async fn a_rolling_deploy_dead_letters_no_task_a_live_worker_can_run(h: Harness) {
+    const NEW_TASKS: i64 = 100;
+    let old_release = h.omniq.clone().register::<Double>();
+    let new_release =
+        omniq_async::AsyncOmniQ::with_stores(h.omniq.settings().clone(), h.omniq.stores().clone())
+            .register::<Double>()
+            .register::<Triple>();
+    // The new release's producer sends its tasks first; the old release's follow.
+    let new_tasks = new_release
+        .enqueue_many((0..NEW_TASKS).map(Triple))
+        .await
+        .expect("enqueue");
+    let old_tasks = old_release
+        .enqueue_many((0..10).map(Double))
+        .await
+        .expect("enqueue");
+    let old_worker = old_release.worker().start().expect("start");
+    // The old worker runs the old tasks, queued behind the new ones: it has claimed past
+    // every new task by the time they are done.
+    for (n, handle) in (0..).zip(&old_tasks) {
+        assert_eq!(handle.wait(WAIT).await.expect("old task"), n * 2);
+    }
+    let new_worker = new_release.worker().start().expect("start");
+    for (n, handle) in (0..).zip(&new_tasks) {
+        assert_eq!(
+            handle
+                .wait(WAIT)
+                .await
+                .expect("a new task runs on the new worker"),
+            n * 3
+        );
+    }
+    old_worker.shutdown().await.expect("shutdown");
+    new_worker.shutdown().await.expect("shutdown");
+    let stats = h.omniq.queue_stats("default").await.expect("stats");
+    assert_eq!(stats.count(TaskState::Failed), 0, "{stats:?}");
+    assert_eq!(
+        stats.count(TaskState::Succeeded),
+        u64::try_from(NEW_TASKS).expect("count") + 10,
+        "{stats:?}"
+    );
+    for handle in &new_tasks {
+        let record = handle.record().await.expect("record");
+        assert_eq!(
+            record.attempts, 1,
+            "a new task was claimed by the old worker"
+        );
+    }
 }
 
 async fn an_undecodable_payload_is_dead_lettered_with_the_reason(h: Harness) {
@@ -481,6 +550,7 @@ on_each_backend! {
     typed_and_closure_tasks => typed_and_closure_tasks_run_and_their_results_are_read_back;
     events_per_transition => every_transition_is_recorded_as_an_event;
     unknown_task_name => an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running;
+    rolling_deploy => a_rolling_deploy_dead_letters_no_task_a_live_worker_can_run;
     undecodable_payload => an_undecodable_payload_is_dead_lettered_with_the_reason;
     retries => a_failing_task_is_retried_until_it_succeeds;
     poison_task => a_panicking_task_fails_after_max_attempts_while_others_succeed;

@@ -97,13 +97,19 @@ pub struct Settings {
     /// (`poll_interval`, default 1s).
     #[serde(with = "crate::duration::serde_duration")]
     pub poll_interval: Duration,
+    /// How long a due task whose name a worker has no handler for is left to other
+    /// workers before that worker dead-letters it as `unknown_task` (`unknown_task_grace`,
+    /// default 1h; `none`: never). Covers rolling deploys, where workers of the old
+    /// release lack the new release's tasks.
+    #[serde(with = "crate::duration::serde_option_duration")]
+    pub unknown_task_grace: Option<Duration>,
     /// Whether workers also run the scheduler that fires stored schedules (`scheduler`,
     /// default true). Any number of workers may run it; each fire is enqueued once.
     pub scheduler: bool,
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 23] = [
+pub(crate) const KEYS: [&str; 24] = [
     "base_dir",
     "task_queue_url",
     "result_storage_url",
@@ -126,6 +132,7 @@ pub(crate) const KEYS: [&str; 23] = [
     "heartbeat",
     "shutdown_grace",
     "poll_interval",
+    "unknown_task_grace",
     "scheduler",
 ];
 
@@ -154,6 +161,7 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            unknown_task_grace: Some(Duration::from_secs(3_600)),
             scheduler: true,
         }
     }

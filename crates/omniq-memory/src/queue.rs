@@ -361,7 +361,7 @@ impl State {
         let mut leases = Vec::new();
         for queue in &request.queues {
             while leases.len() < request.limit {
-                let Some(key) = self.ready.get_mut(queue).and_then(BTreeSet::pop_first) else {
+                let Some(key) = self.take_ready(queue, request, now) else {
                     break;
                 };
                 let id = key.3;
@@ -407,6 +407,30 @@ impl State {
             }
         }
         leases
+    }
+
+    /// The first ready task of `queue` the request takes (by its name filter; an expired
+    /// one always, to be marked), removed from the ready set.
+    fn take_ready(
+        &mut self,
+        queue: &str,
+        request: &DequeueRequest,
+        now: DateTime<Utc>,
+    ) -> Option<ReadyKey> {
+        let ready = self.ready.get_mut(queue)?;
+        if request.names.is_none() {
+            return ready.pop_first();
+        }
+        let tasks = &self.tasks;
+        let key = *ready.iter().find(|key| {
+            tasks.get(&key.3).is_none_or(|entry| {
+                let spec = &entry.record.spec;
+                spec.expires_at.is_some_and(|at| at <= now)
+                    || request.takes(&spec.name, spec.run_at, now)
+            })
+        })?;
+        ready.remove(&key);
+        Some(key)
     }
 
     /// The entry if `lease` still holds it.

@@ -139,6 +139,16 @@ impl RedisTaskQueue {
             .arg(lease_micros(request.lease))
             .arg(request.worker_id.as_str())
             .arg(token.to_string());
+        // The name filter (rolling deploys): the names as a JSON array ('' for none), and
+        // the latest run_at at which a task of another name is taken all the same.
+        match &request.names {
+            Some(names) => invocation.arg(to_json(names)?),
+            None => invocation.arg(""),
+        };
+        match request.unknown_due_by(now) {
+            Some(by) => invocation.arg(micros(by)),
+            None => invocation.arg(""),
+        };
         for queue in &request.queues {
             invocation.arg(queue);
         }

@@ -55,6 +55,14 @@ pub struct DequeueRequest {
     pub lease: Duration,
     /// The claiming worker.
     pub worker_id: WorkerId,
+    /// The task names the claimer can run; `None` takes every name. A worker of an older
+    /// release that lacks a new task's handler leaves that task to the workers that have
+    /// it (rolling deploys).
+    pub names: Option<Vec<String>>,
+    /// With `names`: a task of another name is taken all the same once it has been due
+    /// for this long, so that a task no worker can run ends up dead-lettered rather than
+    /// waiting forever. `None`: never. Judged on the store's clock, like `run_at`.
+    pub unknown_after: Option<Duration>,
 }
 
 impl DequeueRequest {
@@ -65,7 +73,38 @@ impl DequeueRequest {
             limit,
             lease: DEFAULT_LEASE,
             worker_id: WorkerId::new("anonymous"),
+            names: None,
+            unknown_after: None,
         }
+    }
+
+    /// Takes only tasks named in `names`, and others once they have been due for
+    /// `unknown_after` (`None`: never). See [`DequeueRequest::names`].
+    pub fn only_names<N: Into<String>>(
+        mut self,
+        names: impl IntoIterator<Item = N>,
+        unknown_after: Option<Duration>,
+    ) -> Self {
+        self.names = Some(names.into_iter().map(Into::into).collect());
+        self.unknown_after = unknown_after;
+        self
+    }
+
+    /// Whether a task of `name`, due at `run_at`, may be claimed at `now` under this
+    /// request's name filter. For backends that filter in the client.
+    pub fn takes(&self, name: &str, run_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let Some(names) = &self.names else {
+            return true;
+        };
+        names.iter().any(|known| known == name)
+            || self.unknown_due_by(now).is_some_and(|by| run_at <= by)
+    }
+
+    /// The latest `run_at` at which a task whose name is not in `names` is taken all the
+    /// same, at `now`; `None` when such tasks are never taken.
+    pub fn unknown_due_by(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = chrono::Duration::from_std(self.unknown_after?).ok()?;
+        now.checked_sub_signed(after)
     }
 
     /// Sets the lease length.

@@ -55,5 +55,6 @@ pub use definition::{AsyncMarker, BlockingMarker, TaskDefinition};
 pub use registry::Registry;
 pub use task::{BlockingTask, Task};
 pub use worker::{
-    Worker, WorkerConfig, WorkerError, WorkerHandle, WorkerKind, WorkerReport, shutdown_signal,
+    DEFAULT_UNKNOWN_TASK_GRACE, Worker, WorkerConfig, WorkerError, WorkerHandle, WorkerKind,
+    WorkerReport, shutdown_signal,
 };

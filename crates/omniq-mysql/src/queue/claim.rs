@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use omniq_models::LeaseToken;
 use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
@@ -12,6 +13,25 @@ use super::MySqlTaskQueue;
 use crate::error::{corrupt, retry_deadlocks, store_error};
 use crate::rows::{TASK_COLUMNS, push_ids, push_texts, record_from_row, to_i64};
 use crate::time::{SERVER_NOW_MICROS, to_micros};
+
+/// The request's name filter (rolling deploys): tasks of the names it runs, and others
+/// once they have been due for its grace.
+fn push_name_filter(sql: &mut QueryBuilder<MySql>, request: &DequeueRequest, now: DateTime<Utc>) {
+    let Some(names) = &request.names else {
+        return;
+    };
+    sql.push(" AND (");
+    if names.is_empty() {
+        sql.push("FALSE");
+    } else {
+        sql.push("name IN ");
+        push_texts(sql, names);
+    }
+    if let Some(by) = request.unknown_due_by(now) {
+        sql.push(" OR run_at <= ").push_bind(to_micros(by));
+    }
+    sql.push(")");
+}
 
 impl MySqlTaskQueue {
     pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
@@ -39,20 +59,27 @@ impl MySqlTaskQueue {
             // other's rows instead of queueing on their locks (or taking the same task).
             // The claim index holds ready rows only, in claim order, so the scan stops at
             // the limit. Expired tasks are skipped here and marked by `expire_due`.
-            let ids: Vec<Uuid> = sqlx::query_scalar(
+            let mut select = QueryBuilder::<MySql>::new(
                 "SELECT id FROM omniq_tasks FORCE INDEX (omniq_tasks_claim) \
-                 WHERE ready_queue = ? AND run_at <= ? \
-                 AND (expires_at IS NULL OR expires_at > ?) \
-                 ORDER BY neg_priority, run_at, seq LIMIT ? \
-                 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(queue)
-            .bind(to_micros(now))
-            .bind(to_micros(now))
-            .bind(to_i64(wanted))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(store_error)?;
+                 WHERE ready_queue = ",
+            );
+            select
+                .push_bind(queue)
+                .push(" AND run_at <= ")
+                .push_bind(to_micros(now))
+                .push(" AND (expires_at IS NULL OR expires_at > ")
+                .push_bind(to_micros(now))
+                .push(")");
+            push_name_filter(&mut select, request, now);
+            select
+                .push(" ORDER BY neg_priority, run_at, seq LIMIT ")
+                .push_bind(to_i64(wanted))
+                .push(" FOR UPDATE SKIP LOCKED");
+            let ids: Vec<Uuid> = select
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
             if ids.is_empty() {
                 continue;
             }

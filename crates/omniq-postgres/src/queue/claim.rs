@@ -32,11 +32,15 @@ impl PgTaskQueue {
              WHERE t.id IN (SELECT id FROM {tasks} \
                WHERE queue = $5 AND state IN ('queued', 'scheduled') AND run_at <= $4 \
                AND (expires_at IS NULL OR expires_at > $4) \
+               AND ($7::text[] IS NULL OR name = ANY($7) OR run_at <= $8) \
                ORDER BY priority DESC, run_at, seq LIMIT $6 \
                FOR UPDATE SKIP LOCKED) \
              RETURNING {TASK_COLUMNS}",
             tasks = self.backend.names().tasks
         );
+        // The name filter (rolling deploys): a task of another name is taken all the same
+        // once due by this time (NULL, never, without a grace).
+        let unknown_due_by = request.unknown_due_by(now);
         let mut leases = Vec::new();
         for queue in &request.queues {
             let wanted = request.limit - leases.len();
@@ -50,6 +54,8 @@ impl PgTaskQueue {
                 .bind(now)
                 .bind(queue)
                 .bind(to_i64(wanted))
+                .bind(request.names.as_deref())
+                .bind(unknown_due_by)
                 .fetch_all(self.backend.pool())
                 .await
                 .map_err(store_error)?;

@@ -7,7 +7,13 @@
 -- as it runs: nothing like BRPOP ever leaves it only in a worker's memory.
 --
 -- ARGV[4] = limit, ARGV[5] = lease length (micros), ARGV[6] = worker id,
--- ARGV[7] = lease token, ARGV[8..] = queues in order.
+-- ARGV[7] = lease token, ARGV[8] = the task names the worker runs, a JSON array ('' for
+-- every name), ARGV[9] = the latest run_at (micros) at which a task of another name is
+-- taken all the same ('' for never), ARGV[10..] = queues in order.
+--
+-- With names, a ready task of another name stays in the ready set for a worker that runs
+-- it (a rolling deploy); at most SKIP_LIMIT of them are passed over per queue and call, so
+-- a claim never walks a huge backlog.
 -- Reply: one array per lease, its fields in the order of codec::LEASE_FIELDS (the task's,
 -- then the lease deadline, in micros on the server's clock).
 
@@ -16,10 +22,21 @@
 -- read as the task's state and seq, then filled in; the deadline is appended.
 local ID, QUEUE, EXPIRES_AT, ATTEMPTS = 1, 3, 7, 14
 local STATE, SEQ_AT = ID, QUEUE
+local SKIP_LIMIT = 1000
 local limit = tonumber(ARGV[4])
 local deadline, worker, token = int(server_micros() + tonumber(ARGV[5])), ARGV[6], ARGV[7]
+local known, unknown_due_by = nil, nil
+if ARGV[8] ~= '' then
+  known = {}
+  for _, name in ipairs(cjson.decode(ARGV[8])) do
+    known[name] = true
+  end
+  if ARGV[9] ~= '' then
+    unknown_due_by = tonumber(ARGV[9])
+  end
+end
 local leases = {}
-for qi = 8, #ARGV do
+for qi = 10, #ARGV do
   if #leases >= limit then
     break
   end
@@ -38,36 +55,54 @@ for qi = 8, #ARGV do
     end
   end
   local ready = B .. ':ready:' .. queue
-  while #leases < limit do
+  local skipped = 0
+  while #leases < limit and skipped < SKIP_LIMIT do
     -- At most 1000 at a time (the ZREM below takes them all as arguments). Not ZPOPMIN: its
-    -- reply carries every member's score, as text.
-    local members = redis.call('ZRANGE', ready, 0, int(math.min(limit - #leases, 1000) - 1))
+    -- reply carries every member's score, as text. Passed-over members stay at the front.
+    local members = redis.call('ZRANGE', ready, skipped,
+      int(skipped + math.min(limit - #leases, 1000) - 1))
     if #members == 0 then
       break
     end
-    redis.call('ZREM', ready, unpack(members))
+    local taken, fields = {}, {}
     for _, member in ipairs(members) do
       local id = string.sub(member, 41)
-      local tk = task_key(id)
-      local h = redis.call('HMGET', tk, 'state', 'name', 'seq', 'payload', 'priority', 'run_at',
-        'expires_at', 'max_attempts', 'unique_key', 'deps', 'run_when', 'created_at', 'opts',
-        'attempts')
+      local h = redis.call('HMGET', task_key(id), 'state', 'name', 'seq', 'payload', 'priority',
+        'run_at', 'expires_at', 'max_attempts', 'unique_key', 'deps', 'run_when', 'created_at',
+        'opts', 'attempts')
       local expires_at = h[EXPIRES_AT]
-      -- An expired task is never handed out; it stays in the expiry index, where
-      -- expire_due finds it and marks it Expired.
-      if h[STATE] == 'queued' and not (expires_at and tonumber(expires_at) <= NOW) then
-        local attempts = int(tonumber(h[ATTEMPTS]) + 1)
-        enter_state(id, tk, queue, h[SEQ_AT], 'queued', 'running', nil, nil, 'attempts', attempts,
-          'token', token, 'lease_at', deadline, 'worker', worker, 'started_at', NOW_S,
-          'cancel', '0')
-        redis.call('ZADD', LEASES, deadline, id)
-        if expires_at then
-          redis.call('ZREM', EXPIRY, id)
+      local expired = expires_at and tonumber(expires_at) <= NOW
+      local claimable = h[STATE] == 'queued' and not expired
+      if claimable and known and not known[h[2]]
+          and not (unknown_due_by and tonumber(h[6]) <= unknown_due_by) then
+        skipped = skipped + 1
+      else
+        taken[#taken + 1] = member
+        if claimable then
+          fields[#fields + 1] = { id, h }
         end
-        h[ID], h[QUEUE], h[ATTEMPTS] = id, queue, attempts
-        h[ATTEMPTS + 1] = deadline
-        leases[#leases + 1] = h
       end
+    end
+    if #taken > 0 then
+      redis.call('ZREM', ready, unpack(taken))
+    end
+    -- An expired task is never handed out; it stays in the expiry index, where
+    -- expire_due finds it and marks it Expired.
+    for _, claimed in ipairs(fields) do
+      local id, h = claimed[1], claimed[2]
+      local tk = task_key(id)
+      local expires_at = h[EXPIRES_AT]
+      local attempts = int(tonumber(h[ATTEMPTS]) + 1)
+      enter_state(id, tk, queue, h[SEQ_AT], 'queued', 'running', nil, nil, 'attempts', attempts,
+        'token', token, 'lease_at', deadline, 'worker', worker, 'started_at', NOW_S,
+        'cancel', '0')
+      redis.call('ZADD', LEASES, deadline, id)
+      if expires_at then
+        redis.call('ZREM', EXPIRY, id)
+      end
+      h[ID], h[QUEUE], h[ATTEMPTS] = id, queue, attempts
+      h[ATTEMPTS + 1] = deadline
+      leases[#leases + 1] = h
     end
   end
 end

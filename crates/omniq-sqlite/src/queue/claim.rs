@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{TASK_COLUMNS, record_from_row};
+use crate::rows::{TASK_COLUMNS, record_from_row, to_json};
 use crate::time::{deadline, to_micros};
 
 impl SqliteTaskQueue {
@@ -19,6 +19,10 @@ impl SqliteTaskQueue {
         // machine's, never the client's (see `Clock`).
         let until = deadline(Utc::now(), request.lease);
         let token = LeaseToken::new();
+        // The name filter (rolling deploys): the names as a JSON array, and the latest
+        // run_at at which a task of another name is taken all the same.
+        let names = request.names.as_ref().map(to_json).transpose()?;
+        let unknown_due_by = request.unknown_due_by(now).map_or(i64::MIN, to_micros);
         let mut leases = Vec::new();
         for queue in &request.queues {
             let wanted = request.limit - leases.len();
@@ -36,6 +40,8 @@ impl SqliteTaskQueue {
                  WHERE seq IN (SELECT seq FROM omniq_tasks \
                    WHERE queue = ?5 AND state IN ('queued', 'scheduled') AND run_at <= ?4 \
                    AND (expires_at IS NULL OR expires_at > ?4) \
+                   AND (?7 IS NULL OR name IN (SELECT value FROM json_each(?7)) \
+                     OR run_at <= ?8) \
                    ORDER BY priority DESC, run_at, seq LIMIT ?6) \
                  RETURNING seq, {TASK_COLUMNS}"
             )))
@@ -45,6 +51,8 @@ impl SqliteTaskQueue {
             .bind(to_micros(now))
             .bind(queue)
             .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
+            .bind(names.as_deref())
+            .bind(unknown_due_by)
             .fetch_all(&self.backend.pool)
             .await
             .map_err(store_error)?;

@@ -130,6 +130,7 @@ macro_rules! conformance_suite {
             dequeue_orders_by_priority_then_enqueue_order,
             dequeue_is_fifo_at_equal_priority,
             dequeue_takes_named_queues_in_strict_order,
+            a_claim_by_names_leaves_other_tasks_to_workers_that_run_them,
             dequeue_skips_tasks_whose_run_at_is_in_the_future,
             dequeue_from_an_empty_queue_returns_nothing,
             claimed_tasks_are_running_with_an_attempt_counted,

@@ -531,6 +531,88 @@ pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Sto
     assert_eq!(late, vec![CompletionStatus::LeaseLost]);
 }
 
+/// A claim that names the tasks it can run (a worker of an older release, during a
+/// rolling deploy) leaves tasks of other names in place for the workers that run them,
+/// even at the head of the queue, and takes them only once they have been due for its
+/// grace, so that a task nobody can run is dead-lettered in the end.
+pub async fn a_claim_by_names_leaves_other_tasks_to_workers_that_run_them(stores: Stores) {
+    let queue = unique_queue("names");
+    let named = |name: &str, options: TaskOptions| {
+        let mut task = spec(&queue, options);
+        task.name = name.to_owned();
+        task
+    };
+    // The new release's tasks first and ahead by priority: the old worker passes them.
+    let mut new_tasks = Vec::new();
+    for _ in 0..3 {
+        let task = named("release.new", TaskOptions::default().priority(5));
+        enqueue_one(&*stores.queue, task.clone()).await;
+        new_tasks.push(task.id);
+    }
+    let old = named("release.old", TaskOptions::default());
+    enqueue_one(&*stores.queue, old.clone()).await;
+    let grace = Some(Duration::from_secs(3600));
+
+    let taken = stores
+        .queue
+        .dequeue(request(&[&queue], 10).only_names(["release.old", "other"], grace))
+        .await
+        .expect("dequeue");
+    let ids: Vec<_> = taken.iter().map(|l| l.spec.id).collect();
+    assert_eq!(
+        ids,
+        vec![old.id],
+        "the old worker takes only the names it runs"
+    );
+    // Nothing left it may take: an empty claim, not the new tasks.
+    let none = stores
+        .queue
+        .dequeue(request(&[&queue], 10).only_names(["release.old"], grace))
+        .await
+        .expect("dequeue");
+    assert!(none.is_empty(), "{none:?}");
+    let none = stores
+        .queue
+        .dequeue(request(&[&queue], 10).only_names(Vec::<String>::new(), None))
+        .await
+        .expect("dequeue");
+    assert!(none.is_empty(), "{none:?}");
+
+    // The new worker gets them, all of them, untouched (no attempt counted).
+    let taken = stores
+        .queue
+        .dequeue(request(&[&queue], 10).only_names(["release.new", "release.old"], grace))
+        .await
+        .expect("dequeue");
+    let mut ids: Vec<_> = taken.iter().map(|l| l.spec.id).collect();
+    ids.sort();
+    new_tasks.sort();
+    assert_eq!(ids, new_tasks);
+    assert!(taken.iter().all(|l| l.attempt == 1), "{taken:?}");
+
+    // A task due for longer than the grace is taken by a worker that cannot run it (which
+    // dead-letters it); one due for less is not.
+    let mut overdue = named("release.gone", TaskOptions::default());
+    overdue.run_at = Utc::now() - chrono::Duration::hours(2);
+    enqueue_one(&*stores.queue, overdue.clone()).await;
+    let recent = named("release.gone", TaskOptions::default());
+    enqueue_one(&*stores.queue, recent.clone()).await;
+    let taken = stores
+        .queue
+        .dequeue(request(&[&queue], 10).only_names(["release.old"], grace))
+        .await
+        .expect("dequeue");
+    let ids: Vec<_> = taken.iter().map(|l| l.spec.id).collect();
+    assert_eq!(ids, vec![overdue.id]);
+    let everything = claim(&*stores.queue, &[&queue], 10).await;
+    let ids: Vec<_> = everything.iter().map(|l| l.spec.id).collect();
+    assert_eq!(
+        ids,
+        vec![recent.id],
+        "a claim without names takes every name"
+    );
+}
+
 /// Heartbeats push the deadline out for held leases and report the ones that are gone.
 pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores) {
     let queue = unique_queue("heartbeat");

@@ -14,6 +14,10 @@ pub enum WorkerKind {
     Thread,
 }
 
+/// The default of [`WorkerConfig::unknown_task_grace`]: an hour, longer than a rolling
+/// deploy takes.
+pub const DEFAULT_UNKNOWN_TASK_GRACE: Duration = Duration::from_secs(3600);
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -57,6 +61,12 @@ pub struct WorkerConfig {
     /// again (completions) or skips the round (maintenance). Heartbeats are bounded by half
     /// the lease at most, so a hung renewal is tried again in time.
     pub store_timeout: Duration,
+    /// How long a due task whose name this worker has no handler for is left to other
+    /// workers before this one takes it and dead-letters it as `unknown_task`. During a
+    /// rolling deploy, a worker of the old release leaves the new release's tasks to the
+    /// workers that run them; a task no worker runs (a typo, a handler removed) ends up
+    /// dead-lettered after this. `None`: such tasks are never taken by this worker.
+    pub unknown_task_grace: Option<Duration>,
     /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
     /// store ([`Worker::schedules`](crate::Worker::schedules)).
     pub scheduler_tick: Option<Duration>,
@@ -81,6 +91,7 @@ impl Default for WorkerConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             event_retention: Some(Duration::from_secs(7 * 24 * 3600)),
             store_timeout: Duration::from_secs(10),
+            unknown_task_grace: Some(DEFAULT_UNKNOWN_TASK_GRACE),
         }
     }
 }
@@ -180,6 +191,13 @@ impl WorkerConfig {
     /// Sets how long one store call may take before it counts as an outage.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a due task of a name this worker cannot run is left to other workers
+    /// (see [`WorkerConfig::unknown_task_grace`]).
+    pub fn unknown_task_grace(mut self, grace: Option<Duration>) -> Self {
+        self.unknown_task_grace = grace;
         self
     }
 

@@ -20,7 +20,7 @@ use omniq_storage::{ResultStore, ScheduleStore, TaskQueue};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{WorkerConfig, WorkerKind};
+pub use config::{DEFAULT_UNKNOWN_TASK_GRACE, WorkerConfig, WorkerKind};
 pub use shared::WorkerReport;
 pub use signal::shutdown_signal;
 
