@@ -21,6 +21,8 @@ async fn stores() -> StoreResult<Stores> {
             let queue = same.clone();
             async move { Ok(queue) }
         }),
+        // Typed values in memory: nothing to corrupt.
+        corrupt: None,
     })
 }
 

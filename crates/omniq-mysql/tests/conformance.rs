@@ -9,11 +9,12 @@ mod common;
 
 use std::sync::Arc;
 
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Reopen, Stores};
 use omniq_storage::{StoreResult, TaskQueue};
 
 async fn stores() -> StoreResult<Stores> {
     let backend = common::fresh_backend().await?;
+    let pool = backend.pool().clone();
     Ok(Stores {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
@@ -23,6 +24,16 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
+        corrupt: Some(Corrupt::new(move |id| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("UPDATE omniq_tasks SET options = '[1, 2]' WHERE id = ?")
+                    .bind(*id.as_uuid())
+                    .execute(&pool)
+                    .await
+                    .expect("corrupt");
+            }
+        })),
     })
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use omniq_postgres::{PgBackend, PgOptions};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Reopen, Stores};
 use omniq_storage::{StoreResult, TaskQueue};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -34,6 +34,7 @@ async fn stores() -> StoreResult<Stores> {
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10));
     let backend = PgBackend::connect_with(&url, options).await?;
+    let damaged = backend.clone();
     Ok(Stores {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
@@ -43,6 +44,20 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
+        corrupt: Some(Corrupt::new(move |id| {
+            let backend = damaged.clone();
+            async move {
+                let schema = backend.schema().expect("a schema per case");
+                let sql = format!(
+                    "UPDATE \"{schema}\".omniq_tasks SET options = '[1, 2]'::jsonb WHERE id = $1"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(id.as_uuid())
+                    .execute(backend.pool())
+                    .await
+                    .expect("corrupt");
+            }
+        })),
     })
 }
 

@@ -180,7 +180,7 @@ fn text<'a>(fields: &'a Fields, name: &str) -> StoreResult<Option<&'a str>> {
         .transpose()
 }
 
-fn required<'a>(fields: &'a Fields, name: &str) -> StoreResult<&'a str> {
+pub(crate) fn required<'a>(fields: &'a Fields, name: &str) -> StoreResult<&'a str> {
     text(fields, name)?.ok_or_else(|| corrupt("task", format!("field `{name}` is missing")))
 }
 

@@ -8,14 +8,14 @@ use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
     QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
-    effective_purge_limit, lease_micros,
+    effective_purge_limit, lease_micros, unreadable_task,
 };
 use redis::{Script, ScriptInvocation, Value};
 
 use crate::RedisBackend;
 use crate::codec::{
     LEASE_FIELDS, StoredOptions, attempts_of, changes, duration_micros, fields, from_micros,
-    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from,
+    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from, required,
     required_time, spec_from, string, to_json,
 };
 use crate::error::{corrupt, redis_error};
@@ -152,18 +152,35 @@ impl RedisTaskQueue {
         for queue in &request.queues {
             invocation.arg(queue);
         }
-        items(self.call(&invocation).await?)?
-            .into_iter()
-            .map(|leased| {
-                let fields = positional(leased, &LEASE_FIELDS)?;
+        let mut leases = Vec::new();
+        let mut unreadable = Vec::new();
+        for leased in items(self.call(&invocation).await?)? {
+            let fields = positional(leased, &LEASE_FIELDS)?;
+            // Each task on its own: one that cannot be read is dead-lettered below, and
+            // never costs the others their claim.
+            let lease = (|| {
                 Ok(Lease {
                     spec: spec_from(&fields)?,
                     token,
                     attempt: attempts_of(&fields)?,
                     deadline: required_time(&fields, "lease_at")?,
                 })
-            })
-            .collect()
+            })();
+            match lease {
+                Ok(lease) => leases.push(lease),
+                Err(err) => {
+                    let id = parse_id(required(&fields, "id")?)?;
+                    unreadable.push(unreadable_task("redis", id, token, &err));
+                }
+            }
+        }
+        if !unreadable.is_empty()
+            && let Err(err) = self.complete_batch(unreadable).await
+        {
+            // Their leases lapse and recovery takes them back; the readable ones still run.
+            tracing::warn!(%err, "cannot dead-letter unreadable tasks");
+        }
+        Ok(leases)
     }
 
     async fn renew(

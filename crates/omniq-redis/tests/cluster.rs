@@ -16,7 +16,7 @@ use omniq_models::{
     TaskResult, TaskSpec,
 };
 use omniq_redis::{RedisBackend, RedisOptions};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Reopen, Stores};
 use omniq_storage::{
     Completion, CompletionOutcome, CompletionStatus, DequeueRequest, EventStore, ResultStore,
     ScheduleStore, StoreResult, TaskQueue,
@@ -40,8 +40,11 @@ async fn connect(cluster: &LocalCluster, prefix: &str) -> StoreResult<RedisBacke
 /// needs deleting afterwards.
 async fn stores() -> StoreResult<Stores> {
     let cluster = cluster::shared_async().await?;
-    let backend = connect(cluster, &test_prefix()).await?;
+    let prefix = test_prefix();
+    let backend = connect(cluster, &prefix).await?;
     assert!(backend.is_cluster());
+    let damaged = backend.clone();
+    let damaged_prefix = prefix.clone();
     Ok(Stores {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
@@ -51,6 +54,20 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
+        // A task's hash is `{prefix}:task:<id>` (see the crate docs' key map).
+        corrupt: Some(Corrupt::new(move |id| {
+            let mut conn = damaged.connection();
+            let key = format!("{{{damaged_prefix}}}:task:{id}");
+            async move {
+                let () = redis::cmd("HSET")
+                    .arg(key)
+                    .arg("opts")
+                    .arg("[1, 2]")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("corrupt");
+            }
+        })),
     })
 }
 

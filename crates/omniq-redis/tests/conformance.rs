@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use omniq_models::{TaskId, TaskRecord, TaskSpec};
 use omniq_redis::{RedisBackend, RedisOptions, RedisTaskQueue};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Reopen, Stores};
 use omniq_storage::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
     LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
@@ -95,6 +95,8 @@ async fn stores() -> StoreResult<Stores> {
     let prefix = test_prefix();
     let backend = RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await?;
     let skewable = backend.clone();
+    let damaged = backend.clone();
+    let damaged_prefix = prefix.clone();
     Ok(Stores {
         queue: Arc::new(CleanupOnDrop {
             queue: backend.task_queue(),
@@ -109,6 +111,20 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(skewable.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
+        // A task's hash is `{prefix}:task:<id>` (see the crate docs' key map).
+        corrupt: Some(Corrupt::new(move |id| {
+            let mut conn = damaged.connection();
+            let key = format!("{{{damaged_prefix}}}:task:{id}");
+            async move {
+                let () = redis::cmd("HSET")
+                    .arg(key)
+                    .arg("opts")
+                    .arg("[1, 2]")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("corrupt");
+            }
+        })),
     })
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use omniq_sqlite::SqliteBackend;
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Reopen, Stores};
 use omniq_storage::{StoreResult, TaskQueue};
 
 async fn stores() -> StoreResult<Stores> {
@@ -11,6 +11,7 @@ async fn stores() -> StoreResult<Stores> {
     let backend = SqliteBackend::open(dir.path().join("omniq.db")).await?;
     // The directory must outlive the test; the OS cleans up temp space.
     std::mem::forget(dir);
+    let pool = backend.pool().clone();
     Ok(Stores {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
@@ -20,6 +21,16 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
+        corrupt: Some(Corrupt::new(move |id| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("UPDATE omniq_tasks SET options = '[1, 2]' WHERE id = ?")
+                    .bind(id.to_string())
+                    .execute(&pool)
+                    .await
+                    .expect("corrupt");
+            }
+        })),
     })
 }
 

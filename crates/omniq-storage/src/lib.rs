@@ -28,6 +28,7 @@ mod redrive;
 mod results;
 mod schedules;
 pub mod secrets;
+mod unreadable;
 mod validate;
 
 #[cfg(feature = "conformance")]
@@ -52,6 +53,7 @@ pub use queue::{
 pub use redrive::redrive_with_results;
 pub use results::{ResultStore, result_supersedes, winning_results};
 pub use schedules::ScheduleStore;
+pub use unreadable::unreadable_task;
 pub use validate::validate_specs;
 
 /// A boxed, sendable future: what store methods return so the traits stay `dyn`-compatible.

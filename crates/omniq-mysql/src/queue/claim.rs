@@ -4,14 +4,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omniq_models::LeaseToken;
-use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros};
+use omniq_models::{LeaseToken, TaskId};
+use omniq_storage::{
+    Completion, DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros,
+    unreadable_task,
+};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
 use crate::error::{corrupt, retry_deadlocks, store_error};
-use crate::rows::{TASK_COLUMNS, push_ids, push_texts, record_from_row, to_i64};
+use crate::rows::{TASK_COLUMNS, column, push_ids, push_texts, record_from_row, to_i64};
 use crate::time::{SERVER_NOW_MICROS, to_micros};
 
 /// The request's name filter (rolling deploys): tasks of the names it runs, and others
@@ -38,18 +41,30 @@ impl MySqlTaskQueue {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let leases = retry_deadlocks(|| self.claim_once(&request)).await?;
+        let (leases, unreadable) = retry_deadlocks(|| self.claim_once(&request)).await?;
         if !leases.is_empty() {
             self.backend.wakeup().activity();
+        }
+        if !unreadable.is_empty()
+            && let Err(err) = self.complete_batch(unreadable).await
+        {
+            // Their leases lapse and recovery takes them back; the readable ones still run.
+            tracing::warn!(%err, "cannot dead-letter unreadable tasks");
         }
         Ok(leases)
     }
 
-    async fn claim_once(&self, request: &DequeueRequest) -> StoreResult<Vec<Lease>> {
+    /// One try: the leases, and the completions that dead-letter the claimed tasks that
+    /// cannot be read.
+    async fn claim_once(
+        &self,
+        request: &DequeueRequest,
+    ) -> StoreResult<(Vec<Lease>, Vec<Completion>)> {
         let now = self.backend.clock().now();
         let token = LeaseToken::new();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
         let mut leases = Vec::new();
+        let mut unreadable = Vec::new();
         for queue in &request.queues {
             let wanted = request.limit - leases.len();
             if wanted == 0 {
@@ -115,7 +130,21 @@ impl MySqlTaskQueue {
                 .await
                 .map_err(store_error)?;
             for row in &rows {
-                let record = record_from_row(row)?;
+                // Each row on its own: one that cannot be read is dead-lettered after the
+                // claim, and never costs the others theirs.
+                let record = match record_from_row(row) {
+                    Ok(record) => record,
+                    Err(err) => {
+                        let id: Uuid = column(row, "id")?;
+                        unreadable.push(unreadable_task(
+                            "mysql",
+                            TaskId::from_uuid(id),
+                            token,
+                            &err,
+                        ));
+                        continue;
+                    }
+                };
                 let deadline = record
                     .lease_expires_at
                     .ok_or_else(|| corrupt("lease", "a claimed task has no deadline"))?;
@@ -128,7 +157,7 @@ impl MySqlTaskQueue {
             }
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(leases)
+        Ok((leases, unreadable))
     }
 
     /// Renews every held lease of the batch: the held ones are locked and read, then

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use omniq_models::LeaseToken;
-use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros};
+use omniq_models::{LeaseToken, TaskId};
+use omniq_storage::{
+    DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, lease_micros, unreadable_task,
+};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -42,6 +44,7 @@ impl PgTaskQueue {
         // once due by this time (NULL, never, without a grace).
         let unknown_due_by = request.unknown_due_by(now);
         let mut leases = Vec::new();
+        let mut unreadable = Vec::new();
         for queue in &request.queues {
             let wanted = request.limit - leases.len();
             if wanted == 0 {
@@ -62,7 +65,20 @@ impl PgTaskQueue {
             let mut claimed = Vec::with_capacity(rows.len());
             for row in &rows {
                 let seq: i64 = column(row, "seq")?;
-                claimed.push((seq, record_from_row(row)?));
+                // Each row on its own: one that cannot be read is dead-lettered below, and
+                // never costs the others their claim.
+                match record_from_row(row) {
+                    Ok(record) => claimed.push((seq, record)),
+                    Err(err) => {
+                        let id: Uuid = column(row, "id")?;
+                        unreadable.push(unreadable_task(
+                            "postgres",
+                            TaskId::from_uuid(id),
+                            token,
+                            &err,
+                        ));
+                    }
+                }
             }
             // RETURNING does not keep the subquery's order.
             claimed.sort_by(|(a_seq, a), (b_seq, b)| {
@@ -83,6 +99,12 @@ impl PgTaskQueue {
                     deadline,
                 });
             }
+        }
+        if !unreadable.is_empty()
+            && let Err(err) = self.complete_batch(unreadable).await
+        {
+            // Their leases lapse and recovery takes them back; the readable ones still run.
+            tracing::warn!(%err, "cannot dead-letter unreadable tasks");
         }
         Ok(leases)
     }

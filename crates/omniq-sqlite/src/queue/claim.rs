@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::LeaseToken;
-use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult};
+use omniq_storage::{DequeueRequest, Lease, LeaseRef, LeaseStatus, StoreResult, unreadable_task};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{TASK_COLUMNS, record_from_row, to_json};
+use crate::rows::{TASK_COLUMNS, parse_id, record_from_row, to_json};
 use crate::time::{deadline, to_micros};
 
 impl SqliteTaskQueue {
@@ -24,6 +24,7 @@ impl SqliteTaskQueue {
         let names = request.names.as_ref().map(to_json).transpose()?;
         let unknown_due_by = request.unknown_due_by(now).map_or(i64::MIN, to_micros);
         let mut leases = Vec::new();
+        let mut unreadable = Vec::new();
         for queue in &request.queues {
             let wanted = request.limit - leases.len();
             if wanted == 0 {
@@ -59,7 +60,15 @@ impl SqliteTaskQueue {
             let mut claimed = Vec::with_capacity(rows.len());
             for row in &rows {
                 let seq: i64 = row.try_get("seq").map_err(store_error)?;
-                claimed.push((seq, record_from_row(row)?));
+                // Each row on its own: one that cannot be read is dead-lettered below, and
+                // never costs the others their claim.
+                match record_from_row(row) {
+                    Ok(record) => claimed.push((seq, record)),
+                    Err(err) => {
+                        let id: String = row.try_get("id").map_err(store_error)?;
+                        unreadable.push(unreadable_task("sqlite", parse_id(&id)?, token, &err));
+                    }
+                }
             }
             // RETURNING does not promise the subquery's order.
             claimed.sort_by(|(a_seq, a), (b_seq, b)| {
@@ -75,6 +84,12 @@ impl SqliteTaskQueue {
                 token,
                 deadline: until,
             }));
+        }
+        if !unreadable.is_empty()
+            && let Err(err) = self.complete_batch(unreadable).await
+        {
+            // Their leases lapse and recovery takes them back; the readable ones still run.
+            tracing::warn!(%err, "cannot dead-letter unreadable tasks");
         }
         Ok(leases)
     }

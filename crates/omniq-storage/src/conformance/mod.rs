@@ -26,6 +26,8 @@ mod support;
 use std::future::Future;
 use std::sync::Arc;
 
+use omniq_models::TaskId;
+
 use crate::{
     BoxFuture, Clock, EventStore, ResultStore, ScheduleStore, StoreErrorKind, StoreResult,
     TaskQueue,
@@ -72,6 +74,35 @@ impl std::fmt::Debug for Reopen {
     }
 }
 
+type CorruptFn = dyn Fn(TaskId) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// Damages a stored task so that it can no longer be read (its options made garbage, as a
+/// buggy release or a hand edit would leave them), for the cases on unreadable rows.
+#[derive(Clone)]
+pub struct Corrupt(Arc<CorruptFn>);
+
+impl Corrupt {
+    /// A corrupter from a function of the task id.
+    pub fn new<F, Fut>(corrupt: F) -> Self
+    where
+        F: Fn(TaskId) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self(Arc::new(move |id| Box::pin(corrupt(id))))
+    }
+
+    /// Damages the task `id`.
+    pub async fn task(&self, id: TaskId) {
+        (self.0)(id).await;
+    }
+}
+
+impl std::fmt::Debug for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Corrupt(..)")
+    }
+}
+
 /// The four stores a case runs against.
 #[derive(Debug, Clone)]
 pub struct Stores {
@@ -85,6 +116,9 @@ pub struct Stores {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Another handle on `queue`'s store, with a client clock of its own.
     pub reopen: Reopen,
+    /// Damages a stored task; `None` for a store that holds typed values and cannot hold
+    /// an unreadable task (the in-process memory store).
+    pub corrupt: Option<Corrupt>,
 }
 
 /// Builds the stores for one case, or decides to skip it when the backend's server is
@@ -162,6 +196,7 @@ macro_rules! conformance_suite {
             cancelling_a_parent_cancels_its_dependents,
             a_task_past_its_ttl_expires_and_never_runs,
             claims_skip_expired_tasks,
+            an_unreadable_task_is_dead_lettered_and_the_rest_of_its_claim_returned,
             cancelling_a_running_task_is_requested_through_the_heartbeat,
             a_cancel_requested_while_running_survives_retry_release_and_recovery,
             odd_text_in_errors_reasons_and_events_never_fails_a_batch,

@@ -613,6 +613,50 @@ pub async fn a_claim_by_names_leaves_other_tasks_to_workers_that_run_them(stores
     );
 }
 
+/// A claimed task whose stored row cannot be read is dead-lettered with the reason, and
+/// the rest of the claim is returned: one bad row never stalls a queue, nor burns the
+/// attempts of the tasks claimed with it. (The memory store holds typed values: it has no
+/// unreadable rows, and passes by construction.)
+pub async fn an_unreadable_task_is_dead_lettered_and_the_rest_of_its_claim_returned(
+    stores: Stores,
+) {
+    let Some(corrupt) = stores.corrupt.clone() else {
+        return;
+    };
+    let queue = unique_queue("unreadable");
+    let tasks: Vec<TaskSpec> = (0..3)
+        .map(|_| spec(&queue, TaskOptions::default()))
+        .collect();
+    for task in &tasks {
+        enqueue_one(&*stores.queue, task.clone()).await;
+    }
+    corrupt.task(tasks[1].id).await;
+
+    let leases = claim(&*stores.queue, &[&queue], 10).await;
+    let ids: Vec<_> = leases.iter().map(|l| l.spec.id).collect();
+    assert_eq!(
+        ids,
+        vec![tasks[0].id, tasks[2].id],
+        "the readable ones, in order"
+    );
+    let stats = stores.queue.stats(queue.clone()).await.expect("stats");
+    assert_eq!(stats.count(TaskState::Running), 2, "{stats:?}");
+    assert_eq!(
+        stats.count(TaskState::Failed),
+        1,
+        "the unreadable task is a dead letter: {stats:?}"
+    );
+    // It is not claimed again, and the others complete as usual.
+    assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
+    let completed = stores
+        .queue
+        .complete(leases.iter().map(|l| succeeded(l.reference())).collect())
+        .await
+        .expect("complete")
+        .statuses;
+    assert_eq!(completed, vec![CompletionStatus::Applied; 2]);
+}
+
 /// Heartbeats push the deadline out for held leases and report the ones that are gone.
 pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores) {
     let queue = unique_queue("heartbeat");
