@@ -72,6 +72,7 @@
 //! | `{P}:leases` | sorted set | Running tasks by lease deadline (µs) |
 //! | `{P}:expiry` | sorted set | waiting tasks with a TTL, by `expires_at` (µs) |
 //! | `{P}:st:<state>:<queue>` | sorted set | a queue's tasks in one state, by `seq` (listing, stats, re-drive, purge) |
+//! | `{P}:done:<state>:<queue>` | sorted set | a queue's finished tasks of one state, by when they finished (retention purges) |
 //! | `{P}:seq` | string | the enqueue counter |
 //! | `{P}:queues` | set | every queue name used |
 //! | `{P}:children:<id>` | list | a task's dependents (only `enqueue.lua` appends, and it sets the parent's `children` flag) |

@@ -6,9 +6,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use omniq_models::{LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
-    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
-    effective_purge_limit, lease_micros, unreadable_task,
+    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, MAX_LIST_LIMIT,
+    PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery,
+    TaskQueue, effective_purge_limit, lease_micros, unreadable_task,
 };
 use redis::{Script, ScriptInvocation, Value};
 
@@ -418,10 +418,49 @@ impl RedisTaskQueue {
 
     async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
         let limit = query.effective_limit();
-        let offset = query.offset.min(MAX_COUNT);
-        let limit = limit.min(MAX_COUNT - offset);
+        // The offset is skipped a bounded page at a time (ids only), by enqueue order, so
+        // no script call walks more than a page of each set, however deep the offset.
+        let mut below = "+inf".to_owned();
+        let mut skip = query.offset;
+        while skip > 0 {
+            let page = skip.min(MAX_LIST_LIMIT);
+            let skipped = items(
+                self.call(&self.list_page(&query, &below, page, false))
+                    .await?,
+            )?;
+            let Some(last) = skipped.last() else {
+                return Ok(Vec::new());
+            };
+            let mut last = items(last.clone())?.into_iter().skip(1);
+            below = format!("({}", string(last.next().unwrap_or(Value::Nil))?);
+            if skipped.len() < page {
+                return Ok(Vec::new());
+            }
+            skip -= page;
+        }
+        items(
+            self.call(&self.list_page(&query, &below, limit, true))
+                .await?,
+        )?
+        .into_iter()
+        .map(|task| record_from(&fields(task)?))
+        .collect()
+    }
+
+    /// One call of the listing script: up to `count` tasks enqueued before `below`, newest
+    /// first; their records with `hashes`, else their ids and seqs.
+    fn list_page(
+        &self,
+        query: &TaskQuery,
+        below: &str,
+        count: usize,
+        hashes: bool,
+    ) -> ScriptInvocation<'_> {
         let mut invocation = self.invocation(&self.backend.scripts().list, Utc::now());
-        invocation.arg(offset).arg(limit);
+        invocation
+            .arg(below)
+            .arg(count)
+            .arg(if hashes { "1" } else { "0" });
         match &query.queue {
             Some(queue) => invocation.arg(1).arg(queue),
             None => invocation.arg(0),
@@ -429,10 +468,7 @@ impl RedisTaskQueue {
         for state in &query.states {
             invocation.arg(state.as_str());
         }
-        items(self.call(&invocation).await?)?
-            .into_iter()
-            .map(|task| record_from(&fields(task)?))
-            .collect()
+        invocation
     }
 
     async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {

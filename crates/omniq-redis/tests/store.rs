@@ -394,6 +394,25 @@ async fn redrive_and_list_page_through_thousands_of_tasks() {
         .expect("list");
     assert_eq!(listed.len(), omniq_storage::MAX_LIST_LIMIT);
     assert!(listed.iter().all(|t| t.state == TaskState::Failed));
+    // Deeper pages (the offset skipped a page per script call): every task once, newest
+    // first throughout.
+    let mut pages = listed;
+    for offset in [1_000, 2_000, 2_300] {
+        let page = queue
+            .list(TaskQuery {
+                queue: Some("dead".to_owned()),
+                offset,
+                limit: count,
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(page.len(), (count - offset).min(1_000), "offset {offset}");
+        pages.extend(page);
+    }
+    let listed_ids: Vec<TaskId> = pages.iter().map(|t| t.spec.id).collect();
+    let newest_first: Vec<TaskId> = ids.iter().rev().copied().collect();
+    assert_eq!(listed_ids, newest_first);
 
     let mut redriven = queue
         .redrive(omniq_storage::RedriveTarget::All)
@@ -408,4 +427,95 @@ async fn redrive_and_list_page_through_thousands_of_tasks() {
         u64::try_from(count).unwrap_or(0)
     );
     assert_eq!(stats.count(TaskState::Failed), 0);
+}
+
+/// Retention purges read the finish-time index (`{P}:done:<state>:<queue>`), not every
+/// finished task's hash: aged in the index alone, exactly those go; a re-driven dead letter
+/// leaves the index, and a purged task leaves it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_read_the_finish_time_index() {
+    let Some((backend, cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let tasks: Vec<TaskSpec> = (0..10)
+        .map(|_| task("kept", TaskOptions::default().max_attempts(1)))
+        .collect();
+    queue.enqueue(tasks.clone()).await.expect("enqueue");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["kept"], 10))
+        .await
+        .expect("dequeue");
+    assert_eq!(leases.len(), 10);
+    let (failing, succeeding) = leases.split_at(1);
+    let mut completions: Vec<Completion> = succeeding
+        .iter()
+        .map(|lease| Completion {
+            lease: lease.reference(),
+            outcome: CompletionOutcome::Succeeded,
+        })
+        .collect();
+    completions.push(Completion {
+        lease: failing[0].reference(),
+        outcome: CompletionOutcome::Failed {
+            error: omniq_models::TaskError::permanent("no"),
+        },
+    });
+    queue.complete(completions).await.expect("complete");
+
+    let mut conn = raw().await;
+    let done = format!("{{{}}}:done:succeeded:kept", cleanup.prefix);
+    let indexed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&done)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("zrange");
+    assert_eq!(indexed.len(), 9);
+    // Four of them finished long ago, as far as the index says (their hashes say now).
+    let long_ago = (Utc::now() - chrono::Duration::days(30)).timestamp_micros();
+    for id in &indexed[..4] {
+        let () = redis::cmd("ZADD")
+            .arg(&done)
+            .arg(long_ago)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("zadd");
+    }
+    let purged = queue
+        .purge(omniq_storage::PurgeRequest {
+            states: vec![TaskState::Succeeded],
+            queue: Some("kept".to_owned()),
+            finished_before: Some(Utc::now() - chrono::Duration::days(1)),
+            limit: 0,
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged, 4);
+    for id in &indexed[..4] {
+        let id: TaskId = id.parse().expect("id");
+        assert!(queue.get(id).await.expect("get").is_none(), "{id} purged");
+    }
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(&done)
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(left, 5);
+
+    // A re-driven dead letter is no longer finished: out of the index.
+    let dead = format!("{{{}}}:done:failed:kept", cleanup.prefix);
+    let redriven = queue
+        .redrive(omniq_storage::RedriveTarget::All)
+        .await
+        .expect("redrive");
+    assert_eq!(redriven, vec![failing[0].spec.id]);
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(&dead)
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(left, 0);
 }

@@ -52,6 +52,12 @@ local function state_key(state, queue)
   return B .. ':st:' .. state .. ':' .. queue
 end
 
+-- A queue's finished tasks of one state by when they finished (micros): retention purges
+-- (purge.lua with a `before`) read the oldest from here and never walk the younger ones.
+local function done_key(state, queue)
+  return B .. ':done:' .. state .. ':' .. queue
+end
+
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, expired = true }
 local WAITING = { queued = true, scheduled = true, blocked = true }
 
@@ -154,14 +160,21 @@ local function available_state(run_at)
 end
 
 -- Files task `id` (enqueue order `seq`) in the sets of state `new`, out of those of state
--- `old` (nil for a new task): its queue's state sets, scored by `seq`, and for Queued the
--- ready set, for Scheduled the delayed set (by `run_at`). Leaving the ready or delayed set
+-- `old` (nil for a new task): its queue's state sets, scored by `seq`; for a finished state
+-- the finish-time index (done_key); for Queued the ready set, for Scheduled the delayed set
+-- (by `run_at`). Leaving the ready or delayed set
 -- is make_unavailable's, or the caller's. The caller records the state in the hash.
 local function file(id, queue, seq, old, new, priority, run_at)
   if old then
     redis.call('ZREM', state_key(old, queue), id)
+    if TERMINAL[old] then
+      redis.call('ZREM', done_key(old, queue), id)
+    end
   end
   redis.call('ZADD', state_key(new, queue), seq, id)
+  if TERMINAL[new] then
+    redis.call('ZADD', done_key(new, queue), NOW_S, id)
+  end
   if new == 'queued' then
     redis.call('ZADD', B .. ':ready:' .. queue, ready_score(priority),
       ready_member(id, run_at, seq))
