@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use omniq_async::{Error, Task, TaskContext, TaskError, TaskErrorKind, TaskState};
+use omniq_async::{
+    Error, Task, TaskContext, TaskError, TaskErrorKind, TaskEventKind, TaskState,
+};
 use omniq_storage::testing::{Fault, Op, Window};
 use serde::{Deserialize, Serialize};
 use support::{Harness, WAIT};
@@ -334,19 +336,23 @@ async fn a_results_outage_holds_back_only_the_successes(h: Harness) {
         .wait_for_faults(Op::PutResults, 3, WAIT)
         .await
         .expect("results fail");
+    let mut feed = faulty.events().subscribe();
     let bad = faulty
         .enqueue_by_name::<()>("test.bad", 0)
         .await
         .expect("enqueue");
-    // The failure needs no result first: it is applied while the results store is down.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while bad.record().await.expect("record").state != TaskState::Failed {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a failure was held back by the results outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The failure needs no result first: it is applied while the results store is down
+    // (the worker logs DeadLettered once the store took the completion).
+    tokio::time::timeout(WAIT, async {
+        while let Some(event) = feed.next().await {
+            if event.task_id == Some(bad.id()) && event.kind == TaskEventKind::DeadLettered {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a failure was held back by the results outage");
+    assert_eq!(bad.record().await.expect("record").state, TaskState::Failed);
     tokio::time::sleep(LONG_OUTAGE).await;
     result_faults.restore();
     assert_eq!(
