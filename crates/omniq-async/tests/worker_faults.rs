@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use omniq_async::{
-    Error, Task, TaskContext, TaskError, TaskErrorKind, TaskEventKind, TaskState,
-};
+use omniq_async::{Error, Task, TaskContext, TaskError, TaskErrorKind, TaskEventKind, TaskState};
 use omniq_storage::testing::{Fault, Op, Window};
 use serde::{Deserialize, Serialize};
-use support::{Harness, WAIT};
+use support::{Double, Harness, WAIT};
 
 /// A task whose `should_retry` hook panics.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,17 +42,6 @@ impl Task for PanickingFailedHook {
         panic!("failed hook panicked");
         #[allow(unreachable_code)]
         async {}
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Double(i64);
-
-impl Task for Double {
-    const NAME: &'static str = "test.double";
-    type Output = i64;
-    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
-        Ok(self.0 * 2)
     }
 }
 

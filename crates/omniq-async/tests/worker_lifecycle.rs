@@ -11,18 +11,7 @@ use omniq_async::{
     TaskQuery, TaskState,
 };
 use serde::{Deserialize, Serialize};
-use support::{Harness, WAIT};
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Double(i64);
-
-impl Task for Double {
-    const NAME: &'static str = "test.double";
-    type Output = i64;
-    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
-        Ok(self.0 * 2)
-    }
-}
+use support::{Double, Harness, WAIT};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Poison;

@@ -5,6 +5,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/corrupt.rs"]
+mod corrupt;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use omniq_models::{
     TaskResult, TaskSpec,
 };
 use omniq_redis::{RedisBackend, RedisOptions};
-use omniq_storage::conformance::{Corrupt, Reopen, Stores};
+use omniq_storage::conformance::{Reopen, Stores};
 use omniq_storage::{
     Completion, CompletionOutcome, CompletionStatus, DequeueRequest, EventStore, ResultStore,
     ScheduleStore, StoreResult, TaskQueue,
@@ -54,20 +56,7 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
-        // A task's hash is `{prefix}:task:<id>` (see the crate docs' key map).
-        corrupt: Some(Corrupt::new(move |id| {
-            let mut conn = damaged.connection();
-            let key = format!("{{{damaged_prefix}}}:task:{id}");
-            async move {
-                let () = redis::cmd("HSET")
-                    .arg(key)
-                    .arg("opts")
-                    .arg("[1, 2]")
-                    .query_async(&mut conn)
-                    .await
-                    .expect("corrupt");
-            }
-        })),
+        corrupt: Some(corrupt::corrupt(damaged, damaged_prefix)),
     })
 }
 

@@ -1,5 +1,7 @@
 //! The shared conformance suite against Redis, each case under a key prefix of its own.
 
+#[path = "support/corrupt.rs"]
+mod corrupt;
 mod support;
 
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use omniq_models::{TaskId, TaskRecord, TaskSpec};
 use omniq_redis::{RedisBackend, RedisOptions, RedisTaskQueue};
-use omniq_storage::conformance::{Corrupt, Reopen, Stores};
+use omniq_storage::conformance::{Reopen, Stores};
 use omniq_storage::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
     LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
@@ -111,20 +113,7 @@ async fn stores() -> StoreResult<Stores> {
             let queue: Arc<dyn TaskQueue> = Arc::new(skewable.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
-        // A task's hash is `{prefix}:task:<id>` (see the crate docs' key map).
-        corrupt: Some(Corrupt::new(move |id| {
-            let mut conn = damaged.connection();
-            let key = format!("{{{damaged_prefix}}}:task:{id}");
-            async move {
-                let () = redis::cmd("HSET")
-                    .arg(key)
-                    .arg("opts")
-                    .arg("[1, 2]")
-                    .query_async(&mut conn)
-                    .await
-                    .expect("corrupt");
-            }
-        })),
+        corrupt: Some(corrupt::corrupt(damaged, damaged_prefix)),
     })
 }
 

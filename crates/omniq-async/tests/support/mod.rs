@@ -7,7 +7,20 @@ pub mod faults;
 use std::ops::Deref;
 use std::time::Duration;
 
-use omniq_async::{AsyncOmniQ, Settings, StoreUrl};
+use omniq_async::{AsyncOmniQ, Settings, StoreUrl, Task, TaskContext, TaskError};
+use serde::{Deserialize, Serialize};
+
+/// The plainest task: doubles its number.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Double(pub i64);
+
+impl Task for Double {
+    const NAME: &'static str = "test.double";
+    type Output = i64;
+    async fn run(self, _ctx: TaskContext) -> Result<i64, TaskError> {
+        Ok(self.0 * 2)
+    }
+}
 
 /// An OmniQ plus whatever must live as long as it (the SQLite file's directory) or be
 /// cleaned up after it (a Redis key prefix).

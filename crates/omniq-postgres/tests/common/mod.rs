@@ -1,5 +1,7 @@
 //! Helpers shared by this crate's integration tests.
 
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use omniq_postgres::{PgBackend, PgOptions};

@@ -19,6 +19,7 @@
 mod events;
 mod lifecycle;
 mod queue;
+mod races;
 mod results;
 mod schedules;
 mod support;
@@ -36,6 +37,7 @@ use crate::{
 pub use events::*;
 pub use lifecycle::*;
 pub use queue::*;
+pub use races::*;
 pub use results::*;
 pub use schedules::*;
 
@@ -210,6 +212,9 @@ macro_rules! conformance_suite {
             a_unique_window_dedupes_against_finished_tasks,
             a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_existing_task,
             skewed_client_clocks_neither_steal_nor_lose_live_leases,
+            racing_claimers_take_each_task_exactly_once,
+            parents_finishing_at_once_never_leave_their_child_blocked,
+            a_child_enqueued_while_its_parent_finishes_is_settled,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
