@@ -3,8 +3,8 @@
 //!
 //! Register task types, enqueue them from anywhere, run workers anywhere, wait for typed
 //! results. With no configuration every store is an embedded SQLite file under
-//! `./.omniq`; set `OMNIQ_TASK_QUEUE_URL` and friends (or [`Settings`]) to move any store to
-//! another backend.
+//! `./.omniq`; set `OMNIQ_URL` to move them all to another backend, or
+//! `OMNIQ_TASK_QUEUE_URL` and friends (or [`Settings`]) to move one store.
 //!
 //! ```
 //! use std::time::Duration;

@@ -101,3 +101,61 @@ async fn state_on_disk_from_one_instance_does_not_break_the_next() {
     }
     assert!(dir.path().join("omniq.db").exists());
 }
+
+/// With only the task queue's URL set, a producer and a worker on two machines (two base
+/// directories, so two would-be local SQLite files) share results too: they follow the task
+/// queue. They used to stay in each machine's local file, so the producer waited forever.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_the_task_queue_url_set_a_producer_elsewhere_gets_its_result() {
+    let producer_dir = tempfile::tempdir().expect("temp dir");
+    let worker_dir = tempfile::tempdir().expect("temp dir");
+    let Some(producer) = support::redis(|settings| {
+        settings.result_storage_url = None;
+        settings.event_storage_url = None;
+        settings.schedule_storage_url = None;
+        settings.base_dir = producer_dir.path().to_owned();
+    })
+    .await
+    else {
+        return;
+    };
+    let mut elsewhere = producer.settings().clone();
+    elsewhere.base_dir = worker_dir.path().to_owned();
+    let worker_side = AsyncOmniQ::from_settings(elsewhere)
+        .await
+        .expect("the worker's instance")
+        .register::<support::Double>();
+    let worker = worker_side.worker().start().expect("start");
+    let handle = producer
+        .enqueue_by_name::<i64>("test.double", 21)
+        .await
+        .expect("enqueue");
+    assert_eq!(handle.wait(support::WAIT).await.expect("result"), 42);
+    worker.shutdown().await.expect("shutdown");
+    for dir in [&producer_dir, &worker_dir] {
+        assert!(
+            !dir.path().join("omniq.db").exists(),
+            "no store fell back to a local SQLite file"
+        );
+    }
+}
+
+/// A pool size in a store URL is read by the backend, and a bad one is refused before
+/// anything connects.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_bad_pool_size_in_a_store_url_is_refused() {
+    let settings = Settings::builder()
+        .map([(
+            "url",
+            "postgres://postgres@127.0.0.1:5432/test?max_connections=none",
+        )])
+        .build()
+        .expect("valid settings");
+    let err = AsyncOmniQ::from_settings(settings)
+        .await
+        .expect_err("a pool of `none` connections");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("max_connections"), "{err}");
+}

@@ -3,10 +3,11 @@
 //!
 //! Precedence, lowest to highest: built-in defaults, YAML file, a key/value
 //! map, `OMNIQ_*` environment variables, then code. Each store (task queue,
-//! results, events, schedules) has its own [`StoreUrl`], whose scheme picks
-//! the [`Backend`]; with nothing set, all four share the embedded SQLite file
-//! `<base_dir>/omniq.db`. URL secrets never appear in `Debug`, `Display` or
-//! errors.
+//! results, events, schedules) has a [`StoreUrl`], whose scheme picks the
+//! [`Backend`]: its own, else `url` (`OMNIQ_URL`, for all four), else, for
+//! results, events and schedules, the task queue's; with nothing set, all four
+//! share the embedded SQLite file `<base_dir>/omniq.db`. URL secrets never
+//! appear in `Debug`, `Display` or errors.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,9 +30,9 @@
 //! assert_eq!(queue.backend(), Backend::Postgres);
 //! assert_eq!(queue.to_string(), "postgres://omniq:***@db/omniq");
 //!
-//! // Unset stores fall back to the embedded SQLite file.
+//! // Unset stores live with the task queue.
 //! let results = settings.store_url(StoreKind::Results);
-//! assert_eq!(results.as_str(), "sqlite://./.omniq/omniq.db");
+//! assert_eq!(results.backend(), Backend::Postgres);
 //! # Ok::<(), omniq_config::ConfigError>(())
 //! ```
 

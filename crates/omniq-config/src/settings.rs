@@ -27,14 +27,20 @@ pub struct Settings {
     /// Directory for embedded data such as the default SQLite file
     /// (`base_dir`, default `./.omniq`).
     pub base_dir: PathBuf,
-    /// Where task queues live (`task_queue_url`); unset means the embedded
-    /// default, see [`Settings::store_url`].
+    /// Where every store lives unless its own URL says otherwise (`url`,
+    /// `OMNIQ_URL`); see [`Settings::store_url`].
+    pub url: Option<StoreUrl>,
+    /// Where task queues live (`task_queue_url`); unset means [`url`](Self::url), or
+    /// else the embedded default, see [`Settings::store_url`].
     pub task_queue_url: Option<StoreUrl>,
-    /// Where task results live (`result_storage_url`).
+    /// Where task results live (`result_storage_url`); unset means `url`, or else
+    /// the task queue's.
     pub result_storage_url: Option<StoreUrl>,
-    /// Where lifecycle events live (`event_storage_url`).
+    /// Where lifecycle events live (`event_storage_url`); unset means `url`, or else
+    /// the task queue's.
     pub event_storage_url: Option<StoreUrl>,
-    /// Where schedules live (`schedule_storage_url`).
+    /// Where schedules live (`schedule_storage_url`); unset means `url`, or else the
+    /// task queue's.
     pub schedule_storage_url: Option<StoreUrl>,
     /// Log filter, e.g. `info` or `omniq=debug,warn` (`log_level`, default
     /// `info`).
@@ -109,8 +115,9 @@ pub struct Settings {
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 24] = [
+pub(crate) const KEYS: [&str; 25] = [
     "base_dir",
+    "url",
     "task_queue_url",
     "result_storage_url",
     "event_storage_url",
@@ -140,6 +147,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             base_dir: PathBuf::from("./.omniq"),
+            url: None,
             task_queue_url: None,
             result_storage_url: None,
             event_storage_url: None,
@@ -196,10 +204,17 @@ impl Settings {
         settings
     }
 
-    /// The URL of the given store: the configured one, or else
-    /// [`default_store_url`](Self::default_store_url).
+    /// The URL of the given store: its own when set; else [`url`](Self::url), the one
+    /// for every store; else, for results, events and schedules, the task queue's, so
+    /// that they live where the tasks do (a producer on another machine then finds the
+    /// results its workers store); else [`default_store_url`](Self::default_store_url).
     pub fn store_url(&self, kind: StoreKind) -> StoreUrl {
         self.configured_store_url(kind)
+            .or(self.url.as_ref())
+            .or(match kind {
+                StoreKind::TaskQueue => None,
+                _ => self.task_queue_url.as_ref(),
+            })
             .cloned()
             .unwrap_or_else(|| self.default_store_url())
     }

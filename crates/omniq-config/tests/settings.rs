@@ -76,6 +76,59 @@ fn nothing_set_means_one_sqlite_file_under_base_dir() -> TestResult {
 }
 
 #[test]
+fn omniq_url_sets_every_store_and_per_store_urls_override_it() -> TestResult {
+    let s = Settings::builder()
+        .env_from(env(&[
+            ("OMNIQ_URL", "postgres://u@db/omniq"),
+            ("OMNIQ_EVENT_STORAGE_URL", "memory://"),
+        ]))
+        .build()?;
+    for kind in [
+        StoreKind::TaskQueue,
+        StoreKind::Results,
+        StoreKind::Schedules,
+    ] {
+        assert_eq!(
+            s.store_url(kind).as_str(),
+            "postgres://u@db/omniq",
+            "{kind:?}"
+        );
+    }
+    assert_eq!(s.store_url(StoreKind::Events).backend(), Backend::Memory);
+    Ok(())
+}
+
+/// Results, events and schedules left unset live where the tasks do, not in a local SQLite
+/// file: a producer on another machine waiting for a result its workers stored finds it.
+#[test]
+fn unset_stores_follow_the_task_queue() -> TestResult {
+    let s = Settings::builder()
+        .env_from(env(&[
+            ("OMNIQ_TASK_QUEUE_URL", "redis://cache:6379/0"),
+            ("OMNIQ_RESULT_STORAGE_URL", "sqlite:///srv/results.db"),
+        ]))
+        .build()?;
+    assert_eq!(s.store_url(StoreKind::Results).backend(), Backend::Sqlite);
+    for kind in [StoreKind::Events, StoreKind::Schedules] {
+        assert_eq!(
+            s.store_url(kind).as_str(),
+            "redis://cache:6379/0",
+            "{kind:?}"
+        );
+    }
+    // `url` wins over following the task queue.
+    let s = Settings::builder()
+        .env_from(env(&[
+            ("OMNIQ_URL", "postgres://u@db/omniq"),
+            ("OMNIQ_TASK_QUEUE_URL", "redis://cache:6379/0"),
+        ]))
+        .build()?;
+    assert_eq!(s.store_url(StoreKind::TaskQueue).backend(), Backend::Redis);
+    assert_eq!(s.store_url(StoreKind::Results).backend(), Backend::Postgres);
+    Ok(())
+}
+
+#[test]
 fn memory_settings() {
     let s = Settings::memory();
     for kind in StoreKind::ALL {

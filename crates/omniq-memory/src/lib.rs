@@ -30,11 +30,13 @@
 
 mod events;
 mod lock;
+mod open;
 mod queue;
 mod results;
 mod schedules;
 
 pub use events::MemoryEventStore;
+pub use open::{MemoryBackend, open_url};
 pub use queue::MemoryTaskQueue;
 pub use results::MemoryResultStore;
 pub use schedules::MemoryScheduleStore;

@@ -53,6 +53,7 @@
 mod backend;
 mod error;
 mod events;
+mod open;
 mod queue;
 mod results;
 mod rows;
@@ -62,6 +63,7 @@ mod wakeup;
 
 pub use backend::{MySqlBackend, MySqlOptions};
 pub use events::MySqlEventStore;
+pub use open::open_url;
 pub use queue::MySqlTaskQueue;
 pub use results::MySqlResultStore;
 pub use schedules::MySqlScheduleStore;

@@ -51,6 +51,7 @@ mod backend;
 mod error;
 mod events;
 mod names;
+mod open;
 mod queue;
 mod results;
 mod rows;
@@ -59,6 +60,7 @@ mod wakeup;
 
 pub use backend::{PgBackend, PgOptions};
 pub use events::PgEventStore;
+pub use open::open_url;
 pub use queue::PgTaskQueue;
 pub use results::PgResultStore;
 pub use schedules::PgScheduleStore;

@@ -154,6 +154,7 @@ mod codec;
 mod error;
 mod events;
 mod keys;
+mod open;
 mod queue;
 mod results;
 mod schedules;
@@ -161,6 +162,7 @@ mod scripts;
 
 pub use backend::{RedisBackend, RedisConnection, RedisOptions};
 pub use events::RedisEventStore;
+pub use open::open_url;
 pub use queue::RedisTaskQueue;
 pub use results::RedisResultStore;
 pub use schedules::RedisScheduleStore;

@@ -32,6 +32,7 @@
 mod backend;
 mod error;
 mod events;
+mod open;
 mod queue;
 mod results;
 mod rows;
@@ -40,6 +41,7 @@ mod time;
 
 pub use backend::SqliteBackend;
 pub use events::SqliteEventStore;
+pub use open::open_url;
 pub use queue::SqliteTaskQueue;
 pub use results::SqliteResultStore;
 pub use schedules::SqliteScheduleStore;

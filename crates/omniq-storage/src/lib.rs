@@ -19,6 +19,7 @@
 //! }
 //! ```
 
+mod backend;
 mod batch;
 mod clock;
 mod error;
@@ -40,6 +41,7 @@ pub mod testing;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use backend::{OpenBackend, StoreBackend, take_pool_size, take_query_param};
 pub use batch::BatchAliases;
 pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};

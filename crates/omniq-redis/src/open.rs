@@ -1,0 +1,51 @@
+//! Opening from a store URL, for the facades' table of backends.
+
+use std::sync::Arc;
+
+use omniq_storage::{
+    BoxFuture, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreError, StoreResult,
+    TaskQueue, take_query_param,
+};
+
+use crate::{RedisBackend, RedisOptions};
+
+impl StoreBackend for RedisBackend {
+    fn task_queue(&self) -> Arc<dyn TaskQueue> {
+        Arc::new(RedisBackend::task_queue(self))
+    }
+    fn result_store(&self) -> Arc<dyn ResultStore> {
+        Arc::new(RedisBackend::result_store(self))
+    }
+    fn event_store(&self) -> Arc<dyn EventStore> {
+        Arc::new(RedisBackend::event_store(self))
+    }
+    fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
+        Arc::new(RedisBackend::schedule_store(self))
+    }
+}
+
+/// Opens the server or cluster a `redis:` or `rediss:` store URL names. OmniQ's own
+/// parameters: `prefix=` (the keys' prefix, see [`RedisOptions::prefix`]) and
+/// `cluster=true` (the URL names one or more cluster nodes, comma-separated).
+pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
+    let url = url.to_owned();
+    Box::pin(async move {
+        let (url, prefix) = take_query_param(&url, "prefix");
+        let (url, cluster) = take_query_param(&url, "cluster");
+        let mut options = RedisOptions::default();
+        if let Some(prefix) = prefix {
+            options.prefix = prefix;
+        }
+        let backend = match cluster.as_deref() {
+            None | Some("false" | "0") => RedisBackend::connect(&url, options).await?,
+            Some("true" | "1") => RedisBackend::connect_cluster(&[url.as_str()], options).await?,
+            Some(other) => {
+                return Err(StoreError::Invalid(format!(
+                    "the Redis URL parameter `cluster={other}` is neither `true` nor `false`"
+                )));
+            }
+        };
+        let backend: Arc<dyn StoreBackend> = Arc::new(backend);
+        Ok(backend)
+    })
+}
