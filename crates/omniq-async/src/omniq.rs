@@ -228,39 +228,28 @@ impl AsyncOmniQ {
         options
     }
 
-    /// Stores specs and logs their events.
+    /// Stores specs and records the enqueue (events, metrics: see
+    /// [`record_enqueued`](omniq_events::record_enqueued)).
     pub(crate) async fn submit<R>(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskHandle<R>>> {
-        let described: Vec<_> = specs
+        let described: Vec<(String, String)> = specs
             .iter()
             .map(|s| (s.name.clone(), s.queue.clone()))
             .collect();
         let outcomes = self.inner.stores.queue.enqueue(specs).await?;
-        let handles = outcomes
+        omniq_events::record_enqueued(
+            &self.inner.events,
+            described
+                .iter()
+                .map(|(name, queue)| (name.as_str(), queue.as_str())),
+            &outcomes,
+        );
+        Ok(outcomes
             .iter()
-            .zip(described)
-            .map(|(outcome, (name, queue))| {
-                let (kind, deduplicated) = match outcome {
-                    EnqueueOutcome::Created { state: TaskState::Cancelled, .. } => {
-                        (TaskEventKind::Cancelled, false)
-                    }
-                    EnqueueOutcome::Created { state: TaskState::Scheduled, .. } => {
-                        (TaskEventKind::Scheduled, false)
-                    }
-                    EnqueueOutcome::Created { state: TaskState::Blocked, .. } => {
-                        (TaskEventKind::Blocked, false)
-                    }
-                    EnqueueOutcome::Created { .. } => (TaskEventKind::Enqueued, false),
-                    EnqueueOutcome::Duplicate { .. } => (TaskEventKind::Deduplicated, true),
-                };
-                metrics::counter!("omniq_tasks_enqueued_total", "queue" => queue.clone(), "task" => name.clone())
-                    .increment(u64::from(!deduplicated));
-                self.inner
-                    .events
-                    .log(TaskEvent::for_task(kind, outcome.id(), name, queue));
+            .map(|outcome| {
+                let deduplicated = matches!(outcome, EnqueueOutcome::Duplicate { .. });
                 TaskHandle::new(self.clone(), outcome.id(), deduplicated)
             })
-            .collect();
-        Ok(handles)
+            .collect())
     }
 
     /// A handle on an existing task, to wait for or read its result.

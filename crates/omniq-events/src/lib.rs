@@ -27,8 +27,10 @@
 //! # }
 //! ```
 
+mod enqueued;
 mod logger;
 mod subscription;
 
+pub use enqueued::record_enqueued;
 pub use logger::{EventLogger, EventLoggerOptions};
 pub use subscription::EventSubscription;

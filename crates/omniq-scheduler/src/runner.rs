@@ -129,7 +129,13 @@ impl Scheduler {
         {
             report.lost_races += 1;
         }
-        // Logged once the fire is recorded (by us, or by a process that won the race).
+        // Logged once the fire is recorded (by us, or by a process that won the race): the
+        // enqueue as every enqueue is, then the fire.
+        omniq_events::record_enqueued(
+            &self.events,
+            specs.iter().map(|s| (s.name.as_str(), s.queue.as_str())),
+            &outcomes,
+        );
         for (spec, outcome) in specs.iter().zip(&outcomes) {
             let EnqueueOutcome::Created { id, .. } = outcome else {
                 report.deduplicated += 1;
