@@ -132,6 +132,65 @@ impl<R> EnqueueBuilder<R> {
     }
 }
 
+impl<R> EnqueueBuilder<R> {
+    /// Enqueues inside a transaction you opened on the task queue's database, so that the
+    /// task exists if and only if your own writes commit (the transactional outbox).
+    /// `conn` is the transaction's connection: `&mut *tx` for a `sqlx::Transaction` on
+    /// PostgreSQL (`sqlx::PgConnection`) or MySQL (`sqlx::MySqlConnection`), from any pool
+    /// of that database. Workers see the task once you commit; a rollback leaves none.
+    ///
+    /// The enqueue's event and metric are recorded when this returns, before you commit:
+    /// a rolled-back transaction leaves an `Enqueued` event of a task that never was.
+    ///
+    /// ```no_run
+    /// # use omniq_async::{AsyncOmniQ, Task, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Receipt(i64);
+    /// # impl Task for Receipt {
+    /// #     const NAME: &'static str = "email.receipt";
+    /// #     type Output = ();
+    /// #     async fn run(self, _ctx: TaskContext) -> Result<(), TaskError> { Ok(()) }
+    /// # }
+    /// # async fn demo(omniq: AsyncOmniQ, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (42)").execute(&mut *tx).await?;
+    /// omniq.enqueue(Receipt(42)).in_transaction(&mut *tx).await?;
+    /// tx.commit().await?; // the order and its receipt, or neither
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// An unsupported-operation store error (kind [`Invalid`](crate::ErrorKind::Invalid))
+    /// when the task queue's backend has no transactions (or this instance was built
+    /// [`with_stores`](AsyncOmniQ::with_stores)); `Invalid` too when `conn` is not the
+    /// backend's connection type; otherwise as an enqueue. You decide whether to roll back.
+    pub async fn in_transaction<C>(self, conn: &mut C) -> Result<TaskHandle<R>>
+    where
+        C: std::any::Any + Send,
+    {
+        let Some(transactional) = self.omniq.inner.transactional.clone() else {
+            return Err(crate::Error::Store(
+                omniq_storage::StoreError::Unsupported {
+                    backend: "this task queue",
+                    operation: "enqueueing inside a transaction",
+                },
+            ));
+        };
+        let payload = self.payload?;
+        let options = self.omniq.resolve(self.options);
+        let specs = vec![TaskSpec::new(self.name, payload, options, Utc::now())];
+        let described = crate::omniq::describe(&specs);
+        let outcomes = transactional.enqueue_in(conn, specs).await?;
+        self.omniq
+            .accepted(&described, &outcomes)
+            .pop()
+            .ok_or_else(|| {
+                crate::Error::Store(omniq_storage::StoreError::Invalid(
+                    "the store returned no outcome for an enqueued task".to_owned(),
+                ))
+            })
+    }
+}
+
 impl<R: Send + 'static> IntoFuture for EnqueueBuilder<R> {
     type Output = Result<TaskHandle<R>>;
     type IntoFuture = BoxFuture<'static, Self::Output>;

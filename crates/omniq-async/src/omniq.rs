@@ -11,6 +11,7 @@ use omniq_models::{
 use omniq_serialization::{Format, PayloadCodec};
 use omniq_storage::{
     CancelOutcome, EnqueueOutcome, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
+    TransactionalEnqueue,
 };
 use omniq_workers::{BlockingTask, Registry, Task, TaskDefinition};
 use serde::Serialize;
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) events: EventLogger,
     pub(crate) codec: PayloadCodec,
     pub(crate) registry: RwLock<Registry>,
+    /// Enqueueing inside a caller's transaction, when the task queue's backend has it.
+    pub(crate) transactional: Option<Arc<dyn TransactionalEnqueue>>,
 }
 
 impl AsyncOmniQ {
@@ -56,8 +59,8 @@ impl AsyncOmniQ {
     /// opened.
     pub async fn from_settings(settings: Settings) -> Result<Self> {
         settings.validate()?;
-        let stores = stores::open(&settings).await?;
-        Ok(Self::with_stores(settings, stores))
+        let (stores, transactional) = stores::open(&settings).await?;
+        Ok(Self::assemble(settings, stores, transactional))
     }
 
     /// Builds on stores you opened yourself (custom backends, shared test stores).
@@ -65,6 +68,14 @@ impl AsyncOmniQ {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn with_stores(settings: Settings, stores: Stores) -> Self {
+        Self::assemble(settings, stores, None)
+    }
+
+    fn assemble(
+        settings: Settings,
+        stores: Stores,
+        transactional: Option<Arc<dyn TransactionalEnqueue>>,
+    ) -> Self {
         let format = match settings.codec {
             omniq_config::CodecKind::Json => Format::Json,
             _ => Format::MessagePack,
@@ -78,6 +89,7 @@ impl AsyncOmniQ {
                 events,
                 codec,
                 registry: RwLock::new(Registry::new()),
+                transactional,
             }),
         }
     }
@@ -228,28 +240,34 @@ impl AsyncOmniQ {
         options
     }
 
-    /// Stores specs and records the enqueue (events, metrics: see
-    /// [`record_enqueued`](omniq_events::record_enqueued)).
-    pub(crate) async fn submit<R>(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskHandle<R>>> {
-        let described: Vec<(String, String)> = specs
-            .iter()
-            .map(|s| (s.name.clone(), s.queue.clone()))
-            .collect();
-        let outcomes = self.inner.stores.queue.enqueue(specs).await?;
+    /// Records an enqueue the store accepted (events, metrics: see
+    /// [`record_enqueued`](omniq_events::record_enqueued)) and hands out its handles.
+    pub(crate) fn accepted<R>(
+        &self,
+        described: &[(String, String)],
+        outcomes: &[EnqueueOutcome],
+    ) -> Vec<TaskHandle<R>> {
         omniq_events::record_enqueued(
             &self.inner.events,
             described
                 .iter()
                 .map(|(name, queue)| (name.as_str(), queue.as_str())),
-            &outcomes,
+            outcomes,
         );
-        Ok(outcomes
+        outcomes
             .iter()
             .map(|outcome| {
                 let deduplicated = matches!(outcome, EnqueueOutcome::Duplicate { .. });
                 TaskHandle::new(self.clone(), outcome.id(), deduplicated)
             })
-            .collect())
+            .collect()
+    }
+
+    /// Stores specs and records the enqueue.
+    pub(crate) async fn submit<R>(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskHandle<R>>> {
+        let described = describe(&specs);
+        let outcomes = self.inner.stores.queue.enqueue(specs).await?;
+        Ok(self.accepted(&described, &outcomes))
     }
 
     /// A handle on an existing task, to wait for or read its result.
@@ -446,4 +464,12 @@ impl AsyncOmniQ {
     pub async fn close(&self) {
         self.inner.events.flush().await;
     }
+}
+
+/// Each spec's name and queue, kept for recording the enqueue once the specs are gone.
+pub(crate) fn describe(specs: &[TaskSpec]) -> Vec<(String, String)> {
+    specs
+        .iter()
+        .map(|s| (s.name.clone(), s.queue.clone()))
+        .collect()
 }

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use omniq_config::{Backend, Settings, StoreKind};
-use omniq_storage::{EventStore, OpenBackend, ResultStore, ScheduleStore, StoreBackend, TaskQueue};
+use omniq_storage::{
+    EventStore, OpenBackend, ResultStore, ScheduleStore, StoreBackend, TaskQueue,
+    TransactionalEnqueue,
+};
 
 use crate::{Error, Result};
 
@@ -53,12 +56,15 @@ fn opener(backend: Backend) -> Option<OpenBackend> {
 }
 
 /// Opens every store named by `settings`. Stores whose URLs are equal share one backend
-/// (one SQLite file, one pool).
-pub(crate) async fn open(settings: &Settings) -> Result<Stores> {
+/// (one SQLite file, one pool). Also returns the task queue's transactional enqueue, on a
+/// backend that has one.
+pub(crate) async fn open(
+    settings: &Settings,
+) -> Result<(Stores, Option<Arc<dyn TransactionalEnqueue>>)> {
     let mut opened = HashMap::new();
-    let queue = backend_of(settings, StoreKind::TaskQueue, &mut opened)
-        .await?
-        .task_queue();
+    let tasks = backend_of(settings, StoreKind::TaskQueue, &mut opened).await?;
+    let transactional = tasks.transactional();
+    let queue = tasks.task_queue();
     let results = backend_of(settings, StoreKind::Results, &mut opened)
         .await?
         .result_store();
@@ -68,12 +74,13 @@ pub(crate) async fn open(settings: &Settings) -> Result<Stores> {
     let schedules = backend_of(settings, StoreKind::Schedules, &mut opened)
         .await?
         .schedule_store();
-    Ok(Stores {
+    let stores = Stores {
         queue,
         results,
         events,
         schedules,
-    })
+    };
+    Ok((stores, transactional))
 }
 
 /// The backend of store `kind`: one opened already for the same URL, or a new one.

@@ -1,13 +1,15 @@
 //! Opening from a store URL, for the facades' table of backends.
 
+use std::any::Any;
 use std::sync::Arc;
 
+use omniq_models::TaskSpec;
 use omniq_storage::{
-    BoxFuture, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreResult, TaskQueue,
-    take_pool_size,
+    BoxFuture, EnqueueOutcome, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreError,
+    StoreResult, TaskQueue, TransactionalEnqueue, take_pool_size,
 };
 
-use crate::{MySqlBackend, MySqlOptions};
+use crate::{MySqlBackend, MySqlOptions, MySqlTaskQueue};
 
 impl StoreBackend for MySqlBackend {
     fn task_queue(&self) -> Arc<dyn TaskQueue> {
@@ -21,6 +23,28 @@ impl StoreBackend for MySqlBackend {
     }
     fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
         Arc::new(MySqlBackend::schedule_store(self))
+    }
+    fn transactional(&self) -> Option<Arc<dyn TransactionalEnqueue>> {
+        Some(Arc::new(MySqlBackend::task_queue(self)))
+    }
+}
+
+impl TransactionalEnqueue for MySqlTaskQueue {
+    fn enqueue_in<'a>(
+        &'a self,
+        conn: &'a mut (dyn Any + Send),
+        tasks: Vec<TaskSpec>,
+    ) -> BoxFuture<'a, StoreResult<Vec<EnqueueOutcome>>> {
+        Box::pin(async move {
+            let Some(conn) = conn.downcast_mut::<sqlx::MySqlConnection>() else {
+                return Err(StoreError::Invalid(
+                    "a MySQL transactional enqueue needs the transaction's `sqlx::MySqlConnection` \
+                     (pass `&mut *tx`)"
+                        .to_owned(),
+                ));
+            };
+            MySqlTaskQueue::enqueue_in(self, conn, tasks).await
+        })
     }
 }
 

@@ -1,13 +1,15 @@
 //! Opening from a store URL, for the facades' table of backends.
 
+use std::any::Any;
 use std::sync::Arc;
 
+use omniq_models::TaskSpec;
 use omniq_storage::{
-    BoxFuture, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreResult, TaskQueue,
-    take_pool_size, take_query_param,
+    BoxFuture, EnqueueOutcome, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreError,
+    StoreResult, TaskQueue, TransactionalEnqueue, take_pool_size, take_query_param,
 };
 
-use crate::{PgBackend, PgOptions};
+use crate::{PgBackend, PgOptions, PgTaskQueue};
 
 impl StoreBackend for PgBackend {
     fn task_queue(&self) -> Arc<dyn TaskQueue> {
@@ -21,6 +23,28 @@ impl StoreBackend for PgBackend {
     }
     fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
         Arc::new(PgBackend::schedule_store(self))
+    }
+    fn transactional(&self) -> Option<Arc<dyn TransactionalEnqueue>> {
+        Some(Arc::new(PgBackend::task_queue(self)))
+    }
+}
+
+impl TransactionalEnqueue for PgTaskQueue {
+    fn enqueue_in<'a>(
+        &'a self,
+        conn: &'a mut (dyn Any + Send),
+        tasks: Vec<TaskSpec>,
+    ) -> BoxFuture<'a, StoreResult<Vec<EnqueueOutcome>>> {
+        Box::pin(async move {
+            let Some(conn) = conn.downcast_mut::<sqlx::PgConnection>() else {
+                return Err(StoreError::Invalid(
+                    "a PostgreSQL transactional enqueue needs the transaction's `sqlx::PgConnection` \
+                     (pass `&mut *tx`)"
+                        .to_owned(),
+                ));
+            };
+            PgTaskQueue::enqueue_in(self, conn, tasks).await
+        })
     }
 }
 

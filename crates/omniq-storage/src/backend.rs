@@ -1,10 +1,15 @@
 //! Backends opened from a store URL: what each backend crate hands the facades, so that
 //! wiring a backend in is its crate plus one line (the facade's table of openers).
 
+use std::any::Any;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use crate::{BoxFuture, EventStore, ResultStore, ScheduleStore, StoreResult, TaskQueue};
+use omniq_models::TaskSpec;
+
+use crate::{
+    BoxFuture, EnqueueOutcome, EventStore, ResultStore, ScheduleStore, StoreResult, TaskQueue,
+};
 
 /// An opened backend (a connection pool, a file, a server) that hands out its stores. The
 /// stores it hands out share it.
@@ -17,6 +22,31 @@ pub trait StoreBackend: Send + Sync + Debug + 'static {
     fn event_store(&self) -> Arc<dyn EventStore>;
     /// The schedule store on this backend.
     fn schedule_store(&self) -> Arc<dyn ScheduleStore>;
+
+    /// Enqueueing inside the caller's own transaction, on a backend that has them (SQL
+    /// databases); `None` (the default) elsewhere.
+    fn transactional(&self) -> Option<Arc<dyn TransactionalEnqueue>> {
+        None
+    }
+}
+
+/// Enqueues inside a transaction the caller opened on the backend's database, so that the
+/// tasks exist if and only if the caller's own writes commit (the transactional outbox).
+pub trait TransactionalEnqueue: Send + Sync + Debug + 'static {
+    /// Enqueues `tasks` on `conn`, the backend's connection type with the caller's
+    /// transaction open on it (`sqlx::PgConnection` for PostgreSQL, `sqlx::MySqlConnection`
+    /// for MySQL: pass `&mut *tx`), in a savepoint of it. Nothing is visible to workers
+    /// before the caller commits; a rollback leaves no task.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) when `conn` is not the backend's
+    /// connection type; otherwise as [`TaskQueue::enqueue`]. The caller decides whether to
+    /// roll back.
+    fn enqueue_in<'a>(
+        &'a self,
+        conn: &'a mut (dyn Any + Send),
+        tasks: Vec<TaskSpec>,
+    ) -> BoxFuture<'a, StoreResult<Vec<EnqueueOutcome>>>;
 }
 
 /// Opens a backend from a store URL whose scheme is the backend's; OmniQ's own query

@@ -41,7 +41,9 @@ pub mod testing;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use backend::{OpenBackend, StoreBackend, take_pool_size, take_query_param};
+pub use backend::{
+    OpenBackend, StoreBackend, TransactionalEnqueue, take_pool_size, take_query_param,
+};
 pub use batch::BatchAliases;
 pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};

@@ -57,6 +57,11 @@ impl MySqlTaskQueue {
     /// Enqueues inside the caller's transaction (a savepoint in it), so the tasks exist if
     /// and only if the caller's own writes commit.
     ///
+    /// Applications enqueue typed tasks through the facade instead,
+    /// `omniq.enqueue(task).in_transaction(&mut *tx)` (`omniq-async`), which encodes the
+    /// payload as workers read it and records the enqueue's event and metric; this call
+    /// stores raw specs, whose payload must already be such an envelope.
+    ///
     /// ```no_run
     /// # async fn demo(queue: omniq_mysql::MySqlTaskQueue, pool: sqlx::MySqlPool, spec: omniq_models::TaskSpec) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut tx = pool.begin().await?;

@@ -60,6 +60,11 @@ impl PgTaskQueue {
     /// transaction, which stays usable. On a connection outside any transaction, the batch
     /// commits on its own.
     ///
+    /// Applications enqueue typed tasks through the facade instead,
+    /// `omniq.enqueue(task).in_transaction(&mut *tx)` (`omniq-async`), which encodes the
+    /// payload as workers read it and records the enqueue's event and metric; this call
+    /// stores raw specs, whose payload must already be such an envelope.
+    ///
     /// Tables are named with the backend's schema, so the connection may come from any
     /// pool of the same database (a backend without a schema finds its tables on the
     /// connection's `search_path`). A task that depends on a running parent holds a share
