@@ -21,10 +21,7 @@ impl WorkerBuilder {
             queues: settings.queues.clone(),
             concurrency: settings.concurrency,
             prefetch: settings.prefetch.unwrap_or(settings.concurrency),
-            kind: match settings.default_worker {
-                omniq_config::WorkerKind::Thread => WorkerKind::Thread,
-                _ => WorkerKind::Async,
-            },
+            kind: settings.default_worker,
             lease: settings.lease,
             heartbeat: settings.heartbeat,
             poll_interval: settings.poll_interval,

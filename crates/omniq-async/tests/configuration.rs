@@ -159,3 +159,17 @@ async fn a_bad_pool_size_in_a_store_url_is_refused() {
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     assert!(err.to_string().contains("max_connections"), "{err}");
 }
+
+/// One `WorkerKind`: the setting's type is the worker's.
+#[test]
+fn the_settings_worker_kind_is_the_workers() {
+    let mut settings = Settings::memory();
+    settings.default_worker = omniq_async::WorkerKind::Thread;
+    let config = omniq_async::WorkerConfig::default().kind(settings.default_worker);
+    assert_eq!(config.kind, omniq_async::WorkerKind::Thread);
+    let err = Settings::builder()
+        .map([("default_worker", "fibers")])
+        .build()
+        .expect_err("an unknown kind");
+    assert!(err.to_string().contains("default_worker"), "{err}");
+}

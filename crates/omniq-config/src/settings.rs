@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::builder::SettingsBuilder;
 use crate::error::ConfigError;
 use crate::url::StoreUrl;
+pub use omniq_models::WorkerKind;
 
 /// Every OmniQ setting, with its default.
 ///
@@ -47,6 +48,7 @@ pub struct Settings {
     pub log_level: String,
     /// Worker used when none is chosen explicitly (`default_worker`, default
     /// `async`).
+    #[serde(deserialize_with = "values::deserialize_worker_kind")]
     pub default_worker: WorkerKind,
     /// How long an unfinished task is kept before it expires (`task_ttl`,
     /// default none: forever).
@@ -369,55 +371,6 @@ impl fmt::Display for StoreKind {
     }
 }
 
-/// Which worker runs tasks by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerKind {
-    /// Async tasks on a Tokio runtime (`async`).
-    #[default]
-    Async,
-    /// Blocking tasks on a thread pool (`thread`).
-    Thread,
-}
-
-impl WorkerKind {
-    /// The configuration spelling, `"async"` or `"thread"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerKind::Async => "async",
-            WorkerKind::Thread => "thread",
-        }
-    }
-}
-
-impl fmt::Display for WorkerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WorkerKind {
-    type Err = ConfigError;
-
-    /// Parses `async` or `thread` (also `threads`), ignoring case.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "async" => Ok(WorkerKind::Async),
-            "thread" | "threads" => Ok(WorkerKind::Thread),
-            _ => Err(ConfigError::invalid(
-                "default_worker",
-                format!("unknown worker kind `{s}` (expected `async` or `thread`)"),
-            )),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WorkerKind {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        values::deserialize_from_str(deserializer)
-    }
-}
-
 /// The codec used to encode task payloads and results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub enum CodecKind {
@@ -476,6 +429,7 @@ mod values {
     use serde::Deserializer;
     use serde::de::{self, SeqAccess, Visitor};
 
+    use super::WorkerKind;
     use crate::error::ConfigError;
 
     pub(super) fn deserialize_from_str<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -486,6 +440,16 @@ mod values {
         let s = <String as serde::Deserialize>::deserialize(deserializer)?;
         s.parse()
             .map_err(|e: ConfigError| de::Error::custom(e.detail()))
+    }
+
+    /// A worker kind, its error naming the key.
+    pub(super) fn deserialize_worker_kind<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<WorkerKind, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        s.parse().map_err(|e: omniq_models::UnknownWorkerKind| {
+            de::Error::custom(ConfigError::invalid("default_worker", e.to_string()).detail())
+        })
     }
 
     /// A list of strings, or one comma-separated string (`"a, b"`).

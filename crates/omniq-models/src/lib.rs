@@ -21,6 +21,7 @@ mod options;
 mod record;
 mod schedule;
 mod state;
+mod worker_kind;
 
 pub use error::{TaskError, TaskErrorKind};
 pub use event::{TaskEvent, TaskEventKind};
@@ -29,6 +30,7 @@ pub use options::{Backoff, DependencyVerdict, RunWhen, TaskOptions};
 pub use record::{AttemptError, InvalidSpec, SpecExtras, TaskRecord, TaskResult, TaskSpec};
 pub use schedule::{MisfirePolicy, Schedule, ScheduleFire, ScheduleTrigger};
 pub use state::{TaskState, UnknownState};
+pub use worker_kind::{UnknownWorkerKind, WorkerKind};
 
 /// The queue a task goes to when its options name none.
 pub const DEFAULT_QUEUE: &str = "default";

@@ -1,18 +1,7 @@
 use std::time::Duration;
 
+pub use omniq_models::WorkerKind;
 use omniq_models::{DEFAULT_QUEUE, WorkerId};
-
-/// Where a worker runs blocking handlers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum WorkerKind {
-    /// Async handlers on tokio tasks; blocking handlers on tokio's shared blocking pool.
-    #[default]
-    Async,
-    /// Async handlers on tokio tasks; blocking handlers on `concurrency` threads of the
-    /// worker's own, so they never compete with other blocking work in the process.
-    Thread,
-}
 
 /// The default of [`WorkerConfig::unknown_task_grace`]: an hour, longer than a rolling
 /// deploy takes.

@@ -121,6 +121,11 @@ impl Worker {
                 ThreadPool::new(self.config.concurrency, "omniq-worker")
                     .map_err(WorkerError::Threads)?,
             )),
+            other => {
+                return Err(WorkerError::Config(format!(
+                    "this worker cannot run the `{other}` kind"
+                )));
+            }
         };
         let stop = CancellationToken::new();
         let scheduler = match (self.config.scheduler_tick, self.schedules) {
