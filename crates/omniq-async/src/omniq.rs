@@ -8,7 +8,7 @@ use omniq_models::{
     ScheduleTrigger, TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord,
     TaskSpec, TaskState,
 };
-use omniq_serialization::{Format, PayloadCodec};
+use omniq_serialization::PayloadCodec;
 use omniq_storage::{
     CancelOutcome, EnqueueOutcome, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
     TransactionalEnqueue,
@@ -76,11 +76,7 @@ impl AsyncOmniQ {
         stores: Stores,
         transactional: Option<Arc<dyn TransactionalEnqueue>>,
     ) -> Self {
-        let format = match settings.codec {
-            omniq_config::CodecKind::Json => Format::Json,
-            _ => Format::MessagePack,
-        };
-        let codec = PayloadCodec::new(format, settings.max_payload_bytes);
+        let codec = PayloadCodec::new(settings.codec, settings.max_payload_bytes);
         let events = EventLogger::start(stores.events.clone());
         Self {
             inner: Arc::new(Inner {

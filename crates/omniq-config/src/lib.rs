@@ -46,6 +46,6 @@ mod yaml;
 pub use builder::SettingsBuilder;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::ConfigError;
-pub use settings::{CodecKind, Settings, StoreKind, WorkerKind};
+pub use settings::{Format, Settings, StoreKind, WorkerKind};
 pub use url::{Backend, StoreUrl};
 pub use yaml::Yaml;

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use crate::builder::SettingsBuilder;
 use crate::error::ConfigError;
 use crate::url::StoreUrl;
 pub use omniq_models::WorkerKind;
+pub use omniq_serialization::Format;
 
 /// Every OmniQ setting, with its default.
 ///
@@ -77,7 +77,8 @@ pub struct Settings {
     #[serde(deserialize_with = "values::deserialize_byte_size")]
     pub max_payload_bytes: usize,
     /// Payload codec (`codec`: `msgpack`, the default, or `json`).
-    pub codec: CodecKind,
+    #[serde(deserialize_with = "values::deserialize_codec")]
+    pub codec: Format,
     /// Tasks a worker runs at once (`concurrency`, default 16; must be at
     /// least 1).
     pub concurrency: usize,
@@ -163,7 +164,7 @@ impl Default for Settings {
             max_attempts: 3,
             timeout: None,
             max_payload_bytes: 1_048_576,
-            codec: CodecKind::default(),
+            codec: Format::default(),
             concurrency: 16,
             prefetch: None,
             queues: vec!["default".to_owned()],
@@ -371,76 +372,15 @@ impl fmt::Display for StoreKind {
     }
 }
 
-/// The codec used to encode task payloads and results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-pub enum CodecKind {
-    /// MessagePack (`msgpack`), compact and fast.
-    #[default]
-    #[serde(rename = "msgpack")]
-    MessagePack,
-    /// JSON (`json`), readable.
-    #[serde(rename = "json")]
-    Json,
-}
-
-impl CodecKind {
-    /// The configuration spelling, `"msgpack"` or `"json"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CodecKind::MessagePack => "msgpack",
-            CodecKind::Json => "json",
-        }
-    }
-}
-
-impl fmt::Display for CodecKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CodecKind {
-    type Err = ConfigError;
-
-    /// Parses `msgpack` (also `messagepack`) or `json`, ignoring case.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "msgpack" | "messagepack" => Ok(CodecKind::MessagePack),
-            "json" => Ok(CodecKind::Json),
-            _ => Err(ConfigError::invalid(
-                "codec",
-                format!("unknown codec `{s}` (expected `msgpack` or `json`)"),
-            )),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for CodecKind {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        values::deserialize_from_str(deserializer)
-    }
-}
-
 /// Lenient deserializers for values that may arrive as strings.
 mod values {
     use std::fmt;
-    use std::str::FromStr;
 
     use serde::Deserializer;
     use serde::de::{self, SeqAccess, Visitor};
 
-    use super::WorkerKind;
+    use super::{Format, WorkerKind};
     use crate::error::ConfigError;
-
-    pub(super) fn deserialize_from_str<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr<Err = ConfigError>,
-    {
-        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
-        s.parse()
-            .map_err(|e: ConfigError| de::Error::custom(e.detail()))
-    }
 
     /// A worker kind, its error naming the key.
     pub(super) fn deserialize_worker_kind<'de, D: Deserializer<'de>>(
@@ -449,6 +389,16 @@ mod values {
         let s = <String as serde::Deserialize>::deserialize(deserializer)?;
         s.parse().map_err(|e: omniq_models::UnknownWorkerKind| {
             de::Error::custom(ConfigError::invalid("default_worker", e.to_string()).detail())
+        })
+    }
+
+    /// A payload format, its error naming the key.
+    pub(super) fn deserialize_codec<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Format, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        s.parse().map_err(|e: omniq_serialization::UnknownFormat| {
+            de::Error::custom(ConfigError::invalid("codec", e.to_string()).detail())
         })
     }
 
@@ -574,9 +524,9 @@ mod tests {
             "Thread".parse::<WorkerKind>().ok(),
             Some(WorkerKind::Thread)
         );
-        assert_eq!("JSON".parse::<CodecKind>().ok(), Some(CodecKind::Json));
+        assert_eq!("JSON".parse::<Format>().ok(), Some(Format::Json));
         assert!("fork".parse::<WorkerKind>().is_err());
-        assert_eq!(CodecKind::MessagePack.to_string(), "msgpack");
+        assert_eq!(Format::MessagePack.to_string(), "msgpack");
     }
 
     #[test]

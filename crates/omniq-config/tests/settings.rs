@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use omniq_config::{Backend, CodecKind, ConfigError, Settings, StoreKind, StoreUrl, WorkerKind};
+use omniq_config::{Backend, ConfigError, Format, Settings, StoreKind, StoreUrl, WorkerKind};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -42,7 +42,7 @@ fn defaults() -> TestResult {
     assert_eq!(s.max_attempts, 3);
     assert_eq!(s.timeout, None);
     assert_eq!(s.max_payload_bytes, 1_048_576);
-    assert_eq!(s.codec, CodecKind::MessagePack);
+    assert_eq!(s.codec, Format::MessagePack);
     assert_eq!(s.concurrency, 16);
     assert_eq!(s.queues, ["default"]);
     assert_eq!(s.lease, Duration::from_secs(30));
@@ -197,7 +197,7 @@ poll_interval: 250ms
     assert_eq!(s.max_attempts, 5);
     assert_eq!(s.timeout, Some(Duration::from_secs(90)));
     assert_eq!(s.max_payload_bytes, 2 * 1_048_576);
-    assert_eq!(s.codec, CodecKind::Json);
+    assert_eq!(s.codec, Format::Json);
     assert_eq!(s.concurrency, 4);
     assert_eq!(s.queues, ["high", "default", "low"]);
     assert_eq!(s.lease, Duration::from_secs(60));
@@ -334,7 +334,7 @@ fn map_keys_are_case_insensitive_and_may_be_prefixed() -> TestResult {
         .build()?;
     assert_eq!(s.task_ttl, Some(Duration::from_secs(300)));
     assert_eq!(s.max_attempts, 9);
-    assert_eq!(s.codec, CodecKind::Json);
+    assert_eq!(s.codec, Format::Json);
 
     let err = build_err(Settings::builder().map([("max_attempt", "9")]));
     assert!(

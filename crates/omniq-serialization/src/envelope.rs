@@ -46,12 +46,37 @@ impl Format {
     }
 }
 
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Format {
+    /// The configuration spelling, `"msgpack"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Format::MessagePack => "msgpack",
             Format::Json => "json",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is neither `msgpack` nor `json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown codec `{0}` (expected `msgpack` or `json`)")]
+pub struct UnknownFormat(pub String);
+
+impl std::str::FromStr for Format {
+    type Err = UnknownFormat;
+
+    /// Parses `msgpack` (also `messagepack`) or `json`, ignoring case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "msgpack" | "messagepack" => Ok(Format::MessagePack),
+            "json" => Ok(Format::Json),
+            _ => Err(UnknownFormat(s.to_owned())),
+        }
     }
 }
 

@@ -20,5 +20,7 @@ mod envelope;
 mod error;
 
 pub use codec::{Codec, Json, MessagePack};
-pub use envelope::{DEFAULT_MAX_PAYLOAD_BYTES, ENVELOPE_VERSION, Format, PayloadCodec};
+pub use envelope::{
+    DEFAULT_MAX_PAYLOAD_BYTES, ENVELOPE_VERSION, Format, PayloadCodec, UnknownFormat,
+};
 pub use error::SerializationError;
