@@ -25,12 +25,22 @@ pub enum Error {
     /// A worker could not start or stop.
     #[error(transparent)]
     Worker(#[from] WorkerError),
-    /// The configuration picks a backend this build does not include.
+    /// The configuration picks a backend this build does not include: its cargo feature
+    /// (named after it) is off.
     #[error(
         "`{key}` selects the {backend} backend, which this build of OmniQ does not include \
-         (check the cargo features of omniq / omniq-async)"
+         (enable the cargo feature `{backend}` of omniq / omniq-async)"
     )]
     BackendNotIncluded {
+        /// The settings key.
+        key: &'static str,
+        /// The backend.
+        backend: Backend,
+    },
+    /// The configuration picks a backend whose URL scheme is reserved but which OmniQ does
+    /// not have yet.
+    #[error("`{key}` selects the {backend} backend, which OmniQ does not implement yet")]
+    BackendNotImplemented {
         /// The settings key.
         key: &'static str,
         /// The backend.
@@ -102,6 +112,7 @@ impl Error {
             Error::Config(_)
             | Error::Serialization(_)
             | Error::BackendNotIncluded { .. }
+            | Error::BackendNotImplemented { .. }
             | Error::Schedule(_) => ErrorKind::Invalid,
             Error::Store(err) => match err.kind() {
                 StoreErrorKind::Unavailable => ErrorKind::Unavailable,

@@ -45,7 +45,9 @@
 //! | `mysql` | `mysql://`, `mariadb://` | no |
 //!
 //! A URL whose backend is not compiled in is refused with
-//! [`Error::BackendNotIncluded`], naming the settings key.
+//! [`Error::BackendNotIncluded`] (which names the feature to enable), and one whose backend
+//! OmniQ does not have yet (`nats://`, `s3://`, `amqp://`, …) with
+//! [`Error::BackendNotImplemented`]; both name the settings key.
 
 mod enqueue;
 mod error;

@@ -94,10 +94,15 @@ async fn backend_of(
         return Ok(Arc::clone(backend));
     }
     tracing::debug!(store = %kind, url = %url, "opening store");
-    let open = opener(url.backend()).ok_or(Error::BackendNotIncluded {
-        key: kind.key(),
-        backend: url.backend(),
-    })?;
+    let backend = url.backend();
+    let Some(open) = opener(backend) else {
+        let key = kind.key();
+        return Err(if backend.is_implemented() {
+            Error::BackendNotIncluded { key, backend }
+        } else {
+            Error::BackendNotImplemented { key, backend }
+        });
+    };
     let backend = open(url.as_str()).await?;
     opened.insert(url.as_str().to_owned(), Arc::clone(&backend));
     Ok(backend)

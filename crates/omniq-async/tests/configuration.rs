@@ -42,6 +42,7 @@ async fn a_backend_not_in_this_build_is_an_error_naming_the_key() {
     let message = err.to_string();
     assert!(message.contains("result_storage_url"), "{message}");
     assert!(message.contains("amqp"), "{message}");
+    assert!(message.contains("not implement yet"), "{message}");
     assert!(
         !message.contains("secret"),
         "credentials never appear: {message}"

@@ -72,6 +72,15 @@ impl Backend {
         }
     }
 
+    /// Whether OmniQ has this backend (behind the cargo feature of the same name); the
+    /// others have a scheme reserved and are refused as not implemented yet.
+    pub fn is_implemented(self) -> bool {
+        matches!(
+            self,
+            Backend::Memory | Backend::Sqlite | Backend::Postgres | Backend::Mysql | Backend::Redis
+        )
+    }
+
     /// The backend for a URL scheme (case-insensitive), if any.
     pub fn from_scheme(scheme: &str) -> Option<Backend> {
         let backend = match scheme.to_ascii_lowercase().as_str() {
