@@ -264,37 +264,6 @@ impl TaskOptions {
         self.metadata.insert(key.into(), value.into());
         self
     }
-
-    /// Fills every unset field from `defaults` (per-enqueue options over per-type ones).
-    pub fn or(mut self, defaults: &TaskOptions) -> Self {
-        if self.queue == DEFAULT_QUEUE {
-            self.queue.clone_from(&defaults.queue);
-        }
-        if self.priority == 0 {
-            self.priority = defaults.priority;
-        }
-        self.max_attempts = self.max_attempts.or(defaults.max_attempts);
-        if self.backoff.is_none() {
-            self.backoff.clone_from(&defaults.backoff);
-        }
-        self.timeout = self.timeout.or(defaults.timeout);
-        self.ttl = self.ttl.or(defaults.ttl);
-        self.delay = self.delay.or(defaults.delay);
-        self.run_at = self.run_at.or(defaults.run_at);
-        if self.unique_key.is_none() {
-            self.unique_key.clone_from(&defaults.unique_key);
-        }
-        self.unique_for = self.unique_for.or(defaults.unique_for);
-        if self.run_when == RunWhen::default() {
-            self.run_when = defaults.run_when;
-        }
-        for (key, value) in &defaults.metadata {
-            self.metadata
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
-        }
-        self
-    }
 }
 
 #[cfg(test)]
@@ -342,17 +311,5 @@ mod tests {
         };
         assert_eq!(backoff.delay(1, 0.0), Duration::from_secs(5));
         assert_eq!(backoff.delay(1, 1.0), Duration::from_secs(15));
-    }
-
-    #[test]
-    fn per_enqueue_options_win_over_type_defaults() {
-        let defaults = TaskOptions::default()
-            .queue("images")
-            .max_attempts(5)
-            .priority(3);
-        let merged = TaskOptions::default().priority(9).or(&defaults);
-        assert_eq!(merged.queue, "images");
-        assert_eq!(merged.priority, 9);
-        assert_eq!(merged.max_attempts, Some(5));
     }
 }
