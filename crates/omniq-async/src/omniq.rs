@@ -295,6 +295,14 @@ impl AsyncOmniQ {
         Ok(self.inner.stores.queue.stats(queue.into()).await?)
     }
 
+    /// Every queue that holds tasks, with its counts per state, sorted by name.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn queues(&self) -> Result<Vec<QueueStats>> {
+        Ok(self.inner.stores.queue.queues().await?)
+    }
+
     /// Cancels a task. One that has not started ends Cancelled at once, and so do its
     /// dependents; a running one is told through its context at its worker's next
     /// heartbeat and dropped after the worker's cancel grace period.

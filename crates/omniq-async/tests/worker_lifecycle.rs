@@ -533,6 +533,17 @@ async fn inspection_lists_and_counts_tasks(h: Harness) {
         .await
         .expect("list");
     assert_eq!(listed.len(), 1);
+    let queues: Vec<(String, u64)> = omniq
+        .queues()
+        .await
+        .expect("queues")
+        .into_iter()
+        .map(|stats| (stats.queue.clone(), stats.count(TaskState::Queued)))
+        .collect();
+    assert_eq!(
+        queues,
+        vec![("default".to_owned(), 5), ("other".to_owned(), 1)]
+    );
 }
 
 on_each_backend! {

@@ -845,6 +845,15 @@ impl TaskQueue for MemoryTaskQueue {
         Box::pin(async move { Ok(page) })
     }
 
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let names: std::collections::BTreeSet<String> = lock(&self.state)
+            .tasks
+            .values()
+            .map(|entry| entry.record.spec.queue.clone())
+            .collect();
+        Box::pin(async move { Ok(names.into_iter().collect()) })
+    }
+
     fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
         let state = lock(&self.state);
         let mut counts: HashMap<TaskState, u64> = HashMap::new();

@@ -644,6 +644,14 @@ impl TaskQueue for RedisTaskQueue {
         Box::pin(self.queue_stats(queue))
     }
 
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(async move {
+            let mut names = RedisTaskQueue::queue_names(self).await?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_task(id, reason))
     }

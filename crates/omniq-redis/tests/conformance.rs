@@ -81,6 +81,10 @@ impl TaskQueue for CleanupOnDrop {
         self.queue.stats(queue)
     }
 
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.queue.queue_names()
+    }
+
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         self.queue.cancel(id, reason)
     }

@@ -472,6 +472,31 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// A backend error.
     fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>>;
 
+    /// The names of the queues that hold tasks, sorted. A backend may also list a queue
+    /// whose tasks were all purged (Redis keeps the names it has seen).
+    ///
+    /// # Errors
+    /// A backend error.
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+
+    /// Every queue with its counts per state, sorted by name: [`queue_names`] and
+    /// [`stats`] of each, which a backend may do in fewer calls.
+    ///
+    /// [`queue_names`]: TaskQueue::queue_names
+    /// [`stats`]: TaskQueue::stats
+    ///
+    /// # Errors
+    /// A backend error.
+    fn queues(&self) -> BoxFuture<'_, StoreResult<Vec<QueueStats>>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for name in self.queue_names().await? {
+                all.push(self.stats(name).await?);
+            }
+            Ok(all)
+        })
+    }
+
     /// Cancels a task: at once if it has not started (cancelling its dependents too); a
     /// running task is marked, and its worker learns it at the next heartbeat.
     ///

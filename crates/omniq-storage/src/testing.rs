@@ -70,6 +70,8 @@ pub enum Op {
     ListTasks,
     /// [`TaskQueue::stats`].
     Stats,
+    /// [`TaskQueue::queue_names`].
+    QueueNames,
     /// [`TaskQueue::cancel`].
     Cancel,
     /// [`ResultStore::put`].
@@ -595,6 +597,13 @@ impl TaskQueue for FaultyQueue {
         Box::pin(
             self.faults
                 .apply(Op::Stats, move || self.inner.stats(queue)),
+        )
+    }
+
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(
+            self.faults
+                .apply(Op::QueueNames, move || self.inner.queue_names()),
         )
     }
 

@@ -172,6 +172,15 @@ impl OmniQ {
             .call(async move { inner.queue_stats(queue).await })
     }
 
+    /// Every queue that holds tasks, with its counts per state, sorted by name.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn queues(&self) -> Result<Vec<QueueStats>> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.queues().await })
+    }
+
     /// Cancels a task that has not finished.
     ///
     /// # Errors

@@ -51,6 +51,17 @@ impl PgTaskQueue {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// Every queue holding tasks, sorted.
+    pub(super) async fn names_of_queues(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT DISTINCT queue FROM {tasks} ORDER BY queue",
+            tasks = self.backend.names().tasks
+        )))
+        .fetch_all(self.backend.pool())
+        .await
+        .map_err(store_error)
+    }
+
     pub(super) async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT state, COUNT(*) AS n, MIN(created_at) FILTER (WHERE state = 'queued') \

@@ -52,6 +52,14 @@ impl SqliteTaskQueue {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// Every queue holding tasks, sorted.
+    pub(super) async fn names_of_queues(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT queue FROM omniq_tasks ORDER BY queue")
+            .fetch_all(&self.backend.pool)
+            .await
+            .map_err(store_error)
+    }
+
     pub(super) async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n, MIN(CASE WHEN state = 'queued' THEN created_at END) \

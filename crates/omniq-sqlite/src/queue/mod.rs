@@ -90,6 +90,10 @@ impl TaskQueue for SqliteTaskQueue {
         Box::pin(self.queue_stats(queue))
     }
 
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.names_of_queues())
+    }
+
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_task(id, reason))
     }

@@ -183,6 +183,7 @@ macro_rules! conformance_suite {
             get_unknown_task_returns_none,
             list_pages_by_queue_and_state,
             stats_count_tasks_per_state,
+            queues_are_listed_with_their_counts,
             results_are_stored_and_read_back,
             a_result_from_an_earlier_attempt_never_replaces_a_later_one,
             expired_results_are_not_returned,

@@ -657,6 +657,33 @@ pub async fn an_unreadable_task_is_dead_lettered_and_the_rest_of_its_claim_retur
     assert_eq!(completed, vec![CompletionStatus::Applied; 2]);
 }
 
+/// Queues are listed by name with their counts (for operators' tools: a CLI, a
+/// dashboard).
+pub async fn queues_are_listed_with_their_counts(stores: Stores) {
+    let first = unique_queue("listed-a");
+    let second = unique_queue("listed-b");
+    for queue in [&first, &first, &second] {
+        enqueue_one(&*stores.queue, spec(queue, TaskOptions::default())).await;
+    }
+    let names = stores.queue.queue_names().await.expect("queue names");
+    assert!(
+        names.contains(&first) && names.contains(&second),
+        "{names:?}"
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "sorted by name");
+    let queues = stores.queue.queues().await.expect("queues");
+    let count = |queue: &str| {
+        queues
+            .iter()
+            .find(|stats| stats.queue == queue)
+            .map(|stats| stats.count(TaskState::Queued))
+    };
+    assert_eq!(count(&first), Some(2));
+    assert_eq!(count(&second), Some(1));
+}
+
 /// Heartbeats push the deadline out for held leases and report the ones that are gone.
 pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores) {
     let queue = unique_queue("heartbeat");
