@@ -2,27 +2,11 @@
 
 use std::sync::Arc;
 
-use omniq_storage::{
-    BoxFuture, EventStore, ResultStore, ScheduleStore, StoreBackend, StoreError, StoreResult,
-    TaskQueue, take_query_param,
-};
+use omniq_storage::{BoxFuture, StoreBackend, StoreError, StoreResult, take_query_param};
 
 use crate::{RedisBackend, RedisOptions};
 
-impl StoreBackend for RedisBackend {
-    fn task_queue(&self) -> Arc<dyn TaskQueue> {
-        Arc::new(RedisBackend::task_queue(self))
-    }
-    fn result_store(&self) -> Arc<dyn ResultStore> {
-        Arc::new(RedisBackend::result_store(self))
-    }
-    fn event_store(&self) -> Arc<dyn EventStore> {
-        Arc::new(RedisBackend::event_store(self))
-    }
-    fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
-        Arc::new(RedisBackend::schedule_store(self))
-    }
-}
+omniq_storage::impl_store_backend!(RedisBackend);
 
 /// Opens the server or cluster a `redis:` or `rediss:` store URL names. OmniQ's own
 /// parameters: `prefix=` (the keys' prefix, see [`RedisOptions::prefix`]) and

@@ -49,6 +49,74 @@ pub trait TransactionalEnqueue: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<EnqueueOutcome>>>;
 }
 
+/// Implements [`StoreBackend`] for a backend type whose inherent `task_queue`,
+/// `result_store`, `event_store` and `schedule_store` hand out its stores. With
+/// `transactional`, its task queue (which must implement [`TransactionalEnqueue`]) is
+/// offered for enqueueing inside the caller's transaction.
+#[macro_export]
+macro_rules! impl_store_backend {
+    ($backend:ty) => {
+        $crate::impl_store_backend!(@impl $backend, {});
+    };
+    ($backend:ty, transactional) => {
+        $crate::impl_store_backend!(@impl $backend, {
+            fn transactional(
+                &self,
+            ) -> ::std::option::Option<::std::sync::Arc<dyn $crate::TransactionalEnqueue>> {
+                ::std::option::Option::Some(::std::sync::Arc::new(<$backend>::task_queue(self)))
+            }
+        });
+    };
+    (@impl $backend:ty, { $($extra:tt)* }) => {
+        impl $crate::StoreBackend for $backend {
+            fn task_queue(&self) -> ::std::sync::Arc<dyn $crate::TaskQueue> {
+                ::std::sync::Arc::new(<$backend>::task_queue(self))
+            }
+            fn result_store(&self) -> ::std::sync::Arc<dyn $crate::ResultStore> {
+                ::std::sync::Arc::new(<$backend>::result_store(self))
+            }
+            fn event_store(&self) -> ::std::sync::Arc<dyn $crate::EventStore> {
+                ::std::sync::Arc::new(<$backend>::event_store(self))
+            }
+            fn schedule_store(&self) -> ::std::sync::Arc<dyn $crate::ScheduleStore> {
+                ::std::sync::Arc::new(<$backend>::schedule_store(self))
+            }
+            $($extra)*
+        }
+    };
+}
+
+/// Implements [`TransactionalEnqueue`] for a task queue whose inherent
+/// `enqueue_in(&self, &mut $conn, Vec<TaskSpec>)` enqueues on a connection of type `$conn`;
+/// any other connection type is refused with an error naming `$database`.
+#[macro_export]
+macro_rules! impl_transactional_enqueue {
+    ($queue:ty, $conn:ty, $database:literal) => {
+        impl $crate::TransactionalEnqueue for $queue {
+            fn enqueue_in<'a>(
+                &'a self,
+                conn: &'a mut (dyn ::std::any::Any + ::std::marker::Send),
+                tasks: ::std::vec::Vec<::omniq_models::TaskSpec>,
+            ) -> $crate::BoxFuture<'a, $crate::StoreResult<::std::vec::Vec<$crate::EnqueueOutcome>>>
+            {
+                ::std::boxed::Box::pin(async move {
+                    let ::std::option::Option::Some(conn) = conn.downcast_mut::<$conn>() else {
+                        return ::std::result::Result::Err($crate::StoreError::Invalid(
+                            ::std::format!(
+                                "a {} transactional enqueue needs the transaction's `{}` \
+                                 (pass `&mut *tx`)",
+                                $database,
+                                ::std::stringify!($conn),
+                            ),
+                        ));
+                    };
+                    <$queue>::enqueue_in(self, conn, tasks).await
+                })
+            }
+        }
+    };
+}
+
 /// Opens a backend from a store URL whose scheme is the backend's; OmniQ's own query
 /// parameters (a key prefix, a schema, a pool size) are the backend's to read.
 pub type OpenBackend = fn(&str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>>;
