@@ -133,7 +133,7 @@ pub fn settings_for_url(url: &str, mut settings: Settings) -> anyhow::Result<Set
 ///
 /// # Errors
 /// When `url` is invalid or its stores cannot be opened.
-pub async fn open_url(url: &str) -> anyhow::Result<AsyncOmniQ> {
+pub async fn connect_url(url: &str) -> anyhow::Result<AsyncOmniQ> {
     let settings = settings_for_url(url, Settings::default())?;
     Ok(AsyncOmniQ::from_settings(settings).await?)
 }

@@ -75,11 +75,7 @@ async fn three_scheduler_processes_enqueue_each_fire_exactly_once() -> anyhow::R
     }
 
     let tasks = omniq
-        .list_tasks(TaskQuery {
-            queue: Some(QUEUE.to_owned()),
-            limit: 1_000,
-            ..TaskQuery::default()
-        })
+        .list_tasks(TaskQuery::new().queue(QUEUE).limit(1_000))
         .await?;
     let mut fire_times: Vec<_> = tasks.iter().map(|t| t.spec.run_at).collect();
     fire_times.sort();

@@ -27,11 +27,7 @@ async fn tasks(
     expected: u64,
 ) -> anyhow::Result<Vec<(TaskState, u32, Option<u64>)>> {
     let records = omniq
-        .list_tasks(TaskQuery {
-            queue: Some(QUEUE.to_owned()),
-            limit: 1_000,
-            ..TaskQuery::default()
-        })
+        .list_tasks(TaskQuery::new().queue(QUEUE).limit(1_000))
         .await?;
     ensure!(
         records.len() as u64 == expected,

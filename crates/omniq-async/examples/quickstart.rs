@@ -10,38 +10,28 @@
 
 use std::time::{Duration, Instant};
 
-use omniq_async::{AsyncOmniQ, Task, TaskContext, TaskError};
-use serde::{Deserialize, Serialize};
+use omniq_async::prelude::*;
 
-/// Counts the words of a text: a typed task.
-#[derive(Debug, Serialize, Deserialize)]
-struct WordCount {
-    text: String,
-}
-
-impl Task for WordCount {
-    const NAME: &'static str = "text.word_count";
-    type Output = usize;
-
-    async fn run(self, ctx: TaskContext) -> Result<usize, TaskError> {
-        tracing::debug!(attempt = ctx.attempt(), "counting words");
-        Ok(self.text.split_whitespace().count())
-    }
+/// Counts the words of a text: the whole task definition is this function; `#[task]` makes
+/// `word_count` a task type too, whose fields are the arguments.
+#[task(name = "text.word_count")]
+async fn word_count(text: String, ctx: TaskContext) -> Result<usize, TaskError> {
+    tracing::debug!(attempt = ctx.attempt(), "counting words");
+    Ok(text.split_whitespace().count())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMNIQ_LOG_LEVEL")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-
     // Nothing configured: every store is the SQLite file ./.omniq/omniq.db.
-    let omniq = AsyncOmniQ::from_env()
+    let settings = Settings::from_env()?;
+    // A library installs no logger; the application does, with OmniQ's `log_level`
+    // setting (`OMNIQ_LOG_LEVEL`) as its filter.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log_level)?)
+        .init();
+    let omniq = AsyncOmniQ::from_settings(settings)
         .await?
-        .register::<WordCount>()
+        .register::<word_count>()
         // A closure, registered by name: the Rust take on a `@task` decorator.
         .register_fn("math.add", |(a, b): (i64, i64)| async move { Ok(a + b) });
 
@@ -52,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         "OmniQ never loses a task",
     ];
     let counts = omniq
-        .enqueue_many(texts.iter().map(|t| WordCount {
+        .enqueue_many(texts.iter().map(|t| word_count {
             text: (*t).to_owned(),
         }))
         .await?;

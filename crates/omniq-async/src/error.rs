@@ -101,6 +101,10 @@ pub enum ErrorKind {
     Timeout,
     /// The thing asked for does not exist.
     NotFound,
+    /// The backend does not support the operation (see
+    /// [`AsyncOmniQ::capabilities`](crate::AsyncOmniQ::capabilities)); choose a backend
+    /// that does for this store.
+    Unsupported,
     /// Anything else.
     Other,
 }
@@ -117,7 +121,8 @@ impl Error {
             Error::Store(err) => match err.kind() {
                 StoreErrorKind::Unavailable => ErrorKind::Unavailable,
                 StoreErrorKind::NotFound => ErrorKind::NotFound,
-                StoreErrorKind::Invalid | StoreErrorKind::Unsupported => ErrorKind::Invalid,
+                StoreErrorKind::Invalid => ErrorKind::Invalid,
+                StoreErrorKind::Unsupported => ErrorKind::Unsupported,
                 _ => ErrorKind::Other,
             },
             Error::Worker(_) | Error::Closed | Error::Runtime(_) => ErrorKind::Other,

@@ -49,6 +49,8 @@
 //! OmniQ does not have yet (`nats://`, `s3://`, `amqp://`, …) with
 //! [`Error::BackendNotImplemented`]; both name the settings key.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod enqueue;
 mod error;
 mod events;
@@ -75,12 +77,49 @@ pub use omniq_models::{
 };
 pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{
-    CancelOutcome, EventQuery, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
+    CancelOutcome, Capabilities, Capability, EventQuery, PurgeRequest, QueueStats, RedriveTarget,
+    TaskQuery,
 };
 pub use omniq_workers::{
-    BlockingTask, Task, TaskContext, TaskDefinition, WorkerConfig, WorkerHandle, WorkerKind,
-    WorkerReport, shutdown_signal,
+    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, Task, TaskContext,
+    TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind, WorkerReport,
+    shutdown_signal,
 };
+
+/// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the
+/// same name whose fields are its arguments; a `TaskContext` argument is the attempt's
+/// context. Options are `TaskOptions` builder calls: `queue`, `max_attempts`, `priority`,
+/// `timeout`, `backoff`, `ttl`, `delay`, `unique_key`, `unique_for`; `name` overrides the
+/// task's name (default: module path and function name).
+///
+/// ```
+/// use omniq_async::{TaskContext, TaskError, task};
+///
+/// #[task(queue = "images", max_attempts = 5)]
+/// async fn resize(path: String, width: u32, ctx: TaskContext) -> Result<String, TaskError> {
+///     Ok(format!("{path} at {width}px, attempt {}", ctx.attempt()))
+/// }
+///
+/// # async fn demo(omniq: omniq_async::AsyncOmniQ) -> omniq_async::Result<()> {
+/// let omniq = omniq.register::<resize>();
+/// let handle = omniq.enqueue(resize { path: "cat.png".into(), width: 300 }).await?;
+/// # Ok(()) }
+/// ```
+pub use omniq_macros::task_async as task;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
+
+/// What most code that defines, enqueues and runs tasks needs, in one import:
+/// `use omniq_async::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        AsyncOmniQ, Backoff, BlockingTask, ErrorKind, RunWhen, Settings, Task, TaskContext,
+        TaskError, TaskHandle, TaskId, TaskOptions, TaskState, task,
+    };
+}
 
 // Keeps the README's example compiling.
 #[doc = include_str!("../../../README.md")]

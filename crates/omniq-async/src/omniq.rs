@@ -1,19 +1,19 @@
-use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use chrono::Utc;
 use omniq_config::Settings;
 use omniq_events::EventLogger;
 use omniq_models::{
-    ScheduleTrigger, TaskError, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord,
-    TaskSpec, TaskState,
+    ScheduleTrigger, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskSpec, TaskState,
 };
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{
-    CancelOutcome, EnqueueOutcome, PurgeRequest, QueueStats, RedriveTarget, TaskQuery,
-    TransactionalEnqueue,
+    CancelOutcome, Capabilities, EnqueueOutcome, PurgeRequest, QueueStats, RedriveTarget,
+    TaskQuery, TransactionalEnqueue,
 };
-use omniq_workers::{BlockingTask, Registry, Task, TaskDefinition};
+use omniq_workers::{
+    AsyncTaskFn, BlockingTask, BlockingTaskFn, LiveRegistry, Registry, Task, TaskDefinition,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -37,10 +37,14 @@ pub(crate) struct Inner {
     pub(crate) stores: Stores,
     pub(crate) events: EventLogger,
     pub(crate) codec: PayloadCodec,
-    pub(crate) registry: RwLock<Registry>,
+    /// Shared with running workers: a registration reaches them at their next claim.
+    pub(crate) registry: LiveRegistry,
     /// Enqueueing inside a caller's transaction, when the task queue's backend has it.
     pub(crate) transactional: Option<Arc<dyn TransactionalEnqueue>>,
 }
+
+/// The reason a cancel through the facade gives.
+const CANCEL_REASON: &str = "cancelled on request";
 
 impl AsyncOmniQ {
     /// Builds from `OMNIQ_*` environment variables (and the YAML file `OMNIQ_CONFIG` names).
@@ -84,7 +88,7 @@ impl AsyncOmniQ {
                 stores,
                 events,
                 codec,
-                registry: RwLock::new(Registry::new()),
+                registry: LiveRegistry::default(),
                 transactional,
             }),
         }
@@ -101,14 +105,27 @@ impl AsyncOmniQ {
     }
 
     fn with_registry(self, change: impl FnOnce(&mut Registry)) -> Self {
-        change(
-            &mut self
-                .inner
-                .registry
-                .write()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        self.inner.registry.update(change);
         self
+    }
+
+    /// Registers an application value (a database pool, an HTTP client, a configuration)
+    /// that every task run by workers started afterwards reaches by type with
+    /// [`TaskContext::state`](crate::TaskContext::state). One value per type; a later one
+    /// replaces an earlier one.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: sqlx::PgPool) -> omniq_async::Result<()> {
+    /// use omniq_async::AsyncOmniQ;
+    ///
+    /// let omniq = AsyncOmniQ::from_env().await?.state(pool);
+    /// // In a task: `let pool = ctx.state::<sqlx::PgPool>()?;`
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.with_registry(|r| {
+            r.provide(value);
+        })
     }
 
     /// Registers an async task type. Workers started afterwards run it.
@@ -125,31 +142,38 @@ impl AsyncOmniQ {
         })
     }
 
-    /// Registers an async closure under `name`; its argument is the decoded payload.
+    /// Registers an async closure under `name`; its argument is the decoded payload, and
+    /// a second argument, when the closure takes one, the attempt's [`TaskContext`].
     ///
     /// ```
     /// # async fn demo(omniq: omniq_async::AsyncOmniQ) {
-    /// let omniq = omniq.register_fn("add", |(a, b): (i64, i64)| async move { Ok(a + b) });
+    /// use omniq_async::TaskContext;
+    ///
+    /// let omniq = omniq
+    ///     .register_fn("add", |(a, b): (i64, i64)| async move { Ok(a + b) })
+    ///     .register_fn("attempt", |(): (), ctx: TaskContext| async move { Ok(ctx.attempt()) });
     /// # }
     /// ```
-    pub fn register_fn<F, A, R, Fut>(self, name: impl Into<String>, f: F) -> Self
+    ///
+    /// [`TaskContext`]: crate::TaskContext
+    pub fn register_fn<F, A, M>(self, name: impl Into<String>, f: F) -> Self
     where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<R, TaskError>> + Send + 'static,
+        F: AsyncTaskFn<A, M>,
         A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
+        M: 'static,
     {
         self.with_registry(|r| {
             r.register_fn(name, TaskOptions::default(), f);
         })
     }
 
-    /// Registers a blocking closure under `name`; workers run it on threads.
-    pub fn register_blocking_fn<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    /// Registers a blocking closure under `name`, taking the decoded payload (and, when it
+    /// takes a second argument, the attempt's `TaskContext`); workers run it on threads.
+    pub fn register_blocking_fn<F, A, M>(self, name: impl Into<String>, f: F) -> Self
     where
-        F: Fn(A) -> std::result::Result<R, TaskError> + Send + Sync + 'static,
+        F: BlockingTaskFn<A, M>,
         A: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+        M: 'static,
     {
         self.with_registry(|r| {
             r.register_blocking_fn(name, TaskOptions::default(), f);
@@ -158,12 +182,9 @@ impl AsyncOmniQ {
 
     /// Names of the registered tasks.
     pub fn registered(&self) -> Vec<String> {
-        let registry = self
-            .inner
+        self.inner
             .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        registry.names().into_iter().map(str::to_owned).collect()
+            .read(|registry| registry.names().into_iter().map(str::to_owned).collect())
     }
 
     /// Starts enqueueing a task; set options on the builder, then `.await` it.
@@ -197,9 +218,7 @@ impl AsyncOmniQ {
         let options = self
             .inner
             .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .options(&name)
+            .read(|registry| registry.options(&name))
             .unwrap_or_default();
         EnqueueBuilder::new(self.clone(), name, self.inner.codec.encode(&args), options)
     }
@@ -303,6 +322,14 @@ impl AsyncOmniQ {
         Ok(self.inner.stores.queue.queues().await?)
     }
 
+    /// What the task queue's backend supports beyond enqueue, claim and complete: a call
+    /// that needs a capability it lacks fails with [`ErrorKind::Unsupported`].
+    ///
+    /// [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.stores.queue.capabilities()
+    }
+
     /// Cancels a task. One that has not started ends Cancelled at once, and so do its
     /// dependents; a running one is told through its context at its worker's next
     /// heartbeat and dropped after the worker's cancel grace period.
@@ -314,27 +341,13 @@ impl AsyncOmniQ {
             .inner
             .stores
             .queue
-            .cancel(id, "cancelled on request".to_owned())
+            .cancel(id, CANCEL_REASON.to_owned())
             .await
             .map_err(|e| match e {
                 omniq_storage::StoreError::TaskNotFound(id) => Error::TaskNotFound(id),
                 other => Error::Store(other),
             })?;
-        let kind = match cancellation.outcome {
-            CancelOutcome::Cancelled => Some(TaskEventKind::Cancelled),
-            CancelOutcome::Requested => Some(TaskEventKind::CancelRequested),
-            CancelOutcome::AlreadyFinished(_) => None,
-        };
-        if let Some(kind) = kind {
-            let mut event = TaskEvent::new(kind).message("cancelled on request");
-            event.task_id = Some(id);
-            self.inner.events.log(event);
-        }
-        for change in &cancellation.changes {
-            self.inner
-                .events
-                .log(change.event(TaskEventKind::Cancelled));
-        }
+        omniq_events::record_cancellation(&self.inner.events, id, CANCEL_REASON, &cancellation);
         Ok(cancellation.outcome)
     }
 
@@ -348,11 +361,13 @@ impl AsyncOmniQ {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<TaskRecord>> {
-        self.list_tasks(TaskQuery {
-            queue: queue.map(str::to_owned),
-            states: vec![TaskState::Failed],
-            offset,
-            limit,
+        let query = TaskQuery::new()
+            .states([TaskState::Failed])
+            .offset(offset)
+            .limit(limit);
+        self.list_tasks(match queue {
+            Some(queue) => query.queue(queue),
+            None => query,
         })
         .await
     }
@@ -440,9 +455,7 @@ impl AsyncOmniQ {
         let options = self
             .inner
             .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .options(&task_name)
+            .read(|registry| registry.options(&task_name))
             .unwrap_or_default();
         ScheduleBuilder::new(
             self.clone(),

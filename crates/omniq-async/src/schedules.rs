@@ -239,22 +239,13 @@ impl ScheduleBuilder {
         let now = Utc::now();
         // An invalid cron expression or time zone is refused here, not at the first fire.
         let compiled = CompiledTrigger::new(&self.trigger, now)?;
-        let schedule = Schedule {
-            name: self.name,
-            next_fire_at: compiled.next_from(now),
-            trigger: self.trigger,
-            task_name: self.task_name,
-            payload,
-            options: self.omniq.resolve(self.options),
-            misfire: self.misfire,
-            paused: self.paused,
-            last_fire_at: None,
-            fire_count: 0,
-            max_runs: self.max_runs,
-            until: self.until,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut schedule = Schedule::new(self.name, self.trigger, self.task_name, payload, now);
+        schedule.options = self.omniq.resolve(self.options);
+        schedule.misfire = self.misfire;
+        schedule.paused = self.paused;
+        schedule.next_fire_at = compiled.next_from(now);
+        schedule.max_runs = self.max_runs;
+        schedule.until = self.until;
         let (stored, created) = self.omniq.inner.stores.schedules.create(schedule).await?;
         if created {
             self.omniq

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use omniq_config::{Backend, Settings, StoreKind};
 use omniq_storage::{
-    EventStore, OpenBackend, ResultStore, ScheduleStore, StoreBackend, TaskQueue,
+    ConnectBackend, EventStore, ResultStore, ScheduleStore, StoreBackend, TaskQueue,
     TransactionalEnqueue,
 };
 
@@ -25,6 +25,7 @@ pub struct Stores {
 }
 
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 impl Stores {
     /// Four fresh in-memory stores.
     pub fn memory() -> Self {
@@ -38,19 +39,19 @@ impl Stores {
 }
 
 /// The function that opens each backend this build includes. A new backend is its crate
-/// (with an `open_url`) and one line here, behind its cargo feature.
-fn opener(backend: Backend) -> Option<OpenBackend> {
+/// (with a `connect_url`) and one line here, behind its cargo feature.
+fn connector(backend: Backend) -> Option<ConnectBackend> {
     match backend {
         #[cfg(feature = "memory")]
-        Backend::Memory => Some(omniq_memory::open_url),
+        Backend::Memory => Some(omniq_memory::connect_url),
         #[cfg(feature = "sqlite")]
-        Backend::Sqlite => Some(omniq_sqlite::open_url),
+        Backend::Sqlite => Some(omniq_sqlite::connect_url),
         #[cfg(feature = "postgres")]
-        Backend::Postgres => Some(omniq_postgres::open_url),
+        Backend::Postgres => Some(omniq_postgres::connect_url),
         #[cfg(feature = "mysql")]
-        Backend::Mysql => Some(omniq_mysql::open_url),
+        Backend::Mysql => Some(omniq_mysql::connect_url),
         #[cfg(feature = "redis")]
-        Backend::Redis => Some(omniq_redis::open_url),
+        Backend::Redis => Some(omniq_redis::connect_url),
         _ => None,
     }
 }
@@ -95,7 +96,7 @@ async fn backend_of(
     }
     tracing::debug!(store = %kind, url = %url, "opening store");
     let backend = url.backend();
-    let Some(open) = opener(backend) else {
+    let Some(open) = connector(backend) else {
         let key = kind.key();
         return Err(if backend.is_implemented() {
             Error::BackendNotIncluded { key, backend }

@@ -1,4 +1,3 @@
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use omniq_workers::{Worker, WorkerConfig, WorkerHandle, WorkerKind};
@@ -144,16 +143,11 @@ impl WorkerBuilder {
     /// When called outside a tokio runtime.
     pub fn start(self) -> Result<WorkerHandle> {
         let inner = &self.omniq.inner;
-        let registry = inner
-            .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         let worker = Worker::new(
             inner.stores.queue.clone(),
             inner.stores.results.clone(),
             inner.events.clone(),
-            Arc::new(registry),
+            inner.registry.clone(),
         )
         .codec(inner.codec)
         .schedules(inner.stores.schedules.clone())

@@ -309,10 +309,7 @@ async fn dead_letters_are_listed_redriven_and_purged(h: Harness) {
     assert_eq!(record.errors.len(), 1, "history kept");
 
     let purged = omniq
-        .purge(PurgeRequest {
-            states: vec![TaskState::Failed],
-            ..PurgeRequest::default()
-        })
+        .purge(PurgeRequest::new().states(vec![TaskState::Failed]))
         .await
         .expect("purge");
     assert_eq!(purged, 2);

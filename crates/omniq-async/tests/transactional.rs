@@ -3,7 +3,7 @@
 
 mod support;
 
-use omniq_async::{AsyncOmniQ, ErrorKind};
+use omniq_async::{AsyncOmniQ, Capability, ErrorKind};
 use support::{Double, WAIT};
 
 /// Enqueues in a transaction rolled back (no task) and in one committed (the task runs).
@@ -13,6 +13,11 @@ where
     DB: sqlx::Database,
     DB::Connection: std::any::Any + Send,
 {
+    assert!(
+        omniq
+            .capabilities()
+            .supports(Capability::TransactionalEnqueue)
+    );
     let mut rolled_back = pool.begin().await.expect("begin");
     let gone = omniq
         .enqueue(Double(1))
@@ -67,7 +72,13 @@ async fn a_backend_without_transactions_refuses_a_transactional_enqueue() {
         .in_transaction(&mut conn)
         .await
         .expect_err("SQLite's task queue has no transactional enqueue");
-    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        !harness
+            .omniq
+            .capabilities()
+            .supports(Capability::TransactionalEnqueue)
+    );
     assert!(err.to_string().contains("transaction"), "{err}");
 }
 

@@ -526,10 +526,7 @@ async fn inspection_lists_and_counts_tasks(h: Harness) {
     let stats = omniq.queue_stats("default").await.expect("stats");
     assert_eq!(stats.count(TaskState::Queued), 5);
     let listed = omniq
-        .list_tasks(TaskQuery {
-            queue: Some("other".into()),
-            ..TaskQuery::default()
-        })
+        .list_tasks(TaskQuery::new().queue("other"))
         .await
         .expect("list");
     assert_eq!(listed.len(), 1);

@@ -44,7 +44,9 @@ pub struct Settings {
     /// task queue's.
     pub schedule_storage_url: Option<StoreUrl>,
     /// Log filter, e.g. `info` or `omniq=debug,warn` (`log_level`, default
-    /// `info`).
+    /// `info`). OmniQ, a library, installs no logger: the application's subscriber reads
+    /// this as its filter (`EnvFilter::try_new(&settings.log_level)`, as the quickstart
+    /// does), so one setting sets it wherever OmniQ is configured.
     pub log_level: String,
     /// Worker used when none is chosen explicitly (`default_worker`, default
     /// `async`).

@@ -27,10 +27,12 @@
 //! # }
 //! ```
 
+mod cancelled;
 mod enqueued;
 mod logger;
 mod subscription;
 
+pub use cancelled::record_cancellation;
 pub use enqueued::record_enqueued;
 pub use logger::{EventLogger, EventLoggerOptions};
 pub use subscription::EventSubscription;

@@ -28,15 +28,15 @@
 //! # }
 //! ```
 
+mod connect;
 mod events;
 mod lock;
-mod open;
 mod queue;
 mod results;
 mod schedules;
 
+pub use connect::{MemoryBackend, connect_url};
 pub use events::MemoryEventStore;
-pub use open::{MemoryBackend, open_url};
 pub use queue::MemoryTaskQueue;
 pub use results::MemoryResultStore;
 pub use schedules::MemoryScheduleStore;

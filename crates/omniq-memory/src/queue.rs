@@ -66,14 +66,14 @@ impl Entry {
     }
 
     fn change(&self) -> StateChange {
-        StateChange {
-            task_id: self.record.spec.id,
-            task_name: self.record.spec.name.clone(),
-            queue: self.record.spec.queue.clone(),
-            attempts: self.record.attempts,
-            state: self.record.state,
-            reason: self.record.reason.clone(),
-        }
+        StateChange::new(
+            self.record.spec.id,
+            self.record.spec.name.clone(),
+            self.record.spec.queue.clone(),
+            self.record.attempts,
+            self.record.state,
+            self.record.reason.clone(),
+        )
     }
 }
 
@@ -178,18 +178,12 @@ impl State {
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Box::new(Entry {
-            record: TaskRecord {
-                spec,
-                state,
-                attempts: 0,
-                started_at: None,
-                finished_at: state.is_terminal().then_some(now),
-                lease_expires_at: None,
-                worker_id: None,
-                errors: Vec::new(),
-                reason,
-                cancel_requested: false,
-                updated_at: now,
+            record: {
+                let mut record = TaskRecord::new(spec, state);
+                record.finished_at = state.is_terminal().then_some(now);
+                record.reason = reason;
+                record.updated_at = now;
+                record
             },
             seq,
             token: None,
@@ -397,12 +391,12 @@ impl State {
                 record.worker_id = Some(request.worker_id.clone());
                 record.updated_at = now;
                 entry.token = Some(token);
-                leases.push(Lease {
-                    spec: record.spec.clone(),
+                leases.push(Lease::new(
+                    record.spec.clone(),
                     token,
-                    attempt: record.attempts,
+                    record.attempts,
                     deadline,
-                });
+                ));
                 self.leases.insert((deadline, id));
             }
         }
@@ -481,11 +475,10 @@ impl State {
             other => other,
         };
         let push_error = |entry: &mut Entry, error: TaskError| {
-            entry.record.errors.push(AttemptError {
-                attempt,
-                at: now,
-                error,
-            });
+            entry
+                .record
+                .errors
+                .push(AttemptError::new(attempt, now, error));
         };
         match outcome {
             CompletionOutcome::Succeeded => {
@@ -542,15 +535,15 @@ impl State {
             };
             let record = &mut entry.record;
             record.lease_expires_at = None;
-            record.errors.push(AttemptError {
-                attempt: record.attempts,
-                at: now,
-                error: TaskError::with_kind(
+            record.errors.push(AttemptError::new(
+                record.attempts,
+                now,
+                TaskError::with_kind(
                     TaskErrorKind::LeaseLost,
                     "lease expired: the worker stopped renewing it",
                     true,
                 ),
-            });
+            ));
             // A task whose cancel was requested while it ran ends Cancelled: recovering it
             // must not run it again.
             if record.cancel_requested {
@@ -636,7 +629,7 @@ impl State {
             self.make_unavailable(id);
             self.finish(id, TaskState::Cancelled, Some(reason), now, &mut changes);
         }
-        Ok(Cancellation { outcome, changes })
+        Ok(Cancellation::new(outcome, changes))
     }
 
     fn redrive(&mut self, target: RedriveTarget, now: DateTime<Utc>) -> Vec<TaskId> {
@@ -714,15 +707,15 @@ fn expiry_reason() -> String {
 }
 
 fn validate_purge(request: &PurgeRequest) -> StoreResult<()> {
-    match request.states.iter().find(|s| !s.is_terminal()) {
-        Some(state) => Err(StoreError::Invalid(format!(
-            "cannot purge {state} tasks: only finished tasks can be purged"
-        ))),
-        None => Ok(()),
-    }
+    request.finished_states().map(drop)
 }
 
 impl TaskQueue for MemoryTaskQueue {
+    fn capabilities(&self) -> omniq_storage::Capabilities {
+        // Everything but enqueueing inside a caller's SQL transaction.
+        omniq_storage::Capabilities::all().without(omniq_storage::Capability::TransactionalEnqueue)
+    }
+
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
         if let Err(err) = omniq_storage::validate_specs(&tasks) {
             return Box::pin(async move { Err(err) });
@@ -782,7 +775,7 @@ impl TaskQueue for MemoryTaskQueue {
                 .into_iter()
                 .map(|completion| state.complete(completion, now, &mut changes))
                 .collect();
-            Completed { statuses, changes }
+            Completed::new(statuses, changes)
         };
         // Retries, releases and unblocked dependents may have made work ready.
         self.wake();
@@ -873,11 +866,7 @@ impl TaskQueue for MemoryTaskQueue {
             .into_iter()
             .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
             .collect();
-        let stats = QueueStats {
-            queue,
-            counts,
-            oldest_queued_at: oldest,
-        };
+        let stats = QueueStats::new(queue, counts, oldest);
         Box::pin(async move { Ok(stats) })
     }
 

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore, MemoryTaskQueue};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Fixture, Reopen};
 use omniq_storage::{StoreResult, TaskQueue};
 
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let queue: Arc<dyn TaskQueue> = Arc::new(MemoryTaskQueue::new());
     let same = queue.clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue,
         results: Arc::new(MemoryResultStore::new()),
         events: Arc::new(MemoryEventStore::new()),

@@ -97,10 +97,10 @@ async fn lose_reply_applies_the_effect_and_reports_unavailable() {
     let lease = queue.dequeue(request()).await.expect("dequeue").remove(0);
     faults.set(Op::Complete, Fault::LoseReply, Window::Next(1));
     let err = queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Succeeded,
-        }])
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Succeeded,
+        )])
         .await
         .expect_err("reply lost");
     assert_eq!(err.kind(), StoreErrorKind::Unavailable);

@@ -58,9 +58,25 @@ impl fmt::Display for TaskErrorKind {
 ///
 /// Handlers build one with [`TaskError::new`] (retried while attempts remain),
 /// [`TaskError::permanent`] (never retried) or [`TaskError::retry_after`] (retried after the
-/// given delay instead of the task's backoff).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind}: {message}")]
+/// given delay instead of the task's backoff), or let `?` make one from any
+/// [`std::error::Error`]: a retryable failure whose message is the error and its chain of
+/// sources.
+///
+/// ```
+/// use omniq_models::TaskError;
+///
+/// fn parse(text: &str) -> Result<u32, TaskError> {
+///     Ok(text.trim().parse::<u32>()?)
+/// }
+///
+/// let err = parse("seven").unwrap_err();
+/// assert!(err.retryable);
+/// assert_eq!(err.message, "invalid digit found in string");
+/// ```
+///
+/// Like `anyhow::Error`, it is not itself a [`std::error::Error`]: that is what lets `?`
+/// convert every error type into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskError {
     /// What kind of failure this is.
     pub kind: TaskErrorKind,
@@ -103,14 +119,35 @@ impl TaskError {
     }
 }
 
-impl From<String> for TaskError {
-    fn from(message: String) -> Self {
-        TaskError::new(message)
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
     }
 }
 
-impl From<&str> for TaskError {
-    fn from(message: &str) -> Self {
-        TaskError::new(message)
+/// `?` on any error inside a task: a retryable handler failure carrying the error's
+/// message and its chain of sources (`"cannot connect: connection refused"`).
+impl<E> From<E> for TaskError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        TaskError::new(error_chain(&error))
     }
+}
+
+/// An error's message followed by those of its sources, each once: many errors already
+/// print their source, and a message is not repeated when it ends the text so far.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !message.is_empty() && !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -101,6 +101,7 @@ impl fmt::Display for TaskEventKind {
 
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskEvent {
     /// Unique, time-ordered event id.
     pub id: Uuid,

@@ -38,6 +38,49 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The same `delay` before every retry.
+    pub fn fixed(delay: Duration) -> Self {
+        Backoff::Fixed { delay }
+    }
+
+    /// Doubling delays from `base` (1 s, 2 s, 4 s, … for a base of 1 s), capped at 10
+    /// minutes, with 20% jitter; change them with [`Backoff::max`] and [`Backoff::jitter`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use omniq_models::Backoff;
+    ///
+    /// let backoff = Backoff::exponential(Duration::from_millis(500))
+    ///     .max(Duration::from_secs(60))
+    ///     .jitter(0.0);
+    /// assert_eq!(backoff.delay(3, 0.5), Duration::from_secs(2));
+    /// ```
+    pub fn exponential(base: Duration) -> Self {
+        match Backoff::default() {
+            Backoff::Exponential { max, jitter, .. } => Backoff::Exponential { base, max, jitter },
+            fixed @ Backoff::Fixed { .. } => fixed,
+        }
+    }
+
+    /// Caps an exponential backoff's delay; a fixed one is left as it is.
+    #[must_use]
+    pub fn max(self, max: Duration) -> Self {
+        match self {
+            Backoff::Exponential { base, jitter, .. } => Backoff::Exponential { base, max, jitter },
+            fixed @ Backoff::Fixed { .. } => fixed,
+        }
+    }
+
+    /// Sets the fraction (0.0..=1.0) of an exponential backoff's delay that is randomised; a
+    /// fixed one is left as it is.
+    #[must_use]
+    pub fn jitter(self, jitter: f64) -> Self {
+        match self {
+            Backoff::Exponential { base, max, .. } => Backoff::Exponential { base, max, jitter },
+            fixed @ Backoff::Fixed { .. } => fixed,
+        }
+    }
+
     /// The delay before the retry that follows the given (1-based) failed attempt.
     ///
     /// `random` is a number in `0.0..1.0` supplied by the caller, which keeps this pure.

@@ -11,6 +11,7 @@ use crate::{Backoff, RunWhen, TaskError, TaskId, TaskOptions, TaskState, WorkerI
 /// Options are resolved here: defaults filled in, `delay` turned into `run_at`, `ttl` into
 /// `expires_at`, so that every backend stores the same plain values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskSpec {
     /// The task's id.
     pub id: TaskId,
@@ -132,13 +133,35 @@ impl TaskSpec {
         options: TaskOptions,
         now: DateTime<Utc>,
     ) -> Self {
+        Self::resolve(TaskId::new(), name.into(), payload, options, now)
+    }
+
+    /// The spec of the stored task `id`, as a store reads it back: default options, which
+    /// the store then overwrites with what it kept. No new id is minted (a claim decodes
+    /// many rows).
+    pub fn stored(
+        id: TaskId,
+        name: impl Into<String>,
+        payload: Vec<u8>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self::resolve(id, name.into(), payload, TaskOptions::default(), created_at)
+    }
+
+    fn resolve(
+        id: TaskId,
+        name: String,
+        payload: Vec<u8>,
+        options: TaskOptions,
+        now: DateTime<Utc>,
+    ) -> Self {
         let run_at = options
             .run_at
             .or_else(|| options.delay.map(|delay| add(now, delay)))
             .unwrap_or(now);
         Self {
-            id: TaskId::new(),
-            name: name.into(),
+            id,
+            name,
             payload,
             queue: options.queue,
             priority: options.priority,
@@ -161,16 +184,21 @@ impl TaskSpec {
 }
 
 /// The parts of a [`TaskSpec`] that no store query filters on, kept together so that
-/// SQL backends store them as one JSON column, all in the same shape.
+/// every backend stores them as one JSON value, all in the same shape. A backend that keeps
+/// the parents elsewhere (Redis, where scripts read them) stores them with `depends_on`
+/// empty, and an empty list is not written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SpecExtras {
     /// Delay between attempts.
     pub backoff: Backoff,
     /// Longest one attempt may take.
     pub timeout: Option<Duration>,
     /// Parents it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<TaskId>,
     /// Free-form labels.
+    #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     /// Deduplication window.
     #[serde(default)]
@@ -200,6 +228,7 @@ pub(crate) fn add(at: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
 
 /// The error of one failed attempt, kept in the task's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AttemptError {
     /// Which run (1-based).
     pub attempt: u32,
@@ -209,8 +238,16 @@ pub struct AttemptError {
     pub error: TaskError,
 }
 
+impl AttemptError {
+    /// The error of run `attempt`, at `at`.
+    pub fn new(attempt: u32, at: DateTime<Utc>, error: TaskError) -> Self {
+        Self { attempt, at, error }
+    }
+}
+
 /// A task as stored: its spec plus where it is in its lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskRecord {
     /// What was enqueued.
     pub spec: TaskSpec,
@@ -237,6 +274,25 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A record of `spec` in `state` before any attempt (finished at once when `state` is
+    /// terminal); the store sets the rest as the task moves.
+    pub fn new(spec: TaskSpec, state: TaskState) -> Self {
+        let now = spec.created_at;
+        Self {
+            spec,
+            state,
+            attempts: 0,
+            started_at: None,
+            finished_at: state.is_terminal().then_some(now),
+            lease_expires_at: None,
+            worker_id: None,
+            errors: Vec::new(),
+            reason: None,
+            cancel_requested: false,
+            updated_at: now,
+        }
+    }
+
     /// The last error, if any attempt failed.
     pub fn last_error(&self) -> Option<&TaskError> {
         self.errors.last().map(|attempt| &attempt.error)
@@ -245,6 +301,7 @@ impl TaskRecord {
 
 /// The outcome of a finished task, kept in the result store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskResult {
     /// The task.
     pub task_id: TaskId,
@@ -261,6 +318,26 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// A result as stored: `outcome` after `attempts`, finished at `finished_at`, kept
+    /// until `expires_at`.
+    pub fn new(
+        task_id: TaskId,
+        task_name: impl Into<String>,
+        outcome: Result<Vec<u8>, TaskError>,
+        attempts: u32,
+        finished_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            task_id,
+            task_name: task_name.into(),
+            outcome,
+            attempts,
+            finished_at,
+            expires_at,
+        }
+    }
+
     /// A successful result.
     pub fn success(
         task_id: TaskId,

@@ -90,6 +90,7 @@ pub enum MisfirePolicy {
 
 /// A stored schedule: a trigger plus the task it enqueues.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Schedule {
     /// Unique name (creating a schedule is idempotent by name).
     pub name: String,
@@ -137,6 +138,34 @@ pub struct ScheduleFire {
 }
 
 impl Schedule {
+    /// A schedule that runs `task_name` with `payload` on `trigger`, unpaused, with no
+    /// fire yet (the scheduler computes the first), default task options and misfire
+    /// policy, no limits.
+    pub fn new(
+        name: impl Into<String>,
+        trigger: ScheduleTrigger,
+        task_name: impl Into<String>,
+        payload: Vec<u8>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            trigger,
+            task_name: task_name.into(),
+            payload,
+            options: TaskOptions::default(),
+            misfire: MisfirePolicy::default(),
+            paused: false,
+            next_fire_at: None,
+            last_fire_at: None,
+            fire_count: 0,
+            max_runs: None,
+            until: None,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
     /// This schedule's fire bookkeeping.
     pub fn fire(&self) -> ScheduleFire {
         ScheduleFire {

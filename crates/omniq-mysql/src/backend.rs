@@ -3,23 +3,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omniq_storage::{Clock, StoreError, StoreResult};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, MySqlPool};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, MySql, MySqlConnection, MySqlPool};
 
 use crate::error::{BACKEND, store_error};
 use crate::wakeup::Wakeup;
 use crate::{MySqlEventStore, MySqlResultStore, MySqlScheduleStore, MySqlTaskQueue};
 use omniq_storage::secrets::Secrets;
 
-/// A pooled connection used this recently is handed out without a ping.
-const RECENTLY_USED: Duration = Duration::from_secs(5);
-
 /// Every connection reads committed data: a statement that waited for a row lock sees the
 /// rows as the lock holder committed them (REPEATABLE READ would show this transaction's
 /// older snapshot), and InnoDB takes fewer gap locks.
 const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
-/// How to connect: the size of the pool and how long to wait for it.
+/// How to connect: the size of the pool and how long to wait for it (the pool settings
+/// every SQL server backend takes).
 ///
 /// The tables live in the URL's database, so one database serves one application; give
 /// each application a database of its own.
@@ -30,38 +28,7 @@ const SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMIT
 /// let options = MySqlOptions::default().max_connections(20);
 /// assert_eq!(options.max_connections, 20);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MySqlOptions {
-    /// The most connections the pool opens (default 10).
-    pub max_connections: u32,
-    /// How long a call waits for a free connection, or for the server, before it fails as
-    /// unavailable (default 30 s).
-    pub acquire_timeout: Duration,
-}
-
-impl Default for MySqlOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl MySqlOptions {
-    /// Sets the pool size.
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.max_connections = max_connections;
-        self
-    }
-
-    /// Sets how long to wait for a connection.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-}
+pub type MySqlOptions = omniq_sql::PoolSettings;
 
 /// One MySQL or MariaDB database holding all four stores.
 ///
@@ -102,19 +69,8 @@ impl MySqlBackend {
     /// connections.
     pub async fn connect_with(url: &str, options: MySqlOptions) -> StoreResult<Self> {
         let secrets = Secrets::of(url);
-        if options.max_connections == 0 {
-            return Err(StoreError::Invalid(
-                "a MySQL pool needs at least one connection".into(),
-            ));
-        }
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            StoreError::Invalid("a MySQL URL starts with mysql:// or mariadb://".into())
-        })?;
-        if !matches!(scheme.to_ascii_lowercase().as_str(), "mysql" | "mariadb") {
-            return Err(StoreError::Invalid(
-                "a MySQL URL starts with mysql:// or mariadb://".into(),
-            ));
-        }
+        let pool_options = omniq_sql::pool_options::<MySql>("MySQL", &options)?;
+        let (_, rest) = omniq_sql::split_scheme(url, &["mysql", "mariadb"], "MySQL")?;
         // sqlx knows the `mysql` scheme only; MariaDB speaks the same protocol.
         let url = format!("mysql://{rest}");
         let connect_options = MySqlConnectOptions::from_str(&url)
@@ -124,31 +80,14 @@ impl MySqlBackend {
                 "a MySQL URL names its database: mysql://user@host:3306/database".into(),
             ));
         }
-        // Migrate on a connection of its own: it fails fast when the server is down (a
-        // pool retries until its timeout).
-        tokio::time::timeout(
+        omniq_sql::first_contact(
+            BACKEND,
+            &secrets,
             options.acquire_timeout,
             migrate(&connect_options, options.acquire_timeout),
         )
-        .await
-        .map_err(|_| {
-            StoreError::unavailable(BACKEND, "no answer from the server while connecting")
-        })?
-        .map_err(|e| secrets.scrub_error(BACKEND, e))?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection it hands out, a round trip per call: only ping
-            // those idle for a while.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < RECENTLY_USED {
-                        return Ok(true);
-                    }
-                    Ok(conn.ping().await.is_ok())
-                })
-            })
+        .await?;
+        let pool = pool_options
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(SESSION_SETUP).await?;

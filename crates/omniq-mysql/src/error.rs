@@ -3,7 +3,9 @@ use std::future::Future;
 use omniq_storage::{StoreError, StoreResult};
 use sqlx::mysql::MySqlDatabaseError;
 
-pub(crate) const BACKEND: &str = "mysql";
+pub(crate) use crate::rows::{corrupt, store_error};
+
+pub(crate) const BACKEND: &str = <crate::rows::My as omniq_sql::Dialect>::BACKEND;
 
 /// ER_LOCK_DEADLOCK: InnoDB rolled the transaction back to break a deadlock.
 const ER_LOCK_DEADLOCK: u16 = 1213;
@@ -14,33 +16,6 @@ const ER_DUP_ENTRY: u16 = 1062;
 
 /// How many times a transaction that hit a deadlock is run again before giving up.
 const DEADLOCK_TRIES: usize = 5;
-
-/// Maps a driver error: connection trouble is `Unavailable` (worth retrying later), the rest
-/// is a backend error (which keeps the driver's error as its source, so that deadlocks can
-/// be recognised and retried).
-pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    if is_unavailable(&err) {
-        StoreError::unavailable(BACKEND, err)
-    } else {
-        StoreError::backend(BACKEND, err)
-    }
-}
-
-fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // 1040 too many connections, 1053 server shutdown, 1927 connection killed,
-        // 4031 disconnected for inactivity (MySQL).
-        sqlx::Error::Database(_) => {
-            matches!(error_number(err), Some(1040 | 1053 | 1927 | 4031))
-        }
-        _ => false,
-    }
-}
 
 /// The server's error number, for database errors.
 pub(crate) fn error_number(err: &sqlx::Error) -> Option<u16> {
@@ -99,8 +74,4 @@ where
             other => return other,
         }
     }
-}
-
-pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::backend(BACKEND, format!("stored {what} cannot be read: {err}"))
 }

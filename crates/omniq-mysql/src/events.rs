@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
+use omniq_storage::{EventQuery, StoreResult, effective_purge_limit};
 use sqlx::{MySql, QueryBuilder};
 
 use crate::MySqlBackend;
@@ -81,25 +81,17 @@ impl MySqlEventStore {
     }
 }
 
-impl EventStore for MySqlEventStore {
-    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.append_all(events))
-    }
+omniq_sql::forward_event_store!(MySqlEventStore);
 
-    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
-        Box::pin(self.select(query))
-    }
-
-    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // Bounded through the index on `at`, so one call locks a short range only.
-            let done = sqlx::query("DELETE FROM omniq_events WHERE at < ? ORDER BY at LIMIT ?")
-                .bind(to_micros(before))
-                .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
-                .execute(self.backend.pool())
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
+impl MySqlEventStore {
+    async fn purge_older(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        // Bounded through the index on `at`, so one call locks a short range only.
+        let done = sqlx::query("DELETE FROM omniq_events WHERE at < ? ORDER BY at LIMIT ?")
+            .bind(to_micros(before))
+            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+            .execute(self.backend.pool())
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }

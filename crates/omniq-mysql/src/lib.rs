@@ -51,9 +51,9 @@
 //! `mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock` (about 8× faster here).
 
 mod backend;
+mod connect;
 mod error;
 mod events;
-mod open;
 mod queue;
 mod results;
 mod rows;
@@ -62,8 +62,8 @@ mod time;
 mod wakeup;
 
 pub use backend::{MySqlBackend, MySqlOptions};
+pub use connect::connect_url;
 pub use events::MySqlEventStore;
-pub use open::open_url;
 pub use queue::MySqlTaskQueue;
 pub use results::MySqlResultStore;
 pub use schedules::MySqlScheduleStore;

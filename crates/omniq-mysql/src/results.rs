@@ -1,14 +1,15 @@
 use chrono::Utc;
-use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
-use sqlx::mysql::MySqlRow;
+use omniq_models::{TaskId, TaskResult};
+use omniq_storage::{StoreResult, effective_purge_limit, winning_results};
 use sqlx::{MySql, QueryBuilder};
-use uuid::Uuid;
+
+use sqlx::AssertSqlSafe;
 
 use crate::MySqlBackend;
 use crate::error::store_error;
-use crate::rows::{column, from_json, opt_time, time, to_json, to_u32};
+use crate::rows::{My, to_json};
 use crate::time::to_micros;
+use omniq_sql::{RESULT_COLUMNS, result_from_row};
 
 /// Rows per INSERT statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -82,68 +83,41 @@ impl MySqlResultStore {
     }
 
     async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
-        let row = sqlx::query(
-            "SELECT task_id, task_name, output, error, attempts, finished_at, expires_at \
-             FROM omniq_results WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RESULT_COLUMNS} FROM omniq_results \
+             WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+        )))
         .bind(*id.as_uuid())
         .bind(to_micros(Utc::now()))
         .fetch_optional(self.backend.pool())
         .await
         .map_err(store_error)?;
-        row.as_ref().map(result_from_row).transpose()
+        row.as_ref().map(result_from_row::<My>).transpose()
     }
 }
 
-fn result_from_row(row: &MySqlRow) -> StoreResult<TaskResult> {
-    let output: Option<Vec<u8>> = column(row, "output")?;
-    let error: Option<String> = column(row, "error")?;
-    let outcome = match (output, error) {
-        (_, Some(error)) => Err(from_json::<TaskError>("task error", &error)?),
-        (output, None) => Ok(output.unwrap_or_default()),
-    };
-    Ok(TaskResult {
-        task_id: TaskId::from_uuid(column::<Uuid>(row, "task_id")?),
-        task_name: column(row, "task_name")?,
-        outcome,
-        attempts: to_u32(column(row, "attempts")?),
-        finished_at: time(row, "finished_at")?,
-        expires_at: opt_time(row, "expires_at")?,
-    })
-}
+omniq_sql::forward_result_store!(MySqlResultStore);
 
-impl ResultStore for MySqlResultStore {
-    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.put_all(results))
-    }
-
-    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
-        Box::pin(self.read(id))
-    }
-
-    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
-                .bind(*id.as_uuid())
-                .execute(self.backend.pool())
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // Bounded through the expiry index, so one call locks a short range only.
-            let done = sqlx::query(
-                "DELETE FROM omniq_results WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
-            )
-            .bind(to_micros(Utc::now()))
-            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+impl MySqlResultStore {
+    async fn remove(&self, id: TaskId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
+            .bind(*id.as_uuid())
             .execute(self.backend.pool())
             .await
             .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn purge_due(&self, limit: usize) -> StoreResult<u64> {
+        // Bounded through the expiry index, so one call locks a short range only.
+        let done = sqlx::query(
+            "DELETE FROM omniq_results WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(to_micros(Utc::now()))
+        .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }

@@ -1,27 +1,38 @@
-//! Reading task rows back, and small helpers for building statements.
+//! MySQL's dialect of the SQL layer, and small helpers for building statements.
 
-use chrono::{DateTime, Utc};
-use omniq_models::{
-    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
-};
-use omniq_storage::{StateChange, StoreError, StoreResult};
-use serde::{Deserialize, Serialize};
-use sqlx::mysql::MySqlRow;
+use omniq_models::TaskId;
+use omniq_sql::Dialect;
+use omniq_storage::{StoreError, StoreResult};
+use serde::de::DeserializeOwned;
+use sqlx::mysql::{MySqlDatabaseError, MySqlRow};
 use sqlx::{MySql, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::error::{corrupt, store_error};
-use crate::time::from_micros;
+pub(crate) use omniq_sql::{CHANGE_COLUMNS, TASK_COLUMNS, to_i64, to_json, to_u32};
 
-/// The columns every task query selects (the table aliased `t`), as [`record_from_row`]
-/// reads them.
-pub(crate) const TASK_COLUMNS: &str = "t.id, t.seq, t.name, t.queue, t.state, t.priority, \
-     t.run_at, t.expires_at, t.attempts, t.max_attempts, t.lease_expires_at, t.worker_id, \
-     t.unique_key, t.payload, t.options, t.errors, t.created_at, t.started_at, t.finished_at, \
-     t.updated_at, t.run_when, t.reason, t.cancel_requested";
+/// MySQL and MariaDB as the SQL layer sees them: ids in `BINARY(16)`, times in
+/// microseconds, JSON as text.
+#[derive(Debug)]
+pub(crate) enum My {}
 
-/// Columns a [`StateChange`] is built from (table aliased `t`).
-pub(crate) const CHANGE_COLUMNS: &str = "t.id, t.name, t.queue, t.attempts, t.state, t.reason";
+impl Dialect for My {
+    const BACKEND: &'static str = "mysql";
+    type Row = MySqlRow;
+
+    fn task_id(row: &MySqlRow, column: &str) -> StoreResult<TaskId> {
+        row.try_get::<Uuid, _>(column)
+            .map(TaskId::from_uuid)
+            .map_err(store_error)
+    }
+
+    fn is_unavailable(error: &dyn sqlx::error::DatabaseError) -> bool {
+        // 1040 too many connections, 1053 server shutdown, 1927 connection killed,
+        // 4031 disconnected for inactivity (MySQL).
+        error
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| matches!(e.number(), 1040 | 1053 | 1927 | 4031))
+    }
+}
 
 pub(crate) fn column<'r, T>(row: &'r MySqlRow, name: &str) -> StoreResult<T>
 where
@@ -30,84 +41,28 @@ where
     row.try_get(name).map_err(store_error)
 }
 
-pub(crate) fn time(row: &MySqlRow, name: &str) -> StoreResult<DateTime<Utc>> {
-    Ok(from_micros(column::<i64>(row, name)?))
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    omniq_sql::store_error::<My>(err)
 }
 
-pub(crate) fn opt_time(row: &MySqlRow, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
-    Ok(column::<Option<i64>>(row, name)?.map(from_micros))
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    omniq_sql::corrupt::<My>(what, err)
 }
 
-pub(crate) fn parse_state(text: &str) -> StoreResult<TaskState> {
-    text.parse().map_err(|e| corrupt("task state", e))
+pub(crate) fn parse_state(text: &str) -> StoreResult<omniq_models::TaskState> {
+    omniq_sql::parse_state::<My>(text)
 }
 
-pub(crate) fn parse_run_when(text: &str) -> StoreResult<RunWhen> {
-    text.parse().map_err(|e: String| corrupt("run_when", e))
+pub(crate) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+    omniq_sql::from_json::<My, T>(what, text)
 }
 
-/// A count from the database, which is never negative nor past `u32`.
-pub(crate) fn to_u32(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+pub(crate) fn record_from_row(row: &MySqlRow) -> StoreResult<omniq_models::TaskRecord> {
+    omniq_sql::record_from_row::<My>(row)
 }
 
-pub(crate) fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, e))
-}
-
-pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-pub(crate) fn record_from_row(row: &MySqlRow) -> StoreResult<TaskRecord> {
-    let options: SpecExtras = from_json("task options", &column::<String>(row, "options")?)?;
-    let errors: Vec<AttemptError> = from_json("task errors", &column::<String>(row, "errors")?)?;
-    let spec = TaskSpec {
-        id: TaskId::from_uuid(column(row, "id")?),
-        name: column(row, "name")?,
-        payload: column(row, "payload")?,
-        queue: column(row, "queue")?,
-        priority: column(row, "priority")?,
-        max_attempts: to_u32(column(row, "max_attempts")?),
-        backoff: options.backoff,
-        timeout: options.timeout,
-        created_at: time(row, "created_at")?,
-        run_at: time(row, "run_at")?,
-        expires_at: opt_time(row, "expires_at")?,
-        depends_on: options.depends_on,
-        run_when: parse_run_when(&column::<String>(row, "run_when")?)?,
-        unique_key: column(row, "unique_key")?,
-        unique_for: options.unique_for,
-        metadata: options.metadata,
-    };
-    Ok(TaskRecord {
-        spec,
-        state: parse_state(&column::<String>(row, "state")?)?,
-        attempts: to_u32(column(row, "attempts")?),
-        started_at: opt_time(row, "started_at")?,
-        finished_at: opt_time(row, "finished_at")?,
-        lease_expires_at: opt_time(row, "lease_expires_at")?,
-        worker_id: column::<Option<String>>(row, "worker_id")?.map(WorkerId::new),
-        errors,
-        reason: column(row, "reason")?,
-        cancel_requested: column(row, "cancel_requested")?,
-        updated_at: time(row, "updated_at")?,
-    })
-}
-
-pub(crate) fn change_from_row(row: &MySqlRow) -> StoreResult<StateChange> {
-    Ok(StateChange {
-        task_id: TaskId::from_uuid(column::<Uuid>(row, "id")?),
-        task_name: column(row, "name")?,
-        queue: column(row, "queue")?,
-        attempts: to_u32(column(row, "attempts")?),
-        state: parse_state(&column::<String>(row, "state")?)?,
-        reason: column(row, "reason")?,
-    })
+pub(crate) fn change_from_row(row: &MySqlRow) -> StoreResult<omniq_storage::StateChange> {
+    omniq_sql::change_from_row::<My>(row)
 }
 
 /// Pushes `(?, ?, …)` binding each id. `ids` must not be empty.

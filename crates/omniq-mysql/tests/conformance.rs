@@ -9,13 +9,13 @@ mod common;
 
 use std::sync::Arc;
 
-use omniq_storage::conformance::{Corrupt, Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Fixture, Reopen};
 use omniq_storage::{StoreResult, TaskQueue};
 
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let backend = common::fresh_backend().await?;
     let pool = backend.pool().clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),

@@ -1,10 +1,10 @@
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use omniq_sql::PoolSettings;
 use omniq_storage::{Clock, StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres};
 
 use crate::error::{BACKEND, store_error};
 use crate::names::Names;
@@ -12,18 +12,18 @@ use crate::wakeup::Listener;
 use crate::{PgEventStore, PgResultStore, PgScheduleStore, PgTaskQueue};
 use omniq_storage::secrets::Secrets;
 
-/// A pooled connection used this recently is handed out without a ping.
-const RECENTLY_USED: Duration = Duration::from_secs(5);
-
 /// How to connect: the schema to use and the size of the pool.
 ///
 /// ```
-/// use omniq_postgres::PgOptions;
+/// use omniq_postgres::{PgOptions, PoolSettings};
 ///
-/// let options = PgOptions::default().schema("billing").max_connections(20);
+/// let options = PgOptions::default()
+///     .schema("billing")
+///     .pool(PoolSettings::default().max_connections(20));
 /// assert_eq!(options.schema.as_deref(), Some("billing"));
+/// assert_eq!(options.pool.max_connections, 20);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PgOptions {
     /// The schema holding OmniQ's tables, created if missing; `None` uses the connection's
@@ -31,22 +31,9 @@ pub struct PgOptions {
     /// schema each. A plain identifier: lower-case letters, digits and underscores, at most
     /// 48 characters.
     pub schema: Option<String>,
-    /// The most connections the pool opens (default 10). The wake-up listener uses one
-    /// more connection of its own.
-    pub max_connections: u32,
-    /// How long a call waits for a free connection, or for the server, before it fails as
-    /// unavailable (default 30 s).
-    pub acquire_timeout: Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        Self {
-            schema: None,
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
-        }
-    }
+    /// The pool (default 10 connections, 30 s to wait for one). The wake-up listener uses
+    /// one more connection of its own.
+    pub pool: PoolSettings,
 }
 
 impl PgOptions {
@@ -56,15 +43,9 @@ impl PgOptions {
         self
     }
 
-    /// Sets the pool size.
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.max_connections = max_connections;
-        self
-    }
-
-    /// Sets how long to wait for a connection.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
+    /// Sets the pool settings.
+    pub fn pool(mut self, pool: PoolSettings) -> Self {
+        self.pool = pool;
         self
     }
 }
@@ -110,51 +91,25 @@ impl PgBackend {
     pub async fn connect_with(url: &str, options: PgOptions) -> StoreResult<Self> {
         let secrets = Secrets::of(url);
         let names = Names::new(options.schema.as_deref())?;
-        if options.max_connections == 0 {
-            return Err(StoreError::Invalid(
-                "a PostgreSQL pool needs at least one connection".into(),
-            ));
-        }
-        let scheme = url
-            .split_once("://")
-            .map(|(scheme, _)| scheme.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
-            return Err(StoreError::Invalid(
-                "a PostgreSQL URL starts with postgres:// or postgresql://".into(),
-            ));
-        }
+        let pool_options = omniq_sql::pool_options::<Postgres>("PostgreSQL", &options.pool)?;
+        omniq_sql::split_scheme(url, &["postgres", "postgresql"], "PostgreSQL")?;
         let mut connect_options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad PostgreSQL URL: {e}"))))?;
         if connect_options.get_application_name().is_none() {
             // Shown in pg_stat_activity; a URL's `application_name` wins.
             connect_options = connect_options.application_name("omniq");
         }
-        // Migrate on a connection of its own: it fails fast when the server is down (a
-        // pool retries until its timeout), and closing it drops the migration lock even
-        // if a migration fails half-way. A server that does not answer at all (a dropped
-        // route) takes as long as a pool would wait.
-        tokio::time::timeout(options.acquire_timeout, migrate(&connect_options, &names))
-            .await
-            .map_err(|_| {
-                StoreError::unavailable(BACKEND, "no answer from the server while connecting")
-            })?
-            .map_err(|e| secrets.scrub_error(BACKEND, e))?;
+        // Closing the migration's own connection drops the migration lock even if a
+        // migration fails half-way.
+        omniq_sql::first_contact(
+            BACKEND,
+            &secrets,
+            options.pool.acquire_timeout,
+            migrate(&connect_options, &names),
+        )
+        .await?;
         let search_path = search_path(&names);
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection it hands out, a round trip per call: only ping
-            // those idle for a while. A dead one among the others fails its call as
-            // unavailable, and the caller retries.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < RECENTLY_USED {
-                        return Ok(true);
-                    }
-                    Ok(conn.ping().await.is_ok())
-                })
-            })
+        let pool = pool_options
             .after_connect(move |conn, _meta| {
                 let search_path = search_path.clone();
                 Box::pin(async move {
@@ -169,7 +124,7 @@ impl PgBackend {
             .map_err(|e| secrets.scrub_error(BACKEND, store_error(e)))?;
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(options.acquire_timeout)
+            .acquire_timeout(options.pool.acquire_timeout)
             .max_lifetime(None)
             .idle_timeout(None)
             .connect_lazy_with(connect_options);

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
+use omniq_storage::{EventQuery, StoreResult, effective_purge_limit};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::PgBackend;
@@ -91,30 +91,22 @@ impl PgEventStore {
     }
 }
 
-impl EventStore for PgEventStore {
-    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.append_all(events))
-    }
+omniq_sql::forward_event_store!(PgEventStore);
 
-    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
-        Box::pin(self.select(query))
-    }
-
-    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // The BRIN index on `at` finds the old block ranges and the heap scan stops at
-            // `limit` rows: no order is needed, every row before the cutoff goes eventually.
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {events} WHERE seq IN (SELECT seq FROM {events} \
-                 WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                events = self.backend.names().events
-            )))
-            .bind(before)
-            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
-            .execute(self.backend.pool())
-            .await
-            .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
+impl PgEventStore {
+    async fn purge_older(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        // The BRIN index on `at` finds the old block ranges and the heap scan stops at
+        // `limit` rows: no order is needed, every row before the cutoff goes eventually.
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {events} WHERE seq IN (SELECT seq FROM {events} \
+             WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            events = self.backend.names().events
+        )))
+        .bind(before)
+        .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }

@@ -48,10 +48,10 @@
 //! ```
 
 mod backend;
+mod connect;
 mod error;
 mod events;
 mod names;
-mod open;
 mod queue;
 mod results;
 mod rows;
@@ -59,8 +59,9 @@ mod schedules;
 mod wakeup;
 
 pub use backend::{PgBackend, PgOptions};
+pub use connect::connect_url;
 pub use events::PgEventStore;
-pub use open::open_url;
+pub use omniq_sql::PoolSettings;
 pub use queue::PgTaskQueue;
 pub use results::PgResultStore;
 pub use schedules::PgScheduleStore;

@@ -1,17 +1,15 @@
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
+use chrono::Utc;
+use omniq_models::{TaskId, TaskResult};
+use omniq_storage::{StoreResult, effective_purge_limit, winning_results};
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::PgRow;
-use sqlx::types::Json;
-use uuid::Uuid;
 
 use crate::PgBackend;
 use crate::error::store_error;
-use crate::rows::{column, to_json, to_u32};
+use crate::rows::{Pg, to_json};
 use crate::wakeup::result_payload;
+use omniq_sql::{RESULT_COLUMNS, result_from_row};
 
 /// The result store of a [`PgBackend`]. A write notifies the waiters of its results, in
 /// this process and others (LISTEN/NOTIFY); waiters also poll, in case the listener is
@@ -107,8 +105,7 @@ impl PgResultStore {
 
     async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT task_id, task_name, output, error, attempts, finished_at, expires_at \
-             FROM {results} WHERE task_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+            "SELECT {RESULT_COLUMNS} FROM {results} WHERE task_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
             results = self.backend.names().results
         )))
         .bind(id.as_uuid())
@@ -116,91 +113,62 @@ impl PgResultStore {
         .fetch_optional(self.backend.pool())
         .await
         .map_err(store_error)?;
-        row.as_ref().map(result_from_row).transpose()
+        row.as_ref().map(result_from_row::<Pg>).transpose()
     }
 }
 
-fn result_from_row(row: &PgRow) -> StoreResult<TaskResult> {
-    let output: Option<Vec<u8>> = column(row, "output")?;
-    let error: Option<Json<TaskError>> = column(row, "error")?;
-    let outcome = match (output, error) {
-        (_, Some(Json(error))) => Err(error),
-        (output, None) => Ok(output.unwrap_or_default()),
-    };
-    Ok(TaskResult {
-        task_id: TaskId::from_uuid(column::<Uuid>(row, "task_id")?),
-        task_name: column(row, "task_name")?,
-        outcome,
-        attempts: to_u32(column(row, "attempts")?),
-        finished_at: column::<DateTime<Utc>>(row, "finished_at")?,
-        expires_at: column(row, "expires_at")?,
-    })
-}
+omniq_sql::forward_result_store!(PgResultStore, wait_for);
 
-impl ResultStore for PgResultStore {
-    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.put_all(results))
+impl PgResultStore {
+    async fn remove(&self, id: TaskId) -> StoreResult<bool> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {results} WHERE task_id = $1",
+            results = self.backend.names().results
+        )))
+        .bind(id.as_uuid())
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
     }
 
-    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
-        Box::pin(self.read(id))
+    async fn purge_due(&self, limit: usize) -> StoreResult<u64> {
+        // Bounded through the expiry index; rows another purge holds are skipped.
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {results} WHERE task_id IN (SELECT task_id FROM {results} \
+             WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            results = self.backend.names().results
+        )))
+        .bind(Utc::now())
+        .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 
-    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {results} WHERE task_id = $1",
-                results = self.backend.names().results
-            )))
-            .bind(id.as_uuid())
-            .execute(self.backend.pool())
-            .await
-            .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // Bounded through the expiry index; rows another purge holds are skipped.
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {results} WHERE task_id IN (SELECT task_id FROM {results} \
-                 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                results = self.backend.names().results
-            )))
-            .bind(Utc::now())
-            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
-            .execute(self.backend.pool())
-            .await
-            .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
-    }
-
-    fn wait_for(
+    async fn wait_for_result(
         &self,
         id: TaskId,
         timeout: Duration,
-    ) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
-        Box::pin(async move {
-            let key = [id.to_string()];
-            let listener = &self.backend.shared.listener;
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut pause = Duration::from_millis(5);
-            loop {
-                // Subscribe before looking, so a result stored in between is not missed.
-                let subscription = listener.results.subscribe(&key);
-                if let Some(result) = self.read(id).await? {
-                    return Ok(Some(result));
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                listener.ensure_started();
-                subscription.wait(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(POLL);
+    ) -> StoreResult<Option<TaskResult>> {
+        let key = [id.to_string()];
+        let listener = &self.backend.shared.listener;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            // Subscribe before looking, so a result stored in between is not missed.
+            let subscription = listener.results.subscribe(&key);
+            if let Some(result) = self.read(id).await? {
+                return Ok(Some(result));
             }
-        })
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            listener.ensure_started();
+            subscription.wait(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(POLL);
+        }
     }
 }

@@ -1,27 +1,64 @@
-//! Reading task rows back.
+//! PostgreSQL's dialect of the SQL layer, and the text rules PostgreSQL imposes.
 
 use chrono::{DateTime, Utc};
-use omniq_models::{
-    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
-};
-use omniq_storage::{StateChange, StoreError, StoreResult};
+use omniq_models::TaskId;
+use omniq_sql::Dialect;
+use omniq_storage::{StoreError, StoreResult};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::error::{corrupt, store_error};
+pub(crate) use omniq_sql::{CHANGE_COLUMNS, TASK_COLUMNS, to_i64};
 
-/// The columns every task query selects (the table aliased `t`), as [`record_from_row`]
-/// reads them.
-pub(crate) const TASK_COLUMNS: &str = "t.id, t.seq, t.name, t.queue, t.state, t.priority, \
-     t.run_at, t.expires_at, t.attempts, t.max_attempts, t.lease_expires_at, t.worker_id, \
-     t.unique_key, t.payload, t.options, t.errors, t.created_at, t.started_at, t.finished_at, \
-     t.updated_at, t.run_when, t.reason, t.cancel_requested";
+/// PostgreSQL as the SQL layer sees it: UUIDs, `timestamptz` and `jsonb` columns.
+#[derive(Debug)]
+pub(crate) enum Pg {}
 
-/// Columns a [`StateChange`] is built from, for `RETURNING` clauses (table aliased `t`).
-pub(crate) const CHANGE_COLUMNS: &str = "t.id, t.name, t.queue, t.attempts, t.state, t.reason";
+impl Dialect for Pg {
+    const BACKEND: &'static str = "postgres";
+    type Row = PgRow;
+
+    fn task_id(row: &PgRow, column: &str) -> StoreResult<TaskId> {
+        row.try_get::<Uuid, _>(column)
+            .map(TaskId::from_uuid)
+            .map_err(store_error)
+    }
+
+    fn time(row: &PgRow, column: &str) -> StoreResult<DateTime<Utc>> {
+        row.try_get(column).map_err(store_error)
+    }
+
+    fn opt_time(row: &PgRow, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        row.try_get(column).map_err(store_error)
+    }
+
+    fn json<T: DeserializeOwned>(row: &PgRow, column: &str, what: &str) -> StoreResult<T> {
+        row.try_get::<Json<T>, _>(column)
+            .map(|Json(value)| value)
+            .map_err(|e| corrupt(what, e))
+    }
+
+    fn opt_json<T: DeserializeOwned>(
+        row: &PgRow,
+        column: &str,
+        what: &str,
+    ) -> StoreResult<Option<T>> {
+        row.try_get::<Option<Json<T>>, _>(column)
+            .map(|json| json.map(|Json(value)| value))
+            .map_err(|e| corrupt(what, e))
+    }
+
+    fn is_unavailable(error: &dyn sqlx::error::DatabaseError) -> bool {
+        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or
+        // starting; 53300: too many connections.
+        error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        })
+    }
+}
 
 /// The states that hold a unique key.
 pub(crate) const LIVE_STATES: &str = "('blocked', 'scheduled', 'queued', 'running')";
@@ -33,68 +70,24 @@ where
     row.try_get(name).map_err(store_error)
 }
 
-pub(crate) fn parse_state(text: &str) -> StoreResult<TaskState> {
-    text.parse().map_err(|e| corrupt("task state", e))
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    omniq_sql::store_error::<Pg>(err)
 }
 
-pub(crate) fn parse_run_when(text: &str) -> StoreResult<RunWhen> {
-    text.parse().map_err(|e: String| corrupt("run_when", e))
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    omniq_sql::corrupt::<Pg>(what, err)
 }
 
-/// A count from the database, which is never negative nor past `u32`.
-pub(crate) fn to_u32(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+pub(crate) fn parse_state(text: &str) -> StoreResult<omniq_models::TaskState> {
+    omniq_sql::parse_state::<Pg>(text)
 }
 
-pub(crate) fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+pub(crate) fn record_from_row(row: &PgRow) -> StoreResult<omniq_models::TaskRecord> {
+    omniq_sql::record_from_row::<Pg>(row)
 }
 
-pub(crate) fn record_from_row(row: &PgRow) -> StoreResult<TaskRecord> {
-    let Json(options): Json<SpecExtras> = column(row, "options")?;
-    let Json(errors): Json<Vec<AttemptError>> = column(row, "errors")?;
-    let spec = TaskSpec {
-        id: TaskId::from_uuid(column(row, "id")?),
-        name: column(row, "name")?,
-        payload: column(row, "payload")?,
-        queue: column(row, "queue")?,
-        priority: column(row, "priority")?,
-        max_attempts: to_u32(column(row, "max_attempts")?),
-        backoff: options.backoff,
-        timeout: options.timeout,
-        created_at: column(row, "created_at")?,
-        run_at: column(row, "run_at")?,
-        expires_at: column(row, "expires_at")?,
-        depends_on: options.depends_on,
-        run_when: parse_run_when(&column::<String>(row, "run_when")?)?,
-        unique_key: column(row, "unique_key")?,
-        unique_for: options.unique_for,
-        metadata: options.metadata,
-    };
-    Ok(TaskRecord {
-        spec,
-        state: parse_state(&column::<String>(row, "state")?)?,
-        attempts: to_u32(column(row, "attempts")?),
-        started_at: column(row, "started_at")?,
-        finished_at: column(row, "finished_at")?,
-        lease_expires_at: column(row, "lease_expires_at")?,
-        worker_id: column::<Option<String>>(row, "worker_id")?.map(WorkerId::new),
-        errors,
-        reason: column(row, "reason")?,
-        cancel_requested: column(row, "cancel_requested")?,
-        updated_at: column::<DateTime<Utc>>(row, "updated_at")?,
-    })
-}
-
-pub(crate) fn change_from_row(row: &PgRow) -> StoreResult<StateChange> {
-    Ok(StateChange {
-        task_id: TaskId::from_uuid(column::<Uuid>(row, "id")?),
-        task_name: column(row, "name")?,
-        queue: column(row, "queue")?,
-        attempts: to_u32(column(row, "attempts")?),
-        state: parse_state(&column::<String>(row, "state")?)?,
-        reason: column(row, "reason")?,
-    })
+pub(crate) fn change_from_row(row: &PgRow) -> StoreResult<omniq_storage::StateChange> {
+    omniq_sql::change_from_row::<Pg>(row)
 }
 
 /// JSON for a `jsonb` (or text) column. PostgreSQL cannot store a NUL character, in

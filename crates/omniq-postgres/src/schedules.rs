@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::Schedule;
-use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
+use omniq_storage::{StoreError, StoreResult};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
@@ -128,46 +128,18 @@ impl PgScheduleStore {
     }
 }
 
-impl ScheduleStore for PgScheduleStore {
-    fn create(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<(Schedule, bool)>> {
-        Box::pin(self.insert(schedule))
-    }
+omniq_sql::forward_schedule_store!(PgScheduleStore);
 
-    fn update(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.replace(schedule))
-    }
-
-    fn get(&self, name: String) -> BoxFuture<'_, StoreResult<Option<Schedule>>> {
-        Box::pin(self.read(name))
-    }
-
-    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
-        Box::pin(self.all())
-    }
-
-    fn delete(&self, name: String) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {} WHERE name = $1",
-                self.table()
-            )))
-            .bind(&name)
-            .execute(self.backend.pool())
-            .await
-            .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
-        Box::pin(self.due_at(now, limit))
-    }
-
-    fn advance(
-        &self,
-        schedule: Schedule,
-        expected: Option<DateTime<Utc>>,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(self.compare_and_set(schedule, expected))
+impl PgScheduleStore {
+    async fn remove(&self, name: String) -> StoreResult<bool> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE name = $1",
+            self.table()
+        )))
+        .bind(&name)
+        .execute(self.backend.pool())
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }

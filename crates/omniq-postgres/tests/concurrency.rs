@@ -25,10 +25,11 @@ async fn ten_backends_opening_one_new_schema_at_once_all_succeed() {
         .map(|_| {
             let schema = schema.clone();
             tokio::spawn(async move {
-                let options = omniq_postgres::PgOptions::default()
-                    .schema(schema)
-                    .max_connections(1)
-                    .acquire_timeout(std::time::Duration::from_secs(30));
+                let options = omniq_postgres::PgOptions::default().schema(schema).pool(
+                    omniq_postgres::PoolSettings::default()
+                        .max_connections(1)
+                        .acquire_timeout(std::time::Duration::from_secs(30)),
+                );
                 omniq_postgres::PgBackend::connect_with(&common::url(), options).await
             })
         })

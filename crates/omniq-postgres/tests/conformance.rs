@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use omniq_postgres::{PgBackend, PgOptions};
-use omniq_storage::conformance::{Corrupt, Reopen, Stores};
+use omniq_postgres::{PgBackend, PgOptions, PoolSettings};
+use omniq_storage::conformance::{Corrupt, Fixture, Reopen};
 use omniq_storage::{StoreResult, TaskQueue};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -19,7 +19,7 @@ const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const PREFIX: &str = "omniq_conformance_";
 const KEEP_SECS: u64 = 600;
 
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let url = std::env::var("OMNIQ_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -29,13 +29,14 @@ async fn stores() -> StoreResult<Stores> {
         "{PREFIX}{now}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let options = PgOptions::default()
-        .schema(schema)
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(10));
+    let options = PgOptions::default().schema(schema).pool(
+        PoolSettings::default()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10)),
+    );
     let backend = PgBackend::connect_with(&url, options).await?;
     let damaged = backend.clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),

@@ -138,7 +138,7 @@ async fn the_listener_reconnects_after_losing_its_connection() {
     let separator = if url.contains('?') { '&' } else { '?' };
     let options = omniq_postgres::PgOptions::default()
         .schema(SCHEMA)
-        .max_connections(2);
+        .pool(omniq_postgres::PoolSettings::default().max_connections(2));
     let worker = omniq_postgres::PgBackend::connect_with(
         &format!("{url}{separator}application_name={app}"),
         options,

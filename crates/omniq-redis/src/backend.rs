@@ -179,7 +179,16 @@ impl RedisBackend {
     /// [`StoreError::Invalid`] for a malformed URL or an empty prefix;
     /// [`StoreError::Unavailable`] when the server cannot be reached. Messages never show
     /// the URL's password.
-    pub async fn connect(url: &str, options: RedisOptions) -> StoreResult<Self> {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// Connects as [`RedisBackend::connect`] does, with `options` (a key prefix, the
+    /// connection settings).
+    ///
+    /// # Errors
+    /// As [`RedisBackend::connect`].
+    pub async fn connect_with(url: &str, options: RedisOptions) -> StoreResult<Self> {
         // A driver error could quote the URL: whatever this fails with is scrubbed.
         let secrets = omniq_storage::secrets::Secrets::of(url);
         Self::connect_single(url, options)

@@ -1,15 +1,15 @@
 //! Reading replies, and the stored form of tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_models::{
-    AttemptError, Backoff, RunWhen, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
+    AttemptError, RunWhen, SpecExtras, TaskId, TaskRecord, TaskSpec, TaskState, WorkerId,
 };
 use omniq_storage::{StateChange, StoreError, StoreResult};
 use redis::Value;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::corrupt;
 
@@ -78,14 +78,14 @@ pub(crate) fn parse_state(text: &str) -> StoreResult<TaskState> {
 pub(crate) fn change(value: Value) -> StoreResult<StateChange> {
     let mut parts = items(value)?.into_iter();
     let mut next = || parts.next().unwrap_or(Value::Nil);
-    Ok(StateChange {
-        task_id: parse_id(&string(next())?)?,
-        task_name: string(next())?,
-        queue: string(next())?,
-        attempts: u32::try_from(integer(next())?).unwrap_or(u32::MAX),
-        state: parse_state(&string(next())?)?,
-        reason: opt_string(next())?,
-    })
+    Ok(StateChange::new(
+        parse_id(&string(next())?)?,
+        string(next())?,
+        string(next())?,
+        u32::try_from(integer(next())?).unwrap_or(u32::MAX),
+        parse_state(&string(next())?)?,
+        opt_string(next())?,
+    ))
 }
 
 pub(crate) fn changes(value: Value) -> StoreResult<Vec<StateChange>> {
@@ -151,26 +151,12 @@ pub(crate) const LEASE_FIELDS: [&str; 15] = [
     "lease_at",
 ];
 
-/// The parts of a spec that no script reads, stored as one JSON field.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredOptions {
-    pub(crate) backoff: Backoff,
-    pub(crate) timeout: Option<Duration>,
-    #[serde(default)]
-    pub(crate) metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) unique_for: Option<Duration>,
-}
-
-impl StoredOptions {
-    pub(crate) fn of(spec: &TaskSpec) -> Self {
-        Self {
-            backoff: spec.backoff.clone(),
-            timeout: spec.timeout,
-            metadata: spec.metadata.clone(),
-            unique_for: spec.unique_for,
-        }
-    }
+/// The parts of a spec that no script reads, stored as one JSON field: the spec's
+/// [`SpecExtras`] but its parents, which live in a field of their own that scripts read.
+pub(crate) fn stored_extras(spec: &TaskSpec) -> SpecExtras {
+    let mut extras = SpecExtras::of(spec);
+    extras.depends_on.clear();
+    extras
 }
 
 fn text<'a>(fields: &'a Fields, name: &str) -> StoreResult<Option<&'a str>> {
@@ -202,7 +188,7 @@ pub(crate) fn required_time(fields: &Fields, name: &str) -> StoreResult<DateTime
 }
 
 pub(crate) fn spec_from(fields: &Fields) -> StoreResult<TaskSpec> {
-    let options: StoredOptions =
+    let options: SpecExtras =
         serde_json::from_str(required(fields, "opts")?).map_err(|e| corrupt("task options", e))?;
     let depends_on = match text(fields, "deps")? {
         Some(deps) => deps
@@ -212,26 +198,27 @@ pub(crate) fn spec_from(fields: &Fields) -> StoreResult<TaskSpec> {
             .collect::<StoreResult<Vec<_>>>()?,
         None => Vec::new(),
     };
-    Ok(TaskSpec {
-        id: parse_id(required(fields, "id")?)?,
-        name: required(fields, "name")?.to_owned(),
-        payload: fields.get("payload").cloned().unwrap_or_default(),
-        queue: required(fields, "queue")?.to_owned(),
-        priority: number(fields, "priority")?.unwrap_or(0),
-        max_attempts: number(fields, "max_attempts")?.unwrap_or(1),
-        backoff: options.backoff,
-        timeout: options.timeout,
-        created_at: required_time(fields, "created_at")?,
-        run_at: required_time(fields, "run_at")?,
-        expires_at: time(fields, "expires_at")?,
-        depends_on,
-        run_when: required(fields, "run_when")?
-            .parse::<RunWhen>()
-            .map_err(|e| corrupt("run_when", e))?,
-        unique_key: text(fields, "unique_key")?.map(str::to_owned),
-        unique_for: options.unique_for,
-        metadata: options.metadata,
-    })
+    let mut spec = TaskSpec::stored(
+        parse_id(required(fields, "id")?)?,
+        required(fields, "name")?,
+        fields.get("payload").cloned().unwrap_or_default(),
+        required_time(fields, "created_at")?,
+    );
+    spec.queue = required(fields, "queue")?.to_owned();
+    spec.priority = number(fields, "priority")?.unwrap_or(0);
+    spec.max_attempts = number(fields, "max_attempts")?.unwrap_or(1);
+    spec.backoff = options.backoff;
+    spec.timeout = options.timeout;
+    spec.run_at = required_time(fields, "run_at")?;
+    spec.expires_at = time(fields, "expires_at")?;
+    spec.depends_on = depends_on;
+    spec.run_when = required(fields, "run_when")?
+        .parse::<RunWhen>()
+        .map_err(|e| corrupt("run_when", e))?;
+    spec.unique_key = text(fields, "unique_key")?.map(str::to_owned);
+    spec.unique_for = options.unique_for;
+    spec.metadata = options.metadata;
+    Ok(spec)
 }
 
 pub(crate) fn attempts_of(fields: &Fields) -> StoreResult<u32> {
@@ -243,17 +230,15 @@ pub(crate) fn record_from(fields: &Fields) -> StoreResult<TaskRecord> {
         Some(json) => serde_json::from_str(json).map_err(|e| corrupt("task errors", e))?,
         None => Vec::new(),
     };
-    Ok(TaskRecord {
-        spec: spec_from(fields)?,
-        state: parse_state(required(fields, "state")?)?,
-        attempts: attempts_of(fields)?,
-        started_at: time(fields, "started_at")?,
-        finished_at: time(fields, "finished_at")?,
-        lease_expires_at: time(fields, "lease_at")?,
-        worker_id: text(fields, "worker")?.map(WorkerId::new),
-        errors,
-        reason: text(fields, "reason")?.map(str::to_owned),
-        cancel_requested: text(fields, "cancel")? == Some("1"),
-        updated_at: required_time(fields, "updated_at")?,
-    })
+    let mut record = TaskRecord::new(spec_from(fields)?, parse_state(required(fields, "state")?)?);
+    record.attempts = attempts_of(fields)?;
+    record.started_at = time(fields, "started_at")?;
+    record.finished_at = time(fields, "finished_at")?;
+    record.lease_expires_at = time(fields, "lease_at")?;
+    record.worker_id = text(fields, "worker")?.map(WorkerId::new);
+    record.errors = errors;
+    record.reason = text(fields, "reason")?.map(str::to_owned);
+    record.cancel_requested = text(fields, "cancel")? == Some("1");
+    record.updated_at = required_time(fields, "updated_at")?;
+    Ok(record)
 }

@@ -30,7 +30,7 @@
 //! use omniq_storage::{DequeueRequest, TaskQueue};
 //!
 //! # async fn example() -> Result<(), omniq_storage::StoreError> {
-//! let backend = RedisBackend::connect("redis://127.0.0.1:6379/0", RedisOptions::default()).await?;
+//! let backend = RedisBackend::connect_with("redis://127.0.0.1:6379/0", RedisOptions::default()).await?;
 //! let queue = backend.task_queue();
 //! let spec = TaskSpec::new("greet", vec![], TaskOptions::default(), chrono::Utc::now());
 //! queue.enqueue(vec![spec]).await?;
@@ -151,18 +151,18 @@
 
 mod backend;
 mod codec;
+mod connect;
 mod error;
 mod events;
 mod keys;
-mod open;
 mod queue;
 mod results;
 mod schedules;
 mod scripts;
 
 pub use backend::{RedisBackend, RedisConnection, RedisOptions};
+pub use connect::connect_url;
 pub use events::RedisEventStore;
-pub use open::open_url;
 pub use queue::RedisTaskQueue;
 pub use results::RedisResultStore;
 pub use schedules::RedisScheduleStore;

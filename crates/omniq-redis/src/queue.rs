@@ -14,9 +14,9 @@ use redis::{Script, ScriptInvocation, Value};
 
 use crate::RedisBackend;
 use crate::codec::{
-    LEASE_FIELDS, StoredOptions, attempts_of, changes, duration_micros, fields, from_micros,
-    integer, items, micros, opt_string, parse_id, parse_state, positional, record_from, required,
-    required_time, spec_from, string, to_json,
+    LEASE_FIELDS, attempts_of, changes, duration_micros, fields, from_micros, integer, items,
+    micros, opt_string, parse_id, parse_state, positional, record_from, required, required_time,
+    spec_from, stored_extras, string, to_json,
 };
 use crate::error::{corrupt, redis_error};
 
@@ -101,7 +101,7 @@ impl RedisTaskQueue {
                 .arg(parents.join(","))
                 .arg(spec.run_when.as_str())
                 .arg(micros(spec.created_at))
-                .arg(to_json(&StoredOptions::of(spec))?);
+                .arg(to_json(&stored_extras(spec))?);
         }
         let mut reply = items(self.call(&invocation).await?)?.into_iter();
         let tag = string(reply.next().unwrap_or(Value::Nil))?;
@@ -159,12 +159,12 @@ impl RedisTaskQueue {
             // Each task on its own: one that cannot be read is dead-lettered below, and
             // never costs the others their claim.
             let lease = (|| {
-                Ok(Lease {
-                    spec: spec_from(&fields)?,
+                Ok(Lease::new(
+                    spec_from(&fields)?,
                     token,
-                    attempt: attempts_of(&fields)?,
-                    deadline: required_time(&fields, "lease_at")?,
-                })
+                    attempts_of(&fields)?,
+                    required_time(&fields, "lease_at")?,
+                ))
             })();
             match lease {
                 Ok(lease) => leases.push(lease),
@@ -247,10 +247,10 @@ impl RedisTaskQueue {
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Completed {
+        Ok(Completed::new(
             statuses,
-            changes: changes(reply.next().unwrap_or(Value::Nil))?,
-        })
+            changes(reply.next().unwrap_or(Value::Nil))?,
+        ))
     }
 
     async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
@@ -340,19 +340,7 @@ impl RedisTaskQueue {
     }
 
     async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
-        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
-            return Err(StoreError::Invalid(format!(
-                "cannot purge {state} tasks: only finished tasks can be purged"
-            )));
-        }
-        let states: Vec<TaskState> = if request.states.is_empty() {
-            TaskState::ALL
-                .into_iter()
-                .filter(|s| s.is_terminal())
-                .collect()
-        } else {
-            request.states.clone()
-        };
+        let states = request.finished_states()?;
         let queues = match &request.queue {
             Some(queue) => vec![queue.clone()],
             None => self.queue_names().await?,
@@ -491,11 +479,7 @@ impl RedisTaskQueue {
             .map(|m| m.parse::<i64>().map_err(|e| corrupt("created_at", e)))
             .transpose()?
             .map(from_micros);
-        Ok(QueueStats {
-            queue,
-            counts,
-            oldest_queued_at: oldest,
-        })
+        Ok(QueueStats::new(queue, counts, oldest))
     }
 
     async fn cancel_task(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
@@ -506,18 +490,12 @@ impl RedisTaskQueue {
         let body = reply.next().unwrap_or(Value::Nil);
         match kind.as_str() {
             "not_found" => Err(StoreError::TaskNotFound(id)),
-            "cancelled" => Ok(Cancellation {
-                outcome: CancelOutcome::Cancelled,
-                changes: changes(body)?,
-            }),
-            "requested" => Ok(Cancellation {
-                outcome: CancelOutcome::Requested,
-                changes: Vec::new(),
-            }),
-            _ => Ok(Cancellation {
-                outcome: CancelOutcome::AlreadyFinished(parse_state(&string(body)?)?),
-                changes: Vec::new(),
-            }),
+            "cancelled" => Ok(Cancellation::new(CancelOutcome::Cancelled, changes(body)?)),
+            "requested" => Ok(Cancellation::new(CancelOutcome::Requested, Vec::new())),
+            _ => Ok(Cancellation::new(
+                CancelOutcome::AlreadyFinished(parse_state(&string(body)?)?),
+                Vec::new(),
+            )),
         }
     }
 
@@ -596,6 +574,11 @@ impl RedisTaskQueue {
 }
 
 impl TaskQueue for RedisTaskQueue {
+    fn capabilities(&self) -> omniq_storage::Capabilities {
+        // Everything but enqueueing inside a caller's SQL transaction.
+        omniq_storage::Capabilities::all().without(omniq_storage::Capability::TransactionalEnqueue)
+    }
+
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
         Box::pin(self.enqueue_batch(tasks))
     }

@@ -54,14 +54,14 @@ fn decode(bytes: &[u8]) -> StoreResult<TaskResult> {
         Some(error) => Err(error),
         None => Ok(bytes[split + 1..].to_vec()),
     };
-    Ok(TaskResult {
-        task_id: meta.task_id,
-        task_name: meta.task_name,
+    Ok(TaskResult::new(
+        meta.task_id,
+        meta.task_name,
         outcome,
-        attempts: meta.attempts,
-        finished_at: meta.finished_at,
-        expires_at: meta.expires_at,
-    })
+        meta.attempts,
+        meta.finished_at,
+        meta.expires_at,
+    ))
 }
 
 impl RedisResultStore {

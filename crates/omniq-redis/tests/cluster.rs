@@ -18,7 +18,7 @@ use omniq_models::{
     TaskResult, TaskSpec,
 };
 use omniq_redis::{RedisBackend, RedisOptions};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Fixture, Reopen};
 use omniq_storage::{
     Completion, CompletionOutcome, CompletionStatus, DequeueRequest, EventStore, ResultStore,
     ScheduleStore, StoreResult, TaskQueue,
@@ -40,14 +40,14 @@ async fn connect(cluster: &LocalCluster, prefix: &str) -> StoreResult<RedisBacke
 
 /// Fresh stores under a prefix of their own; the cluster is the test binary's, so nothing
 /// needs deleting afterwards.
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let cluster = cluster::shared_async().await?;
     let prefix = test_prefix();
     let backend = connect(cluster, &prefix).await?;
     assert!(backend.is_cluster());
     let damaged = backend.clone();
     let damaged_prefix = prefix.clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),
@@ -69,25 +69,19 @@ fn task(queue: &str, options: TaskOptions) -> TaskSpec {
 
 fn schedule(name: &str) -> Schedule {
     let now = Utc::now();
-    Schedule {
-        name: name.to_owned(),
-        trigger: ScheduleTrigger::Interval {
+    let mut schedule = Schedule::new(
+        name,
+        ScheduleTrigger::Interval {
             every: Duration::from_secs(60),
             start_at: None,
         },
-        task_name: "cluster.task".to_owned(),
-        payload: vec![1],
-        options: TaskOptions::default(),
-        misfire: MisfirePolicy::Skip,
-        paused: false,
-        next_fire_at: Some(now),
-        last_fire_at: None,
-        fire_count: 0,
-        max_runs: None,
-        until: None,
-        created_at: now,
-        updated_at: now,
-    }
+        "cluster.task",
+        vec![1],
+        now,
+    );
+    schedule.misfire = MisfirePolicy::Skip;
+    schedule.next_fire_at = Some(now);
+    schedule
 }
 
 /// Puts every kind of key of a prefix in place: tasks in several queues and states, a
@@ -110,10 +104,10 @@ async fn populate(backend: &RedisBackend) {
         .expect("dequeue")
         .remove(0);
     let completed = queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Succeeded,
-        }])
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Succeeded,
+        )])
         .await
         .expect("complete");
     assert_eq!(completed.statuses, [CompletionStatus::Applied]);

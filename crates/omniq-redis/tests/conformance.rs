@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use omniq_models::{TaskId, TaskRecord, TaskSpec};
 use omniq_redis::{RedisBackend, RedisOptions, RedisTaskQueue};
-use omniq_storage::conformance::{Reopen, Stores};
+use omniq_storage::conformance::{Fixture, Reopen};
 use omniq_storage::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
     LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
@@ -33,6 +33,10 @@ impl Drop for CleanupOnDrop {
 }
 
 impl TaskQueue for CleanupOnDrop {
+    fn capabilities(&self) -> omniq_storage::Capabilities {
+        self.queue.capabilities()
+    }
+
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
         self.queue.enqueue(tasks)
     }
@@ -94,16 +98,16 @@ impl TaskQueue for CleanupOnDrop {
     }
 }
 
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let url = redis_url();
     // Schedules (`due`, `list`) and `RedriveTarget::All` are store-wide: a prefix per case
     // keeps the cases apart.
     let prefix = test_prefix();
-    let backend = RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await?;
+    let backend = RedisBackend::connect_with(&url, RedisOptions::prefix(&prefix)).await?;
     let skewable = backend.clone();
     let damaged = backend.clone();
     let damaged_prefix = prefix.clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue: Arc::new(CleanupOnDrop {
             queue: backend.task_queue(),
             url,

@@ -12,7 +12,7 @@ const PASSWORD: &str = "hunter2-secret";
 
 #[tokio::test]
 async fn a_malformed_url_is_invalid_and_hides_the_password() {
-    let err = RedisBackend::connect(
+    let err = RedisBackend::connect_with(
         &format!("redis://:{PASSWORD}@127.0.0.1:notaport/0"),
         RedisOptions::default(),
     )
@@ -27,7 +27,7 @@ async fn an_unreachable_server_is_unavailable_and_hides_the_password() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener); // nothing listens there now
-    let err = RedisBackend::connect(
+    let err = RedisBackend::connect_with(
         &format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
         RedisOptions::default(),
     )
@@ -39,7 +39,7 @@ async fn an_unreachable_server_is_unavailable_and_hides_the_password() {
 
 #[tokio::test]
 async fn an_empty_prefix_is_refused() {
-    let err = RedisBackend::connect("redis://127.0.0.1:1/0", RedisOptions::prefix(""))
+    let err = RedisBackend::connect_with("redis://127.0.0.1:1/0", RedisOptions::prefix(""))
         .await
         .expect_err("empty prefix");
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
@@ -56,7 +56,7 @@ async fn tls_urls_install_aws_lc_rs_and_fail_cleanly_against_a_plain_server() {
         }
     });
     let url = format!("rediss://:{PASSWORD}@127.0.0.1:{port}/0");
-    let connecting = RedisBackend::connect(&url, RedisOptions::default());
+    let connecting = RedisBackend::connect_with(&url, RedisOptions::default());
     let err = tokio::time::timeout(Duration::from_secs(20), connecting)
         .await
         .expect("fails in time")
@@ -107,7 +107,7 @@ async fn an_unreachable_cluster_is_unavailable_and_hides_the_password() {
 async fn passwords_with_url_delimiters_stay_hidden() {
     for password in ["Zq/9kXw7", "Zq?9kXw7", "Zq#9kXw7", "Zq/9k?X#w7"] {
         let url = format!("redis://:{password}@127.0.0.1:1/0");
-        let err = RedisBackend::connect(&url, RedisOptions::default())
+        let err = RedisBackend::connect_with(&url, RedisOptions::default())
             .await
             .expect_err("no server");
         let shown = format!("{err} {err:?}");

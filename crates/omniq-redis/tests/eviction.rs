@@ -62,7 +62,7 @@ async fn connecting_to_a_redis_that_may_evict_warns() {
 
     let before = policy(&mut admin, None);
     policy(&mut admin, Some("allkeys-lru"));
-    let connected = RedisBackend::connect(&url, RedisOptions::default()).await;
+    let connected = RedisBackend::connect_with(&url, RedisOptions::default()).await;
     policy(&mut admin, Some(&before));
     connected.expect("connect");
     let evicting =
@@ -73,7 +73,7 @@ async fn connecting_to_a_redis_that_may_evict_warns() {
     );
 
     captured.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    RedisBackend::connect(&url, RedisOptions::default())
+    RedisBackend::connect_with(&url, RedisOptions::default())
         .await
         .expect("connect");
     let safe =

@@ -32,7 +32,7 @@ impl Drop for Cleanup {
 async fn backend() -> Option<(RedisBackend, Cleanup)> {
     let url = redis_url();
     let prefix = test_prefix();
-    match RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await {
+    match RedisBackend::connect_with(&url, RedisOptions::prefix(&prefix)).await {
         Ok(backend) => Some((backend, Cleanup { url, prefix })),
         Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -75,10 +75,10 @@ async fn a_parent_in_one_queue_releases_a_dependent_in_another() {
         .expect("dequeue")
         .remove(0);
     let completed = queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Succeeded,
-        }])
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Succeeded,
+        )])
         .await
         .expect("complete");
     assert_eq!(completed.changes.len(), 1);
@@ -115,11 +115,7 @@ async fn listing_every_queue_is_newest_first() {
     ids.reverse();
     assert_eq!(listed, ids);
     let page: Vec<TaskId> = queue
-        .list(TaskQuery {
-            offset: 1,
-            limit: 2,
-            ..TaskQuery::default()
-        })
+        .list(TaskQuery::new().offset(1).limit(2))
         .await
         .expect("list")
         .iter()
@@ -219,10 +215,10 @@ async fn complete_one(queue: &dyn TaskQueue, name: &str) -> Vec<StateChange> {
         .expect("dequeue")
         .remove(0);
     queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Succeeded,
-        }])
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Succeeded,
+        )])
         .await
         .expect("complete")
         .changes
@@ -373,11 +369,13 @@ async fn redrive_and_list_page_through_thousands_of_tasks() {
         .complete(
             leases
                 .iter()
-                .map(|lease| Completion {
-                    lease: lease.reference(),
-                    outcome: CompletionOutcome::Failed {
-                        error: omniq_models::TaskError::permanent("no"),
-                    },
+                .map(|lease| {
+                    Completion::new(
+                        lease.reference(),
+                        CompletionOutcome::Failed {
+                            error: omniq_models::TaskError::permanent("no"),
+                        },
+                    )
                 })
                 .collect(),
         )
@@ -385,11 +383,7 @@ async fn redrive_and_list_page_through_thousands_of_tasks() {
         .expect("complete");
 
     let listed = queue
-        .list(TaskQuery {
-            queue: Some("dead".to_owned()),
-            limit: count,
-            ..TaskQuery::default()
-        })
+        .list(TaskQuery::new().queue("dead").limit(count))
         .await
         .expect("list");
     assert_eq!(listed.len(), omniq_storage::MAX_LIST_LIMIT);
@@ -399,12 +393,7 @@ async fn redrive_and_list_page_through_thousands_of_tasks() {
     let mut pages = listed;
     for offset in [1_000, 2_000, 2_300] {
         let page = queue
-            .list(TaskQuery {
-                queue: Some("dead".to_owned()),
-                offset,
-                limit: count,
-                ..TaskQuery::default()
-            })
+            .list(TaskQuery::new().queue("dead").offset(offset).limit(count))
             .await
             .expect("list");
         assert_eq!(page.len(), (count - offset).min(1_000), "offset {offset}");
@@ -450,17 +439,14 @@ async fn retention_purges_read_the_finish_time_index() {
     let (failing, succeeding) = leases.split_at(1);
     let mut completions: Vec<Completion> = succeeding
         .iter()
-        .map(|lease| Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Succeeded,
-        })
+        .map(|lease| Completion::new(lease.reference(), CompletionOutcome::Succeeded))
         .collect();
-    completions.push(Completion {
-        lease: failing[0].reference(),
-        outcome: CompletionOutcome::Failed {
+    completions.push(Completion::new(
+        failing[0].reference(),
+        CompletionOutcome::Failed {
             error: omniq_models::TaskError::permanent("no"),
         },
-    });
+    ));
     queue.complete(completions).await.expect("complete");
 
     let mut conn = raw().await;
@@ -485,12 +471,13 @@ async fn retention_purges_read_the_finish_time_index() {
             .expect("zadd");
     }
     let purged = queue
-        .purge(omniq_storage::PurgeRequest {
-            states: vec![TaskState::Succeeded],
-            queue: Some("kept".to_owned()),
-            finished_before: Some(Utc::now() - chrono::Duration::days(1)),
-            limit: 0,
-        })
+        .purge(
+            omniq_storage::PurgeRequest::new()
+                .states(vec![TaskState::Succeeded])
+                .queue("kept")
+                .finished_before(Utc::now() - chrono::Duration::days(1))
+                .limit(0),
+        )
         .await
         .expect("purge");
     assert_eq!(purged, 4);

@@ -28,7 +28,7 @@ impl Drop for Cleanup {
 async fn two_backends() -> Option<(RedisBackend, RedisBackend, Cleanup)> {
     let url = redis_url();
     let prefix = test_prefix();
-    let first = match RedisBackend::connect(&url, RedisOptions::prefix(&prefix)).await {
+    let first = match RedisBackend::connect_with(&url, RedisOptions::prefix(&prefix)).await {
         Ok(backend) => backend,
         Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -39,7 +39,7 @@ async fn two_backends() -> Option<(RedisBackend, RedisBackend, Cleanup)> {
         }
         Err(err) => panic!("cannot connect to Redis: {err}"),
     };
-    let second = RedisBackend::connect(&url, RedisOptions::prefix(&prefix))
+    let second = RedisBackend::connect_with(&url, RedisOptions::prefix(&prefix))
         .await
         .expect("second connection");
     Some((first, second, Cleanup { url, prefix }))

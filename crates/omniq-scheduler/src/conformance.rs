@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use omniq_events::EventLogger;
 use omniq_models::{MisfirePolicy, Schedule, ScheduleTrigger, TaskOptions, TaskState};
 use omniq_storage::TaskQuery;
-use omniq_storage::conformance::Stores;
+use omniq_storage::conformance::Fixture;
 
 use crate::Scheduler;
 
@@ -16,7 +16,7 @@ use crate::Scheduler;
 /// whose backend is unreachable, as the store suite does.
 pub use omniq_storage::conformance::prepare;
 
-fn events(stores: &Stores) -> EventLogger {
+fn events(stores: &Fixture) -> EventLogger {
     EventLogger::start(stores.events.clone())
 }
 
@@ -43,35 +43,26 @@ fn secs(s: f64) -> chrono::Duration {
 }
 
 fn every_ten_seconds(name: &str, misfire: MisfirePolicy) -> Schedule {
-    Schedule {
-        name: name.into(),
-        trigger: ScheduleTrigger::Interval {
+    let mut schedule = Schedule::new(
+        name,
+        ScheduleTrigger::Interval {
             every: Duration::from_secs(10),
             start_at: Some(t0()),
         },
-        task_name: "report".into(),
-        payload: vec![7],
-        options: TaskOptions::default().queue(name),
-        misfire,
-        paused: false,
-        next_fire_at: Some(t0()),
-        last_fire_at: None,
-        fire_count: 0,
-        max_runs: None,
-        until: None,
-        created_at: t0(),
-        updated_at: t0(),
-    }
+        "report",
+        vec![7],
+        t0(),
+    );
+    schedule.options = TaskOptions::default().queue(name);
+    schedule.misfire = misfire;
+    schedule.next_fire_at = Some(t0());
+    schedule
 }
 
-async fn run_ats(stores: &Stores, queue: &str) -> Vec<DateTime<Utc>> {
+async fn run_ats(stores: &Fixture, queue: &str) -> Vec<DateTime<Utc>> {
     let mut tasks = stores
         .queue
-        .list(TaskQuery {
-            queue: Some(queue.to_owned()),
-            limit: 1000,
-            ..TaskQuery::default()
-        })
+        .list(TaskQuery::new().queue(queue.to_owned()).limit(1000))
         .await
         .expect("list");
     tasks.sort_by_key(|t| t.spec.run_at);
@@ -79,7 +70,7 @@ async fn run_ats(stores: &Stores, queue: &str) -> Vec<DateTime<Utc>> {
 }
 
 /// An interval schedule fires at exactly its times, once each.
-pub async fn interval_fires_at_the_expected_times(stores: Stores) {
+pub async fn interval_fires_at_the_expected_times(stores: Fixture) {
     let queue = unique_name();
     stores
         .schedules
@@ -115,7 +106,7 @@ pub async fn interval_fires_at_the_expected_times(stores: Stores) {
 }
 
 /// A paused schedule fires nothing; resuming applies its misfire policy.
-pub async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Stores) {
+pub async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Fixture) {
     let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
@@ -165,7 +156,7 @@ pub async fn pause_stops_fires_and_resume_follows_the_misfire_policy(stores: Sto
 }
 
 /// The skip policy drops fires missed during downtime.
-pub async fn skip_drops_missed_fires(stores: Stores) {
+pub async fn skip_drops_missed_fires(stores: Fixture) {
     let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
@@ -184,7 +175,7 @@ pub async fn skip_drops_missed_fires(stores: Stores) {
 }
 
 /// A deleted schedule fires no more.
-pub async fn deleting_a_schedule_stops_its_fires(stores: Stores) {
+pub async fn deleting_a_schedule_stops_its_fires(stores: Fixture) {
     let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
@@ -209,7 +200,7 @@ pub async fn deleting_a_schedule_stops_its_fires(stores: Stores) {
 }
 
 /// Schedulers racing on one store enqueue each fire once.
-pub async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
+pub async fn racing_schedulers_enqueue_each_fire_once(stores: Fixture) {
     let queue = unique_name();
     stores
         .schedules
@@ -240,7 +231,7 @@ pub async fn racing_schedulers_enqueue_each_fire_once(stores: Stores) {
 }
 
 /// A fire enqueued by a process that died before recording it is not enqueued again.
-pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stores) {
+pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Fixture) {
     let queue = unique_name();
     let scheduler = Scheduler::new(
         stores.queue.clone(),
@@ -271,10 +262,7 @@ pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stor
     assert_eq!((report.enqueued, report.deduplicated), (0, 1));
     let tasks = stores
         .queue
-        .list(TaskQuery {
-            queue: Some(queue.clone()),
-            ..TaskQuery::default()
-        })
+        .list(TaskQuery::new().queue(queue.clone()))
         .await
         .expect("list");
     assert_eq!(tasks.len(), 1);
@@ -290,7 +278,7 @@ pub async fn a_fire_enqueued_but_not_recorded_is_not_enqueued_again(stores: Stor
 
 /// A schedule whose fire the store refuses (here: it names a parent task that does not
 /// exist) is reported and retried, and never holds back the schedules due after it.
-pub async fn a_schedule_that_cannot_fire_does_not_block_the_others(stores: Stores) {
+pub async fn a_schedule_that_cannot_fire_does_not_block_the_others(stores: Fixture) {
     let scheduler = Scheduler::new(
         stores.queue.clone(),
         stores.schedules.clone(),
@@ -326,7 +314,7 @@ pub async fn a_schedule_that_cannot_fire_does_not_block_the_others(stores: Store
 }
 
 /// Expands to one `#[tokio::test]` per scheduler case, each calling `$factory()` (an
-/// `async fn() -> StoreResult<omniq_storage::conformance::Stores>`).
+/// `async fn() -> StoreResult<omniq_storage::conformance::Fixture>`).
 #[macro_export]
 macro_rules! scheduler_suite {
     ($factory:ident) => {

@@ -86,7 +86,7 @@ pub fn plan(schedule: &Schedule, now: DateTime<Utc>) -> Result<Plan, ScheduleErr
 mod tests {
     use std::time::Duration;
 
-    use omniq_models::{ScheduleTrigger, TaskOptions};
+    use omniq_models::ScheduleTrigger;
 
     use super::*;
 
@@ -98,25 +98,19 @@ mod tests {
 
     fn every_minute(next: &str, misfire: MisfirePolicy) -> Schedule {
         let start = at("2026-01-01T00:00:00Z");
-        Schedule {
-            name: "s".into(),
-            trigger: ScheduleTrigger::Interval {
+        let mut schedule = Schedule::new(
+            "s",
+            ScheduleTrigger::Interval {
                 every: Duration::from_secs(60),
                 start_at: Some(start),
             },
-            task_name: "t".into(),
-            payload: vec![],
-            options: TaskOptions::default(),
-            misfire,
-            paused: false,
-            next_fire_at: Some(at(next)),
-            last_fire_at: None,
-            fire_count: 0,
-            max_runs: None,
-            until: None,
-            created_at: start,
-            updated_at: start,
-        }
+            "t",
+            vec![],
+            start,
+        );
+        schedule.misfire = misfire;
+        schedule.next_fire_at = Some(at(next));
+        schedule
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl SqliteBackend {
     ///
     /// # Errors
     /// When the directory or file cannot be created or opened, or a migration fails.
-    pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+    pub async fn connect_file(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::unavailable(BACKEND, e))?;
@@ -52,14 +52,14 @@ impl SqliteBackend {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true);
-        Self::connect_with(options, 8).await
+        Self::connect_options(options, 8).await
     }
 
     /// Opens a database from a `sqlite:` URL: `sqlite://path/to/file.db`,
     /// `sqlite:///absolute/path.db` or `sqlite::memory:` (one connection; gone on drop).
     ///
     /// # Errors
-    /// When the URL is malformed, or as [`SqliteBackend::open`].
+    /// When the URL is malformed, or as [`SqliteBackend::connect_file`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
@@ -74,10 +74,10 @@ impl SqliteBackend {
         }
         // Each connection to `:memory:` is its own database, so an in-memory pool has one.
         let connections = if in_memory { 1 } else { 8 };
-        Self::connect_with(options, connections).await
+        Self::connect_options(options, connections).await
     }
 
-    async fn connect_with(options: SqliteConnectOptions, connections: u32) -> StoreResult<Self> {
+    async fn connect_options(options: SqliteConnectOptions, connections: u32) -> StoreResult<Self> {
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode is durable across process crashes; only an OS crash or

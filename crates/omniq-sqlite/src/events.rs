@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::TaskEvent;
-use omniq_storage::{BoxFuture, EventQuery, EventStore, StoreResult, effective_purge_limit};
+use omniq_storage::{EventQuery, StoreResult, effective_purge_limit};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
@@ -83,28 +83,20 @@ impl SqliteEventStore {
     }
 }
 
-impl EventStore for SqliteEventStore {
-    fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.append_all(events))
-    }
+omniq_sql::forward_event_store!(SqliteEventStore);
 
-    fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
-        Box::pin(self.select(query))
-    }
-
-    fn purge_before(&self, before: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // Bounded through the index on `at`, so one call holds the writer briefly.
-            let done = sqlx::query(
-                "DELETE FROM omniq_events WHERE seq IN (SELECT seq FROM omniq_events \
-                 WHERE at < ?1 ORDER BY at LIMIT ?2)",
-            )
-            .bind(to_micros(before))
-            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
-            .execute(&self.backend.pool)
-            .await
-            .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
+impl SqliteEventStore {
+    async fn purge_older(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        // Bounded through the index on `at`, so one call holds the writer briefly.
+        let done = sqlx::query(
+            "DELETE FROM omniq_events WHERE seq IN (SELECT seq FROM omniq_events \
+             WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )
+        .bind(to_micros(before))
+        .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+        .execute(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }

@@ -20,7 +20,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), omniq_storage::StoreError> {
 //! let dir = tempfile::tempdir().expect("temp dir");
-//! let backend = SqliteBackend::open(dir.path().join("omniq.db")).await?;
+//! let backend = SqliteBackend::connect_file(dir.path().join("omniq.db")).await?;
 //! let queue = backend.task_queue();
 //! let spec = TaskSpec::new("greet", vec![], TaskOptions::default(), chrono::Utc::now());
 //! queue.enqueue(vec![spec]).await?;
@@ -30,9 +30,9 @@
 //! ```
 
 mod backend;
+mod connect;
 mod error;
 mod events;
-mod open;
 mod queue;
 mod results;
 mod rows;
@@ -40,8 +40,8 @@ mod schedules;
 mod time;
 
 pub use backend::SqliteBackend;
+pub use connect::connect_url;
 pub use events::SqliteEventStore;
-pub use open::open_url;
 pub use queue::SqliteTaskQueue;
 pub use results::SqliteResultStore;
 pub use schedules::SqliteScheduleStore;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, effective_purge_limit, winning_results};
+use omniq_storage::{StoreResult, effective_purge_limit, winning_results};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::SqliteBackend;
@@ -77,63 +77,51 @@ impl SqliteResultStore {
     }
 }
 
-impl ResultStore for SqliteResultStore {
-    fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.put_all(results))
-    }
+omniq_sql::forward_result_store!(SqliteResultStore, wait_for);
 
-    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
-        Box::pin(self.read(id))
-    }
-
-    fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
-                .bind(id.to_string())
-                .execute(&self.backend.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn purge_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(async move {
-            // Bounded through the expiry index, so one call holds the writer briefly.
-            let done = sqlx::query(
-                "DELETE FROM omniq_results WHERE task_id IN (SELECT task_id FROM omniq_results \
-                 WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
-            )
-            .bind(to_micros(Utc::now()))
-            .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+impl SqliteResultStore {
+    async fn remove(&self, id: TaskId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM omniq_results WHERE task_id = ?")
+            .bind(id.to_string())
             .execute(&self.backend.pool)
             .await
             .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
+        Ok(done.rows_affected() > 0)
     }
 
-    fn wait_for(
+    async fn purge_due(&self, limit: usize) -> StoreResult<u64> {
+        // Bounded through the expiry index, so one call holds the writer briefly.
+        let done = sqlx::query(
+            "DELETE FROM omniq_results WHERE task_id IN (SELECT task_id FROM omniq_results \
+             WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+        )
+        .bind(to_micros(Utc::now()))
+        .bind(i64::try_from(effective_purge_limit(limit)).unwrap_or(i64::MAX))
+        .execute(&self.backend.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn wait_for_result(
         &self,
         id: TaskId,
         timeout: Duration,
-    ) -> BoxFuture<'_, StoreResult<Option<TaskResult>>> {
-        Box::pin(async move {
-            // Subscribe before looking, so a result stored in between is not missed.
-            let mut changes = self.backend.result_version.subscribe();
-            let deadline = tokio::time::Instant::now() + timeout;
-            // Results written by other processes raise no signal here: poll for them too.
-            let poll = Duration::from_millis(100);
-            loop {
-                if let Some(result) = self.read(id).await? {
-                    return Ok(Some(result));
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                let _ = tokio::time::timeout(poll.min(deadline - now), changes.changed()).await;
+    ) -> StoreResult<Option<TaskResult>> {
+        // Subscribe before looking, so a result stored in between is not missed.
+        let mut changes = self.backend.result_version.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Results written by other processes raise no signal here: poll for them too.
+        let poll = Duration::from_millis(100);
+        loop {
+            if let Some(result) = self.read(id).await? {
+                return Ok(Some(result));
             }
-        })
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(poll.min(deadline - now), changes.changed()).await;
+        }
     }
 }

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use omniq_models::Schedule;
-use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
+use omniq_storage::{StoreError, StoreResult};
 
 use crate::SqliteBackend;
 use crate::error::{corrupt, store_error};
@@ -110,52 +110,36 @@ impl SqliteScheduleStore {
     }
 }
 
-impl ScheduleStore for SqliteScheduleStore {
-    fn create(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<(Schedule, bool)>> {
-        Box::pin(self.insert(schedule))
-    }
-
-    fn update(&self, schedule: Schedule) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.replace(schedule))
-    }
-
-    fn get(&self, name: String) -> BoxFuture<'_, StoreResult<Option<Schedule>>> {
-        Box::pin(self.read(name))
-    }
-
-    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
-        Box::pin(self.bodies(
+impl SqliteScheduleStore {
+    async fn all(&self) -> StoreResult<Vec<Schedule>> {
+        self.bodies(
             "SELECT body FROM omniq_schedules WHERE ?1 IS NULL ORDER BY name LIMIT ?2",
             None,
             i64::MAX,
-        ))
+        )
+        .await
     }
 
-    fn delete(&self, name: String) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM omniq_schedules WHERE name = ?")
-                .bind(&name)
-                .execute(&self.backend.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-    }
-
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Schedule>>> {
-        Box::pin(self.bodies(
+    async fn due_at(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Schedule>> {
+        self.bodies(
             "SELECT body FROM omniq_schedules WHERE paused = 0 AND next_fire_at <= ?1 \
              ORDER BY next_fire_at LIMIT ?2",
             Some(to_micros(now)),
             i64::try_from(limit).unwrap_or(i64::MAX),
-        ))
+        )
+        .await
     }
+}
 
-    fn advance(
-        &self,
-        schedule: Schedule,
-        expected: Option<DateTime<Utc>>,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
-        Box::pin(self.compare_and_set(schedule, expected))
+omniq_sql::forward_schedule_store!(SqliteScheduleStore);
+
+impl SqliteScheduleStore {
+    async fn remove(&self, name: String) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM omniq_schedules WHERE name = ?")
+            .bind(&name)
+            .execute(&self.backend.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }

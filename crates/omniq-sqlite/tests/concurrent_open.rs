@@ -75,15 +75,15 @@ fn many_processes_opening_one_new_file_at_once_all_succeed() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let backend = SqliteBackend::open(&path).await.expect("open");
+        let backend = SqliteBackend::connect_file(&path).await.expect("open");
         let tasks = backend
             .task_queue()
-            .list(TaskQuery {
-                queue: Some(QUEUE.into()),
-                states: vec![TaskState::Queued],
-                limit: 1_000,
-                ..TaskQuery::default()
-            })
+            .list(
+                TaskQuery::new()
+                    .queue(QUEUE)
+                    .states(vec![TaskState::Queued])
+                    .limit(1_000),
+            )
             .await
             .expect("list");
         assert_eq!(tasks.len(), PROCESSES);
@@ -102,7 +102,7 @@ fn child(path: &str) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let backend = tokio::time::timeout(OPEN_LIMIT, SqliteBackend::open(path))
+        let backend = tokio::time::timeout(OPEN_LIMIT, SqliteBackend::connect_file(path))
             .await
             .expect("open in time")
             .expect("open");

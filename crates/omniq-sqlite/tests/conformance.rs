@@ -3,16 +3,16 @@
 use std::sync::Arc;
 
 use omniq_sqlite::SqliteBackend;
-use omniq_storage::conformance::{Corrupt, Reopen, Stores};
+use omniq_storage::conformance::{Corrupt, Fixture, Reopen};
 use omniq_storage::{StoreResult, TaskQueue};
 
-async fn stores() -> StoreResult<Stores> {
+async fn stores() -> StoreResult<Fixture> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let backend = SqliteBackend::open(dir.path().join("omniq.db")).await?;
+    let backend = SqliteBackend::connect_file(dir.path().join("omniq.db")).await?;
     // The directory must outlive the test; the OS cleans up temp space.
     std::mem::forget(dir);
     let pool = backend.pool().clone();
-    Ok(Stores {
+    Ok(Fixture {
         queue: Arc::new(backend.task_queue()),
         results: Arc::new(backend.result_store()),
         events: Arc::new(backend.event_store()),

@@ -119,7 +119,7 @@ macro_rules! impl_transactional_enqueue {
 
 /// Opens a backend from a store URL whose scheme is the backend's; OmniQ's own query
 /// parameters (a key prefix, a schema, a pool size) are the backend's to read.
-pub type OpenBackend = fn(&str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>>;
+pub type ConnectBackend = fn(&str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>>;
 
 /// Takes one of OmniQ's own query parameters out of a URL, for drivers that would refuse
 /// an unknown one: the URL without it, and its value if it was there.

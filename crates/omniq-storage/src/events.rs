@@ -7,6 +7,7 @@ use crate::{BoxFuture, StoreResult};
 
 /// Filters for reading events back.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EventQuery {
     /// Only this task's events.
     pub task_id: Option<TaskId>,
@@ -24,6 +25,53 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
+    /// Every event, oldest first, the default page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only events of this task.
+    #[must_use]
+    pub fn task_id(mut self, task_id: TaskId) -> Self {
+        self.task_id = Some(task_id);
+        self
+    }
+
+    /// Only events of this queue.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Only events of these kinds.
+    #[must_use]
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = TaskEventKind>) -> Self {
+        self.kinds = kinds.into_iter().collect();
+        self
+    }
+
+    /// Only events at or after `since`.
+    #[must_use]
+    pub fn since(mut self, since: DateTime<Utc>) -> Self {
+        self.since = Some(since);
+        self
+    }
+
+    /// Only events before `until`.
+    #[must_use]
+    pub fn until(mut self, until: DateTime<Utc>) -> Self {
+        self.until = Some(until);
+        self
+    }
+
+    /// At most this many events.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// Events of one task.
     pub fn task(task_id: TaskId) -> Self {
         Self {

@@ -6,7 +6,16 @@
 //! URL. The methods work in batches (enqueue many, dequeue up to N leases, complete many),
 //! because one task per round trip caps any backend near 15k tasks/s.
 //!
-//! Backend crates run the whole contract with [`conformance_suite!`] (feature `conformance`).
+//! Each task queue declares its [`Capabilities`] (inspection, dependencies, unique keys,
+//! delays, …); a call that needs one it lacks fails with [`StoreError::Unsupported`],
+//! never with an approximation. Params and records are `#[non_exhaustive]` and built with
+//! constructors, so a field added later breaks no backend.
+//!
+//! Backend crates run the whole contract with [`conformance_suite!`] (feature
+//! `conformance`): every case of a declared capability runs, the refusal of every other is
+//! checked, and what was skipped is printed. A backend registers with the facades through
+//! [`StoreBackend`] and a [`ConnectBackend`] function (its `connect_url`), one line in
+//! `omniq-async`'s `stores.rs`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -19,8 +28,11 @@
 //! }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backend;
 mod batch;
+mod capabilities;
 mod clock;
 mod error;
 mod events;
@@ -33,18 +45,21 @@ mod unreadable;
 mod validate;
 
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use backend::{
-    OpenBackend, StoreBackend, TransactionalEnqueue, take_pool_size, take_query_param,
+    ConnectBackend, StoreBackend, TransactionalEnqueue, take_pool_size, take_query_param,
 };
 pub use batch::BatchAliases;
+pub use capabilities::{Capabilities, Capability};
 pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};

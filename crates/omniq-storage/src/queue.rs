@@ -1,3 +1,4 @@
+use crate::{Capabilities, StoreError};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ impl EnqueueOutcome {
 
 /// A request to claim ready tasks.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DequeueRequest {
     /// Queues to take from, in strict order: a later queue is only used when the earlier
     /// ones have no ready task.
@@ -122,6 +124,7 @@ impl DequeueRequest {
 
 /// A claimed task: the right to run it until `deadline` unless renewed.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The task.
     pub spec: TaskSpec,
@@ -134,6 +137,16 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A lease on `spec`'s task, held with `token` for its `attempt` until `deadline`.
+    pub fn new(spec: TaskSpec, token: LeaseToken, attempt: u32, deadline: DateTime<Utc>) -> Self {
+        Self {
+            spec,
+            token,
+            attempt,
+            deadline,
+        }
+    }
+
     /// The reference used to renew or complete this lease.
     pub fn reference(&self) -> LeaseRef {
         LeaseRef {
@@ -145,11 +158,19 @@ impl Lease {
 
 /// Names a held lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct LeaseRef {
     /// The task.
     pub task_id: TaskId,
     /// The lease token.
     pub token: LeaseToken,
+}
+
+impl LeaseRef {
+    /// The lease on `task_id` held with `token`.
+    pub fn new(task_id: TaskId, token: LeaseToken) -> Self {
+        Self { task_id, token }
+    }
 }
 
 /// How an attempt ended, as told to the queue.
@@ -181,11 +202,19 @@ pub enum CompletionOutcome {
 
 /// The end of one attempt, fenced by its lease.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Completion {
     /// The lease the attempt ran under.
     pub lease: LeaseRef,
     /// How it ended.
     pub outcome: CompletionOutcome,
+}
+
+impl Completion {
+    /// How the attempt held by `lease` ended.
+    pub fn new(lease: LeaseRef, outcome: CompletionOutcome) -> Self {
+        Self { lease, outcome }
+    }
 }
 
 /// Whether a completion was applied.
@@ -201,6 +230,7 @@ pub enum CompletionStatus {
 /// A change of state the store made on its own, reported so that callers can log it:
 /// a lease recovered, a task expired, a dependent unblocked or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The task.
     pub task_id: TaskId,
@@ -217,6 +247,25 @@ pub struct StateChange {
 }
 
 impl StateChange {
+    /// A task's new `state` after its `attempts`, with the `reason` it ended for.
+    pub fn new(
+        task_id: TaskId,
+        task_name: String,
+        queue: String,
+        attempts: u32,
+        state: TaskState,
+        reason: Option<String>,
+    ) -> Self {
+        Self {
+            task_id,
+            task_name,
+            queue,
+            attempts,
+            state,
+            reason,
+        }
+    }
+
     /// An event of `kind` about this change, carrying its reason as the message.
     pub fn event(&self, kind: TaskEventKind) -> TaskEvent {
         let mut event = TaskEvent::for_task(kind, self.task_id, &self.task_name, &self.queue)
@@ -239,6 +288,7 @@ pub enum LeaseStatus {
 
 /// What [`TaskQueue::complete`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Completed {
     /// One status per completion, in order.
     pub statuses: Vec<CompletionStatus>,
@@ -246,13 +296,28 @@ pub struct Completed {
     pub changes: Vec<StateChange>,
 }
 
+impl Completed {
+    /// One status per completion, in order, and the state changes they caused.
+    pub fn new(statuses: Vec<CompletionStatus>, changes: Vec<StateChange>) -> Self {
+        Self { statuses, changes }
+    }
+}
+
 /// What [`TaskQueue::cancel`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Cancellation {
     /// The outcome for the task itself.
     pub outcome: CancelOutcome,
     /// Dependents cancelled in turn.
     pub changes: Vec<StateChange>,
+}
+
+impl Cancellation {
+    /// What a cancel did, and the state changes it caused.
+    pub fn new(outcome: CancelOutcome, changes: Vec<StateChange>) -> Self {
+        Self { outcome, changes }
+    }
 }
 
 /// Which dead letters to send back to their queues.
@@ -268,6 +333,7 @@ pub enum RedriveTarget {
 
 /// Which finished tasks to delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PurgeRequest {
     /// Terminal states to delete (empty = every terminal state). Non-terminal states are
     /// refused.
@@ -280,6 +346,63 @@ pub struct PurgeRequest {
     /// [`MAX_PURGE_LIMIT`] is clamped). The bound keeps one call short, so it never holds a
     /// writer lock or scans for long; callers loop until a call returns 0.
     pub limit: usize,
+}
+
+impl PurgeRequest {
+    /// Every finished task, the default bound per call.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only tasks in these terminal states.
+    #[must_use]
+    pub fn states(mut self, states: impl IntoIterator<Item = TaskState>) -> Self {
+        self.states = states.into_iter().collect();
+        self
+    }
+
+    /// Only this queue.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Only tasks finished before `before`.
+    #[must_use]
+    pub fn finished_before(mut self, before: DateTime<Utc>) -> Self {
+        self.finished_before = Some(before);
+        self
+    }
+
+    /// At most this many tasks per call (see [`effective_purge_limit`]).
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The states this purge deletes: those it names, or every terminal state when it
+    /// names none.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] when it names a state that is not finished: a purge never
+    /// deletes live work.
+    pub fn finished_states(&self) -> StoreResult<Vec<TaskState>> {
+        if let Some(state) = self.states.iter().find(|s| !s.is_terminal()) {
+            return Err(StoreError::Invalid(format!(
+                "cannot purge {state} tasks: only finished tasks can be purged"
+            )));
+        }
+        Ok(if self.states.is_empty() {
+            TaskState::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect()
+        } else {
+            self.states.clone()
+        })
+    }
 }
 
 /// The most rows one purge call deletes when its limit is 0.
@@ -318,6 +441,7 @@ pub enum CancelOutcome {
 
 /// Filters for listing tasks.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct TaskQuery {
     /// Only this queue.
     pub queue: Option<String>,
@@ -331,6 +455,39 @@ pub struct TaskQuery {
 }
 
 impl TaskQuery {
+    /// Every task, newest first, the default page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only this queue.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Only tasks in these states.
+    #[must_use]
+    pub fn states(mut self, states: impl IntoIterator<Item = TaskState>) -> Self {
+        self.states = states.into_iter().collect();
+        self
+    }
+
+    /// Skips this many tasks.
+    #[must_use]
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// At most this many tasks (see [`TaskQuery::effective_limit`]).
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// The page size to apply: 0 means [`DEFAULT_LIST_LIMIT`], anything above
     /// [`MAX_LIST_LIMIT`] is clamped to it.
     pub fn effective_limit(&self) -> usize {
@@ -344,6 +501,7 @@ impl TaskQuery {
 
 /// Counts of a queue's tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// The queue.
     pub queue: String,
@@ -354,6 +512,19 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
+    /// A queue's `counts` per state and its oldest queued task's creation time.
+    pub fn new(
+        queue: String,
+        counts: Vec<(TaskState, u64)>,
+        oldest_queued_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            queue,
+            counts,
+            oldest_queued_at,
+        }
+    }
+
     /// The count for one state.
     pub fn count(&self, state: TaskState) -> u64 {
         self.counts
@@ -377,6 +548,13 @@ impl QueueStats {
 ///   in the store as Running with a lease deadline, and [`TaskQueue::recover_expired`]
 ///   takes it back after the deadline.
 pub trait TaskQueue: Send + Sync + Debug + 'static {
+    /// What this queue supports beyond enqueue, claim, heartbeat, complete and recovery.
+    /// A call that needs a capability the queue does not declare fails with
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported), never with a silent
+    /// approximation; the conformance suite runs the cases of every declared capability
+    /// and checks the refusal of every other.
+    fn capabilities(&self) -> Capabilities;
+
     /// Stores new tasks, in one round trip where the backend allows.
     ///
     /// A task with parents is stored `Blocked` until its [`RunWhen`](omniq_models::RunWhen)

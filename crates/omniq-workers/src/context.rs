@@ -5,6 +5,8 @@ use std::sync::Arc;
 use omniq_models::{TaskError, TaskErrorKind, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::ResultStore;
+
+use crate::AppState;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -22,9 +24,43 @@ pub struct TaskContext {
     pub(crate) cancellation: CancellationToken,
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) codec: PayloadCodec,
+    pub(crate) state: AppState,
 }
 
 impl TaskContext {
+    /// The application value of type `T` registered with the facade's `state` (or
+    /// [`Registry::provide`](crate::Registry::provide)): a pool, a client, a configuration.
+    ///
+    /// ```
+    /// # use omniq_workers::{Task, TaskContext};
+    /// # use omniq_models::TaskError;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Lookup(u64);
+    /// struct Catalogue(Vec<&'static str>);
+    ///
+    /// impl Task for Lookup {
+    ///     const NAME: &'static str = "catalogue.lookup";
+    ///     type Output = String;
+    ///     async fn run(self, ctx: TaskContext) -> Result<String, TaskError> {
+    ///         let catalogue = ctx.state::<Catalogue>()?;
+    ///         Ok(catalogue.0.get(self.0 as usize).copied().unwrap_or("none").to_owned())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// A retryable [`TaskError`] naming `T` and what is registered, when no value of type
+    /// `T` was registered on this worker (another worker, configured right, may run it).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, TaskError> {
+        self.state.get::<T>().ok_or_else(|| {
+            TaskError::new(format!(
+                "no application state of type `{}` is registered on this worker \
+                 (registered: {:?}); register it with `omniq.state(value)`",
+                std::any::type_name::<T>(),
+                self.state.type_names()
+            ))
+        })
+    }
+
     /// The task's id.
     pub fn task_id(&self) -> TaskId {
         self.task_id

@@ -42,17 +42,23 @@
 //! # }
 //! ```
 
+mod closure;
 mod context;
 mod definition;
+mod live;
 mod pool;
 mod registry;
 mod retry;
+mod state;
 mod task;
 mod worker;
 
+pub use closure::{ArgsOnly, AsyncTaskFn, BlockingTaskFn, WithContext};
 pub use context::TaskContext;
 pub use definition::{AsyncMarker, BlockingMarker, TaskDefinition};
+pub use live::LiveRegistry;
 pub use registry::Registry;
+pub use state::AppState;
 pub use task::{BlockingTask, Task};
 pub use worker::{
     DEFAULT_UNKNOWN_TASK_GRACE, Worker, WorkerConfig, WorkerError, WorkerHandle, WorkerKind,

@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use omniq_storage::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{BlockingTask, Task, TaskContext};
+use crate::{AppState, AsyncTaskFn, BlockingTask, BlockingTaskFn, Task, TaskContext};
 
 /// What calling a handler produced: a future to await, or a closure to run on a thread.
 pub(crate) enum Invocation {
@@ -135,26 +134,25 @@ impl<T: BlockingTask> Handler for BlockingTaskHandler<T> {
     }
 }
 
-struct AsyncFnHandler<F, A> {
+struct AsyncFnHandler<F, A, M> {
     f: F,
     options: TaskOptions,
-    _args: PhantomData<fn(A)>,
+    _args: PhantomData<fn(A, M)>,
 }
 
-impl<F, A, R, Fut> Handler for AsyncFnHandler<F, A>
+impl<F, A, M> Handler for AsyncFnHandler<F, A, M>
 where
-    F: Fn(A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+    F: AsyncTaskFn<A, M>,
     A: DeserializeOwned + 'static,
-    R: Serialize + 'static,
+    M: 'static,
 {
     fn invoke(
         &self,
         payload: &[u8],
-        _ctx: TaskContext,
+        ctx: TaskContext,
         codec: PayloadCodec,
     ) -> Result<Invocation, TaskError> {
-        let future = (self.f)(decode(payload, codec)?);
+        let future = self.f.call(decode(payload, codec)?, ctx);
         Ok(Invocation::Async(Box::pin(async move {
             encode(&future.await?, codec)
         })))
@@ -173,28 +171,28 @@ where
     }
 }
 
-struct BlockingFnHandler<F, A> {
+struct BlockingFnHandler<F, A, M> {
     f: Arc<F>,
     options: TaskOptions,
-    _args: PhantomData<fn(A)>,
+    _args: PhantomData<fn(A, M)>,
 }
 
-impl<F, A, R> Handler for BlockingFnHandler<F, A>
+impl<F, A, M> Handler for BlockingFnHandler<F, A, M>
 where
-    F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+    F: BlockingTaskFn<A, M>,
     A: DeserializeOwned + Send + 'static,
-    R: Serialize + 'static,
+    M: 'static,
 {
     fn invoke(
         &self,
         payload: &[u8],
-        _ctx: TaskContext,
+        ctx: TaskContext,
         codec: PayloadCodec,
     ) -> Result<Invocation, TaskError> {
         let args: A = decode(payload, codec)?;
         let f = Arc::clone(&self.f);
         Ok(Invocation::Blocking(Box::new(move || {
-            encode(&f(args)?, codec)
+            encode(&f.call(args, ctx)?, codec)
         })))
     }
 
@@ -217,6 +215,7 @@ where
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn Handler>>,
+    state: AppState,
 }
 
 impl fmt::Debug for Registry {
@@ -226,6 +225,19 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// Adds an application value every task this registry's workers run can reach with
+    /// [`TaskContext::state`](crate::TaskContext::state); one per type, a later one
+    /// replaces an earlier one.
+    pub fn provide<T: Send + Sync + 'static>(&mut self, value: T) -> &mut Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// The application values registered with [`Registry::provide`].
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
@@ -242,17 +254,16 @@ impl Registry {
     }
 
     /// Registers an async closure under `name`; its argument is the decoded payload.
-    pub fn register_fn<F, A, R, Fut>(
+    pub fn register_fn<F, A, M>(
         &mut self,
         name: impl Into<String>,
         options: TaskOptions,
         f: F,
     ) -> &mut Self
     where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+        F: AsyncTaskFn<A, M>,
         A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
+        M: 'static,
     {
         let handler = AsyncFnHandler {
             f,
@@ -263,16 +274,16 @@ impl Registry {
     }
 
     /// Registers a blocking closure under `name`; it runs on threads.
-    pub fn register_blocking_fn<F, A, R>(
+    pub fn register_blocking_fn<F, A, M>(
         &mut self,
         name: impl Into<String>,
         options: TaskOptions,
         f: F,
     ) -> &mut Self
     where
-        F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+        F: BlockingTaskFn<A, M>,
         A: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+        M: 'static,
     {
         let handler = BlockingFnHandler {
             f: Arc::new(f),

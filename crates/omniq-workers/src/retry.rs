@@ -50,12 +50,12 @@ mod tests {
             .backoff(Backoff::Fixed {
                 delay: Duration::from_secs(7),
             });
-        Lease {
-            spec: TaskSpec::new("t", vec![], options, Utc::now()),
-            token: LeaseToken::new(),
+        Lease::new(
+            TaskSpec::new("t", vec![], options, Utc::now()),
+            LeaseToken::new(),
             attempt,
-            deadline: Utc::now(),
-        }
+            Utc::now(),
+        )
     }
 
     #[test]

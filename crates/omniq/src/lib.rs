@@ -22,6 +22,8 @@
 //!
 //! Forwarded to `omniq-async`: `sqlite` (default), `memory` (default).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod enqueue;
 mod events;
 mod handle;
@@ -35,15 +37,49 @@ pub use events::{Events, Subscription};
 pub use handle::TaskHandle;
 pub use omniq::OmniQ;
 pub use schedules::{ScheduleBuilder, Schedules};
-pub use worker::{Worker, WorkerBuilder};
+pub use worker::{WorkerBuilder, WorkerHandle};
 
 pub use omniq_async::{
-    Backend, Backoff, BlockingTask, CancelOutcome, ConfigError, Error, ErrorKind, EventQuery,
-    MisfirePolicy, PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule,
-    ScheduleError, ScheduleTrigger, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext,
-    TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
-    TaskQuery, TaskRecord, TaskResult, TaskState, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
+    AppState, ArgsOnly, Backend, Backoff, BlockingTask, BlockingTaskFn, CancelOutcome,
+    Capabilities, Capability, ConfigError, Error, ErrorKind, EventQuery, MisfirePolicy,
+    PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule, ScheduleError,
+    ScheduleTrigger, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext, TaskDefinition,
+    TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord,
+    TaskResult, TaskState, WithContext, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
 };
+
+/// Turns a plain `fn` (a blocking task) or `async fn` into a task type of the same name
+/// whose fields are its arguments (see `omniq_async::task` for the options).
+///
+/// ```
+/// use omniq::{TaskContext, TaskError, task};
+///
+/// #[task(queue = "reports")]
+/// fn word_count(text: String, ctx: TaskContext) -> Result<usize, TaskError> {
+///     let _ = ctx.attempt();
+///     Ok(text.split_whitespace().count())
+/// }
+///
+/// # fn demo(omniq: omniq::OmniQ) -> omniq::Result<()> {
+/// let omniq = omniq.register_blocking::<word_count>();
+/// let handle = omniq.enqueue(word_count { text: "a b c".into() }).submit()?;
+/// # Ok(()) }
+/// ```
+pub use omniq_macros::task_blocking_facade as task;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
+
+/// What most code that defines, enqueues and runs tasks needs, in one import:
+/// `use omniq::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Backoff, BlockingTask, ErrorKind, OmniQ, RunWhen, Settings, Task, TaskContext, TaskError,
+        TaskHandle, TaskId, TaskOptions, TaskState, task,
+    };
+}
 
 // Keeps the scheduling guide's examples (async and blocking) compiling.
 #[doc = include_str!("../../../docs/scheduling.md")]

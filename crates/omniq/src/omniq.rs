@@ -2,9 +2,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use omniq_async::{
-    AsyncOmniQ, BlockingTask, CancelOutcome, PurgeRequest, QueueStats, RedriveTarget, Result,
-    ScheduleTrigger, Settings, Stores, Task, TaskDefinition, TaskError, TaskId, TaskQuery,
-    TaskRecord,
+    AsyncOmniQ, BlockingTask, BlockingTaskFn, CancelOutcome, Capabilities, PurgeRequest,
+    QueueStats, RedriveTarget, Result, ScheduleTrigger, Settings, Stores, Task, TaskDefinition,
+    TaskId, TaskQuery, TaskRecord,
 };
 
 use crate::runtime::Driver;
@@ -70,6 +70,13 @@ impl OmniQ {
         }
     }
 
+    /// Registers an application value that every task run by workers started afterwards
+    /// reaches by type with [`TaskContext::state`](crate::TaskContext::state) (see
+    /// [`AsyncOmniQ::state`]).
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.map(|omniq| omniq.state(value))
+    }
+
     /// Registers an async task type.
     pub fn register<T: Task>(self) -> Self {
         self.map(AsyncOmniQ::register::<T>)
@@ -87,11 +94,11 @@ impl OmniQ {
     /// let omniq = omniq.register_fn("add", |(a, b): (i64, i64)| Ok(a + b));
     /// # }
     /// ```
-    pub fn register_fn<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    pub fn register_fn<F, A, M>(self, name: impl Into<String>, f: F) -> Self
     where
-        F: Fn(A) -> std::result::Result<R, TaskError> + Send + Sync + 'static,
+        F: BlockingTaskFn<A, M>,
         A: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+        M: 'static,
     {
         self.map(|inner| inner.register_blocking_fn(name, f))
     }
@@ -179,6 +186,12 @@ impl OmniQ {
     pub fn queues(&self) -> Result<Vec<QueueStats>> {
         let inner = self.inner.clone();
         self.driver.call(async move { inner.queues().await })
+    }
+
+    /// What the task queue's backend supports beyond enqueue, claim and complete: a call
+    /// that needs a capability it lacks fails with an `Unsupported` error.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
     /// Cancels a task that has not finished.

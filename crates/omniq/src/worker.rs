@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use omniq_async::{Result, WorkerConfig, WorkerHandle, WorkerId, WorkerReport};
+use omniq_async::{Result, WorkerConfig, WorkerId, WorkerReport};
 
 use crate::runtime::Driver;
 
@@ -64,14 +64,14 @@ impl WorkerBuilder {
     }
 
     /// Starts the worker on the facade's runtime; it runs in the background until
-    /// [`Worker::shutdown`].
+    /// [`WorkerHandle::shutdown`].
     ///
     /// # Errors
     /// As [`omniq_async::WorkerBuilder::start`].
-    pub fn start(self) -> Result<Worker> {
+    pub fn start(self) -> Result<WorkerHandle> {
         let inner = self.inner;
         let handle = self.driver.call(async move { inner.start() })?;
-        Ok(Worker {
+        Ok(WorkerHandle {
             driver: self.driver,
             handle,
         })
@@ -80,21 +80,21 @@ impl WorkerBuilder {
 
 /// A running worker.
 #[derive(Debug)]
-pub struct Worker {
+pub struct WorkerHandle {
     driver: Driver,
-    handle: WorkerHandle,
+    handle: omniq_async::WorkerHandle,
 }
 
-impl Worker {
+impl WorkerHandle {
     /// The worker's id.
     pub fn id(&self) -> &WorkerId {
         self.handle.id()
     }
 
-    /// Stops gracefully (see [`WorkerHandle::shutdown`]) and blocks until done.
+    /// Stops gracefully (see [`omniq_async::WorkerHandle::shutdown`]) and blocks until done.
     ///
     /// # Errors
-    /// As [`WorkerHandle::shutdown`].
+    /// As [`omniq_async::WorkerHandle::shutdown`].
     pub fn shutdown(self) -> Result<WorkerReport> {
         let handle = self.handle;
         self.driver
@@ -104,7 +104,7 @@ impl Worker {
     /// Blocks until SIGINT or SIGTERM, then shuts down gracefully.
     ///
     /// # Errors
-    /// As [`WorkerHandle::shutdown`].
+    /// As [`omniq_async::WorkerHandle::shutdown`].
     pub fn run_until_signal(self) -> Result<WorkerReport> {
         let handle = self.handle;
         self.driver

@@ -171,3 +171,23 @@ fn the_facade_can_be_called_from_inside_an_async_handler() {
     }
     worker.shutdown().expect("shutdown");
 }
+
+/// What a blocking script shares with its tasks: a configuration, a client.
+struct Greeting(&'static str);
+
+#[test]
+fn blocking_tasks_reach_application_state_through_their_context() {
+    let omniq = OmniQ::from_settings(Settings::memory())
+        .expect("omniq")
+        .state(Greeting("hello"))
+        .register_fn("greet", |name: String, ctx: omniq::TaskContext| {
+            Ok(format!("{}, {name}", ctx.state::<Greeting>()?.0))
+        });
+    let worker = omniq.worker().start().expect("start");
+    let handle = omniq
+        .enqueue_by_name::<String>("greet", "Ada".to_owned())
+        .submit()
+        .expect("enqueue");
+    assert_eq!(handle.wait(WAIT).expect("result"), "hello, Ada");
+    worker.shutdown().expect("shutdown");
+}

@@ -349,7 +349,7 @@ impl Target {
     pub async fn open(&self) -> anyhow::Result<AsyncOmniQ> {
         match &self.db {
             Some(db) => omniq_e2e::open(db).await,
-            None => omniq_e2e::open_url(&self.url).await,
+            None => omniq_e2e::connect_url(&self.url).await,
         }
     }
 
@@ -752,13 +752,12 @@ pub async fn all_events(
     let mut all = Vec::new();
     let mut since = None;
     loop {
+        let query = omniq_async::EventQuery::new().kinds([kind]).limit(1_000);
         let page = omniq
             .events()
-            .query(omniq_async::EventQuery {
-                kinds: vec![kind],
-                since,
-                limit: 1_000,
-                ..omniq_async::EventQuery::default()
+            .query(match since {
+                Some(since) => query.since(since),
+                None => query,
             })
             .await?;
         let before = all.len();

@@ -148,12 +148,7 @@ impl MySqlTaskQueue {
                 let deadline = record
                     .lease_expires_at
                     .ok_or_else(|| corrupt("lease", "a claimed task has no deadline"))?;
-                leases.push(Lease {
-                    attempt: record.attempts,
-                    spec: record.spec,
-                    token,
-                    deadline,
-                });
+                leases.push(Lease::new(record.spec, token, record.attempts, deadline));
             }
         }
         tx.commit().await.map_err(store_error)?;

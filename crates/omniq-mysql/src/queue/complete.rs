@@ -228,11 +228,11 @@ async fn apply_one(
     let errors = match error {
         Some(e) => {
             let mut history: Vec<AttemptError> = from_json("task errors", &row.errors)?;
-            history.push(AttemptError {
-                attempt: u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX),
-                at: now,
-                error: e.clone(),
-            });
+            history.push(AttemptError::new(
+                u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX),
+                now,
+                e.clone(),
+            ));
             Some(to_json(&history)?)
         }
         None => None,

@@ -10,14 +10,14 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
-use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreResult};
 use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use uuid::Uuid;
 
 use super::MySqlTaskQueue;
 use crate::MySqlBackend;
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
-use crate::rows::{column, parse_state, push_ids, to_json};
+use crate::rows::{My, push_ids, to_json};
 use crate::time::to_micros;
 
 /// Rows per INSERT statement: well under MySQL's 65,535 placeholders.
@@ -345,10 +345,7 @@ async fn duplicate_in_window(
     let (Some(key), Some(window)) = (&spec.unique_key, spec.unique_for) else {
         return Ok(None);
     };
-    let since = chrono::Duration::from_std(window)
-        .ok()
-        .and_then(|w| now.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = omniq_sql::dedupe_since(now, window);
     let found: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM omniq_tasks WHERE key_hash = UNHEX(SHA2(?, 256)) \
          AND unique_key = ? AND created_at > ? \
@@ -370,7 +367,7 @@ async fn duplicate_in_window(
 /// and its final state is read here. Either way no dependent is left blocked for good.
 ///
 /// # Errors
-/// [`StoreError::UnknownParent`] when a parent does not exist.
+/// [`StoreError::UnknownParent`](omniq_storage::StoreError::UnknownParent) when a parent does not exist.
 async fn dependency_verdict(
     conn: &mut MySqlConnection,
     spec: &TaskSpec,
@@ -389,20 +386,5 @@ async fn dependency_verdict(
         .fetch_all(&mut *conn)
         .await
         .map_err(store_error)?;
-    let mut states = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = column(row, "id")?;
-        states.insert(id, parse_state(&column::<String>(row, "state")?)?);
-    }
-    let states = spec
-        .depends_on
-        .iter()
-        .map(|parent| {
-            states
-                .get(parent.as_uuid())
-                .copied()
-                .ok_or(StoreError::UnknownParent(*parent))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(spec.run_when.verdict(&states))
+    omniq_sql::parents_verdict::<My>(spec, &rows)
 }

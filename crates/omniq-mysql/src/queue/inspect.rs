@@ -1,7 +1,5 @@
 //! Reading tasks back, and cancelling them.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use omniq_models::{TaskId, TaskRecord, TaskState};
 use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
@@ -10,8 +8,8 @@ use sqlx::{MySql, QueryBuilder};
 use super::MySqlTaskQueue;
 use super::settle::{ready_in, settle_dependents};
 use crate::error::{retry_deadlocks, store_error};
-use crate::rows::{TASK_COLUMNS, column, parse_state, push_texts, record_from_row, to_i64};
-use crate::time::{from_micros, to_micros};
+use crate::rows::{My, TASK_COLUMNS, parse_state, record_from_row};
+use crate::time::to_micros;
 
 impl MySqlTaskQueue {
     pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -29,19 +27,7 @@ impl MySqlTaskQueue {
         let mut sql = QueryBuilder::<MySql>::new(format!(
             "SELECT {TASK_COLUMNS} FROM omniq_tasks AS t WHERE TRUE"
         ));
-        if let Some(queue) = &query.queue {
-            sql.push(" AND t.queue = ").push_bind(queue.clone());
-        }
-        if !query.states.is_empty() {
-            let states: Vec<&'static str> = query.states.iter().map(|s| s.as_str()).collect();
-            sql.push(" AND t.state IN ");
-            push_texts(&mut sql, &states);
-        }
-        let limit = query.effective_limit();
-        sql.push(" ORDER BY t.seq DESC LIMIT ")
-            .push_bind(to_i64(limit))
-            .push(" OFFSET ")
-            .push_bind(to_i64(query.offset));
+        omniq_sql::push_task_listing(&mut sql, &query);
         let rows = sql
             .build()
             .fetch_all(self.backend.pool())
@@ -68,24 +54,7 @@ impl MySqlTaskQueue {
         .fetch_all(self.backend.pool())
         .await
         .map_err(store_error)?;
-        let mut counts = HashMap::new();
-        let mut oldest = None;
-        for row in &rows {
-            let state = parse_state(&column::<String>(row, "state")?)?;
-            let n: i64 = column(row, "n")?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-            if let Some(at) = column::<Option<i64>>(row, "oldest")? {
-                oldest = Some(from_micros(at));
-            }
-        }
-        Ok(QueueStats {
-            queue,
-            counts: TaskState::ALL
-                .into_iter()
-                .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
-                .collect(),
-            oldest_queued_at: oldest,
-        })
+        omniq_sql::queue_stats_from_rows::<My>(queue, &rows)
     }
 
     pub(super) async fn cancel_task(
@@ -142,6 +111,6 @@ impl MySqlTaskQueue {
             finished => CancelOutcome::AlreadyFinished(finished),
         };
         tx.commit().await.map_err(store_error)?;
-        Ok(Cancellation { outcome, changes })
+        Ok(Cancellation::new(outcome, changes))
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
 use omniq_storage::{
-    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreResult,
     effective_purge_limit,
 };
 use sqlx::{MySql, QueryBuilder};
@@ -60,11 +60,7 @@ impl MySqlTaskQueue {
             let max_attempts: i64 = column(row, "max_attempts")?;
             let mut errors: Vec<AttemptError> =
                 from_json("task errors", &column::<String>(row, "errors")?)?;
-            errors.push(AttemptError {
-                attempt: to_u32(attempts),
-                at: now,
-                error: error.clone(),
-            });
+            errors.push(AttemptError::new(to_u32(attempts), now, error.clone()));
             let spent = attempts >= max_attempts;
             // A task whose cancel was requested while it ran ends Cancelled: recovering it
             // must not run it again.
@@ -235,20 +231,11 @@ impl MySqlTaskQueue {
     }
 
     pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
-        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
-            return Err(StoreError::Invalid(format!(
-                "cannot purge {state} tasks: only finished tasks can be purged"
-            )));
-        }
-        let states: Vec<&'static str> = if request.states.is_empty() {
-            TaskState::ALL
-                .into_iter()
-                .filter(|s| s.is_terminal())
-                .map(TaskState::as_str)
-                .collect()
-        } else {
-            request.states.iter().map(|s| s.as_str()).collect()
-        };
+        let states: Vec<&'static str> = request
+            .finished_states()?
+            .into_iter()
+            .map(TaskState::as_str)
+            .collect();
         retry_deadlocks(|| self.purge_once(&request, &states)).await
     }
 

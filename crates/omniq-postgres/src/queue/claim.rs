@@ -37,7 +37,7 @@ impl PgTaskQueue {
                AND ($7::text[] IS NULL OR name = ANY($7) OR run_at <= $8) \
                ORDER BY priority DESC, run_at, seq LIMIT $6 \
                FOR UPDATE SKIP LOCKED) \
-             RETURNING {TASK_COLUMNS}",
+             RETURNING {TASK_COLUMNS}, t.seq",
             tasks = self.backend.names().tasks
         );
         // The name filter (rolling deploys): a task of another name is taken all the same
@@ -92,12 +92,7 @@ impl PgTaskQueue {
                 let deadline = record
                     .lease_expires_at
                     .ok_or_else(|| corrupt("lease", "a claimed task has no deadline"))?;
-                leases.push(Lease {
-                    attempt: record.attempts,
-                    spec: record.spec,
-                    token,
-                    deadline,
-                });
+                leases.push(Lease::new(record.spec, token, record.attempts, deadline));
             }
         }
         if !unreadable.is_empty()

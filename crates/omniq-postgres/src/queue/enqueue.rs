@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
-use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreResult};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ use super::PgTaskQueue;
 use super::notify::{ReadyQueues, notify};
 use crate::error::store_error;
 use crate::names::Names;
-use crate::rows::{LIVE_STATES, column, parse_state, to_json};
+use crate::rows::{LIVE_STATES, Pg, to_json};
 
 impl PgTaskQueue {
     pub(super) async fn enqueue_batch(
@@ -98,7 +98,7 @@ impl PgTaskQueue {
     /// ```
     ///
     /// # Errors
-    /// [`StoreError::UnknownParent`] when a parent does not exist (nothing of the batch is
+    /// [`StoreError::UnknownParent`](omniq_storage::StoreError::UnknownParent) when a parent does not exist (nothing of the batch is
     /// stored), or a backend error; the caller decides whether to roll back.
     pub async fn enqueue_in(
         &self,
@@ -388,10 +388,7 @@ async fn duplicate_in_window(
     let (Some(key), Some(window)) = (&spec.unique_key, spec.unique_for) else {
         return Ok(None);
     };
-    let since = chrono::Duration::from_std(window)
-        .ok()
-        .and_then(|w| now.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = omniq_sql::dedupe_since(now, window);
     let found: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT id FROM {tasks} WHERE unique_key = $1 AND created_at > $2 \
          ORDER BY created_at DESC, seq DESC LIMIT 1",
@@ -412,7 +409,7 @@ async fn duplicate_in_window(
 /// final state is read here. Either way no dependent is left blocked for good.
 ///
 /// # Errors
-/// [`StoreError::UnknownParent`] when a parent does not exist.
+/// [`StoreError::UnknownParent`](omniq_storage::StoreError::UnknownParent) when a parent does not exist.
 async fn dependency_verdict(
     conn: &mut PgConnection,
     names: &Names,
@@ -430,20 +427,5 @@ async fn dependency_verdict(
     .fetch_all(&mut *conn)
     .await
     .map_err(store_error)?;
-    let mut states = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = column(row, "id")?;
-        states.insert(id, parse_state(&column::<String>(row, "state")?)?);
-    }
-    let states = spec
-        .depends_on
-        .iter()
-        .map(|parent| {
-            states
-                .get(parent.as_uuid())
-                .copied()
-                .ok_or(StoreError::UnknownParent(*parent))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(spec.run_when.verdict(&states))
+    omniq_sql::parents_verdict::<Pg>(spec, &rows)
 }

@@ -1,8 +1,6 @@
 //! Reading tasks back, and cancelling them.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use omniq_models::{TaskId, TaskRecord, TaskState};
 use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
@@ -11,7 +9,7 @@ use super::PgTaskQueue;
 use super::notify::{ReadyQueues, notify, ready_from};
 use super::settle::settle_dependents;
 use crate::error::store_error;
-use crate::rows::{TASK_COLUMNS, column, parse_state, pg_text, record_from_row, to_i64};
+use crate::rows::{Pg, TASK_COLUMNS, parse_state, pg_text, record_from_row};
 
 impl PgTaskQueue {
     pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -31,18 +29,7 @@ impl PgTaskQueue {
             "SELECT {TASK_COLUMNS} FROM {tasks} AS t WHERE TRUE",
             tasks = self.backend.names().tasks
         ));
-        if let Some(queue) = &query.queue {
-            sql.push(" AND t.queue = ").push_bind(queue.clone());
-        }
-        if !query.states.is_empty() {
-            let states: Vec<&'static str> = query.states.iter().map(|s| s.as_str()).collect();
-            sql.push(" AND t.state = ANY(").push_bind(states).push(")");
-        }
-        let limit = query.effective_limit();
-        sql.push(" ORDER BY t.seq DESC LIMIT ")
-            .push_bind(to_i64(limit))
-            .push(" OFFSET ")
-            .push_bind(to_i64(query.offset));
+        omniq_sql::push_task_listing(&mut sql, &query);
         let rows = sql
             .build()
             .fetch_all(self.backend.pool())
@@ -72,24 +59,7 @@ impl PgTaskQueue {
         .fetch_all(self.backend.pool())
         .await
         .map_err(store_error)?;
-        let mut counts = HashMap::new();
-        let mut oldest = None;
-        for row in &rows {
-            let state = parse_state(&column::<String>(row, "state")?)?;
-            let n: i64 = column(row, "n")?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-            if let Some(at) = column::<Option<DateTime<Utc>>>(row, "oldest")? {
-                oldest = Some(at);
-            }
-        }
-        Ok(QueueStats {
-            queue,
-            counts: TaskState::ALL
-                .into_iter()
-                .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
-                .collect(),
-            oldest_queued_at: oldest,
-        })
+        omniq_sql::queue_stats_from_rows::<Pg>(queue, &rows)
     }
 
     pub(super) async fn cancel_task(
@@ -148,6 +118,6 @@ impl PgTaskQueue {
         notify(&mut tx, &names.task_channel, &ready).await?;
         tx.commit().await.map_err(store_error)?;
         self.backend.wake_queues(&ready);
-        Ok(Cancellation { outcome, changes })
+        Ok(Cancellation::new(outcome, changes))
     }
 }

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use omniq_models::{TaskError, TaskErrorKind, TaskId, TaskState};
 use omniq_storage::{
-    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult,
+    CANCELLED_WHILE_RUNNING, PurgeRequest, RedriveTarget, StateChange, StoreResult,
     effective_purge_limit,
 };
 use sqlx::types::Json;
@@ -148,20 +148,11 @@ impl PgTaskQueue {
     }
 
     pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
-        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
-            return Err(StoreError::Invalid(format!(
-                "cannot purge {state} tasks: only finished tasks can be purged"
-            )));
-        }
-        let states: Vec<&'static str> = if request.states.is_empty() {
-            TaskState::ALL
-                .into_iter()
-                .filter(|s| s.is_terminal())
-                .map(TaskState::as_str)
-                .collect()
-        } else {
-            request.states.iter().map(|s| s.as_str()).collect()
-        };
+        let states: Vec<&'static str> = request
+            .finished_states()?
+            .into_iter()
+            .map(TaskState::as_str)
+            .collect();
         let names = self.backend.names();
         // The oldest finished rows first, through the partial index on finished_at, at most
         // `limit` of them; rows another purge holds are skipped rather than waited on.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use omniq_postgres::{PgBackend, PgOptions};
+use omniq_postgres::{PgBackend, PgOptions, PoolSettings};
 use omniq_storage::StoreErrorKind;
 use omniq_storage::conformance::services_required;
 
@@ -17,10 +17,11 @@ pub(crate) fn url() -> String {
 /// A backend on the test server in `schema`, or `None` (said loudly) when the server is
 /// unreachable and services are not required.
 pub(crate) async fn backend(test: &str, schema: &str) -> Option<PgBackend> {
-    let options = PgOptions::default()
-        .schema(schema)
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(10));
+    let options = PgOptions::default().schema(schema).pool(
+        PoolSettings::default()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10)),
+    );
     match PgBackend::connect_with(&url(), options).await {
         Ok(backend) => Some(backend),
         Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {

@@ -78,12 +78,11 @@ impl SqliteTaskQueue {
                     .then(a.spec.run_at.cmp(&b.spec.run_at))
                     .then(a_seq.cmp(b_seq))
             });
-            leases.extend(claimed.into_iter().map(|(_, record)| Lease {
-                attempt: record.attempts,
-                spec: record.spec,
-                token,
-                deadline: until,
-            }));
+            leases.extend(
+                claimed
+                    .into_iter()
+                    .map(|(_, record)| Lease::new(record.spec, token, record.attempts, until)),
+            );
         }
         if !unreadable.is_empty()
             && let Err(err) = self.complete_batch(unreadable).await

@@ -37,7 +37,7 @@ impl SqliteTaskQueue {
             if matches!(completion.outcome, CompletionOutcome::Succeeded) {
                 let applied = succeeded.contains(&completion.lease.task_id);
                 if applied {
-                    finished.push(completion.lease.task_id.to_string());
+                    finished.push(completion.lease.task_id);
                 }
                 let applied = applied || already_applied(&mut tx, &completion.lease).await?;
                 completed.statuses.push(if applied {
@@ -54,12 +54,12 @@ impl SqliteTaskQueue {
                 CompletionOutcome::Retry { .. } | CompletionOutcome::Release
             ) && cancel_requested(&mut tx, &completion.lease).await?
             {
-                Completion {
-                    lease: completion.lease,
-                    outcome: CompletionOutcome::Cancelled {
+                Completion::new(
+                    completion.lease,
+                    CompletionOutcome::Cancelled {
                         reason: omniq_storage::CANCELLED_WHILE_RUNNING.to_owned(),
                     },
-                }
+                )
             } else {
                 completion
             };
@@ -131,7 +131,7 @@ impl SqliteTaskQueue {
             .map_err(store_error)?;
             let applied = done.rows_affected() == 1;
             if applied && finishes {
-                finished.push(task_id);
+                finished.push(completion.lease.task_id);
             }
             let applied = applied || already_applied(&mut tx, &completion.lease).await?;
             completed.statuses.push(if applied {
@@ -140,9 +140,7 @@ impl SqliteTaskQueue {
                 CompletionStatus::LeaseLost
             });
         }
-        for parent in with_dependents(&mut tx, &finished).await? {
-            settle_dependents(&mut tx, parent, now, &mut completed.changes).await?;
-        }
+        settle_dependents(&mut tx, finished, now, &mut completed.changes).await?;
         tx.commit().await.map_err(store_error)?;
         if requeued || !completed.changes.is_empty() {
             self.wake();
@@ -224,30 +222,4 @@ async fn succeed_all(
         }
     }
     Ok(applied)
-}
-
-/// Which of `finished` have dependents: most tasks have none, and one query for the batch
-/// spares a lookup per task.
-async fn with_dependents(
-    conn: &mut SqliteConnection,
-    finished: &[String],
-) -> StoreResult<Vec<String>> {
-    let mut parents = Vec::new();
-    for chunk in finished.chunks(ROWS_PER_INSERT) {
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT DISTINCT parent_id FROM omniq_task_deps WHERE parent_id IN (",
-        );
-        let mut ids = sql.separated(", ");
-        for id in chunk {
-            ids.push_bind(id.clone());
-        }
-        sql.push(")");
-        let found: Vec<(String,)> = sql
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        parents.extend(found.into_iter().map(|(id,)| id));
-    }
-    Ok(parents)
 }

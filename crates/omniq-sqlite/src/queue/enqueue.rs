@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskSpec, TaskState};
-use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreResult};
 use std::collections::HashSet;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{ROWS_PER_INSERT, parse_id, parse_state, to_json};
+use crate::rows::{Lite, ROWS_PER_INSERT, parse_id, to_json};
 use crate::time::to_micros;
 
 impl SqliteTaskQueue {
@@ -194,10 +194,7 @@ async fn duplicate_in_window(
     let (Some(key), Some(window)) = (&spec.unique_key, spec.unique_for) else {
         return Ok(None);
     };
-    let since = chrono::Duration::from_std(window)
-        .ok()
-        .and_then(|w| now.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = omniq_sql::dedupe_since(now, window);
     let found: Option<String> = sqlx::query_scalar(
         "SELECT id FROM omniq_tasks WHERE unique_key = ? AND created_at > ? \
          ORDER BY seq DESC LIMIT 1",
@@ -213,7 +210,7 @@ async fn duplicate_in_window(
 /// What the parents' states mean for a new task.
 ///
 /// # Errors
-/// [`StoreError::UnknownParent`] when a parent does not exist.
+/// [`StoreError::UnknownParent`](omniq_storage::StoreError::UnknownParent) when a parent does not exist.
 async fn dependency_verdict(
     conn: &mut SqliteConnection,
     spec: &TaskSpec,
@@ -221,16 +218,17 @@ async fn dependency_verdict(
     if spec.depends_on.is_empty() {
         return Ok(DependencyVerdict::Run);
     }
-    let mut states = Vec::with_capacity(spec.depends_on.len());
+    // A task has a handful of parents, far under SQLite's bound on variables.
+    let mut select = QueryBuilder::<Sqlite>::new("SELECT id, state FROM omniq_tasks WHERE id IN (");
+    let mut ids = select.separated(", ");
     for parent in &spec.depends_on {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ?")
-                .bind(parent.to_string())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(store_error)?;
-        let state = state.ok_or(StoreError::UnknownParent(*parent))?;
-        states.push(parse_state(&state)?);
+        ids.push_bind(parent.to_string());
     }
-    Ok(spec.run_when.verdict(&states))
+    select.push(")");
+    let rows = select
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    omniq_sql::parents_verdict::<Lite>(spec, &rows)
 }

@@ -1,16 +1,14 @@
 //! Reading tasks back, and cancelling them.
 
-use std::collections::HashMap;
-
 use omniq_models::{TaskId, TaskRecord, TaskState};
 use omniq_storage::{CancelOutcome, Cancellation, QueueStats, StoreError, StoreResult, TaskQuery};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
 use super::settle::settle_dependents;
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
-use crate::rows::{TASK_COLUMNS, parse_state, record_from_row};
-use crate::time::{from_micros, to_micros};
+use crate::rows::{Lite, TASK_COLUMNS, parse_state, record_from_row};
+use crate::time::to_micros;
 
 impl SqliteTaskQueue {
     pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -26,24 +24,9 @@ impl SqliteTaskQueue {
 
     pub(super) async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {TASK_COLUMNS} FROM omniq_tasks WHERE 1 = 1"
+            "SELECT {TASK_COLUMNS} FROM omniq_tasks AS t WHERE 1 = 1"
         ));
-        if let Some(queue) = &query.queue {
-            sql.push(" AND queue = ").push_bind(queue.clone());
-        }
-        if !query.states.is_empty() {
-            sql.push(" AND state IN (");
-            let mut states = sql.separated(", ");
-            for state in &query.states {
-                states.push_bind(state.as_str());
-            }
-            sql.push(")");
-        }
-        let limit = query.effective_limit();
-        sql.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        omniq_sql::push_task_listing(&mut sql, &query);
         let rows = sql
             .build()
             .fetch_all(&self.backend.reader)
@@ -69,27 +52,7 @@ impl SqliteTaskQueue {
         .fetch_all(&self.backend.reader)
         .await
         .map_err(store_error)?;
-        let mut counts = HashMap::new();
-        let mut oldest = None;
-        for row in rows {
-            let state = parse_state(&row.try_get::<String, _>("state").map_err(store_error)?)?;
-            let n: i64 = row.try_get("n").map_err(store_error)?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-            if let Some(at) = row
-                .try_get::<Option<i64>, _>("oldest")
-                .map_err(store_error)?
-            {
-                oldest = Some(from_micros(at));
-            }
-        }
-        Ok(QueueStats {
-            queue,
-            counts: TaskState::ALL
-                .into_iter()
-                .filter_map(|s| counts.get(&s).map(|n| (s, *n)))
-                .collect(),
-            oldest_queued_at: oldest,
-        })
+        omniq_sql::queue_stats_from_rows::<Lite>(queue, &rows)
     }
 
     pub(super) async fn cancel_task(
@@ -124,7 +87,7 @@ impl SqliteTaskQueue {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-                settle_dependents(&mut tx, id.to_string(), now, &mut changes).await?;
+                settle_dependents(&mut tx, vec![id], now, &mut changes).await?;
                 CancelOutcome::Cancelled
             }
             TaskState::Running => {
@@ -147,6 +110,6 @@ impl SqliteTaskQueue {
         if !changes.is_empty() {
             self.wake();
         }
-        Ok(Cancellation { outcome, changes })
+        Ok(Cancellation::new(outcome, changes))
     }
 }

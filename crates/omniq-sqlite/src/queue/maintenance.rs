@@ -3,14 +3,13 @@
 
 use chrono::Utc;
 use omniq_models::{AttemptError, TaskError, TaskErrorKind, TaskId, TaskState};
-use omniq_storage::{
-    PurgeRequest, RedriveTarget, StateChange, StoreError, StoreResult, effective_purge_limit,
-};
+use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
-use super::settle::{CHANGE_COLUMNS, change_from_row, settle_dependents};
+use super::settle::settle_dependents;
 use super::{BEGIN_WRITE, SqliteTaskQueue};
 use crate::error::store_error;
+use crate::rows::{CHANGE_COLUMNS, change_from_row};
 use crate::rows::{parse_id, to_json};
 use crate::time::to_micros;
 
@@ -34,6 +33,7 @@ impl SqliteTaskQueue {
         .await
         .map_err(store_error)?;
         let mut changes = Vec::with_capacity(expired.len());
+        let mut ended = Vec::new();
         for row in expired {
             let id: String = row.try_get("id").map_err(store_error)?;
             let attempts: i64 = row.try_get("attempts").map_err(store_error)?;
@@ -48,15 +48,15 @@ impl SqliteTaskQueue {
             } else {
                 TaskState::Queued
             };
-            let error = AttemptError {
-                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                at: now,
-                error: TaskError::with_kind(
+            let error = AttemptError::new(
+                u32::try_from(attempts).unwrap_or(u32::MAX),
+                now,
+                TaskError::with_kind(
                     TaskErrorKind::LeaseLost,
                     "lease expired: the worker stopped renewing it",
                     true,
                 ),
-            };
+            );
             let row = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE omniq_tasks SET state = ?1, updated_at = ?2, \
                  finished_at = CASE WHEN ?1 IN ('failed', 'cancelled') THEN ?2 ELSE NULL END, \
@@ -73,11 +73,13 @@ impl SqliteTaskQueue {
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
-            changes.push(change_from_row(&row)?);
+            let change = change_from_row(&row)?;
             if state.is_terminal() {
-                settle_dependents(&mut tx, id, now, &mut changes).await?;
+                ended.push(change.task_id);
             }
+            changes.push(change);
         }
+        settle_dependents(&mut tx, ended, now, &mut changes).await?;
         tx.commit().await.map_err(store_error)?;
         if !changes.is_empty() {
             self.wake();
@@ -108,11 +110,10 @@ impl SqliteTaskQueue {
         .map_err(store_error)?;
         let mut changes = Vec::with_capacity(rows.len());
         for row in &rows {
-            let change = change_from_row(row)?;
-            let id = change.task_id.to_string();
-            changes.push(change);
-            settle_dependents(&mut tx, id, now, &mut changes).await?;
+            changes.push(change_from_row(row)?);
         }
+        let expired = changes.iter().map(|change| change.task_id).collect();
+        settle_dependents(&mut tx, expired, now, &mut changes).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(changes)
     }
@@ -168,19 +169,7 @@ impl SqliteTaskQueue {
     }
 
     pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
-        if let Some(state) = request.states.iter().find(|s| !s.is_terminal()) {
-            return Err(StoreError::Invalid(format!(
-                "cannot purge {state} tasks: only finished tasks can be purged"
-            )));
-        }
-        let states: Vec<TaskState> = if request.states.is_empty() {
-            TaskState::ALL
-                .into_iter()
-                .filter(|s| s.is_terminal())
-                .collect()
-        } else {
-            request.states.clone()
-        };
+        let states = request.finished_states()?;
         let mut tx = self
             .backend
             .pool

@@ -9,13 +9,6 @@ mod settle;
 
 use std::time::Duration;
 
-use omniq_models::{TaskId, TaskRecord, TaskSpec};
-use omniq_storage::{
-    BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
-    LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
-    TaskQuery, TaskQueue,
-};
-
 use crate::SqliteBackend;
 
 /// The task queue of a [`SqliteBackend`].
@@ -41,66 +34,14 @@ impl SqliteTaskQueue {
     }
 }
 
-impl TaskQueue for SqliteTaskQueue {
-    fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
-        Box::pin(self.enqueue_batch(tasks))
-    }
+omniq_sql::forward_task_queue!(
+    SqliteTaskQueue,
+    omniq_storage::Capabilities::all().without(omniq_storage::Capability::TransactionalEnqueue)
+);
 
-    fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
-        Box::pin(self.claim(request))
-    }
-
-    fn heartbeat(
-        &self,
-        leases: Vec<LeaseRef>,
-        extend: Duration,
-    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
-        Box::pin(self.renew(leases, extend))
-    }
-
-    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
-        Box::pin(self.complete_batch(completions))
-    }
-
-    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
-        Box::pin(self.recover(limit))
-    }
-
-    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
-        Box::pin(self.expire(limit))
-    }
-
-    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
-        Box::pin(self.redrive_failed(target))
-    }
-
-    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(self.purge_finished(request))
-    }
-
-    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
-        Box::pin(self.fetch(id))
-    }
-
-    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
-        Box::pin(self.list_tasks(query))
-    }
-
-    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
-        Box::pin(self.queue_stats(queue))
-    }
-
-    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
-        Box::pin(self.names_of_queues())
-    }
-
-    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
-        Box::pin(self.cancel_task(id, reason))
-    }
-
-    fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let _ = tokio::time::timeout(timeout, self.backend.task_wakeup.notified()).await;
-        })
+impl SqliteTaskQueue {
+    /// Waits until this process enqueues or releases a task, or `timeout`.
+    async fn wait_until_ready(&self, _queues: Vec<String>, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.backend.task_wakeup.notified()).await;
     }
 }

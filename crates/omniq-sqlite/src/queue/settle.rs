@@ -1,90 +1,147 @@
-//! Dependents: settling blocked tasks when a parent finishes.
+//! Dependents: SQLite's statements for the SQL layer's settling algorithm.
 
 use chrono::{DateTime, Utc};
-use omniq_models::{DependencyVerdict, TaskState};
+use omniq_models::{TaskId, TaskState};
+use omniq_sql::{BlockedChild, Dependents, parent_state_from_row};
 use omniq_storage::{StateChange, StoreResult};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::error::store_error;
-use crate::rows::{column, parse_id, parse_run_when, parse_state};
+use crate::rows::{CHANGE_COLUMNS, Lite, ROWS_PER_INSERT, change_from_row, store_error};
 use crate::time::to_micros;
 
-/// Columns a [`StateChange`] is built from, for `RETURNING` clauses.
-pub(super) const CHANGE_COLUMNS: &str = "id, name, queue, attempts, state, reason";
-
-pub(super) fn change_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<StateChange> {
-    Ok(StateChange {
-        task_id: parse_id(&column::<String>(row, "id")?)?,
-        task_name: column(row, "name")?,
-        queue: column(row, "queue")?,
-        attempts: column::<i64>(row, "attempts")?
-            .try_into()
-            .unwrap_or(u32::MAX),
-        state: parse_state(&column::<String>(row, "state")?)?,
-        reason: column(row, "reason")?,
-    })
-}
-
-/// Unblocks or cancels the blocked dependents of a task that just finished, and in turn
-/// the dependents of those it cancels. Runs inside the caller's transaction, so a parent's
-/// end and its dependents' new states commit together.
+/// Settles the dependents of `finished` inside the caller's transaction (see
+/// [`omniq_sql::settle_dependents`]). Writers hold SQLite's write lock (`BEGIN
+/// IMMEDIATE`), so no two settles ever interleave and no row lock is needed.
 pub(super) async fn settle_dependents(
     conn: &mut SqliteConnection,
-    parent: String,
+    finished: Vec<TaskId>,
     now: DateTime<Utc>,
     changes: &mut Vec<StateChange>,
 ) -> StoreResult<()> {
-    let now = to_micros(now);
-    let mut finished = vec![parent];
-    while let Some(parent) = finished.pop() {
-        let children = sqlx::query(
-            "SELECT t.id, t.run_when FROM omniq_task_deps d \
-             JOIN omniq_tasks t ON t.id = d.child_id \
-             WHERE d.parent_id = ? AND t.state = 'blocked'",
-        )
-        .bind(&parent)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(store_error)?;
-        for child in children {
-            let child_id: String = child.try_get("id").map_err(store_error)?;
-            let run_when = parse_run_when(&column::<String>(&child, "run_when")?)?;
-            let states: Vec<String> = sqlx::query_scalar(
-                "SELECT p.state FROM omniq_task_deps d JOIN omniq_tasks p ON p.id = d.parent_id \
-                 WHERE d.child_id = ?",
+    omniq_sql::settle_dependents(&mut SqliteDependents { conn }, finished, now, changes).await
+}
+
+struct SqliteDependents<'a> {
+    conn: &'a mut SqliteConnection,
+}
+
+/// Pushes `(?, ?, …)` binding each id's text.
+fn push_ids(sql: &mut QueryBuilder<Sqlite>, ids: &[TaskId]) {
+    sql.push("(");
+    let mut list = sql.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_string());
+    }
+    sql.push(")");
+}
+
+impl SqliteDependents<'_> {
+    /// Runs the statement `start` begins, followed by `(ids…)` and `tail`, once for each
+    /// chunk of `ids` (SQLite bounds the bound variables).
+    async fn rows_for(
+        &mut self,
+        start: impl Fn(&mut QueryBuilder<Sqlite>),
+        ids: &[TaskId],
+        tail: &str,
+    ) -> StoreResult<Vec<sqlx::sqlite::SqliteRow>> {
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let mut sql = QueryBuilder::<Sqlite>::new("");
+            start(&mut sql);
+            push_ids(&mut sql, chunk);
+            sql.push(tail);
+            rows.extend(
+                sql.build()
+                    .fetch_all(&mut *self.conn)
+                    .await
+                    .map_err(store_error)?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+impl Dependents for SqliteDependents<'_> {
+    async fn blocked_children(&mut self, parents: &[TaskId]) -> StoreResult<Vec<BlockedChild>> {
+        let rows = self
+            .rows_for(
+                |sql| {
+                    sql.push(
+                        "SELECT d.parent_id, t.id, t.run_when FROM omniq_task_deps d \
+                         JOIN omniq_tasks t ON t.id = d.child_id \
+                         WHERE t.state = 'blocked' AND d.parent_id IN ",
+                    );
+                },
+                parents,
+                "",
             )
-            .bind(&child_id)
-            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(BlockedChild::from_row::<Lite>).collect()
+    }
+
+    async fn parent_states(
+        &mut self,
+        children: &[TaskId],
+    ) -> StoreResult<Vec<(TaskId, TaskState)>> {
+        let rows = self
+            .rows_for(
+                |sql| {
+                    sql.push(
+                        "SELECT d.child_id, p.state FROM omniq_task_deps d \
+                         JOIN omniq_tasks p ON p.id = d.parent_id WHERE d.child_id IN ",
+                    );
+                },
+                children,
+                "",
+            )
+            .await?;
+        rows.iter().map(parent_state_from_row::<Lite>).collect()
+    }
+
+    async fn release(
+        &mut self,
+        children: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StateChange>> {
+        let rows = self
+            .rows_for(
+                |sql| {
+                    sql.push("UPDATE omniq_tasks SET state = CASE WHEN run_at > ")
+                        .push_bind(to_micros(now))
+                        .push(" THEN 'scheduled' ELSE 'queued' END, updated_at = ")
+                        .push_bind(to_micros(now))
+                        .push(" WHERE state = 'blocked' AND id IN ");
+                },
+                children,
+                &format!(" RETURNING {CHANGE_COLUMNS}"),
+            )
+            .await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
+    async fn cancel(
+        &mut self,
+        children: &[(TaskId, String)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StateChange>> {
+        // One statement per child: each has its own reason.
+        let mut changes = Vec::with_capacity(children.len());
+        for (child, reason) in children {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?1, \
+                 updated_at = ?1, reason = ?3 WHERE id = ?2 AND state = 'blocked' \
+                 RETURNING {CHANGE_COLUMNS}"
+            )))
+            .bind(to_micros(now))
+            .bind(child.to_string())
+            .bind(reason)
+            .fetch_optional(&mut *self.conn)
             .await
             .map_err(store_error)?;
-            let states = states
-                .iter()
-                .map(|s| parse_state(s))
-                .collect::<StoreResult<Vec<TaskState>>>()?;
-            let sql = match run_when.verdict(&states) {
-                DependencyVerdict::Wait => continue,
-                DependencyVerdict::Run => format!(
-                    "UPDATE omniq_tasks SET state = CASE WHEN run_at > ?1 THEN 'scheduled' \
-                     ELSE 'queued' END, updated_at = ?1 WHERE id = ?2 RETURNING {CHANGE_COLUMNS}"
-                ),
-                DependencyVerdict::Cancel => format!(
-                    "UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?1, \
-                     updated_at = ?1, reason = ?3 WHERE id = ?2 RETURNING {CHANGE_COLUMNS}"
-                ),
-            };
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .bind(&child_id)
-                .bind(format!("dependency {parent} did not settle as required"))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(store_error)?;
-            let change = change_from_row(&row)?;
-            if change.state == TaskState::Cancelled {
-                finished.push(child_id);
+            if let Some(row) = row {
+                changes.push(change_from_row(&row)?);
             }
-            changes.push(change);
         }
+        Ok(changes)
     }
-    Ok(())
 }

@@ -3,12 +3,12 @@
 use chrono::Utc;
 use omniq_models::{TaskEvent, TaskEventKind, TaskId};
 
-use super::Stores;
+use super::Fixture;
 use super::support::unique_queue;
 use crate::EventQuery;
 
 /// Every transition's event can be read back by task, by kind, by queue and by time.
-pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Stores) {
+pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Fixture) {
     let queue = unique_queue("events");
     let task = TaskId::new();
     let other = TaskId::new();
@@ -52,42 +52,34 @@ pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Store
 
     let started = stores
         .events
-        .query(EventQuery {
-            queue: Some(queue.clone()),
-            kinds: vec![TaskEventKind::Started],
-            ..EventQuery::default()
-        })
+        .query(
+            EventQuery::new()
+                .queue(queue.clone())
+                .kinds(vec![TaskEventKind::Started]),
+        )
         .await
         .expect("query");
     assert_eq!(started.len(), 2);
 
     let in_queue = stores
         .events
-        .query(EventQuery {
-            queue: Some(queue.clone()),
-            since: Some(before),
-            ..EventQuery::default()
-        })
+        .query(EventQuery::new().queue(queue.clone()).since(before))
         .await
         .expect("query");
     assert_eq!(in_queue.len(), 6);
     let none_later = stores
         .events
-        .query(EventQuery {
-            queue: Some(queue.clone()),
-            since: Some(Utc::now() + chrono::Duration::seconds(60)),
-            ..EventQuery::default()
-        })
+        .query(
+            EventQuery::new()
+                .queue(queue.clone())
+                .since(Utc::now() + chrono::Duration::seconds(60)),
+        )
         .await
         .expect("query");
     assert!(none_later.is_empty());
     let limited = stores
         .events
-        .query(EventQuery {
-            queue: Some(queue.clone()),
-            limit: 2,
-            ..EventQuery::default()
-        })
+        .query(EventQuery::new().queue(queue.clone()).limit(2))
         .await
         .expect("query");
     assert_eq!(limited.len(), 2);
@@ -95,7 +87,7 @@ pub async fn events_are_recorded_and_queried_by_task_kind_and_time(stores: Store
 
 /// `purge_before` removes events older than its cutoff, at most its limit per call, and
 /// keeps the newer ones.
-pub async fn purge_before_removes_old_events_bounded_per_call(stores: Stores) {
+pub async fn purge_before_removes_old_events_bounded_per_call(stores: Fixture) {
     let queue = unique_queue("events-purge");
     let task = TaskId::new();
     // In whole seconds (every backend stores that precision), and a few minutes back:
@@ -129,7 +121,7 @@ pub async fn purge_before_removes_old_events_bounded_per_call(stores: Stores) {
 }
 
 /// A listing asked for more than the maximum page returns the maximum, for tasks and events.
-pub async fn listing_limits_are_clamped_to_the_maximum(stores: Stores) {
+pub async fn listing_limits_are_clamped_to_the_maximum(stores: Fixture) {
     let queue = unique_queue("list-max");
     let over = crate::MAX_LIST_LIMIT + 5;
     let tasks: Vec<_> = (0..over)
@@ -138,11 +130,11 @@ pub async fn listing_limits_are_clamped_to_the_maximum(stores: Stores) {
     stores.queue.enqueue(tasks).await.expect("enqueue");
     let listed = stores
         .queue
-        .list(crate::TaskQuery {
-            queue: Some(queue.clone()),
-            limit: over * 10,
-            ..crate::TaskQuery::default()
-        })
+        .list(
+            crate::TaskQuery::new()
+                .queue(queue.clone())
+                .limit(over * 10),
+        )
         .await
         .expect("list");
     assert_eq!(listed.len(), crate::MAX_LIST_LIMIT);
@@ -154,11 +146,7 @@ pub async fn listing_limits_are_clamped_to_the_maximum(stores: Stores) {
     stores.events.append(events).await.expect("append");
     let read = stores
         .events
-        .query(EventQuery {
-            task_id: Some(task),
-            limit: over * 10,
-            ..EventQuery::default()
-        })
+        .query(EventQuery::new().task_id(task).limit(over * 10))
         .await
         .expect("query");
     assert_eq!(read.len(), crate::MAX_LIST_LIMIT);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use omniq_models::{RunWhen, TaskError, TaskId, TaskOptions, TaskSpec, TaskState};
 
-use super::Stores;
+use super::Fixture;
 use super::support::{claim, enqueue_one, eventually_some, spec, unique_queue};
 use crate::{
     CancelOutcome, Completion, CompletionOutcome, CompletionStatus, EnqueueOutcome, Lease,
@@ -23,10 +23,7 @@ async fn finish(
     outcome: CompletionOutcome,
 ) -> crate::Completed {
     let completed = queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome,
-        }])
+        .complete(vec![Completion::new(lease.reference(), outcome)])
         .await
         .expect("complete");
     assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
@@ -40,7 +37,7 @@ fn failed() -> CompletionOutcome {
 }
 
 /// Enqueueing with a parent that does not exist is an error, and stores nothing of the batch.
-pub async fn enqueue_with_an_unknown_parent_fails_and_stores_nothing(stores: Stores) {
+pub async fn enqueue_with_an_unknown_parent_fails_and_stores_nothing(stores: Fixture) {
     let queue = unique_queue("unknown-parent");
     let fine = spec(&queue, TaskOptions::default());
     let orphan = spec(&queue, TaskOptions::default().depends_on(TaskId::new()));
@@ -59,7 +56,7 @@ pub async fn enqueue_with_an_unknown_parent_fails_and_stores_nothing(stores: Sto
 
 /// A dependent is Blocked until every parent succeeds, then runs; a parent may be enqueued
 /// earlier in the same batch.
-pub async fn a_dependent_waits_blocked_until_its_parents_succeed(stores: Stores) {
+pub async fn a_dependent_waits_blocked_until_its_parents_succeed(stores: Fixture) {
     let queue = unique_queue("deps");
     let a = spec(&queue, TaskOptions::default());
     let b = spec(&queue, TaskOptions::default());
@@ -96,7 +93,7 @@ pub async fn a_dependent_waits_blocked_until_its_parents_succeed(stores: Stores)
 }
 
 /// A parent that fails cancels its dependents, and theirs, with the reason.
-pub async fn a_failed_parent_cancels_its_dependents_transitively(stores: Stores) {
+pub async fn a_failed_parent_cancels_its_dependents_transitively(stores: Fixture) {
     let queue = unique_queue("cascade");
     let parent = spec(&queue, TaskOptions::default());
     let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
@@ -131,7 +128,7 @@ pub async fn a_failed_parent_cancels_its_dependents_transitively(stores: Stores)
 
 /// Callbacks: an on-failure dependent runs when a parent fails and is cancelled when all
 /// succeed; an always dependent runs either way.
-pub async fn callbacks_run_on_the_parents_outcome(stores: Stores) {
+pub async fn callbacks_run_on_the_parents_outcome(stores: Fixture) {
     let queue = unique_queue("callbacks");
     let failing = spec(&queue, TaskOptions::default());
     let passing = spec(&queue, TaskOptions::default());
@@ -193,7 +190,7 @@ pub async fn callbacks_run_on_the_parents_outcome(stores: Stores) {
 }
 
 /// A dependent of a parent that has already failed is cancelled on arrival.
-pub async fn a_dependent_of_an_already_failed_parent_is_cancelled_at_once(stores: Stores) {
+pub async fn a_dependent_of_an_already_failed_parent_is_cancelled_at_once(stores: Fixture) {
     let queue = unique_queue("late-child");
     let parent = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, parent.clone()).await;
@@ -227,7 +224,7 @@ pub async fn a_dependent_of_an_already_failed_parent_is_cancelled_at_once(stores
 }
 
 /// Cancelling a waiting parent cancels its dependents at once.
-pub async fn cancelling_a_parent_cancels_its_dependents(stores: Stores) {
+pub async fn cancelling_a_parent_cancels_its_dependents(stores: Fixture) {
     let queue = unique_queue("cancel-cascade");
     let parent = spec(
         &queue,
@@ -255,7 +252,7 @@ pub async fn cancelling_a_parent_cancels_its_dependents(stores: Stores) {
 
 /// A task not started before its TTL expires, is never claimed, and its dependents are
 /// cancelled.
-pub async fn a_task_past_its_ttl_expires_and_never_runs(stores: Stores) {
+pub async fn a_task_past_its_ttl_expires_and_never_runs(stores: Fixture) {
     let queue = unique_queue("ttl");
     let short = spec(
         &queue,
@@ -317,7 +314,7 @@ pub async fn a_task_past_its_ttl_expires_and_never_runs(stores: Stores) {
 }
 
 /// An expired task is never handed out, even before `expire_due` has run.
-pub async fn claims_skip_expired_tasks(stores: Stores) {
+pub async fn claims_skip_expired_tasks(stores: Fixture) {
     let queue = unique_queue("ttl-claim");
     let task = spec(
         &queue,
@@ -336,7 +333,7 @@ pub async fn claims_skip_expired_tasks(stores: Stores) {
 
 /// Cancelling a running task is a request its worker sees at the next heartbeat; the
 /// worker's Cancelled completion ends it with the requested reason.
-pub async fn cancelling_a_running_task_is_requested_through_the_heartbeat(stores: Stores) {
+pub async fn cancelling_a_running_task_is_requested_through_the_heartbeat(stores: Fixture) {
     let queue = unique_queue("cancel-running");
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -380,7 +377,7 @@ pub async fn cancelling_a_running_task_is_requested_through_the_heartbeat(stores
 
 /// Dead letters go back to their queue with attempts reset and history kept: one by id,
 /// a whole queue, or all.
-pub async fn redrive_sends_dead_letters_back_with_attempts_reset(stores: Stores) {
+pub async fn redrive_sends_dead_letters_back_with_attempts_reset(stores: Fixture) {
     let queue = unique_queue("redrive");
     let tasks: Vec<TaskSpec> = (0..3)
         .map(|_| spec(&queue, TaskOptions::default().max_attempts(1)))
@@ -424,7 +421,7 @@ pub async fn redrive_sends_dead_letters_back_with_attempts_reset(stores: Stores)
 }
 
 /// A dead letter whose unique key another live task now holds stays Failed.
-pub async fn redrive_leaves_a_task_whose_unique_key_is_taken(stores: Stores) {
+pub async fn redrive_leaves_a_task_whose_unique_key_is_taken(stores: Fixture) {
     let queue = unique_queue("redrive-unique");
     let key = format!("{queue}-key");
     let first = spec(
@@ -447,7 +444,7 @@ pub async fn redrive_leaves_a_task_whose_unique_key_is_taken(stores: Stores) {
 }
 
 /// Purging deletes finished tasks only, filtered by state and queue.
-pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
+pub async fn purge_deletes_finished_tasks_only(stores: Fixture) {
     let queue = unique_queue("purge");
     let tasks: Vec<TaskSpec> = (0..4)
         .map(|_| spec(&queue, TaskOptions::default().max_attempts(1)))
@@ -458,20 +455,18 @@ pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
     finish(&*stores.queue, &leases[1], CompletionOutcome::Succeeded).await;
     let refused = stores
         .queue
-        .purge(PurgeRequest {
-            states: vec![TaskState::Queued],
-            ..PurgeRequest::default()
-        })
+        .purge(PurgeRequest::new().states(vec![TaskState::Queued]))
         .await;
     assert_eq!(refused.map_err(|e| e.kind()), Err(StoreErrorKind::Invalid));
     let purged = stores
         .queue
-        .purge(PurgeRequest {
-            states: vec![TaskState::Failed],
-            queue: Some(queue.clone()),
-            finished_before: Some(Utc::now() + chrono::Duration::seconds(1)),
-            limit: 0,
-        })
+        .purge(
+            PurgeRequest::new()
+                .states(vec![TaskState::Failed])
+                .queue(queue.clone())
+                .finished_before(Utc::now() + chrono::Duration::seconds(1))
+                .limit(0),
+        )
         .await
         .expect("purge");
     assert_eq!(purged, 1);
@@ -485,10 +480,7 @@ pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
     );
     let purged = stores
         .queue
-        .purge(PurgeRequest {
-            queue: Some(queue.clone()),
-            ..PurgeRequest::default()
-        })
+        .purge(PurgeRequest::new().queue(queue.clone()))
         .await
         .expect("purge");
     assert_eq!(purged, 1, "the succeeded one; running and queued stay");
@@ -498,7 +490,7 @@ pub async fn purge_deletes_finished_tasks_only(stores: Stores) {
 }
 
 /// A purge deletes at most its limit per call, the rest on the next calls, then nothing.
-pub async fn purge_is_bounded_per_call(stores: Stores) {
+pub async fn purge_is_bounded_per_call(stores: Fixture) {
     let queue = unique_queue("purge-bounded");
     let tasks: Vec<TaskSpec> = (0..5)
         .map(|_| spec(&queue, TaskOptions::default()))
@@ -509,11 +501,7 @@ pub async fn purge_is_bounded_per_call(stores: Stores) {
     for lease in &leases {
         finish(&*stores.queue, lease, CompletionOutcome::Succeeded).await;
     }
-    let request = PurgeRequest {
-        queue: Some(queue.clone()),
-        limit: 2,
-        ..PurgeRequest::default()
-    };
+    let request = PurgeRequest::new().queue(queue.clone()).limit(2);
     let mut counts = Vec::new();
     for _ in 0..4 {
         counts.push(stores.queue.purge(request.clone()).await.expect("purge"));
@@ -532,7 +520,7 @@ pub async fn purge_is_bounded_per_call(stores: Stores) {
 }
 
 /// With a dedupe window, a key stays taken after its task finished, until the window ends.
-pub async fn a_unique_window_dedupes_against_finished_tasks(stores: Stores) {
+pub async fn a_unique_window_dedupes_against_finished_tasks(stores: Fixture) {
     let queue = unique_queue("unique-window");
     let key = format!("{queue}-daily");
     let windowed = |window| {
@@ -558,7 +546,7 @@ pub async fn a_unique_window_dedupes_against_finished_tasks(stores: Stores) {
 /// stored; a dependent of it in the same batch depends on the task it deduplicated to, and
 /// waits for that one, instead of running at once or failing the batch.
 pub async fn a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_existing_task(
-    stores: Stores,
+    stores: Fixture,
 ) {
     let queue = unique_queue("dedup-parent");
     let key = format!("{queue}-key");
@@ -620,7 +608,7 @@ pub async fn a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_exi
 /// A running task whose cancel was requested ends Cancelled, with its dependents, whether
 /// its attempt then asks for a retry, is released, or its lease expires and is recovered:
 /// the request is never lost and the task never runs again.
-pub async fn a_cancel_requested_while_running_survives_retry_release_and_recovery(stores: Stores) {
+pub async fn a_cancel_requested_while_running_survives_retry_release_and_recovery(stores: Fixture) {
     for ending in ["retry", "release", "recovery"] {
         let queue = unique_queue("cancel-survives");
         let parent = spec(&queue, TaskOptions::default().max_attempts(5));
@@ -701,7 +689,7 @@ pub async fn a_cancel_requested_while_running_survives_retry_release_and_recover
 /// Text no store can refuse: errors and reasons holding a NUL character or any other odd
 /// Unicode are applied with the rest of their batch (a NUL may be kept as U+FFFD), and an
 /// event carrying one is stored with its batch.
-pub async fn odd_text_in_errors_reasons_and_events_never_fails_a_batch(stores: Stores) {
+pub async fn odd_text_in_errors_reasons_and_events_never_fails_a_batch(stores: Fixture) {
     let queue = unique_queue("odd-text");
     let odd = "nul:\0 emoji:🦀 rtl:\u{202e} zw:\u{200b} quote:' backslash:\\u0000 end";
     let tasks: Vec<_> = (0..4)
@@ -726,10 +714,7 @@ pub async fn odd_text_in_errors_reasons_and_events_never_fails_a_batch(stores: S
     let completions = leases
         .iter()
         .zip(outcomes)
-        .map(|(lease, outcome)| Completion {
-            lease: lease.reference(),
-            outcome,
-        })
+        .map(|(lease, outcome)| Completion::new(lease.reference(), outcome))
         .collect();
     let completed = stores.queue.complete(completions).await.expect("complete");
     assert_eq!(completed.statuses, vec![CompletionStatus::Applied; 4]);
@@ -771,10 +756,7 @@ pub async fn odd_text_in_errors_reasons_and_events_never_fails_a_batch(stores: S
     stores.events.append(vec![event]).await.expect("append");
     let stored = stores
         .events
-        .query(crate::EventQuery {
-            task_id: Some(waiting.id),
-            ..crate::EventQuery::default()
-        })
+        .query(crate::EventQuery::new().task_id(waiting.id))
         .await
         .expect("query");
     assert!(

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! // crates/omniq-foo/tests/conformance.rs
-//! async fn stores() -> omniq_storage::StoreResult<omniq_storage::conformance::Stores> {
+//! async fn stores() -> omniq_storage::StoreResult<omniq_storage::conformance::Fixture> {
 //!     /* open the four stores against a test server */
 //! }
 //! omniq_storage::conformance_suite!(stores);
@@ -16,6 +16,7 @@
 //! [`StoreErrorKind::Unavailable`] skips the case with
 //! a loud message, unless `OMNIQ_TEST_REQUIRE_SERVICES=1`, when it fails it.
 
+mod capabilities;
 mod events;
 mod lifecycle;
 mod queue;
@@ -34,6 +35,7 @@ use crate::{
     TaskQueue,
 };
 
+pub use capabilities::*;
 pub use events::*;
 pub use lifecycle::*;
 pub use queue::*;
@@ -105,9 +107,9 @@ impl std::fmt::Debug for Corrupt {
     }
 }
 
-/// The four stores a case runs against.
+/// What a conformance case runs against: the four stores and the test hooks.
 #[derive(Debug, Clone)]
-pub struct Stores {
+pub struct Fixture {
     /// The task queue.
     pub queue: Arc<dyn TaskQueue>,
     /// The result store.
@@ -129,10 +131,10 @@ pub struct Stores {
 /// # Panics
 /// When the factory fails for any other reason, or when `OMNIQ_TEST_REQUIRE_SERVICES=1`
 /// and the server is unreachable: a test must fail loudly, not pass quietly.
-pub async fn prepare<F, Fut>(case: &str, factory: F) -> Option<Stores>
+pub async fn prepare<F, Fut>(case: &str, factory: F) -> Option<Fixture>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = StoreResult<Stores>>,
+    Fut: Future<Output = StoreResult<Fixture>>,
 {
     match factory().await {
         Ok(stores) => Some(stores),
@@ -147,13 +149,34 @@ where
     }
 }
 
+/// Whether the queue declares every capability `case` needs; when it does not, says which
+/// are missing and that the case is skipped (their refusal is checked by
+/// [`missing_capabilities_are_refused_with_unsupported`]).
+pub fn declares_requirements(case: &str, stores: &Fixture) -> bool {
+    let declared = stores.queue.capabilities();
+    let missing: Vec<String> = requirements(case)
+        .iter()
+        .filter(|c| !declared.supports(**c))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED conformance case `{case}`: the store does not declare {}; its refusal is \
+         checked by `missing_capabilities_are_refused_with_unsupported`",
+        missing.join(", ")
+    );
+    false
+}
+
 /// Whether `OMNIQ_TEST_REQUIRE_SERVICES` asks for every backend server to be reachable.
 pub fn services_required() -> bool {
     std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling `$factory()` (an
-/// `async fn() -> StoreResult<Stores>`) for fresh stores.
+/// `async fn() -> StoreResult<Fixture>`) for fresh stores.
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:path) => {
@@ -216,6 +239,7 @@ macro_rules! conformance_suite {
             racing_claimers_take_each_task_exactly_once,
             parents_finishing_at_once_never_leave_their_child_blocked,
             a_child_enqueued_while_its_parent_finishes_is_settled,
+            missing_capabilities_are_refused_with_unsupported,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -227,6 +251,9 @@ macro_rules! conformance_suite {
                 else {
                     return;
                 };
+                if !$crate::conformance::declares_requirements(stringify!($case), &stores) {
+                    return;
+                }
                 $crate::conformance::$case(stores).await;
             }
         )*

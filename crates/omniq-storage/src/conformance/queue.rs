@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskError, TaskOptions, TaskSpec, TaskState};
 
-use super::Stores;
+use super::Fixture;
 use super::support::{
     claim, enqueue_one, eventually, eventually_some, request, spec, unique_queue,
 };
@@ -16,14 +16,11 @@ use crate::{
 };
 
 fn succeeded(lease: LeaseRef) -> Completion {
-    Completion {
-        lease,
-        outcome: CompletionOutcome::Succeeded,
-    }
+    Completion::new(lease, CompletionOutcome::Succeeded)
 }
 
 /// A task goes in, comes out as a lease with its payload, and ends Succeeded.
-pub async fn enqueue_dequeue_complete_round_trip(stores: Stores) {
+pub async fn enqueue_dequeue_complete_round_trip(stores: Fixture) {
     let queue = unique_queue("round-trip");
     let task = spec(&queue, TaskOptions::default());
     let id = task.id;
@@ -60,7 +57,7 @@ pub async fn enqueue_dequeue_complete_round_trip(stores: Stores) {
 }
 
 /// A batch enqueue answers one outcome per task, in the order given.
-pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Stores) {
+pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Fixture) {
     let queue = unique_queue("batch");
     let tasks: Vec<_> = (0..50)
         .map(|_| spec(&queue, TaskOptions::default()))
@@ -77,7 +74,7 @@ pub async fn enqueue_many_returns_one_outcome_per_task_in_order(stores: Stores) 
 
 /// A spec sent again (a producer retrying after a lost reply) is a duplicate of itself,
 /// in a later batch or twice in one, and never a second task.
-pub async fn a_task_sent_twice_is_stored_once(stores: Stores) {
+pub async fn a_task_sent_twice_is_stored_once(stores: Fixture) {
     let queue = unique_queue("resend");
     let first = spec(&queue, TaskOptions::default());
     let other = spec(&queue, TaskOptions::default());
@@ -106,7 +103,7 @@ pub async fn a_task_sent_twice_is_stored_once(stores: Stores) {
 }
 
 /// A claim never returns more leases than asked for, and never the same task twice.
-pub async fn dequeue_is_bounded_by_the_limit(stores: Stores) {
+pub async fn dequeue_is_bounded_by_the_limit(stores: Fixture) {
     let queue = unique_queue("bounded");
     let tasks: Vec<_> = (0..25)
         .map(|_| spec(&queue, TaskOptions::default()))
@@ -130,7 +127,7 @@ pub async fn dequeue_is_bounded_by_the_limit(stores: Stores) {
 }
 
 /// Higher priority first; equal priorities in enqueue order.
-pub async fn dequeue_orders_by_priority_then_enqueue_order(stores: Stores) {
+pub async fn dequeue_orders_by_priority_then_enqueue_order(stores: Fixture) {
     let queue = unique_queue("priority");
     let priorities = [0, 5, -3, 5, 10, 0];
     let tasks: Vec<_> = priorities
@@ -151,7 +148,7 @@ pub async fn dequeue_orders_by_priority_then_enqueue_order(stores: Stores) {
 }
 
 /// Tasks of equal priority come out first in, first out, across several claims.
-pub async fn dequeue_is_fifo_at_equal_priority(stores: Stores) {
+pub async fn dequeue_is_fifo_at_equal_priority(stores: Fixture) {
     let queue = unique_queue("fifo");
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -173,7 +170,7 @@ pub async fn dequeue_is_fifo_at_equal_priority(stores: Stores) {
 }
 
 /// A later queue is only served when the earlier ones have nothing ready.
-pub async fn dequeue_takes_named_queues_in_strict_order(stores: Stores) {
+pub async fn dequeue_takes_named_queues_in_strict_order(stores: Fixture) {
     let high = unique_queue("high");
     let low = unique_queue("low");
     let low_tasks: Vec<_> = (0..3)
@@ -195,7 +192,7 @@ pub async fn dequeue_takes_named_queues_in_strict_order(stores: Stores) {
 }
 
 /// A task delayed into the future is Scheduled and not claimed until its time.
-pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
+pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Fixture) {
     let queue = unique_queue("delayed");
     let later = spec(
         &queue,
@@ -247,14 +244,14 @@ pub async fn dequeue_skips_tasks_whose_run_at_is_in_the_future(stores: Stores) {
 }
 
 /// Claiming from an empty or unknown queue is not an error.
-pub async fn dequeue_from_an_empty_queue_returns_nothing(stores: Stores) {
+pub async fn dequeue_from_an_empty_queue_returns_nothing(stores: Fixture) {
     let queue = unique_queue("empty");
     assert!(claim(&*stores.queue, &[&queue], 10).await.is_empty());
     assert!(claim(&*stores.queue, &[], 10).await.is_empty());
 }
 
 /// The store, not the worker, counts attempts and records who holds the lease.
-pub async fn claimed_tasks_are_running_with_an_attempt_counted(stores: Stores) {
+pub async fn claimed_tasks_are_running_with_an_attempt_counted(stores: Fixture) {
     let queue = unique_queue("running");
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -278,7 +275,7 @@ pub async fn claimed_tasks_are_running_with_an_attempt_counted(stores: Stores) {
 }
 
 /// When a worker dies, its lease runs out and recovery queues the task again.
-pub async fn expired_lease_makes_the_task_available_again(stores: Stores) {
+pub async fn expired_lease_makes_the_task_available_again(stores: Fixture) {
     let queue = unique_queue("expiry");
     let task = spec(&queue, TaskOptions::default().max_attempts(3));
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -314,7 +311,7 @@ pub async fn expired_lease_makes_the_task_available_again(stores: Stores) {
 }
 
 /// A lease that runs out on the last allowed attempt dead-letters the task.
-pub async fn expired_lease_with_attempts_spent_fails_the_task(stores: Stores) {
+pub async fn expired_lease_with_attempts_spent_fails_the_task(stores: Fixture) {
     let queue = unique_queue("expiry-spent");
     let task = spec(&queue, TaskOptions::default().max_attempts(1));
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -347,7 +344,7 @@ pub async fn expired_lease_with_attempts_spent_fails_the_task(stores: Stores) {
 
 /// The fence: once a lease is lost and the task re-claimed, the old holder's completion is
 /// refused and cannot overwrite the new holder's work.
-pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
+pub async fn completion_with_a_stale_lease_is_refused(stores: Fixture) {
     let queue = unique_queue("fencing");
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -370,12 +367,12 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
 
     let refused = stores
         .queue
-        .complete(vec![Completion {
-            lease: stale.reference(),
-            outcome: CompletionOutcome::Failed {
+        .complete(vec![Completion::new(
+            stale.reference(),
+            CompletionOutcome::Failed {
                 error: TaskError::permanent("stale worker"),
             },
-        }])
+        )])
         .await
         .expect("complete")
         .statuses;
@@ -420,7 +417,7 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Stores) {
 /// store reports it Applied (its lease's one completion is in) and changes nothing, so the
 /// worker runs its hooks and stores its result instead of calling it a lost lease. A lease
 /// recovered after it expired is not the last one any more: its completion is refused.
-pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Stores) {
+pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Fixture) {
     let queue = unique_queue("resent");
     let outcomes = [
         CompletionOutcome::Succeeded,
@@ -446,10 +443,7 @@ pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Sto
             .expect("dequeue")
             .remove(0);
         assert_eq!(lease.spec.id, task.id);
-        let completion = Completion {
-            lease: lease.reference(),
-            outcome: outcome.clone(),
-        };
+        let completion = Completion::new(lease.reference(), outcome.clone());
         let first = stores
             .queue
             .complete(vec![completion.clone()])
@@ -535,7 +529,7 @@ pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Sto
 /// rolling deploy) leaves tasks of other names in place for the workers that run them,
 /// even at the head of the queue, and takes them only once they have been due for its
 /// grace, so that a task nobody can run is dead-lettered in the end.
-pub async fn a_claim_by_names_leaves_other_tasks_to_workers_that_run_them(stores: Stores) {
+pub async fn a_claim_by_names_leaves_other_tasks_to_workers_that_run_them(stores: Fixture) {
     let queue = unique_queue("names");
     let named = |name: &str, options: TaskOptions| {
         let mut task = spec(&queue, options);
@@ -618,7 +612,7 @@ pub async fn a_claim_by_names_leaves_other_tasks_to_workers_that_run_them(stores
 /// attempts of the tasks claimed with it. (The memory store holds typed values: it has no
 /// unreadable rows, and passes by construction.)
 pub async fn an_unreadable_task_is_dead_lettered_and_the_rest_of_its_claim_returned(
-    stores: Stores,
+    stores: Fixture,
 ) {
     let Some(corrupt) = stores.corrupt.clone() else {
         return;
@@ -659,7 +653,7 @@ pub async fn an_unreadable_task_is_dead_lettered_and_the_rest_of_its_claim_retur
 
 /// Queues are listed by name with their counts (for operators' tools: a CLI, a
 /// dashboard).
-pub async fn queues_are_listed_with_their_counts(stores: Stores) {
+pub async fn queues_are_listed_with_their_counts(stores: Fixture) {
     let first = unique_queue("listed-a");
     let second = unique_queue("listed-b");
     for queue in [&first, &first, &second] {
@@ -685,7 +679,7 @@ pub async fn queues_are_listed_with_their_counts(stores: Stores) {
 }
 
 /// Heartbeats push the deadline out for held leases and report the ones that are gone.
-pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores) {
+pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Fixture) {
     let queue = unique_queue("heartbeat");
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -695,14 +689,8 @@ pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores)
         .await
         .expect("dequeue")
         .remove(0);
-    let forged = LeaseRef {
-        task_id: task.id,
-        token: omniq_models::LeaseToken::new(),
-    };
-    let unknown = LeaseRef {
-        task_id: omniq_models::TaskId::new(),
-        token: omniq_models::LeaseToken::new(),
-    };
+    let forged = LeaseRef::new(task.id, omniq_models::LeaseToken::new());
+    let unknown = LeaseRef::new(omniq_models::TaskId::new(), omniq_models::LeaseToken::new());
     let held = stores
         .queue
         .heartbeat(
@@ -732,7 +720,7 @@ pub async fn heartbeat_extends_held_leases_and_reports_lost_ones(stores: Stores)
 }
 
 /// A retry puts the task back as Scheduled at the given time and records the error.
-pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
+pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Fixture) {
     let queue = unique_queue("retry");
     let task = spec(&queue, TaskOptions::default().max_attempts(3));
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -740,13 +728,13 @@ pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
     let run_at = Utc::now() + chrono::Duration::hours(1);
     let statuses = stores
         .queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Retry {
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Retry {
                 run_at,
                 error: TaskError::new("flaky"),
             },
-        }])
+        )])
         .await
         .expect("complete")
         .statuses;
@@ -774,13 +762,13 @@ pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
     let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
     stores
         .queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Retry {
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Retry {
                 run_at: Utc::now(),
                 error: TaskError::new("again"),
             },
-        }])
+        )])
         .await
         .expect("complete");
     let again = claim(&*stores.queue, &[&queue], 1).await;
@@ -790,31 +778,31 @@ pub async fn retry_reschedules_the_task_and_keeps_the_error(stores: Stores) {
 }
 
 /// A failed task stays in the store as a dead letter, with every attempt's error.
-pub async fn failure_keeps_the_task_as_a_dead_letter_with_every_error(stores: Stores) {
+pub async fn failure_keeps_the_task_as_a_dead_letter_with_every_error(stores: Fixture) {
     let queue = unique_queue("dead");
     let task = spec(&queue, TaskOptions::default().max_attempts(2));
     enqueue_one(&*stores.queue, task.clone()).await;
     let first = claim(&*stores.queue, &[&queue], 1).await.remove(0);
     stores
         .queue
-        .complete(vec![Completion {
-            lease: first.reference(),
-            outcome: CompletionOutcome::Retry {
+        .complete(vec![Completion::new(
+            first.reference(),
+            CompletionOutcome::Retry {
                 run_at: Utc::now(),
                 error: TaskError::new("first"),
             },
-        }])
+        )])
         .await
         .expect("complete");
     let second = claim(&*stores.queue, &[&queue], 1).await.remove(0);
     stores
         .queue
-        .complete(vec![Completion {
-            lease: second.reference(),
-            outcome: CompletionOutcome::Failed {
+        .complete(vec![Completion::new(
+            second.reference(),
+            CompletionOutcome::Failed {
                 error: TaskError::new("second"),
             },
-        }])
+        )])
         .await
         .expect("complete");
     let record = stores
@@ -835,28 +823,28 @@ pub async fn failure_keeps_the_task_as_a_dead_letter_with_every_error(stores: St
     assert!(record.finished_at.is_some());
     let dead = stores
         .queue
-        .list(TaskQuery {
-            queue: Some(queue.clone()),
-            states: vec![TaskState::Failed],
-            ..TaskQuery::default()
-        })
+        .list(
+            TaskQuery::new()
+                .queue(queue.clone())
+                .states(vec![TaskState::Failed]),
+        )
         .await
         .expect("list");
     assert_eq!(dead.len(), 1);
 }
 
 /// Releasing a lease (worker shutting down) queues the task again without using an attempt.
-pub async fn release_gives_the_attempt_back(stores: Stores) {
+pub async fn release_gives_the_attempt_back(stores: Fixture) {
     let queue = unique_queue("release");
     let task = spec(&queue, TaskOptions::default().max_attempts(1));
     enqueue_one(&*stores.queue, task.clone()).await;
     let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
     let statuses = stores
         .queue
-        .complete(vec![Completion {
-            lease: lease.reference(),
-            outcome: CompletionOutcome::Release,
-        }])
+        .complete(vec![Completion::new(
+            lease.reference(),
+            CompletionOutcome::Release,
+        )])
         .await
         .expect("complete")
         .statuses;
@@ -876,7 +864,7 @@ pub async fn release_gives_the_attempt_back(stores: Stores) {
 
 /// A second task with the key of a live task is not stored; the caller gets the live id.
 /// Once the first is finished, the key is free again.
-pub async fn unique_key_returns_the_existing_task_while_it_is_not_terminal(stores: Stores) {
+pub async fn unique_key_returns_the_existing_task_while_it_is_not_terminal(stores: Fixture) {
     let queue = unique_queue("unique");
     let key = format!("{queue}-report");
     let first = spec(&queue, TaskOptions::default().unique_key(&key));
@@ -915,7 +903,7 @@ pub async fn unique_key_returns_the_existing_task_while_it_is_not_terminal(store
 }
 
 /// Cancelling a task that has not started ends it at once; it is never claimed.
-pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
+pub async fn cancel_stops_a_queued_task_from_running(stores: Fixture) {
     let queue = unique_queue("cancel");
     let task = spec(&queue, TaskOptions::default());
     enqueue_one(&*stores.queue, task.clone()).await;
@@ -957,7 +945,7 @@ pub async fn cancel_stops_a_queued_task_from_running(stores: Stores) {
 }
 
 /// Reading a task that does not exist is `None`, not an error.
-pub async fn get_unknown_task_returns_none(stores: Stores) {
+pub async fn get_unknown_task_returns_none(stores: Fixture) {
     assert!(
         stores
             .queue
@@ -969,7 +957,7 @@ pub async fn get_unknown_task_returns_none(stores: Stores) {
 }
 
 /// Listing filters by queue and state and pages with offset and limit.
-pub async fn list_pages_by_queue_and_state(stores: Stores) {
+pub async fn list_pages_by_queue_and_state(stores: Fixture) {
     let queue = unique_queue("list");
     let tasks: Vec<_> = (0..7)
         .map(|_| spec(&queue, TaskOptions::default()))
@@ -977,11 +965,12 @@ pub async fn list_pages_by_queue_and_state(stores: Stores) {
     stores.queue.enqueue(tasks).await.expect("enqueue");
     claim(&*stores.queue, &[&queue], 2).await;
 
-    let query = |states: Vec<TaskState>, offset, limit| TaskQuery {
-        queue: Some(queue.clone()),
-        states,
-        offset,
-        limit,
+    let query = |states: Vec<TaskState>, offset, limit| {
+        TaskQuery::new()
+            .queue(queue.clone())
+            .states(states)
+            .offset(offset)
+            .limit(limit)
     };
     let all = stores
         .queue
@@ -1014,7 +1003,7 @@ pub async fn list_pages_by_queue_and_state(stores: Stores) {
 }
 
 /// Stats count a queue's tasks per state.
-pub async fn stats_count_tasks_per_state(stores: Stores) {
+pub async fn stats_count_tasks_per_state(stores: Fixture) {
     let queue = unique_queue("stats");
     let tasks: Vec<_> = (0..5)
         .map(|_| spec(&queue, TaskOptions::default()))
@@ -1052,7 +1041,7 @@ pub async fn stats_count_tasks_per_state(stores: Stores) {
 /// clock runs 25 s ahead cannot recover (steal) the live 30 s leases of others, one whose
 /// clock runs 25 s behind does not lose its own early, and every lease's deadline is store
 /// time, whoever claimed it.
-pub async fn skewed_client_clocks_neither_steal_nor_lose_live_leases(stores: Stores) {
+pub async fn skewed_client_clocks_neither_steal_nor_lose_live_leases(stores: Fixture) {
     const LEASE: Duration = Duration::from_secs(30);
     let skew = chrono::TimeDelta::seconds(25);
     let ahead = stores
@@ -1159,7 +1148,7 @@ pub async fn skewed_client_clocks_neither_steal_nor_lose_live_leases(stores: Sto
 
 /// A spec whose values could not be read back (a NaN jitter is stored as JSON `null`) or
 /// make no sense is refused at enqueue with the whole batch, before anything is stored.
-pub async fn invalid_options_are_refused_at_enqueue_and_nothing_is_stored(stores: Stores) {
+pub async fn invalid_options_are_refused_at_enqueue_and_nothing_is_stored(stores: Fixture) {
     use omniq_models::Backoff;
     let queue = unique_queue("invalid");
     let backoff = |jitter: f64| Backoff::Exponential {

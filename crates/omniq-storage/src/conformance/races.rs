@@ -4,12 +4,12 @@ use std::collections::HashSet;
 
 use omniq_models::{TaskOptions, TaskState};
 
-use super::Stores;
+use super::Fixture;
 use super::support::{request, spec, unique_queue};
 use crate::{Completion, CompletionOutcome};
 
 /// Six claimers racing over 300 tasks take each exactly once.
-pub async fn racing_claimers_take_each_task_exactly_once(stores: Stores) {
+pub async fn racing_claimers_take_each_task_exactly_once(stores: Fixture) {
     let name = unique_queue("race");
     let tasks: Vec<_> = (0..300)
         .map(|_| spec(&name, TaskOptions::default()))
@@ -43,7 +43,7 @@ pub async fn racing_claimers_take_each_task_exactly_once(stores: Stores) {
 
 /// Two parents completed at the same moment, in two calls, never leave their dependent
 /// blocked.
-pub async fn parents_finishing_at_once_never_leave_their_child_blocked(stores: Stores) {
+pub async fn parents_finishing_at_once_never_leave_their_child_blocked(stores: Fixture) {
     for round in 0..20 {
         let name = unique_queue("fan-in");
         let a = spec(&name, TaskOptions::default());
@@ -63,10 +63,7 @@ pub async fn parents_finishing_at_once_never_leave_their_child_blocked(stores: S
             .await
             .expect("dequeue");
         assert_eq!(leases.len(), 2);
-        let done = |i: usize| Completion {
-            lease: leases[i].reference(),
-            outcome: CompletionOutcome::Succeeded,
-        };
+        let done = |i: usize| Completion::new(leases[i].reference(), CompletionOutcome::Succeeded);
         let (first, second) = tokio::join!(
             stores.queue.complete(vec![done(0)]),
             stores.queue.complete(vec![done(1)])
@@ -90,7 +87,7 @@ pub async fn parents_finishing_at_once_never_leave_their_child_blocked(stores: S
 
 /// A dependent enqueued while its parent's completion is applied is settled either way:
 /// never left blocked behind a finished parent.
-pub async fn a_child_enqueued_while_its_parent_finishes_is_settled(stores: Stores) {
+pub async fn a_child_enqueued_while_its_parent_finishes_is_settled(stores: Fixture) {
     for round in 0..20 {
         let name = unique_queue("late-child");
         let parent = spec(&name, TaskOptions::default());
@@ -107,10 +104,10 @@ pub async fn a_child_enqueued_while_its_parent_finishes_is_settled(stores: Store
             .remove(0);
         let child = spec(&name, TaskOptions::default().depends_on(parent.id));
         let (completed, enqueued) = tokio::join!(
-            stores.queue.complete(vec![Completion {
-                lease: lease.reference(),
-                outcome: CompletionOutcome::Succeeded,
-            }]),
+            stores.queue.complete(vec![Completion::new(
+                lease.reference(),
+                CompletionOutcome::Succeeded
+            )]),
             stores.queue.enqueue(vec![child.clone()])
         );
         completed.expect("complete");

@@ -5,11 +5,11 @@ use std::time::Duration;
 use chrono::Utc;
 use omniq_models::{TaskError, TaskId, TaskResult};
 
-use super::Stores;
+use super::Fixture;
 use super::support::eventually;
 
 /// Results are stored, read back, replaced and deleted.
-pub async fn results_are_stored_and_read_back(stores: Stores) {
+pub async fn results_are_stored_and_read_back(stores: Fixture) {
     let ok = TaskResult::success(TaskId::new(), "t", vec![9, 9], 1, None);
     let failed = TaskResult::failure(TaskId::new(), "t", TaskError::permanent("no"), 3, None);
     stores
@@ -67,9 +67,9 @@ pub async fn results_are_stored_and_read_back(stores: Stores) {
 /// never replaces the result of the run that took over, in whatever order the writes land
 /// and whether they come in one batch or several; at the same attempt a success wins over
 /// a failure (the `lease_lost` failure recorded for a run that then finished after all).
-pub async fn a_result_from_an_earlier_attempt_never_replaces_a_later_one(stores: Stores) {
+pub async fn a_result_from_an_earlier_attempt_never_replaces_a_later_one(stores: Fixture) {
     let id = TaskId::new();
-    let read = |stores: &Stores| {
+    let read = |stores: &Fixture| {
         let results = stores.results.clone();
         async move {
             results
@@ -138,7 +138,7 @@ pub async fn a_result_from_an_earlier_attempt_never_replaces_a_later_one(stores:
 }
 
 /// A result past its TTL is gone, whether or not it was purged yet.
-pub async fn expired_results_are_not_returned(stores: Stores) {
+pub async fn expired_results_are_not_returned(stores: Fixture) {
     let short = TaskResult::success(
         TaskId::new(),
         "t",
@@ -184,7 +184,7 @@ pub async fn expired_results_are_not_returned(stores: Stores) {
 
 /// `purge_expired` physically removes expired results, at most its limit per call, and
 /// leaves live ones.
-pub async fn purge_expired_removes_expired_results_bounded_per_call(stores: Stores) {
+pub async fn purge_expired_removes_expired_results_bounded_per_call(stores: Fixture) {
     let expired: Vec<TaskResult> = (0..3)
         .map(|i| {
             let mut result = TaskResult::success(

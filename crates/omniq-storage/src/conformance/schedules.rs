@@ -3,36 +3,30 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use omniq_models::{MisfirePolicy, Schedule, ScheduleTrigger, TaskOptions};
+use omniq_models::{MisfirePolicy, Schedule, ScheduleTrigger};
 
-use super::Stores;
+use super::Fixture;
 use super::support::unique_queue;
 
 fn schedule(name: &str) -> Schedule {
     let now = Utc::now();
-    Schedule {
-        name: name.to_owned(),
-        trigger: ScheduleTrigger::Interval {
+    let mut schedule = Schedule::new(
+        name,
+        ScheduleTrigger::Interval {
             every: Duration::from_secs(60),
             start_at: None,
         },
-        task_name: "conformance.task".to_owned(),
-        payload: vec![1],
-        options: TaskOptions::default(),
-        misfire: MisfirePolicy::Skip,
-        paused: false,
-        next_fire_at: Some(now),
-        last_fire_at: None,
-        fire_count: 0,
-        max_runs: None,
-        until: None,
-        created_at: now,
-        updated_at: now,
-    }
+        "conformance.task",
+        vec![1],
+        now,
+    );
+    schedule.misfire = MisfirePolicy::Skip;
+    schedule.next_fire_at = Some(now);
+    schedule
 }
 
 /// Create is idempotent by name; update, get, list, delete work; paused ones are not due.
-pub async fn schedules_are_created_once_by_name_and_managed(stores: Stores) {
+pub async fn schedules_are_created_once_by_name_and_managed(stores: Fixture) {
     let name = unique_queue("schedule");
     let (stored, created) = stores
         .schedules
@@ -93,7 +87,7 @@ pub async fn schedules_are_created_once_by_name_and_managed(stores: Stores) {
 }
 
 /// Two schedulers racing for the same fire: exactly one advance succeeds.
-pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Stores) {
+pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Fixture) {
     let name = unique_queue("advance");
     let (stored, _) = stores
         .schedules
@@ -128,7 +122,7 @@ pub async fn schedule_advance_claims_a_fire_exactly_once(stores: Stores) {
 
 /// A fire recorded by a scheduler that read the schedule before an operator paused or
 /// changed it moves only the fire bookkeeping: the pause and the change stay.
-pub async fn advance_never_undoes_a_pause_or_an_update(stores: Stores) {
+pub async fn advance_never_undoes_a_pause_or_an_update(stores: Fixture) {
     let name = unique_queue("advance-pause");
     let (read, _) = stores
         .schedules

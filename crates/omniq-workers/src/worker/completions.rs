@@ -39,10 +39,7 @@ impl Finished {
     /// Gives a lease back unrun.
     pub(crate) fn release(lease: LeaseRef) -> Self {
         Self {
-            completion: Completion {
-                lease,
-                outcome: CompletionOutcome::Release,
-            },
+            completion: Completion::new(lease, CompletionOutcome::Release),
             task_name: String::new(),
             queue: String::new(),
             attempt: 0,
@@ -441,7 +438,7 @@ fn abandon_leases(shared: &Shared, batch: &[Finished]) {
 /// changes nothing else.
 fn run_failed_hook(shared: &Shared, item: &Finished, error: TaskError) {
     let Some(payload) = &item.payload else { return };
-    let Some(handler) = shared.registry.get(&item.task_name) else {
+    let Some(handler) = shared.registry.handler(&item.task_name) else {
         return;
     };
     let task_id = item.completion.lease.task_id;

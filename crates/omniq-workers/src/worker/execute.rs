@@ -53,10 +53,7 @@ pub(crate) async fn execute(
             held.finished = true;
         }
         let _ = finished.send(Finished {
-            completion: Completion {
-                lease: lease.reference(),
-                outcome,
-            },
+            completion: Completion::new(lease.reference(), outcome),
             task_name: spec.name.clone(),
             queue: spec.queue.clone(),
             attempt: lease.attempt,
@@ -137,7 +134,7 @@ pub(crate) async fn execute(
         Some(Err(error)) => {
             span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
             // The hook is user code: a panic in it keeps the error's own verdict.
-            let task_agrees = shared.registry.get(&spec.name).is_none_or(|h| {
+            let task_agrees = shared.registry.handler(&spec.name).is_none_or(|h| {
                 guarded(|| h.should_retry(&spec.payload, shared.codec, &error))
                     .unwrap_or(error.retryable)
             });
@@ -151,10 +148,7 @@ pub(crate) async fn execute(
         held.finished = true;
     }
     let _ = finished.send(Finished {
-        completion: Completion {
-            lease: lease.reference(),
-            outcome,
-        },
+        completion: Completion::new(lease.reference(), outcome),
         task_name: spec.name.clone(),
         queue: spec.queue.clone(),
         attempt: lease.attempt,
@@ -172,7 +166,7 @@ async fn run_attempt(
     slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Vec<u8>, TaskError> {
     let spec = &lease.spec;
-    let Some(handler) = shared.registry.get(&spec.name) else {
+    let Some(handler) = shared.registry.handler(&spec.name) else {
         return Err(TaskError::with_kind(
             TaskErrorKind::UnknownTask,
             format!(
@@ -194,6 +188,7 @@ async fn run_attempt(
         cancellation,
         results: Arc::clone(&shared.results),
         codec: shared.codec,
+        state: shared.registry.state(),
     };
     // Decoding and a closure's synchronous part run here, outside the handler's future:
     // their panics fail the attempt like any other.

@@ -56,15 +56,6 @@ pub(crate) async fn run(
     let pipeline = Arc::new(Pipeline::new(&shared.config, CancellationToken::new()));
     let mut executions = JoinSet::new();
     let mut failures = 0u32;
-    // Claims take only the names this worker runs, so that during a rolling deploy a
-    // worker of the old release leaves a new task to a worker of the new one; a task no
-    // worker runs is taken once it has been due for the grace, and dead-lettered.
-    let names: Vec<String> = shared
-        .registry
-        .names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     while !stop.is_cancelled() {
         // Reap finished executions so the set does not grow without bound.
         while executions.try_join_next().is_some() {}
@@ -91,10 +82,14 @@ pub(crate) async fn run(
             }
             continue;
         }
+        // Claims take only the names this worker runs, so that during a rolling deploy a
+        // worker of the old release leaves a new task to a worker of the new one; a task no
+        // worker runs is taken once it has been due for the grace, and dead-lettered. Read
+        // at each claim: a task registered after the start is claimed from now on.
         let request = DequeueRequest::new(shared.config.queues.iter().cloned(), limit)
             .lease(shared.config.lease)
             .worker(shared.id.clone())
-            .only_names(names.iter().cloned(), shared.config.unknown_task_grace);
+            .only_names(shared.registry.names(), shared.config.unknown_task_grace);
         let claimed_at = tokio::time::Instant::now();
         let claimed =
             resilience::bounded(shared.config.store_timeout, shared.queue.dequeue(request));
@@ -219,10 +214,7 @@ fn release_unfinished(shared: &Shared, finished: &mpsc::UnboundedSender<completi
         .iter()
         .filter(|(_, held)| !held.finished)
         .map(|(task_id, held)| {
-            let lease = LeaseRef {
-                task_id: *task_id,
-                token: held.token,
-            };
+            let lease = LeaseRef::new(*task_id, held.token);
             (lease, held.on_thread)
         })
         .collect();

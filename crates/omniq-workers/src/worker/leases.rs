@@ -55,10 +55,7 @@ pub(crate) async fn watch_leases(shared: Arc<Shared>, stop: CancellationToken) {
             .in_flight()
             .iter()
             .filter(|(_, held)| !held.finished && held.expires <= now + margin)
-            .map(|(task_id, held)| LeaseRef {
-                task_id: *task_id,
-                token: held.token,
-            })
+            .map(|(task_id, held)| LeaseRef::new(*task_id, held.token))
             .collect();
         for lease in running_out {
             if let Some(lost) = shared.forget_running(&lease) {
@@ -122,17 +119,15 @@ async fn prune(shared: &Shared) {
         .retention
         .and_then(|r| chrono::Duration::from_std(r).ok())
     {
-        let request = PurgeRequest {
-            // Dead letters are kept for inspection and re-drive until purged on purpose.
-            states: vec![
+        // Dead letters are kept for inspection and re-drive until purged on purpose.
+        let request = PurgeRequest::new()
+            .states([
                 TaskState::Succeeded,
                 TaskState::Cancelled,
                 TaskState::Expired,
-            ],
-            queue: None,
-            finished_before: Some(chrono::Utc::now() - retention),
-            limit: PRUNE_BATCH,
-        };
+            ])
+            .finished_before(chrono::Utc::now() - retention)
+            .limit(PRUNE_BATCH);
         sweep("finished tasks", || {
             bounded(limit, shared.queue.purge(request.clone()))
         })

@@ -24,7 +24,7 @@ pub use config::{DEFAULT_UNKNOWN_TASK_GRACE, WorkerConfig, WorkerKind};
 pub use shared::WorkerReport;
 pub use signal::shutdown_signal;
 
-use crate::Registry;
+use crate::LiveRegistry;
 use crate::pool::{BlockingExecutor, ThreadPool};
 
 /// Why a worker could not start or stop cleanly.
@@ -59,7 +59,7 @@ pub struct Worker {
     queue: Arc<dyn TaskQueue>,
     results: Arc<dyn ResultStore>,
     events: EventLogger,
-    registry: Arc<Registry>,
+    registry: LiveRegistry,
     codec: PayloadCodec,
     config: WorkerConfig,
     schedules: Option<Arc<dyn ScheduleStore>>,
@@ -71,13 +71,13 @@ impl Worker {
         queue: Arc<dyn TaskQueue>,
         results: Arc<dyn ResultStore>,
         events: EventLogger,
-        registry: Arc<Registry>,
+        registry: impl Into<LiveRegistry>,
     ) -> Self {
         Self {
             queue,
             results,
             events,
-            registry,
+            registry: registry.into(),
             codec: PayloadCodec::default(),
             config: WorkerConfig::default(),
             schedules: None,

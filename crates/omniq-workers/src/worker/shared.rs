@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
 use super::task_metrics::MetricsCache;
-use crate::Registry;
+use crate::LiveRegistry;
 use crate::pool::BlockingExecutor;
 
 /// What a worker did, returned by its shutdown.
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<dyn TaskQueue>,
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) events: EventLogger,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: LiveRegistry,
     pub(crate) codec: PayloadCodec,
     pub(crate) config: WorkerConfig,
     pub(crate) blocking: BlockingExecutor,
@@ -151,7 +151,7 @@ impl Shared {
         queue: Arc<dyn TaskQueue>,
         results: Arc<dyn ResultStore>,
         events: EventLogger,
-        registry: Arc<Registry>,
+        registry: LiveRegistry,
         codec: PayloadCodec,
         config: WorkerConfig,
         blocking: BlockingExecutor,
@@ -192,10 +192,7 @@ impl Shared {
     pub(crate) fn held_leases(&self) -> Vec<LeaseRef> {
         self.in_flight()
             .iter()
-            .map(|(task_id, held)| LeaseRef {
-                task_id: *task_id,
-                token: held.token,
-            })
+            .map(|(task_id, held)| LeaseRef::new(*task_id, held.token))
             .collect()
     }
 

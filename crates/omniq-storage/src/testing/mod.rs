@@ -25,6 +25,10 @@
 //! # }
 //! ```
 
+mod restricted;
+
+pub use restricted::Restricted;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -523,6 +527,10 @@ impl FaultyQueue {
 }
 
 impl TaskQueue for FaultyQueue {
+    fn capabilities(&self) -> crate::Capabilities {
+        self.inner.capabilities()
+    }
+
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
         Box::pin(
             self.faults

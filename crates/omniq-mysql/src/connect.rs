@@ -11,7 +11,7 @@ omniq_storage::impl_transactional_enqueue!(MySqlTaskQueue, sqlx::MySqlConnection
 
 /// Opens the database a `mysql:` or `mariadb:` store URL names. OmniQ's own parameter:
 /// `max_connections=` (the pool size).
-pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
+pub fn connect_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
     let url = url.to_owned();
     Box::pin(async move {
         let (url, pool) = take_pool_size(&url)?;

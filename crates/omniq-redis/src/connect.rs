@@ -11,7 +11,7 @@ omniq_storage::impl_store_backend!(RedisBackend);
 /// Opens the server or cluster a `redis:` or `rediss:` store URL names. OmniQ's own
 /// parameters: `prefix=` (the keys' prefix, see [`RedisOptions::prefix`]) and
 /// `cluster=true` (the URL names one or more cluster nodes, comma-separated).
-pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
+pub fn connect_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
     let url = url.to_owned();
     Box::pin(async move {
         let (url, prefix) = take_query_param(&url, "prefix");
@@ -21,7 +21,7 @@ pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBacken
             options.prefix = prefix;
         }
         let backend = match cluster.as_deref() {
-            None | Some("false" | "0") => RedisBackend::connect(&url, options).await?,
+            None | Some("false" | "0") => RedisBackend::connect_with(&url, options).await?,
             Some("true" | "1") => RedisBackend::connect_cluster(&[url.as_str()], options).await?,
             Some(other) => {
                 return Err(StoreError::Invalid(format!(

@@ -29,7 +29,7 @@ impl StoreBackend for MemoryBackend {
 }
 
 /// Opens the in-process backend (`memory://`; the URL carries nothing else).
-pub fn open_url(_url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
+pub fn connect_url(_url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
     Box::pin(async {
         let backend: Arc<dyn StoreBackend> = Arc::new(MemoryBackend);
         Ok(backend)

@@ -11,7 +11,7 @@ omniq_storage::impl_transactional_enqueue!(PgTaskQueue, sqlx::PgConnection, "Pos
 
 /// Opens the database a `postgres:` store URL names. OmniQ's own parameters: `schema=`
 /// (the tables' schema, see [`PgOptions::schema`]) and `max_connections=` (the pool size).
-pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
+pub fn connect_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBackend>>> {
     let url = url.to_owned();
     Box::pin(async move {
         let (url, schema) = take_query_param(&url, "schema");
@@ -21,7 +21,7 @@ pub fn open_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBacken
             options = options.schema(schema);
         }
         if let Some(pool) = pool {
-            options = options.max_connections(pool);
+            options.pool = options.pool.max_connections(pool);
         }
         let backend: Arc<dyn StoreBackend> =
             Arc::new(PgBackend::connect_with(&url, options).await?);

@@ -1,0 +1,66 @@
+//! Application state: values registered once and reached by type from any task.
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Values an application registers once (a database pool, an HTTP client, a
+/// configuration) and every task reaches by type through
+/// [`TaskContext::state`](crate::TaskContext::state). One value per type; registering
+/// another of the same type replaces it. Cheap to clone: clones share the values.
+///
+/// ```
+/// use omniq_workers::AppState;
+///
+/// #[derive(Debug)]
+/// struct Greeting(&'static str);
+///
+/// let mut state = AppState::default();
+/// state.insert(Greeting("hello"));
+/// assert_eq!(state.get::<Greeting>().map(|g| g.0), Some("hello"));
+/// assert!(state.get::<String>().is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct AppState {
+    values: Arc<HashMap<TypeId, Entry>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl AppState {
+    /// Adds `value`, replacing a value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        Arc::make_mut(&mut self.values).insert(
+            TypeId::of::<T>(),
+            Entry {
+                value: Arc::new(value),
+                type_name: type_name::<T>(),
+            },
+        );
+    }
+
+    /// The value of type `T`, if one was registered.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|entry| entry.value.downcast_ref::<T>())
+    }
+
+    /// The names of the registered types, sorted: what an error about a missing one lists.
+    pub fn type_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.values.values().map(|e| e.type_name).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.type_names()).finish()
+    }
+}
