@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use omniq_models::{Backoff, RunWhen, TaskId, TaskOptions, TaskSpec};
-use omniq_serialization::SerializationError;
 use omniq_storage::BoxFuture;
 
 use crate::{AsyncOmniQ, Result, TaskHandle};
@@ -16,7 +15,7 @@ use crate::{AsyncOmniQ, Result, TaskHandle};
 pub struct EnqueueBuilder<R> {
     omniq: AsyncOmniQ,
     name: String,
-    payload: Result<Vec<u8>, SerializationError>,
+    payload: Result<Vec<u8>>,
     options: TaskOptions,
     _output: PhantomData<fn() -> R>,
 }
@@ -34,7 +33,7 @@ impl<R> EnqueueBuilder<R> {
     pub(crate) fn new(
         omniq: AsyncOmniQ,
         name: impl Into<String>,
-        payload: Result<Vec<u8>, SerializationError>,
+        payload: Result<Vec<u8>>,
         options: TaskOptions,
     ) -> Self {
         Self {

@@ -77,6 +77,20 @@ pub enum Error {
     /// The OmniQ instance (its runtime, in the blocking facade) has shut down.
     #[error("OmniQ has shut down")]
     Closed,
+    /// The result type a caller asked for is not the type the task registered under that
+    /// name returns.
+    #[error(
+        "task `{task}` returns `{registered}`, not `{requested}`; ask for `{registered}`, \
+         or read the result as another type with `handle::<T>(id)`"
+    )]
+    ResultType {
+        /// The task's name.
+        task: String,
+        /// The type its registered handler returns.
+        registered: &'static str,
+        /// The type asked for.
+        requested: &'static str,
+    },
     /// Waiting for a result timed out; the task may still finish.
     #[error("no result for task {task_id} within {waited:?}")]
     Timeout {
@@ -117,7 +131,8 @@ impl Error {
             | Error::Serialization(_)
             | Error::BackendNotIncluded { .. }
             | Error::BackendNotImplemented { .. }
-            | Error::Schedule(_) => ErrorKind::Invalid,
+            | Error::Schedule(_)
+            | Error::ResultType { .. } => ErrorKind::Invalid,
             Error::Store(err) => match err.kind() {
                 StoreErrorKind::Unavailable => ErrorKind::Unavailable,
                 StoreErrorKind::NotFound => ErrorKind::NotFound,

@@ -131,7 +131,25 @@ impl<R: DeserializeOwned> TaskHandle<R> {
 
     fn decode(&self, result: TaskResult) -> Result<R> {
         match result.outcome {
-            Ok(bytes) => Ok(self.omniq.inner.codec.decode(&bytes)?),
+            Ok(bytes) => self.omniq.inner.codec.decode(&bytes).map_err(|err| {
+                // A result that does not decode: name the type the task returns, when
+                // this process knows it, instead of a bare serde message.
+                let registered = self
+                    .omniq
+                    .inner
+                    .registry
+                    .read(|registry| registry.output(&result.task_name));
+                match registered {
+                    Some(output) if output.name() != std::any::type_name::<R>() => {
+                        Error::ResultType {
+                            task: result.task_name.clone(),
+                            registered: output.name(),
+                            requested: std::any::type_name::<R>(),
+                        }
+                    }
+                    _ => Error::from(err),
+                }
+            }),
             Err(error) => Err(Error::TaskFailed {
                 task_id: self.id,
                 error,

@@ -81,16 +81,35 @@ pub use omniq_storage::{
     TaskQuery,
 };
 pub use omniq_workers::{
-    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, Task, TaskContext,
-    TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind, WorkerReport,
-    shutdown_signal,
+    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask, State,
+    Task, TaskContext, TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind,
+    WorkerReport, shutdown_signal,
 };
 
 /// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the
 /// same name whose fields are its arguments; a `TaskContext` argument is the attempt's
 /// context. Options are `TaskOptions` builder calls: `queue`, `max_attempts`, `priority`,
 /// `timeout`, `backoff`, `ttl`, `delay`, `unique_key`, `unique_for`; `name` overrides the
-/// task's name (default: module path and function name).
+/// task's name (default: module path and function name); `local` makes a task whose future
+/// need not be `Send` (a [`LocalTask`], run on a local worker thread). An argument of type
+/// [`State<T>`] is the application value registered with
+/// [`AsyncOmniQ::state`], not part of the payload.
+///
+/// ```
+/// use omniq_async::{State, TaskError, task};
+///
+/// struct Rates { eur: f64 }
+///
+/// #[task(queue = "billing")]
+/// async fn convert(cents: u64, rates: State<Rates>) -> Result<f64, TaskError> {
+///     Ok(cents as f64 * rates.eur / 100.0)
+/// }
+///
+/// # async fn demo(omniq: omniq_async::AsyncOmniQ) -> omniq_async::Result<()> {
+/// let omniq = omniq.state(Rates { eur: 0.92 }).register::<convert>();
+/// omniq.enqueue(convert { cents: 1250 }).await?;
+/// # Ok(()) }
+/// ```
 ///
 /// ```
 /// use omniq_async::{TaskContext, TaskError, task};
@@ -116,8 +135,8 @@ pub mod __private {
 /// `use omniq_async::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AsyncOmniQ, Backoff, BlockingTask, ErrorKind, RunWhen, Settings, Task, TaskContext,
-        TaskError, TaskHandle, TaskId, TaskOptions, TaskState, task,
+        AsyncOmniQ, Backoff, BlockingTask, ErrorKind, LocalTask, RunWhen, Settings, State, Task,
+        TaskContext, TaskError, TaskHandle, TaskId, TaskOptions, TaskState, WorkerKind, task,
     };
 }
 

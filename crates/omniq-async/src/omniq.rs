@@ -12,7 +12,8 @@ use omniq_storage::{
     TaskQuery, TransactionalEnqueue,
 };
 use omniq_workers::{
-    AsyncTaskFn, BlockingTask, BlockingTaskFn, LiveRegistry, Registry, Task, TaskDefinition,
+    AsyncTaskFn, BlockingTask, BlockingTaskFn, LiveRegistry, LocalTask, Registry, Task,
+    TaskDefinition,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -142,6 +143,14 @@ impl AsyncOmniQ {
         })
     }
 
+    /// Registers a local task type: its future need not be `Send`; workers run it on
+    /// their local threads (see [`WorkerKind::Local`](crate::WorkerKind::Local)).
+    pub fn register_local<T: LocalTask>(self) -> Self {
+        self.with_registry(|r| {
+            r.register_local::<T>();
+        })
+    }
+
     /// Registers an async closure under `name`; its argument is the decoded payload, and
     /// a second argument, when the closure takes one, the attempt's [`TaskContext`].
     ///
@@ -202,25 +211,36 @@ impl AsyncOmniQ {
         EnqueueBuilder::new(
             self.clone(),
             T::NAME,
-            self.inner.codec.encode(&task),
+            self.inner.codec.encode(&task).map_err(Error::from),
             T::default_options(),
         )
     }
 
     /// Starts enqueueing a task by name, for closures registered with
     /// [`AsyncOmniQ::register_fn`]. `R` is the type the task returns.
-    pub fn enqueue_by_name<R: DeserializeOwned>(
+    ///
+    /// When a task is registered under `name` in this process, `R` must be the type it
+    /// returns, or awaiting the builder fails with [`Error::ResultType`] and nothing is
+    /// enqueued; a name registered only in other processes is not checked.
+    pub fn enqueue_by_name<R: DeserializeOwned + 'static>(
         &self,
         name: impl Into<String>,
         args: impl Serialize,
     ) -> EnqueueBuilder<R> {
         let name = name.into();
-        let options = self
+        let (options, output) = self
             .inner
             .registry
-            .read(|registry| registry.options(&name))
-            .unwrap_or_default();
-        EnqueueBuilder::new(self.clone(), name, self.inner.codec.encode(&args), options)
+            .read(|registry| (registry.options(&name), registry.output(&name)));
+        let payload = match output {
+            Some(output) if !output.is::<R>() => Err(Error::ResultType {
+                task: name.clone(),
+                registered: output.name(),
+                requested: std::any::type_name::<R>(),
+            }),
+            _ => self.inner.codec.encode(&args).map_err(Error::from),
+        };
+        EnqueueBuilder::new(self.clone(), name, payload, options.unwrap_or_default())
     }
 
     /// Enqueues many tasks of one type in one round trip, with the type's options.

@@ -59,9 +59,16 @@ impl WorkerBuilder {
         self
     }
 
-    /// Runs blocking handlers on the worker's own threads.
-    pub fn threads(mut self) -> Self {
-        self.config = self.config.kind(WorkerKind::Thread);
+    /// Runs blocking handlers on the worker's own threads (the same as
+    /// `.kind(WorkerKind::Thread)`).
+    pub fn threads(self) -> Self {
+        self.kind(WorkerKind::Thread)
+    }
+
+    /// Sets how the worker runs handlers: async, thread, local or process (see
+    /// [`WorkerKind`] for the trade-offs); the default is the `default_worker` setting.
+    pub fn kind(mut self, kind: WorkerKind) -> Self {
+        self.config = self.config.kind(kind);
         self
     }
 

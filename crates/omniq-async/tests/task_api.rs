@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use omniq_async::prelude::*;
+use omniq_async::{Error, TaskEventKind};
 use serde::{Deserialize, Serialize};
 use support::WAIT;
 
@@ -239,5 +240,113 @@ async fn a_task_registered_after_the_worker_started_is_run() {
     let omniq = omniq.state(Prices { per_item: 2 }).register::<Quote>();
     let quote = omniq.enqueue(Quote { items: 21 }).await.expect("enqueue");
     assert_eq!(quote.wait(WAIT).await.expect("result"), 42);
+    worker.shutdown().await.expect("shutdown");
+}
+
+/// Counts the runs of the snoozing task.
+struct Runs(std::sync::atomic::AtomicU32);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snooze_runs_the_task_again_without_spending_an_attempt() {
+    let harness = support::sqlite(|_| {}).await;
+    let omniq = harness
+        .omniq
+        .clone()
+        .state(Runs(std::sync::atomic::AtomicU32::new(0)))
+        .register_fn("test.snoozer", |(): (), ctx: TaskContext| async move {
+            let runs = ctx.state::<Runs>()?;
+            let run = runs.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if run < 3 {
+                return Err(TaskError::snooze(Duration::from_millis(20)));
+            }
+            Ok((run, ctx.attempt()))
+        });
+    let worker = omniq.worker().start().expect("start");
+    // One attempt allowed: a snooze that counted would dead-letter the task.
+    let handle = omniq
+        .enqueue_by_name::<(u32, u32)>("test.snoozer", ())
+        .options(TaskOptions::default().max_attempts(1))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        handle.wait(WAIT).await.expect("result"),
+        (3, 1),
+        "the third run is still the first attempt"
+    );
+    let record = omniq.task(handle.id()).await.expect("get").expect("exists");
+    assert!(record.errors.is_empty(), "{:?}", record.errors);
+    omniq.events().flush().await;
+    let events = omniq.events().for_task(handle.id()).await.expect("events");
+    let snoozes = events
+        .iter()
+        .filter(|e| e.kind == TaskEventKind::Snoozed)
+        .count();
+    assert_eq!(snoozes, 2, "{events:?}");
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(report.snoozed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_type_that_is_not_the_registered_one_is_refused_with_both_names() {
+    let harness = support::memory(|_| {}).await;
+    let omniq = harness
+        .omniq
+        .clone()
+        .register_fn("test.double", |n: u64| async move { Ok(n * 2) })
+        .register::<Quote>()
+        .state(Prices { per_item: 1 });
+    // By name: refused at enqueue, before anything is stored.
+    let err = omniq
+        .enqueue_by_name::<String>("test.double", 4_u64)
+        .await
+        .expect_err("u64, not String");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("`u64`"), "{err}");
+    assert!(err.to_string().contains("String"), "{err}");
+    assert!(omniq.queues().await.expect("queues").is_empty());
+
+    // By id: a result read as the wrong type names the type the task returns.
+    let worker = omniq.worker().start().expect("start");
+    let quote = omniq.enqueue(Quote { items: 3 }).await.expect("enqueue");
+    quote.wait(WAIT).await.expect("result");
+    let err = omniq
+        .handle::<Vec<String>>(quote.id())
+        .wait(WAIT)
+        .await
+        .expect_err("u64, not a list");
+    assert!(matches!(err, Error::ResultType { .. }), "{err}");
+    assert!(err.to_string().contains("`u64`"), "{err}");
+    worker.shutdown().await.expect("shutdown");
+}
+
+/// State as an argument: filled from `omniq.state`, not part of the payload.
+#[task]
+async fn priced(items: u64, prices: omniq_async::State<Prices>) -> Result<u64, TaskError> {
+    Ok(items * prices.per_item)
+}
+
+#[task]
+fn priced_blocking(items: u64, prices: State<Prices>, ctx: TaskContext) -> Result<u64, TaskError> {
+    Ok(items * prices.per_item + u64::from(ctx.attempt()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_arguments_are_filled_from_the_registered_state() {
+    let harness = support::memory(|_| {}).await;
+    let omniq = harness
+        .omniq
+        .clone()
+        .state(Prices { per_item: 5 })
+        .register::<priced>()
+        .register_blocking::<priced_blocking>();
+    let worker = omniq.worker().start().expect("start");
+    // The payload holds `items` only.
+    let a = omniq.enqueue(priced { items: 3 }).await.expect("enqueue");
+    let b = omniq
+        .enqueue(priced_blocking { items: 3 })
+        .await
+        .expect("enqueue");
+    assert_eq!(a.wait(WAIT).await.expect("result"), 15);
+    assert_eq!(b.wait(WAIT).await.expect("result"), 16);
     worker.shutdown().await.expect("shutdown");
 }

@@ -65,6 +65,8 @@ const OPTIONS: &[&str] = &[
 struct Args {
     name: Option<LitStr>,
     options: Vec<(syn::Ident, Expr)>,
+    /// `local`: the future need not be `Send`; it runs on a local worker thread.
+    local: Option<syn::Path>,
 }
 
 impl Parse for Args {
@@ -73,12 +75,20 @@ impl Parse for Args {
         let mut args = Args {
             name: None,
             options: Vec::new(),
+            local: None,
         };
         for meta in metas {
+            if let Meta::Path(path) = &meta
+                && path.is_ident("local")
+            {
+                args.local = Some(path.clone());
+                continue;
+            }
             let Meta::NameValue(pair) = meta else {
                 return Err(syn::Error::new_spanned(
                     meta,
-                    "task options are `key = value`, e.g. `#[task(queue = \"images\")]`",
+                    "task options are `key = value`, e.g. `#[task(queue = \"images\")]`, \
+                     or `local`",
                 ));
             };
             let Some(key) = pair.path.get_ident().cloned() else {
@@ -106,7 +116,7 @@ impl Parse for Args {
                 return Err(syn::Error::new_spanned(
                     key,
                     format!(
-                        "unknown task option; the options are `name`, `{}`",
+                        "unknown task option; the options are `local`, `name`, `{}`",
                         OPTIONS.join("`, `")
                     ),
                 ));
@@ -132,7 +142,10 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
     }
     let output = task_output(&signature.output, &signature.ident)?;
     let mut fields = Vec::new();
+    let mut field_names = Vec::new();
     let mut call = Vec::new();
+    // Arguments made from the context (`State<T>`), before the context is moved.
+    let mut extracted = Vec::new();
     for input in &signature.inputs {
         let FnArg::Typed(typed) = input else {
             continue;
@@ -149,20 +162,16 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
         };
         let name = &ident.ident;
         let ty = &typed.ty;
-        fields.push(quote!(pub #name: #ty));
+        if is_state(ty) {
+            extracted.push(quote! {
+                let #name = <#ty as #krate::FromContext>::from_context(&ctx)?;
+            });
+        } else {
+            fields.push(quote!(pub #name: #ty));
+            field_names.push(name.clone());
+        }
         call.push(quote!(#name));
     }
-    let field_names: Vec<_> = signature
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            FnArg::Typed(typed) if !is_task_context(&typed.ty) => match typed.pat.as_ref() {
-                Pat::Ident(ident) => Some(ident.ident.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
     let fn_name = &signature.ident;
     let vis = &function.vis;
     let task_name = match &args.name {
@@ -186,17 +195,27 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
         "The task [`{fn_name}`](fn@{fn_name}) runs: its fields are the function's arguments."
     );
     let is_async = signature.asyncness.is_some();
-    let (trait_name, run) = if is_async {
-        (
-            quote!(#krate::Task),
-            quote! {
-                async fn run(self, ctx: #krate::TaskContext)
-                    -> ::core::result::Result<#output, #krate::TaskError> {
-                    let Self { #(#field_names),* } = self;
-                    #fn_name(#(#call),*).await
-                }
-            },
-        )
+    if let Some(local) = &args.local
+        && !is_async
+    {
+        return Err(syn::Error::new_spanned(
+            local,
+            "`local` is for an `async fn` whose future is not `Send`; a plain `fn` is a \
+             blocking task and runs on a thread",
+        ));
+    }
+    let async_run = quote! {
+        async fn run(self, ctx: #krate::TaskContext)
+            -> ::core::result::Result<#output, #krate::TaskError> {
+            let Self { #(#field_names),* } = self;
+            #(#extracted)*
+            #fn_name(#(#call),*).await
+        }
+    };
+    let (trait_name, run) = if args.local.is_some() {
+        (quote!(#krate::LocalTask), async_run)
+    } else if is_async {
+        (quote!(#krate::Task), async_run)
     } else {
         (
             quote!(#krate::BlockingTask),
@@ -204,6 +223,7 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
                 fn run(self, ctx: #krate::TaskContext)
                     -> ::core::result::Result<#output, #krate::TaskError> {
                     let Self { #(#field_names),* } = self;
+                    #(#extracted)*
                     #fn_name(#(#call),*)
                 }
             },
@@ -269,4 +289,12 @@ fn task_output(output: &ReturnType, name: &syn::Ident) -> syn::Result<Type> {
 /// Whether an argument is the attempt's context (a type path ending in `TaskContext`).
 fn is_task_context(ty: &Type) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "TaskContext"))
+}
+
+/// Whether an argument is application state (a type path ending in `State<…>`), filled
+/// from the context instead of the payload.
+fn is_state(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| {
+        s.ident == "State" && matches!(s.arguments, PathArguments::AngleBracketed(_))
+    }))
 }

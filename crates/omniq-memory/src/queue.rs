@@ -462,10 +462,12 @@ impl State {
             return CompletionStatus::LeaseLost;
         };
         let attempt = entry.record.attempts;
-        // A retry or release of a task whose cancel was requested while it ran ends it
+        // A retry, release or snooze of a task whose cancel was requested while it ran ends it
         // Cancelled instead: the request must not be lost with the attempt.
         let outcome = match completion.outcome {
-            CompletionOutcome::Retry { .. } | CompletionOutcome::Release
+            CompletionOutcome::Retry { .. }
+            | CompletionOutcome::Release
+            | CompletionOutcome::Snooze { .. }
                 if entry.record.cancel_requested =>
             {
                 CompletionOutcome::Cancelled {
@@ -500,6 +502,12 @@ impl State {
             CompletionOutcome::Release => {
                 entry.record.attempts = entry.record.attempts.saturating_sub(1);
                 entry.record.state = TaskState::Queued;
+                self.requeue(id, now);
+            }
+            CompletionOutcome::Snooze { run_at } => {
+                entry.record.attempts = entry.record.attempts.saturating_sub(1);
+                entry.record.spec.run_at = run_at;
+                entry.record.state = ready_state(run_at, now);
                 self.requeue(id, now);
             }
         }

@@ -28,6 +28,9 @@ pub enum TaskErrorKind {
     DependencyFailed,
     /// The worker lost the task's lease (it crashed or stalled).
     LeaseLost,
+    /// Not a failure: the handler asked to run again later without counting the attempt
+    /// ([`TaskError::snooze`]).
+    Snoozed,
 }
 
 impl TaskErrorKind {
@@ -44,6 +47,7 @@ impl TaskErrorKind {
             TaskErrorKind::Expired => "expired",
             TaskErrorKind::DependencyFailed => "dependency_failed",
             TaskErrorKind::LeaseLost => "lease_lost",
+            TaskErrorKind::Snoozed => "snoozed",
         }
     }
 }
@@ -106,6 +110,39 @@ impl TaskError {
             retry_after: Some(delay),
             ..Self::new(message)
         }
+    }
+
+    /// Not a failure: run the task again after `delay` without counting this attempt
+    /// (River's `JobSnooze`, Oban's `{:snooze, seconds}`). For work that is not ready yet,
+    /// such as a resource another task still holds or a rate limit upstream; the task's
+    /// `max_attempts` is left untouched, so a task may snooze any number of times.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use omniq_models::TaskError;
+    ///
+    /// fn poll(ready: bool) -> Result<(), TaskError> {
+    ///     if !ready {
+    ///         return Err(TaskError::snooze(Duration::from_secs(30)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// assert!(poll(false).unwrap_err().is_snooze());
+    /// ```
+    pub fn snooze(delay: Duration) -> Self {
+        Self {
+            retry_after: Some(delay),
+            ..Self::with_kind(
+                TaskErrorKind::Snoozed,
+                format!("snoozed for {delay:?}"),
+                true,
+            )
+        }
+    }
+
+    /// Whether this is a [`TaskError::snooze`] request rather than a failure.
+    pub fn is_snooze(&self) -> bool {
+        self.kind == TaskErrorKind::Snoozed
     }
 
     /// An error of the given kind.

@@ -29,6 +29,9 @@ pub enum TaskEventKind {
     Failed,
     /// An attempt failed and another is scheduled.
     Retrying,
+    /// The handler asked to run again later without counting the attempt
+    /// ([`TaskError::snooze`](crate::TaskError::snooze)).
+    Snoozed,
     /// Out of attempts (or failed permanently); kept as a dead letter.
     DeadLettered,
     /// Cancelled.
@@ -74,6 +77,7 @@ impl TaskEventKind {
             TaskEventKind::Succeeded => "succeeded",
             TaskEventKind::Failed => "failed",
             TaskEventKind::Retrying => "retrying",
+            TaskEventKind::Snoozed => "snoozed",
             TaskEventKind::DeadLettered => "dead_lettered",
             TaskEventKind::Cancelled => "cancelled",
             TaskEventKind::Expired => "expired",

@@ -228,6 +228,9 @@ impl RedisTaskQueue {
                     ("retry", to_json(error)?, micros(*run_at).to_string())
                 }
                 CompletionOutcome::Release => ("release", String::new(), String::new()),
+                CompletionOutcome::Snooze { run_at } => {
+                    ("snooze", String::new(), micros(*run_at).to_string())
+                }
             };
             invocation
                 .arg(completion.lease.task_id.to_string())

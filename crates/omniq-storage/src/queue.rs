@@ -193,6 +193,12 @@ pub enum CompletionOutcome {
     /// The attempt did not run (worker shutting down): queue the task again and give the
     /// attempt back.
     Release,
+    /// The handler asked to run again later: give the attempt back and make the task due
+    /// at `run_at` (scheduled if that is ahead). No error is recorded.
+    Snooze {
+        /// The next attempt's earliest start.
+        run_at: DateTime<Utc>,
+    },
     /// The task was stopped on request; it ends Cancelled.
     Cancelled {
         /// Why.

@@ -51,14 +51,29 @@ impl TaskContext {
     /// A retryable [`TaskError`] naming `T` and what is registered, when no value of type
     /// `T` was registered on this worker (another worker, configured right, may run it).
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, TaskError> {
-        self.state.get::<T>().ok_or_else(|| {
-            TaskError::new(format!(
-                "no application state of type `{}` is registered on this worker \
-                 (registered: {:?}); register it with `omniq.state(value)`",
-                std::any::type_name::<T>(),
-                self.state.type_names()
-            ))
-        })
+        self.state
+            .get::<T>()
+            .ok_or_else(|| self.missing_state::<T>())
+    }
+
+    /// The application value of type `T` as a shared handle, to keep past the borrow of
+    /// the context (into a spawned task, say).
+    ///
+    /// # Errors
+    /// As [`TaskContext::state`].
+    pub fn state_shared<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, TaskError> {
+        self.state
+            .get_shared::<T>()
+            .ok_or_else(|| self.missing_state::<T>())
+    }
+
+    fn missing_state<T>(&self) -> TaskError {
+        TaskError::new(format!(
+            "no application state of type `{}` is registered on this worker \
+             (registered: {:?}); register it with `omniq.state(value)`",
+            std::any::type_name::<T>(),
+            self.state.type_names()
+        ))
     }
 
     /// The task's id.

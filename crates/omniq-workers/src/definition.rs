@@ -2,10 +2,10 @@ use omniq_models::TaskOptions;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{BlockingTask, Task};
+use crate::{BlockingTask, LocalTask, Task};
 
 /// What enqueueing needs to know about a task type, whether its handler is async
-/// ([`Task`]) or blocking ([`BlockingTask`]).
+/// ([`Task`]), blocking ([`BlockingTask`]) or local ([`LocalTask`]).
 ///
 /// Implemented for every type implementing either trait; the marker `M` only keeps the
 /// two blanket implementations apart, and is inferred. You never implement this yourself.
@@ -23,6 +23,11 @@ pub trait TaskDefinition<M>: Serialize + Send + 'static {
 #[doc(hidden)]
 pub enum AsyncMarker {}
 
+/// Marker for [`TaskDefinition`] of local (`!Send`) tasks.
+#[derive(Debug)]
+#[doc(hidden)]
+pub enum LocalMarker {}
+
 /// Marker for [`TaskDefinition`] of blocking tasks.
 #[derive(Debug)]
 #[doc(hidden)]
@@ -37,6 +42,14 @@ impl<T: Task> TaskDefinition<AsyncMarker> for T {
 }
 
 impl<T: BlockingTask> TaskDefinition<BlockingMarker> for T {
+    const NAME: &'static str = T::NAME;
+    type Output = T::Output;
+    fn default_options() -> TaskOptions {
+        T::options()
+    }
+}
+
+impl<T: LocalTask> TaskDefinition<LocalMarker> for T {
     const NAME: &'static str = T::NAME;
     type Output = T::Output;
     fn default_options() -> TaskOptions {

@@ -46,6 +46,7 @@ mod closure;
 mod context;
 mod definition;
 mod live;
+mod local;
 mod pool;
 mod registry;
 mod retry;
@@ -55,11 +56,11 @@ mod worker;
 
 pub use closure::{ArgsOnly, AsyncTaskFn, BlockingTaskFn, WithContext};
 pub use context::TaskContext;
-pub use definition::{AsyncMarker, BlockingMarker, TaskDefinition};
+pub use definition::{AsyncMarker, BlockingMarker, LocalMarker, TaskDefinition};
 pub use live::LiveRegistry;
-pub use registry::Registry;
-pub use state::AppState;
-pub use task::{BlockingTask, Task};
+pub use registry::{OutputType, Registry};
+pub use state::{AppState, FromContext, State};
+pub use task::{BlockingTask, LocalTask, Task};
 pub use worker::{
     DEFAULT_UNKNOWN_TASK_GRACE, Worker, WorkerConfig, WorkerError, WorkerHandle, WorkerKind,
     WorkerReport, shutdown_signal,

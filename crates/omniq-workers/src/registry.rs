@@ -1,21 +1,31 @@
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use futures_util::future::LocalBoxFuture;
 use omniq_models::{TaskError, TaskErrorKind, TaskOptions};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{AppState, AsyncTaskFn, BlockingTask, BlockingTaskFn, Task, TaskContext};
+use crate::{AppState, AsyncTaskFn, BlockingTask, BlockingTaskFn, LocalTask, Task, TaskContext};
 
-/// What calling a handler produced: a future to await, or a closure to run on a thread.
+/// What calling a handler produced: a future to await, a closure to run on a thread, or
+/// a closure that makes a `!Send` future on a local thread.
 pub(crate) enum Invocation {
     Async(BoxFuture<'static, Result<Vec<u8>, TaskError>>),
     Blocking(Box<dyn FnOnce() -> Result<Vec<u8>, TaskError> + Send>),
+    Local(LocalJob),
 }
+
+/// Makes an attempt's future on the local thread that runs it.
+pub(crate) type LocalJob = Box<dyn FnOnce() -> LocalBoxFuture<'static, TaskOutcome> + Send>;
+
+/// An attempt's encoded result or its error.
+pub(crate) type TaskOutcome = Result<Vec<u8>, TaskError>;
 
 /// A registered handler with its argument and output types erased.
 pub(crate) trait Handler: Send + Sync {
@@ -40,6 +50,36 @@ pub(crate) trait Handler: Send + Sync {
 
     /// Default options of the task type.
     fn options(&self) -> TaskOptions;
+
+    /// The type the task returns.
+    fn output(&self) -> OutputType;
+}
+
+/// The type a registered task returns, to check a caller's expected result type against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputType {
+    id: TypeId,
+    name: &'static str,
+}
+
+impl OutputType {
+    /// The output type `R`.
+    pub fn of<R: 'static>() -> Self {
+        Self {
+            id: TypeId::of::<R>(),
+            name: std::any::type_name::<R>(),
+        }
+    }
+
+    /// Whether it is `R`.
+    pub fn is<R: 'static>(&self) -> bool {
+        self.id == TypeId::of::<R>()
+    }
+
+    /// The type's name, for messages.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 fn decode<A: DeserializeOwned>(payload: &[u8], codec: PayloadCodec) -> Result<A, TaskError> {
@@ -95,6 +135,10 @@ impl<T: Task> Handler for AsyncTaskHandler<T> {
     fn options(&self) -> TaskOptions {
         T::options()
     }
+
+    fn output(&self) -> OutputType {
+        OutputType::of::<T::Output>()
+    }
 }
 
 struct BlockingTaskHandler<T>(PhantomData<fn() -> T>);
@@ -131,6 +175,45 @@ impl<T: BlockingTask> Handler for BlockingTaskHandler<T> {
 
     fn options(&self) -> TaskOptions {
         T::options()
+    }
+
+    fn output(&self) -> OutputType {
+        OutputType::of::<T::Output>()
+    }
+}
+
+struct LocalTaskHandler<T>(PhantomData<fn() -> T>);
+
+impl<T: LocalTask> Handler for LocalTaskHandler<T> {
+    fn invoke(
+        &self,
+        payload: &[u8],
+        ctx: TaskContext,
+        codec: PayloadCodec,
+    ) -> Result<Invocation, TaskError> {
+        let task: T = decode(payload, codec)?;
+        Ok(Invocation::Local(Box::new(move || {
+            Box::pin(async move {
+                let output = task.run(ctx).await?;
+                encode(&output, codec)
+            })
+        })))
+    }
+
+    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
+        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
+    }
+
+    fn failed(&self, _: &[u8], _: PayloadCodec, _: TaskError) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
+    fn options(&self) -> TaskOptions {
+        T::options()
+    }
+
+    fn output(&self) -> OutputType {
+        OutputType::of::<T::Output>()
     }
 }
 
@@ -169,6 +252,10 @@ where
     fn options(&self) -> TaskOptions {
         self.options.clone()
     }
+
+    fn output(&self) -> OutputType {
+        OutputType::of::<F::Output>()
+    }
 }
 
 struct BlockingFnHandler<F, A, M> {
@@ -206,6 +293,10 @@ where
 
     fn options(&self) -> TaskOptions {
         self.options.clone()
+    }
+
+    fn output(&self) -> OutputType {
+        OutputType::of::<F::Output>()
     }
 }
 
@@ -251,6 +342,12 @@ impl Registry {
     /// Registers a blocking task type under [`BlockingTask::NAME`]; it runs on threads.
     pub fn register_blocking<T: BlockingTask>(&mut self) -> &mut Self {
         self.insert(T::NAME, BlockingTaskHandler::<T>(PhantomData))
+    }
+
+    /// Registers a local task type under [`LocalTask::NAME`]: its future need not be
+    /// `Send`; it runs on a local worker thread.
+    pub fn register_local<T: LocalTask>(&mut self) -> &mut Self {
+        self.insert(T::NAME, LocalTaskHandler::<T>(PhantomData))
     }
 
     /// Registers an async closure under `name`; its argument is the decoded payload.
@@ -308,6 +405,11 @@ impl Registry {
         let mut names: Vec<_> = self.handlers.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The type the task registered under `name` returns.
+    pub fn output(&self, name: &str) -> Option<OutputType> {
+        self.handlers.get(name).map(|h| h.output())
     }
 
     /// The default options registered for `name`.

@@ -51,6 +51,13 @@ impl AppState {
             .and_then(|entry| entry.value.downcast_ref::<T>())
     }
 
+    /// The value of type `T` as a shared handle, if one was registered.
+    pub fn get_shared<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|entry| Arc::clone(&entry.value).downcast::<T>().ok())
+    }
+
     /// The names of the registered types, sorted: what an error about a missing one lists.
     pub fn type_names(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = self.values.values().map(|e| e.type_name).collect();
@@ -62,5 +69,60 @@ impl AppState {
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.type_names()).finish()
+    }
+}
+
+/// A task argument that is application state: `State<PgPool>` in a `#[task]` function
+/// is filled from the value registered with `omniq.state(pool)`, not from the payload.
+/// Derefs to the value.
+///
+/// ```
+/// # mod omniq_async { pub use omniq_workers::*; pub use omniq_models::*; }
+/// use omniq_workers::{State, TaskContext};
+/// use omniq_models::TaskError;
+///
+/// struct Pool;
+/// impl Pool { fn size(&self) -> usize { 4 } }
+///
+/// // With `#[omniq_async::task]`, `pool` is not part of the task's payload:
+/// async fn report(day: u32, pool: State<Pool>) -> Result<usize, TaskError> {
+///     Ok(pool.size() + day as usize)
+/// }
+/// ```
+pub struct State<T>(pub Arc<T>);
+
+impl<T> std::ops::Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Clone for State<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for State<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("State").field(&self.0).finish()
+    }
+}
+
+/// A task argument made from the attempt's context rather than the payload; what
+/// `#[task]` calls for arguments such as [`State<T>`].
+pub trait FromContext: Sized {
+    /// Makes the argument.
+    ///
+    /// # Errors
+    /// A [`TaskError`](omniq_models::TaskError) that fails the attempt, e.g. when the
+    /// state asked for is not registered.
+    fn from_context(ctx: &crate::TaskContext) -> Result<Self, omniq_models::TaskError>;
+}
+
+impl<T: Send + Sync + 'static> FromContext for State<T> {
+    fn from_context(ctx: &crate::TaskContext) -> Result<Self, omniq_models::TaskError> {
+        ctx.state_shared::<T>().map(State)
     }
 }

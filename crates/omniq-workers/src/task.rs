@@ -91,3 +91,51 @@ pub trait BlockingTask: Serialize + DeserializeOwned + Send + Sync + 'static {
         let _ = error;
     }
 }
+
+/// A task type whose future need not be [`Send`]: it may hold an `Rc`, a `RefCell` or a
+/// `!Send` client across an `.await`. It runs on a local worker thread (a current-thread
+/// runtime with a `LocalSet`) and stays on that thread from start to end.
+///
+/// Any worker runs local tasks; a worker of kind [`WorkerKind::Local`](crate::WorkerKind)
+/// runs every async task that way.
+///
+/// ```
+/// use std::rc::Rc;
+/// use omniq_models::TaskError;
+/// use omniq_workers::{LocalTask, TaskContext};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Render { page: String }
+///
+/// impl LocalTask for Render {
+///     const NAME: &'static str = "pages.render";
+///     type Output = usize;
+///
+///     async fn run(self, _ctx: TaskContext) -> Result<usize, TaskError> {
+///         let shared = Rc::new(self.page);
+///         tokio::task::yield_now().await; // an Rc held across an await
+///         Ok(shared.len())
+///     }
+/// }
+/// ```
+pub trait LocalTask: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name the handler is registered and found under.
+    const NAME: &'static str;
+
+    /// What the task returns.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Default options for tasks of this type.
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+    }
+
+    /// Runs one attempt, on a local worker thread.
+    fn run(self, ctx: TaskContext) -> impl Future<Output = Result<Self::Output, TaskError>>;
+
+    /// Whether a failed attempt should be retried (attempts permitting).
+    fn should_retry(&self, error: &TaskError) -> bool {
+        error.retryable
+    }
+}

@@ -41,11 +41,12 @@ pub use worker::{WorkerBuilder, WorkerHandle};
 
 pub use omniq_async::{
     AppState, ArgsOnly, Backend, Backoff, BlockingTask, BlockingTaskFn, CancelOutcome,
-    Capabilities, Capability, ConfigError, Error, ErrorKind, EventQuery, MisfirePolicy,
-    PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule, ScheduleError,
-    ScheduleTrigger, Settings, StoreKind, StoreUrl, Stores, Task, TaskContext, TaskDefinition,
-    TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord,
-    TaskResult, TaskState, WithContext, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
+    Capabilities, Capability, ConfigError, Error, ErrorKind, EventQuery, FromContext, LocalTask,
+    MisfirePolicy, PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule,
+    ScheduleError, ScheduleTrigger, Settings, State, StoreKind, StoreUrl, Stores, Task,
+    TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId,
+    TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WithContext, WorkerConfig, WorkerId,
+    WorkerKind, WorkerReport,
 };
 
 /// Turns a plain `fn` (a blocking task) or `async fn` into a task type of the same name
@@ -76,8 +77,8 @@ pub mod __private {
 /// `use omniq::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backoff, BlockingTask, ErrorKind, OmniQ, RunWhen, Settings, Task, TaskContext, TaskError,
-        TaskHandle, TaskId, TaskOptions, TaskState, task,
+        Backoff, BlockingTask, ErrorKind, LocalTask, OmniQ, RunWhen, Settings, State, Task,
+        TaskContext, TaskError, TaskHandle, TaskId, TaskOptions, TaskState, WorkerKind, task,
     };
 }
 

@@ -2,7 +2,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use omniq_async::{
-    AsyncOmniQ, BlockingTask, BlockingTaskFn, CancelOutcome, Capabilities, PurgeRequest,
+    AsyncOmniQ, BlockingTask, BlockingTaskFn, CancelOutcome, Capabilities, LocalTask, PurgeRequest,
     QueueStats, RedriveTarget, Result, ScheduleTrigger, Settings, Stores, Task, TaskDefinition,
     TaskId, TaskQuery, TaskRecord,
 };
@@ -85,6 +85,12 @@ impl OmniQ {
     /// Registers a blocking task type; workers run it on threads.
     pub fn register_blocking<T: BlockingTask>(self) -> Self {
         self.map(AsyncOmniQ::register_blocking::<T>)
+    }
+
+    /// Registers a local task type: its future need not be `Send`; workers run it on
+    /// their local threads.
+    pub fn register_local<T: LocalTask>(self) -> Self {
+        self.map(AsyncOmniQ::register_local::<T>)
     }
 
     /// Registers a plain (blocking) closure under `name`; workers run it on threads.

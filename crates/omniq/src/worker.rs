@@ -48,6 +48,12 @@ impl WorkerBuilder {
         self.map(omniq_async::WorkerBuilder::threads)
     }
 
+    /// Sets how the worker runs handlers: async, thread, local or process (see
+    /// [`WorkerKind`](crate::WorkerKind) for the trade-offs).
+    pub fn kind(self, kind: crate::WorkerKind) -> Self {
+        self.map(|w| w.kind(kind))
+    }
+
     /// Sets the lease length.
     pub fn lease(self, lease: Duration) -> Self {
         self.map(|w| w.lease(lease))

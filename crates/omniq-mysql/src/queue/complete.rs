@@ -178,13 +178,17 @@ async fn apply_one(
     let mut reason = row.reason.clone();
     let mut cancel_requested = None;
     let mut attempts = row.attempts;
-    // A retry or release of a task whose cancel was requested while it ran ends it
+    // A retry, release or snooze of a task whose cancel was requested while it ran ends it
     // Cancelled instead: the request must not be lost with the attempt.
     let cancelled_instead = CompletionOutcome::Cancelled {
         reason: omniq_storage::CANCELLED_WHILE_RUNNING.to_owned(),
     };
     let outcome = match outcome {
-        CompletionOutcome::Retry { .. } | CompletionOutcome::Release if row.cancel_requested => {
+        CompletionOutcome::Retry { .. }
+        | CompletionOutcome::Release
+        | CompletionOutcome::Snooze { .. }
+            if row.cancel_requested =>
+        {
             &cancelled_instead
         }
         other => other,
@@ -223,6 +227,16 @@ async fn apply_one(
             attempts = (attempts - 1).max(0);
             cancel_requested = Some(false);
             TaskState::Queued
+        }
+        CompletionOutcome::Snooze { run_at: at } => {
+            attempts = (attempts - 1).max(0);
+            run_at = Some(*at);
+            cancel_requested = Some(false);
+            if *at > now {
+                TaskState::Scheduled
+            } else {
+                TaskState::Queued
+            }
         }
     };
     let errors = match error {

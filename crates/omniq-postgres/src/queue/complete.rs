@@ -99,6 +99,7 @@ fn push(columns: &mut Columns, completion: &Completion) -> StoreResult<()> {
             ("retry", Some(*run_at), Some(to_json(error)?), None)
         }
         CompletionOutcome::Release => ("release", None, None, None),
+        CompletionOutcome::Snooze { run_at } => ("snooze", Some(*run_at), None, None),
     };
     columns.ids.push(*completion.lease.task_id.as_uuid());
     columns.tokens.push(*completion.lease.token.as_uuid());
@@ -121,23 +122,25 @@ async fn apply(
     // and changes nothing. The token stays on the row, so that a re-sent completion is
     // known (see `already_applied`); a claim replaces it and lease recovery clears it.
     // Each outcome's changes, column by column:
-    // - succeeded, failed, cancelled finish the task; retry and release queue it again
-    //   (retry at its run_at, scheduled if that is ahead); release gives the attempt back;
+    // - succeeded, failed, cancelled finish the task; retry, snooze and release queue it
+    //   again (retry and snooze at their run_at, scheduled if that is ahead); release and
+    //   snooze give the attempt back;
     // - failed and retry append the attempt's error to the history;
     // - a reason given when the cancel was requested wins over the worker's.
-    // - a retry or release of a task whose cancel was requested while it ran ends it
+    // - a retry, snooze or release of a task whose cancel was requested while it ran ends it
     //   Cancelled instead: the request must not be lost with the attempt.
-    let kind = "(CASE WHEN c.kind IN ('retry', 'release') AND t.cancel_requested \
+    let kind = "(CASE WHEN c.kind IN ('retry', 'snooze', 'release') AND t.cancel_requested \
                 THEN 'cancelled' ELSE c.kind END)";
     let sql = format!(
         "UPDATE {tasks} AS t SET \
            state = CASE {kind} \
              WHEN 'retry' THEN CASE WHEN c.run_at > $1 THEN 'scheduled' ELSE 'queued' END \
+             WHEN 'snooze' THEN CASE WHEN c.run_at > $1 THEN 'scheduled' ELSE 'queued' END \
              WHEN 'release' THEN 'queued' \
              ELSE {kind} END, \
-           attempts = CASE WHEN {kind} = 'release' THEN GREATEST(t.attempts - 1, 0) \
-             ELSE t.attempts END, \
-           run_at = CASE WHEN {kind} = 'retry' THEN c.run_at ELSE t.run_at END, \
+           attempts = CASE WHEN {kind} IN ('release', 'snooze') \
+             THEN GREATEST(t.attempts - 1, 0) ELSE t.attempts END, \
+           run_at = CASE WHEN {kind} IN ('retry', 'snooze') THEN c.run_at ELSE t.run_at END, \
            finished_at = CASE WHEN {kind} IN ('succeeded', 'failed', 'cancelled') THEN $1 \
              ELSE t.finished_at END, \
            updated_at = $1, \
@@ -145,7 +148,7 @@ async fn apply(
            reason = CASE {kind} WHEN 'cancelled' \
              THEN COALESCE(t.reason, c.reason, '{CANCELLED_WHILE_RUNNING}') \
              WHEN 'succeeded' THEN NULL WHEN 'failed' THEN NULL ELSE t.reason END, \
-           cancel_requested = CASE WHEN {kind} IN ('retry', 'release') THEN FALSE \
+           cancel_requested = CASE WHEN {kind} IN ('retry', 'snooze', 'release') THEN FALSE \
              ELSE t.cancel_requested END, \
            errors = CASE WHEN c.error IS NULL THEN t.errors ELSE t.errors || \
              jsonb_build_array(jsonb_build_object('attempt', t.attempts, 'at', $2::jsonb, \

@@ -7,7 +7,8 @@
 -- dependent must never be left Blocked behind a finished parent).
 --
 -- ARGV[4..] = groups of: task id, lease token, outcome ('succeeded', 'failed', 'cancelled',
--- 'retry', 'release'), detail (TaskError JSON, or the cancel reason), run_at (retry, micros).
+-- 'retry', 'snooze', 'release'), detail (TaskError JSON, or the cancel reason), run_at (retry
+-- and snooze, micros).
 -- Reply: {statuses ('applied' / 'lost'), changes}.
 
 local statuses, changes = {}, {}
@@ -30,9 +31,9 @@ for i = 4, #ARGV, 5 do
     redis.call('HSET', tk, 'completed_token', token)
     local queue, seq, expires_at, unique_key = h[3], h[4], h[5], h[6]
     redis.call('ZREM', LEASES, id)
-    -- A retry or release of a task whose cancel was requested while it ran ends it
-    -- Cancelled instead: the request must not be lost with the attempt.
-    if (kind == 'retry' or kind == 'release') and redis.call('HGET', tk, 'cancel') == '1' then
+    -- A retry, snooze or release of a task whose cancel was requested while it ran ends
+    -- it Cancelled instead: the request must not be lost with the attempt.
+    if (kind == 'retry' or kind == 'snooze' or kind == 'release') and redis.call('HGET', tk, 'cancel') == '1' then
       kind = 'cancelled'
       detail = CANCELLED_WHILE_RUNNING
     end
@@ -56,6 +57,16 @@ for i = 4, #ARGV, 5 do
         local more = redis.call('HMGET', tk, 'attempts', 'errors', 'priority')
         make_available(id, tk, queue, seq, 'running', more[3], run_at,
           'errors', with_error(more[2], more[1], detail), 'run_at', run_at, 'cancel', '0')
+        watch_expiry(id, expires_at)
+      elseif kind == 'snooze' then
+        -- The attempt is given back; no error is recorded.
+        local more = redis.call('HMGET', tk, 'attempts', 'priority')
+        local attempts = tonumber(more[1]) - 1
+        if attempts < 0 then
+          attempts = 0
+        end
+        make_available(id, tk, queue, seq, 'running', more[2], run_at,
+          'attempts', int(attempts), 'run_at', run_at, 'cancel', '0')
         watch_expiry(id, expires_at)
       elseif kind == 'release' then
         local more = redis.call('HMGET', tk, 'attempts', 'priority', 'run_at')

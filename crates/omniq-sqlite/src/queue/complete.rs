@@ -47,11 +47,13 @@ impl SqliteTaskQueue {
                 });
                 continue;
             }
-            // A retry or release of a task whose cancel was requested while it ran ends it
+            // A retry, release or snooze of a task whose cancel was requested while it ran ends it
             // Cancelled instead: the request must not be lost with the attempt.
             let completion = if matches!(
                 completion.outcome,
-                CompletionOutcome::Retry { .. } | CompletionOutcome::Release
+                CompletionOutcome::Retry { .. }
+                    | CompletionOutcome::Release
+                    | CompletionOutcome::Snooze { .. }
             ) && cancel_requested(&mut tx, &completion.lease).await?
             {
                 Completion::new(
@@ -105,6 +107,16 @@ impl SqliteTaskQueue {
                         false,
                     )
                 }
+                CompletionOutcome::Snooze { .. } => {
+                    requeued = true;
+                    (
+                        "UPDATE omniq_tasks SET state = CASE WHEN ?6 > ?3 THEN 'scheduled' \
+                         ELSE 'queued' END, run_at = ?6, \
+                         attempts = MAX(attempts - 1, 0), updated_at = ?3, \
+                         lease_expires_at = NULL, cancel_requested = 0",
+                        false,
+                    )
+                }
             };
             let (detail, run_at) = match &completion.outcome {
                 CompletionOutcome::Failed { error } => (Some(to_json(error)?), None),
@@ -112,6 +124,7 @@ impl SqliteTaskQueue {
                     (Some(to_json(error)?), Some(to_micros(*run_at)))
                 }
                 CompletionOutcome::Cancelled { reason } => (Some(reason.clone()), None),
+                CompletionOutcome::Snooze { run_at } => (None, Some(to_micros(*run_at))),
                 CompletionOutcome::Succeeded | CompletionOutcome::Release => (None, None),
             };
             let task_id = completion.lease.task_id.to_string();

@@ -46,6 +46,7 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         }
         "a_task_past_its_ttl_expires_and_never_runs" => &[Expiry, Dependencies, Inspection],
         "claims_skip_expired_tasks" => &[Expiry, Inspection],
+        "snooze_gives_the_attempt_back_and_runs_later" => &[Delays, Inspection],
         "redrive_sends_dead_letters_back_with_attempts_reset" => &[Redrive, Inspection],
         "purge_deletes_finished_tasks_only" | "purge_is_bounded_per_call" => &[Purge, Inspection],
         "enqueue_dequeue_complete_round_trip"

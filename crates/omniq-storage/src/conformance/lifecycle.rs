@@ -609,7 +609,7 @@ pub async fn a_dependent_of_a_parent_deduplicated_in_its_batch_waits_for_the_exi
 /// its attempt then asks for a retry, is released, or its lease expires and is recovered:
 /// the request is never lost and the task never runs again.
 pub async fn a_cancel_requested_while_running_survives_retry_release_and_recovery(stores: Fixture) {
-    for ending in ["retry", "release", "recovery"] {
+    for ending in ["retry", "release", "snooze", "recovery"] {
         let queue = unique_queue("cancel-survives");
         let parent = spec(&queue, TaskOptions::default().max_attempts(5));
         let child = spec(&queue, TaskOptions::default().depends_on(parent.id));
@@ -650,6 +650,12 @@ pub async fn a_cancel_requested_while_running_survives_retry_release_and_recover
             }
             "release" => {
                 let completed = finish(&*stores.queue, &lease, CompletionOutcome::Release).await;
+                assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
+            }
+            "snooze" => {
+                let run_at = Utc::now() + chrono::Duration::hours(1);
+                let snooze = CompletionOutcome::Snooze { run_at };
+                let completed = finish(&*stores.queue, &lease, snooze).await;
                 assert_eq!(completed.statuses, vec![CompletionStatus::Applied]);
             }
             _ => {

@@ -201,6 +201,7 @@ macro_rules! conformance_suite {
             retry_reschedules_the_task_and_keeps_the_error,
             failure_keeps_the_task_as_a_dead_letter_with_every_error,
             release_gives_the_attempt_back,
+            snooze_gives_the_attempt_back_and_runs_later,
             unique_key_returns_the_existing_task_while_it_is_not_terminal,
             cancel_stops_a_queued_task_from_running,
             get_unknown_task_returns_none,

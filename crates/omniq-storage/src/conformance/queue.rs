@@ -429,6 +429,9 @@ pub async fn a_completion_resent_with_the_same_token_is_applied_once(stores: Fix
             error: TaskError::new("again later"),
         },
         CompletionOutcome::Release,
+        CompletionOutcome::Snooze {
+            run_at: Utc::now() + chrono::Duration::hours(1),
+        },
         CompletionOutcome::Cancelled {
             reason: "stopped".to_owned(),
         },
@@ -859,6 +862,58 @@ pub async fn release_gives_the_attempt_back(stores: Fixture) {
     assert_eq!(record.attempts, 0);
     let again = claim(&*stores.queue, &[&queue], 1).await;
     assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1);
+}
+
+/// A snooze gives the attempt back and makes the task due at the time asked for, with no
+/// error recorded: scheduled while that time is ahead, claimable once it has come.
+pub async fn snooze_gives_the_attempt_back_and_runs_later(stores: Fixture) {
+    let queue = unique_queue("snooze");
+    let later = spec(&queue, TaskOptions::default().max_attempts(1));
+    let soon = spec(&queue, TaskOptions::default().max_attempts(1));
+    for (task, run_at, state) in [
+        (
+            &later,
+            Utc::now() + chrono::Duration::hours(1),
+            TaskState::Scheduled,
+        ),
+        (
+            &soon,
+            Utc::now() - chrono::Duration::seconds(1),
+            TaskState::Queued,
+        ),
+    ] {
+        enqueue_one(&*stores.queue, task.clone()).await;
+        let lease = claim(&*stores.queue, &[&queue], 1).await.remove(0);
+        assert_eq!(lease.spec.id, task.id);
+        let statuses = stores
+            .queue
+            .complete(vec![Completion::new(
+                lease.reference(),
+                CompletionOutcome::Snooze { run_at },
+            )])
+            .await
+            .expect("complete")
+            .statuses;
+        assert_eq!(statuses, vec![CompletionStatus::Applied]);
+        let record = stores
+            .queue
+            .get(task.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(record.state, state);
+        assert_eq!(record.attempts, 0, "a snooze is not an attempt");
+        assert!(record.errors.is_empty(), "a snooze is not a failure");
+        assert_eq!(
+            record.spec.run_at.timestamp_millis(),
+            run_at.timestamp_millis()
+        );
+    }
+    // Only the task whose time has come is claimed, and as its first attempt again.
+    let again = claim(&*stores.queue, &[&queue], 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].spec.id, soon.id);
     assert_eq!(again[0].attempt, 1);
 }
 

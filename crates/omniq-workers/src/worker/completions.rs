@@ -351,6 +351,14 @@ async fn apply(
                     .log(item.event(TaskEventKind::Cancelled).message(reason.clone()));
             }
             CompletionOutcome::Release => Counters::add(&shared.counters.released),
+            CompletionOutcome::Snooze { run_at } => {
+                Counters::add(&shared.counters.snoozed);
+                count(|m| &m.snoozed);
+                shared.events.log(
+                    item.event(TaskEventKind::Snoozed)
+                        .message(format!("next attempt at {run_at}")),
+                );
+            }
         }
     }
     super::leases::log_changes(shared, &completed.changes, TaskEventKind::Unblocked).await;
@@ -383,7 +391,7 @@ async fn applied_before(shared: &Shared, item: &Finished) -> bool {
         CompletionOutcome::Failed { error } => record.state == TaskState::Failed && ours(error),
         CompletionOutcome::Retry { error, .. } => ours(error),
         CompletionOutcome::Cancelled { .. } => record.state == TaskState::Cancelled,
-        CompletionOutcome::Release => {
+        CompletionOutcome::Release | CompletionOutcome::Snooze { .. } => {
             record.state != TaskState::Running && record.attempts + 1 == item.attempt
         }
     }

@@ -13,9 +13,9 @@ use tracing::Instrument;
 use super::completions::Finished;
 use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
-use crate::TaskContext;
 use crate::registry::Invocation;
 use crate::retry::after_failure;
+use crate::{TaskContext, WorkerKind};
 
 /// Runs one lease to its end and hands the outcome to the completion flusher.
 ///
@@ -131,6 +131,15 @@ pub(crate) async fn execute(
                 format!("cancelled while running; stopped after the {grace:?} grace period");
             (CompletionOutcome::Cancelled { reason }, None, None)
         }
+        // Not a failure: the attempt is given back and the task is due again later.
+        Some(Err(error)) if error.is_snooze() => {
+            let delay = error.retry_after.unwrap_or_default();
+            let run_at = chrono::Duration::from_std(delay)
+                .ok()
+                .and_then(|d| Utc::now().checked_add_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            (CompletionOutcome::Snooze { run_at }, None, None)
+        }
         Some(Err(error)) => {
             span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
             // The hook is user code: a panic in it keeps the error's own verdict.
@@ -194,7 +203,30 @@ async fn run_attempt(
     // their panics fail the attempt like any other.
     let invocation = guarded(|| handler.invoke(&spec.payload, ctx, shared.codec))??;
     let timeout = spec.timeout.or(shared.config.default_timeout);
+    // A local worker runs every async handler on its local threads, like `!Send` ones.
+    let invocation = match invocation {
+        Invocation::Async(future) if shared.config.kind == WorkerKind::Local => {
+            Invocation::Local(Box::new(move || future))
+        }
+        other => other,
+    };
     match invocation {
+        Invocation::Local(job) => {
+            let pool = shared.local_pool()?;
+            // Dropped when this attempt ends or is given up (timeout, lost lease, cancel
+            // grace over): the future is then dropped on its thread.
+            let abandon = CancellationToken::new();
+            let _abandon_on_drop = abandon.clone().drop_guard();
+            match with_timeout(timeout, pool.spawn(job, abandon)).await? {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(panic)) => Err(panicked(panic)),
+                Err(_) => Err(TaskError::with_kind(
+                    TaskErrorKind::Panic,
+                    "the local worker thread went away",
+                    true,
+                )),
+            }
+        }
         Invocation::Async(future) => {
             let guarded = AssertUnwindSafe(future).catch_unwind();
             let outcome = with_timeout(timeout, guarded).await;

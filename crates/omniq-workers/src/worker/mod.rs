@@ -117,7 +117,7 @@ impl Worker {
         let id = self.config.id.clone().unwrap_or_else(WorkerId::generate);
         let blocking = match self.config.kind {
             WorkerKind::Async => BlockingExecutor::Tokio,
-            WorkerKind::Thread => BlockingExecutor::Dedicated(Arc::new(
+            WorkerKind::Thread | WorkerKind::Local => BlockingExecutor::Dedicated(Arc::new(
                 ThreadPool::new(self.config.concurrency, "omniq-worker")
                     .map_err(WorkerError::Threads)?,
             )),

@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use omniq_events::EventLogger;
-use omniq_models::{LeaseToken, TaskId, WorkerId};
+use omniq_models::{LeaseToken, TaskError, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{LeaseRef, ResultStore, TaskQueue};
 use tokio::sync::{Notify, Semaphore};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::WorkerConfig;
 use super::task_metrics::MetricsCache;
 use crate::LiveRegistry;
+use crate::local::LocalPool;
 use crate::pool::BlockingExecutor;
 
 /// What a worker did, returned by its shutdown.
@@ -25,6 +26,10 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
     /// Leases given back unrun at shutdown.
     pub released: u64,
+    /// Attempts that asked to run again later ([`TaskError::snooze`]).
+    ///
+    /// [`TaskError::snooze`]: omniq_models::TaskError::snooze
+    pub snoozed: u64,
     /// Completions refused because the lease had been lost.
     pub lease_lost: u64,
     /// Running tasks stopped because their cancellation was requested.
@@ -37,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) released: AtomicU64,
+    pub(crate) snoozed: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
     pub(crate) cancelled: AtomicU64,
 }
@@ -52,6 +58,7 @@ impl Counters {
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
+            snoozed: self.snoozed.load(Ordering::Relaxed),
             lease_lost: self.lease_lost.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
         }
@@ -135,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) codec: PayloadCodec,
     pub(crate) config: WorkerConfig,
     pub(crate) blocking: BlockingExecutor,
+    /// Local threads, started when the first local attempt needs them.
+    local: OnceLock<Result<LocalPool, String>>,
     pub(crate) counters: Counters,
     pub(crate) metrics: MetricsCache,
     /// The results lane's last try failed: successes wait to be completed.
@@ -165,12 +174,27 @@ impl Shared {
             codec,
             config,
             blocking,
+            local: OnceLock::new(),
             counters: Counters::default(),
             metrics: MetricsCache::default(),
             results_stalled: AtomicBool::new(false),
             completions_stalled: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The local threads (one per core, at most one per slot), started on first use.
+    ///
+    /// # Errors
+    /// The threads could not be started; the attempt fails and may be retried.
+    pub(crate) fn local_pool(&self) -> Result<&LocalPool, TaskError> {
+        let pool = self.local.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            LocalPool::new(self.config.concurrency.min(cores), "omniq-local")
+                .map_err(|e| format!("cannot start the local worker threads: {e}"))
+        });
+        pool.as_ref()
+            .map_err(|message| TaskError::new(message.clone()))
     }
 
     pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashMap<TaskId, InFlight>> {

@@ -17,6 +17,7 @@ pub(crate) struct TaskMetrics {
     pub(crate) retried: Counter,
     pub(crate) dead_lettered: Counter,
     pub(crate) cancelled: Counter,
+    pub(crate) snoozed: Counter,
     pub(crate) wait: Histogram,
     pub(crate) duration: Histogram,
 }
@@ -31,6 +32,7 @@ impl TaskMetrics {
             retried: metrics::counter!("omniq_tasks_retried_total", &labels),
             dead_lettered: metrics::counter!("omniq_tasks_dead_lettered_total", &labels),
             cancelled: metrics::counter!("omniq_tasks_cancelled_total", &labels),
+            snoozed: metrics::counter!("omniq_tasks_snoozed_total", &labels),
             wait: metrics::histogram!("omniq_task_wait_seconds", &labels),
             duration: metrics::histogram!("omniq_task_duration_seconds", &labels),
         }
