@@ -22,6 +22,7 @@ use support::{POLL, Scene, run_counts};
 
 on_backends!(
     sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight,
+    a_sigkilled_process_worker_leaves_no_child_and_loses_no_task,
     a_worker_holds_no_more_leases_than_its_budget,
 );
 
@@ -35,6 +36,19 @@ const RUNS_BEFORE_KILL: usize = 500;
 async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
     scene: &Scene,
 ) -> anyhow::Result<()> {
+    sigkill_mid_run(scene, "async").await
+}
+
+/// The same with worker A a process worker: its handlers run in child processes, and the
+/// SIGKILL of A leaves none of them running (they exit when their socket closes).
+async fn a_sigkilled_process_worker_leaves_no_child_and_loses_no_task(
+    scene: &Scene,
+) -> anyhow::Result<()> {
+    sigkill_mid_run(scene, "process").await
+}
+
+/// Worker A (of `kind`) is killed by SIGKILL mid-run; worker B finishes the run.
+async fn sigkill_mid_run(scene: &Scene, kind: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let omniq = scene.open().await?;
     let handles = omniq_e2e::enqueue_records(&omniq, 0..TASKS).await?;
@@ -56,16 +70,25 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
     ];
 
     // Worker A runs until about a quarter of the tasks have run, then dies by SIGKILL.
-    let mut a = scene.spawn_worker("worker-a", &worker_args, &[])?;
+    let mut a = scene.spawn_worker("worker-a", &worker_args, &[("OMNIQ_DEFAULT_WORKER", kind)])?;
     a.wait_ready(Duration::from_secs(30)).await?;
     scene
         .wait_for_runs(RUNS_BEFORE_KILL, Duration::from_secs(60), &mut a)
         .await?;
+    let children = support::children_of(a.pid());
+    let has_children = !children.is_empty();
+    ensure!(
+        has_children == (kind == "process"),
+        "a {kind} worker with child processes {children:?}"
+    );
     let status = a.kill()?;
     ensure!(
         status.signal() == Some(9),
         "worker A should have died by SIGKILL, got {status}"
     );
+    for child in children {
+        support::wait_until_dead(child, Duration::from_secs(20)).await?;
+    }
     let runs_at_kill = scene.runs()?.len();
     let at_kill = omniq.queue_stats(QUEUE).await?;
     let running_at_kill = at_kill.count(TaskState::Running);
@@ -228,7 +251,7 @@ async fn sigkill_mid_run_loses_no_task_and_reruns_only_those_in_flight(
         .map(|(&seq, _)| seq)
         .collect();
     println!(
-        "crash ({:?}): {runs_at_kill} runs logged and {succeeded_at_kill} tasks Succeeded at \
+        "crash ({:?}, {kind} worker): {runs_at_kill} runs logged and {succeeded_at_kill} tasks Succeeded at \
          the kill, {running_at_kill} Running (in flight); {} tasks ran twice; {:?} in all",
         scene.target.backend,
         duplicates.len(),

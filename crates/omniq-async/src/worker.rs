@@ -36,6 +36,9 @@ impl WorkerBuilder {
                 .scheduler
                 .then_some(WorkerConfig::default().scheduler_tick)
                 .flatten(),
+            child_command: (!settings.child_command.is_empty())
+                .then(|| settings.child_command.iter().map(Into::into).collect()),
+            max_tasks_per_child: settings.max_tasks_per_child,
         };
         Self { omniq, config }
     }
@@ -69,6 +72,22 @@ impl WorkerBuilder {
     /// [`WorkerKind`] for the trade-offs); the default is the `default_worker` setting.
     pub fn kind(mut self, kind: WorkerKind) -> Self {
         self.config = self.config.kind(kind);
+        self
+    }
+
+    /// Process workers: replace a child after `max` tasks (`None`: never).
+    pub fn max_tasks_per_child(mut self, max: Option<u32>) -> Self {
+        self.config = self.config.max_tasks_per_child(max);
+        self
+    }
+
+    /// Process workers: start children with this program and arguments (default: this
+    /// program with its own arguments).
+    pub fn child_command<S: Into<std::ffi::OsString>>(
+        mut self,
+        command: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.config = self.config.child_command(command);
         self
     }
 

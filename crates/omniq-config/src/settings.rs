@@ -48,8 +48,8 @@ pub struct Settings {
     /// this as its filter (`EnvFilter::try_new(&settings.log_level)`, as the quickstart
     /// does), so one setting sets it wherever OmniQ is configured.
     pub log_level: String,
-    /// Worker used when none is chosen explicitly (`default_worker`, default
-    /// `async`).
+    /// Worker used when none is chosen explicitly (`default_worker`: `async`, the
+    /// default, `thread`, `local` or `process`).
     #[serde(deserialize_with = "values::deserialize_worker_kind")]
     pub default_worker: WorkerKind,
     /// How long an unfinished task is kept before it expires (`task_ttl`,
@@ -117,10 +117,18 @@ pub struct Settings {
     /// Whether workers also run the scheduler that fires stored schedules (`scheduler`,
     /// default true). Any number of workers may run it; each fire is enqueued once.
     pub scheduler: bool,
+    /// Process workers replace a child after this many tasks (`max_tasks_per_child`,
+    /// default none: never), to bound what a leaking handler can hold.
+    pub max_tasks_per_child: Option<u32>,
+    /// The program and arguments process workers start their children with
+    /// (`child_command`, default empty: this program with its own arguments). Whatever it
+    /// runs must start a process worker with the same tasks registered.
+    #[serde(deserialize_with = "values::deserialize_list")]
+    pub child_command: Vec<String>,
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 25] = [
+pub(crate) const KEYS: [&str; 27] = [
     "base_dir",
     "url",
     "task_queue_url",
@@ -146,6 +154,8 @@ pub(crate) const KEYS: [&str; 25] = [
     "poll_interval",
     "unknown_task_grace",
     "scheduler",
+    "max_tasks_per_child",
+    "child_command",
 ];
 
 impl Default for Settings {
@@ -176,6 +186,8 @@ impl Default for Settings {
             poll_interval: Duration::from_secs(1),
             unknown_task_grace: Some(Duration::from_secs(3_600)),
             scheduler: true,
+            max_tasks_per_child: None,
+            child_command: Vec::new(),
         }
     }
 }

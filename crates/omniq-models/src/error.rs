@@ -28,6 +28,9 @@ pub enum TaskErrorKind {
     DependencyFailed,
     /// The worker lost the task's lease (it crashed or stalled).
     LeaseLost,
+    /// The process running the attempt died: a process worker's child that crashed,
+    /// aborted or was killed (out of memory, say).
+    Crashed,
     /// Not a failure: the handler asked to run again later without counting the attempt
     /// ([`TaskError::snooze`]).
     Snoozed,
@@ -47,6 +50,7 @@ impl TaskErrorKind {
             TaskErrorKind::Expired => "expired",
             TaskErrorKind::DependencyFailed => "dependency_failed",
             TaskErrorKind::LeaseLost => "lease_lost",
+            TaskErrorKind::Crashed => "crashed",
             TaskErrorKind::Snoozed => "snoozed",
         }
     }

@@ -89,24 +89,39 @@ impl fmt::Debug for AppState {
 ///     Ok(pool.size() + day as usize)
 /// }
 /// ```
-pub struct State<T>(pub Arc<T>);
+pub struct State<T> {
+    // Named, not `.0`: `state.0` reaches the value's own first field through `Deref`.
+    value: Arc<T>,
+}
+
+impl<T> State<T> {
+    /// Wraps a shared value.
+    pub fn new(value: Arc<T>) -> Self {
+        Self { value }
+    }
+
+    /// The shared value.
+    pub fn into_inner(self) -> Arc<T> {
+        self.value
+    }
+}
 
 impl<T> std::ops::Deref for State<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.0
+        &self.value
     }
 }
 
 impl<T> Clone for State<T> {
     fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
+        Self::new(Arc::clone(&self.value))
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for State<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("State").field(&self.0).finish()
+        f.debug_tuple("State").field(&self.value).finish()
     }
 }
 
@@ -123,6 +138,6 @@ pub trait FromContext: Sized {
 
 impl<T: Send + Sync + 'static> FromContext for State<T> {
     fn from_context(ctx: &crate::TaskContext) -> Result<Self, omniq_models::TaskError> {
-        ctx.state_shared::<T>().map(State)
+        ctx.state_shared::<T>().map(State::new)
     }
 }

@@ -16,6 +16,11 @@ impl Events {
         Self { driver, inner }
     }
 
+    /// Events dropped because the event store fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
     /// Stored events matching `query`, oldest first.
     ///
     /// # Errors

@@ -58,6 +58,16 @@ impl OmniQ {
         &self.inner
     }
 
+    /// The stores in use.
+    pub fn stores(&self) -> &Stores {
+        self.inner.stores()
+    }
+
+    /// Names of the registered tasks.
+    pub fn registered(&self) -> Vec<String> {
+        self.inner.registered()
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &Settings {
         self.inner.settings()

@@ -1,6 +1,7 @@
+use std::ffi::OsString;
 use std::time::Duration;
 
-use omniq_async::{Result, WorkerConfig, WorkerId, WorkerReport};
+use omniq_async::{Result, WorkerConfig, WorkerId, WorkerKind, WorkerReport};
 
 use crate::runtime::Driver;
 
@@ -10,6 +11,18 @@ use crate::runtime::Driver;
 pub struct WorkerBuilder {
     driver: Driver,
     inner: omniq_async::WorkerBuilder,
+}
+
+/// Forwards a setter to the async builder underneath.
+macro_rules! forward {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self, $($arg: $ty),*) -> Self {
+                self.map(|w| w.$name($($arg),*))
+            }
+        )*
+    };
 }
 
 impl WorkerBuilder {
@@ -27,15 +40,40 @@ impl WorkerBuilder {
         }
     }
 
-    /// Sets how many tasks run at once.
-    pub fn concurrency(self, concurrency: usize) -> Self {
-        self.map(|w| w.concurrency(concurrency))
-    }
-
-    /// Sets how many leases are claimed ahead of free slots (default: as many as the
-    /// concurrency; 0 for long tasks shared by many workers).
-    pub fn prefetch(self, prefetch: usize) -> Self {
-        self.map(|w| w.prefetch(prefetch))
+    forward! {
+        /// Sets how many tasks run at once.
+        concurrency(concurrency: usize);
+        /// Sets how many leases are claimed ahead of free slots (default: as many as the
+        /// concurrency; 0 for long tasks shared by many workers).
+        prefetch(prefetch: usize);
+        /// Sets how the worker runs handlers: async, thread, local or process (see
+        /// [`WorkerKind`] for the trade-offs).
+        kind(kind: WorkerKind);
+        /// Sets the lease length (and a heartbeat of a third of it).
+        lease(lease: Duration);
+        /// Sets the polling fallback interval.
+        poll_interval(interval: Duration);
+        /// Sets the shutdown grace period.
+        shutdown_grace(grace: Duration);
+        /// Sets how long a running task whose cancellation was requested may take to stop.
+        cancel_grace(grace: Duration);
+        /// Runs the scheduler in this worker, or not (default: the `scheduler` setting).
+        scheduler(run: bool);
+        /// Sets how long finished tasks are kept before the worker deletes them.
+        retention(retention: Option<Duration>);
+        /// Sets how long events are kept before the worker deletes them.
+        event_retention(retention: Option<Duration>);
+        /// Sets how long a due task of a name this worker has no handler for is left to
+        /// other workers before this one dead-letters it (`None`: never).
+        unknown_task_grace(grace: Option<Duration>);
+        /// Sets how long the results of the tasks this worker runs are kept.
+        result_ttl(ttl: Option<Duration>);
+        /// Sets how long one store call may take before the worker counts it as an outage.
+        store_timeout(timeout: Duration);
+        /// Process workers: replace a child after `max` tasks (`None`: never).
+        max_tasks_per_child(max: Option<u32>);
+        /// Replaces the whole configuration.
+        config(config: WorkerConfig);
     }
 
     /// Sets the queues, in strict priority order.
@@ -43,30 +81,16 @@ impl WorkerBuilder {
         self.map(|w| w.queues(queues))
     }
 
-    /// Runs blocking handlers on the worker's own threads.
+    /// Runs blocking handlers on the worker's own threads (the same as
+    /// `.kind(WorkerKind::Thread)`).
     pub fn threads(self) -> Self {
-        self.map(omniq_async::WorkerBuilder::threads)
+        self.kind(WorkerKind::Thread)
     }
 
-    /// Sets how the worker runs handlers: async, thread, local or process (see
-    /// [`WorkerKind`](crate::WorkerKind) for the trade-offs).
-    pub fn kind(self, kind: crate::WorkerKind) -> Self {
-        self.map(|w| w.kind(kind))
-    }
-
-    /// Sets the lease length.
-    pub fn lease(self, lease: Duration) -> Self {
-        self.map(|w| w.lease(lease))
-    }
-
-    /// Sets the shutdown grace period.
-    pub fn shutdown_grace(self, grace: Duration) -> Self {
-        self.map(|w| w.shutdown_grace(grace))
-    }
-
-    /// Replaces the whole configuration.
-    pub fn config(self, config: WorkerConfig) -> Self {
-        self.map(|w| w.config(config))
+    /// Process workers: start children with this program and arguments (default: this
+    /// program with its own arguments).
+    pub fn child_command<S: Into<OsString>>(self, command: impl IntoIterator<Item = S>) -> Self {
+        self.map(|w| w.child_command(command))
     }
 
     /// Starts the worker on the facade's runtime; it runs in the background until

@@ -772,3 +772,41 @@ pub async fn all_events(
         }
     }
 }
+
+/// The processes whose parent is `pid`, from `/proc`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|candidate| parent_of(*candidate) == Some(pid))
+        .collect()
+}
+
+/// Fields after the command in `/proc/<pid>/stat`: state, parent, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Waits until process `pid` has exited (gone, or a zombie no one reaped yet).
+pub async fn wait_until_dead(pid: u32, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match stat_fields(pid) {
+            None => return Ok(()),
+            Some(fields) if fields.first().is_some_and(|state| state == "Z") => return Ok(()),
+            Some(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("process {pid} still runs {timeout:?} after its parent died");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::time::Duration;
 
 pub use omniq_models::WorkerKind;
@@ -59,6 +60,13 @@ pub struct WorkerConfig {
     /// How often the worker runs the scheduler (`None`: it does not). Needs a schedule
     /// store ([`Worker::schedules`](crate::Worker::schedules)).
     pub scheduler_tick: Option<Duration>,
+    /// Process workers: the program and arguments children are started with (default:
+    /// this program with its own arguments). Whatever it runs must start a process worker
+    /// with the same tasks registered: that is where a child serves its parent.
+    pub child_command: Option<Vec<OsString>>,
+    /// Process workers: a child is replaced after this many tasks (`None`: never), to
+    /// bound what a leaking handler can hold.
+    pub max_tasks_per_child: Option<u32>,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +89,8 @@ impl Default for WorkerConfig {
             event_retention: Some(Duration::from_secs(7 * 24 * 3600)),
             store_timeout: Duration::from_secs(10),
             unknown_task_grace: Some(DEFAULT_UNKNOWN_TASK_GRACE),
+            child_command: None,
+            max_tasks_per_child: None,
         }
     }
 }
@@ -193,6 +203,22 @@ impl WorkerConfig {
     /// Runs the scheduler every `tick`, or not at all with `None`.
     pub fn scheduler_tick(mut self, tick: Option<Duration>) -> Self {
         self.scheduler_tick = tick;
+        self
+    }
+
+    /// Sets the command process workers start their children with (program, then
+    /// arguments).
+    pub fn child_command<S: Into<OsString>>(
+        mut self,
+        command: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.child_command = Some(command.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets after how many tasks a process worker replaces a child.
+    pub fn max_tasks_per_child(mut self, max: Option<u32>) -> Self {
+        self.max_tasks_per_child = max;
         self
     }
 

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::completions::Finished;
 use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
+use crate::process::AttemptHeader;
 use crate::registry::Invocation;
 use crate::retry::after_failure;
 use crate::{TaskContext, WorkerKind};
@@ -185,6 +186,21 @@ async fn run_attempt(
             false,
         ));
     };
+    let timeout = spec.timeout.or(shared.config.default_timeout);
+    // A process worker decodes and runs nothing itself: its child does.
+    if let Some(children) = &shared.process {
+        let header = AttemptHeader {
+            task_id: spec.id,
+            task_name: spec.name.clone(),
+            queue: spec.queue.clone(),
+            attempt: lease.attempt,
+            max_attempts: spec.max_attempts,
+            worker_id: shared.id.clone(),
+            metadata: spec.metadata.clone(),
+            parents: spec.depends_on.clone(),
+        };
+        return with_timeout(timeout, children.run(&header, &spec.payload)).await?;
+    }
     let ctx = TaskContext {
         task_id: spec.id,
         task_name: spec.name.clone(),
@@ -202,7 +218,6 @@ async fn run_attempt(
     // Decoding and a closure's synchronous part run here, outside the handler's future:
     // their panics fail the attempt like any other.
     let invocation = guarded(|| handler.invoke(&spec.payload, ctx, shared.codec))??;
-    let timeout = spec.timeout.or(shared.config.default_timeout);
     // A local worker runs every async handler on its local threads, like `!Send` ones.
     let invocation = match invocation {
         Invocation::Async(future) if shared.config.kind == WorkerKind::Local => {

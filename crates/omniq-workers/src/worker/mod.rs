@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DEFAULT_UNKNOWN_TASK_GRACE, WorkerConfig, WorkerKind};
+pub(crate) use resilience::panicked;
 pub use shared::WorkerReport;
 pub use signal::shutdown_signal;
 
@@ -115,8 +116,12 @@ impl Worker {
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
         self.config.validate().map_err(WorkerError::Config)?;
         let id = self.config.id.clone().unwrap_or_else(WorkerId::generate);
+        let process = match self.config.kind {
+            WorkerKind::Process => Some(self.process_pool()?),
+            _ => None,
+        };
         let blocking = match self.config.kind {
-            WorkerKind::Async => BlockingExecutor::Tokio,
+            WorkerKind::Async | WorkerKind::Process => BlockingExecutor::Tokio,
             WorkerKind::Thread | WorkerKind::Local => BlockingExecutor::Dedicated(Arc::new(
                 ThreadPool::new(self.config.concurrency, "omniq-worker")
                     .map_err(WorkerError::Threads)?,
@@ -144,9 +149,25 @@ impl Worker {
             self.codec,
             self.config,
             blocking,
+            process,
         ));
         let join = tokio::spawn(fetch::run(shared, stop.clone(), scheduler));
         Ok(WorkerHandle { id, stop, join })
+    }
+}
+
+impl Worker {
+    /// The children of a process worker; in a child, serves its parent instead and
+    /// never returns.
+    fn process_pool(&self) -> Result<crate::process::ProcessPool, WorkerError> {
+        if crate::process::is_process_child() {
+            crate::process::serve(self.registry.clone(), Arc::clone(&self.results), self.codec);
+        }
+        crate::process::ProcessPool::new(
+            self.config.child_command.clone(),
+            self.config.max_tasks_per_child,
+        )
+        .map_err(|e| WorkerError::Config(format!("cannot start process workers: {e}")))
     }
 }
 

@@ -14,6 +14,7 @@ use super::task_metrics::MetricsCache;
 use crate::LiveRegistry;
 use crate::local::LocalPool;
 use crate::pool::BlockingExecutor;
+use crate::process::ProcessPool;
 
 /// What a worker did, returned by its shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) codec: PayloadCodec,
     pub(crate) config: WorkerConfig,
     pub(crate) blocking: BlockingExecutor,
+    /// The children of a process worker.
+    pub(crate) process: Option<ProcessPool>,
     /// Local threads, started when the first local attempt needs them.
     local: OnceLock<Result<LocalPool, String>>,
     pub(crate) counters: Counters,
@@ -164,6 +167,7 @@ impl Shared {
         codec: PayloadCodec,
         config: WorkerConfig,
         blocking: BlockingExecutor,
+        process: Option<ProcessPool>,
     ) -> Self {
         Self {
             id,
@@ -174,6 +178,7 @@ impl Shared {
             codec,
             config,
             blocking,
+            process,
             local: OnceLock::new(),
             counters: Counters::default(),
             metrics: MetricsCache::default(),

@@ -1,0 +1,189 @@
+//! The child's side: attempts read from the socket on standard input, run one at a time,
+//! outcomes written back.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use omniq_models::{TaskError, TaskErrorKind};
+use omniq_serialization::PayloadCodec;
+use omniq_storage::ResultStore;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{
+    AttemptHeader, OutcomeHeader, decode_header, encode_header, read_message, write_message,
+};
+use crate::registry::Invocation;
+use crate::worker::panicked;
+use crate::{LiveRegistry, TaskContext};
+
+/// Serves the parent until it closes the socket or dies, then exits the process.
+pub(crate) fn serve(
+    registry: LiveRegistry,
+    results: Arc<dyn ResultStore>,
+    codec: PayloadCodec,
+) -> ! {
+    let serving = serve_socket(registry, results, codec);
+    let code = match Handle::try_current() {
+        // On the application's runtime, so that state bound to it (a pool made on it)
+        // keeps working; its other threads run the attempts.
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(serving))
+        }
+        // A current-thread runtime cannot be blocked in place: serve on a runtime of our
+        // own, on a thread of our own.
+        _ => std::thread::spawn(move || {
+            match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serving),
+                Err(err) => {
+                    eprintln!("omniq process worker child: cannot start a runtime: {err}");
+                    1
+                }
+            }
+        })
+        .join()
+        .unwrap_or(1),
+    };
+    std::process::exit(code)
+}
+
+async fn serve_socket(
+    registry: LiveRegistry,
+    results: Arc<dyn ResultStore>,
+    codec: PayloadCodec,
+) -> i32 {
+    let socket = match parent_socket() {
+        Ok(socket) => socket,
+        Err(err) => {
+            eprintln!(
+                "omniq process worker child: standard input is not the parent's socket: {err}"
+            );
+            return 2;
+        }
+    };
+    let (mut reader, mut writer) = socket.into_split();
+    loop {
+        // The parent closed the socket (shutdown, a recycled child) or died.
+        let Ok((header, payload)) = read_message(&mut reader).await else {
+            return 0;
+        };
+        let Ok(header) = decode_header::<AttemptHeader>(&header) else {
+            eprintln!("omniq process worker child: unreadable attempt header");
+            return 3;
+        };
+        let attempt = run(&registry, &results, codec, header, payload);
+        // While the attempt runs the parent sends nothing: anything read is the socket
+        // closing, and a child must not outlive its parent.
+        let mut probe = [0_u8; 1];
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            _ = reader.read(&mut probe) => return 0,
+        };
+        let (outcome, body): (OutcomeHeader, Vec<u8>) = match outcome {
+            Ok(body) => (Ok(()), body),
+            Err(error) => (Err(error), Vec::new()),
+        };
+        let Ok(outcome) = encode_header(&outcome) else {
+            return 3;
+        };
+        if write_message(&mut writer, &outcome, &body).await.is_err() {
+            return 0;
+        }
+    }
+}
+
+/// The socket the parent passed as standard input.
+fn parent_socket() -> io::Result<UnixStream> {
+    let fd = io::stdin().as_fd().try_clone_to_owned()?;
+    let socket = std::os::unix::net::UnixStream::from(fd);
+    socket.set_nonblocking(true)?;
+    UnixStream::from_std(socket)
+}
+
+/// Runs one attempt with the child's own registry and state.
+async fn run(
+    registry: &LiveRegistry,
+    results: &Arc<dyn ResultStore>,
+    codec: PayloadCodec,
+    header: AttemptHeader,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, TaskError> {
+    let Some(handler) = registry.handler(&header.task_name) else {
+        return Err(TaskError::with_kind(
+            TaskErrorKind::UnknownTask,
+            format!(
+                "no handler is registered for task `{}` in the process worker's child",
+                header.task_name
+            ),
+            false,
+        ));
+    };
+    let ctx = TaskContext {
+        task_id: header.task_id,
+        task_name: header.task_name,
+        queue: header.queue,
+        attempt: header.attempt,
+        max_attempts: header.max_attempts,
+        worker_id: header.worker_id,
+        metadata: header.metadata,
+        parents: header.parents,
+        // A cancelled attempt is stopped by killing its child.
+        cancellation: CancellationToken::new(),
+        results: Arc::clone(results),
+        codec,
+        state: registry.state(),
+    };
+    let invocation =
+        std::panic::catch_unwind(AssertUnwindSafe(|| handler.invoke(&payload, ctx, codec)))
+            .map_err(panicked)??;
+    let finished = match invocation {
+        // On the runtime's threads, so that a handler that never yields leaves this one
+        // free to notice the parent going away.
+        Invocation::Async(future) => tokio::spawn(AssertUnwindSafe(future).catch_unwind())
+            .await
+            .map_err(|e| e.to_string()),
+        Invocation::Blocking(job) => {
+            tokio::task::spawn_blocking(move || std::panic::catch_unwind(AssertUnwindSafe(job)))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Invocation::Local(job) => {
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let outcome = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .map(|runtime| {
+                        let local = tokio::task::LocalSet::new();
+                        std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            local.block_on(&runtime, job())
+                        }))
+                    });
+                let _ = done.send(outcome);
+            });
+            outcome
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|outcome| outcome)
+        }
+    };
+    match finished {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(panicked(panic)),
+        Err(lost) => Err(TaskError::with_kind(
+            TaskErrorKind::Panic,
+            format!("the attempt's thread went away: {lost}"),
+            true,
+        )),
+    }
+}

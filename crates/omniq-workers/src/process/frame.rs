@@ -1,0 +1,119 @@
+//! The wire between a process worker and its children: each message is a header encoded
+//! with the payload codec (msgpack) and a body of raw bytes, each part prefixed by its
+//! length (u32, big-endian).
+//!
+//! Parent to child: an [`AttemptHeader`] and the task's payload. Child to parent: the
+//! attempt's outcome (`Result<(), TaskError>`) and, on success, the encoded result.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use omniq_models::{TaskError, TaskId, WorkerId};
+use omniq_serialization::PayloadCodec;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest part accepted: a garbled length must not allocate gigabytes.
+const MAX_PART: u32 = 1 << 30;
+
+/// What a child needs to know about an attempt besides its payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AttemptHeader {
+    pub(crate) task_id: TaskId,
+    pub(crate) task_name: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) parents: Vec<TaskId>,
+}
+
+/// How an attempt in a child ended; the result bytes travel as the body.
+pub(crate) type OutcomeHeader = Result<(), TaskError>;
+
+/// Encodes a header.
+pub(crate) fn encode_header<T: Serialize>(header: &T) -> io::Result<Vec<u8>> {
+    PayloadCodec::default()
+        .encode(header)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Decodes a header.
+pub(crate) fn decode_header<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    PayloadCodec::default()
+        .decode(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes one message.
+pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    header: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut message = Vec::with_capacity(8 + header.len() + body.len());
+    for part in [header, body] {
+        let len = u32::try_from(part.len())
+            .ok()
+            .filter(|len| *len <= MAX_PART)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message part too large"))?;
+        message.extend_from_slice(&len.to_be_bytes());
+        message.extend_from_slice(part);
+    }
+    writer.write_all(&message).await?;
+    writer.flush().await
+}
+
+/// Reads one message: its header and body.
+///
+/// # Cancel safety
+/// Not cancel safe: a message half read is lost. The parent drops (and so kills) a child
+/// whose exchange was cancelled.
+pub(crate) async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let header = read_part(reader).await?;
+    let body = read_part(reader).await?;
+    Ok((header, body))
+}
+
+async fn read_part<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Vec<u8>> {
+    let len = reader.read_u32().await?;
+    if len > MAX_PART {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message part too large",
+        ));
+    }
+    let mut part = vec![0; len as usize];
+    reader.read_exact(&mut part).await?;
+    Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_reads_back_as_written() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        write_message(&mut a, b"head", b"body")
+            .await
+            .expect("write");
+        let (header, body) = read_message(&mut b).await.expect("read");
+        assert_eq!(
+            (header.as_slice(), body.as_slice()),
+            (&b"head"[..], &b"body"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_garbled_length_is_refused_without_allocating_it() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        let err = read_message(&mut b).await.expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,168 @@
+//! The parent's side: a pool of child processes, one attempt at a time each.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use omniq_models::{TaskError, TaskErrorKind};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use super::CHILD_ENV;
+use super::frame::{
+    AttemptHeader, OutcomeHeader, decode_header, encode_header, read_message, write_message,
+};
+
+/// How long the parent waits for a dead child's exit status, to say how it died.
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// Child processes of one worker: idle ones wait here between attempts; a busy one is
+/// owned by its attempt, so an attempt dropped mid-way (a timeout, a lost lease) drops its
+/// child, which kills it (SIGKILL).
+#[derive(Debug)]
+pub(crate) struct ProcessPool {
+    /// The program and its arguments.
+    command: Vec<OsString>,
+    max_tasks_per_child: Option<u32>,
+    idle: Mutex<Vec<ChildProcess>>,
+}
+
+#[derive(Debug)]
+struct ChildProcess {
+    process: Child,
+    socket: UnixStream,
+    tasks: u32,
+}
+
+impl ProcessPool {
+    /// A pool starting children with `command` (program, then arguments; default: this
+    /// program with its own arguments), each recycled after `max_tasks_per_child` tasks.
+    ///
+    /// # Errors
+    /// This program's path cannot be found (only when `command` is `None` or empty).
+    pub(crate) fn new(
+        command: Option<Vec<OsString>>,
+        max_tasks_per_child: Option<u32>,
+    ) -> io::Result<Self> {
+        let command = match command {
+            Some(command) if !command.is_empty() => command,
+            _ => std::iter::once(std::env::current_exe()?.into_os_string())
+                .chain(std::env::args_os().skip(1))
+                .collect(),
+        };
+        Ok(Self {
+            command,
+            max_tasks_per_child: max_tasks_per_child.filter(|max| *max > 0),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs one attempt in a child: an idle one, or a new one.
+    ///
+    /// # Errors
+    /// The attempt's own error; [`TaskErrorKind::Crashed`] when the child died during it;
+    /// a retryable error when no child could be started.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the child running the attempt.
+    pub(crate) async fn run(
+        &self,
+        header: &AttemptHeader,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, TaskError> {
+        let mut child = match self.take_idle() {
+            Some(child) => child,
+            None => self.spawn().map_err(|e| {
+                TaskError::new(format!(
+                    "cannot start a process worker child ({:?}): {e}",
+                    self.command.first()
+                ))
+            })?,
+        };
+        let exchange = async {
+            let header = encode_header(header)?;
+            write_message(&mut child.socket, &header, payload).await?;
+            let (outcome, body) = read_message(&mut child.socket).await?;
+            decode_header::<OutcomeHeader>(&outcome).map(|outcome| (outcome, body))
+        };
+        match exchange.await {
+            Ok((outcome, body)) => {
+                child.tasks += 1;
+                let worn_out = self
+                    .max_tasks_per_child
+                    .is_some_and(|max| child.tasks >= max);
+                if !worn_out {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(child);
+                }
+                outcome.map(|()| body)
+            }
+            Err(err) => Err(died(child, &err).await),
+        }
+    }
+
+    fn take_idle(&self) -> Option<ChildProcess> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // A child that died while idle (killed from outside) is left to its drop.
+        while let Some(mut child) = idle.pop() {
+            if matches!(child.process.try_wait(), Ok(None)) {
+                return Some(child);
+            }
+        }
+        None
+    }
+
+    fn spawn(&self) -> io::Result<ChildProcess> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .env(CHILD_ENV, "1")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .kill_on_drop(true);
+        let process = command.spawn()?;
+        // The command holds the child's end until dropped: drop it now, so that the
+        // child's death closes the socket for us.
+        drop(command);
+        ours.set_nonblocking(true)?;
+        Ok(ChildProcess {
+            process,
+            socket: UnixStream::from_std(ours)?,
+            tasks: 0,
+        })
+    }
+}
+
+/// The error of an attempt whose child died or broke the protocol; the child is killed
+/// if it still runs.
+async fn died(mut child: ChildProcess, err: &io::Error) -> TaskError {
+    let pid = child.process.id();
+    let _ = child.process.start_kill();
+    let status = tokio::time::timeout(EXIT_STATUS_WAIT, child.process.wait()).await;
+    let how = match status {
+        Ok(Ok(status)) => describe_exit(status),
+        _ => format!("the exchange failed: {err}"),
+    };
+    TaskError::with_kind(
+        TaskErrorKind::Crashed,
+        format!(
+            "the process worker child {} died during the attempt ({how})",
+            pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+        ),
+        true,
+    )
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
