@@ -183,3 +183,29 @@ async fn children_are_replaced_after_max_tasks_per_child() {
     eventually_dead(pids[0]).await;
     worker.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_program_that_never_serves_fails_the_attempt_with_a_reason() {
+    let harness = support::sqlite(|_| {}).await;
+    let omniq = registered(&harness.omniq);
+    // `true` exits at once: it never starts a process worker.
+    let worker = omniq
+        .worker()
+        .kind(WorkerKind::Process)
+        .child_command(["true"])
+        .start()
+        .expect("start");
+    let handle = omniq
+        .enqueue(pid {})
+        .options(TaskOptions::default().max_attempts(1))
+        .await
+        .expect("enqueue");
+    match handle.wait(WAIT).await.expect_err("no child served") {
+        Error::TaskFailed { error, .. } => {
+            assert!(error.message.contains("ended before serving"), "{error}");
+            assert!(error.message.contains("exit code 0"), "{error}");
+        }
+        other => panic!("expected a failed attempt, got {other}"),
+    }
+    worker.shutdown().await.expect("shutdown");
+}

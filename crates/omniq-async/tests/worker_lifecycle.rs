@@ -561,3 +561,29 @@ on_each_backend! {
     cancelled_wait => waiting_on_a_cancelled_task_reports_that_it_ended;
     inspection => inspection_lists_and_counts_tasks;
 }
+
+// The same scenarios with the thread, local and process worker kinds. Three are not for
+// process workers: two watch handlers through in-process state (the slot machinery they
+// test is the same for every kind), and a rolling deploy starts two workers in one
+// program, while a process worker's child serves at the program's first worker start.
+on_each_worker_kind! {
+    typed_and_closure_tasks => typed_and_closure_tasks_run_and_their_results_are_read_back;
+    events_per_transition => every_transition_is_recorded_as_an_event;
+    unknown_task_name => an_unknown_task_name_is_dead_lettered_and_the_worker_keeps_running;
+    rolling_deploy => a_rolling_deploy_dead_letters_no_task_a_live_worker_can_run
+        [memory_thread, memory_local, sqlite_thread, sqlite_local];
+    undecodable_payload => an_undecodable_payload_is_dead_lettered_with_the_reason;
+    retries => a_failing_task_is_retried_until_it_succeeds;
+    poison_task => a_panicking_task_fails_after_max_attempts_while_others_succeed;
+    timeouts => a_task_past_its_timeout_fails_the_attempt;
+    blocking_tasks => blocking_tasks_run_on_the_workers_own_threads;
+    graceful_shutdown => shutdown_lets_running_tasks_finish_within_the_grace_period;
+    shutdown_release => shutdown_releases_tasks_that_outlive_the_grace_period;
+    prefetch_buffer => prefetched_tasks_wait_for_a_slot_and_go_back_unrun_at_shutdown
+        [memory_thread, memory_local, sqlite_thread, sqlite_local];
+    prefetch_concurrency => prefetch_never_runs_more_handlers_than_the_concurrency
+        [memory_thread, memory_local, sqlite_thread, sqlite_local];
+    unique_keys => a_unique_key_returns_the_live_task;
+    cancelled_wait => waiting_on_a_cancelled_task_reports_that_it_ended;
+    inspection => inspection_lists_and_counts_tasks;
+}

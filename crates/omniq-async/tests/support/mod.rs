@@ -334,3 +334,76 @@ macro_rules! on_each_backend {
         )*
     };
 }
+
+/// Settings for a worker of `kind`; a process worker's children re-run `test` of this
+/// binary (its full name, as `--exact` takes it).
+pub fn worker_kind(settings: &mut Settings, kind: omniq_async::WorkerKind, test: &str) {
+    settings.default_worker = kind;
+    if kind == omniq_async::WorkerKind::Process {
+        let exe = std::env::current_exe().expect("test binary");
+        settings.child_command = vec![
+            exe.to_string_lossy().into_owned(),
+            test.to_owned(),
+            "--exact".to_owned(),
+            "--nocapture".to_owned(),
+        ];
+    }
+}
+
+/// The scenarios again with every other worker kind (thread, local, process), on memory
+/// and SQLite: `worker_kinds::<scenario>::<backend>_<kind>`. A scenario followed by a list
+/// (`[memory_thread, sqlite_local]`) runs only those.
+#[macro_export]
+macro_rules! on_each_worker_kind {
+    ($($name:ident => $body:path $([$($only:ident),* $(,)?])?;)*) => {
+        mod worker_kinds {
+            use super::*;
+            $(
+                mod $name {
+                    use super::*;
+                    $crate::on_each_worker_kind!(@tests $name $body; $([$($only),*])?);
+                }
+            )*
+        }
+    };
+    (@tests $name:ident $body:path; ) => {
+        $crate::on_each_worker_kind!(@tests $name $body; [
+            memory_thread, memory_local, memory_process,
+            sqlite_thread, sqlite_local, sqlite_process
+        ]);
+    };
+    (@tests $name:ident $body:path; [$($test:ident),*]) => {
+        $($crate::on_each_worker_kind!(@test $name $body; $test);)*
+    };
+    (@test $name:ident $body:path; memory_thread) => {
+        $crate::on_each_worker_kind!(@kind $name $body; memory_thread, memory, Thread);
+    };
+    (@test $name:ident $body:path; memory_local) => {
+        $crate::on_each_worker_kind!(@kind $name $body; memory_local, memory, Local);
+    };
+    (@test $name:ident $body:path; memory_process) => {
+        $crate::on_each_worker_kind!(@kind $name $body; memory_process, memory, Process);
+    };
+    (@test $name:ident $body:path; sqlite_thread) => {
+        $crate::on_each_worker_kind!(@kind $name $body; sqlite_thread, sqlite, Thread);
+    };
+    (@test $name:ident $body:path; sqlite_local) => {
+        $crate::on_each_worker_kind!(@kind $name $body; sqlite_local, sqlite, Local);
+    };
+    (@test $name:ident $body:path; sqlite_process) => {
+        $crate::on_each_worker_kind!(@kind $name $body; sqlite_process, sqlite, Process);
+    };
+    (@kind $name:ident $body:path; $test:ident, $backend:ident, $kind:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let test = concat!("worker_kinds::", stringify!($name), "::", stringify!($test));
+            ($body)(
+                support::$backend(|settings| {
+                    support::worker_kind(settings, omniq_async::WorkerKind::$kind, test)
+                })
+                .await,
+            )
+            .await;
+        }
+    };
+}

@@ -16,7 +16,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{
-    AttemptHeader, OutcomeHeader, decode_header, encode_header, read_message, write_message,
+    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, read_message, write_message,
 };
 use crate::registry::Invocation;
 use crate::worker::panicked;
@@ -71,6 +71,9 @@ async fn serve_socket(
         }
     };
     let (mut reader, mut writer) = socket.into_split();
+    if write_message(&mut writer, READY, &[]).await.is_err() {
+        return 0;
+    }
     loop {
         // The parent closed the socket (shutdown, a recycled child) or died.
         let Ok((header, payload)) = read_message(&mut reader).await else {

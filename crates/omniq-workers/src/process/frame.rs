@@ -2,8 +2,9 @@
 //! with the payload codec (msgpack) and a body of raw bytes, each part prefixed by its
 //! length (u32, big-endian).
 //!
-//! Parent to child: an [`AttemptHeader`] and the task's payload. Child to parent: the
-//! attempt's outcome (`Result<(), TaskError>`) and, on success, the encoded result.
+//! A child first sends [`READY`] once it serves. Then, parent to child: an
+//! [`AttemptHeader`] and the task's payload; child to parent: the attempt's outcome
+//! (`Result<(), TaskError>`) and, on success, the encoded result.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -13,6 +14,9 @@ use omniq_serialization::PayloadCodec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The header of a child's first message: it serves.
+pub(crate) const READY: &[u8] = b"omniq-ready";
 
 /// Largest part accepted: a garbled length must not allocate gigabytes.
 const MAX_PART: u32 = 1 << 30;

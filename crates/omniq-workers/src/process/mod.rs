@@ -57,7 +57,12 @@ mod unsupported {
             ))
         }
 
-        pub(crate) async fn run(&self, _: &AttemptHeader, _: &[u8]) -> Result<Vec<u8>, TaskError> {
+        pub(crate) async fn run(
+            &self,
+            _: &AttemptHeader,
+            _: &[u8],
+            _: Option<std::time::Duration>,
+        ) -> Result<Vec<u8>, TaskError> {
             match *self {}
         }
     }

@@ -13,11 +13,15 @@ use tokio::process::{Child, Command};
 
 use super::CHILD_ENV;
 use super::frame::{
-    AttemptHeader, OutcomeHeader, decode_header, encode_header, read_message, write_message,
+    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, read_message, write_message,
 };
+use crate::worker::with_timeout;
 
 /// How long the parent waits for a dead child's exit status, to say how it died.
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a new child may take to reach its worker's start and serve.
+const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Child processes of one worker: idle ones wait here between attempts; a busy one is
 /// owned by its attempt, so an attempt dropped mid-way (a timeout, a lost lease) drops its
@@ -72,15 +76,12 @@ impl ProcessPool {
         &self,
         header: &AttemptHeader,
         payload: &[u8],
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TaskError> {
+        // A new child's start does not count against the attempt's timeout.
         let mut child = match self.take_idle() {
             Some(child) => child,
-            None => self.spawn().map_err(|e| {
-                TaskError::new(format!(
-                    "cannot start a process worker child ({:?}): {e}",
-                    self.command.first()
-                ))
-            })?,
+            None => self.start_child().await?,
         };
         let exchange = async {
             let header = encode_header(header)?;
@@ -88,7 +89,9 @@ impl ProcessPool {
             let (outcome, body) = read_message(&mut child.socket).await?;
             decode_header::<OutcomeHeader>(&outcome).map(|outcome| (outcome, body))
         };
-        match exchange.await {
+        // Past the timeout the exchange is dropped, and with it the child: killed.
+        let exchanged = with_timeout(timeout, exchange).await?;
+        match exchanged {
             Ok((outcome, body)) => {
                 child.tasks += 1;
                 let worn_out = self
@@ -115,6 +118,36 @@ impl ProcessPool {
             }
         }
         None
+    }
+
+    /// Starts a child and waits until it serves.
+    async fn start_child(&self) -> Result<ChildProcess, TaskError> {
+        let cannot = |reason: String| {
+            TaskError::new(format!(
+                "cannot start a process worker child ({}): {reason}",
+                self.command[0].to_string_lossy()
+            ))
+        };
+        let mut child = self.spawn().map_err(|e| cannot(e.to_string()))?;
+        match tokio::time::timeout(CHILD_START_TIMEOUT, read_message(&mut child.socket)).await {
+            Ok(Ok((hello, _))) if hello == READY => Ok(child),
+            Ok(Ok(_)) => Err(cannot("it spoke out of turn".to_owned())),
+            Ok(Err(_)) => {
+                let status = tokio::time::timeout(EXIT_STATUS_WAIT, child.process.wait()).await;
+                let how = match status {
+                    Ok(Ok(status)) => describe_exit(status),
+                    _ => "it closed its socket".to_owned(),
+                };
+                Err(cannot(format!(
+                    "it ended before serving ({how}); does the program start a process \
+                     worker with this task registered?"
+                )))
+            }
+            Err(_) => Err(cannot(format!(
+                "it did not serve within {CHILD_START_TIMEOUT:?}; does the program start a \
+                 process worker?"
+            ))),
+        }
     }
 
     fn spawn(&self) -> io::Result<ChildProcess> {

@@ -199,7 +199,7 @@ async fn run_attempt(
             metadata: spec.metadata.clone(),
             parents: spec.depends_on.clone(),
         };
-        return with_timeout(timeout, children.run(&header, &spec.payload)).await?;
+        return children.run(&header, &spec.payload, timeout).await;
     }
     let ctx = TaskContext {
         task_id: spec.id,
@@ -283,7 +283,7 @@ async fn run_attempt(
     }
 }
 
-async fn with_timeout<F: std::future::Future>(
+pub(crate) async fn with_timeout<F: std::future::Future>(
     timeout: Option<Duration>,
     future: F,
 ) -> Result<F::Output, TaskError> {

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DEFAULT_UNKNOWN_TASK_GRACE, WorkerConfig, WorkerKind};
+pub(crate) use execute::with_timeout;
 pub(crate) use resilience::panicked;
 pub use shared::WorkerReport;
 pub use signal::shutdown_signal;
