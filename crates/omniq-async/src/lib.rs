@@ -83,7 +83,7 @@ pub use omniq_storage::{
 pub use omniq_workers::{
     AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask, State,
     Task, TaskContext, TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind,
-    WorkerReport, shutdown_signal,
+    WorkerReport, is_process_child, shutdown_signal,
 };
 
 /// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the

@@ -46,7 +46,7 @@ pub use omniq_async::{
     ScheduleError, ScheduleTrigger, Settings, State, StoreKind, StoreUrl, Stores, Task,
     TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId,
     TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WithContext, WorkerConfig, WorkerId,
-    WorkerKind, WorkerReport,
+    WorkerKind, WorkerReport, is_process_child,
 };
 
 /// Turns a plain `fn` (a blocking task) or `async fn` into a task type of the same name
