@@ -91,6 +91,15 @@ pub enum Error {
         /// The type asked for.
         requested: &'static str,
     },
+    /// [`testing::drain`](crate::testing::drain) found work left on these queues after
+    /// waiting this long.
+    #[error("queues {queues:?} still have work after {waited:?}")]
+    NotDrained {
+        /// How long it waited.
+        waited: Duration,
+        /// The queues with tasks queued, running or blocked.
+        queues: Vec<String>,
+    },
     /// Waiting for a result timed out; the task may still finish.
     #[error("no result for task {task_id} within {waited:?}")]
     Timeout {
@@ -143,7 +152,7 @@ impl Error {
             Error::Worker(_) | Error::Closed | Error::Runtime(_) => ErrorKind::Other,
             Error::TaskFailed { .. } | Error::TaskEnded { .. } => ErrorKind::TaskFailed,
             Error::TaskNotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
-            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Timeout { .. } | Error::NotDrained { .. } => ErrorKind::Timeout,
         }
     }
 }

@@ -58,6 +58,7 @@ mod handle;
 mod omniq;
 mod schedules;
 mod stores;
+pub mod testing;
 mod worker;
 
 pub use enqueue::EnqueueBuilder;

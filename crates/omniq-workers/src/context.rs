@@ -28,6 +28,54 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// A context for running a task outside a worker (tests, scripts): attempt 1 of
+    /// `max_attempts`, on `queue`, with `state` and parent results read from `results`.
+    /// It is never cancelled.
+    pub fn detached(
+        task_name: impl Into<String>,
+        queue: impl Into<String>,
+        max_attempts: u32,
+        results: Arc<dyn ResultStore>,
+        state: AppState,
+    ) -> Self {
+        Self {
+            task_id: TaskId::new(),
+            task_name: task_name.into(),
+            queue: queue.into(),
+            attempt: 1,
+            max_attempts: max_attempts.max(1),
+            worker_id: WorkerId::new("detached"),
+            metadata: BTreeMap::new(),
+            parents: Vec::new(),
+            cancellation: CancellationToken::new(),
+            results,
+            codec: PayloadCodec::default(),
+            state,
+        }
+    }
+
+    /// The same context as attempt `attempt` (to test a task's behaviour on its last
+    /// attempt, say).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// The same context with metadata labels.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The same context with parents.
+    #[must_use]
+    pub fn with_parents(mut self, parents: Vec<TaskId>) -> Self {
+        self.parents = parents;
+        self
+    }
+
     /// The application value of type `T` registered with the facade's `state` (or
     /// [`Registry::provide`](crate::Registry::provide)): a pool, a client, a configuration.
     ///

@@ -30,6 +30,7 @@ mod handle;
 mod omniq;
 mod runtime;
 mod schedules;
+pub mod testing;
 mod worker;
 
 pub use enqueue::EnqueueBuilder;
