@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use omniq_models::{TaskError, TaskErrorKind, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
-use omniq_storage::ResultStore;
+use omniq_storage::{Lease, ResultStore};
 
 use crate::AppState;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// What a handler knows about the attempt it is running.
@@ -27,6 +28,60 @@ pub struct TaskContext {
     pub(crate) state: AppState,
 }
 
+/// Who an attempt is: the part of its context that crosses to a process worker's child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AttemptHeader {
+    pub(crate) task_id: TaskId,
+    pub(crate) task_name: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) parents: Vec<TaskId>,
+}
+
+impl AttemptHeader {
+    /// The attempt `lease` grants, run by `worker_id`.
+    pub(crate) fn of(lease: &Lease, worker_id: &WorkerId) -> Self {
+        let spec = &lease.spec;
+        Self {
+            task_id: spec.id,
+            task_name: spec.name.clone(),
+            queue: spec.queue.clone(),
+            attempt: lease.attempt,
+            max_attempts: spec.max_attempts,
+            worker_id: worker_id.clone(),
+            metadata: spec.metadata.clone(),
+            parents: spec.depends_on.clone(),
+        }
+    }
+
+    /// The attempt's context.
+    pub(crate) fn into_context(
+        self,
+        cancellation: CancellationToken,
+        results: Arc<dyn ResultStore>,
+        codec: PayloadCodec,
+        state: AppState,
+    ) -> TaskContext {
+        TaskContext {
+            task_id: self.task_id,
+            task_name: self.task_name,
+            queue: self.queue,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            worker_id: self.worker_id,
+            metadata: self.metadata,
+            parents: self.parents,
+            cancellation,
+            results,
+            codec,
+            state,
+        }
+    }
+}
+
 impl TaskContext {
     /// A context for running a task outside a worker (tests, scripts): attempt 1 of
     /// `max_attempts`, on `queue`, with `state` and parent results read from `results`.
@@ -38,7 +93,7 @@ impl TaskContext {
         results: Arc<dyn ResultStore>,
         state: AppState,
     ) -> Self {
-        Self {
+        AttemptHeader {
             task_id: TaskId::new(),
             task_name: task_name.into(),
             queue: queue.into(),
@@ -47,11 +102,13 @@ impl TaskContext {
             worker_id: WorkerId::new("detached"),
             metadata: BTreeMap::new(),
             parents: Vec::new(),
-            cancellation: CancellationToken::new(),
-            results,
-            codec: PayloadCodec::default(),
-            state,
         }
+        .into_context(
+            CancellationToken::new(),
+            results,
+            PayloadCodec::default(),
+            state,
+        )
     }
 
     /// The same context as attempt `attempt` (to test a task's behaviour on its last

@@ -102,6 +102,23 @@ fn encode<R: Serialize>(value: &R, codec: PayloadCodec) -> Result<Vec<u8>, TaskE
     })
 }
 
+/// What every handler of a task type shares: the type's retry hook, options and output.
+macro_rules! typed_handler_methods {
+    () => {
+        fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
+            decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
+        }
+
+        fn options(&self) -> TaskOptions {
+            T::options()
+        }
+
+        fn output(&self) -> OutputType {
+            OutputType::of::<T::Output>()
+        }
+    };
+}
+
 struct AsyncTaskHandler<T>(PhantomData<fn() -> T>);
 
 impl<T: Task> Handler for AsyncTaskHandler<T> {
@@ -118,9 +135,7 @@ impl<T: Task> Handler for AsyncTaskHandler<T> {
         })))
     }
 
-    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
-        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
-    }
+    typed_handler_methods!();
 
     fn failed(
         &self,
@@ -130,14 +145,6 @@ impl<T: Task> Handler for AsyncTaskHandler<T> {
     ) -> Option<BoxFuture<'static, ()>> {
         let task: T = decode(payload, codec).ok()?;
         Some(Box::pin(task.failed(error)))
-    }
-
-    fn options(&self) -> TaskOptions {
-        T::options()
-    }
-
-    fn output(&self) -> OutputType {
-        OutputType::of::<T::Output>()
     }
 }
 
@@ -157,9 +164,7 @@ impl<T: BlockingTask> Handler for BlockingTaskHandler<T> {
         })))
     }
 
-    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
-        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
-    }
+    typed_handler_methods!();
 
     fn failed(
         &self,
@@ -171,14 +176,6 @@ impl<T: BlockingTask> Handler for BlockingTaskHandler<T> {
         Some(Box::pin(async move {
             let _ = tokio::task::spawn_blocking(move || task.failed(error)).await;
         }))
-    }
-
-    fn options(&self) -> TaskOptions {
-        T::options()
-    }
-
-    fn output(&self) -> OutputType {
-        OutputType::of::<T::Output>()
     }
 }
 
@@ -200,20 +197,10 @@ impl<T: LocalTask> Handler for LocalTaskHandler<T> {
         })))
     }
 
-    fn should_retry(&self, payload: &[u8], codec: PayloadCodec, error: &TaskError) -> bool {
-        decode::<T>(payload, codec).map_or(error.retryable, |task| task.should_retry(error))
-    }
+    typed_handler_methods!();
 
     fn failed(&self, _: &[u8], _: PayloadCodec, _: TaskError) -> Option<BoxFuture<'static, ()>> {
         None
-    }
-
-    fn options(&self) -> TaskOptions {
-        T::options()
-    }
-
-    fn output(&self) -> OutputType {
-        OutputType::of::<T::Output>()
     }
 }
 

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{
     AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, read_message, write_message,
 };
+use crate::LiveRegistry;
 use crate::registry::Invocation;
 use crate::worker::panicked;
-use crate::{LiveRegistry, TaskContext};
 
 /// Serves the parent until it closes the socket or dies, then exits the process.
 pub(crate) fn serve(
@@ -130,21 +130,13 @@ async fn run(
             false,
         ));
     };
-    let ctx = TaskContext {
-        task_id: header.task_id,
-        task_name: header.task_name,
-        queue: header.queue,
-        attempt: header.attempt,
-        max_attempts: header.max_attempts,
-        worker_id: header.worker_id,
-        metadata: header.metadata,
-        parents: header.parents,
+    let ctx = header.into_context(
         // A cancelled attempt is stopped by killing its child.
-        cancellation: CancellationToken::new(),
-        results: Arc::clone(results),
+        CancellationToken::new(),
+        Arc::clone(results),
         codec,
-        state: registry.state(),
-    };
+        registry.state(),
+    );
     let invocation =
         std::panic::catch_unwind(AssertUnwindSafe(|| handler.invoke(&payload, ctx, codec)))
             .map_err(panicked)??;

@@ -6,13 +6,12 @@
 //! [`AttemptHeader`] and the task's payload; child to parent: the attempt's outcome
 //! (`Result<(), TaskError>`) and, on success, the encoded result.
 
-use std::collections::BTreeMap;
 use std::io;
 
-use omniq_models::{TaskError, TaskId, WorkerId};
+use omniq_models::TaskError;
 use omniq_serialization::PayloadCodec;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The header of a child's first message: it serves.
@@ -21,18 +20,7 @@ pub(crate) const READY: &[u8] = b"omniq-ready";
 /// Largest part accepted: a garbled length must not allocate gigabytes.
 const MAX_PART: u32 = 1 << 30;
 
-/// What a child needs to know about an attempt besides its payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct AttemptHeader {
-    pub(crate) task_id: TaskId,
-    pub(crate) task_name: String,
-    pub(crate) queue: String,
-    pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
-    pub(crate) worker_id: WorkerId,
-    pub(crate) metadata: BTreeMap<String, String>,
-    pub(crate) parents: Vec<TaskId>,
-}
+pub(crate) use crate::context::AttemptHeader;
 
 /// How an attempt in a child ended; the result bytes travel as the body.
 pub(crate) type OutcomeHeader = Result<(), TaskError>;

@@ -25,7 +25,6 @@ mod pool;
 
 #[cfg(unix)]
 pub(crate) use child::serve;
-pub(crate) use frame::AttemptHeader;
 #[cfg(unix)]
 pub(crate) use pool::ProcessPool;
 
@@ -43,8 +42,8 @@ mod unsupported {
     use omniq_serialization::PayloadCodec;
     use omniq_storage::ResultStore;
 
-    use super::AttemptHeader;
     use crate::LiveRegistry;
+    use crate::context::AttemptHeader;
 
     #[derive(Debug)]
     pub(crate) enum ProcessPool {}

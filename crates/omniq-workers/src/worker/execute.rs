@@ -13,10 +13,10 @@ use tracing::Instrument;
 use super::completions::Finished;
 use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
-use crate::process::AttemptHeader;
+use crate::WorkerKind;
+use crate::context::AttemptHeader;
 use crate::registry::Invocation;
 use crate::retry::after_failure;
-use crate::{TaskContext, WorkerKind};
 
 /// Runs one lease to its end and hands the outcome to the completion flusher.
 ///
@@ -187,34 +187,17 @@ async fn run_attempt(
         ));
     };
     let timeout = spec.timeout.or(shared.config.default_timeout);
+    let header = AttemptHeader::of(lease, &shared.id);
     // A process worker decodes and runs nothing itself: its child does.
     if let Some(children) = &shared.process {
-        let header = AttemptHeader {
-            task_id: spec.id,
-            task_name: spec.name.clone(),
-            queue: spec.queue.clone(),
-            attempt: lease.attempt,
-            max_attempts: spec.max_attempts,
-            worker_id: shared.id.clone(),
-            metadata: spec.metadata.clone(),
-            parents: spec.depends_on.clone(),
-        };
         return children.run(&header, &spec.payload, timeout).await;
     }
-    let ctx = TaskContext {
-        task_id: spec.id,
-        task_name: spec.name.clone(),
-        queue: spec.queue.clone(),
-        attempt: lease.attempt,
-        max_attempts: spec.max_attempts,
-        worker_id: shared.id.clone(),
-        metadata: spec.metadata.clone(),
-        parents: spec.depends_on.clone(),
+    let ctx = header.into_context(
         cancellation,
-        results: Arc::clone(&shared.results),
-        codec: shared.codec,
-        state: shared.registry.state(),
-    };
+        Arc::clone(&shared.results),
+        shared.codec,
+        shared.registry.state(),
+    );
     // Decoding and a closure's synchronous part run here, outside the handler's future:
     // their panics fail the attempt like any other.
     let invocation = guarded(|| handler.invoke(&spec.payload, ctx, shared.codec))??;
