@@ -124,7 +124,9 @@ async fn run(
         return Err(TaskError::with_kind(
             TaskErrorKind::UnknownTask,
             format!(
-                "no handler is registered for task `{}` in the process worker's child",
+                "no handler is registered for task `{}` in the process worker's child: a \
+                 child has the tasks registered before the program's first process-worker \
+                 start; register it before that",
                 header.task_name
             ),
             false,
