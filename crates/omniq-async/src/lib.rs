@@ -91,7 +91,8 @@ pub use omniq_workers::{
 /// same name whose fields are its arguments; a `TaskContext` argument is the attempt's
 /// context. Options are `TaskOptions` builder calls: `queue`, `max_attempts`, `priority`,
 /// `timeout`, `backoff`, `ttl`, `delay`, `unique_key`, `unique_for`; `name` overrides the
-/// task's name (default: module path and function name); `local` makes a task whose future
+/// task's name (default: module path and function name). It also generates
+/// `<name>::enqueue(&omniq, args…)`, which returns the enqueue builder; `local` makes a task whose future
 /// need not be `Send` (a [`LocalTask`], run on a local worker thread). An argument of type
 /// [`State<T>`] is the application value registered with
 /// [`AsyncOmniQ::state`], not part of the payload.
@@ -123,6 +124,8 @@ pub use omniq_workers::{
 /// # async fn demo(omniq: omniq_async::AsyncOmniQ) -> omniq_async::Result<()> {
 /// let omniq = omniq.register::<resize>();
 /// let handle = omniq.enqueue(resize { path: "cat.png".into(), width: 300 }).await?;
+/// // The same through the generated helper, which takes the arguments in order:
+/// let handle = resize::enqueue(&omniq, "cat.png".into(), 300).priority(5).await?;
 /// # Ok(()) }
 /// ```
 pub use omniq_macros::task_async as task;

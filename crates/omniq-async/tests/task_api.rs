@@ -225,6 +225,12 @@ async fn the_task_attribute_defines_async_and_blocking_tasks() {
         .await
         .expect("enqueue");
     assert_eq!(resized.wait(WAIT).await.expect("result"), "cat.png@300:9");
+    // The generated helper takes the arguments in order and returns the builder.
+    let helped = resize::enqueue(&omniq, "dog.png".into(), 100)
+        .priority(3)
+        .await
+        .expect("enqueue");
+    assert_eq!(helped.wait(WAIT).await.expect("result"), "dog.png@100:9");
     assert_eq!(summed.wait(WAIT).await.expect("result"), 6);
     // The function stays a function.
     assert_eq!(checksum(vec![4, 5]).expect("direct call"), 9);

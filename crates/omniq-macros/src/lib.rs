@@ -12,6 +12,8 @@
 //! // `resize` is now also a task type: its fields are the arguments.
 //! // omniq.register::<resize>();
 //! // omniq.enqueue(resize { path: "cat.png".into(), width: 300 }).await?;
+//! // or, with the generated helper:
+//! // resize::enqueue(&omniq, "cat.png".into(), 300).priority(5).await?;
 //! ```
 
 use proc_macro::TokenStream;
@@ -26,18 +28,23 @@ use syn::{
 /// The task attribute for `omniq-async` (generated paths start `::omniq_async`).
 #[proc_macro_attribute]
 pub fn task_async(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand(args, item, quote!(::omniq_async))
+    expand(args, item, quote!(::omniq_async), quote!(AsyncOmniQ))
 }
 
 /// The task attribute for the blocking facade `omniq` (generated paths start `::omniq`).
 #[proc_macro_attribute]
 pub fn task_blocking_facade(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand(args, item, quote!(::omniq))
+    expand(args, item, quote!(::omniq), quote!(OmniQ))
 }
 
-fn expand(args: TokenStream, item: TokenStream, krate: TokenStream2) -> TokenStream {
+fn expand(
+    args: TokenStream,
+    item: TokenStream,
+    krate: TokenStream2,
+    facade: TokenStream2,
+) -> TokenStream {
     let function = syn::parse_macro_input!(item as ItemFn);
-    match syn::parse::<Args>(args).and_then(|args| generate(&args, &function, &krate)) {
+    match syn::parse::<Args>(args).and_then(|args| generate(&args, &function, &krate, &facade)) {
         Ok(tokens) => tokens.into(),
         // The function stays, so the one error is the only message (no cascade of unused
         // imports or missing items).
@@ -126,7 +133,12 @@ impl Parse for Args {
     }
 }
 
-fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result<TokenStream2> {
+fn generate(
+    args: &Args,
+    function: &ItemFn,
+    krate: &TokenStream2,
+    facade: &TokenStream2,
+) -> syn::Result<TokenStream2> {
     let signature = &function.sig;
     if !signature.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -143,6 +155,7 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
     let output = task_output(&signature.output, &signature.ident)?;
     let mut fields = Vec::new();
     let mut field_names = Vec::new();
+    let mut params = Vec::new();
     let mut call = Vec::new();
     // Arguments made from the context (`State<T>`), before the context is moved.
     let mut extracted = Vec::new();
@@ -168,6 +181,7 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
             });
         } else {
             fields.push(quote!(pub #name: #ty));
+            params.push(quote!(#name: #ty));
             field_names.push(name.clone());
         }
         call.push(quote!(#name));
@@ -229,6 +243,10 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
             },
         )
     };
+    let enqueue_doc = format!(
+        "Starts enqueueing [`{fn_name}`](fn@{fn_name}) with these arguments on `omniq`; set \
+         options on the builder, then submit it."
+    );
     Ok(quote! {
         #function
 
@@ -238,6 +256,17 @@ fn generate(args: &Args, function: &ItemFn, krate: &TokenStream2) -> syn::Result
         #[serde(crate = #serde_path)]
         #vis struct #fn_name {
             #(#fields),*
+        }
+
+        impl #fn_name {
+            #[doc = #enqueue_doc]
+            #[allow(clippy::too_many_arguments, dead_code)]
+            #vis fn enqueue(
+                omniq: &#krate::#facade,
+                #(#params),*
+            ) -> #krate::EnqueueBuilder<#output> {
+                omniq.enqueue(Self { #(#field_names),* })
+            }
         }
 
         impl #trait_name for #fn_name {

@@ -191,3 +191,26 @@ fn blocking_tasks_reach_application_state_through_their_context() {
     assert_eq!(handle.wait(WAIT).expect("result"), "hello, Ada");
     worker.shutdown().expect("shutdown");
 }
+
+/// A blocking task defined with the attribute, with state as an argument.
+#[omniq::task(queue = "text")]
+fn shout(text: String, suffix: omniq::State<Suffix>) -> Result<String, omniq::TaskError> {
+    Ok(format!("{}{}", text.to_uppercase(), suffix.0))
+}
+
+struct Suffix(&'static str);
+
+#[test]
+fn attribute_tasks_enqueue_through_their_helper_and_reach_state() {
+    let omniq = omniq().state(Suffix("!")).register_blocking::<shout>();
+    let handle = shout::enqueue(&omniq, "hey".into())
+        .submit()
+        .expect("enqueue");
+    let worker = omniq.worker().queues(["text"]).start().expect("start");
+    assert_eq!(handle.wait(WAIT).expect("result"), "HEY!");
+    assert_eq!(
+        omniq::testing::run_blocking(&omniq, shout { text: "a".into() }).expect("inline"),
+        "A!"
+    );
+    worker.shutdown().expect("shutdown");
+}
