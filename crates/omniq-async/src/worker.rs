@@ -154,6 +154,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// Registers an application value for tasks to reach by type, as
+    /// [`AsyncOmniQ::state`] does (the registry is the application's: every worker of this
+    /// `AsyncOmniQ` sees it).
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.omniq.inner.registry.update(|registry| {
+            registry.provide(value);
+        });
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: WorkerConfig) -> Self {
         self.config = config;

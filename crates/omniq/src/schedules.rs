@@ -85,8 +85,8 @@ impl Schedules {
     }
 }
 
-/// A schedule to create; [`create`](ScheduleBuilder::create) stores it.
-#[must_use = "a schedule is not created until `create` is called"]
+/// A schedule to create; [`submit`](ScheduleBuilder::submit) stores it.
+#[must_use = "a schedule is not created until `submit` is called"]
 #[derive(Debug)]
 pub struct ScheduleBuilder {
     driver: Driver,
@@ -138,11 +138,12 @@ impl ScheduleBuilder {
         self.map(omniq_async::ScheduleBuilder::paused)
     }
 
-    /// Creates the schedule (idempotent by name).
+    /// Stores the schedule (idempotent by name): the blocking facade's one verb for
+    /// finishing a builder, as [`EnqueueBuilder::submit`](crate::EnqueueBuilder::submit).
     ///
     /// # Errors
     /// An invalid trigger, an unencodable payload, or a store error.
-    pub fn create(self) -> Result<Schedule> {
+    pub fn submit(self) -> Result<Schedule> {
         let inner = self.inner;
         self.driver.call(async move { inner.await })
     }

@@ -87,6 +87,12 @@ impl WorkerBuilder {
         self.kind(WorkerKind::Thread)
     }
 
+    /// Registers an application value for tasks to reach by type, as
+    /// [`OmniQ::state`](crate::OmniQ::state) does.
+    pub fn state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.map(|w| w.state(value))
+    }
+
     /// Process workers: start children with this program and arguments (default: this
     /// program with its own arguments).
     pub fn child_command<S: Into<OsString>>(self, command: impl IntoIterator<Item = S>) -> Self {

@@ -110,7 +110,7 @@ fn schedules_are_created_and_fired_from_blocking_code() {
         )
         .misfire(MisfirePolicy::FireOnce)
         .max_runs(2)
-        .create()
+        .submit()
         .expect("create");
     assert_eq!(schedule.name, "sum");
     assert_eq!(

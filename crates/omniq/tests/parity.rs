@@ -147,6 +147,27 @@ fn the_blocking_facade_has_every_method_of_the_async_one() {
     assert!(missing.is_empty(), "the blocking facade lacks: {missing:?}");
 }
 
+/// Builders finish with one verb in the blocking facade: `submit` (`start` for workers).
+#[test]
+fn blocking_builders_finish_with_submit() {
+    for (source, builder) in [
+        (include_str!("../src/enqueue.rs"), "EnqueueBuilder"),
+        (include_str!("../src/schedules.rs"), "ScheduleBuilder"),
+    ] {
+        let found = methods(source, builder);
+        assert!(
+            found.contains("submit"),
+            "{builder} has no submit: {found:?}"
+        );
+        for other in ["create", "send", "run", "execute", "build"] {
+            assert!(
+                !found.contains(other),
+                "{builder} also finishes with {other}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_parser_reads_methods_and_forwarded_setters() {
     let source = "impl<R> Thing<R> {\n    forward! {\n        /// Doc.\n        queue(queue: String);\n    }\n\n    pub fn submit(self) -> u32 {\n        1\n    }\n\n    pub async fn wait<T>(&self) {}\n}\n";
