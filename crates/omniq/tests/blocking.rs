@@ -214,3 +214,44 @@ fn attribute_tasks_enqueue_through_their_helper_and_reach_state() {
     );
     worker.shutdown().expect("shutdown");
 }
+
+/// The process this attempt ran in.
+#[omniq::task]
+fn which_process() -> Result<u32, omniq::TaskError> {
+    Ok(std::process::id())
+}
+
+/// Every worker kind starts from blocking code; a process worker's children re-run this
+/// test of this binary.
+#[test]
+fn the_blocking_facade_starts_every_worker_kind() {
+    use omniq::WorkerKind;
+    let exe = std::env::current_exe().expect("test binary");
+    for kind in [
+        WorkerKind::Async,
+        WorkerKind::Thread,
+        WorkerKind::Local,
+        WorkerKind::Process,
+    ] {
+        let omniq = omniq().register_blocking::<which_process>();
+        let handle = which_process::enqueue(&omniq).submit().expect("enqueue");
+        let worker = omniq
+            .worker()
+            .kind(kind)
+            .child_command([
+                exe.clone().into_os_string(),
+                "the_blocking_facade_starts_every_worker_kind".into(),
+                "--exact".into(),
+                "--nocapture".into(),
+            ])
+            .start()
+            .expect("start");
+        let pid = handle.wait(WAIT).expect("result");
+        assert_eq!(
+            pid == std::process::id(),
+            kind != WorkerKind::Process,
+            "{kind} ran its task in process {pid}"
+        );
+        worker.shutdown().expect("shutdown");
+    }
+}
