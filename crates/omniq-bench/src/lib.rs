@@ -4,6 +4,7 @@
 //! cargo run --release -p omniq-bench -- --url sqlite --tasks 20000 --scenario throughput
 //! ```
 
+pub mod held;
 pub mod options;
 pub mod probe;
 pub mod report;

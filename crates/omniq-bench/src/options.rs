@@ -15,19 +15,29 @@ pub enum Scenario {
     Depth,
     /// Throughput with 1 KiB and 64 KiB payloads.
     Payload,
-    /// `--processes` worker processes on one backend.
+    /// `--processes` worker processes on one backend (default: 2, then 4).
     Processes,
+    /// Throughput with the tasks spread over 1, 4 and 16 queues that one worker consumes.
+    Queues,
+    /// Throughput where one task in ten fails its first attempt and is retried once.
+    Failing,
+    /// Throughput while another session holds a transaction open for the whole run
+    /// (PostgreSQL: designs sensitive to dead rows slow down).
+    LongTransaction,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Throughput,
         Scenario::Steady,
         Scenario::Latency,
         Scenario::Depth,
         Scenario::Payload,
         Scenario::Processes,
+        Scenario::Queues,
+        Scenario::Failing,
+        Scenario::LongTransaction,
     ];
 
     /// The scenario's name.
@@ -39,6 +49,9 @@ impl Scenario {
             Scenario::Depth => "depth",
             Scenario::Payload => "payload",
             Scenario::Processes => "processes",
+            Scenario::Queues => "queues",
+            Scenario::Failing => "failing",
+            Scenario::LongTransaction => "long-transaction",
         }
     }
 }
@@ -60,9 +73,10 @@ pub struct Options {
     /// Workers in this process.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Worker processes for the `processes` scenario.
-    #[arg(long, default_value_t = 2)]
-    pub processes: usize,
+    /// Worker processes for the `processes` scenario (default: a run with 2, then one
+    /// with 4).
+    #[arg(long)]
+    pub processes: Option<usize>,
     /// Scenarios to run (default: all).
     #[arg(long, value_enum)]
     pub scenario: Vec<Scenario>,

@@ -29,24 +29,51 @@ fn rate(count: u64, elapsed: Duration) -> Option<f64> {
     (secs > 0.0).then(|| count as f64 / secs)
 }
 
+/// What a bulk phase enqueues besides its count.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Bytes of padding per payload.
+    padding: usize,
+    /// Priority of every task.
+    priority: i32,
+    /// One task in this many fails its first attempt (0: none).
+    failing_one_in: u64,
+}
+
+impl Shape {
+    const PLAIN: Shape = Shape {
+        padding: 0,
+        priority: 0,
+        failing_one_in: 0,
+    };
+}
+
+/// Enqueues `count` tasks in chunks, the chunks dealt to `queues` in turn.
 async fn enqueue_bulk(
     omniq: &AsyncOmniQ,
-    queue: &str,
+    queues: &[String],
     count: u64,
-    padding: usize,
-    priority: i32,
+    shape: Shape,
     progress: &ProgressBar,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(CHUNK as u64);
+    let mut sent = 0;
+    let mut chunk = 0;
+    while sent < count {
+        let n = (count - sent).min(CHUNK as u64);
         let options = omniq_async::TaskOptions::default()
-            .queue(queue)
-            .priority(priority);
-        let jobs: Vec<_> = (0..n).map(|_| Job::now(padding)).collect();
+            .queue(&queues[chunk % queues.len()])
+            .priority(shape.priority);
+        let jobs: Vec<_> = (sent..sent + n)
+            .map(|seq| {
+                let mut job = Job::now(shape.padding);
+                job.fail_first = shape.failing_one_in > 0 && seq % shape.failing_one_in == 0;
+                job
+            })
+            .collect();
         enqueue_jobs(omniq, jobs, options).await?;
-        left -= n;
+        sent += n;
+        chunk += 1;
         progress.inc(n);
     }
     Ok(started.elapsed())
@@ -76,14 +103,14 @@ async fn enqueue_jobs(
 
 fn start_workers(
     omniq: &AsyncOmniQ,
-    queue: &str,
+    queues: &[String],
     options: &Options,
 ) -> anyhow::Result<Vec<WorkerHandle>> {
     (0..options.workers.max(1))
         .map(|_| {
             Ok(omniq
                 .worker()
-                .config(worker_config(queue, options.concurrency))
+                .config(worker_config(queues, options.concurrency))
                 .start()?)
         })
         .collect()
@@ -128,29 +155,65 @@ async fn wait_done(probe: &Probe, progress: &ProgressBar, row: &mut Measurement)
     }
 }
 
-/// Bulk-enqueue N (optionally padded, optionally behind or ahead of others), then
-/// process them all.
+/// A bulk run: `depth` tasks queued behind, then the measured ones spread over `queues`
+/// queues with `shape`.
+#[derive(Debug, Clone, Copy)]
+struct Bulk<'a> {
+    scenario: Scenario,
+    label: &'a str,
+    shape: Shape,
+    depth: u64,
+    queues: usize,
+}
+
+impl<'a> Bulk<'a> {
+    fn plain(scenario: Scenario, label: &'a str) -> Self {
+        Self {
+            scenario,
+            label,
+            shape: Shape::PLAIN,
+            depth: 0,
+            queues: 1,
+        }
+    }
+}
+
+/// Bulk-enqueue N (optionally padded, behind a backlog, over several queues, some
+/// failing once), then process them all.
 async fn bulk_then_process(
     target: &mut Target,
     options: &Options,
-    scenario: Scenario,
-    label: &str,
-    padding: usize,
-    depth: u64,
+    bulk: Bulk<'_>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Measurement> {
+    let Bulk {
+        scenario,
+        label,
+        shape,
+        depth,
+        queues,
+    } = bulk;
     let probe = Arc::new(Probe::default());
     let omniq = open(target.settings()?, Arc::clone(&probe)).await?;
-    let queue = fresh_queue(scenario);
+    let base = fresh_queue(scenario);
+    let queues: Vec<String> = if queues <= 1 {
+        vec![base]
+    } else {
+        (0..queues).map(|i| format!("{base}-{i}")).collect()
+    };
     progress.set_length(options.tasks * 2 + depth);
     progress.set_message(format!("{label}: enqueueing"));
     // The backlog first, at a lower priority: the measured tasks run ahead of it while
     // the claim path still has to deal with every queued row.
-    enqueue_bulk(&omniq, &queue, depth, 0, -1, progress).await?;
-    let enqueue_time = enqueue_bulk(&omniq, &queue, options.tasks, padding, 0, progress).await?;
+    let backlog = Shape {
+        priority: -1,
+        ..Shape::PLAIN
+    };
+    enqueue_bulk(&omniq, &queues[..1], depth, backlog, progress).await?;
+    let enqueue_time = enqueue_bulk(&omniq, &queues, options.tasks, shape, progress).await?;
     probe.reset(options.tasks);
     progress.set_message(format!("{label}: processing"));
-    let workers = start_workers(&omniq, &queue, options)?;
+    let workers = start_workers(&omniq, &queues, options)?;
     let mut row = measured(target, label, options.tasks, &probe);
     wait_done(&probe, progress, &mut row).await;
     stop(workers).await?;
@@ -162,8 +225,8 @@ async fn bulk_then_process(
     row.latency_max_ms = None;
     row.peak_rss_mb = fresh.peak_rss_mb;
     row.enqueue_per_sec = rate(options.tasks, enqueue_time);
-    if padding > 0 {
-        let bytes = (padding as f64) * row.processed_per_sec.unwrap_or(0.0);
+    if shape.padding > 0 {
+        let bytes = (shape.padding as f64) * row.processed_per_sec.unwrap_or(0.0);
         row.mb_per_sec = Some(bytes / 1_048_576.0);
     }
     if depth > 0 {
@@ -184,7 +247,7 @@ async fn steady(
     progress.set_length(options.tasks);
     progress.set_message("steady: producing and processing");
     probe.reset(options.tasks);
-    let workers = start_workers(&omniq, &queue, options)?;
+    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options)?;
     // Four producers, 100 tasks per round trip, racing the workers.
     let producers = 4u64;
     let started = Instant::now();
@@ -239,7 +302,7 @@ async fn latency(
     progress.set_length(count);
     progress.set_message("latency: one task every 5 ms");
     probe.reset(count);
-    let workers = start_workers(&omniq, &queue, options)?;
+    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options)?;
     // Let the worker go idle (waiting for a wake-up) before the first send.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut pace = tokio::time::interval(Duration::from_millis(5));
@@ -272,13 +335,14 @@ async fn latency(
 async fn processes(
     target: &mut Target,
     options: &Options,
+    count: usize,
     progress: &ProgressBar,
 ) -> anyhow::Result<Measurement> {
     let backend = target.backend();
     if !target.shared_across_processes() {
         return Ok(Measurement {
             backend,
-            scenario: "processes".into(),
+            scenario: format!("processes {count}"),
             note: "not applicable: the memory backend lives in one process".into(),
             ..Measurement::default()
         });
@@ -289,15 +353,16 @@ async fn processes(
     let omniq = open(settings, probe).await?;
     let queue = fresh_queue(Scenario::Processes);
     progress.set_length(options.tasks);
-    progress.set_message(format!("processes: {} worker processes", options.processes));
-    let enqueue_time = enqueue_bulk(&omniq, &queue, options.tasks, 0, 0, progress).await?;
+    progress.set_message(format!("processes: {count} worker processes"));
+    let queues = [queue.clone()];
+    let enqueue_time = enqueue_bulk(&omniq, &queues, options.tasks, Shape::PLAIN, progress).await?;
     let exe = match &options.worker_exe {
         Some(exe) => exe.clone(),
         None => std::env::current_exe()?,
     };
     let started = Instant::now();
     let mut children = Vec::new();
-    for _ in 0..options.processes.max(1) {
+    for _ in 0..count.max(1) {
         children.push(
             tokio::process::Command::new(&exe)
                 .args(["--worker-only", "--url", &url, "--queue", &queue])
@@ -310,13 +375,10 @@ async fn processes(
     progress.set_position(0);
     let mut row = Measurement {
         backend,
-        scenario: "processes".into(),
+        scenario: format!("processes {count}"),
         tasks: options.tasks,
         enqueue_per_sec: rate(options.tasks, enqueue_time),
-        note: format!(
-            "{} worker processes (includes their start-up)",
-            options.processes
-        ),
+        note: format!("{count} worker processes (includes their start-up)"),
         ..Measurement::default()
     };
     let deadline = Instant::now() + PATIENCE;
@@ -353,7 +415,10 @@ pub async fn worker_process(options: &Options) -> anyhow::Result<()> {
     .await?;
     let worker = omniq
         .worker()
-        .config(worker_config(&options.queue, options.concurrency))
+        .config(worker_config(
+            std::slice::from_ref(&options.queue),
+            options.concurrency,
+        ))
         .start()?;
     loop {
         let stats = omniq.queue_stats(options.queue.clone()).await?;
@@ -367,6 +432,36 @@ pub async fn worker_process(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the throughput scenario while another session holds a transaction open (on
+/// PostgreSQL; elsewhere the row says it does not apply).
+async fn long_transaction(
+    target: &mut Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let label = "long transaction";
+    let Some(held) = crate::held::Transaction::open(target).await? else {
+        return Ok(Measurement {
+            backend: target.backend(),
+            scenario: label.into(),
+            note: "not applicable: PostgreSQL only".into(),
+            ..Measurement::default()
+        });
+    };
+    let mut row = bulk_then_process(
+        target,
+        options,
+        Bulk::plain(Scenario::LongTransaction, label),
+        progress,
+    )
+    .await?;
+    held.close().await?;
+    if row.note.is_empty() {
+        row.note = "a transaction open in another session for the whole run".into();
+    }
+    Ok(row)
+}
+
 /// Runs one scenario.
 pub async fn run(
     scenario: Scenario,
@@ -375,33 +470,63 @@ pub async fn run(
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<Measurement>> {
     progress.set_position(0);
+    let bulk = |label| Bulk::plain(scenario, label);
     Ok(match scenario {
         Scenario::Throughput => {
-            vec![bulk_then_process(target, options, scenario, "throughput", 0, 0, progress).await?]
+            vec![bulk_then_process(target, options, bulk("throughput"), progress).await?]
         }
         Scenario::Steady => vec![steady(target, options, progress).await?],
         Scenario::Latency => vec![latency(target, options, progress).await?],
-        Scenario::Depth => vec![
-            bulk_then_process(
-                target,
-                options,
-                scenario,
-                "depth",
-                0,
-                options.depth,
-                progress,
-            )
-            .await?,
-        ],
+        Scenario::Depth => {
+            let depth = Bulk {
+                depth: options.depth,
+                ..bulk("depth")
+            };
+            vec![bulk_then_process(target, options, depth, progress).await?]
+        }
         Scenario::Payload => {
             let mut rows = Vec::new();
             for (label, size) in [("payload 1KiB", 1024), ("payload 64KiB", 64 * 1024)] {
-                rows.push(
-                    bulk_then_process(target, options, scenario, label, size, 0, progress).await?,
-                );
+                let padded = Bulk {
+                    shape: Shape {
+                        padding: size,
+                        ..Shape::PLAIN
+                    },
+                    ..bulk(label)
+                };
+                rows.push(bulk_then_process(target, options, padded, progress).await?);
             }
             rows
         }
-        Scenario::Processes => vec![processes(target, options, progress).await?],
+        Scenario::Processes => {
+            let counts = options.processes.map_or(vec![2, 4], |count| vec![count]);
+            let mut rows = Vec::new();
+            for count in counts {
+                rows.push(processes(target, options, count, progress).await?);
+            }
+            rows
+        }
+        Scenario::Queues => {
+            let mut rows = Vec::new();
+            for (label, queues) in [("queues 1", 1), ("queues 4", 4), ("queues 16", 16)] {
+                let spread = Bulk {
+                    queues,
+                    ..bulk(label)
+                };
+                rows.push(bulk_then_process(target, options, spread, progress).await?);
+            }
+            rows
+        }
+        Scenario::Failing => {
+            let failing = Bulk {
+                shape: Shape {
+                    failing_one_in: 10,
+                    ..Shape::PLAIN
+                },
+                ..bulk("failing 10%")
+            };
+            vec![bulk_then_process(target, options, failing, progress).await?]
+        }
+        Scenario::LongTransaction => vec![long_transaction(target, options, progress).await?],
     })
 }

@@ -3,17 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_async::{AsyncOmniQ, Settings, StoreKind, StoreUrl, WorkerConfig};
+use omniq_async::{
+    AsyncOmniQ, Settings, StoreKind, StoreUrl, TaskContext, TaskError, WorkerConfig,
+};
 
 use crate::probe::{Probe, epoch_micros};
 
-/// The benchmark task's argument: when it was sent, and padding for payload scenarios.
+/// The benchmark task's argument: when it was sent, padding for payload scenarios, and
+/// whether its first attempt fails.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// Microseconds since the epoch at enqueue.
     pub sent: i64,
     /// Padding.
     pub body: String,
+    /// The first attempt fails (retried at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_first: bool,
 }
 
 impl Job {
@@ -22,6 +28,7 @@ impl Job {
         Self {
             sent: epoch_micros(),
             body: "x".repeat(padding),
+            fail_first: false,
         }
     }
 }
@@ -62,7 +69,7 @@ impl Target {
     /// stores for `memory`, the given server otherwise (runs use queues of their own).
     pub fn settings(&mut self) -> anyhow::Result<Settings> {
         let url = match self.url.as_str() {
-            "memory" | "memory://" => return Ok(quiet(Settings::memory())),
+            "memory" | "memory://" => return Ok(Settings::memory()),
             "sqlite" => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite://{}/bench.db", dir.path().display());
@@ -86,13 +93,8 @@ impl Target {
         ] {
             *settings.store_url_mut(kind) = Some(url.clone());
         }
-        Ok(quiet(settings))
+        Ok(settings)
     }
-}
-
-fn quiet(mut settings: Settings) -> Settings {
-    settings.scheduler = false;
-    settings
 }
 
 /// The URL all four stores of `settings` use.
@@ -103,18 +105,21 @@ pub fn url_of(settings: &Settings) -> String {
 /// An OmniQ with the no-op task registered, reporting to `probe`.
 pub async fn open(settings: Settings, probe: Arc<Probe>) -> anyhow::Result<AsyncOmniQ> {
     let omniq = AsyncOmniQ::from_settings(settings).await?;
-    Ok(omniq.register_fn(TASK, move |job: Job| {
-        probe.started(job.sent);
-        probe.finished();
-        async { Ok(()) }
+    Ok(omniq.register_fn(TASK, move |job: Job, ctx: TaskContext| {
+        let outcome = if job.fail_first && ctx.attempt() == 1 {
+            Err(TaskError::retry_after("a planned failure", Duration::ZERO))
+        } else {
+            probe.started(job.sent);
+            probe.finished();
+            Ok(())
+        };
+        async move { outcome }
     }))
 }
 
-/// A worker configuration for `queue`.
-pub fn worker_config(queue: &str, concurrency: usize) -> WorkerConfig {
+/// A worker configuration for `queues` (in strict order), with the defaults a user has.
+pub fn worker_config<Q: AsRef<str>>(queues: &[Q], concurrency: usize) -> WorkerConfig {
     WorkerConfig::default()
-        .queues([queue])
+        .queues(queues.iter().map(|queue| queue.as_ref().to_owned()))
         .concurrency(concurrency)
-        .poll_interval(Duration::from_millis(500))
-        .scheduler_tick(None)
 }

@@ -9,7 +9,7 @@ fn tiny(url: &str) -> Options {
         tasks: 200,
         concurrency: 8,
         workers: 1,
-        processes: 2,
+        processes: None,
         scenario: Scenario::ALL.to_vec(),
         depth: 300,
         latency_tasks: 20,
@@ -32,12 +32,25 @@ async fn every_scenario_completes(url: &str) {
             "depth",
             "payload 1KiB",
             "payload 64KiB",
-            "processes"
+            "processes 2",
+            "processes 4",
+            "queues 1",
+            "queues 4",
+            "queues 16",
+            "failing 10%",
+            "long transaction",
         ]
     );
     for row in &rows {
         assert!(!row.note.starts_with("incomplete"), "{row:?}");
-        if row.scenario != "processes" || url != "memory" {
+        let not_applicable = row.note.starts_with("not applicable");
+        assert_eq!(
+            not_applicable,
+            (row.scenario.starts_with("processes") && url == "memory")
+                || (row.scenario == "long transaction" && !url.starts_with("postgres")),
+            "{row:?}"
+        );
+        if !not_applicable {
             assert!(
                 row.processed_per_sec.is_some() || row.latency_p50_ms.is_some(),
                 "{row:?}"
@@ -54,4 +67,23 @@ async fn every_scenario_completes_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_completes_on_sqlite() {
     every_scenario_completes("sqlite").await;
+}
+
+/// On PostgreSQL the long-transaction scenario holds a real transaction open.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_completes_on_postgres() {
+    let url = "postgres://postgres@127.0.0.1:5432/test";
+    let reachable = tokio::net::TcpStream::connect("127.0.0.1:5432")
+        .await
+        .is_ok();
+    let required =
+        std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true");
+    assert!(
+        reachable || !required,
+        "PostgreSQL is required but not reachable"
+    );
+    if reachable {
+        every_scenario_completes(url).await;
+    }
 }

@@ -44,11 +44,11 @@
 //!
 //! # Latency over TCP
 //!
-//! sqlx 0.9.0 no longer sets `TCP_NODELAY` (sqlx issue 4335, fixed upstream, unreleased),
-//! so over TCP small statements can wait ~40 ms on delayed ACKs and a worker processes a
-//! few hundred tasks a second. For a server on the same machine, connect over its Unix
-//! socket, which has no such delay:
-//! `mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock` (about 8× faster here).
+//! OmniQ needs sqlx 0.9.1 or later: 0.9.0 did not set `TCP_NODELAY`, so over TCP small
+//! statements waited ~40 ms on delayed ACKs and a worker processed a few hundred tasks a
+//! second (451/s against 4,770–5,086/s with 0.9.1 in `omniq-bench`'s throughput
+//! scenario). A server on the same machine is still a little faster over its Unix socket:
+//! `mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock`.
 
 mod backend;
 mod connect;

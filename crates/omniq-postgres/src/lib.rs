@@ -19,12 +19,9 @@
 //! | dependencies, TTL, dead letters, schedules | yes |
 //! | TLS | rustls, by the URL's `sslmode` |
 //!
-//! **Known issue (sqlx 0.9.0).** sqlx 0.9.0 no longer sets `TCP_NODELAY` on its sockets
-//! (sqlx issue 4335, fixed upstream but not yet released). Over TLS, a statement larger
-//! than one TLS record (16 KiB: an enqueue of roughly 50 or more small tasks) is sent in
-//! several writes, and the last one can wait about 40 ms for a delayed ACK. On a trusted
-//! network or a local server, `sslmode=disable` avoids it; otherwise it goes away with the
-//! next sqlx release.
+//! OmniQ needs sqlx 0.9.1 or later: 0.9.0 did not set `TCP_NODELAY`, so over TLS a
+//! statement larger than one TLS record (an enqueue of about 50 small tasks) could wait
+//! about 40 ms for a delayed ACK.
 //!
 //! ```no_run
 //! use omniq_models::{TaskOptions, TaskSpec};
