@@ -9,7 +9,8 @@ pub enum Scenario {
     Throughput,
     /// Producers and workers at the same time.
     Steady,
-    /// An idle worker; tasks enqueued one at a time every 5 ms.
+    /// An idle worker; tasks enqueued one at a time every 5 ms through the facade, as an
+    /// application does.
     Latency,
     /// Throughput with `--depth` tasks already queued behind the measured ones.
     Depth,

@@ -308,12 +308,11 @@ async fn latency(
     let mut pace = tokio::time::interval(Duration::from_millis(5));
     for _ in 0..count {
         pace.tick().await;
-        enqueue_jobs(
-            &omniq,
-            vec![Job::now(0)],
-            omniq_async::TaskOptions::default().queue(&queue),
-        )
-        .await?;
+        // The path users take: one facade enqueue per task, events and metrics included.
+        omniq
+            .enqueue_by_name::<()>(TASK, Job::now(0))
+            .queue(&queue)
+            .await?;
         progress.inc(1);
     }
     let mut row = measured(target, "latency", count, &probe);
