@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) pool: PgPool,
     pub(crate) names: Names,
     pub(crate) listener: Listener,
+    /// When this process last looked at the tasks table's statistics (see
+    /// `queue::statistics`).
+    pub(crate) statistics_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl PgBackend {
@@ -138,6 +141,7 @@ impl PgBackend {
                 pool,
                 names,
                 listener,
+                statistics_checked: std::sync::Mutex::new(None),
             }),
             clock: Clock::system(),
         })

@@ -80,6 +80,10 @@ impl PgTaskQueue {
     }
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        // Best effort: stale statistics slow claims down, they never make them wrong.
+        if let Err(err) = self.refresh_statistics().await {
+            tracing::warn!(%err, "cannot refresh the tasks table's statistics");
+        }
         let now = self.backend.clock().now();
         let names = self.backend.names();
         let mut tx = self.backend.pool().begin().await.map_err(store_error)?;

@@ -7,6 +7,7 @@ mod inspect;
 mod maintenance;
 mod notify;
 mod settle;
+mod statistics;
 
 use std::time::Duration;
 
