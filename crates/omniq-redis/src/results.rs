@@ -1,11 +1,12 @@
-use chrono::{DateTime, Utc};
-use omniq_models::{TaskError, TaskId, TaskResult};
-use omniq_storage::{BoxFuture, ResultStore, StoreResult, winning_results};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use omniq_models::{TaskId, TaskResult};
+use omniq_storage::{
+    BoxFuture, ResultStore, StoreResult, decode_result, encode_result, winning_results,
+};
 
 use crate::RedisBackend;
-use crate::codec::{micros, opt_bytes, to_json};
-use crate::error::{corrupt, redis_error};
+use crate::codec::{micros, opt_bytes};
+use crate::error::{BACKEND, redis_error};
 
 /// The result store of a [`RedisBackend`]: one string key per result, expiring on its own
 /// (`SET … PXAT`) when the result's TTL ends.
@@ -14,54 +15,12 @@ pub struct RedisResultStore {
     backend: RedisBackend,
 }
 
-/// Everything of a result but its value, stored as one JSON line before the value's bytes.
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta {
-    task_id: TaskId,
-    task_name: String,
-    attempts: u32,
-    finished_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<TaskError>,
-}
-
 fn encode(result: &TaskResult) -> StoreResult<Vec<u8>> {
-    let meta = Meta {
-        task_id: result.task_id,
-        task_name: result.task_name.clone(),
-        attempts: result.attempts,
-        finished_at: result.finished_at,
-        expires_at: result.expires_at,
-        error: result.outcome.as_ref().err().cloned(),
-    };
-    // Compact JSON never holds a raw newline, so the first one ends the meta line.
-    let mut bytes = to_json(&meta)?.into_bytes();
-    bytes.push(b'\n');
-    if let Ok(value) = &result.outcome {
-        bytes.extend_from_slice(value);
-    }
-    Ok(bytes)
+    encode_result(result, BACKEND)
 }
 
 fn decode(bytes: &[u8]) -> StoreResult<TaskResult> {
-    let split = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("result", "no meta line"))?;
-    let meta: Meta = serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt("result", e))?;
-    let outcome = match meta.error {
-        Some(error) => Err(error),
-        None => Ok(bytes[split + 1..].to_vec()),
-    };
-    Ok(TaskResult::new(
-        meta.task_id,
-        meta.task_name,
-        outcome,
-        meta.attempts,
-        meta.finished_at,
-        meta.expires_at,
-    ))
+    decode_result(bytes, BACKEND)
 }
 
 impl RedisResultStore {
@@ -145,21 +104,5 @@ impl ResultStore for RedisResultStore {
     /// anything left to purge: this returns 0.
     fn purge_expired(&self, _limit: usize) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async { Ok(0) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_round_trip_values_with_newlines_and_errors() {
-        let ok = TaskResult::success(TaskId::new(), "t", b"a\nb\n".to_vec(), 2, None);
-        assert_eq!(decode(&encode(&ok).expect("encode")).expect("decode"), ok);
-        let failed = TaskResult::failure(TaskId::new(), "t", TaskError::permanent("x\ny"), 1, None);
-        assert_eq!(
-            decode(&encode(&failed).expect("encode")).expect("decode"),
-            failed
-        );
     }
 }

@@ -38,6 +38,7 @@ mod error;
 mod events;
 mod queue;
 mod redrive;
+mod result_bytes;
 mod results;
 mod schedules;
 pub mod secrets;
@@ -70,6 +71,7 @@ pub use queue::{
     QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue, effective_purge_limit,
 };
 pub use redrive::redrive_with_results;
+pub use result_bytes::{decode_result, encode_result};
 pub use results::{ResultStore, result_supersedes, winning_results};
 pub use schedules::ScheduleStore;
 pub use unreadable::unreadable_task;
