@@ -1,0 +1,107 @@
+//! What the NATS stores do beyond the shared conformance cases: live events across
+//! processes, result waits woken by the write, typed errors for an unreachable server and
+//! a bad prefix.
+
+mod support;
+
+use std::time::Duration;
+
+use omniq_models::{TaskEvent, TaskEventKind, TaskId, TaskResult};
+use omniq_nats::{NatsBackend, NatsOptions};
+use omniq_storage::{EventStore, ResultStore, StoreErrorKind, conformance::services_required};
+use support::{DeleteOnDrop, fresh_backend, nats_url};
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// A backend under a fresh prefix, or `None` (said loudly) when the server is unreachable
+/// and services are not required.
+async fn backend(test: &str) -> Option<NatsBackend> {
+    match fresh_backend().await {
+        Ok(backend) => Some(backend),
+        Err(err) if err.kind() == StoreErrorKind::Unavailable && !services_required() => {
+            eprintln!("SKIPPED `{test}`: NATS unavailable ({err})");
+            None
+        }
+        Err(err) => panic!("`{test}`: cannot connect to NATS: {err}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_the_events_another_connection_appends() {
+    let Some(backend) = backend("a_follower_sees_the_events_another_connection_appends").await
+    else {
+        return;
+    };
+    let _cleanup = DeleteOnDrop(backend.clone());
+    // Another process's connection, on the same prefix.
+    let other = NatsBackend::connect_with(&nats_url(), NatsOptions::prefix(backend.prefix()))
+        .await
+        .expect("second connection");
+    let mut feed = backend
+        .event_store()
+        .follow()
+        .await
+        .expect("follow")
+        .expect("NATS follows live");
+    let task = TaskId::new();
+    let sent = TaskEvent::for_task(TaskEventKind::Enqueued, task, "t", "q.with.dots");
+    other
+        .event_store()
+        .append(vec![sent.clone()])
+        .await
+        .expect("append");
+    let seen = tokio::time::timeout(LONG, feed.recv())
+        .await
+        .expect("the event arrives")
+        .expect("the feed is open");
+    assert_eq!(seen, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_wait_wakes_when_another_connection_stores_it() {
+    let Some(backend) = backend("a_result_wait_wakes_when_another_connection_stores_it").await
+    else {
+        return;
+    };
+    let _cleanup = DeleteOnDrop(backend.clone());
+    let other = NatsBackend::connect_with(&nats_url(), NatsOptions::prefix(backend.prefix()))
+        .await
+        .expect("second connection");
+    let id = TaskId::new();
+    let results = backend.result_store();
+    let waiting = tokio::spawn(async move { results.wait_for(id, LONG).await });
+    let stored = TaskResult::success(id, "t", b"42".to_vec(), 1, None);
+    // Whether the wait began before the write or not, it must return the result.
+    other
+        .result_store()
+        .put(vec![stored.clone()])
+        .await
+        .expect("put");
+    let got = waiting.await.expect("join").expect("wait");
+    assert_eq!(got, Some(stored));
+    // And a wait for a result nobody stores ends at its timeout with nothing.
+    let none = backend
+        .result_store()
+        .wait_for(TaskId::new(), Duration::from_millis(200))
+        .await
+        .expect("wait");
+    assert_eq!(none, None);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_the_password_is_never_shown() {
+    // Port 1 on loopback: nothing listens there.
+    let err = NatsBackend::connect("nats://omniq:s3cret@127.0.0.1:1")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
+async fn a_prefix_that_cannot_name_a_stream_is_refused_before_connecting() {
+    let err = NatsBackend::connect_with(&nats_url(), NatsOptions::prefix("a.b"))
+        .await
+        .expect_err("dots split subjects");
+    assert_eq!(err.kind(), StoreErrorKind::Invalid);
+}
