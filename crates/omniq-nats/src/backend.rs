@@ -1,5 +1,9 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use omniq_storage::Clock;
 
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, ConnectOptions, ServerAddr};
@@ -8,7 +12,8 @@ use omniq_storage::{StoreError, StoreResult, take_query_param};
 
 use crate::error::{BACKEND, nats_error};
 use crate::names::Names;
-use crate::{NatsEventStore, NatsResultStore, NatsScheduleStore};
+use crate::queue::Subjects;
+use crate::{NatsEventStore, NatsResultStore, NatsScheduleStore, NatsTaskQueue};
 
 /// Options of a [`NatsBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +74,7 @@ impl NatsOptions {
     }
 }
 
-/// A connection to a NATS server or cluster with JetStream, holding the result, event and
-/// schedule stores.
+/// A connection to a NATS server or cluster with JetStream, holding all four stores.
 ///
 /// Cloning is cheap: clones share the connection, which reconnects by itself after the
 /// server restarts (calls made meanwhile fail as
@@ -79,12 +83,15 @@ impl NatsOptions {
 ///
 /// | store | where |
 /// |---|---|
+/// | tasks | key-value bucket `{prefix}_tasks`; streams `{prefix}_ready` and `{prefix}_index` (see [`NatsTaskQueue`]) |
 /// | results | key-value bucket `{prefix}_results`, one key per task |
 /// | schedules | key-value bucket `{prefix}_schedules`, one key per schedule |
 /// | events | stream `{prefix}_events`, subjects `{prefix}.events.{queue}.{task}` |
 #[derive(Clone, Debug)]
 pub struct NatsBackend {
     pub(crate) inner: Arc<Inner>,
+    /// The client's clock, for what the queue computes on the client (see [`Clock`]).
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -92,9 +99,15 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) names: Names,
+    pub(crate) subjects: Subjects,
+    pub(crate) tasks: kv::Store,
+    pub(crate) ready: stream::Stream,
+    pub(crate) index: stream::Stream,
     pub(crate) results: kv::Store,
     pub(crate) schedules: kv::Store,
     pub(crate) events: stream::Stream,
+    /// The pull consumer of each ready subject this process claimed from.
+    pub(crate) consumers: Mutex<HashMap<String, PullConsumer>>,
 }
 
 impl NatsBackend {
@@ -145,6 +158,38 @@ impl NatsBackend {
             options.replicas,
         )
         .await?;
+        let subjects = Subjects::new(names.prefix());
+        let tasks = ensure_bucket(
+            &jetstream,
+            names.tasks_bucket(),
+            "OmniQ tasks",
+            Duration::ZERO,
+            options.replicas,
+        )
+        .await?;
+        let ready = jetstream
+            .get_or_create_stream(stream::Config {
+                name: subjects.ready_stream(),
+                description: Some(
+                    "OmniQ ready tasks, one subject per queue and priority".to_owned(),
+                ),
+                subjects: vec![subjects.ready_all()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                num_replicas: options.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_error)?;
+        let index = jetstream
+            .get_or_create_stream(stream::Config {
+                name: subjects.index_stream(),
+                description: Some("OmniQ tasks due later, leases and expiries by time".to_owned()),
+                subjects: subjects.index_subjects(),
+                num_replicas: options.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_error)?;
         let events = jetstream
             .get_or_create_stream(stream::Config {
                 name: names.events_stream(),
@@ -162,10 +207,16 @@ impl NatsBackend {
                 client,
                 jetstream,
                 names,
+                subjects,
+                tasks,
+                ready,
+                index,
                 results,
                 schedules,
                 events,
+                consumers: Mutex::new(HashMap::new()),
             }),
+            clock: Clock::system(),
         })
     }
 
@@ -191,6 +242,22 @@ impl NatsBackend {
             options = options.replicas(replicas);
         }
         Self::connect_with(&url, options).await
+    }
+
+    /// This backend (the same connection), reading `clock` where it reads the client's
+    /// time: when a task is due, its TTL, timestamps. Lease deadlines are set and judged on
+    /// the server's clock whatever `clock` says (see [`Clock`]). For tests that play a
+    /// machine whose clock is wrong.
+    pub fn with_clock(&self, clock: Clock) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            clock,
+        }
+    }
+
+    /// The task queue.
+    pub fn task_queue(&self) -> NatsTaskQueue {
+        NatsTaskQueue::new(self.clone(), self.clock)
     }
 
     /// The result store.
@@ -226,7 +293,11 @@ impl NatsBackend {
     pub async fn delete_everything(&self) -> StoreResult<()> {
         let names = &self.inner.names;
         let js = &self.inner.jetstream;
+        let subjects = &self.inner.subjects;
         for stream in [
+            format!("KV_{}", names.tasks_bucket()),
+            subjects.ready_stream(),
+            subjects.index_stream(),
             format!("KV_{}", names.results_bucket()),
             format!("KV_{}", names.schedules_bucket()),
             names.events_stream(),

@@ -34,6 +34,11 @@ impl Names {
         &self.prefix
     }
 
+    /// The key-value bucket of tasks.
+    pub(crate) fn tasks_bucket(&self) -> String {
+        format!("{}_tasks", self.prefix)
+    }
+
     /// The key-value bucket of results.
     pub(crate) fn results_bucket(&self) -> String {
         format!("{}_results", self.prefix)

@@ -2,6 +2,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
 use chrono::Utc;
@@ -117,7 +118,7 @@ impl NatsResultStore {
             .map_err(|err| RacedOr::Failed(nats_error(err)))?;
         match ack.await {
             Ok(_) => Ok(()),
-            Err(err) if is_wrong_revision(&err.to_string()) => Err(RacedOr::Raced),
+            Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Err(RacedOr::Raced),
             Err(err) => Err(RacedOr::Failed(nats_error(err))),
         }
     }
@@ -229,12 +230,6 @@ impl NatsResultStore {
 enum RacedOr {
     Raced,
     Failed(StoreError),
-}
-
-/// Whether a publish was refused because the subject moved on (JetStream error 10071,
-/// "wrong last sequence").
-fn is_wrong_revision(error: &str) -> bool {
-    error.contains("10071") || error.to_ascii_lowercase().contains("wrong last sequence")
 }
 
 impl ResultStore for NatsResultStore {

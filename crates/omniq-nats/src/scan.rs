@@ -89,3 +89,11 @@ pub(crate) fn server_time(at: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
     let nanos = i128::from(at.timestamp_micros()) * 1_000;
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+/// The server's time type as a chrono time.
+pub(crate) fn from_server_time(at: OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
+    let nanos = at.unix_timestamp_nanos();
+    let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+    let rest = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+    chrono::DateTime::from_timestamp(seconds, rest).unwrap_or_default()
+}

@@ -28,8 +28,11 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         | "cancelling_a_running_task_is_requested_through_the_heartbeat" => {
             &[Cancellation, Inspection]
         }
-        "a_cancel_requested_while_running_survives_retry_release_and_recovery"
-        | "odd_text_in_errors_reasons_and_events_never_fails_a_batch"
+        "a_cancel_requested_while_running_survives_retry_release_and_recovery" => {
+            // Its dependents must end with it.
+            &[Cancellation, Delays, Inspection, Dependencies]
+        }
+        "odd_text_in_errors_reasons_and_events_never_fails_a_batch"
         | "a_completion_resent_with_the_same_token_is_applied_once" => {
             &[Cancellation, Delays, Inspection]
         }

@@ -1,0 +1,92 @@
+//! Reading a task with its revision, and writing it back only if nobody wrote in between.
+
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use omniq_models::TaskId;
+use omniq_storage::{StoreError, StoreResult};
+
+use super::stored::Stored;
+use crate::error::{BACKEND, corrupt, nats_error};
+
+/// How often a change that lost a compare-and-set race is computed again before giving up.
+pub(crate) const CAS_ROUNDS: usize = 64;
+
+/// The key of a task.
+pub(crate) fn task_key(id: TaskId) -> String {
+    format!("t.{id}")
+}
+
+/// A task as read, with the revision a write-back must find.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) task: Stored,
+    pub(crate) revision: u64,
+}
+
+pub(crate) fn encode(task: &Stored) -> StoreResult<Bytes> {
+    serde_json::to_vec(task)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::backend(BACKEND, e))
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> StoreResult<Stored> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("task", e))
+}
+
+/// The task `id`, if stored.
+pub(crate) async fn read(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<Read>> {
+    let entry = bucket.entry(task_key(id)).await.map_err(nats_error)?;
+    match entry {
+        Some(entry) if entry.operation == Operation::Put => Ok(Some(Read {
+            task: decode(&entry.value)?,
+            revision: entry.revision,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Writes `task` if its key is still at `revision`. `Ok(None)` when it is not (another
+/// writer got there first); the new revision otherwise.
+pub(crate) async fn write(
+    bucket: &kv::Store,
+    task: &Stored,
+    revision: u64,
+) -> StoreResult<Option<u64>> {
+    match bucket
+        .update(task_key(task.record.spec.id), encode(task)?, revision)
+        .await
+    {
+        Ok(revision) => Ok(Some(revision)),
+        Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+        Err(err) => Err(nats_error(err)),
+    }
+}
+
+/// Reads task `id`, lets `change` change it, and writes it back, again from a fresh read
+/// whenever another writer got in between. `change` returns what to report, and whether
+/// the task changed (no write otherwise). `None` when there is no such task.
+pub(crate) async fn update<T, F>(
+    bucket: &kv::Store,
+    id: TaskId,
+    mut change: F,
+) -> StoreResult<Option<T>>
+where
+    F: FnMut(&mut Stored) -> (T, bool),
+{
+    for _ in 0..CAS_ROUNDS {
+        let Some(Read { mut task, revision }) = read(bucket, id).await? else {
+            return Ok(None);
+        };
+        let (report, changed) = change(&mut task);
+        if !changed {
+            return Ok(Some(report));
+        }
+        if write(bucket, &task, revision).await?.is_some() {
+            return Ok(Some(report));
+        }
+    }
+    Err(StoreError::unavailable(
+        BACKEND,
+        format!("task {id} kept changing under {CAS_ROUNDS} writes"),
+    ))
+}

@@ -1,0 +1,304 @@
+//! Claims, and the promotion of tasks whose time has come.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
+use omniq_models::{LeaseToken, TaskState};
+use omniq_storage::{DequeueRequest, Lease, StoreResult};
+
+use super::NatsTaskQueue;
+use super::cas;
+use super::index::{self, Entry};
+use crate::error::nats_error;
+use crate::scan::{from_server_time, scan};
+
+/// A ready message naming a task that does not exist is dropped once it is this old: its
+/// enqueue published it and then failed before the task was written (younger, the write
+/// may still be on its way).
+const ORPHAN_AGE: TimeDelta = TimeDelta::minutes(1);
+
+/// Fetch rounds per ready subject and claim, at most. A round that takes nothing and hands
+/// messages back (names this worker does not run, tasks still being written) ends the
+/// subject's turn: the next round would fetch them again.
+const ROUNDS_PER_SUBJECT: usize = 64;
+
+/// What one fetch from a ready subject gave.
+struct Round {
+    leases: Vec<Lease>,
+    fetched: usize,
+    /// Messages given back to the stream, to come again.
+    handed_back: usize,
+}
+
+/// What a claim made of one ready message.
+enum Verdict {
+    Leased(Box<Lease>),
+    /// Not this worker's to run (a name it does not know): back to the stream at once.
+    LeftForOthers,
+    /// Not yet readable (enqueue still writing it): back to the stream in a while.
+    NotYet,
+    /// Nothing to run: the task is gone, running, finished, or not due.
+    Stale,
+}
+
+impl NatsTaskQueue {
+    pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
+        let now = self.clock.now();
+        let server_now = self.server_now().await?;
+        let deadline = server_now + TimeDelta::from_std(request.lease).unwrap_or(TimeDelta::MAX);
+        let token = LeaseToken::new();
+        let mut leases = Vec::new();
+        for queue in &request.queues {
+            if leases.len() >= request.limit {
+                break;
+            }
+            self.promote_due(queue, now).await?;
+            let mut subjects: Vec<String> = Vec::new();
+            let mut info = self
+                .backend
+                .inner
+                .ready
+                .info_with_subjects(self.subjects().ready_of_queue(queue))
+                .await
+                .map_err(nats_error)?;
+            while let Some(subject) = info.next().await {
+                let (subject, count) = subject.map_err(nats_error)?;
+                if count > 0 {
+                    subjects.push(subject);
+                }
+            }
+            index::by_priority(&mut subjects);
+            for subject in subjects {
+                for _ in 0..ROUNDS_PER_SUBJECT {
+                    let wanted = request.limit - leases.len();
+                    if wanted == 0 {
+                        break;
+                    }
+                    let round = self
+                        .claim_from(&subject, wanted, &request, token, now, deadline)
+                        .await?;
+                    let took_any = !round.leases.is_empty();
+                    leases.extend(round.leases);
+                    if round.fetched < wanted || (!took_any && round.handed_back > 0) {
+                        break;
+                    }
+                }
+                if leases.len() >= request.limit {
+                    break;
+                }
+            }
+        }
+        Ok(leases)
+    }
+
+    /// One fetch from a ready subject's consumer, each message claimed at once.
+    async fn claim_from(
+        &self,
+        subject: &str,
+        wanted: usize,
+        request: &DequeueRequest,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<Round> {
+        let consumer = self.consumer(subject).await?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(wanted)
+            .messages()
+            .await
+            .map_err(nats_error)?;
+        let mut messages = Vec::with_capacity(wanted);
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(|err| {
+                omniq_storage::StoreError::unavailable(crate::error::BACKEND, err)
+            })?);
+        }
+        let fetched = messages.len();
+        let verdicts = futures_util::future::join_all(messages.iter().map(|message| async move {
+            let verdict = self
+                .claim_message(&message.payload, message, request, token, now, deadline)
+                .await;
+            // The message's fate follows the verdict: acknowledged (gone) once the task is
+            // taken or needs nothing more; handed back otherwise. An ack that is lost only
+            // brings the message back after the consumer's ack wait, to be dropped then.
+            let ack = match &verdict {
+                Ok(Verdict::Leased(_) | Verdict::Stale) => message.ack_with(AckKind::Ack).await,
+                Ok(Verdict::LeftForOthers) => message.ack_with(AckKind::Nak(None)).await,
+                Ok(Verdict::NotYet) | Err(_) => {
+                    message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await
+                }
+            };
+            if let Err(err) = ack {
+                tracing::debug!(%err, "cannot answer a ready message; it comes back after its ack wait");
+            }
+            verdict
+        }))
+        .await;
+        let mut round = Round {
+            leases: Vec::new(),
+            fetched,
+            handed_back: 0,
+        };
+        for verdict in verdicts {
+            match verdict? {
+                Verdict::Leased(lease) => round.leases.push(*lease),
+                Verdict::LeftForOthers | Verdict::NotYet => round.handed_back += 1,
+                Verdict::Stale => {}
+            }
+        }
+        Ok(round)
+    }
+
+    async fn claim_message(
+        &self,
+        payload: &[u8],
+        message: &async_nats::jetstream::Message,
+        request: &DequeueRequest,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<Verdict> {
+        let Ok(entry) = serde_json::from_slice::<Entry>(payload) else {
+            tracing::warn!("a ready message cannot be read; dropped");
+            return Ok(Verdict::Stale);
+        };
+        let young = message
+            .info()
+            .is_ok_and(|info| now - from_server_time(info.published) < ORPHAN_AGE);
+        let current = cas::read(self.tasks(), entry.id).await?;
+        let revision = current.as_ref().map_or(0, |c| c.revision);
+        let Some(current) = current.filter(|c| c.task.claimable(now)) else {
+            return Ok(if young && entry.after == Some(revision) {
+                // The change this message files the task for is not written yet.
+                Verdict::NotYet
+            } else {
+                Verdict::Stale
+            });
+        };
+        let spec = &current.task.record.spec;
+        if !request.takes(&spec.name, spec.run_at, now) {
+            return Ok(Verdict::LeftForOthers);
+        }
+        // The lease's index entry first: see the module docs.
+        let lease_entry = Entry::lease(entry.id, token);
+        self.publish(self.subjects().lease(deadline), &lease_entry)
+            .await?;
+        let worker = &request.worker_id;
+        let claimed = cas::update(self.tasks(), entry.id, |task| {
+            if !task.claimable(now)
+                || !request.takes(&task.record.spec.name, task.record.spec.run_at, now)
+            {
+                return (None, false);
+            }
+            task.claim(token, worker, now, deadline);
+            let lease = Lease::new(
+                task.record.spec.clone(),
+                token,
+                task.record.attempts,
+                deadline,
+            );
+            (Some(lease), true)
+        })
+        .await?;
+        Ok(match claimed.flatten() {
+            Some(lease) => Verdict::Leased(Box::new(lease)),
+            None => Verdict::Stale,
+        })
+    }
+
+    /// Makes the tasks of `queue` whose run_at has come ready: reads the delayed buckets
+    /// that are due, files each due task in the ready stream, marks it queued, and drops
+    /// its delayed entry.
+    pub(super) async fn promote_due(&self, queue: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let index_stream = &self.backend.inner.index;
+        let mut due_subjects = Vec::new();
+        let mut info = index_stream
+            .info_with_subjects(self.subjects().delayed_of_queue(queue))
+            .await
+            .map_err(nats_error)?;
+        while let Some(subject) = info.next().await {
+            let (subject, count) = subject.map_err(nats_error)?;
+            if count > 0 && index::bucket_start(&subject, false).is_some_and(|s| s <= now) {
+                due_subjects.push(subject);
+            }
+        }
+        for subject in due_subjects {
+            let mut entries = Vec::new();
+            scan(
+                &self.backend.inner.client,
+                index_stream,
+                subject.clone(),
+                DeliverPolicy::All,
+                false,
+                |message| {
+                    let entry = serde_json::from_slice::<Entry>(&message.payload);
+                    entries.push((message.seq, from_server_time(message.published), entry));
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+            for (seq, published, entry) in entries {
+                let done = match entry {
+                    Ok(entry) => {
+                        let young = now - published < ORPHAN_AGE;
+                        self.promote_one(&subject, entry, young, now).await?
+                    }
+                    Err(_) => true,
+                };
+                if done {
+                    index_stream.delete_message(seq).await.map_err(nats_error)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Promotes one task if it is due. Returns whether its delayed entry is done with.
+    async fn promote_one(
+        &self,
+        subject: &str,
+        entry: Entry,
+        young: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let current = cas::read(self.tasks(), entry.id).await?;
+        if young && entry.after == Some(current.as_ref().map_or(0, |c| c.revision)) {
+            // The change this entry files the task for is not written yet.
+            return Ok(false);
+        }
+        let Some(current) = current else {
+            return Ok(true);
+        };
+        let record = &current.task.record;
+        if record.state != TaskState::Scheduled {
+            return Ok(true);
+        }
+        if record.spec.run_at > now {
+            // Another entry files the task under its own run_at's bucket when this one
+            // is older (the task was rescheduled): this one is done with.
+            let own_bucket = self
+                .subjects()
+                .delayed(&record.spec.queue, record.spec.run_at);
+            return Ok(own_bucket != subject);
+        }
+        self.make_findable(&record.spec, true, current.revision)
+            .await?;
+        cas::update(self.tasks(), entry.id, |task| {
+            if task.record.state == TaskState::Scheduled && task.record.spec.run_at <= now {
+                task.record.state = TaskState::Queued;
+                ((), true)
+            } else {
+                ((), false)
+            }
+        })
+        .await?;
+        Ok(true)
+    }
+}

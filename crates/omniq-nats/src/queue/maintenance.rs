@@ -1,0 +1,302 @@
+//! Work any worker does for all: recover lapsed leases, expire stale tasks; and what an
+//! operator asks for: re-drive dead letters, purge finished tasks.
+
+use std::ops::ControlFlow;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use omniq_models::{TaskId, TaskState};
+use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit};
+
+use super::NatsTaskQueue;
+use super::cas;
+use super::index::{self, Entry};
+use super::stored::{Stored, expiry_reason};
+use crate::error::nats_error;
+use crate::scan::scan;
+
+/// An index message, read.
+struct Indexed {
+    seq: u64,
+    entry: Option<Entry>,
+}
+
+/// What to do with an index message after its task was looked at.
+#[derive(PartialEq, Eq)]
+enum Keep {
+    /// Done with: delete it.
+    Drop,
+    /// Not yet due (its bucket is, the task's time within it is not): keep it.
+    Keep,
+}
+
+impl NatsTaskQueue {
+    /// The index subjects matching `filter` whose time bucket has begun by `now`, oldest
+    /// first.
+    async fn due_buckets(
+        &self,
+        filter: String,
+        lease: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        let mut info = self
+            .backend
+            .inner
+            .index
+            .info_with_subjects(filter)
+            .await
+            .map_err(nats_error)?;
+        let mut due = Vec::new();
+        while let Some(subject) = info.next().await {
+            let (subject, count) = subject.map_err(nats_error)?;
+            if let Some(start) = index::bucket_start(&subject, lease)
+                && count > 0
+                && start <= now
+            {
+                due.push((start, subject));
+            }
+        }
+        due.sort();
+        Ok(due.into_iter().map(|(_, subject)| subject).collect())
+    }
+
+    async fn read_bucket(&self, subject: String) -> StoreResult<Vec<Indexed>> {
+        let mut read = Vec::new();
+        scan(
+            &self.backend.inner.client,
+            &self.backend.inner.index,
+            subject,
+            DeliverPolicy::All,
+            false,
+            |message| {
+                read.push(Indexed {
+                    seq: message.seq,
+                    entry: serde_json::from_slice(&message.payload).ok(),
+                });
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        Ok(read)
+    }
+
+    async fn drop_entry(&self, seq: u64) -> StoreResult<()> {
+        self.backend
+            .inner
+            .index
+            .delete_message(seq)
+            .await
+            .map_err(nats_error)?;
+        Ok(())
+    }
+
+    pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = self.server_now().await?;
+        let mut changes = Vec::new();
+        for subject in self
+            .due_buckets(self.subjects().leases(), true, now)
+            .await?
+        {
+            for indexed in self.read_bucket(subject.clone()).await? {
+                if changes.len() >= limit {
+                    return Ok(changes);
+                }
+                let keep = match &indexed.entry {
+                    Some(entry) => self.recover_one(entry, &subject, now, &mut changes).await?,
+                    None => Keep::Drop,
+                };
+                if keep == Keep::Drop {
+                    self.drop_entry(indexed.seq).await?;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn recover_one(
+        &self,
+        entry: &Entry,
+        subject: &str,
+        now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
+    ) -> StoreResult<Keep> {
+        let Some(token) = entry.token else {
+            return Ok(Keep::Drop);
+        };
+        let Some(current) = cas::read(self.tasks(), entry.id).await? else {
+            return Ok(Keep::Drop);
+        };
+        let task = &current.task;
+        if !task.held_by(token) {
+            return Ok(Keep::Drop);
+        }
+        match task.record.lease_expires_at {
+            Some(deadline) if deadline > now => {
+                // Renewed: the entry of its new deadline finds it; this one is done with,
+                // unless that deadline falls in this very bucket.
+                let own = self.subjects().lease(deadline);
+                return Ok(if own == subject {
+                    Keep::Keep
+                } else {
+                    Keep::Drop
+                });
+            }
+            _ => {}
+        }
+        // Where the task goes, filed first (see the module docs).
+        let mut next: Stored = task.clone();
+        next.recover(now);
+        if next.record.state == TaskState::Queued {
+            self.make_findable(&next.record.spec, true, current.revision)
+                .await?;
+        }
+        let recovered = cas::update(self.tasks(), entry.id, |task| {
+            let lapsed =
+                task.held_by(token) && task.record.lease_expires_at.is_none_or(|at| at <= now);
+            if !lapsed {
+                return (None, false);
+            }
+            task.recover(now);
+            (Some(task.change()), true)
+        })
+        .await?;
+        changes.extend(recovered.flatten());
+        Ok(Keep::Drop)
+    }
+
+    pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = self.clock.now();
+        let mut changes = Vec::new();
+        for subject in self
+            .due_buckets(self.subjects().expiries(), false, now)
+            .await?
+        {
+            for indexed in self.read_bucket(subject).await? {
+                if changes.len() >= limit {
+                    return Ok(changes);
+                }
+                let Some(entry) = indexed.entry else {
+                    self.drop_entry(indexed.seq).await?;
+                    continue;
+                };
+                let expired = cas::update(self.tasks(), entry.id, |task| {
+                    let waiting = matches!(
+                        task.record.state,
+                        TaskState::Queued | TaskState::Scheduled | TaskState::Blocked
+                    );
+                    match task.record.spec.expires_at {
+                        Some(at) if waiting && at <= now => {
+                            task.finish(TaskState::Expired, Some(expiry_reason()), now);
+                            ((Some(task.change()), Keep::Drop), true)
+                        }
+                        Some(_) if waiting => ((None, Keep::Keep), false),
+                        _ => ((None, Keep::Drop), false),
+                    }
+                })
+                .await?;
+                let (change, keep) = expired.unwrap_or((None, Keep::Drop));
+                changes.extend(change);
+                if keep == Keep::Drop {
+                    self.drop_entry(indexed.seq).await?;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(super) async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
+        let candidates: Vec<TaskId> = match target {
+            RedriveTarget::Tasks(ids) => ids,
+            RedriveTarget::Queue(queue) => self
+                .all_tasks()
+                .await?
+                .into_iter()
+                .filter(|t| t.record.state == TaskState::Failed && t.record.spec.queue == queue)
+                .map(|t| t.record.spec.id)
+                .collect(),
+            RedriveTarget::All => self
+                .all_tasks()
+                .await?
+                .into_iter()
+                .filter(|t| t.record.state == TaskState::Failed)
+                .map(|t| t.record.spec.id)
+                .collect(),
+        };
+        let now = self.clock.now();
+        let mut redriven = Vec::new();
+        for id in candidates {
+            let Some(current) = cas::read(self.tasks(), id).await? else {
+                continue;
+            };
+            if current.task.record.state != TaskState::Failed {
+                continue;
+            }
+            // Its unique key back, unless another live task holds it now.
+            if let Some(key) = &current.task.record.spec.unique_key
+                && self.retake_unique(key, id, now).await?.is_some()
+            {
+                continue;
+            }
+            let mut next = current.task.record.spec.clone();
+            next.run_at = now;
+            self.make_findable(&next, true, current.revision).await?;
+            let done = cas::update(self.tasks(), id, |task| {
+                if task.record.state != TaskState::Failed {
+                    return (false, false);
+                }
+                task.redrive(now);
+                (true, true)
+            })
+            .await?;
+            if done == Some(true) {
+                redriven.push(id);
+            }
+        }
+        redriven.sort();
+        Ok(redriven)
+    }
+
+    pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
+        let states = request.finished_states()?;
+        let mut doomed: Vec<(Option<DateTime<Utc>>, TaskId)> = self
+            .all_tasks()
+            .await?
+            .into_iter()
+            .map(|t| t.record)
+            .filter(|record| {
+                states.contains(&record.state)
+                    && request
+                        .queue
+                        .as_ref()
+                        .is_none_or(|q| &record.spec.queue == q)
+                    && request
+                        .finished_before
+                        .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
+            })
+            .map(|record| (record.finished_at, record.spec.id))
+            .collect();
+        // Oldest finish first, like the stores that purge through an index on it.
+        doomed.sort_unstable();
+        doomed.truncate(effective_purge_limit(request.limit));
+        let mut purged = 0;
+        for (_, id) in doomed {
+            let Some(current) = cas::read(self.tasks(), id).await? else {
+                continue;
+            };
+            if !current.task.record.state.is_terminal() {
+                continue;
+            }
+            // Up to the revision read: a task changed since (re-driven) stays.
+            self.tasks()
+                .stream
+                .purge()
+                .filter(format!("{}{}", self.tasks().prefix, cas::task_key(id)))
+                .sequence(current.revision + 1)
+                .await
+                .map_err(nats_error)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,499 @@
+//! The task queue on JetStream.
+//!
+//! Each task is one key of the bucket `{prefix}_tasks`, changed only by compare-and-set
+//! on its revision: that is what fences a stale worker's completion and makes each claim
+//! exclusive. Two streams find tasks without reading them all:
+//!
+//! - `{prefix}_ready`, a work-queue stream with one subject per queue and priority. A claim
+//!   fetches from a durable pull consumer per subject, highest priority first, so concurrent
+//!   workers are handed different messages; each message names a task, which the claim
+//!   takes by compare-and-set, then acknowledges (which removes the message).
+//! - `{prefix}_index`: tasks due later, leases and expiries, each under a subject naming
+//!   a time bucket, so that promotion, recovery and expiry read only the buckets that are
+//!   due.
+//!
+//! An index message is always published before the change of the task it points to is
+//! written: a process killed in between leaves a message pointing to a task that does not
+//! need it (read and dropped), never a task that nothing points to (lost).
+
+mod cas;
+mod claim;
+mod index;
+mod inspect;
+mod maintenance;
+mod stored;
+mod unique;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
+use omniq_models::{TaskId, TaskRecord, TaskSpec};
+use omniq_storage::{
+    BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
+    DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest, QueueStats,
+    RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue, validate_specs,
+};
+
+use crate::NatsBackend;
+use crate::error::{BACKEND, nats_error};
+pub(crate) use index::Subjects;
+
+/// What the NATS task queue does. Dependencies are refused with [`StoreError::Unsupported`]
+/// for now: settling a task's dependents changes several tasks as one, which needs a chain
+/// of compare-and-sets that survives a process killed halfway, not built yet.
+pub const CAPABILITIES: Capabilities = Capabilities::all()
+    .without(Capability::Dependencies)
+    .without(Capability::TransactionalEnqueue);
+
+/// How long the measured offset between this process's clock and the server's is trusted.
+const CLOCK_PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// The task queue of a [`NatsBackend`]. See the module docs for the layout.
+#[derive(Debug, Clone)]
+pub struct NatsTaskQueue {
+    backend: NatsBackend,
+    clock: Clock,
+    /// The server's clock minus this process's, and when it was measured.
+    offset: Arc<Mutex<Option<(Instant, TimeDelta)>>>,
+}
+
+impl NatsTaskQueue {
+    pub(crate) fn new(backend: NatsBackend, clock: Clock) -> Self {
+        Self {
+            backend,
+            clock,
+            offset: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn tasks(&self) -> &async_nats::jetstream::kv::Store {
+        &self.backend.inner.tasks
+    }
+
+    fn subjects(&self) -> &Subjects {
+        &self.backend.inner.subjects
+    }
+
+    /// The time by the server's clock, the one every lease deadline is set and judged by,
+    /// so that workers whose clocks disagree never take each other's live leases.
+    async fn server_now(&self) -> StoreResult<DateTime<Utc>> {
+        let cached = *self.offset.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, offset)) = cached
+            && at.elapsed() < CLOCK_PROBE_EVERY
+        {
+            return Ok(self.clock.now() + offset);
+        }
+        // The server stamps every message it stores: write one and read its stamp.
+        // The server stamps every message it stores: write one, read the newest stamp on
+        // that subject (ours, or another process's probe stored meanwhile: either was
+        // stamped between `before` and `after`).
+        let before = self.clock.now();
+        self.tasks()
+            .put("c.clock", Bytes::new())
+            .await
+            .map_err(nats_error)?;
+        let stored = self
+            .tasks()
+            .stream
+            .get_last_raw_message_by_subject(&format!("{}c.clock", self.tasks().prefix))
+            .await
+            .map_err(nats_error)?;
+        let after = self.clock.now();
+        let server = crate::scan::from_server_time(stored.time);
+        let offset = server - (before + (after - before) / 2);
+        *self.offset.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), offset));
+        Ok(self.clock.now() + offset)
+    }
+
+    /// Publishes `entry` on `subject` and waits for the stream to have it.
+    async fn publish(&self, subject: String, entry: &index::Entry) -> StoreResult<()> {
+        self.send(subject, entry).await?.await.map_err(nats_error)?;
+        Ok(())
+    }
+
+    /// Files a task where claims will find it: the ready stream when it is queued, the
+    /// delayed index when it is due later.
+    /// `after`: the task's revision the change about to be written replaces (see
+    /// [`index::Entry::after`]).
+    async fn make_findable(&self, spec: &TaskSpec, queued: bool, after: u64) -> StoreResult<()> {
+        let entry = index::Entry::task(spec.id, Some(after));
+        let subject = if queued {
+            self.subjects().ready(&spec.queue, spec.priority)
+        } else {
+            self.subjects().delayed(&spec.queue, spec.run_at)
+        };
+        self.publish(subject, &entry).await
+    }
+
+    /// The durable pull consumer of a ready subject, created on first use.
+    async fn consumer(&self, subject: &str) -> StoreResult<PullConsumer> {
+        let cached = self
+            .backend
+            .inner
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(subject)
+            .cloned();
+        if let Some(consumer) = cached {
+            return Ok(consumer);
+        }
+        let name = format!("ready-{:016x}", fnv1a(subject.as_bytes()));
+        let consumer = self
+            .backend
+            .inner
+            .ready
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("OmniQ claims of {subject}")),
+                    filter_subject: subject.to_owned(),
+                    ack_policy: AckPolicy::Explicit,
+                    // A claimer killed between fetch and acknowledgement: the message comes
+                    // back after this long, and the task is claimed (or dropped) then.
+                    ack_wait: Duration::from_secs(30),
+                    max_deliver: -1,
+                    max_ack_pending: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats_error)?;
+        self.backend
+            .inner
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(subject.to_owned(), consumer.clone());
+        Ok(consumer)
+    }
+
+    async fn enqueue_all(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+        validate_specs(&specs)?;
+        CAPABILITIES.check_specs(BACKEND, &specs)?;
+        let now = self.clock.now();
+        let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; specs.len()];
+        // Unique keys first. Tasks sharing one go one after the other in the order given,
+        // so the first is the one that takes it; different keys at once.
+        let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(key) = &spec.unique_key {
+                by_key.entry(key).or_default().push(i);
+            }
+        }
+        let specs_ref = &specs;
+        let taken =
+            futures_util::future::try_join_all(by_key.into_values().map(|indices| async move {
+                let mut duplicates = Vec::new();
+                for i in indices {
+                    if let Some(existing) = self.take_unique(&specs_ref[i], now).await? {
+                        duplicates.push((i, EnqueueOutcome::Duplicate { existing }));
+                    }
+                }
+                StoreResult::Ok(duplicates)
+            }))
+            .await?;
+        for (i, outcome) in taken.into_iter().flatten() {
+            outcomes[i] = Some(outcome);
+        }
+        // The index entries of the rest, in the order given (one connection keeps the
+        // order of its publishes: the ready stream keeps the tasks' order), before the
+        // tasks themselves: see the module docs.
+        let mut acks = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let queued = stored::ready_state(spec.run_at, now) == omniq_models::TaskState::Queued;
+            let subject = if queued {
+                self.subjects().ready(&spec.queue, spec.priority)
+            } else {
+                self.subjects().delayed(&spec.queue, spec.run_at)
+            };
+            acks.push(
+                self.send(subject, &index::Entry::task(spec.id, Some(0)))
+                    .await?,
+            );
+            if let Some(at) = spec.expires_at {
+                acks.push(
+                    self.send(
+                        self.subjects().expiry(at),
+                        &index::Entry::task(spec.id, None),
+                    )
+                    .await?,
+                );
+            }
+        }
+        for ack in acks {
+            ack.await.map_err(nats_error)?;
+        }
+        // Then the tasks, all at once; a task whose id is taken was sent before. Two of one
+        // id in the batch: the first is created, as the order of `outcomes` says.
+        let mut seen = std::collections::HashSet::new();
+        let created =
+            futures_util::future::try_join_all(specs.into_iter().enumerate().map(|(i, spec)| {
+                let pending = outcomes[i].is_none();
+                let first = pending && seen.insert(spec.id);
+                async move {
+                    if !pending {
+                        return StoreResult::Ok(None);
+                    }
+                    if !first {
+                        return Ok(Some((i, EnqueueOutcome::Duplicate { existing: spec.id })));
+                    }
+                    let id = spec.id;
+                    let state = stored::ready_state(spec.run_at, now);
+                    let mut record = TaskRecord::new(spec, state);
+                    record.updated_at = now;
+                    let outcome =
+                        match cas::write(self.tasks(), &stored::Stored::new(record), 0).await? {
+                            Some(_) => EnqueueOutcome::Created { id, state },
+                            None => EnqueueOutcome::Duplicate { existing: id },
+                        };
+                    Ok(Some((i, outcome)))
+                }
+            }))
+            .await?;
+        for (i, outcome) in created.into_iter().flatten() {
+            outcomes[i] = Some(outcome);
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Sends `entry` on `subject`; the returned future resolves once the stream has it.
+    async fn send(
+        &self,
+        subject: String,
+        entry: &index::Entry,
+    ) -> StoreResult<async_nats::jetstream::context::PublishAckFuture> {
+        let payload = serde_json::to_vec(entry).map_err(|e| StoreError::backend(BACKEND, e))?;
+        self.backend
+            .inner
+            .jetstream
+            .publish(subject, payload.into())
+            .await
+            .map_err(nats_error)
+    }
+
+    async fn renew(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> StoreResult<Vec<LeaseStatus>> {
+        let now = self.server_now().await?;
+        let deadline = now + TimeDelta::from_std(extend).unwrap_or(TimeDelta::MAX);
+        futures_util::future::try_join_all(leases.into_iter().map(|lease| async move {
+            // The new deadline's index entry first: see the module docs.
+            let entry = index::Entry::lease(lease.task_id, lease.token);
+            self.publish(self.subjects().lease(deadline), &entry)
+                .await?;
+            let status = cas::update(self.tasks(), lease.task_id, |task| {
+                if !task.held_by(lease.token) {
+                    return (LeaseStatus::Lost, false);
+                }
+                task.record.lease_expires_at = Some(deadline);
+                let status = if task.record.cancel_requested {
+                    LeaseStatus::CancelRequested
+                } else {
+                    LeaseStatus::Held
+                };
+                (status, true)
+            })
+            .await?;
+            Ok(status.unwrap_or(LeaseStatus::Lost))
+        }))
+        .await
+    }
+
+    async fn complete_all(&self, completions: Vec<Completion>) -> StoreResult<Completed> {
+        let now = self.clock.now();
+        // Completions of one task apply in the order given; different tasks at once.
+        let mut by_task: HashMap<TaskId, Vec<usize>> = HashMap::new();
+        for (i, completion) in completions.iter().enumerate() {
+            by_task.entry(completion.lease.task_id).or_default().push(i);
+        }
+        let completions = &completions;
+        let groups =
+            futures_util::future::try_join_all(by_task.into_values().map(|indices| async move {
+                let mut statuses = Vec::with_capacity(indices.len());
+                for i in indices {
+                    statuses.push((i, self.complete_one(&completions[i], now).await?));
+                }
+                StoreResult::Ok(statuses)
+            }))
+            .await?;
+        let mut statuses = vec![omniq_storage::CompletionStatus::LeaseLost; completions.len()];
+        for (i, status) in groups.into_iter().flatten() {
+            statuses[i] = status;
+        }
+        Ok(Completed::new(statuses, Vec::new()))
+    }
+
+    async fn complete_one(
+        &self,
+        completion: &Completion,
+        now: DateTime<Utc>,
+    ) -> StoreResult<omniq_storage::CompletionStatus> {
+        use omniq_storage::{CompletionOutcome, CompletionStatus};
+        let id = completion.lease.task_id;
+        let token = completion.lease.token;
+        // Where the task goes next, filed before the change: see the module docs. Read
+        // first, so that a completion that will be refused files nothing.
+        let Some(current) = cas::read(self.tasks(), id).await? else {
+            return Ok(CompletionStatus::LeaseLost);
+        };
+        if current.task.held_by(token) && !current.task.record.cancel_requested {
+            let spec = &current.task.record.spec;
+            match &completion.outcome {
+                CompletionOutcome::Retry { run_at, .. } | CompletionOutcome::Snooze { run_at } => {
+                    let mut next = spec.clone();
+                    next.run_at = *run_at;
+                    self.make_findable(&next, *run_at <= now, current.revision)
+                        .await?;
+                }
+                CompletionOutcome::Release => {
+                    self.make_findable(spec, true, current.revision).await?;
+                }
+                _ => {}
+            }
+        }
+        let applied = cas::update(self.tasks(), id, |task| {
+            let applied = task.complete(token, completion.outcome.clone(), now);
+            let changed = applied == stored::Applied::Changed;
+            (applied, changed)
+        })
+        .await?;
+        Ok(match applied {
+            Some(stored::Applied::Changed | stored::Applied::Resent) => {
+                CompletionStatus::Applied
+            }
+            _ => CompletionStatus::LeaseLost,
+        })
+    }
+
+    async fn cancel_one(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
+        use omniq_models::TaskState;
+        use omniq_storage::CancelOutcome;
+        let now = self.clock.now();
+        let outcome = cas::update(self.tasks(), id, |task| match task.record.state {
+            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => {
+                task.finish(TaskState::Cancelled, Some(reason.clone()), now);
+                (CancelOutcome::Cancelled, true)
+            }
+            TaskState::Running => {
+                task.record.cancel_requested = true;
+                task.record.reason = Some(reason.clone());
+                task.record.updated_at = now;
+                (CancelOutcome::Requested, true)
+            }
+            finished => (CancelOutcome::AlreadyFinished(finished), false),
+        })
+        .await?
+        .ok_or(StoreError::TaskNotFound(id))?;
+        Ok(Cancellation::new(outcome, Vec::new()))
+    }
+
+    async fn wait(&self, queues: Vec<String>, timeout: Duration) {
+        // Every ready message also reaches core subscribers of its subject: an idle worker
+        // sleeps on a subscription and wakes on the first enqueue, not on a timer.
+        let client = &self.backend.inner.client;
+        let mut subscriptions = Vec::with_capacity(queues.len());
+        for queue in &queues {
+            match client
+                .subscribe(self.subjects().ready_of_queue(queue))
+                .await
+            {
+                Ok(subscription) => subscriptions.push(subscription),
+                Err(err) => {
+                    tracing::debug!(%err, "cannot subscribe for wake-ups; waiting out the timeout");
+                    tokio::time::sleep(timeout).await;
+                    return;
+                }
+            }
+        }
+        let _ = client.flush().await;
+        let woken = futures_util::stream::select_all(subscriptions);
+        let _ = tokio::time::timeout(timeout, woken.into_future()).await;
+    }
+}
+
+/// FNV-1a, 64 bits: a stable short name for a consumer of any subject.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl TaskQueue for NatsTaskQueue {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
+        Box::pin(self.enqueue_all(tasks))
+    }
+
+    fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
+        Box::pin(self.claim(request))
+    }
+
+    fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
+        Box::pin(self.renew(leases, extend))
+    }
+
+    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
+        Box::pin(self.complete_all(completions))
+    }
+
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        Box::pin(self.recover(limit))
+    }
+
+    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        Box::pin(self.expire(limit))
+    }
+
+    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
+        Box::pin(self.redrive_failed(target))
+    }
+
+    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.purge_finished(request))
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
+        Box::pin(async move { Ok(cas::read(self.tasks(), id).await?.map(|r| r.task.record)) })
+    }
+
+    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
+        Box::pin(self.list_tasks(query))
+    }
+
+    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
+        Box::pin(self.queue_stats(queue))
+    }
+
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.names_of_queues())
+    }
+
+    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
+        Box::pin(self.cancel_one(id, reason))
+    }
+
+    fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(self.wait(queues.to_vec(), timeout))
+    }
+}

@@ -1,0 +1,138 @@
+//! Unique keys: one key of the tasks bucket per unique key, naming the newest task that
+//! took it, changed only by compare-and-set.
+//!
+//! The key is not released when its task finishes: a claimant reads the holder's state
+//! and takes the key over when the holder has finished and the dedupe window (if any) has
+//! passed. A holder that is not stored (its enqueue was killed between taking the key and
+//! writing the task) frees the key once [`HOLDER_GRACE`] has passed.
+
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use omniq_models::{TaskId, TaskSpec};
+use omniq_storage::{StoreError, StoreResult};
+use serde::{Deserialize, Serialize};
+
+use super::NatsTaskQueue;
+use super::cas::{self, CAS_ROUNDS};
+use crate::error::{BACKEND, corrupt, nats_error};
+use crate::names::token;
+
+/// How long a key whose holder is not stored yet stays taken.
+const HOLDER_GRACE: TimeDelta = TimeDelta::minutes(1);
+
+/// Who holds a unique key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    id: TaskId,
+    taken_at: DateTime<Utc>,
+}
+
+fn unique_key(key: &str) -> String {
+    format!("u.{}", token(key))
+}
+
+/// Whether a claimant may take a key from its holder.
+enum Verdict {
+    Free,
+    HeldBy(TaskId),
+}
+
+impl NatsTaskQueue {
+    /// Takes `spec`'s unique key for it, or names the task that holds it. `None`: taken
+    /// (or `spec` has no key, or already holds it).
+    pub(super) async fn take_unique(
+        &self,
+        spec: &TaskSpec,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TaskId>> {
+        let Some(key) = &spec.unique_key else {
+            return Ok(None);
+        };
+        let window = spec
+            .unique_for
+            .and_then(|w| TimeDelta::from_std(w).ok())
+            .unwrap_or(TimeDelta::zero());
+        self.claim_key(key, spec.id, now, |holder, holder_live| {
+            if holder_live || holder.taken_at + window > now {
+                Verdict::HeldBy(holder.id)
+            } else {
+                Verdict::Free
+            }
+        })
+        .await
+    }
+
+    /// Takes `key` back for a re-driven task `id` unless another live task holds it. Returns
+    /// the live holder, if any.
+    pub(super) async fn retake_unique(
+        &self,
+        key: &str,
+        id: TaskId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TaskId>> {
+        self.claim_key(key, id, now, |holder, holder_live| {
+            if holder_live {
+                Verdict::HeldBy(holder.id)
+            } else {
+                Verdict::Free
+            }
+        })
+        .await
+    }
+
+    async fn claim_key<F>(
+        &self,
+        key: &str,
+        id: TaskId,
+        now: DateTime<Utc>,
+        verdict: F,
+    ) -> StoreResult<Option<TaskId>>
+    where
+        F: Fn(&Holder, bool) -> Verdict,
+    {
+        let stored_key = unique_key(key);
+        let mine = serde_json::to_vec(&Holder { id, taken_at: now })
+            .map(Bytes::from)
+            .map_err(|e| StoreError::backend(BACKEND, e))?;
+        for _ in 0..CAS_ROUNDS {
+            let entry = self
+                .tasks()
+                .entry(stored_key.clone())
+                .await
+                .map_err(nats_error)?;
+            let revision = match entry {
+                Some(entry) if entry.operation == Operation::Put => {
+                    let holder: Holder = serde_json::from_slice(&entry.value)
+                        .map_err(|e| corrupt("unique key", e))?;
+                    if holder.id == id {
+                        return Ok(None);
+                    }
+                    let live = match cas::read(self.tasks(), holder.id).await? {
+                        Some(read) => !read.task.record.state.is_terminal(),
+                        None => now - holder.taken_at < HOLDER_GRACE,
+                    };
+                    if let Verdict::HeldBy(holder) = verdict(&holder, live) {
+                        return Ok(Some(holder));
+                    }
+                    entry.revision
+                }
+                Some(entry) => entry.revision,
+                None => 0,
+            };
+            match self
+                .tasks()
+                .update(&stored_key, mine.clone(), revision)
+                .await
+            {
+                Ok(_) => return Ok(None),
+                Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => {}
+                Err(err) => return Err(nats_error(err)),
+            }
+        }
+        Err(StoreError::unavailable(
+            BACKEND,
+            format!("unique key `{key}` kept changing under {CAS_ROUNDS} writes"),
+        ))
+    }
+}
