@@ -52,6 +52,8 @@ fn connector(backend: Backend) -> Option<ConnectBackend> {
         Backend::Mysql => Some(omniq_mysql::connect_url),
         #[cfg(feature = "redis")]
         Backend::Redis => Some(omniq_redis::connect_url),
+        #[cfg(feature = "nats")]
+        Backend::Nats => Some(omniq_nats::connect_url),
         _ => None,
     }
 }

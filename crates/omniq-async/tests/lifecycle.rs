@@ -91,6 +91,9 @@ async fn wait_until(check: impl Fn() -> bool) -> bool {
 }
 
 async fn a_dependent_runs_after_its_parent_and_reads_its_result(h: Harness) {
+    if !h.supports_dependencies("a_dependent_runs_after_its_parent_and_reads_its_result") {
+        return;
+    }
     let omniq = h
         .omniq
         .clone()
@@ -128,6 +131,11 @@ impl Task for Consume {
 }
 
 async fn a_failing_parent_cancels_its_dependent_and_runs_its_on_failure_callback(h: Harness) {
+    if !h.supports_dependencies(
+        "a_failing_parent_cancels_its_dependent_and_runs_its_on_failure_callback",
+    ) {
+        return;
+    }
     let omniq = h
         .omniq
         .clone()

@@ -296,8 +296,12 @@ async fn a_panicking_task_fails_after_max_attempts_while_others_succeed(h: Harne
     for (i, handle) in good.iter().enumerate() {
         assert_eq!(handle.wait(WAIT).await.expect("result"), 2 * i as i64);
     }
-    let Err(Error::TaskFailed { error, .. }) = poison.wait(WAIT).await else {
-        panic!("poison must fail");
+    let waited = poison.wait(WAIT).await;
+    let Err(Error::TaskFailed { error, .. }) = waited else {
+        panic!(
+            "poison must fail, got {waited:?}; its record: {:?}",
+            poison.record().await
+        );
     };
     assert_eq!(error.kind, TaskErrorKind::Panic);
     assert!(error.message.contains("poison pill"));

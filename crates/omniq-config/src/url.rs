@@ -21,7 +21,7 @@ pub enum Backend {
     Mysql,
     /// Redis (`redis://`, `rediss://` for TLS).
     Redis,
-    /// NATS (`nats://`).
+    /// NATS with JetStream (`nats://`, `tls://` for TLS).
     Nats,
     /// Local files (`file://`).
     File,
@@ -77,7 +77,12 @@ impl Backend {
     pub fn is_implemented(self) -> bool {
         matches!(
             self,
-            Backend::Memory | Backend::Sqlite | Backend::Postgres | Backend::Mysql | Backend::Redis
+            Backend::Memory
+                | Backend::Sqlite
+                | Backend::Postgres
+                | Backend::Mysql
+                | Backend::Redis
+                | Backend::Nats
         )
     }
 
@@ -89,7 +94,7 @@ impl Backend {
             "postgres" | "postgresql" => Backend::Postgres,
             "mysql" | "mariadb" => Backend::Mysql,
             "redis" | "rediss" => Backend::Redis,
-            "nats" => Backend::Nats,
+            "nats" | "tls" => Backend::Nats,
             "file" => Backend::File,
             "s3" => Backend::S3,
             "az" | "azure" => Backend::Azure,
@@ -446,6 +451,7 @@ mod tests {
             ("redis://h", Backend::Redis),
             ("rediss://h", Backend::Redis),
             ("nats://h", Backend::Nats),
+            ("tls://h:4222", Backend::Nats),
             ("file:///tmp/q", Backend::File),
             ("s3://bucket/prefix", Backend::S3),
             ("az://container", Backend::Azure),

@@ -308,6 +308,21 @@ impl NatsBackend {
     }
 }
 
+omniq_storage::impl_store_backend!(NatsBackend);
+
+/// Opens the servers a `nats:` or `tls:` store URL names, for the facades' table of
+/// backends. See [`NatsBackend::connect_url`].
+pub fn connect_url(
+    url: &str,
+) -> omniq_storage::BoxFuture<'static, StoreResult<Arc<dyn omniq_storage::StoreBackend>>> {
+    let url = url.to_owned();
+    Box::pin(async move {
+        let backend: Arc<dyn omniq_storage::StoreBackend> =
+            Arc::new(NatsBackend::connect_url(&url).await?);
+        Ok(backend)
+    })
+}
+
 /// The servers a URL names: one or more, separated by commas, each with its scheme.
 fn server_addresses(url: &str) -> StoreResult<Vec<ServerAddr>> {
     let base = url.split_once('?').map_or(url, |(base, _)| base);

@@ -35,7 +35,7 @@ mod results;
 mod scan;
 mod schedules;
 
-pub use backend::{NatsBackend, NatsOptions};
+pub use backend::{NatsBackend, NatsOptions, connect_url};
 pub use events::NatsEventStore;
 pub use queue::{CAPABILITIES, NatsTaskQueue};
 pub use results::NatsResultStore;

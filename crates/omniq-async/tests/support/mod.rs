@@ -30,6 +30,7 @@ pub struct Harness {
     redis_prefix: Option<(String, String)>,
     pg_schema: Option<(String, String)>,
     mysql_database: Option<(String, String)>,
+    nats_prefix: Option<(String, String)>,
 }
 
 impl Drop for Harness {
@@ -43,6 +44,80 @@ impl Drop for Harness {
         if let Some((url, database)) = self.mysql_database.take() {
             drop_mysql_database(url, database);
         }
+        if let Some((url, prefix)) = self.nats_prefix.take() {
+            delete_nats_prefix(url, prefix);
+        }
+    }
+}
+
+impl Harness {
+    /// Whether the task queue holds dependencies; says the test is skipped when not (the
+    /// store's refusal is checked by the conformance suite).
+    pub fn supports_dependencies(&self, test: &str) -> bool {
+        let supported = self
+            .omniq
+            .stores()
+            .queue
+            .capabilities()
+            .supports(omniq_storage::Capability::Dependencies);
+        if !supported {
+            eprintln!("SKIPPED `{test}`: the store does not hold dependencies");
+        }
+        supported
+    }
+}
+
+/// Deletes a test's NATS streams and buckets, on a thread of its own: `Drop` cannot await.
+#[allow(unused_variables)]
+fn delete_nats_prefix(url: String, prefix: String) {
+    #[cfg(feature = "nats")]
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let options = omniq_nats::NatsOptions::prefix(prefix);
+            if let Ok(backend) = omniq_nats::NatsBackend::connect_with(&url, options).await {
+                let _ = backend.delete_everything().await;
+            }
+        });
+    })
+    .join();
+}
+
+/// An OmniQ with every store on the test NATS server, under a prefix of its own (deleted
+/// with the harness); `None` (with a loud message) when the server is unreachable and
+/// services are not required.
+pub async fn nats(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
+    let base =
+        std::env::var("OMNIQ_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let prefix = format!("omniq-test-{}", uuid::Uuid::new_v4().simple());
+    let url = StoreUrl::parse(&format!("{base}?prefix={prefix}")).expect("nats url");
+    let mut settings = fast(Settings::default());
+    settings.task_queue_url = Some(url.clone());
+    settings.result_storage_url = Some(url.clone());
+    settings.event_storage_url = Some(url.clone());
+    settings.schedule_storage_url = Some(url);
+    change(&mut settings);
+    match AsyncOmniQ::from_settings(settings).await {
+        Ok(omniq) => Some(Harness {
+            omniq,
+            _dir: None,
+            redis_prefix: None,
+            pg_schema: None,
+            mysql_database: None,
+            nats_prefix: Some((base, prefix)),
+        }),
+        Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
+            eprintln!(
+                "SKIPPED: NATS unavailable ({err}); set OMNIQ_TEST_REQUIRE_SERVICES=1 to fail"
+            );
+            None
+        }
+        Err(err) => panic!("cannot open the NATS stores: {err}"),
     }
 }
 
@@ -148,6 +223,7 @@ pub async fn memory(change: impl FnOnce(&mut Settings)) -> Harness {
         redis_prefix: None,
         pg_schema: None,
         mysql_database: None,
+        nats_prefix: None,
     }
 }
 
@@ -164,6 +240,7 @@ pub async fn sqlite(change: impl FnOnce(&mut Settings)) -> Harness {
         redis_prefix: None,
         pg_schema: None,
         mysql_database: None,
+        nats_prefix: None,
     }
 }
 
@@ -187,6 +264,7 @@ pub async fn redis(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             redis_prefix: Some((base, prefix)),
             pg_schema: None,
             mysql_database: None,
+            nats_prefix: None,
         }),
         Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -223,6 +301,7 @@ pub async fn postgres(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
             redis_prefix: None,
             pg_schema: Some((base, schema)),
             mysql_database: None,
+            nats_prefix: None,
         }),
         Err(err) if err.kind() == omniq_async::ErrorKind::Unavailable && !services_required() => {
             eprintln!(
@@ -277,6 +356,7 @@ pub async fn mysql(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
         redis_prefix: None,
         pg_schema: None,
         mysql_database: Some((base, database)),
+        nats_prefix: None,
     };
     Some(harness)
 }
@@ -327,6 +407,14 @@ macro_rules! on_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn mysql() {
                     if let Some(harness) = support::mysql(|_| {}).await {
+                        ($body)(harness).await;
+                    }
+                }
+
+                #[cfg(feature = "nats")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats() {
+                    if let Some(harness) = support::nats(|_| {}).await {
                         ($body)(harness).await;
                     }
                 }

@@ -21,29 +21,50 @@ use crate::scan::{from_server_time, scan};
 /// may still be on its way).
 const ORPHAN_AGE: TimeDelta = TimeDelta::minutes(1);
 
-/// Fetch rounds per ready subject and claim, at most. A round that takes nothing and hands
-/// messages back (names this worker does not run, tasks still being written) ends the
-/// subject's turn: the next round would fetch them again.
+/// Fetch rounds per ready subject and claim, at most.
 const ROUNDS_PER_SUBJECT: usize = 64;
 
 /// What one fetch from a ready subject gave.
 struct Round {
     leases: Vec<Lease>,
     fetched: usize,
-    /// Messages given back to the stream, to come again.
-    handed_back: usize,
+    /// Messages of tasks this worker does not run, held (unacknowledged) until the claim
+    /// ends, so that the next fetch reaches past them; then handed back at once.
+    passed_over: Vec<async_nats::jetstream::Message>,
+    /// Messages of tasks still being written, handed back for a while.
+    not_yet: usize,
 }
 
 /// What a claim made of one ready message.
 enum Verdict {
     Leased(Box<Lease>),
-    /// Not this worker's to run (a name it does not know): back to the stream at once.
+    /// Not this worker's to run (a name it does not know).
     LeftForOthers,
     /// Not yet readable (enqueue still writing it): back to the stream in a while.
     NotYet,
     /// Nothing to run: the task is gone, running, finished, or not due.
     Stale,
 }
+
+/// What to do with the ready message of a task a claim cannot take. `changing`: the change
+/// the message files the task for is not written yet.
+fn unclaimable(task: &super::stored::Stored, now: DateTime<Utc>, changing: bool) -> Verdict {
+    let record = &task.record;
+    let live = record.spec.expires_at.is_none_or(|at| at > now);
+    if changing || (record.state == TaskState::Queued && live) {
+        // Queued, but due a moment later by this clock than by the one that queued it:
+        // the message is the only thing that finds it, so it comes back.
+        Verdict::NotYet
+    } else {
+        // Gone, running, finished, or due later (its delayed entry finds it then), or
+        // expired (its expiry entry does).
+        Verdict::Stale
+    }
+}
+
+/// Ready messages a claim passes over per subject, at most (tasks of names this worker
+/// does not run, in a rolling deploy): a claim never walks a huge backlog.
+const SKIP_LIMIT: usize = 1_000;
 
 impl NatsTaskQueue {
     pub(super) async fn claim(&self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
@@ -73,19 +94,24 @@ impl NatsTaskQueue {
             }
             index::by_priority(&mut subjects);
             for subject in subjects {
-                for _ in 0..ROUNDS_PER_SUBJECT {
-                    let wanted = request.limit - leases.len();
-                    if wanted == 0 {
-                        break;
+                let claimed = self
+                    .claim_subject(
+                        &subject,
+                        &request,
+                        request.limit - leases.len(),
+                        token,
+                        deadline,
+                    )
+                    .await;
+                match claimed {
+                    Ok(claimed) => leases.extend(claimed),
+                    // Tasks leased already are running now: hand them to the worker, or
+                    // they would wait out their lease. The next claim meets the error.
+                    Err(err) if !leases.is_empty() => {
+                        tracing::warn!(%err, "a claim stopped early; returning what it took");
+                        return Ok(leases);
                     }
-                    let round = self
-                        .claim_from(&subject, wanted, &request, token, now, deadline)
-                        .await?;
-                    let took_any = !round.leases.is_empty();
-                    leases.extend(round.leases);
-                    if round.fetched < wanted || (!took_any && round.handed_back > 0) {
-                        break;
-                    }
+                    Err(err) => return Err(err),
                 }
                 if leases.len() >= request.limit {
                     break;
@@ -95,6 +121,50 @@ impl NatsTaskQueue {
         Ok(leases)
     }
 
+    /// Claims up to `wanted` tasks from one ready subject, fetching again while the
+    /// fetches come back full, and hands back what it passed over.
+    async fn claim_subject(
+        &self,
+        subject: &str,
+        request: &DequeueRequest,
+        wanted: usize,
+        token: LeaseToken,
+        deadline: DateTime<Utc>,
+    ) -> StoreResult<Vec<Lease>> {
+        let mut leases = Vec::new();
+        let mut passed_over = Vec::new();
+        let mut outcome = Ok(());
+        for _ in 0..ROUNDS_PER_SUBJECT {
+            let left = wanted - leases.len();
+            if left == 0 || passed_over.len() >= SKIP_LIMIT {
+                break;
+            }
+            let asked = left.min(SKIP_LIMIT - passed_over.len()).max(1);
+            let round = match self
+                .claim_from(subject, asked, request, token, deadline)
+                .await
+            {
+                Ok(round) => round,
+                Err(err) => {
+                    outcome = Err(err);
+                    break;
+                }
+            };
+            leases.extend(round.leases);
+            passed_over.extend(round.passed_over);
+            if round.fetched < asked || round.not_yet == round.fetched {
+                break;
+            }
+        }
+        // Back to the stream at once, for the workers that run them.
+        for message in passed_over {
+            if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(%err, "cannot hand back a ready message; it comes back after its ack wait");
+            }
+        }
+        outcome.map(|()| leases)
+    }
+
     /// One fetch from a ready subject's consumer, each message claimed at once.
     async fn claim_from(
         &self,
@@ -102,7 +172,6 @@ impl NatsTaskQueue {
         wanted: usize,
         request: &DequeueRequest,
         token: LeaseToken,
-        now: DateTime<Utc>,
         deadline: DateTime<Utc>,
     ) -> StoreResult<Round> {
         let consumer = self.consumer(subject).await?;
@@ -121,21 +190,20 @@ impl NatsTaskQueue {
         let fetched = messages.len();
         let verdicts = futures_util::future::join_all(messages.iter().map(|message| async move {
             let verdict = self
-                .claim_message(&message.payload, message, request, token, now, deadline)
+                .claim_message(&message.payload, message, request, token, deadline)
                 .await;
             // The message's fate follows the verdict: acknowledged (gone) once the task is
-            // taken or needs nothing more; handed back otherwise. An ack that is lost only
-            // brings the message back after the consumer's ack wait, to be dropped then.
-            let ack = match &verdict {
-                Ok(Verdict::Leased(_) | Verdict::Stale) => message.ack_with(AckKind::Ack).await,
-                Ok(Verdict::LeftForOthers) => message.ack_with(AckKind::Nak(None)).await,
-                Ok(Verdict::NotYet) | Err(_) => {
-                    message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await
-                }
+            // taken or needs nothing more; handed back otherwise. An answer that is lost
+            // only brings the message back after the consumer's ack wait, to be judged
+            // again then.
+            let answer = match &verdict {
+                Ok(Verdict::Leased(_) | Verdict::Stale) => Some(AckKind::Ack),
+                Ok(Verdict::LeftForOthers) => None,
+                Ok(Verdict::NotYet) | Err(_) => Some(AckKind::Nak(Some(Duration::from_secs(1)))),
             };
-            if let Err(err) = ack {
+            if let Some(answer) = answer
+                && let Err(err) = message.ack_with(answer).await
+            {
                 tracing::debug!(%err, "cannot answer a ready message; it comes back after its ack wait");
             }
             verdict
@@ -144,16 +212,30 @@ impl NatsTaskQueue {
         let mut round = Round {
             leases: Vec::new(),
             fetched,
-            handed_back: 0,
+            passed_over: Vec::new(),
+            not_yet: 0,
         };
-        for verdict in verdicts {
-            match verdict? {
-                Verdict::Leased(lease) => round.leases.push(*lease),
-                Verdict::LeftForOthers | Verdict::NotYet => round.handed_back += 1,
-                Verdict::Stale => {}
+        let mut failure = None;
+        for (verdict, message) in verdicts.into_iter().zip(messages) {
+            match verdict {
+                Ok(Verdict::Leased(lease)) => round.leases.push(*lease),
+                Ok(Verdict::LeftForOthers) => round.passed_over.push(message),
+                Ok(Verdict::NotYet) => round.not_yet += 1,
+                Ok(Verdict::Stale) => {}
+                Err(err) => failure = Some(err),
             }
         }
-        Ok(round)
+        match failure {
+            // Leases taken in this round are returned all the same: their tasks are
+            // running now, and the next claim would not see them.
+            Some(err) if round.leases.is_empty() => {
+                for message in round.passed_over {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+                Err(err)
+            }
+            _ => Ok(round),
+        }
     }
 
     async fn claim_message(
@@ -162,26 +244,35 @@ impl NatsTaskQueue {
         message: &async_nats::jetstream::Message,
         request: &DequeueRequest,
         token: LeaseToken,
-        now: DateTime<Utc>,
         deadline: DateTime<Utc>,
     ) -> StoreResult<Verdict> {
         let Ok(entry) = serde_json::from_slice::<Entry>(payload) else {
             tracing::warn!("a ready message cannot be read; dropped");
             return Ok(Verdict::Stale);
         };
+        let current = cas::read(self.tasks(), entry.id).await?;
+        // Read after the task: the message may have been published after the claim began,
+        // for a task due a moment ago.
+        let now = self.clock.now();
         let young = message
             .info()
             .is_ok_and(|info| now - from_server_time(info.published) < ORPHAN_AGE);
-        let current = cas::read(self.tasks(), entry.id).await?;
         let revision = current.as_ref().map_or(0, |c| c.revision);
-        let Some(current) = current.filter(|c| c.task.claimable(now)) else {
-            return Ok(if young && entry.after == Some(revision) {
-                // The change this message files the task for is not written yet.
+        let Some(current) = current else {
+            return Ok(if young && entry.after == Some(0) {
+                // Its enqueue is still writing it.
                 Verdict::NotYet
             } else {
                 Verdict::Stale
             });
         };
+        if !current.task.claimable(now) {
+            return Ok(unclaimable(
+                &current.task,
+                now,
+                young && entry.after == Some(revision),
+            ));
+        }
         let spec = &current.task.record.spec;
         if !request.takes(&spec.name, spec.run_at, now) {
             return Ok(Verdict::LeftForOthers);
@@ -191,11 +282,12 @@ impl NatsTaskQueue {
         self.publish(self.subjects().lease(deadline), &lease_entry)
             .await?;
         let worker = &request.worker_id;
-        let claimed = cas::update(self.tasks(), entry.id, |task| {
-            if !task.claimable(now)
-                || !request.takes(&task.record.spec.name, task.record.spec.run_at, now)
-            {
-                return (None, false);
+        let verdict = cas::update(self.tasks(), entry.id, |task| {
+            if !task.claimable(now) {
+                return (unclaimable(task, now, false), false);
+            }
+            if !request.takes(&task.record.spec.name, task.record.spec.run_at, now) {
+                return (Verdict::LeftForOthers, false);
             }
             task.claim(token, worker, now, deadline);
             let lease = Lease::new(
@@ -204,13 +296,10 @@ impl NatsTaskQueue {
                 task.record.attempts,
                 deadline,
             );
-            (Some(lease), true)
+            (Verdict::Leased(Box::new(lease)), true)
         })
         .await?;
-        Ok(match claimed.flatten() {
-            Some(lease) => Verdict::Leased(Box::new(lease)),
-            None => Verdict::Stale,
-        })
+        Ok(verdict.unwrap_or(Verdict::Stale))
     }
 
     /// Makes the tasks of `queue` whose run_at has come ready: reads the delayed buckets

@@ -372,9 +372,7 @@ impl NatsTaskQueue {
         })
         .await?;
         Ok(match applied {
-            Some(stored::Applied::Changed | stored::Applied::Resent) => {
-                CompletionStatus::Applied
-            }
+            Some(stored::Applied::Changed | stored::Applied::Resent) => CompletionStatus::Applied,
             _ => CompletionStatus::LeaseLost,
         })
     }
