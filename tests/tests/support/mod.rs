@@ -109,6 +109,44 @@ pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// The test NATS server when `OMNIQ_TEST_NATS_URL` is not set.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Whether something listens at the NATS URL's host and port.
+fn nats_reachable(url: &str) -> anyhow::Result<()> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let address = std::net::ToSocketAddrs::to_socket_addrs(host_port)?
+        .next()
+        .context("the NATS URL names no address")?;
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    Ok(())
+}
+
+/// Deletes the streams and buckets of `prefix`, on a runtime of its own (clean-up runs from
+/// `Drop` too).
+fn delete_nats_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let options = omniq_nats::NatsOptions::prefix(prefix);
+            let backend = omniq_nats::NatsBackend::connect_with(&url, options).await?;
+            backend.delete_everything().await?;
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
+}
+
 /// The test Redis when `OMNIQ_TEST_REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
@@ -154,6 +192,16 @@ macro_rules! on_backends {
                 $crate::support::run(
                     $crate::support::Backend::Mysql,
                     concat!(stringify!($scenario), "::mysql"),
+                    super::$scenario,
+                )
+                .await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::Nats,
+                    concat!(stringify!($scenario), "::nats"),
                     super::$scenario,
                 )
                 .await
@@ -216,6 +264,8 @@ pub enum Backend {
     Postgres,
     /// The test MySQL/MariaDB (`OMNIQ_TEST_MYSQL_URL`), in a database of the test's own.
     Mysql,
+    /// The test NATS server (`OMNIQ_TEST_NATS_URL`), under a prefix of the test's own.
+    Nats,
 }
 
 /// Where one test's stores are: all four on one backend.
@@ -240,6 +290,8 @@ pub enum Cleanup {
     PgSchema { server: String, schema: String },
     /// A database on the MySQL/MariaDB at `server` (a URL without a database), dropped.
     MysqlDatabase { server: String, database: String },
+    /// The streams and buckets of `prefix` on the NATS server at `server`.
+    NatsPrefix { server: String, prefix: String },
 }
 
 impl Target {
@@ -289,6 +341,20 @@ impl Target {
                 }))
             }
             Backend::Sqlite => Ok(Some(Self::sqlite(&dir.join("omniq.db")))),
+            Backend::Nats => {
+                let server = std::env::var("OMNIQ_TEST_NATS_URL")
+                    .unwrap_or_else(|_| DEFAULT_NATS_URL.to_owned());
+                if let Err(err) = nats_reachable(&server) {
+                    return unavailable(test, "NATS", err);
+                }
+                let prefix = format!("omniq-e2e-{}", uuid::Uuid::new_v4().simple());
+                Ok(Some(Self {
+                    backend: Backend::Nats,
+                    url: format!("{server}?prefix={prefix}"),
+                    db: None,
+                    cleanup: Some(Cleanup::NatsPrefix { server, prefix }),
+                }))
+            }
             Backend::Redis => {
                 let server = std::env::var("OMNIQ_TEST_REDIS_URL")
                     .unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
@@ -367,6 +433,8 @@ impl Target {
                 mysql_execute(&server, format!("DROP DATABASE IF EXISTS `{database}`"))
                     .with_context(|| format!("cannot drop the database {database}"))
             }
+            Some(Cleanup::NatsPrefix { server, prefix }) => delete_nats_prefix(&server, &prefix)
+                .with_context(|| format!("cannot delete the NATS streams of prefix {prefix}")),
             None => Ok(()),
         }
     }
