@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) events: stream::Stream,
     /// The pull consumer of each ready subject this process claimed from.
     pub(crate) consumers: Mutex<HashMap<String, PullConsumer>>,
+    /// When this process last swept the blocked tasks.
+    pub(crate) blocked_swept: Mutex<Option<std::time::Instant>>,
 }
 
 impl NatsBackend {
@@ -215,6 +217,7 @@ impl NatsBackend {
                 schedules,
                 events,
                 consumers: Mutex::new(HashMap::new()),
+                blocked_swept: Mutex::new(None),
             }),
             clock: Clock::system(),
         })

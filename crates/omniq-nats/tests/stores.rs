@@ -105,3 +105,78 @@ async fn a_prefix_that_cannot_name_a_stream_is_refused_before_connecting() {
         .expect_err("dots split subjects");
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
 }
+
+/// A process killed between a parent's end and its child's evaluation leaves the child
+/// blocked with nothing to wake it: the maintenance sweep (run by `recover_expired`)
+/// evaluates it and unblocks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sweep() {
+    use omniq_models::{TaskOptions, TaskSpec, TaskState};
+    use omniq_storage::TaskQueue;
+
+    let test = "a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sweep";
+    let Some(backend) = backend(test).await else {
+        return;
+    };
+    let _cleanup = DeleteOnDrop(backend.clone());
+    let queue = backend.task_queue();
+    let parent = TaskSpec::new(
+        "t",
+        vec![],
+        TaskOptions::default().queue("stranded"),
+        chrono::Utc::now(),
+    );
+    let child = TaskSpec::new(
+        "t",
+        vec![],
+        TaskOptions::default()
+            .queue("stranded")
+            .depends_on(parent.id),
+        chrono::Utc::now(),
+    );
+    queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue");
+    // The parent ends as a process killed right after its completion landed would leave
+    // it: succeeded, its child never told.
+    let bucket = async_nats::jetstream::new(backend.client().clone())
+        .get_key_value(format!("{}_tasks", backend.prefix()))
+        .await
+        .expect("tasks bucket");
+    let key = format!("t.{}", parent.id);
+    let entry = bucket
+        .entry(key.clone())
+        .await
+        .expect("read")
+        .expect("stored");
+    let mut stored: serde_json::Value = serde_json::from_slice(&entry.value).expect("json");
+    stored["record"]["state"] = serde_json::Value::from("succeeded");
+    stored["record"]["finished_at"] = serde_json::to_value(chrono::Utc::now()).expect("time");
+    bucket
+        .update(
+            &key,
+            serde_json::to_vec(&stored).expect("json").into(),
+            entry.revision,
+        )
+        .await
+        .expect("write");
+    let blocked = queue.get(child.id).await.expect("get").expect("stored");
+    assert_eq!(blocked.state, TaskState::Blocked);
+
+    let changes = queue.recover_expired(100).await.expect("maintenance");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.task_id == child.id && c.state == TaskState::Queued),
+        "{changes:?}"
+    );
+    let leases = queue
+        .dequeue(omniq_storage::DequeueRequest::new(["stranded"], 10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        leases.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        vec![child.id]
+    );
+}

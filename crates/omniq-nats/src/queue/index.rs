@@ -53,10 +53,17 @@ impl Subjects {
     }
 
     pub(crate) fn index_subjects(&self) -> Vec<String> {
-        ["delayed", "lease", "expiry"]
+        let mut subjects: Vec<String> = ["delayed", "lease", "expiry"]
             .iter()
             .map(|family| format!("{}.{family}.>", self.prefix))
-            .collect()
+            .collect();
+        subjects.push(self.blocked());
+        subjects
+    }
+
+    /// Where every blocked task has an entry until it is not blocked any more.
+    pub(crate) fn blocked(&self) -> String {
+        format!("{}.blocked", self.prefix)
     }
 
     /// Where a task of `queue` due at `run_at` waits to be made ready.

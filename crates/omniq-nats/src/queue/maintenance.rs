@@ -94,6 +94,8 @@ impl NatsTaskQueue {
     pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = self.server_now().await?;
         let mut changes = Vec::new();
+        // What a process killed mid-way left blocked, first.
+        self.sweep_blocked(&mut changes).await?;
         for subject in self
             .due_buckets(self.subjects().leases(), true, now)
             .await?
@@ -161,7 +163,13 @@ impl NatsTaskQueue {
             (Some(task.change()), true)
         })
         .await?;
-        changes.extend(recovered.flatten());
+        if let Some(change) = recovered.flatten() {
+            let ended = change.state.is_terminal();
+            changes.push(change);
+            if ended {
+                self.settle_after(entry.id, self.clock.now(), changes).await;
+            }
+        }
         Ok(Keep::Drop)
     }
 
@@ -196,7 +204,10 @@ impl NatsTaskQueue {
                 })
                 .await?;
                 let (change, keep) = expired.unwrap_or((None, Keep::Drop));
-                changes.extend(change);
+                if let Some(change) = change {
+                    changes.push(change);
+                    self.settle_after(entry.id, now, &mut changes).await;
+                }
                 if keep == Keep::Drop {
                     self.drop_entry(indexed.seq).await?;
                 }

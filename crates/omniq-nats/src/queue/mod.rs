@@ -18,6 +18,7 @@
 
 mod cas;
 mod claim;
+mod dependencies;
 mod index;
 mod inspect;
 mod maintenance;
@@ -33,7 +34,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
-use omniq_models::{TaskId, TaskRecord, TaskSpec};
+use omniq_models::{TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::{
     BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
     DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest, QueueStats,
@@ -44,12 +45,9 @@ use crate::NatsBackend;
 use crate::error::{BACKEND, nats_error};
 pub(crate) use index::Subjects;
 
-/// What the NATS task queue does. Dependencies are refused with [`StoreError::Unsupported`]
-/// for now: settling a task's dependents changes several tasks as one, which needs a chain
-/// of compare-and-sets that survives a process killed halfway, not built yet.
-pub const CAPABILITIES: Capabilities = Capabilities::all()
-    .without(Capability::Dependencies)
-    .without(Capability::TransactionalEnqueue);
+/// What the NATS task queue does: everything but enqueueing inside a database transaction.
+pub const CAPABILITIES: Capabilities =
+    Capabilities::all().without(Capability::TransactionalEnqueue);
 
 /// How long the measured offset between this process's clock and the server's is trusted.
 const CLOCK_PROBE_EVERY: Duration = Duration::from_secs(30);
@@ -180,6 +178,18 @@ impl NatsTaskQueue {
         validate_specs(&specs)?;
         CAPABILITIES.check_specs(BACKEND, &specs)?;
         let now = self.clock.now();
+        // Every parent is a task of the batch (before its child) or a stored task; else
+        // the batch is refused, and nothing of it stored.
+        let mut earlier = std::collections::HashSet::new();
+        for spec in &specs {
+            for parent in &spec.depends_on {
+                if !earlier.contains(parent) && cas::read(self.tasks(), *parent).await?.is_none() {
+                    return Err(StoreError::UnknownParent(*parent));
+                }
+            }
+            earlier.insert(spec.id);
+        }
+        let mut specs = specs;
         let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; specs.len()];
         // Unique keys first. Tasks sharing one go one after the other in the order given,
         // so the first is the one that takes it; different keys at once.
@@ -201,19 +211,27 @@ impl NatsTaskQueue {
                 StoreResult::Ok(duplicates)
             }))
             .await?;
+        let mut aliases = omniq_storage::BatchAliases::default();
         for (i, outcome) in taken.into_iter().flatten() {
+            aliases.record(specs[i].id, &outcome);
             outcomes[i] = Some(outcome);
+        }
+        // A child of a parent deduplicated in its batch waits for the task stored instead.
+        for spec in &mut specs {
+            aliases.resolve(spec);
         }
         // The index entries of the rest, in the order given (one connection keeps the
         // order of its publishes: the ready stream keeps the tasks' order), before the
-        // tasks themselves: see the module docs.
+        // tasks themselves: see the module docs. A task with parents is filed as blocked.
         let mut acks = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             if outcomes[i].is_some() {
                 continue;
             }
-            let queued = stored::ready_state(spec.run_at, now) == omniq_models::TaskState::Queued;
-            let subject = if queued {
+            let queued = stored::ready_state(spec.run_at, now) == TaskState::Queued;
+            let subject = if !spec.depends_on.is_empty() {
+                self.subjects().blocked()
+            } else if queued {
                 self.subjects().ready(&spec.queue, spec.priority)
             } else {
                 self.subjects().delayed(&spec.queue, spec.run_at)
@@ -235,37 +253,66 @@ impl NatsTaskQueue {
         for ack in acks {
             ack.await.map_err(nats_error)?;
         }
-        // Then the tasks, all at once; a task whose id is taken was sent before. Two of one
-        // id in the batch: the first is created, as the order of `outcomes` says.
+        // Then the tasks without parents, all at once; a task whose id is taken was sent
+        // before. Two of one id in the batch: the first is created.
         let mut seen = std::collections::HashSet::new();
-        let created =
-            futures_util::future::try_join_all(specs.into_iter().enumerate().map(|(i, spec)| {
-                let pending = outcomes[i].is_none();
-                let first = pending && seen.insert(spec.id);
-                async move {
-                    if !pending {
-                        return StoreResult::Ok(None);
-                    }
-                    if !first {
-                        return Ok(Some((i, EnqueueOutcome::Duplicate { existing: spec.id })));
-                    }
-                    let id = spec.id;
-                    let state = stored::ready_state(spec.run_at, now);
-                    let mut record = TaskRecord::new(spec, state);
-                    record.updated_at = now;
-                    let outcome =
-                        match cas::write(self.tasks(), &stored::Stored::new(record), 0).await? {
-                            Some(_) => EnqueueOutcome::Created { id, state },
-                            None => EnqueueOutcome::Duplicate { existing: id },
-                        };
-                    Ok(Some((i, outcome)))
+        let mut with_parents = Vec::new();
+        let mut independent = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            if !seen.insert(spec.id) {
+                outcomes[i] = Some(EnqueueOutcome::Duplicate { existing: spec.id });
+            } else if spec.depends_on.is_empty() {
+                independent.push((i, spec));
+            } else {
+                with_parents.push((i, spec));
+            }
+        }
+        let created = futures_util::future::try_join_all(independent.into_iter().map(
+            |(i, spec)| async move { Ok::<_, StoreError>((i, self.create(spec, now).await?)) },
+        ))
+        .await?;
+        for (i, outcome) in created {
+            outcomes[i] = Some(outcome);
+        }
+        // Then those with parents, in order (a parent of the batch is stored before its
+        // child), each evaluated against its parents as soon as it is stored.
+        for (i, spec) in with_parents {
+            let id = spec.id;
+            let outcome = match self.create(spec, now).await? {
+                EnqueueOutcome::Created { .. } => {
+                    let mut changes = Vec::new();
+                    self.evaluate(id, now, &mut changes).await?;
+                    let state = cas::read(self.tasks(), id)
+                        .await?
+                        .map_or(TaskState::Blocked, |r| r.task.record.state);
+                    EnqueueOutcome::Created { id, state }
                 }
-            }))
-            .await?;
-        for (i, outcome) in created.into_iter().flatten() {
+                duplicate => duplicate,
+            };
             outcomes[i] = Some(outcome);
         }
         Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Stores a new task: blocked when it has parents, else queued or scheduled.
+    async fn create(&self, spec: TaskSpec, now: DateTime<Utc>) -> StoreResult<EnqueueOutcome> {
+        let id = spec.id;
+        let state = if spec.depends_on.is_empty() {
+            stored::ready_state(spec.run_at, now)
+        } else {
+            TaskState::Blocked
+        };
+        let mut record = TaskRecord::new(spec, state);
+        record.updated_at = now;
+        Ok(
+            match cas::write(self.tasks(), &stored::Stored::new(record), 0).await? {
+                Some(_) => EnqueueOutcome::Created { id, state },
+                None => EnqueueOutcome::Duplicate { existing: id },
+            },
+        )
     }
 
     /// Sends `entry` on `subject`; the returned future resolves once the stream has it.
@@ -324,23 +371,32 @@ impl NatsTaskQueue {
         let groups =
             futures_util::future::try_join_all(by_task.into_values().map(|indices| async move {
                 let mut statuses = Vec::with_capacity(indices.len());
+                let mut changes = Vec::new();
                 for i in indices {
-                    statuses.push((i, self.complete_one(&completions[i], now).await?));
+                    let status = self
+                        .complete_one(&completions[i], now, &mut changes)
+                        .await?;
+                    statuses.push((i, status));
                 }
-                StoreResult::Ok(statuses)
+                StoreResult::Ok((statuses, changes))
             }))
             .await?;
         let mut statuses = vec![omniq_storage::CompletionStatus::LeaseLost; completions.len()];
-        for (i, status) in groups.into_iter().flatten() {
-            statuses[i] = status;
+        let mut changes = Vec::new();
+        for (group, group_changes) in groups {
+            for (i, status) in group {
+                statuses[i] = status;
+            }
+            changes.extend(group_changes);
         }
-        Ok(Completed::new(statuses, Vec::new()))
+        Ok(Completed::new(statuses, changes))
     }
 
     async fn complete_one(
         &self,
         completion: &Completion,
         now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
     ) -> StoreResult<omniq_storage::CompletionStatus> {
         use omniq_storage::{CompletionOutcome, CompletionStatus};
         let id = completion.lease.task_id;
@@ -368,11 +424,17 @@ impl NatsTaskQueue {
         let applied = cas::update(self.tasks(), id, |task| {
             let applied = task.complete(token, completion.outcome.clone(), now);
             let changed = applied == stored::Applied::Changed;
-            (applied, changed)
+            ((applied, task.record.state), changed)
         })
         .await?;
         Ok(match applied {
-            Some(stored::Applied::Changed | stored::Applied::Resent) => CompletionStatus::Applied,
+            Some((stored::Applied::Changed, state)) => {
+                if state.is_terminal() {
+                    self.settle_after(id, now, changes).await;
+                }
+                CompletionStatus::Applied
+            }
+            Some((stored::Applied::Resent, _)) => CompletionStatus::Applied,
             _ => CompletionStatus::LeaseLost,
         })
     }
@@ -396,7 +458,11 @@ impl NatsTaskQueue {
         })
         .await?
         .ok_or(StoreError::TaskNotFound(id))?;
-        Ok(Cancellation::new(outcome, Vec::new()))
+        let mut changes = Vec::new();
+        if outcome == CancelOutcome::Cancelled {
+            self.settle_after(id, now, &mut changes).await;
+        }
+        Ok(Cancellation::new(outcome, changes))
     }
 
     async fn wait(&self, queues: Vec<String>, timeout: Duration) {

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use omniq_models::{
-    AttemptError, LeaseToken, TaskError, TaskErrorKind, TaskRecord, TaskState, WorkerId,
+    AttemptError, LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskState, WorkerId,
 };
 use omniq_storage::{CANCELLED_WHILE_RUNNING, CompletionOutcome, StateChange};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,9 @@ pub(crate) struct Stored {
     /// The lease whose completion was applied last: a re-send of it is known as such.
     #[serde(default)]
     pub(crate) completed: Option<LeaseToken>,
+    /// The tasks that wait for this one (see `super::dependencies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) children: Vec<TaskId>,
 }
 
 /// What became of a completion applied to a task.
@@ -52,6 +55,7 @@ impl Stored {
             record,
             token: None,
             completed: None,
+            children: Vec::new(),
         }
     }
 
