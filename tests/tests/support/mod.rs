@@ -112,6 +112,38 @@ pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
 /// The test NATS server when `OMNIQ_TEST_NATS_URL` is not set.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
+/// Whether the NATS server at `url` (one `host:port`) answers with JetStream up: a
+/// JetStream API request over the plain protocol, so it needs no runtime.
+pub fn nats_jetstream_ready(url: &str) -> anyhow::Result<()> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _probe.reply 1\r\n\
+          PUB $JS.API.INFO _probe.reply 0\r\n\r\n",
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 {
+        if line.starts_with("MSG _probe.reply") {
+            let mut body = String::new();
+            reader.read_line(&mut body)?;
+            ensure!(
+                !body.contains("\"error\""),
+                "JetStream is not ready: {body}"
+            );
+            return Ok(());
+        }
+        line.clear();
+    }
+    bail!("the NATS server closed the connection")
+}
+
 /// Whether something listens at the NATS URL's host and port.
 fn nats_reachable(url: &str) -> anyhow::Result<()> {
     let authority = url
@@ -389,6 +421,17 @@ impl Target {
                 server: server.to_owned(),
                 prefix: prefix.to_owned(),
             }),
+        }
+    }
+
+    /// Every store on the NATS server(s) at `url` under `prefix`: for servers of the
+    /// test's own, which need no clean-up.
+    pub fn nats_of_its_own(url: &str, prefix: &str) -> Self {
+        Self {
+            backend: Backend::Nats,
+            url: format!("{url}?prefix={prefix}"),
+            db: None,
+            cleanup: None,
         }
     }
 
