@@ -83,6 +83,13 @@ fn backends() -> Vec<Backend> {
             scenarios: ALL,
             processes: &["2", "4"],
         },
+        Backend {
+            name: "nats",
+            url: env("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+            feature: "nats",
+            scenarios: ALL,
+            processes: &["2", "4"],
+        },
     ]
 }
 

@@ -5,8 +5,9 @@ use omniq_storage::StoreError;
 pub(crate) const BACKEND: &str = "nats";
 
 /// Maps a client error: a timeout, a missing responder (JetStream not up yet, or a
-/// cluster without quorum) or a lost connection is `Unavailable`, worth retrying; the rest
-/// is a backend error.
+/// cluster without quorum), a stream without a leader for a moment (a cluster electing one
+/// after a node died answers "no stream found") or a lost connection is `Unavailable`,
+/// worth retrying; the rest is a backend error.
 ///
 /// async-nats gives every call an error kind of its own (dozens of enums), and the
 /// transient ones share their names across them (`TimedOut`, `NoResponders`, …), so the
@@ -23,6 +24,7 @@ where
         "Disconnected",
         "Io",
         "MaxReconnects",
+        "StreamNotFound",
     ]
     .iter()
     .any(|name| kind.starts_with(name))
@@ -32,6 +34,8 @@ where
             "disconnected",
             "connection",
             "broken pipe",
+            "no stream found",
+            "temporarily unavailable",
         ]
         .iter()
         .any(|needle| text.contains(needle));
