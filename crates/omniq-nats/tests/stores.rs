@@ -150,15 +150,20 @@ async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sw
         .await
         .expect("read")
         .expect("stored");
-    let mut stored: serde_json::Value = serde_json::from_slice(&entry.value).expect("json");
+    // A task is a line of JSON, then its payload.
+    let split = entry
+        .value
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("meta line");
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&entry.value[..split]).expect("json");
     stored["record"]["state"] = serde_json::Value::from("succeeded");
     stored["record"]["finished_at"] = serde_json::to_value(chrono::Utc::now()).expect("time");
+    let mut value = serde_json::to_vec(&stored).expect("json");
+    value.extend_from_slice(&entry.value[split..]);
     bucket
-        .update(
-            &key,
-            serde_json::to_vec(&stored).expect("json").into(),
-            entry.revision,
-        )
+        .update(&key, value.into(), entry.revision)
         .await
         .expect("write");
     let blocked = queue.get(child.id).await.expect("get").expect("stored");

@@ -13,6 +13,7 @@ use omniq_storage::{DequeueRequest, Lease, StoreResult};
 use super::NatsTaskQueue;
 use super::cas;
 use super::index::{self, Entry};
+use super::maintenance::Keep;
 use crate::error::nats_error;
 use crate::scan::{from_server_time, scan};
 
@@ -199,7 +200,9 @@ impl NatsTaskQueue {
             let answer = match &verdict {
                 Ok(Verdict::Leased(_) | Verdict::Stale) => Some(AckKind::Ack),
                 Ok(Verdict::LeftForOthers) => None,
-                Ok(Verdict::NotYet) | Err(_) => Some(AckKind::Nak(Some(Duration::from_secs(1)))),
+                // The change in flight lands within milliseconds; an error may last longer.
+                Ok(Verdict::NotYet) => Some(AckKind::Nak(Some(Duration::from_millis(50)))),
+                Err(_) => Some(AckKind::Nak(Some(Duration::from_secs(1)))),
             };
             if let Some(answer) = answer
                 && let Err(err) = message.ack_with(answer).await
@@ -250,7 +253,20 @@ impl NatsTaskQueue {
             tracing::warn!("a ready message cannot be read; dropped");
             return Ok(Verdict::Stale);
         };
-        let current = cas::read(self.tasks(), entry.id).await?;
+        let current = match cas::read_raw(self.tasks(), entry.id).await? {
+            Some((bytes, revision)) => match cas::decode(&bytes) {
+                Ok(task) => Some(cas::Read { task, revision }),
+                Err(err) => {
+                    // One unreadable task must not hold up the rest: its message goes, the
+                    // task stays in the bucket (listings warn about it) for an operator.
+                    tracing::error!(task_id = %entry.id, %err, "a stored task cannot be read; it is not run");
+                    metrics::counter!("omniq_tasks_unreadable_total", "backend" => "nats")
+                        .increment(1);
+                    return Ok(Verdict::Stale);
+                }
+            },
+            None => None,
+        };
         // Read after the task: the message may have been published after the claim began,
         // for a task due a moment ago.
         let now = self.clock.now();
@@ -333,6 +349,7 @@ impl NatsTaskQueue {
                 },
             )
             .await?;
+            let mut verdicts = Vec::with_capacity(entries.len());
             for (seq, published, entry) in entries {
                 let done = match entry {
                     Ok(entry) => {
@@ -341,10 +358,9 @@ impl NatsTaskQueue {
                     }
                     Err(_) => true,
                 };
-                if done {
-                    index_stream.delete_message(seq).await.map_err(nats_error)?;
-                }
+                verdicts.push((seq, if done { Keep::Drop } else { Keep::Keep }));
             }
+            self.finish_bucket(&subject, &verdicts, true).await?;
         }
         Ok(())
     }

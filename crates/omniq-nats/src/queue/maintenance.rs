@@ -22,9 +22,12 @@ struct Indexed {
     entry: Option<Entry>,
 }
 
+/// Lease entries judged at once in a recovery.
+const JUDGED_AT_ONCE: usize = 32;
+
 /// What to do with an index message after its task was looked at.
-#[derive(PartialEq, Eq)]
-enum Keep {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
     /// Done with: delete it.
     Drop,
     /// Not yet due (its bucket is, the task's time within it is not): keep it.
@@ -81,13 +84,42 @@ impl NatsTaskQueue {
         Ok(read)
     }
 
-    async fn drop_entry(&self, seq: u64) -> StoreResult<()> {
-        self.backend
-            .inner
-            .index
-            .delete_message(seq)
+    /// Removes the entries of an index bucket that are done with: the subject up to the
+    /// last entry read, in one request, when every entry read is done with and the bucket
+    /// was read to its end; else each one by one. A bucket holds the leases of every task
+    /// claimed in its second: one request instead of thousands.
+    pub(super) async fn finish_bucket(
+        &self,
+        subject: &str,
+        verdicts: &[(u64, Keep)],
+        read_to_end: bool,
+    ) -> StoreResult<()> {
+        let index = &self.backend.inner.index;
+        let Some(last) = verdicts.iter().map(|(seq, _)| *seq).max() else {
+            return Ok(());
+        };
+        if read_to_end && verdicts.iter().all(|(_, keep)| *keep == Keep::Drop) {
+            // Up to the last one read: an entry published since stays.
+            index
+                .purge()
+                .filter(subject)
+                .sequence(last + 1)
+                .await
+                .map_err(nats_error)?;
+            return Ok(());
+        }
+        let done: Vec<u64> = verdicts
+            .iter()
+            .filter(|(_, keep)| *keep == Keep::Drop)
+            .map(|(seq, _)| *seq)
+            .collect();
+        futures_util::stream::iter(done)
+            .map(|seq| async move { index.delete_message(seq).await.map_err(nats_error) })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
             .await
-            .map_err(nats_error)?;
+            .into_iter()
+            .collect::<StoreResult<Vec<bool>>>()?;
         Ok(())
     }
 
@@ -100,17 +132,50 @@ impl NatsTaskQueue {
             .due_buckets(self.subjects().leases(), true, now)
             .await?
         {
-            for indexed in self.read_bucket(subject.clone()).await? {
+            let entries = self.read_bucket(subject.clone()).await?;
+            let mut verdicts = Vec::with_capacity(entries.len());
+            let mut read_to_end = true;
+            // A chunk of entries at a time, each judged at once.
+            for chunk in entries.chunks(JUDGED_AT_ONCE) {
                 if changes.len() >= limit {
-                    return Ok(changes);
+                    read_to_end = false;
+                    break;
                 }
-                let keep = match &indexed.entry {
-                    Some(entry) => self.recover_one(entry, &subject, now, &mut changes).await?,
-                    None => Keep::Drop,
-                };
-                if keep == Keep::Drop {
-                    self.drop_entry(indexed.seq).await?;
+                let judged = futures_util::future::join_all(chunk.iter().map(|indexed| {
+                    let subject = &subject;
+                    async move {
+                        let mut found = Vec::new();
+                        let keep = match &indexed.entry {
+                            Some(entry) => self.recover_one(entry, subject, now, &mut found).await,
+                            None => Ok(Keep::Drop),
+                        };
+                        (indexed.seq, keep, found)
+                    }
+                }))
+                .await;
+                let mut failure = None;
+                for (seq, keep, found) in judged {
+                    changes.extend(found);
+                    match keep {
+                        Ok(keep) => verdicts.push((seq, keep)),
+                        Err(err) => {
+                            read_to_end = false;
+                            failure = Some(err);
+                        }
+                    }
                 }
+                if let Some(err) = failure {
+                    self.finish_bucket(&subject, &verdicts, false).await?;
+                    return if changes.is_empty() {
+                        Err(err)
+                    } else {
+                        Ok(changes)
+                    };
+                }
+            }
+            self.finish_bucket(&subject, &verdicts, read_to_end).await?;
+            if changes.len() >= limit {
+                break;
             }
         }
         Ok(changes)
@@ -180,12 +245,15 @@ impl NatsTaskQueue {
             .due_buckets(self.subjects().expiries(), false, now)
             .await?
         {
-            for indexed in self.read_bucket(subject).await? {
+            let mut verdicts = Vec::new();
+            let mut read_to_end = true;
+            for indexed in self.read_bucket(subject.clone()).await? {
                 if changes.len() >= limit {
-                    return Ok(changes);
+                    read_to_end = false;
+                    break;
                 }
                 let Some(entry) = indexed.entry else {
-                    self.drop_entry(indexed.seq).await?;
+                    verdicts.push((indexed.seq, Keep::Drop));
                     continue;
                 };
                 let expired = cas::update(self.tasks(), entry.id, |task| {
@@ -208,10 +276,9 @@ impl NatsTaskQueue {
                     changes.push(change);
                     self.settle_after(entry.id, now, &mut changes).await;
                 }
-                if keep == Keep::Drop {
-                    self.drop_entry(indexed.seq).await?;
-                }
+                verdicts.push((indexed.seq, keep));
             }
+            self.finish_bucket(&subject, &verdicts, read_to_end).await?;
         }
         Ok(changes)
     }
