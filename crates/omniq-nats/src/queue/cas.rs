@@ -38,23 +38,31 @@ pub(crate) fn encode(task: &Stored) -> StoreResult<Bytes> {
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> StoreResult<Stored> {
-    let split = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("task", "no meta line"))?;
+    let Some(split) = bytes.iter().position(|b| *b == b'\n') else {
+        // Written whole as JSON, before payloads were split off.
+        return serde_json::from_slice(bytes).map_err(|e| corrupt("task", e));
+    };
     let mut task: Stored =
         serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt("task", e))?;
     task.record.spec.payload = bytes[split + 1..].to_vec();
     Ok(task)
 }
 
-/// The task `id`, if stored.
+/// The task `id`, if stored. A stored value that cannot be read counts as no task (with
+/// an error logged and `omniq_tasks_unreadable_total` counted): one garbled value must not
+/// stop the claims, recoveries and sweeps that meet it. It stays in the bucket for an
+/// operator.
 pub(crate) async fn read(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<Read>> {
     match read_raw(bucket, id).await? {
-        Some((bytes, revision)) => Ok(Some(Read {
-            task: decode(&bytes)?,
-            revision,
-        })),
+        Some((bytes, revision)) => match decode(&bytes) {
+            Ok(task) => Ok(Some(Read { task, revision })),
+            Err(err) => {
+                tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
+                metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND)
+                    .increment(1);
+                Ok(None)
+            }
+        },
         None => Ok(None),
     }
 }

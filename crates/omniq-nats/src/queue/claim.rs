@@ -63,6 +63,9 @@ fn unclaimable(task: &super::stored::Stored, now: DateTime<Utc>, changing: bool)
     }
 }
 
+/// Tasks due later a claim makes ready, at most.
+const PROMOTED_PER_CLAIM: usize = 256;
+
 /// Ready messages a claim passes over per subject, at most (tasks of names this worker
 /// does not run, in a rolling deploy): a claim never walks a huge backlog.
 const SKIP_LIMIT: usize = 1_000;
@@ -176,12 +179,19 @@ impl NatsTaskQueue {
         deadline: DateTime<Utc>,
     ) -> StoreResult<Round> {
         let consumer = self.consumer(subject).await?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(wanted)
-            .messages()
-            .await
-            .map_err(nats_error)?;
+        let fetched = consumer.fetch().max_messages(wanted).messages().await;
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(err) => {
+                // The consumer may be gone (a stream re-created, a cluster that lost it):
+                // the next claim makes it again.
+                self.forget_consumer(subject);
+                return Err(omniq_storage::StoreError::unavailable(
+                    crate::error::BACKEND,
+                    err,
+                ));
+            }
+        };
         let mut messages = Vec::with_capacity(wanted);
         while let Some(message) = batch.next().await {
             messages.push(message.map_err(|err| {
@@ -253,26 +263,15 @@ impl NatsTaskQueue {
             tracing::warn!("a ready message cannot be read; dropped");
             return Ok(Verdict::Stale);
         };
-        let current = match cas::read_raw(self.tasks(), entry.id).await? {
-            Some((bytes, revision)) => match cas::decode(&bytes) {
-                Ok(task) => Some(cas::Read { task, revision }),
-                Err(err) => {
-                    // One unreadable task must not hold up the rest: its message goes, the
-                    // task stays in the bucket (listings warn about it) for an operator.
-                    tracing::error!(task_id = %entry.id, %err, "a stored task cannot be read; it is not run");
-                    metrics::counter!("omniq_tasks_unreadable_total", "backend" => "nats")
-                        .increment(1);
-                    return Ok(Verdict::Stale);
-                }
-            },
-            None => None,
-        };
+        let current = cas::read(self.tasks(), entry.id).await?;
         // Read after the task: the message may have been published after the claim began,
         // for a task due a moment ago.
         let now = self.clock.now();
+        // Judged on the server's clock, the one that stamped the message.
+        let server_now = self.server_now().await?;
         let young = message
             .info()
-            .is_ok_and(|info| now - from_server_time(info.published) < ORPHAN_AGE);
+            .is_ok_and(|info| server_now - from_server_time(info.published) < ORPHAN_AGE);
         let revision = current.as_ref().map_or(0, |c| c.revision);
         let Some(current) = current else {
             return Ok(if young && entry.after == Some(0) {
@@ -322,6 +321,7 @@ impl NatsTaskQueue {
     /// that are due, files each due task in the ready stream, marks it queued, and drops
     /// its delayed entry.
     pub(super) async fn promote_due(&self, queue: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let server_now = self.server_now().await?;
         let index_stream = &self.backend.inner.index;
         let mut due_subjects = Vec::new();
         let mut info = index_stream
@@ -334,7 +334,14 @@ impl NatsTaskQueue {
                 due_subjects.push(subject);
             }
         }
+        // Bounded per claim, a chunk judged at once, each chunk's entries removed before
+        // the next: a claim never walks a bucket of a hundred thousand tasks due at midnight
+        // in one go, and what it did is kept if it is cut off.
+        let mut budget = PROMOTED_PER_CLAIM;
         for subject in due_subjects {
+            if budget == 0 {
+                break;
+            }
             let mut entries = Vec::new();
             scan(
                 &self.backend.inner.client,
@@ -345,22 +352,40 @@ impl NatsTaskQueue {
                 |message| {
                     let entry = serde_json::from_slice::<Entry>(&message.payload);
                     entries.push((message.seq, from_server_time(message.published), entry));
-                    ControlFlow::Continue(())
+                    if entries.len() >= budget {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
                 },
             )
             .await?;
-            let mut verdicts = Vec::with_capacity(entries.len());
-            for (seq, published, entry) in entries {
-                let done = match entry {
-                    Ok(entry) => {
-                        let young = now - published < ORPHAN_AGE;
-                        self.promote_one(&subject, entry, young, now).await?
-                    }
-                    Err(_) => true,
-                };
-                verdicts.push((seq, if done { Keep::Drop } else { Keep::Keep }));
+            budget -= entries.len();
+            let read_to_end = budget > 0;
+            for chunk in entries.chunks(32) {
+                let judged =
+                    futures_util::future::join_all(chunk.iter().map(|(seq, published, entry)| {
+                        let subject = &subject;
+                        async move {
+                            let done = match entry {
+                                Ok(entry) => {
+                                    let young = server_now - *published < ORPHAN_AGE;
+                                    self.promote_one(subject, entry.clone(), young, now).await?
+                                }
+                                Err(_) => true,
+                            };
+                            StoreResult::Ok((*seq, if done { Keep::Drop } else { Keep::Keep }))
+                        }
+                    }))
+                    .await;
+                let verdicts: Vec<(u64, Keep)> = judged.into_iter().collect::<StoreResult<_>>()?;
+                self.finish_bucket(
+                    &subject,
+                    &verdicts,
+                    read_to_end && chunk.len() == entries.len(),
+                )
+                .await?;
             }
-            self.finish_bucket(&subject, &verdicts, true).await?;
         }
         Ok(())
     }
@@ -393,9 +418,7 @@ impl NatsTaskQueue {
                 .delayed(&record.spec.queue, record.spec.run_at);
             return Ok(own_bucket != subject);
         }
-        self.make_findable(&record.spec, true, current.revision)
-            .await?;
-        cas::update(self.tasks(), entry.id, |task| {
+        self.update_filed(entry.id, |task| {
             if task.record.state == TaskState::Scheduled && task.record.spec.run_at <= now {
                 task.record.state = TaskState::Queued;
                 ((), true)

@@ -12,7 +12,7 @@ use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreResult, effec
 use super::NatsTaskQueue;
 use super::cas;
 use super::index::{self, Entry};
-use super::stored::{Stored, expiry_reason};
+use super::stored::expiry_reason;
 use crate::error::nats_error;
 use crate::scan::scan;
 
@@ -211,23 +211,17 @@ impl NatsTaskQueue {
             }
             _ => {}
         }
-        // Where the task goes, filed first (see the module docs).
-        let mut next: Stored = task.clone();
-        next.recover(now);
-        if next.record.state == TaskState::Queued {
-            self.make_findable(&next.record.spec, true, current.revision)
-                .await?;
-        }
-        let recovered = cas::update(self.tasks(), entry.id, |task| {
-            let lapsed =
-                task.held_by(token) && task.record.lease_expires_at.is_none_or(|at| at <= now);
-            if !lapsed {
-                return (None, false);
-            }
-            task.recover(now);
-            (Some(task.change()), true)
-        })
-        .await?;
+        let recovered = self
+            .update_filed(entry.id, |task| {
+                let lapsed =
+                    task.held_by(token) && task.record.lease_expires_at.is_none_or(|at| at <= now);
+                if !lapsed {
+                    return (None, false);
+                }
+                task.recover(now);
+                (Some(task.change()), true)
+            })
+            .await?;
         if let Some(change) = recovered.flatten() {
             let ended = change.state.is_terminal();
             changes.push(change);
@@ -266,7 +260,11 @@ impl NatsTaskQueue {
                             task.finish(TaskState::Expired, Some(expiry_reason()), now);
                             ((Some(task.change()), Keep::Drop), true)
                         }
-                        Some(_) if waiting => ((None, Keep::Keep), false),
+                        // Not due yet; or running, and back in the queue if its attempt
+                        // fails: the entry is still needed.
+                        Some(_) if waiting || task.record.state == TaskState::Running => {
+                            ((None, Keep::Keep), false)
+                        }
                         _ => ((None, Keep::Drop), false),
                     }
                 })
@@ -316,17 +314,15 @@ impl NatsTaskQueue {
             {
                 continue;
             }
-            let mut next = current.task.record.spec.clone();
-            next.run_at = now;
-            self.make_findable(&next, true, current.revision).await?;
-            let done = cas::update(self.tasks(), id, |task| {
-                if task.record.state != TaskState::Failed {
-                    return (false, false);
-                }
-                task.redrive(now);
-                (true, true)
-            })
-            .await?;
+            let done = self
+                .update_filed(id, |task| {
+                    if task.record.state != TaskState::Failed {
+                        return (false, false);
+                    }
+                    task.redrive(now);
+                    (true, true)
+                })
+                .await?;
             if done == Some(true) {
                 redriven.push(id);
             }

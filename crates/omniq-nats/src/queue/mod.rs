@@ -130,6 +130,59 @@ impl NatsTaskQueue {
         self.publish(subject, &entry).await
     }
 
+    /// Changes task `id` by `change` and writes it back by compare-and-set. When the
+    /// changed task is queued or scheduled, its index entry is published first, with the
+    /// revision about to be replaced, and again after every lost race: a reader that meets
+    /// the entry before the write then knows the change is on its way (see the module docs).
+    /// `change` returns what to report and whether it changed the task. `None`: no such
+    /// task.
+    async fn update_filed<T, F>(&self, id: TaskId, mut change: F) -> StoreResult<Option<T>>
+    where
+        F: FnMut(&mut stored::Stored) -> (T, bool),
+    {
+        for _ in 0..cas::CAS_ROUNDS {
+            let Some(current) = cas::read(self.tasks(), id).await? else {
+                return Ok(None);
+            };
+            let mut next = current.task.clone();
+            let (report, changed) = change(&mut next);
+            if !changed {
+                return Ok(Some(report));
+            }
+            match next.record.state {
+                TaskState::Queued => {
+                    self.make_findable(&next.record.spec, true, current.revision)
+                        .await?;
+                }
+                TaskState::Scheduled => {
+                    self.make_findable(&next.record.spec, false, current.revision)
+                        .await?;
+                }
+                _ => {}
+            }
+            if cas::write(self.tasks(), &next, current.revision)
+                .await?
+                .is_some()
+            {
+                return Ok(Some(report));
+            }
+        }
+        Err(StoreError::unavailable(
+            BACKEND,
+            format!("task {id} kept changing under {} writes", cas::CAS_ROUNDS),
+        ))
+    }
+
+    /// Forgets the cached consumer of a ready subject.
+    fn forget_consumer(&self, subject: &str) {
+        self.backend
+            .inner
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(subject);
+    }
+
     /// The durable pull consumer of a ready subject, created on first use.
     async fn consumer(&self, subject: &str) -> StoreResult<PullConsumer> {
         let cached = self
@@ -200,11 +253,13 @@ impl NatsTaskQueue {
             }
         }
         let specs_ref = &specs;
+        let batch: std::collections::HashSet<TaskId> = specs.iter().map(|s| s.id).collect();
+        let batch = &batch;
         let taken =
             futures_util::future::try_join_all(by_key.into_values().map(|indices| async move {
                 let mut duplicates = Vec::new();
                 for i in indices {
-                    if let Some(existing) = self.take_unique(&specs_ref[i], now).await? {
+                    if let Some(existing) = self.take_unique(&specs_ref[i], now, batch).await? {
                         duplicates.push((i, EnqueueOutcome::Duplicate { existing }));
                     }
                 }
@@ -398,35 +453,16 @@ impl NatsTaskQueue {
         now: DateTime<Utc>,
         changes: &mut Vec<StateChange>,
     ) -> StoreResult<omniq_storage::CompletionStatus> {
-        use omniq_storage::{CompletionOutcome, CompletionStatus};
+        use omniq_storage::CompletionStatus;
         let id = completion.lease.task_id;
         let token = completion.lease.token;
-        // Where the task goes next, filed before the change: see the module docs. Read
-        // first, so that a completion that will be refused files nothing.
-        let Some(current) = cas::read(self.tasks(), id).await? else {
-            return Ok(CompletionStatus::LeaseLost);
-        };
-        if current.task.held_by(token) && !current.task.record.cancel_requested {
-            let spec = &current.task.record.spec;
-            match &completion.outcome {
-                CompletionOutcome::Retry { run_at, .. } | CompletionOutcome::Snooze { run_at } => {
-                    let mut next = spec.clone();
-                    next.run_at = *run_at;
-                    self.make_findable(&next, *run_at <= now, current.revision)
-                        .await?;
-                }
-                CompletionOutcome::Release => {
-                    self.make_findable(spec, true, current.revision).await?;
-                }
-                _ => {}
-            }
-        }
-        let applied = cas::update(self.tasks(), id, |task| {
-            let applied = task.complete(token, completion.outcome.clone(), now);
-            let changed = applied == stored::Applied::Changed;
-            ((applied, task.record.state), changed)
-        })
-        .await?;
+        let applied = self
+            .update_filed(id, |task| {
+                let applied = task.complete(token, completion.outcome.clone(), now);
+                let changed = applied == stored::Applied::Changed;
+                ((applied, task.record.state), changed)
+            })
+            .await?;
         Ok(match applied {
             Some((stored::Applied::Changed, state)) => {
                 if state.is_terminal() {

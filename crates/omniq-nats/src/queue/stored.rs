@@ -133,12 +133,13 @@ impl Stored {
         outcome: CompletionOutcome,
         now: DateTime<Utc>,
     ) -> Applied {
+        if self.completed == Some(token) {
+            // This lease's completion is in already, whatever happened to the task since
+            // (another worker may hold it now).
+            return Applied::Resent;
+        }
         if !self.held_by(token) {
-            return if self.record.state != TaskState::Running && self.completed == Some(token) {
-                Applied::Resent
-            } else {
-                Applied::LeaseLost
-            };
+            return Applied::LeaseLost;
         }
         self.completed = Some(token);
         let attempt = self.record.attempts;

@@ -6,6 +6,8 @@
 //! passed. A holder that is not stored (its enqueue was killed between taking the key and
 //! writing the task) frees the key once [`HOLDER_GRACE`] has passed.
 
+use std::collections::HashSet;
+
 use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NatsTaskQueue;
 use super::cas::{self, CAS_ROUNDS};
-use crate::error::{BACKEND, corrupt, nats_error};
+use crate::error::{BACKEND, nats_error};
 use crate::names::token;
 
 /// How long a key whose holder is not stored yet stays taken.
@@ -45,6 +47,7 @@ impl NatsTaskQueue {
         &self,
         spec: &TaskSpec,
         now: DateTime<Utc>,
+        batch: &HashSet<TaskId>,
     ) -> StoreResult<Option<TaskId>> {
         let Some(key) = &spec.unique_key else {
             return Ok(None);
@@ -53,7 +56,7 @@ impl NatsTaskQueue {
             .unique_for
             .and_then(|w| TimeDelta::from_std(w).ok())
             .unwrap_or(TimeDelta::zero());
-        self.claim_key(key, spec.id, now, |holder, holder_live| {
+        self.claim_key(key, spec.id, now, batch, |holder, holder_live| {
             if holder_live || holder.taken_at + window > now {
                 Verdict::HeldBy(holder.id)
             } else {
@@ -71,7 +74,7 @@ impl NatsTaskQueue {
         id: TaskId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<TaskId>> {
-        self.claim_key(key, id, now, |holder, holder_live| {
+        self.claim_key(key, id, now, &HashSet::new(), |holder, holder_live| {
             if holder_live {
                 Verdict::HeldBy(holder.id)
             } else {
@@ -86,6 +89,7 @@ impl NatsTaskQueue {
         key: &str,
         id: TaskId,
         now: DateTime<Utc>,
+        batch: &HashSet<TaskId>,
         verdict: F,
     ) -> StoreResult<Option<TaskId>>
     where
@@ -103,14 +107,40 @@ impl NatsTaskQueue {
                 .map_err(nats_error)?;
             let revision = match entry {
                 Some(entry) if entry.operation == Operation::Put => {
-                    let holder: Holder = serde_json::from_slice(&entry.value)
-                        .map_err(|e| corrupt("unique key", e))?;
+                    let Ok(holder) = serde_json::from_slice::<Holder>(&entry.value) else {
+                        // An unreadable holder cannot hold the key.
+                        tracing::warn!(key, "a unique key's holder cannot be read; taken over");
+                        match self
+                            .tasks()
+                            .update(&stored_key, mine.clone(), entry.revision)
+                            .await
+                        {
+                            Ok(_) => return Ok(None),
+                            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => {
+                                continue;
+                            }
+                            Err(err) => return Err(nats_error(err)),
+                        }
+                    };
                     if holder.id == id {
                         return Ok(None);
                     }
                     let live = match cas::read(self.tasks(), holder.id).await? {
                         Some(read) => !read.task.record.state.is_terminal(),
-                        None => now - holder.taken_at < HOLDER_GRACE,
+                        // Taken earlier in this very batch, stored after the keys.
+                        None if batch.contains(&holder.id) => true,
+                        // Its enqueue may still be storing it, or died before: a duplicate
+                        // of a task that may never exist would lose this one. Retried.
+                        None if now - holder.taken_at < HOLDER_GRACE => {
+                            return Err(StoreError::unavailable(
+                                BACKEND,
+                                format!(
+                                    "unique key `{key}` is taken by task {}, not stored yet",
+                                    holder.id
+                                ),
+                            ));
+                        }
+                        None => false,
                     };
                     if let Verdict::HeldBy(holder) = verdict(&holder, live) {
                         return Ok(Some(holder));
