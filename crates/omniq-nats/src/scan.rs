@@ -84,6 +84,47 @@ where
     }
 }
 
+/// The newest value of every key of `bucket` under `keys` (a key pattern such as `t.>`),
+/// decoded by `decode`; deleted keys are passed over, and a value that cannot be decoded is
+/// left out with a warning naming `what`, so that one garbled value never hides the rest.
+pub(crate) async fn bucket_values<T, E>(
+    client: &async_nats::Client,
+    bucket: &async_nats::jetstream::kv::Store,
+    keys: &str,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> StoreResult<Vec<T>>
+where
+    E: std::fmt::Display,
+{
+    let mut values = Vec::new();
+    scan(
+        client,
+        &bucket.stream,
+        format!("{}{keys}", bucket.prefix),
+        DeliverPolicy::LastPerSubject,
+        false,
+        |message| {
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() != "PUT");
+            if !deleted {
+                match decode(&message.payload) {
+                    Ok(value) => values.push(value),
+                    Err(err) => {
+                        tracing::warn!(%err, key = %message.subject, "a stored {what} cannot be read; left out");
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(values)
+}
+
 /// A chrono time as the server's time type.
 pub(crate) fn server_time(at: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
     let nanos = i128::from(at.timestamp_micros()) * 1_000;

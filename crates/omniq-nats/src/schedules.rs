@@ -1,6 +1,3 @@
-use std::ops::ControlFlow;
-
-use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -10,7 +7,7 @@ use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
 use crate::NatsBackend;
 use crate::error::{BACKEND, corrupt, nats_error};
 use crate::names::token;
-use crate::scan::scan;
+use crate::scan::bucket_values;
 
 /// How often a change that lost a compare-and-set race is tried again before giving up.
 const CAS_ROUNDS: usize = 32;
@@ -109,31 +106,13 @@ impl NatsScheduleStore {
     }
 
     async fn all(&self) -> StoreResult<Vec<Schedule>> {
-        let prefix = self.kv().prefix.clone();
-        let mut schedules = Vec::new();
-        scan(
+        // One unreadable schedule must not stop the others from firing.
+        let mut schedules = bucket_values(
             &self.backend.inner.client,
-            &self.kv().stream,
-            format!("{prefix}>"),
-            DeliverPolicy::LastPerSubject,
-            false,
-            |message| {
-                let deleted = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| op.as_str() != "PUT");
-                if !deleted {
-                    // One unreadable schedule must not stop the others from firing.
-                    match decode(&message.payload) {
-                        Ok(schedule) => schedules.push(schedule),
-                        Err(err) => {
-                            tracing::warn!(%err, key = %message.subject, "a stored schedule cannot be read; skipped");
-                        }
-                    }
-                }
-                ControlFlow::Continue(())
-            },
+            self.kv(),
+            ">",
+            "schedule",
+            decode,
         )
         .await?;
         schedules.sort_by(|a, b| a.name.cmp(&b.name));

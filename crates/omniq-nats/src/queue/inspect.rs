@@ -6,9 +6,7 @@
 //! per state that would make `stats` cheap need several keys changed as one.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::ControlFlow;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskRecord, TaskState};
 use omniq_storage::{QueueStats, StoreResult, TaskQuery};
@@ -16,37 +14,19 @@ use omniq_storage::{QueueStats, StoreResult, TaskQuery};
 use super::NatsTaskQueue;
 use super::cas;
 use super::stored::Stored;
-use crate::scan::scan;
+use crate::scan::bucket_values;
 
 impl NatsTaskQueue {
     /// Every stored task. One that cannot be read is left out, with a warning.
     pub(super) async fn all_tasks(&self) -> StoreResult<Vec<Stored>> {
-        let mut tasks = Vec::new();
-        scan(
+        bucket_values(
             &self.backend.inner.client,
-            &self.tasks().stream,
-            format!("{}t.>", self.tasks().prefix),
-            DeliverPolicy::LastPerSubject,
-            false,
-            |message| {
-                let deleted = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| op.as_str() != "PUT");
-                if !deleted {
-                    match cas::decode(&message.payload) {
-                        Ok(task) => tasks.push(task),
-                        Err(err) => {
-                            tracing::warn!(%err, key = %message.subject, "a stored task cannot be read; left out");
-                        }
-                    }
-                }
-                ControlFlow::Continue(())
-            },
+            self.tasks(),
+            "t.>",
+            "task",
+            cas::decode,
         )
-        .await?;
-        Ok(tasks)
+        .await
     }
 
     pub(super) async fn list_tasks(&self, query: TaskQuery) -> StoreResult<Vec<TaskRecord>> {
