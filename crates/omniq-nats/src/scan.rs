@@ -55,7 +55,11 @@ where
         })
         .await
         .map_err(nats_error)?;
-    if consumer.cached_info().num_pending == 0 {
+    // The scan ends with the messages stored when it began: on a bucket that keeps changing,
+    // reading on to the live end would never finish, and a key changed meanwhile would be
+    // seen twice (once per revision).
+    let mut remaining = consumer.cached_info().num_pending;
+    if remaining == 0 {
         return Ok(());
     }
     let mut messages = consumer.messages().await.map_err(nats_error)?;
@@ -78,7 +82,8 @@ where
             headers: message.headers.clone(),
             payload: message.payload.clone(),
         });
-        if flow.is_break() || pending == 0 {
+        remaining = remaining.saturating_sub(1);
+        if flow.is_break() || pending == 0 || remaining == 0 {
             return Ok(());
         }
     }
@@ -97,7 +102,9 @@ pub(crate) async fn bucket_values<T, E>(
 where
     E: std::fmt::Display,
 {
-    let mut values = Vec::new();
+    // Keyed by subject so that a key seen twice (the ordered consumer restarts after a gap
+    // in the sequence) counts once, with its newest value.
+    let mut values = std::collections::HashMap::new();
     scan(
         client,
         &bucket.stream,
@@ -110,11 +117,16 @@ where
                 .as_ref()
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| op.as_str() != "PUT");
-            if !deleted {
+            if deleted {
+                values.remove(&message.subject);
+            } else {
                 match decode(&message.payload) {
-                    Ok(value) => values.push(value),
+                    Ok(value) => {
+                        values.insert(message.subject, value);
+                    }
                     Err(err) => {
                         tracing::warn!(%err, key = %message.subject, "a stored {what} cannot be read; left out");
+                        values.remove(&message.subject);
                     }
                 }
             }
@@ -122,7 +134,7 @@ where
         },
     )
     .await?;
-    Ok(values)
+    Ok(values.into_values().collect())
 }
 
 /// A chrono time as the server's time type.
