@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use omniq_models::{TaskId, TaskResult};
 use omniq_nats::NatsResultStore;
-use omniq_storage::conformance::{Fixture, Reopen};
+use omniq_storage::conformance::{Corrupt, Fixture, Reopen};
 use omniq_storage::{BoxFuture, ResultStore, StoreResult, TaskQueue};
 use support::{DeleteOnDrop, fresh_backend};
 
@@ -44,10 +44,41 @@ impl ResultStore for Results {
     }
 }
 
+/// Damages the stored task `id` as a buggy release or a hand edit would: its backoff made a
+/// value no release ever wrote, the rest left as it was.
+async fn corrupt_task(backend: &omniq_nats::NatsBackend, id: omniq_models::TaskId) {
+    let jetstream = async_nats::jetstream::new(backend.client().clone());
+    let tasks = jetstream
+        .get_key_value(format!("{}_tasks", backend.prefix()))
+        .await
+        .expect("the tasks bucket");
+    let key = format!("t.{id}");
+    let entry = tasks
+        .entry(key.as_str())
+        .await
+        .expect("read the task")
+        .expect("the task is stored");
+    let split = entry
+        .value
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("a meta line");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&entry.value[..split]).expect("the meta line is JSON");
+    meta["record"]["spec"]["backoff"] = serde_json::Value::from("garbage");
+    let mut bytes = serde_json::to_vec(&meta).expect("JSON");
+    bytes.extend_from_slice(&entry.value[split..]);
+    tasks
+        .update(key.as_str(), bytes.into(), entry.revision)
+        .await
+        .expect("write the damaged task");
+}
+
 async fn stores() -> StoreResult<Fixture> {
     let backend = fresh_backend().await?;
     let queue: Arc<dyn TaskQueue> = Arc::new(backend.task_queue());
     let same = backend.clone();
+    let corrupting = backend.clone();
     Ok(Fixture {
         queue,
         results: Arc::new(Results {
@@ -60,10 +91,10 @@ async fn stores() -> StoreResult<Fixture> {
             let queue: Arc<dyn TaskQueue> = Arc::new(same.with_clock(clock).task_queue());
             async move { Ok(queue) }
         }),
-        // Tasks are JSON values a compare-and-set replaces whole: an unreadable one cannot
-        // be dead-lettered in place (there is nothing to keep of it), so the case is not run;
-        // claims leave it out with a warning.
-        corrupt: None,
+        corrupt: Some(Corrupt::new(move |id| {
+            let backend = corrupting.clone();
+            async move { corrupt_task(&backend, id).await }
+        })),
     })
 }
 

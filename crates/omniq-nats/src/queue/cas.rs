@@ -2,7 +2,10 @@
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use omniq_models::TaskId;
+use chrono::{DateTime, Utc};
+use omniq_models::{
+    AttemptError, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState,
+};
 use omniq_storage::{StoreError, StoreResult};
 
 use super::stored::Stored;
@@ -48,22 +51,81 @@ pub(crate) fn decode(bytes: &[u8]) -> StoreResult<Stored> {
     Ok(task)
 }
 
-/// The task `id`, if stored. A stored value that cannot be read counts as no task (with
-/// an error logged and `omniq_tasks_unreadable_total` counted): one garbled value must not
-/// stop the claims, recoveries and sweeps that meet it. It stays in the bucket for an
-/// operator.
+/// A dead letter in place of a stored task that cannot be read (a value written by a buggy
+/// release, edited by hand, or damaged): its id, name, queue, attempts, creation time,
+/// dependants and payload where they still read, default options, state Failed with a
+/// decode error that says why. Claiming it again could only fail the same way; as a dead
+/// letter an operator sees it, and can re-drive it once its cause is known.
+pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> Option<Stored> {
+    let (meta, payload) = match bytes.iter().position(|b| *b == b'\n') {
+        Some(split) => (&bytes[..split], &bytes[split + 1..]),
+        None => (bytes, &[][..]),
+    };
+    let value: serde_json::Value = serde_json::from_slice(meta).ok()?;
+    let record = value.get("record")?;
+    let spec = record.get("spec")?;
+    let field = |of: &serde_json::Value, name: &str| of.get(name).cloned();
+    let id: TaskId = serde_json::from_value(field(spec, "id")?).ok()?;
+    let name: String = serde_json::from_value(field(spec, "name")?).ok()?;
+    let queue: String = serde_json::from_value(field(spec, "queue")?).ok()?;
+    let created_at: DateTime<Utc> = field(spec, "created_at")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(now);
+    let attempts: u32 = field(record, "attempts")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(0);
+    let children: Vec<TaskId> = field(&value, "children")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let mut spec = TaskSpec::stored(id, name, payload.to_vec(), created_at);
+    spec.queue = queue;
+    let mut record = TaskRecord::new(spec, TaskState::Failed);
+    record.attempts = attempts;
+    record.finished_at = Some(now);
+    record.updated_at = now;
+    record.errors.push(AttemptError::new(
+        attempts,
+        now,
+        TaskError::with_kind(
+            TaskErrorKind::Decode,
+            format!("the stored task cannot be read: {error}"),
+            false,
+        ),
+    ));
+    Some(Stored {
+        record,
+        token: None,
+        completed: None,
+        children,
+    })
+}
+
+/// The task `id`, if stored. A stored value that cannot be read is replaced by its dead
+/// letter ([`salvage`]; logged, and counted in `omniq_tasks_unreadable_total`): one garbled
+/// value must not stop the claims, recoveries and sweeps that meet it, nor be claimed and
+/// fail again and again. One that cannot even be salvaged counts as no task and stays in
+/// the bucket for an operator.
 pub(crate) async fn read(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<Read>> {
-    match read_raw(bucket, id).await? {
-        Some((bytes, revision)) => match decode(&bytes) {
-            Ok(task) => Ok(Some(Read { task, revision })),
-            Err(err) => {
-                tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
-                metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND)
-                    .increment(1);
-                Ok(None)
-            }
+    let Some((bytes, revision)) = read_raw(bucket, id).await? else {
+        return Ok(None);
+    };
+    let err = match decode(&bytes) {
+        Ok(task) => return Ok(Some(Read { task, revision })),
+        Err(err) => err,
+    };
+    metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
+    let Some(task) = salvage(&bytes, &err, Utc::now()).filter(|t| t.record.spec.id == id) else {
+        tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
+        return Ok(None);
+    };
+    tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is dead-lettered");
+    // Another reader may file it first: then the key has moved on, and is read again.
+    match write(bucket, &task, revision).await? {
+        Some(revision) => Ok(Some(Read { task, revision })),
+        None => match read_raw(bucket, id).await? {
+            Some((bytes, revision)) => Ok(decode(&bytes).ok().map(|task| Read { task, revision })),
+            None => Ok(None),
         },
-        None => Ok(None),
     }
 }
 

@@ -17,14 +17,17 @@ use super::stored::Stored;
 use crate::scan::bucket_values;
 
 impl NatsTaskQueue {
-    /// Every stored task. One that cannot be read is left out, with a warning.
+    /// Every stored task. One that cannot be read shows as the dead letter it becomes when
+    /// next read for a change ([`cas::salvage`]); one that cannot even be salvaged is left
+    /// out, with a warning.
     pub(super) async fn all_tasks(&self) -> StoreResult<Vec<Stored>> {
+        let now = Utc::now();
         bucket_values(
             &self.backend.inner.client,
             self.tasks(),
             "t.>",
             "task",
-            cas::decode,
+            |bytes| cas::decode(bytes).or_else(|err| cas::salvage(bytes, &err, now).ok_or(err)),
         )
         .await
     }
