@@ -187,6 +187,9 @@ async fn a_three_node_cluster_loses_no_task_when_a_node_is_killed() -> anyhow::R
     let finished_after_kill = killed.elapsed();
     if std::env::var_os("OMNIQ_TEST_SHOW_WORKER_LOG").is_some() {
         eprintln!("worker log:\n{}", worker.stderr());
+        for node in &nodes[1..] {
+            eprintln!("node log {}:\n{}", node.url(), node.server.log());
+        }
     }
     worker.signal("TERM")?;
     let status = worker

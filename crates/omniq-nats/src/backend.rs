@@ -169,8 +169,9 @@ impl NatsBackend {
             options.replicas,
         )
         .await?;
-        let ready = jetstream
-            .get_or_create_stream(stream::Config {
+        let ready = ensure_stream(
+            &jetstream,
+            stream::Config {
                 name: subjects.ready_stream(),
                 description: Some(
                     "OmniQ ready tasks, one subject per queue and priority".to_owned(),
@@ -179,21 +180,23 @@ impl NatsBackend {
                 retention: stream::RetentionPolicy::WorkQueue,
                 num_replicas: options.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(nats_error)?;
-        let index = jetstream
-            .get_or_create_stream(stream::Config {
+            },
+        )
+        .await?;
+        let index = ensure_stream(
+            &jetstream,
+            stream::Config {
                 name: subjects.index_stream(),
                 description: Some("OmniQ tasks due later, leases and expiries by time".to_owned()),
                 subjects: subjects.index_subjects(),
                 num_replicas: options.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(nats_error)?;
-        let events = jetstream
-            .get_or_create_stream(stream::Config {
+            },
+        )
+        .await?;
+        let events = ensure_stream(
+            &jetstream,
+            stream::Config {
                 name: names.events_stream(),
                 description: Some("OmniQ task events".to_owned()),
                 subjects: vec![names.events_subjects()],
@@ -201,9 +204,9 @@ impl NatsBackend {
                 discard: stream::DiscardPolicy::Old,
                 num_replicas: options.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(nats_error)?;
+            },
+        )
+        .await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -352,6 +355,44 @@ fn server_addresses(url: &str) -> StoreResult<Vec<ServerAddr>> {
 
 /// The key-value bucket `name`, created when absent with `max_age` (zero: no bound).
 ///
+/// The stream `wanted` names, created if absent. One made by an earlier release, or with
+/// other replicas, is brought to the subjects and replicas asked for (its other settings are
+/// left as they are): a release that files messages under a new subject must not find its
+/// publishes unanswered, and `replicas=3` given to a store first opened at one replica
+/// takes effect.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> StoreResult<stream::Stream> {
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(nats_error)?;
+    let current = &stream.cached_info().config;
+    let missing = wanted
+        .subjects
+        .iter()
+        .any(|subject| !current.subjects.contains(subject));
+    if missing || current.num_replicas != wanted.num_replicas {
+        let mut config = current.clone();
+        for subject in &wanted.subjects {
+            if !config.subjects.contains(subject) {
+                config.subjects.push(subject.clone());
+            }
+        }
+        config.num_replicas = wanted.num_replicas;
+        tracing::info!(
+            stream = %config.name,
+            subjects = ?config.subjects,
+            replicas = config.num_replicas,
+            "updating a stream to this release's subjects and replicas"
+        );
+        js.update_stream(&config).await.map_err(nats_error)?;
+        stream = js.get_stream(&config.name).await.map_err(nats_error)?;
+    }
+    Ok(stream)
+}
+
 /// The bucket's stream is created here, by the key-value convention (stream `KV_{name}`,
 /// subjects `$KV.{name}.>`, one value per key, roll-ups allowed, direct gets): async-nats
 /// creates buckets only after reading the account's limits, whose reply nats-server 2.9
@@ -364,21 +405,23 @@ async fn ensure_bucket(
     max_age: Duration,
     replicas: usize,
 ) -> StoreResult<kv::Store> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.to_owned()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(nats_error)?;
+    ensure_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(description.to_owned()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     js.get_key_value(name).await.map_err(nats_error)
 }
 

@@ -185,3 +185,67 @@ async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sw
         vec![child.id]
     );
 }
+
+/// A store first opened by an earlier release, whose index stream lacks a subject this
+/// release files under (`blocked` came with dependencies), is brought up to date on
+/// connect, so that the enqueue of a blocked task, which files it there, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_stream_of_an_earlier_release_gets_this_releases_subjects() {
+    use async_nats::jetstream::stream;
+    use omniq_models::{TaskOptions, TaskSpec};
+    use omniq_storage::TaskQueue;
+
+    let test = "an_index_stream_of_an_earlier_release_gets_this_releases_subjects";
+    let prefix = format!("omniq-test-{}", uuid::Uuid::new_v4().simple());
+    let client = match async_nats::connect(nats_url()).await {
+        Ok(client) => client,
+        Err(err) if !services_required() => {
+            eprintln!("SKIPPED `{test}`: NATS unavailable ({err})");
+            return;
+        }
+        Err(err) => panic!("`{test}`: cannot connect to NATS: {err}"),
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let old_subjects = vec![
+        format!("{prefix}.delayed.>"),
+        format!("{prefix}.lease.>"),
+        format!("{prefix}.expiry.>"),
+    ];
+    jetstream
+        .create_stream(stream::Config {
+            name: format!("{prefix}_index"),
+            subjects: old_subjects.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the earlier release's index stream");
+    let backend = NatsBackend::connect_with(&nats_url(), NatsOptions::prefix(prefix.clone()))
+        .await
+        .expect("connect");
+    let _cleanup = DeleteOnDrop(backend.clone());
+    let mut index = jetstream
+        .get_stream(format!("{prefix}_index"))
+        .await
+        .expect("index stream");
+    let subjects = index.info().await.expect("info").config.subjects.clone();
+    for subject in old_subjects.iter().chain([&format!("{prefix}.blocked")]) {
+        assert!(
+            subjects.contains(subject),
+            "{subject} missing from {subjects:?}"
+        );
+    }
+    // A blocked child is filed under the new subject.
+    let queue = backend.task_queue();
+    let options = TaskOptions::default().queue("upgraded");
+    let parent = TaskSpec::new("t", vec![], options.clone(), chrono::Utc::now());
+    let child = TaskSpec::new(
+        "t",
+        vec![],
+        options.depends_on(parent.id),
+        chrono::Utc::now(),
+    );
+    queue
+        .enqueue(vec![parent.clone(), child.clone()])
+        .await
+        .expect("enqueue a parent and a blocked child");
+}
