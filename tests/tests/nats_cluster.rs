@@ -143,6 +143,8 @@ async fn a_three_node_cluster_loses_no_task_when_a_node_is_killed() -> anyhow::R
             "10000",
             "--poll-ms",
             "50",
+            "--grace-ms",
+            "5000",
         ],
         &[],
     )?;
@@ -192,8 +194,10 @@ async fn a_three_node_cluster_loses_no_task_when_a_node_is_killed() -> anyhow::R
         }
     }
     worker.signal("TERM")?;
+    // The shutdown's bound: the grace, then a store call or two that a cluster electing new
+    // leaders may keep waiting (each bounded by the store timeout, 10 s).
     let status = worker
-        .wait_exit(Duration::from_secs(30))
+        .wait_exit(Duration::from_secs(60))
         .await
         .context("the worker exits")?;
     ensure!(

@@ -189,6 +189,8 @@ impl NatsBackend {
                 name: subjects.index_stream(),
                 description: Some("OmniQ tasks due later, leases and expiries by time".to_owned()),
                 subjects: subjects.index_subjects(),
+                // Scans fall back on direct gets when no consumer can be set up.
+                allow_direct: true,
                 num_replicas: options.replicas,
                 ..Default::default()
             },
@@ -356,7 +358,7 @@ fn server_addresses(url: &str) -> StoreResult<Vec<ServerAddr>> {
 /// The key-value bucket `name`, created when absent with `max_age` (zero: no bound).
 ///
 /// The stream `wanted` names, created if absent. One made by an earlier release, or with
-/// other replicas, is brought to the subjects and replicas asked for (its other settings are
+/// other replicas, is brought to the subjects, replicas and direct gets asked for (its other settings are
 /// left as they are): a release that files messages under a new subject must not find its
 /// publishes unanswered, and `replicas=3` given to a store first opened at one replica
 /// takes effect.
@@ -373,8 +375,10 @@ async fn ensure_stream(
         .subjects
         .iter()
         .any(|subject| !current.subjects.contains(subject));
-    if missing || current.num_replicas != wanted.num_replicas {
+    let direct = wanted.allow_direct && !current.allow_direct;
+    if missing || direct || current.num_replicas != wanted.num_replicas {
         let mut config = current.clone();
+        config.allow_direct |= wanted.allow_direct;
         for subject in &wanted.subjects {
             if !config.subjects.contains(subject) {
                 config.subjects.push(subject.clone());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
-use async_nats::jetstream::stream;
+use async_nats::jetstream::stream::{self, ConsumerErrorKind, DirectGetErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use omniq_storage::{StoreError, StoreResult};
@@ -15,6 +15,10 @@ use crate::error::{BACKEND, corrupt, nats_error};
 
 /// How long a scan waits for its next message before it calls the server unavailable.
 const STALL: Duration = Duration::from_secs(10);
+
+/// How long a scan waits for the server to set up its consumer before it reads message by
+/// message instead (see [`walk`]). Setting one up takes milliseconds when all is well.
+const SET_UP: Duration = Duration::from_secs(2);
 
 /// One message of a scan.
 #[derive(Debug)]
@@ -44,17 +48,31 @@ pub(crate) async fn scan<F>(
 where
     F: FnMut(Scanned) -> ControlFlow<()>,
 {
-    let consumer = stream
-        .create_consumer(push::OrderedConfig {
+    let created = tokio::time::timeout(
+        SET_UP,
+        stream.create_consumer(push::OrderedConfig {
             deliver_subject: client.new_inbox(),
-            filter_subject: filter,
+            filter_subject: filter.clone(),
             deliver_policy: deliver,
             replay_policy: ReplayPolicy::Instant,
             headers_only,
             ..Default::default()
-        })
-        .await
-        .map_err(nats_error)?;
+        }),
+    )
+    .await;
+    let consumer = match created {
+        Ok(Ok(consumer)) => consumer,
+        Ok(Err(err)) if err.kind() != ConsumerErrorKind::TimedOut => {
+            return Err(nats_error(err));
+        }
+        // In a cluster that lost a node, the server may place the scan's consumer on the
+        // node that is gone, until it counts it offline (tens of seconds): the consumer
+        // is never made. The replicas left still answer direct gets.
+        _ => {
+            tracing::debug!(%filter, "a scan's consumer was not set up in time; reading by direct gets");
+            return walk(stream, filter, deliver, visit).await;
+        }
+    };
     // The scan ends with the messages stored when it began: on a bucket that keeps changing,
     // reading on to the live end would never finish, and a key changed meanwhile would be
     // seen twice (once per revision).
@@ -87,6 +105,64 @@ where
             return Ok(());
         }
     }
+}
+
+/// What [`scan`] visits, read one message per request by direct gets (answered by any
+/// replica of a stream that allows them: key-value buckets and OmniQ's index), up to the
+/// last message stored when the walk began. Slower than a consumer (a round trip per
+/// message), and needs no consumer: the way through while a cluster cannot place one.
+/// `LastPerSubject` is read as `All`, right for the buckets OmniQ scans, which keep one
+/// value per key.
+async fn walk<F>(
+    stream: &stream::Stream,
+    filter: String,
+    deliver: DeliverPolicy,
+    mut visit: F,
+) -> StoreResult<()>
+where
+    F: FnMut(Scanned) -> ControlFlow<()>,
+{
+    let mut next = match deliver {
+        DeliverPolicy::All | DeliverPolicy::LastPerSubject => 1,
+        DeliverPolicy::ByStartSequence { start_sequence } => start_sequence,
+        other => {
+            return Err(StoreError::unavailable(
+                BACKEND,
+                format!("cannot set up a consumer to read from {other:?}"),
+            ));
+        }
+    };
+    let last = stream
+        .get_info()
+        .await
+        .map_err(nats_error)?
+        .state
+        .last_sequence;
+    while next <= last {
+        let message = match stream
+            .direct_get_next_for_subject(filter.as_str(), Some(next))
+            .await
+        {
+            Ok(message) => message,
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(nats_error(err)),
+        };
+        if message.sequence > last {
+            return Ok(());
+        }
+        next = message.sequence + 1;
+        let flow = visit(Scanned {
+            seq: message.sequence,
+            subject: message.subject.to_string(),
+            published: message.time,
+            headers: Some(message.headers),
+            payload: message.payload,
+        });
+        if flow.is_break() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The newest value of every key of `bucket` under `keys` (a key pattern such as `t.>`),
@@ -149,4 +225,91 @@ pub(crate) fn from_server_time(at: OffsetDateTime) -> chrono::DateTime<chrono::U
     let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
     let rest = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
     chrono::DateTime::from_timestamp(seconds, rest).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages `read` visits, as (sequence, subject).
+    async fn visited(
+        read: impl AsyncFnOnce(&mut dyn FnMut(Scanned) -> ControlFlow<()>) -> StoreResult<()>,
+    ) -> Vec<(u64, String)> {
+        let mut seen = Vec::new();
+        read(&mut |message: Scanned| {
+            seen.push((message.seq, message.subject));
+            ControlFlow::Continue(())
+        })
+        .await
+        .expect("read");
+        seen
+    }
+
+    /// A walk by direct gets visits what a scan by a consumer does, from the start or from
+    /// a sequence, and stops where its visitor says.
+    #[tokio::test]
+    async fn a_walk_by_direct_gets_visits_what_a_scan_does() {
+        let url = std::env::var("OMNIQ_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let client = match async_nats::connect(url).await {
+            Ok(client) => client,
+            Err(err) if !omniq_storage::conformance::services_required() => {
+                eprintln!("SKIPPED: NATS unavailable ({err})");
+                return;
+            }
+            Err(err) => panic!("cannot connect to NATS: {err}"),
+        };
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let prefix = format!("omniq-test-walk-{}", uuid::Uuid::new_v4().simple());
+        let stream = jetstream
+            .create_stream(stream::Config {
+                name: prefix.clone(),
+                subjects: vec![format!("{prefix}.>")],
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        for subject in ["a.1", "b.1", "a.2", "a.3", "b.2"] {
+            jetstream
+                .publish(format!("{prefix}.{subject}"), Bytes::from_static(b"x"))
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+        let filter = format!("{prefix}.a.>");
+        let expected: Vec<(u64, String)> = [(1, "a.1"), (3, "a.2"), (4, "a.3")]
+            .into_iter()
+            .map(|(seq, s)| (seq, format!("{prefix}.{s}")))
+            .collect();
+        let scanned = visited(async |v| {
+            scan(
+                &client,
+                &stream,
+                filter.clone(),
+                DeliverPolicy::All,
+                false,
+                v,
+            )
+            .await
+        })
+        .await;
+        let walked =
+            visited(async |v| walk(&stream, filter.clone(), DeliverPolicy::All, v).await).await;
+        assert_eq!(scanned, expected);
+        assert_eq!(walked, expected);
+        let from_three = DeliverPolicy::ByStartSequence { start_sequence: 3 };
+        let walked = visited(async |v| walk(&stream, filter.clone(), from_three, v).await).await;
+        assert_eq!(walked, expected[1..]);
+        let mut first = Vec::new();
+        walk(&stream, filter.clone(), DeliverPolicy::All, |message| {
+            first.push(message.seq);
+            ControlFlow::Break(())
+        })
+        .await
+        .expect("walk");
+        assert_eq!(first, vec![1]);
+        jetstream.delete_stream(&prefix).await.expect("delete");
+    }
 }

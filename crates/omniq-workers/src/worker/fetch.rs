@@ -145,6 +145,9 @@ pub(crate) async fn run(
     }
 
     pipeline.stop.cancel();
+    // Each step of a shutdown is logged: one that takes long says which step waits.
+    tracing::info!(worker = %shared.id, running = executions.len(),
+        "claims stopped; waiting for running tasks");
     // Graceful shutdown: running tasks get the grace period, then are stopped and released.
     let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
         while executions.join_next().await.is_some() {}
@@ -167,6 +170,7 @@ pub(crate) async fn run(
         let _ = scheduler.await;
     }
     drop(finished_tx);
+    tracing::info!(worker = %shared.id, "applying the last completions");
     // Completions get the grace period again (at least one store call) to reach a store
     // that is down; past that they are abandoned, and their tasks recovered after the lease.
     let flush_bound = shared
@@ -184,6 +188,7 @@ pub(crate) async fn run(
         abandon.cancel();
         let _ = flusher.await;
     }
+    tracing::info!(worker = %shared.id, "stopping lease keepers and maintenance");
     keeper_stop.cancel();
     for keeper in keepers {
         let _ = keeper.await;

@@ -93,19 +93,25 @@ pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        // This worker's own undelivered completions go first (see
-        // `Shared::completions_stalled`); other workers' dead leases wait a little longer.
-        if !shared.completions_stalled() {
-            recover(&shared).await;
-        }
-        expire(&shared).await;
-        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
-            last_prune = Some(tokio::time::Instant::now());
-            // Pruning may take many calls: it runs until done or until the worker stops.
-            tokio::select! {
-                () = prune(&shared) => {}
-                () = stop.cancelled() => return,
+        let round = async {
+            // This worker's own undelivered completions go first (see
+            // `Shared::completions_stalled`); other workers' dead leases wait a little longer.
+            if !shared.completions_stalled() {
+                recover(&shared).await;
             }
+            expire(&shared).await;
+            if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+                last_prune = Some(tokio::time::Instant::now());
+                // Pruning may take many calls: it runs until done or until the worker stops.
+                prune(&shared).await;
+            }
+        };
+        // A shutdown does not wait for a round on a slow store: each call is safe to cut
+        // short (as safe as the process being killed there), and any live worker runs the
+        // next round.
+        tokio::select! {
+            () = round => {}
+            () = stop.cancelled() => return,
         }
     }
 }
