@@ -108,8 +108,8 @@ pub(crate) struct Inner {
     pub(crate) events: stream::Stream,
     /// The pull consumer of each ready subject this process claimed from.
     pub(crate) consumers: Mutex<HashMap<String, PullConsumer>>,
-    /// When this process last swept the blocked tasks.
-    pub(crate) blocked_swept: Mutex<Option<std::time::Instant>>,
+    /// Where this process's sweep of the blocked tasks stands.
+    pub(crate) blocked_sweep: Mutex<crate::queue::BlockedSweep>,
 }
 
 impl NatsBackend {
@@ -222,7 +222,7 @@ impl NatsBackend {
                 schedules,
                 events,
                 consumers: Mutex::new(HashMap::new()),
-                blocked_swept: Mutex::new(None),
+                blocked_sweep: Mutex::default(),
             }),
             clock: Clock::system(),
         })

@@ -111,7 +111,6 @@ async fn a_prefix_that_cannot_name_a_stream_is_refused_before_connecting() {
 /// evaluates it and unblocks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sweep() {
-    use omniq_models::{TaskOptions, TaskSpec, TaskState};
     use omniq_storage::TaskQueue;
 
     let test = "a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sweep";
@@ -120,26 +119,95 @@ async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sw
     };
     let _cleanup = DeleteOnDrop(backend.clone());
     let queue = backend.task_queue();
-    let parent = TaskSpec::new(
-        "t",
-        vec![],
-        TaskOptions::default().queue("stranded"),
-        chrono::Utc::now(),
+    let children = strand_children(&backend, "stranded", 1).await;
+    let changes = queue.recover_expired(100).await.expect("maintenance");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.task_id == children[0] && c.state == omniq_models::TaskState::Queued),
+        "{changes:?}"
     );
-    let child = TaskSpec::new(
-        "t",
-        vec![],
-        TaskOptions::default()
-            .queue("stranded")
-            .depends_on(parent.id),
-        chrono::Utc::now(),
-    );
-    queue
-        .enqueue(vec![parent.clone(), child.clone()])
+    let leases = queue
+        .dequeue(omniq_storage::DequeueRequest::new(["stranded"], 10))
         .await
-        .expect("enqueue");
-    // The parent ends as a process killed right after its completion landed would leave
-    // it: succeeded, its child never told.
+        .expect("claim");
+    assert_eq!(
+        leases.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
+        children
+    );
+}
+
+/// Many stranded children are swept a bounded batch per maintenance call, each call going
+/// on where the last one stopped, until none is left: a big DAG never holds up the lease
+/// recovery that shares the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stranded_children_are_swept_a_bounded_batch_per_call() {
+    use omniq_models::TaskState;
+    use omniq_storage::TaskQueue;
+
+    const CHILDREN: usize = 1_200;
+    let test = "many_stranded_children_are_swept_a_bounded_batch_per_call";
+    let Some(backend) = backend(test).await else {
+        return;
+    };
+    let _cleanup = DeleteOnDrop(backend.clone());
+    let queue = backend.task_queue();
+    let children = strand_children(&backend, "stranded-many", CHILDREN).await;
+    let mut unblocked = std::collections::HashSet::new();
+    let mut calls = 0;
+    while unblocked.len() < CHILDREN {
+        calls += 1;
+        assert!(
+            calls <= 10,
+            "{} of {CHILDREN} unblocked after 10 calls",
+            unblocked.len()
+        );
+        let changes = queue.recover_expired(100).await.expect("maintenance");
+        let queued: Vec<_> = changes
+            .iter()
+            .filter(|c| c.state == TaskState::Queued)
+            .map(|c| c.task_id)
+            .collect();
+        assert!(
+            queued.len() < CHILDREN,
+            "one call swept all {CHILDREN}: it is not bounded"
+        );
+        unblocked.extend(queued);
+    }
+    assert!(calls >= 2, "{calls}");
+    let stats = queue
+        .stats("stranded-many".to_owned())
+        .await
+        .expect("stats");
+    assert_eq!(stats.count(TaskState::Queued), CHILDREN as u64, "{stats:?}");
+    assert!(children.iter().all(|id| unblocked.contains(id)));
+}
+
+/// Enqueues a parent and `count` children of it in `queue_name`, then ends the parent as a
+/// process killed right after its completion landed would leave it: succeeded, its
+/// children never told (still Blocked). Returns the children's ids.
+async fn strand_children(backend: &NatsBackend, queue_name: &str, count: usize) -> Vec<TaskId> {
+    use omniq_models::{TaskOptions, TaskSpec, TaskState};
+    use omniq_storage::TaskQueue;
+
+    let queue = backend.task_queue();
+    let options = TaskOptions::default().queue(queue_name);
+    let parent = TaskSpec::new("t", vec![], options.clone(), chrono::Utc::now());
+    let children: Vec<TaskSpec> = (0..count)
+        .map(|_| {
+            TaskSpec::new(
+                "t",
+                vec![],
+                options.clone().depends_on(parent.id),
+                chrono::Utc::now(),
+            )
+        })
+        .collect();
+    let mut all = vec![parent.clone()];
+    all.extend(children.iter().cloned());
+    for chunk in all.chunks(500) {
+        queue.enqueue(chunk.to_vec()).await.expect("enqueue");
+    }
     let bucket = async_nats::jetstream::new(backend.client().clone())
         .get_key_value(format!("{}_tasks", backend.prefix()))
         .await
@@ -166,24 +234,11 @@ async fn a_child_stranded_by_a_killed_process_is_unblocked_by_the_maintenance_sw
         .update(&key, value.into(), entry.revision)
         .await
         .expect("write");
-    let blocked = queue.get(child.id).await.expect("get").expect("stored");
-    assert_eq!(blocked.state, TaskState::Blocked);
-
-    let changes = queue.recover_expired(100).await.expect("maintenance");
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.task_id == child.id && c.state == TaskState::Queued),
-        "{changes:?}"
-    );
-    let leases = queue
-        .dequeue(omniq_storage::DequeueRequest::new(["stranded"], 10))
-        .await
-        .expect("claim");
-    assert_eq!(
-        leases.iter().map(|l| l.spec.id).collect::<Vec<_>>(),
-        vec![child.id]
-    );
+    for child in &children {
+        let blocked = queue.get(child.id).await.expect("get").expect("stored");
+        assert_eq!(blocked.state, TaskState::Blocked);
+    }
+    children.into_iter().map(|c| c.id).collect()
 }
 
 /// A store first opened by an earlier release, whose index stream lacks a subject this

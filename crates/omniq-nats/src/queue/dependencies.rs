@@ -30,8 +30,23 @@ use super::stored;
 use crate::error::{BACKEND, nats_error};
 use crate::scan::{from_server_time, scan};
 
-/// How often one process sweeps the blocked tasks.
+/// How often one process starts a sweep of the blocked tasks over.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Blocked entries one maintenance call sweeps.
+const SWEPT_AT_ONCE: usize = 512;
+
+/// Blocked tasks evaluated at once.
+const JUDGED_AT_ONCE: usize = 32;
+
+/// Where this process's sweep of the blocked tasks stands.
+#[derive(Debug, Default)]
+pub(crate) struct BlockedSweep {
+    /// When the last sweep from the first entry began.
+    started: Option<Instant>,
+    /// The sequence the sweep goes on from, when one is under way.
+    resume_at: Option<u64>,
+}
 
 /// A blocked entry whose task is not stored is dropped once it is this old (its enqueue
 /// failed after publishing it).
@@ -164,55 +179,104 @@ impl NatsTaskQueue {
         }
     }
 
-    /// Evaluates every blocked task, at most once per [`SWEEP_EVERY`] in this process:
-    /// what a process killed mid-way left undone.
+    /// Evaluates the blocked tasks, [`SWEPT_AT_ONCE`] entries per call, resuming where the
+    /// last call stopped, and starting over at most once per [`SWEEP_EVERY`] in this
+    /// process: what a process killed mid-way left undone. Bounded, so that a DAG of a
+    /// hundred thousand waiting tasks never holds up the lease recovery that shares the
+    /// maintenance call.
     pub(super) async fn sweep_blocked(&self, changes: &mut Vec<StateChange>) -> StoreResult<()> {
-        {
-            let mut swept = self
+        let start = {
+            let sweep = self
                 .backend
                 .inner
-                .blocked_swept
+                .blocked_sweep
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
-                return Ok(());
+            match sweep.resume_at {
+                Some(seq) => seq,
+                None if sweep.started.is_some_and(|at| at.elapsed() < SWEEP_EVERY) => {
+                    return Ok(());
+                }
+                None => 1,
             }
-            *swept = Some(Instant::now());
-        }
+        };
         let mut entries = Vec::new();
         scan(
             &self.backend.inner.client,
             &self.backend.inner.index,
             self.subjects().blocked(),
-            DeliverPolicy::All,
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
             false,
             |message| {
                 let entry = serde_json::from_slice::<Entry>(&message.payload).ok();
                 entries.push((message.seq, from_server_time(message.published), entry));
-                ControlFlow::Continue(())
+                if entries.len() >= SWEPT_AT_ONCE {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             },
         )
         .await?;
+        let resume_at = (entries.len() >= SWEPT_AT_ONCE)
+            .then(|| entries.last().map(|(seq, _, _)| seq + 1))
+            .flatten();
         let now = self.clock.now();
-        for (seq, published, entry) in entries {
-            let done = match entry {
-                None => true,
-                Some(entry) => match cas::read(self.tasks(), entry.id).await? {
-                    // Its enqueue may still be writing it.
-                    None => now - published >= ORPHAN_AGE,
-                    Some(read) if read.task.record.state != TaskState::Blocked => true,
-                    Some(_) => self.evaluate(entry.id, now, changes).await? != Evaluated::Waiting,
+        for chunk in entries.chunks(JUDGED_AT_ONCE) {
+            let judged = futures_util::future::join_all(chunk.iter().map(
+                |(seq, published, entry)| async move {
+                    let mut found = Vec::new();
+                    let done = self
+                        .sweep_one(entry.as_ref(), *published, now, &mut found)
+                        .await?;
+                    if done {
+                        self.backend
+                            .inner
+                            .index
+                            .delete_message(*seq)
+                            .await
+                            .map_err(nats_error)?;
+                    }
+                    Ok::<_, StoreError>(found)
                 },
-            };
-            if done {
-                self.backend
-                    .inner
-                    .index
-                    .delete_message(seq)
-                    .await
-                    .map_err(nats_error)?;
+            ))
+            .await;
+            for found in judged {
+                changes.extend(found?);
             }
         }
+        // Only a call that went through moves the sweep on: one cut short is done again.
+        let mut sweep = self
+            .backend
+            .inner
+            .blocked_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if start == 1 {
+            sweep.started = Some(Instant::now());
+        }
+        sweep.resume_at = resume_at;
         Ok(())
+    }
+
+    /// Evaluates the task of one blocked entry; whether the entry is done with.
+    async fn sweep_one(
+        &self,
+        entry: Option<&Entry>,
+        published: DateTime<Utc>,
+        now: DateTime<Utc>,
+        changes: &mut Vec<StateChange>,
+    ) -> StoreResult<bool> {
+        let Some(entry) = entry else {
+            return Ok(true);
+        };
+        Ok(match cas::read(self.tasks(), entry.id).await? {
+            // Its enqueue may still be writing it.
+            None => now - published >= ORPHAN_AGE,
+            Some(read) if read.task.record.state != TaskState::Blocked => true,
+            Some(_) => self.evaluate(entry.id, now, changes).await? != Evaluated::Waiting,
+        })
     }
 }

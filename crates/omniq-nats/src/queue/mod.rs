@@ -24,6 +24,7 @@ mod inspect;
 mod maintenance;
 mod stored;
 mod unique;
+pub(crate) use dependencies::BlockedSweep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
