@@ -145,13 +145,21 @@ pub(crate) async fn write(
     task: &Stored,
     revision: u64,
 ) -> StoreResult<Option<u64>> {
-    match bucket
-        .update(task_key(task.record.spec.id), encode(task)?, revision)
-        .await
-    {
+    let id = task.record.spec.id;
+    let bytes = encode(task)?;
+    match bucket.update(task_key(id), bytes.clone(), revision).await {
         Ok(revision) => Ok(Some(revision)),
         Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-        Err(err) => Err(nats_error(err)),
+        Err(err) => {
+            // The reply may be what was lost (a timeout, a leader moving), not the write. A
+            // write that landed must count as made: a claim that gave up on it would leave
+            // its task Running under a lease nobody holds, an attempt spent for nothing.
+            // Every value holds a fresh token or time, so the same bytes are this write.
+            match read_raw(bucket, id).await {
+                Ok(Some((stored, revision))) if stored == bytes => Ok(Some(revision)),
+                _ => Err(nats_error(err)),
+            }
+        }
     }
 }
 
