@@ -74,9 +74,6 @@ async fn start(nodes: &mut [Node], index: usize) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: after the kill, the worker's maintenance calls (lease recovery \
-            scans of the index stream) can time out for tens of seconds and its shutdown then \
-            overruns; run with --ignored while that is worked on (docs/nats.md)"]
 async fn a_three_node_cluster_loses_no_task_when_a_node_is_killed() -> anyhow::Result<()> {
     if let Err(err) = Command::new("nats-server").arg("--version").output() {
         let why = format!("cannot run it: {err}");
