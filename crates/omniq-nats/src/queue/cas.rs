@@ -100,12 +100,33 @@ pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> O
     })
 }
 
-/// The task `id`, if stored. A stored value that cannot be read is replaced by its dead
-/// letter ([`salvage`]; logged, and counted in `omniq_tasks_unreadable_total`): one garbled
-/// value must not stop the claims, recoveries and sweeps that meet it, nor be claimed and
-/// fail again and again. One that cannot even be salvaged counts as no task and stays in
-/// the bucket for an operator.
+/// The task `id`, if stored. A stored value that cannot be read counts as no task (with
+/// an error logged and `omniq_tasks_unreadable_total` counted): one garbled value must not
+/// stop the recoveries and sweeps that meet it. Only a claim turns it into a dead letter
+/// ([`read_to_claim`]).
 pub(crate) async fn read(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<Read>> {
+    let Some((bytes, revision)) = read_raw(bucket, id).await? else {
+        return Ok(None);
+    };
+    match decode(&bytes) {
+        Ok(task) => Ok(Some(Read { task, revision })),
+        Err(err) => {
+            tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
+            metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
+            Ok(None)
+        }
+    }
+}
+
+/// The task `id` as a claim reads it: a stored value that cannot be read is replaced by
+/// its dead letter ([`salvage`]; logged, and counted in `omniq_tasks_unreadable_total`), so
+/// that it is not claimed and failed again and again, and never hides the rest of the
+/// claim. Only a claim does this, as the SQL stores do: a task waiting to be claimed was
+/// written as a queued task, which every release reads, so a value the claim cannot read
+/// is damaged; a task in a state only a newer release knows (read by an older worker's
+/// recovery during a rolling deploy) is left alone. One that cannot even be salvaged
+/// counts as no task and stays in the bucket for an operator.
+pub(crate) async fn read_to_claim(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<Read>> {
     let Some((bytes, revision)) = read_raw(bucket, id).await? else {
         return Ok(None);
     };
@@ -118,7 +139,7 @@ pub(crate) async fn read(bucket: &kv::Store, id: TaskId) -> StoreResult<Option<R
         tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
         return Ok(None);
     };
-    tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is dead-lettered");
+    tracing::error!(task_id = %id, %err, "a claimed task cannot be read; it is dead-lettered");
     // Another reader may file it first: then the key has moved on, and is read again.
     match write(bucket, &task, revision).await? {
         Some(revision) => Ok(Some(Read { task, revision })),

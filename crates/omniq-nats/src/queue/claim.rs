@@ -263,7 +263,7 @@ impl NatsTaskQueue {
             tracing::warn!("a ready message cannot be read; dropped");
             return Ok(Verdict::Stale);
         };
-        let current = cas::read(self.tasks(), entry.id).await?;
+        let current = cas::read_to_claim(self.tasks(), entry.id).await?;
         // Read after the task: the message may have been published after the claim began,
         // for a task due a moment ago.
         let now = self.clock.now();

@@ -17,9 +17,9 @@ use super::stored::Stored;
 use crate::scan::bucket_values;
 
 impl NatsTaskQueue {
-    /// Every stored task. One that cannot be read shows as the dead letter it becomes when
-    /// next read for a change ([`cas::salvage`]); one that cannot even be salvaged is left
-    /// out, with a warning.
+    /// Every stored task. One that cannot be read shows as the dead letter a claim would
+    /// make of it ([`cas::salvage`]); one that cannot even be salvaged is left out, with a
+    /// warning.
     pub(super) async fn all_tasks(&self) -> StoreResult<Vec<Stored>> {
         let now = Utc::now();
         bucket_values(
