@@ -93,25 +93,26 @@ pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let round = async {
-            // This worker's own undelivered completions go first (see
-            // `Shared::completions_stalled`); other workers' dead leases wait a little longer.
-            if !shared.completions_stalled() {
-                recover(&shared).await;
-            }
-            expire(&shared).await;
-            if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
-                last_prune = Some(tokio::time::Instant::now());
-                // Pruning may take many calls: it runs until done or until the worker stops.
-                prune(&shared).await;
-            }
-        };
-        // A shutdown does not wait for a round on a slow store: each call is safe to cut
+        // A shutdown does not wait for a store call on a slow store: each is safe to cut
         // short (as safe as the process being killed there), and any live worker runs the
-        // next round.
-        tokio::select! {
-            () = round => {}
-            () = stop.cancelled() => return,
+        // next round. What a call that went through changed is still logged and its
+        // results stored, so that nobody waits on them in vain.
+        // This worker's own undelivered completions go first (see
+        // `Shared::completions_stalled`); other workers' dead leases wait a little longer.
+        if !shared.completions_stalled() {
+            recover(&shared, &stop).await;
+        }
+        expire(&shared, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+            last_prune = Some(tokio::time::Instant::now());
+            // Pruning may take many calls: it runs until done or until the worker stops.
+            tokio::select! {
+                () = prune(&shared) => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 }
@@ -247,17 +248,27 @@ async fn renew(shared: &Shared) {
     }
 }
 
-async fn recover(shared: &Shared) {
+async fn recover(shared: &Shared, stop: &CancellationToken) {
     let limit = shared.config.store_timeout;
-    match bounded(limit, shared.queue.recover_expired(MAINTENANCE_BATCH)).await {
+    let call = bounded(limit, shared.queue.recover_expired(MAINTENANCE_BATCH));
+    let outcome = tokio::select! {
+        outcome = call => outcome,
+        () = stop.cancelled() => return,
+    };
+    match outcome {
         Ok(changes) => log_changes(shared, &changes, TaskEventKind::Recovered).await,
         Err(err) => tracing::warn!(%err, "cannot recover expired leases"),
     }
 }
 
-async fn expire(shared: &Shared) {
+async fn expire(shared: &Shared, stop: &CancellationToken) {
     let limit = shared.config.store_timeout;
-    match bounded(limit, shared.queue.expire_due(MAINTENANCE_BATCH)).await {
+    let call = bounded(limit, shared.queue.expire_due(MAINTENANCE_BATCH));
+    let outcome = tokio::select! {
+        outcome = call => outcome,
+        () = stop.cancelled() => return,
+    };
+    match outcome {
         Ok(changes) => log_changes(shared, &changes, TaskEventKind::Unblocked).await,
         Err(err) => tracing::warn!(%err, "cannot expire stale tasks"),
     }
