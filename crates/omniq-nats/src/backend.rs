@@ -358,7 +358,7 @@ fn server_addresses(url: &str) -> StoreResult<Vec<ServerAddr>> {
 /// The key-value bucket `name`, created when absent with `max_age` (zero: no bound).
 ///
 /// The stream `wanted` names, created if absent. One made by an earlier release, or with
-/// other replicas, is brought to the subjects, replicas and direct gets asked for (its other settings are
+/// fewer replicas, is brought to the subjects, replicas and direct gets asked for (its other settings are
 /// left as they are): a release that files messages under a new subject must not find its
 /// publishes unanswered, and `replicas=3` given to a store first opened at one replica
 /// takes effect.
@@ -376,7 +376,10 @@ async fn ensure_stream(
         .iter()
         .any(|subject| !current.subjects.contains(subject));
     let direct = wanted.allow_direct && !current.allow_direct;
-    if missing || direct || current.num_replicas != wanted.num_replicas {
+    // Replicas are only ever raised: a process opened without `replicas=` (a producer, a
+    // tool) must not scale a cluster's streams down to one copy.
+    let more_replicas = wanted.num_replicas > current.num_replicas;
+    if missing || direct || more_replicas {
         let mut config = current.clone();
         config.allow_direct |= wanted.allow_direct;
         for subject in &wanted.subjects {
@@ -384,7 +387,7 @@ async fn ensure_stream(
                 config.subjects.push(subject.clone());
             }
         }
-        config.num_replicas = wanted.num_replicas;
+        config.num_replicas = config.num_replicas.max(wanted.num_replicas);
         tracing::info!(
             stream = %config.name,
             subjects = ?config.subjects,

@@ -33,7 +33,8 @@ pub(crate) struct Scanned {
 }
 
 /// Visits the messages of `stream` matching `filter` from `deliver` on, in stream order,
-/// until the visitor breaks or the messages stored when the scan began are all seen.
+/// until the visitor breaks or the scan reaches the stream's live end (bounded: see the
+/// body). A key of a bucket changed during the scan may be visited more than once.
 ///
 /// An ordered consumer of the server's own: one request to set up, then the messages flow
 /// without a round trip each. It is ephemeral, and the server drops it once the scan ends.
@@ -73,13 +74,16 @@ where
             return walk(stream, filter, deliver, visit).await;
         }
     };
-    // The scan ends with the messages stored when it began: on a bucket that keeps changing,
-    // reading on to the live end would never finish, and a key changed meanwhile would be
-    // seen twice (once per revision).
-    let mut remaining = consumer.cached_info().num_pending;
-    if remaining == 0 {
+    // The scan reads on to the live end, so that a key changed meanwhile (its old revision
+    // gone from a bucket that keeps one) is seen at its new one: a caller that wants one
+    // value per key keeps the newest (see `bucket_values`). On a bucket that never stops
+    // changing the live end may never come: the scan stops after twice the messages stored
+    // when it began, and a little more.
+    let stored = consumer.cached_info().num_pending;
+    if stored == 0 {
         return Ok(());
     }
+    let mut remaining = stored.saturating_mul(2).saturating_add(1_024);
     let mut messages = consumer.messages().await.map_err(nats_error)?;
     loop {
         let next = tokio::time::timeout(STALL, messages.next())
@@ -178,8 +182,8 @@ pub(crate) async fn bucket_values<T, E>(
 where
     E: std::fmt::Display,
 {
-    // Keyed by subject so that a key seen twice (the ordered consumer restarts after a gap
-    // in the sequence) counts once, with its newest value.
+    // Keyed by subject so that a key seen twice (changed during the scan, or the ordered
+    // consumer restarting after a gap) counts once, with its newest value.
     let mut values = std::collections::HashMap::new();
     scan(
         client,

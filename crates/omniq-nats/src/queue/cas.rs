@@ -55,7 +55,8 @@ pub(crate) fn decode(bytes: &[u8]) -> StoreResult<Stored> {
 /// release, edited by hand, or damaged): its id, name, queue, attempts, creation time,
 /// dependants and payload where they still read, default options, state Failed with a
 /// decode error that says why. Claiming it again could only fail the same way; as a dead
-/// letter an operator sees it, and can re-drive it once its cause is known.
+/// letter an operator sees it, and can re-drive it once its cause is known. `None` unless
+/// the value still says it is Queued (see the body).
 pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> Option<Stored> {
     let (meta, payload) = match bytes.iter().position(|b| *b == b'\n') {
         Some(split) => (&bytes[..split], &bytes[split + 1..]),
@@ -63,6 +64,12 @@ pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> O
     };
     let value: serde_json::Value = serde_json::from_slice(meta).ok()?;
     let record = value.get("record")?;
+    // Only a task stored as waiting to be claimed, the one state every release writes the
+    // same way: a value in a state this release does not know may be a newer release's
+    // task, never to be destroyed by an older worker in a rolling deploy.
+    if record.get("state").and_then(serde_json::Value::as_str) != Some("queued") {
+        return None;
+    }
     let spec = record.get("spec")?;
     let field = |of: &serde_json::Value, name: &str| of.get(name).cloned();
     let id: TaskId = serde_json::from_value(field(spec, "id")?).ok()?;
@@ -77,7 +84,15 @@ pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> O
     let children: Vec<TaskId> = field(&value, "children")
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let mut spec = TaskSpec::stored(id, name, payload.to_vec(), created_at);
+    // A value written whole as JSON, before payloads were split off, holds it in the spec.
+    let payload = if payload.is_empty() {
+        field(spec, "payload")
+            .and_then(|v| serde_json::from_value::<Vec<u8>>(v).ok())
+            .unwrap_or_default()
+    } else {
+        payload.to_vec()
+    };
+    let mut spec = TaskSpec::stored(id, name, payload, created_at);
     spec.queue = queue;
     let mut record = TaskRecord::new(spec, TaskState::Failed);
     record.attempts = attempts;

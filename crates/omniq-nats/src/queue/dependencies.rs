@@ -27,7 +27,7 @@ use super::NatsTaskQueue;
 use super::cas::{self, CAS_ROUNDS};
 use super::index::Entry;
 use super::stored;
-use crate::error::{BACKEND, nats_error};
+use crate::error::BACKEND;
 use crate::scan::{from_server_time, scan};
 
 /// How often one process starts a sweep of the blocked tasks over.
@@ -223,6 +223,21 @@ impl NatsTaskQueue {
         let resume_at = (entries.len() >= SWEPT_AT_ONCE)
             .then(|| entries.last().map(|(seq, _, _)| seq + 1))
             .flatten();
+        // The sweep moves on before this batch is judged: a batch that fails or is cut
+        // short must not be retried at once forever (its entries come round again in the
+        // next sweep, at most SWEEP_EVERY later).
+        {
+            let mut sweep = self
+                .backend
+                .inner
+                .blocked_sweep
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if start == 1 {
+                sweep.started = Some(Instant::now());
+            }
+            sweep.resume_at = resume_at;
+        }
         let now = self.clock.now();
         for chunk in entries.chunks(JUDGED_AT_ONCE) {
             let judged = futures_util::future::join_all(chunk.iter().map(
@@ -231,13 +246,10 @@ impl NatsTaskQueue {
                     let done = self
                         .sweep_one(entry.as_ref(), *published, now, &mut found)
                         .await?;
-                    if done {
-                        self.backend
-                            .inner
-                            .index
-                            .delete_message(*seq)
-                            .await
-                            .map_err(nats_error)?;
+                    // Another process's sweep may have deleted it first; an entry left by a
+                    // failed delete is judged again next sweep.
+                    if done && let Err(err) = self.backend.inner.index.delete_message(*seq).await {
+                        tracing::debug!(%err, seq, "a blocked entry was not deleted");
                     }
                     Ok::<_, StoreError>(found)
                 },
@@ -247,17 +259,6 @@ impl NatsTaskQueue {
                 changes.extend(found?);
             }
         }
-        // Only a call that went through moves the sweep on: one cut short is done again.
-        let mut sweep = self
-            .backend
-            .inner
-            .blocked_sweep
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if start == 1 {
-            sweep.started = Some(Instant::now());
-        }
-        sweep.resume_at = resume_at;
         Ok(())
     }
 

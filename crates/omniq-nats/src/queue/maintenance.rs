@@ -126,8 +126,6 @@ impl NatsTaskQueue {
     pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = self.server_now().await?;
         let mut changes = Vec::new();
-        // What a process killed mid-way left blocked, first.
-        self.sweep_blocked(&mut changes).await?;
         for subject in self
             .due_buckets(self.subjects().leases(), true, now)
             .await?
@@ -177,6 +175,11 @@ impl NatsTaskQueue {
             if changes.len() >= limit {
                 break;
             }
+        }
+        // What a process killed mid-way left blocked, after the leases: a sweep that is slow
+        // or failing must never hold up lease recovery. It is tried again next time.
+        if let Err(err) = self.sweep_blocked(&mut changes).await {
+            tracing::warn!(%err, "cannot sweep the blocked tasks yet");
         }
         Ok(changes)
     }
