@@ -24,7 +24,8 @@ pub struct NatsOptions {
     /// each other.
     pub prefix: String,
     /// Copies JetStream keeps of each stream and bucket: 1 on a single server (the default),
-    /// 3 on a cluster. Used when they are created; existing ones keep theirs.
+    /// 3 on a cluster. Used when they are created; existing ones with fewer are raised to
+    /// it on connect, never lowered.
     pub replicas: usize,
     /// Events the event stream keeps at most; the oldest go first (default 100,000).
     pub event_capacity: i64,
