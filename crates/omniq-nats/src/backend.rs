@@ -358,6 +358,29 @@ fn server_addresses(url: &str) -> StoreResult<Vec<ServerAddr>> {
 
 /// The key-value bucket `name`, created when absent with `max_age` (zero: no bound).
 ///
+/// Creates the stream `wanted` names if absent, tried a few times: nats-server 2.9 removes
+/// an account's store directory when its last stream is deleted, and a stream created at
+/// that moment fails ("could not create storage directory"); the next try succeeds. Seen
+/// when applications on one server come and go, and in this crate's parallel tests.
+pub(crate) async fn create_stream(
+    js: &jetstream::Context,
+    wanted: &stream::Config,
+) -> StoreResult<stream::Stream> {
+    const TRIES: u32 = 4;
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) if tried < TRIES => {
+                tracing::debug!(%err, stream = %wanted.name, "cannot create a stream yet; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(tried))).await;
+            }
+            Err(err) => return Err(nats_error(err)),
+        }
+    }
+}
+
 /// The stream `wanted` names, created if absent. One made by an earlier release, or with
 /// fewer replicas, is brought to the subjects, replicas and direct gets asked for (its other settings are
 /// left as they are): a release that files messages under a new subject must not find its
@@ -367,10 +390,7 @@ async fn ensure_stream(
     js: &jetstream::Context,
     wanted: stream::Config,
 ) -> StoreResult<stream::Stream> {
-    let mut stream = js
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(nats_error)?;
+    let mut stream = create_stream(js, &wanted).await?;
     let current = &stream.cached_info().config;
     let missing = wanted
         .subjects

@@ -265,15 +265,17 @@ mod tests {
         };
         let jetstream = async_nats::jetstream::new(client.clone());
         let prefix = format!("omniq-test-walk-{}", uuid::Uuid::new_v4().simple());
-        let stream = jetstream
-            .create_stream(stream::Config {
+        let stream = crate::backend::create_stream(
+            &jetstream,
+            &stream::Config {
                 name: prefix.clone(),
                 subjects: vec![format!("{prefix}.>")],
                 allow_direct: true,
                 ..Default::default()
-            })
-            .await
-            .expect("stream");
+            },
+        )
+        .await
+        .expect("stream");
         for subject in ["a.1", "b.1", "a.2", "a.3", "b.2"] {
             jetstream
                 .publish(format!("{prefix}.{subject}"), Bytes::from_static(b"x"))
