@@ -9,7 +9,7 @@ use omniq_models::{TaskId, TaskResult};
 use omniq_nats::NatsResultStore;
 use omniq_storage::conformance::{Corrupt, Fixture, Reopen};
 use omniq_storage::{BoxFuture, ResultStore, StoreResult, TaskQueue};
-use support::{DeleteOnDrop, fresh_backend};
+use support::{DeleteOnDrop, edit_stored_task, fresh_backend};
 
 /// The result store, deleting its case's streams and buckets when the case drops it.
 #[derive(Debug)]
@@ -47,31 +47,10 @@ impl ResultStore for Results {
 /// Damages the stored task `id` as a buggy release or a hand edit would: its backoff made a
 /// value no release ever wrote, the rest left as it was.
 async fn corrupt_task(backend: &omniq_nats::NatsBackend, id: omniq_models::TaskId) {
-    let jetstream = async_nats::jetstream::new(backend.client().clone());
-    let tasks = jetstream
-        .get_key_value(format!("{}_tasks", backend.prefix()))
-        .await
-        .expect("the tasks bucket");
-    let key = format!("t.{id}");
-    let entry = tasks
-        .entry(key.as_str())
-        .await
-        .expect("read the task")
-        .expect("the task is stored");
-    let split = entry
-        .value
-        .iter()
-        .position(|b| *b == b'\n')
-        .expect("a meta line");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&entry.value[..split]).expect("the meta line is JSON");
-    meta["record"]["spec"]["backoff"] = serde_json::Value::from("garbage");
-    let mut bytes = serde_json::to_vec(&meta).expect("JSON");
-    bytes.extend_from_slice(&entry.value[split..]);
-    tasks
-        .update(key.as_str(), bytes.into(), entry.revision)
-        .await
-        .expect("write the damaged task");
+    edit_stored_task(backend, id, |meta| {
+        meta["record"]["spec"]["backoff"] = serde_json::Value::from("garbage");
+    })
+    .await;
 }
 
 async fn stores() -> StoreResult<Fixture> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use omniq_models::{TaskEvent, TaskEventKind, TaskId, TaskResult};
 use omniq_nats::{NatsBackend, NatsOptions};
 use omniq_storage::{EventStore, ResultStore, StoreErrorKind, conformance::services_required};
-use support::{DeleteOnDrop, fresh_backend, nats_url};
+use support::{DeleteOnDrop, edit_stored_task, fresh_backend, nats_url};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -208,32 +208,11 @@ async fn strand_children(backend: &NatsBackend, queue_name: &str, count: usize) 
     for chunk in all.chunks(500) {
         queue.enqueue(chunk.to_vec()).await.expect("enqueue");
     }
-    let bucket = async_nats::jetstream::new(backend.client().clone())
-        .get_key_value(format!("{}_tasks", backend.prefix()))
-        .await
-        .expect("tasks bucket");
-    let key = format!("t.{}", parent.id);
-    let entry = bucket
-        .entry(key.clone())
-        .await
-        .expect("read")
-        .expect("stored");
-    // A task is a line of JSON, then its payload.
-    let split = entry
-        .value
-        .iter()
-        .position(|b| *b == b'\n')
-        .expect("meta line");
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&entry.value[..split]).expect("json");
-    stored["record"]["state"] = serde_json::Value::from("succeeded");
-    stored["record"]["finished_at"] = serde_json::to_value(chrono::Utc::now()).expect("time");
-    let mut value = serde_json::to_vec(&stored).expect("json");
-    value.extend_from_slice(&entry.value[split..]);
-    bucket
-        .update(&key, value.into(), entry.revision)
-        .await
-        .expect("write");
+    edit_stored_task(backend, parent.id, |stored| {
+        stored["record"]["state"] = serde_json::Value::from("succeeded");
+        stored["record"]["finished_at"] = serde_json::to_value(chrono::Utc::now()).expect("time");
+    })
+    .await;
     for child in &children {
         let blocked = queue.get(child.id).await.expect("get").expect("stored");
         assert_eq!(blocked.state, TaskState::Blocked);

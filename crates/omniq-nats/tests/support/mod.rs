@@ -40,3 +40,38 @@ impl Drop for DeleteOnDrop {
         .join();
     }
 }
+
+/// Edits the stored task `id` behind the queue's back, as a hand edit, a buggy release or a
+/// process killed between two writes would leave it: `edit` changes its meta line (the
+/// JSON before the payload), which is written back by compare-and-set.
+pub(crate) async fn edit_stored_task(
+    backend: &NatsBackend,
+    id: omniq_models::TaskId,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let tasks = async_nats::jetstream::new(backend.client().clone())
+        .get_key_value(format!("{}_tasks", backend.prefix()))
+        .await
+        .expect("the tasks bucket");
+    let key = format!("t.{id}");
+    let entry = tasks
+        .entry(key.as_str())
+        .await
+        .expect("read the task")
+        .expect("the task is stored");
+    // A task is a line of JSON, then its payload.
+    let split = entry
+        .value
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("a meta line");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&entry.value[..split]).expect("the meta line is JSON");
+    edit(&mut meta);
+    let mut bytes = serde_json::to_vec(&meta).expect("JSON");
+    bytes.extend_from_slice(&entry.value[split..]);
+    tasks
+        .update(key.as_str(), bytes.into(), entry.revision)
+        .await
+        .expect("write the edited task");
+}
