@@ -2,7 +2,7 @@
 //! outcomes written back.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -16,7 +16,8 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{
-    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, read_message, write_message,
+    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, fits, read_message,
+    too_large, write_message,
 };
 use crate::LiveRegistry;
 use crate::registry::Invocation;
@@ -61,7 +62,7 @@ async fn serve_socket(
     results: Arc<dyn ResultStore>,
     codec: PayloadCodec,
 ) -> i32 {
-    let socket = match parent_socket() {
+    let (socket, watched) = match parent_socket() {
         Ok(socket) => socket,
         Err(err) => {
             eprintln!(
@@ -70,6 +71,11 @@ async fn serve_socket(
             return 2;
         }
     };
+    // Without the watchdog the loop below still notices the parent going away, unless
+    // handlers that never yield hold every thread of the runtime.
+    if let Err(err) = watch_parent(watched, || std::process::exit(0)) {
+        eprintln!("omniq process worker child: cannot watch the parent: {err}");
+    }
     let (mut reader, mut writer) = socket.into_split();
     if write_message(&mut writer, READY, &[]).await.is_err() {
         return 0;
@@ -92,6 +98,8 @@ async fn serve_socket(
             _ = reader.read(&mut probe) => return 0,
         };
         let (outcome, body): (OutcomeHeader, Vec<u8>) = match outcome {
+            // Sent as is it would break the exchange and read as a crash, retried for ever.
+            Ok(body) if !fits(body.len()) => (Err(too_large("result", body.len())), Vec::new()),
             Ok(body) => (Ok(()), body),
             Err(error) => (Err(error), Vec::new()),
         };
@@ -104,12 +112,43 @@ async fn serve_socket(
     }
 }
 
-/// The socket the parent passed as standard input.
-fn parent_socket() -> io::Result<UnixStream> {
+/// The socket the parent passed as standard input, and a second handle on it for the
+/// watchdog. The socket is moved off standard input, which becomes `/dev/null`: a process
+/// a handler starts would otherwise inherit it and hold it open after this child died (the
+/// parent would wait on it until the attempt's timeout), and code in the child could read
+/// the parent's messages. The new handles are closed on `exec`.
+fn parent_socket() -> io::Result<(UnixStream, OwnedFd)> {
     let fd = io::stdin().as_fd().try_clone_to_owned()?;
+    let watched = fd.try_clone()?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
     let socket = std::os::unix::net::UnixStream::from(fd);
     socket.set_nonblocking(true)?;
-    UnixStream::from_std(socket)
+    Ok((UnixStream::from_std(socket)?, watched))
+}
+
+/// Calls `on_hang_up` (in a child: exits) once the other end of `socket` is closed, from a
+/// thread of its own, so whatever the runtime is doing: a child must not outlive its
+/// parent, and a handler that never yields can starve the runtime's own reads. It only
+/// waits for the hang-up (no read), so it takes nothing from the socket.
+fn watch_parent(socket: OwnedFd, on_hang_up: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    std::thread::Builder::new()
+        .name("omniq-child-watchdog".to_owned())
+        .spawn(move || {
+            loop {
+                // No event asked for: poll still reports a hang-up and errors.
+                let mut fds = [PollFd::new(&socket, PollFlags::empty())];
+                match poll(&mut fds, None) {
+                    Err(rustix::io::Errno::INTR) => {}
+                    Ok(_) if fds[0].revents().is_empty() => {}
+                    // A hang-up, an error on the socket, or a poll that cannot watch it.
+                    _ => break,
+                }
+            }
+            on_hang_up();
+        })?;
+    Ok(())
 }
 
 /// Runs one attempt with the child's own registry and state.
@@ -182,5 +221,29 @@ async fn run(
             format!("the attempt's thread went away: {lost}"),
             true,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_watchdog_fires_when_the_other_end_closes_even_with_unread_bytes() {
+        let (mut parent, child) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (fired, hang_up) = std::sync::mpsc::channel();
+        watch_parent(OwnedFd::from(child), move || {
+            let _ = fired.send(());
+        })
+        .expect("watch");
+        // Bytes the child never reads do not wake it; the close does.
+        parent.write_all(b"an attempt").expect("write");
+        drop(parent);
+        hang_up
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the watchdog noticed the hang-up");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use omniq_models::TaskError;
+use omniq_models::{TaskError, TaskErrorKind};
 use omniq_serialization::PayloadCodec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// The header of a child's first message: it serves.
 pub(crate) const READY: &[u8] = b"omniq-ready";
 
-/// Largest part accepted: a garbled length must not allocate gigabytes.
-const MAX_PART: u32 = 1 << 30;
+/// Largest part sent or accepted (1 GiB). A part is read as its bytes arrive, so a
+/// garbled length allocates no more than the peer actually sent.
+pub(crate) const MAX_PART: usize = 1 << 30;
 
 pub(crate) use crate::context::AttemptHeader;
 
@@ -49,7 +50,7 @@ pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
     for part in [header, body] {
         let len = u32::try_from(part.len())
             .ok()
-            .filter(|len| *len <= MAX_PART)
+            .filter(|_| fits(part.len()))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message part too large"))?;
         message.extend_from_slice(&len.to_be_bytes());
         message.extend_from_slice(part);
@@ -71,16 +72,41 @@ pub(crate) async fn read_message<R: AsyncRead + Unpin>(
     Ok((header, body))
 }
 
+/// Whether a part of `len` bytes can be sent.
+pub(crate) fn fits(len: usize) -> bool {
+    len <= MAX_PART
+}
+
+/// The permanent error of an attempt whose payload or result cannot cross to or from a
+/// child.
+pub(crate) fn too_large(what: &str, len: usize) -> TaskError {
+    TaskError::with_kind(
+        TaskErrorKind::Encode,
+        format!(
+            "the {what} ({len} bytes) is larger than a process worker passes between \
+             processes ({MAX_PART} bytes)"
+        ),
+        false,
+    )
+}
+
 async fn read_part<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Vec<u8>> {
     let len = reader.read_u32().await?;
-    if len > MAX_PART {
+    if !fits(len as usize) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "message part too large",
         ));
     }
-    let mut part = vec![0; len as usize];
-    reader.read_exact(&mut part).await?;
+    // Grown as the bytes arrive rather than allocated up front from the length.
+    let mut part = Vec::with_capacity((len as usize).min(64 * 1024));
+    let read = reader.take(u64::from(len)).read_to_end(&mut part).await?;
+    if read < len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the message ended early",
+        ));
+    }
     Ok(part)
 }
 
@@ -98,6 +124,31 @@ mod tests {
         assert_eq!(
             (header.as_slice(), body.as_slice()),
             (&b"head"[..], &b"body"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_part_cut_short_is_an_error() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        // A length the cap allows (512 MiB) with four bytes behind it, then the end.
+        a.write_all(&(512_u32 << 20).to_be_bytes())
+            .await
+            .expect("write");
+        a.write_all(b"four").await.expect("write");
+        drop(a);
+        let err = read_message(&mut b).await.expect_err("cut short");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn parts_over_the_cap_do_not_fit_and_fail_for_good() {
+        assert!(fits(MAX_PART));
+        assert!(!fits(MAX_PART + 1));
+        let error = too_large("payload", MAX_PART + 1);
+        assert_eq!(error.kind, TaskErrorKind::Encode);
+        assert!(
+            !error.retryable,
+            "it would fail the same way on every attempt"
         );
     }
 

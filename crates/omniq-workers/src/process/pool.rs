@@ -13,7 +13,8 @@ use tokio::process::{Child, Command};
 
 use super::CHILD_ENV;
 use super::frame::{
-    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, read_message, write_message,
+    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, fits, read_message,
+    too_large, write_message,
 };
 use crate::worker::with_timeout;
 
@@ -78,6 +79,10 @@ impl ProcessPool {
         payload: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, TaskError> {
+        // It would fail the same way on every attempt: permanent, and no child is harmed.
+        if !fits(payload.len()) {
+            return Err(too_large("payload", payload.len()));
+        }
         // A new child's start does not count against the attempt's timeout.
         let mut child = match self.take_idle() {
             Some(child) => child,

@@ -115,8 +115,28 @@ impl Worker {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
+        let in_child = crate::process::is_process_child();
+        self.start_as(in_child)
+    }
+
+    /// [`Worker::start`], in a process worker's child or not.
+    fn start_as(self, in_process_child: bool) -> Result<WorkerHandle, WorkerError> {
         self.config.validate().map_err(WorkerError::Config)?;
         let id = self.config.id.clone().unwrap_or_else(WorkerId::generate);
+        if in_process_child && self.config.kind != WorkerKind::Process {
+            // A process worker's child runs the program's code up to the process worker's
+            // start again: a worker of another kind started on the way would claim tasks
+            // from inside every child. Its handle does nothing until shut down.
+            tracing::debug!(kind = %self.config.kind,
+                "not started in a process worker's child: only the process worker serves there");
+            let stop = CancellationToken::new();
+            let stopped = stop.clone();
+            let join = tokio::spawn(async move {
+                stopped.cancelled().await;
+                WorkerReport::default()
+            });
+            return Ok(WorkerHandle { id, stop, join });
+        }
         let process = match self.config.kind {
             WorkerKind::Process => Some(self.process_pool()?),
             _ => None,
@@ -213,5 +233,54 @@ impl WorkerHandle {
         shutdown_signal().await;
         tracing::info!(worker = %self.id, "shutdown signal received");
         self.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryTaskQueue};
+    use omniq_models::TaskEventKind;
+    use omniq_storage::{EventQuery, EventStore};
+
+    use super::*;
+    use crate::Registry;
+
+    /// The worker events a worker of `kind` logs from start to shutdown.
+    async fn worker_events(kind: WorkerKind, in_process_child: bool) -> usize {
+        let store = Arc::new(MemoryEventStore::new());
+        let events = EventLogger::start(Arc::clone(&store) as Arc<dyn EventStore>);
+        let worker = Worker::new(
+            Arc::new(MemoryTaskQueue::new()),
+            Arc::new(MemoryResultStore::new()),
+            events.clone(),
+            Arc::new(Registry::new()),
+        )
+        .config(crate::WorkerConfig::default().kind(kind));
+        let handle = worker.start_as(in_process_child).expect("start");
+        handle.shutdown().await.expect("shutdown");
+        events.flush().await;
+        store
+            .query(
+                EventQuery::new()
+                    .kinds([TaskEventKind::WorkerStarted, TaskEventKind::WorkerStopped]),
+            )
+            .await
+            .expect("query")
+            .len()
+    }
+
+    #[tokio::test]
+    async fn in_a_process_child_a_worker_of_another_kind_does_not_run() {
+        assert_eq!(
+            worker_events(WorkerKind::Async, false).await,
+            2,
+            "outside a child the worker runs: started, then stopped"
+        );
+        assert_eq!(
+            worker_events(WorkerKind::Async, true).await,
+            0,
+            "in a child it must not claim: it never runs"
+        );
+        assert_eq!(worker_events(WorkerKind::Thread, true).await, 0);
     }
 }
