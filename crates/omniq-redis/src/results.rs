@@ -23,6 +23,10 @@ fn decode(bytes: &[u8]) -> StoreResult<TaskResult> {
     decode_result(bytes, BACKEND)
 }
 
+/// Most results stored by one script call on a single server: enough to make the call's
+/// own cost small per result, few enough that one call never holds the server long.
+const RESULTS_PER_CALL: usize = 128;
+
 impl RedisResultStore {
     pub(crate) fn new(backend: RedisBackend) -> Self {
         Self { backend }
@@ -34,27 +38,36 @@ impl RedisResultStore {
         }
         let now = Utc::now();
         let script = &self.backend.scripts().put_result;
-        let mut invocations = Vec::with_capacity(results.len());
-        for result in winning_results(results) {
-            let expires = match result.expires_at {
-                Some(at) if at <= now => "gone".to_owned(),
-                // Rounded up: a result may outlive its TTL by under a millisecond on the
-                // server, never by a read (see `read`).
-                Some(at) => (micros(at).saturating_add(999) / 1000).to_string(),
-                None => String::new(),
-            };
-            let mut invocation =
-                script.key(self.backend.keys().result(&result.task_id.to_string()));
-            invocation
-                .arg(encode(&result)?)
-                .arg(result.attempts)
-                .arg(if result.outcome.is_err() { "1" } else { "0" })
-                .arg(expires);
+        let conn = self.backend.connection();
+        // A cluster spreads result keys over its slots, and one script call may only touch
+        // one slot: a call per result there. A single server takes a batch per call.
+        let per_call = if conn.is_cluster() {
+            1
+        } else {
+            RESULTS_PER_CALL
+        };
+        let winners = winning_results(results);
+        let mut invocations = Vec::with_capacity(winners.len().div_ceil(per_call));
+        for batch in winners.chunks(per_call) {
+            let mut invocation = script.prepare_invoke();
+            for result in batch {
+                let expires = match result.expires_at {
+                    Some(at) if at <= now => "gone".to_owned(),
+                    // Rounded up: a result may outlive its TTL by under a millisecond on
+                    // the server, never by a read (see `read`).
+                    Some(at) => (micros(at).saturating_add(999) / 1000).to_string(),
+                    None => String::new(),
+                };
+                invocation
+                    .key(self.backend.keys().result(&result.task_id.to_string()))
+                    .arg(encode(result)?)
+                    .arg(result.attempts)
+                    .arg(if result.outcome.is_err() { "1" } else { "0" })
+                    .arg(expires);
+            }
             invocations.push(invocation);
         }
-        // Each result is a key of its own, spread over a cluster's slots: all in flight at
-        // once on the multiplexed connection, one atomic script each.
-        let conn = self.backend.connection();
+        // All in flight at once on the multiplexed connection, each call atomic.
         futures_util::future::try_join_all(invocations.iter().map(|invocation| {
             let mut conn = conn.clone();
             async move { invocation.invoke_async::<i64>(&mut conn).await }

@@ -135,6 +135,25 @@ pub async fn a_result_from_an_earlier_attempt_never_replaces_a_later_one(stores:
         .expect("get")
         .expect("a result is stored");
     assert_eq!((won.attempts, won.outcome), (5, Ok(vec![5])));
+
+    // A batch of several tasks' results: each is fenced on its own, a stale one among
+    // fresh ones changes nothing of its task and does not hold the others back.
+    let fresh = [TaskId::new(), TaskId::new()];
+    stores
+        .results
+        .put(vec![
+            TaskResult::success(fresh[0], "t", vec![10], 1, None),
+            TaskResult::success(id, "t", vec![0], 1, None),
+            TaskResult::failure(fresh[1], "t", TaskError::new("first try"), 1, None),
+        ])
+        .await
+        .expect("put");
+    let kept = read(&stores).await;
+    assert_eq!((kept.attempts, kept.outcome), (3, Ok(vec![3])));
+    let first = stores.results.get(fresh[0]).await.expect("get");
+    assert_eq!(first.map(|r| r.outcome), Some(Ok(vec![10])));
+    let second = stores.results.get(fresh[1]).await.expect("get");
+    assert!(second.is_some_and(|r| r.outcome.is_err() && r.attempts == 1));
 }
 
 /// A result past its TTL is gone, whether or not it was purged yet.
