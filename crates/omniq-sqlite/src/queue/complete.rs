@@ -30,12 +30,23 @@ impl SqliteTaskQueue {
             .map_err(store_error)?;
         let mut completed = Completed::default();
         let mut requeued = false;
-        // Successes, the common case, go in one statement per chunk; the rest one by one.
+        // Successes, the common case, go in one statement per chunk, and so do retries of
+        // tasks nobody asked to cancel; the rest (and any of those that did not apply) one
+        // by one.
         let succeeded = succeed_all(&mut tx, &completions, now_micros).await?;
+        let retried = retry_all(&mut tx, &completions, now_micros, &now_json).await?;
+        requeued |= !retried.is_empty();
         let mut finished = Vec::new();
         for completion in completions {
+            let key = (completion.lease.task_id, completion.lease.token.to_string());
+            if matches!(completion.outcome, CompletionOutcome::Retry { .. })
+                && retried.contains(&key)
+            {
+                completed.statuses.push(CompletionStatus::Applied);
+                continue;
+            }
             if matches!(completion.outcome, CompletionOutcome::Succeeded) {
-                let applied = succeeded.contains(&completion.lease.task_id);
+                let applied = succeeded.contains(&key);
                 if applied {
                     finished.push(completion.lease.task_id);
                 }
@@ -192,12 +203,13 @@ async fn cancel_requested(conn: &mut SqliteConnection, lease: &LeaseRef) -> Stor
 }
 
 /// Applies every Succeeded completion of the batch, fenced, in one statement per chunk.
-/// Returns the tasks whose lease still held.
+/// Returns the (task, lease token) pairs whose lease still held: a stale lease's completion
+/// in the same batch as the current one's is not taken for applied.
 async fn succeed_all(
     conn: &mut SqliteConnection,
     completions: &[Completion],
     now: i64,
-) -> StoreResult<HashSet<TaskId>> {
+) -> StoreResult<HashSet<(TaskId, String)>> {
     let mut applied = HashSet::new();
     let successes: Vec<_> = completions
         .iter()
@@ -224,14 +236,75 @@ async fn succeed_all(
                 .push_bind_unseparated(completion.lease.token.to_string())
                 .push_unseparated(")");
         }
-        sql.push(") RETURNING id");
-        let ids: Vec<(String,)> = sql
+        sql.push(") RETURNING id, lease_token");
+        let rows: Vec<(String, String)> = sql
             .build_query_as()
             .fetch_all(&mut *conn)
             .await
             .map_err(store_error)?;
-        for (id,) in ids {
-            applied.insert(parse_id(&id)?);
+        for (id, token) in rows {
+            applied.insert((parse_id(&id)?, token));
+        }
+    }
+    Ok(applied)
+}
+
+/// Applies every Retry completion of the batch whose task had no cancel requested, fenced,
+/// in one statement per chunk: the task waits again (Scheduled when its `run_at` is ahead)
+/// with the attempt's error added to its history. Returns the (task, lease token) pairs
+/// whose lease still held.
+/// A retry of a task whose cancel was requested is left to the row-by-row path, which ends
+/// it Cancelled.
+async fn retry_all(
+    conn: &mut SqliteConnection,
+    completions: &[Completion],
+    now: i64,
+    now_json: &str,
+) -> StoreResult<HashSet<(TaskId, String)>> {
+    let mut applied = HashSet::new();
+    let mut retries = Vec::new();
+    for completion in completions {
+        if let CompletionOutcome::Retry { run_at, error } = &completion.outcome {
+            retries.push((completion, to_micros(*run_at), to_json(error)?));
+        }
+    }
+    for chunk in retries.chunks(ROWS_PER_INSERT / 2) {
+        let mut sql = QueryBuilder::<Sqlite>::new("WITH c(id, token, run_at, error) AS (VALUES ");
+        let mut rows = sql.separated(", ");
+        for (completion, run_at, error) in chunk {
+            rows.push("(")
+                .push_bind_unseparated(completion.lease.task_id.to_string())
+                .push_unseparated(", ")
+                .push_bind_unseparated(completion.lease.token.to_string())
+                .push_unseparated(", ")
+                .push_bind_unseparated(*run_at)
+                .push_unseparated(", ")
+                .push_bind_unseparated(error.as_str())
+                .push_unseparated(")");
+        }
+        sql.push(") UPDATE omniq_tasks SET state = CASE WHEN c.run_at > ")
+            .push_bind(now)
+            .push(" THEN 'scheduled' ELSE 'queued' END, run_at = c.run_at, updated_at = ")
+            .push_bind(now)
+            .push(
+                ", lease_expires_at = NULL, cancel_requested = 0, \
+                 errors = json_insert(errors, '$[#]', json_object('attempt', attempts, \
+                 'at', json(",
+            )
+            .push_bind(now_json)
+            .push(
+                "), 'error', json(c.error))) FROM c \
+                 WHERE omniq_tasks.id = c.id AND omniq_tasks.lease_token = c.token \
+                 AND omniq_tasks.state = 'running' AND omniq_tasks.cancel_requested = 0 \
+                 RETURNING omniq_tasks.id, omniq_tasks.lease_token",
+            );
+        let rows: Vec<(String, String)> = sql
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        for (id, token) in rows {
+            applied.insert((parse_id(&id)?, token));
         }
     }
     Ok(applied)

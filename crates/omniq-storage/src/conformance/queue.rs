@@ -389,13 +389,49 @@ pub async fn completion_with_a_stale_lease_is_refused(stores: Fixture) {
         "stale completion changed nothing"
     );
 
-    let applied = stores
+    // In one batch with the current lease's, the stale one's is still refused (a store
+    // that matched completions by task alone would take both for applied).
+    let retry = |lease: LeaseRef| {
+        Completion::new(
+            lease,
+            CompletionOutcome::Retry {
+                run_at: Utc::now(),
+                error: TaskError::new("try again"),
+            },
+        )
+    };
+    let statuses = stores
         .queue
-        .complete(vec![succeeded(current.reference())])
+        .complete(vec![retry(stale.reference()), retry(current.reference())])
         .await
         .expect("complete")
         .statuses;
-    assert_eq!(applied, vec![CompletionStatus::Applied]);
+    assert_eq!(
+        statuses,
+        vec![CompletionStatus::LeaseLost, CompletionStatus::Applied]
+    );
+    let current = eventually_some("the retried task to be claimed", || {
+        let store = stores.queue.clone();
+        let queue = queue.clone();
+        async move {
+            let mut leases = store.dequeue(request(&[&queue], 1)).await.expect("dequeue");
+            leases.pop()
+        }
+    })
+    .await;
+    let statuses = stores
+        .queue
+        .complete(vec![
+            succeeded(stale.reference()),
+            succeeded(current.reference()),
+        ])
+        .await
+        .expect("complete")
+        .statuses;
+    assert_eq!(
+        statuses,
+        vec![CompletionStatus::LeaseLost, CompletionStatus::Applied]
+    );
     // The stale lease stays refused once the task has finished under the current one.
     let still = stores
         .queue
