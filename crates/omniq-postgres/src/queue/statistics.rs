@@ -69,21 +69,6 @@ impl PgTaskQueue {
         if !locked {
             return Ok(false);
         }
-        // A small sample: the claim's plan needs the row count and the spread of states,
-        // not fine histograms, and a full-size analysis (100 per column: 30,000 rows, each
-        // payload read) costs a loaded 2-core server ~300 ms of CPU that claims then wait
-        // behind (latency p99 6-12 ms in the first seconds after a burst, 2.5 ms without);
-        // at 25 it is ~60 ms. Local to this transaction; a column's own target (ALTER TABLE
-        // ... SET STATISTICS) still wins. On a large busy table this analysis usually runs
-        // before autovacuum's would (it checks every 10 s, the launcher every minute), so
-        // these coarser statistics are the ones the table keeps: enough for the claim, the
-        // lease and the purge plans, which need counts and the spread of states. A table
-        // that needs finer ones for an application's own queries gets them with a
-        // per-column target.
-        sqlx::query("SET LOCAL default_statistics_target = 25")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
         sqlx::query(AssertSqlSafe(format!("ANALYZE {tasks}")))
             .execute(&mut *tx)
             .await
