@@ -237,14 +237,7 @@ async fn succeed_all(
                 .push_unseparated(")");
         }
         sql.push(") RETURNING id, lease_token");
-        let rows: Vec<(String, String)> = sql
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        for (id, token) in rows {
-            applied.insert((parse_id(&id)?, token));
-        }
+        applied.extend(fenced(conn, &mut sql).await?);
     }
     Ok(applied)
 }
@@ -298,14 +291,23 @@ async fn retry_all(
                  AND omniq_tasks.state = 'running' AND omniq_tasks.cancel_requested = 0 \
                  RETURNING omniq_tasks.id, omniq_tasks.lease_token",
             );
-        let rows: Vec<(String, String)> = sql
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        for (id, token) in rows {
-            applied.insert((parse_id(&id)?, token));
-        }
+        applied.extend(fenced(conn, &mut sql).await?);
     }
     Ok(applied)
+}
+
+/// Runs a fenced completion statement ending in `RETURNING id, lease_token`: the (task,
+/// lease token) pairs it applied.
+async fn fenced(
+    conn: &mut SqliteConnection,
+    sql: &mut QueryBuilder<Sqlite>,
+) -> StoreResult<Vec<(TaskId, String)>> {
+    let rows: Vec<(String, String)> = sql
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    rows.into_iter()
+        .map(|(id, token)| Ok((parse_id(&id)?, token)))
+        .collect()
 }
