@@ -289,6 +289,25 @@ impl NatsBackend {
         &self.inner.client
     }
 
+    /// Returns once the server has processed everything this connection sent before the
+    /// call, subscriptions included. A flush only empties the client's write buffer; the
+    /// server reads a connection in order, so the answer to a request nobody serves (its
+    /// "no responders" status) proves every earlier `SUB` is registered, and a message
+    /// another connection publishes from then on reaches it.
+    pub(crate) async fn round_trip(&self) -> StoreResult<()> {
+        let subject = self.inner.client.new_inbox();
+        match self
+            .inner
+            .client
+            .request(subject, bytes::Bytes::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Err(err) => Err(StoreError::unavailable(BACKEND, err)),
+        }
+    }
+
     /// The prefix of this backend's streams, buckets and subjects.
     pub fn prefix(&self) -> &str {
         self.inner.names.prefix()

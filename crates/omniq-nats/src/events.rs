@@ -154,14 +154,9 @@ impl NatsEventStore {
             .subscribe(self.backend.inner.names.events_subjects())
             .await
             .map_err(|err| omniq_storage::StoreError::unavailable(crate::error::BACKEND, err))?;
-        // The server has the subscription once the flush returns: an event appended after
-        // `follow` returns is never missed.
-        self.backend
-            .inner
-            .client
-            .flush()
-            .await
-            .map_err(|err| omniq_storage::StoreError::unavailable(crate::error::BACKEND, err))?;
+        // The server has the subscription once the round trip returns: an event appended
+        // after `follow` returns is never missed, whichever connection appends it.
+        self.backend.round_trip().await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(4_096);
         tokio::spawn(async move {
             loop {

@@ -520,7 +520,8 @@ impl NatsTaskQueue {
                 }
             }
         }
-        let _ = client.flush().await;
+        // Registered on the server before the wait begins; failing that, the timeout bounds it.
+        let _ = self.backend.round_trip().await;
         let woken = futures_util::stream::select_all(subscriptions);
         let _ = tokio::time::timeout(timeout, woken.into_future()).await;
     }
