@@ -108,8 +108,8 @@ impl PgEventStore {
         // The BRIN index on `at` finds the old block ranges and the heap scan stops at
         // `limit` rows: no order is needed, every row before the cutoff goes eventually.
         let done = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {events} WHERE seq IN (SELECT seq FROM {events} \
-             WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM {events} WHERE seq = ANY(ARRAY(SELECT seq FROM {events} \
+             WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
             events = self.backend.names().events
         )))
         .bind(before)

@@ -1,11 +1,11 @@
 //! The PostgreSQL backend for OmniQ: all four stores in one database, shared by any number
 //! of workers on any number of machines.
 //!
-//! Claims are one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` per queue, so
-//! workers never wait on each other's rows; idle workers sleep on `LISTEN` and wake on the
-//! `NOTIFY` an enqueue sends; [`PgTaskQueue::enqueue_in`] enqueues inside your own
-//! transaction. Several applications can share a database with a schema each
-//! ([`PgOptions::schema`]). The schema is migrated on connect.
+//! Claims are one `UPDATE … WHERE id = ANY(ARRAY(SELECT … FOR UPDATE SKIP LOCKED))` per queue,
+//! so workers never wait on each other's rows; idle workers sleep on `LISTEN` and wake on the
+//! `NOTIFY` an enqueue sends; [`PgTaskQueue::enqueue_in`] enqueues inside your own transaction.
+//! Several applications can share a database with a schema each ([`PgOptions::schema`]). The
+//! schema is migrated on connect.
 //!
 //! | capability | supported |
 //! |---|---|

@@ -135,8 +135,8 @@ impl PgResultStore {
     async fn purge_due(&self, limit: usize) -> StoreResult<u64> {
         // Bounded through the expiry index; rows another purge holds are skipped.
         let done = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {results} WHERE task_id IN (SELECT task_id FROM {results} \
-             WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM {results} WHERE task_id = ANY(ARRAY(SELECT task_id FROM {results} \
+             WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
             results = self.backend.names().results
         )))
         .bind(Utc::now())

@@ -48,9 +48,9 @@ impl PgTaskQueue {
                cancel_requested = FALSE, \
                errors = t.errors || jsonb_build_array(jsonb_build_object( \
                  'attempt', t.attempts, 'at', $2::jsonb, 'error', $3::jsonb)) \
-             WHERE t.id IN (SELECT id FROM {tasks} \
+             WHERE t.id = ANY(ARRAY(SELECT id FROM {tasks} \
                WHERE state = 'running' AND lease_expires_at <= now() \
-               ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+               ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED)) \
              RETURNING {CHANGE_COLUMNS}",
             tasks = names.tasks
         )))
@@ -90,9 +90,9 @@ impl PgTaskQueue {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE {tasks} AS t SET state = 'expired', finished_at = $1, updated_at = $1, \
              reason = 'not started before its expiry (ttl)' \
-             WHERE t.id IN (SELECT id FROM {tasks} \
+             WHERE t.id = ANY(ARRAY(SELECT id FROM {tasks} \
                WHERE state IN ('queued', 'scheduled', 'blocked') AND expires_at <= $1 \
-               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
              RETURNING {CHANGE_COLUMNS}",
             tasks = names.tasks
         )))
@@ -177,7 +177,8 @@ impl PgTaskQueue {
         // Their dependency edges go with them, in the same statement.
         sql.push(format!(
             " FOR UPDATE SKIP LOCKED), \
-             gone AS (DELETE FROM {tasks} WHERE id IN (SELECT id FROM doomed) RETURNING id), \
+             gone AS (DELETE FROM {tasks} WHERE id = ANY(ARRAY(SELECT id FROM doomed)) \
+               RETURNING id), \
              as_parent AS (DELETE FROM {deps} WHERE parent_id IN (SELECT id FROM gone)), \
              as_child AS (DELETE FROM {deps} WHERE child_id IN (SELECT id FROM gone)) \
              SELECT COUNT(*) FROM gone",
