@@ -1,6 +1,7 @@
 //! Work any worker does for all: recover lapsed leases, expire stale tasks; and what an
 //! operator asks for: re-drive dead letters, purge finished tasks.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -287,20 +288,8 @@ impl NatsTaskQueue {
     pub(super) async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
         let candidates: Vec<TaskId> = match target {
             RedriveTarget::Tasks(ids) => ids,
-            RedriveTarget::Queue(queue) => self
-                .all_tasks()
-                .await?
-                .into_iter()
-                .filter(|t| t.record.state == TaskState::Failed && t.record.spec.queue == queue)
-                .map(|t| t.record.spec.id)
-                .collect(),
-            RedriveTarget::All => self
-                .all_tasks()
-                .await?
-                .into_iter()
-                .filter(|t| t.record.state == TaskState::Failed)
-                .map(|t| t.record.spec.id)
-                .collect(),
+            RedriveTarget::Queue(queue) => self.failed_ids(Some(&queue)).await?,
+            RedriveTarget::All => self.failed_ids(None).await?,
         };
         let now = self.clock.now();
         let mut redriven = Vec::new();
@@ -334,25 +323,50 @@ impl NatsTaskQueue {
         Ok(redriven)
     }
 
+    /// The dead letters (of `queue`, or of every queue), read from their summaries.
+    async fn failed_ids(&self, queue: Option<&str>) -> StoreResult<Vec<TaskId>> {
+        let mut failed: HashMap<String, TaskId> = HashMap::new();
+        self.visit_summaries(|key, summary| match summary {
+            Some(summary)
+                if summary.state() == TaskState::Failed
+                    && queue.is_none_or(|q| summary.queue() == q) =>
+            {
+                failed.insert(key, summary.id());
+            }
+            _ => {
+                failed.remove(&key);
+            }
+        })
+        .await?;
+        Ok(failed.into_values().collect())
+    }
+
     pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
         let states = request.finished_states()?;
-        let mut doomed: Vec<(Option<DateTime<Utc>>, TaskId)> = self
-            .all_tasks()
-            .await?
-            .into_iter()
-            .map(|t| t.record)
-            .filter(|record| {
-                states.contains(&record.state)
+        // The matching tasks only, by key (see `visit_summaries`).
+        let mut matching: HashMap<String, (Option<DateTime<Utc>>, TaskId)> = HashMap::new();
+        self.visit_summaries(|key, summary| {
+            let wanted = summary.filter(|summary| {
+                states.contains(&summary.state())
                     && request
                         .queue
-                        .as_ref()
-                        .is_none_or(|q| &record.spec.queue == q)
+                        .as_deref()
+                        .is_none_or(|q| summary.queue() == q)
                     && request
                         .finished_before
-                        .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
-            })
-            .map(|record| (record.finished_at, record.spec.id))
-            .collect();
+                        .is_none_or(|before| summary.finished_at().is_some_and(|at| at < before))
+            });
+            match wanted {
+                Some(summary) => {
+                    matching.insert(key, (summary.finished_at(), summary.id()));
+                }
+                None => {
+                    matching.remove(&key);
+                }
+            }
+        })
+        .await?;
+        let mut doomed: Vec<(Option<DateTime<Utc>>, TaskId)> = matching.into_values().collect();
         // Oldest finish first, like the stores that purge through an index on it.
         doomed.sort_unstable();
         doomed.truncate(effective_purge_limit(request.limit));
@@ -361,7 +375,13 @@ impl NatsTaskQueue {
             let Some(current) = cas::read(self.tasks(), id).await? else {
                 continue;
             };
-            if !current.task.record.state.is_terminal() {
+            // Still as it matched: a task re-driven and finished again since stays.
+            let record = &current.task.record;
+            let still = states.contains(&record.state)
+                && request
+                    .finished_before
+                    .is_none_or(|before| record.finished_at.is_some_and(|at| at < before));
+            if !still {
                 continue;
             }
             // Up to the revision read: a task changed since (re-driven) stays.
