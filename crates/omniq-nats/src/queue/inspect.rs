@@ -233,7 +233,11 @@ mod tests {
         let listed = cas::decode(garbled)
             .or_else(|err| cas::salvage(garbled, &err, Utc::now()).ok_or(err))
             .expect("salvaged");
-        assert_eq!(listed.record.state, TaskState::Failed, "salvaged as a dead letter");
+        assert_eq!(
+            listed.record.state,
+            TaskState::Failed,
+            "salvaged as a dead letter"
+        );
         let summary = Summary::decode(garbled, Utc::now()).expect("a summary");
         assert_eq!(summary.state(), TaskState::Failed);
         assert_eq!(summary.id(), task.record.spec.id);

@@ -19,6 +19,9 @@ const PRUNE_BATCH: usize = 1_000;
 /// How often a worker deletes finished tasks past their retention: rarely, since it is a
 /// sweep over finished rows, and any worker doing it serves all.
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
+/// How long after its start a worker runs its first retention pass (sooner with a retention
+/// shorter than twice this).
+const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(60);
 
 /// Renews this worker's leases every heartbeat, on a loop of its own so that nothing else
 /// (maintenance, a slow prune, a hung store call) can make a live lease expire.
@@ -81,13 +84,16 @@ pub(crate) async fn watch_leases(shared: Arc<Shared>, stop: CancellationToken) {
 pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(shared.config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune: Option<tokio::time::Instant> = None;
     // Short retentions (tests, demos) sweep as often as they need, at most every heartbeat.
     let shortest = [shared.config.retention, shared.config.event_retention]
         .into_iter()
         .flatten()
         .min();
     let prune_every = shortest.map_or(RETENTION_EVERY, |r| RETENTION_EVERY.min(r / 2));
+    // Not at start: a worker that starts behind a large store (or a fleet restarting at
+    // once) would pay a retention pass before its first task, and on a store without an
+    // index on finish times (NATS) that pass reads every task.
+    let mut next_prune = tokio::time::Instant::now() + prune_every.min(FIRST_PRUNE_AFTER);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -106,8 +112,8 @@ pub(crate) async fn maintain(shared: Arc<Shared>, stop: CancellationToken) {
         if stop.is_cancelled() {
             return;
         }
-        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
-            last_prune = Some(tokio::time::Instant::now());
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + prune_every;
             // Pruning may take many calls: it runs until done or until the worker stops.
             tokio::select! {
                 () = prune(&shared) => {}
