@@ -1,0 +1,307 @@
+//! [`Objects`] in a local directory, shared by every process on the machine.
+//!
+//! - A create writes a temporary file, syncs it, and hard-links it to the key's name: the
+//!   link is refused if the name exists, so two creators never both win.
+//! - A replace takes an advisory lock (`flock`), checks that the key's file is still the
+//!   one read (its inode, modification time, size and bytes), and renames a synced temporary
+//!   file over it. Readers take no lock: a rename swaps the whole file at once.
+//! - A delete takes the same lock, so a replace never brings back a file deleted between
+//!   its check and its rename.
+//! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
+//!
+//! The directory is synced after every change to its entries, so a change that returned
+//! survives a crash of the machine.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use omniq_storage::{BoxFuture, StoreError, StoreResult};
+use rustix::fs::{FlockOperation, flock};
+
+use super::{Objects, Stored, Version, invalid_key, valid_key};
+use crate::error::{BACKEND, io_error};
+
+/// Lock files the keys are spread over: replaces of different keys rarely wait on each
+/// other, and the directory holds a fixed number of them whatever the number of keys.
+const LOCK_STRIPES: u64 = 64;
+/// Where the lock files and temporary files live (never a key: keys never start with `.`).
+const LOCKS: &str = ".locks";
+const TEMPORARY: &str = ".tmp";
+
+/// [`Objects`] in a local directory. Cloning is cheap; clones share the directory.
+#[derive(Debug, Clone)]
+pub struct DirectoryObjects {
+    root: Arc<PathBuf>,
+}
+
+/// Names temporary files apart within this process (the process id tells processes apart).
+static TEMPORARY_NAMES: AtomicU64 = AtomicU64::new(0);
+
+impl DirectoryObjects {
+    /// Objects in the directory `root`, created if missing.
+    ///
+    /// # Errors
+    /// `Unavailable` when the directory cannot be created or written.
+    pub fn open(root: impl Into<PathBuf>) -> StoreResult<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join(LOCKS)).map_err(io_error)?;
+        fs::create_dir_all(root.join(TEMPORARY)).map_err(io_error)?;
+        Ok(Self {
+            root: Arc::new(root),
+        })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, key: &str) -> StoreResult<PathBuf> {
+        if valid_key(key) {
+            Ok(self.root.join(key))
+        } else {
+            Err(invalid_key(key))
+        }
+    }
+
+    /// Runs blocking file work off the runtime's threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Path) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || work(&root))
+            .await
+            .map_err(|err| StoreError::backend(BACKEND, err))?
+    }
+}
+
+fn version_of(metadata: &fs::Metadata, bytes: &[u8]) -> Version {
+    // A replace renames a new file over the old one: a new inode, modification time and
+    // maybe size. But a freed inode number may be reused at once, and file times tick in
+    // milliseconds, so the bytes' hash is part of the version too: a stale version can
+    // then only match a write of the very same bytes, as an e-tag on S3 would.
+    Version {
+        e_tag: Some(format!(
+            "{:x}-{:x}.{:x}-{:x}-{:016x}",
+            metadata.ino(),
+            metadata.mtime(),
+            metadata.mtime_nsec(),
+            metadata.size(),
+            fnv1a(bytes)
+        )),
+        version: None,
+    }
+}
+
+/// FNV-1a, 64 bits: stable across processes and releases, unlike the std hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn read(file: &Path) -> StoreResult<Option<Stored>> {
+    let mut opened = match File::open(file) {
+        Ok(opened) => opened,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error(err)),
+    };
+    // The version of the file opened, whatever replaces its name meanwhile.
+    let metadata = opened.metadata().map_err(io_error)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut opened, &mut bytes).map_err(io_error)?;
+    let version = version_of(&metadata, &bytes);
+    Ok(Some(Stored {
+        bytes: Bytes::from(bytes),
+        version,
+    }))
+}
+
+/// Writes `bytes` to a new synced temporary file; returns its path and the version it
+/// will have under any name it is linked or renamed to (the same inode, time and size).
+fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
+    let name = format!(
+        "{}-{}",
+        std::process::id(),
+        TEMPORARY_NAMES.fetch_add(1, Ordering::Relaxed)
+    );
+    let path = root.join(TEMPORARY).join(name);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_error)?;
+    file.write_all(bytes).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    let version = version_of(&file.metadata().map_err(io_error)?, bytes);
+    Ok((path, version))
+}
+
+/// Syncs the directory holding `file`, so that a new or removed entry survives a crash.
+fn sync_parent(file: &Path) -> StoreResult<()> {
+    if let Some(parent) = file.parent() {
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error)?;
+    }
+    Ok(())
+}
+
+fn ensure_parent(file: &Path) -> StoreResult<()> {
+    if let Some(parent) = file.parent() {
+        fs::create_dir_all(parent).map_err(io_error)?;
+    }
+    Ok(())
+}
+
+/// Holds the stripe lock of `key` until dropped (closing the file releases it).
+fn lock(root: &Path, key: &str) -> StoreResult<File> {
+    let stripe = fnv1a(key.as_bytes()) % LOCK_STRIPES;
+    let path = root.join(LOCKS).join(format!("{stripe:02}"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error)?;
+    flock(&file, FlockOperation::LockExclusive).map_err(|err| io_error(err.into()))?;
+    Ok(file)
+}
+
+fn create(root: &Path, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
+    ensure_parent(file)?;
+    let (staged, version) = temporary(root, bytes)?;
+    let linked = fs::hard_link(&staged, file);
+    let _ = fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(None),
+        Err(err) => return Err(io_error(err)),
+    }
+    sync_parent(file)?;
+    Ok(Some(version))
+}
+
+fn update(
+    root: &Path,
+    key: &str,
+    file: &Path,
+    bytes: &[u8],
+    expected: &Version,
+) -> StoreResult<Option<Version>> {
+    let (staged, version) = temporary(root, bytes)?;
+    let replaced = (|| {
+        let _held = lock(root, key)?;
+        match read(file)? {
+            Some(current) if current.version == *expected => {}
+            _ => return Ok(None),
+        }
+        fs::rename(&staged, file).map_err(io_error)?;
+        sync_parent(file)?;
+        Ok(Some(version.clone()))
+    })();
+    if !matches!(replaced, Ok(Some(_))) {
+        let _ = fs::remove_file(&staged);
+    }
+    replaced
+}
+
+fn delete(root: &Path, key: &str, file: &Path) -> StoreResult<()> {
+    let _held = lock(root, key)?;
+    match fs::remove_file(file) {
+        Ok(()) => sync_parent(file),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io_error(err)),
+    }
+}
+
+/// Every key under `dir` (a directory of keys), recursively.
+fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> StoreResult<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io_error(err)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error)?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_error)?;
+        if kind.is_dir() {
+            walk(root, &path, keys)?;
+        } else if let Some(key) = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(Path::to_str)
+            .filter(|key| valid_key(key))
+        {
+            keys.push(key.to_owned());
+        }
+    }
+    Ok(())
+}
+
+impl Objects for DirectoryObjects {
+    fn get(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<Stored>>> {
+        let file = self.file(key);
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |_| read(&file)).await
+        })
+    }
+
+    fn create(&self, key: &str, bytes: Bytes) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        let file = self.file(key);
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |root| create(root, &file, &bytes)).await
+        })
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: &Version,
+    ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        let key = key.to_owned();
+        let file = self.file(&key);
+        let expected = expected.clone();
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |root| update(root, &key, &file, &bytes, &expected))
+                .await
+        })
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.to_owned();
+        let file = self.file(&key);
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |root| delete(root, &key, &file)).await
+        })
+    }
+
+    fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let prefix = prefix.trim_matches('/').to_owned();
+        Box::pin(async move {
+            if !prefix.is_empty() && !valid_key(&prefix) {
+                return Err(invalid_key(&prefix));
+            }
+            self.blocking(move |root| {
+                let mut keys = Vec::new();
+                walk(root, &root.join(&prefix), &mut keys)?;
+                keys.sort();
+                Ok(keys)
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! The conditional-write surface the backend is built on, and its two implementations.
+
+mod directory;
+mod remote;
+
+use bytes::Bytes;
+use omniq_storage::{BoxFuture, StoreResult};
+
+pub use directory::DirectoryObjects;
+pub use remote::ObjectStoreObjects;
+
+/// Which write of an object a conditional replace expects to find: whatever the store
+/// uses to tell writes apart (an e-tag, a generation, a file's identity). Opaque; compare
+/// only by passing it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub(crate) e_tag: Option<String>,
+    pub(crate) version: Option<String>,
+}
+
+/// An object as read: its bytes and the version a replace must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's bytes.
+    pub bytes: Bytes,
+    /// The write these bytes came from.
+    pub version: Version,
+}
+
+/// Objects under keys (`/`-separated, each segment of ASCII letters, digits, `.`, `_` and
+/// `-`), written only on conditions: the primitives every claim, lease and completion of
+/// the backend is decided by.
+///
+/// A conditional write that the store retried after a lost reply may report a conflict
+/// although its first try went in (S3 and Azure retry server errors). Callers that must
+/// know put something unique in every object they write (a revision, a lease token) and
+/// read the object back after a conflict.
+///
+/// Versions come from [`get`](Objects::get) and from the writes, never from listings:
+/// Google Cloud Storage lists no generations.
+pub trait Objects: std::fmt::Debug + Send + Sync {
+    /// The object at `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be reached; a backend error otherwise.
+    fn get(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<Stored>>>;
+
+    /// Writes `bytes` at `key` if no object is there: `Some(version)` when written,
+    /// `None` when an object already was.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn create(&self, key: &str, bytes: Bytes) -> BoxFuture<'_, StoreResult<Option<Version>>>;
+
+    /// Replaces the object at `key` with `bytes` if it is still the write `expected`
+    /// names: `Some(version)` when replaced, `None` when it changed or is gone.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn update(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: &Version,
+    ) -> BoxFuture<'_, StoreResult<Option<Version>>>;
+
+    /// Deletes the object at `key`, whatever its version; a missing object is not an
+    /// error. No store deletes conditionally: what must be decided is decided by an
+    /// [`update`](Objects::update) first (a tombstone), and the delete only tidies up.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// The keys under `prefix` (a whole segment: `a/b` lists `a/b/c`, never `a/bc`), in
+    /// byte order. A key written or deleted during the call may or may not be in it.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+}
+
+/// Whether `key` is one [`Objects`] accepts: non-empty segments of ASCII letters, digits,
+/// `.`, `_` and `-`, not starting with `.` (the directory store keeps its own files
+/// there), and no segment ending in `#` and digits (object_store's local staging names).
+pub(crate) fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && !segment.starts_with('.')
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+pub(crate) fn invalid_key(key: &str) -> omniq_storage::StoreError {
+    omniq_storage::StoreError::Invalid(format!(
+        "`{key}` is not an object key: segments of ASCII letters, digits, `.`, `_` and `-`"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn keys_are_plain_segments() {
+        assert!(valid_key("tasks/0193-abc/lease.v1"));
+        assert!(!valid_key(""));
+        assert!(!valid_key("a//b"));
+        assert!(!valid_key("a/.hidden"));
+        assert!(!valid_key("a/b c"));
+        assert!(!valid_key("a/b#12"));
+        assert!(!valid_key("/a"));
+    }
+}

@@ -1,0 +1,164 @@
+//! [`Objects`] on any of object_store's stores that write conditionally.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
+use omniq_storage::{BoxFuture, StoreResult};
+
+use super::{Objects, Stored, Version, invalid_key, valid_key};
+use crate::error::object_store_error;
+
+/// [`Objects`] on an object_store store (S3, Azure, GCS, or the in-memory one) under a
+/// prefix of its own.
+///
+/// The store must support `PutMode::Create` and `PutMode::Update`: object_store's local
+/// file store does not (use [`DirectoryObjects`](super::DirectoryObjects)), and an S3
+/// store needs its conditional puts on (`S3ConditionalPut::ETagMatch`, the default).
+#[derive(Debug, Clone)]
+pub struct ObjectStoreObjects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl ObjectStoreObjects {
+    /// Objects in `store`, every key under `prefix` (`""` for the root).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into().trim_matches('/').to_owned();
+        Self { store, prefix }
+    }
+
+    /// Objects in a fresh in-memory store of this process (tests, demos).
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(InMemory::new()), "")
+    }
+
+    fn path(&self, key: &str) -> StoreResult<Path> {
+        if !valid_key(key) {
+            return Err(invalid_key(key));
+        }
+        Ok(if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        })
+    }
+
+    async fn read(&self, key: &str) -> StoreResult<Option<Stored>> {
+        let path = self.path(key)?;
+        let got = match self.store.get_opts(&path, GetOptions::default()).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(object_store_error(err)),
+        };
+        let version = Version {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        match got.bytes().await {
+            Ok(bytes) => Ok(Some(Stored { bytes, version })),
+            // Deleted between the reply's head and its body.
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(object_store_error(err)),
+        }
+    }
+
+    async fn write(&self, key: &str, bytes: Bytes, mode: PutMode) -> StoreResult<Option<Version>> {
+        let path = self.path(key)?;
+        let options = PutOptions::from(mode);
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(put) => Ok(Some(Version {
+                e_tag: put.e_tag,
+                version: put.version,
+            })),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
+            Err(err) => Err(object_store_error(err)),
+        }
+    }
+
+    async fn remove(&self, key: &str) -> StoreResult<()> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(object_store_error(err)),
+        }
+    }
+
+    async fn keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let base = if self.prefix.is_empty() {
+            prefix.trim_matches('/').to_owned()
+        } else {
+            format!("{}/{}", self.prefix, prefix.trim_matches('/'))
+        };
+        let base = base.trim_matches('/');
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&Path::from(base)))
+            .try_collect()
+            .await
+            .map_err(object_store_error)?;
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut keys: Vec<String> = listed
+            .into_iter()
+            .filter_map(|meta| {
+                let location: &str = meta.location.as_ref();
+                location.get(strip..).map(str::to_owned)
+            })
+            .filter(|key| valid_key(key))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Objects for ObjectStoreObjects {
+    fn get(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<Stored>>> {
+        let key = key.to_owned();
+        Box::pin(async move { self.read(&key).await })
+    }
+
+    fn create(&self, key: &str, bytes: Bytes) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        let key = key.to_owned();
+        Box::pin(async move { self.write(&key, bytes, PutMode::Create).await })
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: &Version,
+    ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        let key = key.to_owned();
+        let expected = UpdateVersion {
+            e_tag: expected.e_tag.clone(),
+            version: expected.version.clone(),
+        };
+        Box::pin(async move { self.write(&key, bytes, PutMode::Update(expected)).await })
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.to_owned();
+        Box::pin(async move { self.remove(&key).await })
+    }
+
+    fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let prefix = prefix.to_owned();
+        Box::pin(async move { self.keys(&prefix).await })
+    }
+}

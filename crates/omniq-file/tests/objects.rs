@@ -1,0 +1,248 @@
+//! The conditional-write rules every [`Objects`] store keeps, run on each store reachable
+//! here: a local directory and object_store's in-memory store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use omniq_file::{DirectoryObjects, ObjectStoreObjects, Objects};
+use omniq_storage::StoreErrorKind;
+
+async fn a_key_is_created_once_and_read_back(objects: Arc<dyn Objects>) {
+    assert_eq!(objects.get("tasks/a").await.expect("get"), None);
+    let version = objects
+        .create("tasks/a", Bytes::from("first"))
+        .await
+        .expect("create")
+        .expect("absent, so created");
+    assert_eq!(
+        objects
+            .create("tasks/a", Bytes::from("second"))
+            .await
+            .expect("create"),
+        None,
+        "a second create of the same key is refused"
+    );
+    let stored = objects.get("tasks/a").await.expect("get").expect("stored");
+    assert_eq!(stored.bytes, Bytes::from("first"));
+    assert_eq!(stored.version, version);
+}
+
+async fn a_replace_needs_the_version_it_read(objects: Arc<dyn Objects>) {
+    let first = objects
+        .create("leases/t", Bytes::from("v1"))
+        .await
+        .expect("create")
+        .expect("created");
+    let second = objects
+        .update("leases/t", Bytes::from("v2"), &first)
+        .await
+        .expect("update")
+        .expect("the version read is current");
+    assert_ne!(first, second);
+    // The same bytes again still make a new version the old one cannot replace.
+    let third = objects
+        .update("leases/t", Bytes::from("v2"), &second)
+        .await
+        .expect("update")
+        .expect("current");
+    for stale in [&first, &second] {
+        assert_eq!(
+            objects
+                .update("leases/t", Bytes::from("lost"), stale)
+                .await
+                .expect("update"),
+            None,
+            "a stale version replaces nothing"
+        );
+    }
+    let stored = objects.get("leases/t").await.expect("get").expect("stored");
+    assert_eq!(stored.bytes, Bytes::from("v2"));
+    assert_eq!(stored.version, third);
+    // A deleted key cannot be replaced, not even from its last version.
+    objects.delete("leases/t").await.expect("delete");
+    assert_eq!(
+        objects
+            .update("leases/t", Bytes::from("back"), &third)
+            .await
+            .expect("update"),
+        None
+    );
+    assert_eq!(objects.get("leases/t").await.expect("get"), None);
+    // Deleting what is not there is fine.
+    objects.delete("leases/t").await.expect("delete again");
+    objects
+        .delete("never/was")
+        .await
+        .expect("delete a missing key");
+}
+
+async fn listings_are_sorted_and_keep_to_their_prefix(objects: Arc<dyn Objects>) {
+    for key in [
+        "ready/q/0002",
+        "ready/q/0001",
+        "ready/q/sub/0003",
+        "ready/qq/0001",
+        "other/0001",
+    ] {
+        objects
+            .create(key, Bytes::from(key.to_owned()))
+            .await
+            .expect("create")
+            .expect("created");
+    }
+    assert_eq!(
+        objects.list("ready/q").await.expect("list"),
+        ["ready/q/0001", "ready/q/0002", "ready/q/sub/0003"]
+    );
+    assert_eq!(
+        objects.list("ready/none").await.expect("list"),
+        Vec::<String>::new()
+    );
+    let everything = objects.list("").await.expect("list");
+    assert_eq!(everything.len(), 5, "{everything:?}");
+}
+
+async fn a_key_outside_the_rules_is_refused(objects: Arc<dyn Objects>) {
+    for key in ["", "a//b", ".locks/00", "a/b c", "../escape"] {
+        let err = objects
+            .create(key, Bytes::from("x"))
+            .await
+            .expect_err("not a key");
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{key}: {err}");
+        let err = objects.get(key).await.expect_err("not a key");
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{key}: {err}");
+    }
+}
+
+/// Writers that race on one counter, each by read, increment and conditional replace,
+/// lose no increment: exactly one replace from a given version wins.
+async fn racing_replaces_lose_no_write(objects: Arc<dyn Objects>) {
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 25;
+    objects
+        .create("counter", Bytes::from("0"))
+        .await
+        .expect("create")
+        .expect("created");
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let objects = Arc::clone(&objects);
+        writers.push(tokio::spawn(async move {
+            let mut lost_races = 0u64;
+            for _ in 0..EACH {
+                loop {
+                    let read = objects.get("counter").await.expect("get").expect("stored");
+                    let n: u64 = std::str::from_utf8(&read.bytes)
+                        .expect("text")
+                        .parse()
+                        .expect("a number");
+                    let next = Bytes::from((n + 1).to_string());
+                    if objects
+                        .update("counter", next, &read.version)
+                        .await
+                        .expect("update")
+                        .is_some()
+                    {
+                        break;
+                    }
+                    lost_races += 1;
+                }
+            }
+            lost_races
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let stored = objects.get("counter").await.expect("get").expect("stored");
+    assert_eq!(
+        std::str::from_utf8(&stored.bytes).expect("text"),
+        (WRITERS * EACH).to_string()
+    );
+}
+
+/// Runs every rule above on the stores `stores` makes, a fresh one per rule.
+macro_rules! objects_suite {
+    ($module:ident, $stores:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_key_is_created_once_and_read_back() {
+                let (objects, _keep) = $stores;
+                super::a_key_is_created_once_and_read_back(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_replace_needs_the_version_it_read() {
+                let (objects, _keep) = $stores;
+                super::a_replace_needs_the_version_it_read(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn listings_are_sorted_and_keep_to_their_prefix() {
+                let (objects, _keep) = $stores;
+                super::listings_are_sorted_and_keep_to_their_prefix(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_key_outside_the_rules_is_refused() {
+                let (objects, _keep) = $stores;
+                super::a_key_outside_the_rules_is_refused(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn racing_replaces_lose_no_write() {
+                let (objects, _keep) = $stores;
+                super::racing_replaces_lose_no_write(objects).await;
+            }
+        }
+    };
+}
+
+fn directory() -> (Arc<dyn Objects>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let objects = DirectoryObjects::open(dir.path().join("store")).expect("open");
+    (Arc::new(objects), dir)
+}
+
+fn memory() -> (Arc<dyn Objects>, ()) {
+    (Arc::new(ObjectStoreObjects::in_memory()), ())
+}
+
+objects_suite!(on_a_directory, directory());
+objects_suite!(in_memory, memory());
+
+/// Two handles on one directory (as two processes would have) share its locks: a replace
+/// through one refuses the version the other replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_directory_see_each_others_writes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let one = DirectoryObjects::open(dir.path()).expect("open");
+    let other = DirectoryObjects::open(dir.path()).expect("open");
+    let first = one
+        .create("k", Bytes::from("1"))
+        .await
+        .expect("create")
+        .expect("created");
+    assert!(
+        other
+            .create("k", Bytes::from("2"))
+            .await
+            .expect("create")
+            .is_none()
+    );
+    let read = other.get("k").await.expect("get").expect("stored");
+    assert_eq!(read.version, first);
+    other
+        .update("k", Bytes::from("2"), &read.version)
+        .await
+        .expect("update")
+        .expect("current");
+    assert!(
+        one.update("k", Bytes::from("3"), &first)
+            .await
+            .expect("update")
+            .is_none()
+    );
+}
