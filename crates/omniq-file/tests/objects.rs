@@ -1,5 +1,7 @@
 //! The conditional-write rules every [`Objects`] store keeps, run on each store reachable
-//! here: a local directory and object_store's in-memory store.
+//! here: a local directory, object_store's in-memory store, and S3 on an S3-compatible test
+//! server (moto, `OMNIQ_TEST_S3_URL`, by default `http://127.0.0.1:5000`; `.ci/services`
+//! starts one).
 
 use std::sync::Arc;
 
@@ -39,9 +41,10 @@ async fn a_replace_needs_the_version_it_read(objects: Arc<dyn Objects>) {
         .expect("update")
         .expect("the version read is current");
     assert_ne!(first, second);
-    // The same bytes again still make a new version the old one cannot replace.
+    // Every write carries bytes of its own (S3's e-tag is a hash of the bytes: the same
+    // bytes again would match a stale version, see `Objects`).
     let third = objects
-        .update("leases/t", Bytes::from("v2"), &second)
+        .update("leases/t", Bytes::from("v3"), &second)
         .await
         .expect("update")
         .expect("current");
@@ -56,7 +59,7 @@ async fn a_replace_needs_the_version_it_read(objects: Arc<dyn Objects>) {
         );
     }
     let stored = objects.get("leases/t").await.expect("get").expect("stored");
-    assert_eq!(stored.bytes, Bytes::from("v2"));
+    assert_eq!(stored.bytes, Bytes::from("v3"));
     assert_eq!(stored.version, third);
     // A deleted key cannot be replaced, not even from its last version.
     objects.delete("leases/t").await.expect("delete");
@@ -169,49 +172,122 @@ macro_rules! objects_suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_key_is_created_once_and_read_back() {
-                let (objects, _keep) = $stores;
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
                 super::a_key_is_created_once_and_read_back(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_replace_needs_the_version_it_read() {
-                let (objects, _keep) = $stores;
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
                 super::a_replace_needs_the_version_it_read(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn listings_are_sorted_and_keep_to_their_prefix() {
-                let (objects, _keep) = $stores;
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
                 super::listings_are_sorted_and_keep_to_their_prefix(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_key_outside_the_rules_is_refused() {
-                let (objects, _keep) = $stores;
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
                 super::a_key_outside_the_rules_is_refused(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn racing_replaces_lose_no_write() {
-                let (objects, _keep) = $stores;
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
                 super::racing_replaces_lose_no_write(objects).await;
             }
         }
     };
 }
 
-fn directory() -> (Arc<dyn Objects>, tempfile::TempDir) {
+fn directory() -> Option<(Arc<dyn Objects>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let objects = DirectoryObjects::open(dir.path().join("store")).expect("open");
-    (Arc::new(objects), dir)
+    Some((Arc::new(objects), dir))
 }
 
-fn memory() -> (Arc<dyn Objects>, ()) {
-    (Arc::new(ObjectStoreObjects::in_memory()), ())
+fn memory() -> Option<(Arc<dyn Objects>, ())> {
+    Some((Arc::new(ObjectStoreObjects::in_memory()), ()))
+}
+
+/// The S3 test server's URL.
+fn s3_url() -> String {
+    std::env::var("OMNIQ_TEST_S3_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+const BUCKET: &str = "omniq-test";
+
+/// Creates the test bucket with a plain HTTP request (object_store makes no buckets; the
+/// test server takes unsigned requests). `Err` when the server cannot be reached.
+fn create_bucket(url: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "PUT /{BUCKET} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    // 200, or 409 when the bucket is there already.
+    let status = reply.split_whitespace().nth(1).unwrap_or_default();
+    if status == "200" || status == "409" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "creating the bucket: {reply}"
+        )))
+    }
+}
+
+/// S3 on the test server, under a prefix no other test uses; `None` (said loudly) when the
+/// server is unreachable and services are not required.
+fn s3() -> Option<(Arc<dyn Objects>, ())> {
+    let url = s3_url();
+    if let Err(err) = create_bucket(&url) {
+        assert!(
+            !omniq_storage::conformance::services_required(),
+            "the S3 test server at {url} is required: {err}"
+        );
+        eprintln!("SKIPPED: the S3 test server at {url} is unreachable ({err})");
+        return None;
+    }
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&url)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name(BUCKET)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("an S3 client");
+    let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
+    Some((
+        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix)),
+        (),
+    ))
 }
 
 objects_suite!(on_a_directory, directory());
 objects_suite!(in_memory, memory());
+objects_suite!(on_s3, s3());
 
 /// Two handles on one directory (as two processes would have) share its locks: a replace
 /// through one refuses the version the other replaced.

@@ -31,10 +31,13 @@ pub struct Stored {
 /// `-`), written only on conditions: the primitives every claim, lease and completion of
 /// the backend is decided by.
 ///
-/// A conditional write that the store retried after a lost reply may report a conflict
-/// although its first try went in (S3 and Azure retry server errors). Callers that must
-/// know put something unique in every object they write (a revision, a lease token) and
-/// read the object back after a conflict.
+/// Two rules for callers, from what the stores do:
+/// - **Every write's bytes are its own** (a revision, a lease token in them): on S3 a
+///   version is a hash of the bytes, so writing the same bytes again makes a version equal
+///   to the stale one, and a replace from that stale version would win.
+/// - **A conflict may hide a success**: a conditional write that the store retried after a
+///   lost reply reports a conflict although its first try went in (S3 and Azure retry
+///   server errors). Callers that must know read the object back after a conflict.
 ///
 /// Versions come from [`get`](Objects::get) and from the writes, never from listings:
 /// Google Cloud Storage lists no generations.
