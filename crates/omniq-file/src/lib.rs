@@ -36,6 +36,11 @@
 //! object_store's own local store cannot replace conditionally (it returns
 //! `NotImplemented`), hence [`DirectoryObjects`]: a directory shared over a network file
 //! system is safe only where that system honours `flock` across machines.
+//!
+//! The rules are tested on a local directory, in memory, on S3 (against moto) and on Azure
+//! (against azurite). Google Cloud Storage is built in but not tested here: neither GCS
+//! emulator installable on this project's machines honours the preconditions object_store
+//! sends.
 
 mod error;
 mod objects;
