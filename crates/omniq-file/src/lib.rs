@@ -44,5 +44,7 @@
 
 mod error;
 mod objects;
+mod results;
 
 pub use objects::{DirectoryObjects, ObjectStoreObjects, Objects, Stored, Version};
+pub use results::FileResultStore;

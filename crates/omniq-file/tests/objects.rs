@@ -3,11 +3,14 @@
 //! server (moto, `OMNIQ_TEST_S3_URL`, by default `http://127.0.0.1:5000`) and Azure on its
 //! emulator (azurite, on `http://127.0.0.1:10000`); `.ci/services` starts both.
 
+mod support;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
-use omniq_file::{DirectoryObjects, ObjectStoreObjects, Objects};
+use omniq_file::{DirectoryObjects, Objects};
 use omniq_storage::StoreErrorKind;
+use support::{azure, directory, memory, s3};
 
 async fn a_key_is_created_once_and_read_back(objects: Arc<dyn Objects>) {
     assert_eq!(objects.get("tasks/a").await.expect("get"), None);
@@ -211,161 +214,6 @@ macro_rules! objects_suite {
             }
         }
     };
-}
-
-fn directory() -> Option<(Arc<dyn Objects>, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let objects = DirectoryObjects::open(dir.path().join("store")).expect("open");
-    Some((Arc::new(objects), dir))
-}
-
-fn memory() -> Option<(Arc<dyn Objects>, ())> {
-    Some((Arc::new(ObjectStoreObjects::in_memory()), ()))
-}
-
-/// The S3 test server's URL.
-fn s3_url() -> String {
-    std::env::var("OMNIQ_TEST_S3_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
-}
-
-const BUCKET: &str = "omniq-test";
-
-/// Sends a request without a body to `address` (`host:port`) and returns the reply's
-/// status; `Err` when the server cannot be reached.
-fn put_empty(address: &str, path: &str, headers: &[(&str, String)]) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned())
-}
-
-/// Creates the test bucket (object_store makes no buckets; the test server takes unsigned
-/// requests).
-fn create_bucket(url: &str) -> std::io::Result<()> {
-    let address = url.trim_start_matches("http://").trim_end_matches('/');
-    match put_empty(address, &format!("/{BUCKET}"), &[])?.as_str() {
-        // Created, or there already.
-        "200" | "409" => Ok(()),
-        status => Err(std::io::Error::other(format!(
-            "creating the bucket: {status}"
-        ))),
-    }
-}
-
-/// S3 on the test server, under a prefix no other test uses; `None` (said loudly) when the
-/// server is unreachable and services are not required.
-fn s3() -> Option<(Arc<dyn Objects>, ())> {
-    let url = s3_url();
-    if let Err(err) = create_bucket(&url) {
-        assert!(
-            !omniq_storage::conformance::services_required(),
-            "the S3 test server at {url} is required: {err}"
-        );
-        eprintln!("SKIPPED: the S3 test server at {url} is unreachable ({err})");
-        return None;
-    }
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&url)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name(BUCKET)
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .expect("an S3 client");
-    let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    Some((
-        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix)),
-        (),
-    ))
-}
-
-/// The Azure emulator's well-known development account (public, the same everywhere).
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-const AZURITE_ADDRESS: &str = "127.0.0.1:10000";
-const CONTAINER: &str = "omniq-test";
-
-/// Creates the test container, by a request signed with the account's shared key (the
-/// emulator refuses unsigned ones; object_store makes no containers).
-fn create_container() -> std::io::Result<()> {
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let date = chrono::Utc::now()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    let version = "2021-08-06";
-    // Verb, four empty standard headers, the content type, six more empty ones, then the
-    // x-ms- headers and the resource (the emulator's paths start with the account).
-    let signed = format!(
-        "PUT\n\n\n\n\napplication/octet-stream\n\n\n\n\n\n\n\
-         x-ms-date:{date}\nx-ms-version:{version}\n\
-         /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{CONTAINER}\nrestype:container"
-    );
-    let key = engine.decode(AZURITE_KEY).map_err(std::io::Error::other)?;
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
-    let signature = engine.encode(aws_lc_rs::hmac::sign(&key, signed.as_bytes()).as_ref());
-    let status = put_empty(
-        AZURITE_ADDRESS,
-        &format!("/{AZURITE_ACCOUNT}/{CONTAINER}?restype=container"),
-        &[
-            ("x-ms-date", date),
-            ("x-ms-version", version.to_owned()),
-            ("Content-Type", "application/octet-stream".to_owned()),
-            (
-                "Authorization",
-                format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
-            ),
-        ],
-    )?;
-    match status.as_str() {
-        // Created, or there already.
-        "201" | "409" => Ok(()),
-        status => Err(std::io::Error::other(format!(
-            "creating the container: {status}"
-        ))),
-    }
-}
-
-/// Azure on its emulator, under a prefix no other test uses; `None` (said loudly) when the
-/// emulator is unreachable and services are not required.
-fn azure() -> Option<(Arc<dyn Objects>, ())> {
-    if let Err(err) = create_container() {
-        assert!(
-            !omniq_storage::conformance::services_required(),
-            "the Azure emulator at {AZURITE_ADDRESS} is required: {err}"
-        );
-        eprintln!("SKIPPED: the Azure emulator at {AZURITE_ADDRESS} is unreachable ({err})");
-        return None;
-    }
-    let store = object_store::azure::MicrosoftAzureBuilder::new()
-        .with_account(AZURITE_ACCOUNT)
-        .with_access_key(AZURITE_KEY)
-        .with_endpoint(format!("http://{AZURITE_ADDRESS}/{AZURITE_ACCOUNT}"))
-        .with_allow_http(true)
-        .with_container_name(CONTAINER)
-        .build()
-        .expect("an Azure client");
-    let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    Some((
-        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix)),
-        (),
-    ))
 }
 
 objects_suite!(on_a_directory, directory());
