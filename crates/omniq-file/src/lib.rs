@@ -43,8 +43,10 @@
 //! sends.
 
 mod error;
+mod events;
 mod objects;
 mod results;
 
+pub use events::FileEventStore;
 pub use objects::{DirectoryObjects, ObjectStoreObjects, Objects, Stored, Version};
 pub use results::FileResultStore;

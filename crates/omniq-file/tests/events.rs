@@ -1,0 +1,74 @@
+//! The shared conformance cases of event stores, on the object-store event store over each
+//! store reachable here, beside the memory backend's queue (as in `results.rs`).
+
+mod support;
+
+use std::sync::Arc;
+
+use omniq_file::{FileEventStore, Objects};
+use omniq_memory::{MemoryResultStore, MemoryScheduleStore, MemoryTaskQueue};
+use omniq_storage::TaskQueue;
+use omniq_storage::conformance::{Fixture, Reopen};
+
+fn fixture(objects: Arc<dyn Objects>) -> Fixture {
+    let queue: Arc<dyn TaskQueue> = Arc::new(MemoryTaskQueue::new());
+    let same = queue.clone();
+    Fixture {
+        queue,
+        results: Arc::new(MemoryResultStore::new()),
+        events: Arc::new(FileEventStore::new(objects)),
+        schedules: Arc::new(MemoryScheduleStore::new()),
+        reopen: Reopen::new(move |_clock| {
+            let queue = same.clone();
+            async move { Ok(queue) }
+        }),
+        corrupt: None,
+    }
+}
+
+/// One test per event-store case and store.
+macro_rules! event_cases {
+    ($module:ident, $stores:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn events_are_recorded_and_queried_by_task_kind_and_time() {
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
+                omniq_storage::conformance::events_are_recorded_and_queried_by_task_kind_and_time(
+                    fixture(objects),
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn purge_before_removes_old_events_bounded_per_call() {
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
+                omniq_storage::conformance::purge_before_removes_old_events_bounded_per_call(
+                    fixture(objects),
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn listing_limits_are_clamped_to_the_maximum() {
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
+                omniq_storage::conformance::listing_limits_are_clamped_to_the_maximum(fixture(
+                    objects,
+                ))
+                .await;
+            }
+        }
+    };
+}
+
+event_cases!(on_a_directory, support::directory());
+event_cases!(in_memory, support::memory());
+event_cases!(on_s3, support::s3());
+event_cases!(on_azure, support::azure());
