@@ -1,29 +1,16 @@
 //! The shared conformance cases of event stores, on the object-store event store over each
 //! store reachable here, beside the memory backend's queue (as in `results.rs`).
 
+#[path = "support/fixture.rs"]
+mod stores;
 mod support;
 
 use std::sync::Arc;
 
 use omniq_file::{FileEventStore, Objects};
-use omniq_memory::{MemoryResultStore, MemoryScheduleStore, MemoryTaskQueue};
-use omniq_storage::TaskQueue;
-use omniq_storage::conformance::{Fixture, Reopen};
 
-fn fixture(objects: Arc<dyn Objects>) -> Fixture {
-    let queue: Arc<dyn TaskQueue> = Arc::new(MemoryTaskQueue::new());
-    let same = queue.clone();
-    Fixture {
-        queue,
-        results: Arc::new(MemoryResultStore::new()),
-        events: Arc::new(FileEventStore::new(objects)),
-        schedules: Arc::new(MemoryScheduleStore::new()),
-        reopen: Reopen::new(move |_clock| {
-            let queue = same.clone();
-            async move { Ok(queue) }
-        }),
-        corrupt: None,
-    }
+fn fixture(objects: Arc<dyn Objects>) -> omniq_storage::conformance::Fixture {
+    stores::fixture(None, Some(Arc::new(FileEventStore::new(objects))))
 }
 
 /// One test per event-store case and store.

@@ -3,29 +3,16 @@
 //! memory backend's: results on a store of their own is a supported pairing, and these
 //! cases read and write results only.
 
+#[path = "support/fixture.rs"]
+mod stores;
 mod support;
 
 use std::sync::Arc;
 
 use omniq_file::{FileResultStore, Objects};
-use omniq_memory::{MemoryEventStore, MemoryScheduleStore, MemoryTaskQueue};
-use omniq_storage::TaskQueue;
-use omniq_storage::conformance::{Fixture, Reopen};
 
-fn fixture(objects: Arc<dyn Objects>) -> Fixture {
-    let queue: Arc<dyn TaskQueue> = Arc::new(MemoryTaskQueue::new());
-    let same = queue.clone();
-    Fixture {
-        queue,
-        results: Arc::new(FileResultStore::new(objects)),
-        events: Arc::new(MemoryEventStore::new()),
-        schedules: Arc::new(MemoryScheduleStore::new()),
-        reopen: Reopen::new(move |_clock| {
-            let queue = same.clone();
-            async move { Ok(queue) }
-        }),
-        corrupt: None,
-    }
+fn fixture(objects: Arc<dyn Objects>) -> omniq_storage::conformance::Fixture {
+    stores::fixture(Some(Arc::new(FileResultStore::new(objects))), None)
 }
 
 /// One test per result-store case and store.
