@@ -46,7 +46,9 @@ mod error;
 mod events;
 mod objects;
 mod results;
+mod schedules;
 
 pub use events::FileEventStore;
 pub use objects::{DirectoryObjects, ObjectStoreObjects, Objects, Stored, Version};
 pub use results::FileResultStore;
+pub use schedules::FileScheduleStore;

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use omniq_file::{FileEventStore, Objects};
 
 fn fixture(objects: Arc<dyn Objects>) -> omniq_storage::conformance::Fixture {
-    stores::fixture(None, Some(Arc::new(FileEventStore::new(objects))))
+    stores::fixture(stores::Replaced {
+        events: Some(Arc::new(FileEventStore::new(objects))),
+        ..Default::default()
+    })
 }
 
 /// One test per event-store case and store.

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use omniq_file::{FileResultStore, Objects};
 
 fn fixture(objects: Arc<dyn Objects>) -> omniq_storage::conformance::Fixture {
-    stores::fixture(Some(Arc::new(FileResultStore::new(objects))), None)
+    stores::fixture(stores::Replaced {
+        results: Some(Arc::new(FileResultStore::new(objects))),
+        ..Default::default()
+    })
 }
 
 /// One test per result-store case and store.

@@ -51,6 +51,7 @@ impl DirectoryObjects {
         let root = root.into();
         fs::create_dir_all(root.join(LOCKS)).map_err(io_error)?;
         fs::create_dir_all(root.join(TEMPORARY)).map_err(io_error)?;
+        remove_stale_temporaries(&root.join(TEMPORARY));
         Ok(Self {
             root: Arc::new(root),
         })
@@ -78,6 +79,28 @@ impl DirectoryObjects {
         tokio::task::spawn_blocking(move || work(&root))
             .await
             .map_err(|err| StoreError::backend(BACKEND, err))?
+    }
+}
+
+/// Temporary files older than this were left by a process that died between writing one
+/// and linking or renaming it (a write takes milliseconds).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Best effort: a file that cannot be removed now is removed by a later open.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMPORARY);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
