@@ -1,27 +1,42 @@
+use std::error::Error as StdError;
+
+use object_store::client::{HttpError, HttpErrorKind};
 use omniq_storage::StoreError;
 
 pub(crate) const BACKEND: &str = "file";
 
-/// An error of the store's client: timeouts and lost connections are `Unavailable`
-/// (worth retrying), the rest a backend error.
+/// An error of the store's client: a connection that failed or timed out, and a status
+/// that says "later" (408, 429, 5xx) after the client's own retries, are `Unavailable`
+/// (worth retrying); the rest is a backend error.
 pub(crate) fn object_store_error(err: object_store::Error) -> StoreError {
-    let text = err.to_string().to_ascii_lowercase();
-    let transient = matches!(err, object_store::Error::Generic { .. })
-        && [
-            "timed out",
-            "timeout",
-            "connection",
-            "error sending request",
-            "503",
-            "500",
-        ]
-        .iter()
-        .any(|needle| text.contains(needle));
-    if transient {
+    if transient(&err) {
         StoreError::unavailable(BACKEND, err)
     } else {
         StoreError::backend(BACKEND, err)
     }
+}
+
+fn transient(err: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if let Some(http) = current.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        // The client's retry error is not public; its text names the status.
+        let text = current.to_string();
+        if let Some(rest) = text.split("non-2xx status code: ").nth(1) {
+            let status = rest.get(..3).unwrap_or_default();
+            return status.starts_with('5') || status == "429" || status == "408";
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// An error of the local file system: a full disk or a missing permission is not fixed by

@@ -1,6 +1,7 @@
 //! Results as objects: one per task, replaced only by a result that supersedes it.
 //!
-//! - `results/<task id>`: the result, as JSON. A write reads the stored one, and creates
+//! - `results/<task id>`: the result, in the layout every store shares
+//!   ([`encode_result`](omniq_storage::encode_result)). A write reads the stored one, and creates
 //!   or replaces it from the version read only when the new one
 //!   [supersedes](omniq_storage::result_supersedes) it; a lost race reads again.
 //! - `results-expiry/<expires at, µs, 20 digits>-<task id>`: an empty marker per result
@@ -14,8 +15,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskId, TaskResult};
 use omniq_storage::{
-    BoxFuture, ResultStore, StoreError, StoreResult, effective_purge_limit, result_supersedes,
-    winning_results,
+    BoxFuture, ResultStore, StoreError, StoreResult, decode_result, effective_purge_limit,
+    encode_result, result_supersedes, winning_results,
 };
 
 use crate::Objects;
@@ -37,12 +38,20 @@ fn result_key(id: TaskId) -> String {
 }
 
 fn expiry_key(at: DateTime<Utc>, id: TaskId) -> String {
-    let micros = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    // Rounded up: a marker must never come due before its result has expired.
+    let nanos_left = at.timestamp_subsec_nanos() % 1_000;
+    let micros = at.timestamp_micros() + i64::from(nanos_left > 0);
+    let micros = u64::try_from(micros).unwrap_or(0);
     format!("{EXPIRY}/{micros:020}-{id}")
 }
 
-fn decode(bytes: &[u8]) -> StoreResult<TaskResult> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::backend(BACKEND, err))
+/// A stored result, or `None` for a tombstone (an empty object: see
+/// [`Objects::delete_if`]).
+fn decode(bytes: &[u8]) -> StoreResult<Option<TaskResult>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    decode_result(bytes, BACKEND).map(Some)
 }
 
 impl FileResultStore {
@@ -53,16 +62,14 @@ impl FileResultStore {
 
     async fn read(&self, id: TaskId) -> StoreResult<Option<TaskResult>> {
         match self.objects.get(&result_key(id)).await? {
-            Some(stored) => decode(&stored.bytes).map(Some),
+            Some(stored) => decode(&stored.bytes),
             None => Ok(None),
         }
     }
 
     async fn put_one(&self, result: TaskResult) -> StoreResult<()> {
         let key = result_key(result.task_id);
-        let bytes = Bytes::from(
-            serde_json::to_vec(&result).map_err(|err| StoreError::backend(BACKEND, err))?,
-        );
+        let bytes = Bytes::from(encode_result(&result, BACKEND)?);
         if let Some(at) = result.expires_at {
             // Already there for the same expiry and task: fine.
             let _ = self
@@ -74,9 +81,11 @@ impl FileResultStore {
             let written = match self.objects.get(&key).await? {
                 None => self.objects.create(&key, bytes.clone()).await?,
                 Some(stored) => {
-                    // A stored result that cannot be read is replaced by one that can.
-                    let superseded = decode(&stored.bytes)
-                        .map_or(true, |current| result_supersedes(&result, &current));
+                    // A tombstone counts as no result; a stored result that cannot be read
+                    // is replaced by one that can.
+                    let superseded = decode(&stored.bytes).map_or(true, |current| {
+                        current.is_none_or(|current| result_supersedes(&result, &current))
+                    });
                     if !superseded {
                         return Ok(());
                     }
@@ -121,12 +130,21 @@ impl FileResultStore {
                 break;
             }
             // The result may have been replaced by one that lives longer (it wrote a
-            // marker of its own) or never written (a crash after the marker).
-            if let Some(result) = self.read(id).await?
-                && result.expires_at.is_some_and(|at| at <= now)
-            {
-                self.objects.delete(&result_key(id)).await?;
-                purged += 1;
+            // marker of its own) or never written (a crash after the marker). Deleted only
+            // as read: a result written since stays.
+            let key = result_key(id);
+            if let Some(stored) = self.objects.get(&key).await? {
+                let expired = match decode(&stored.bytes) {
+                    Ok(result) => result.is_none_or(|r| r.expires_at.is_some_and(|at| at <= now)),
+                    // Unreadable past its marker's time: it must not stop every purge.
+                    Err(err) => {
+                        tracing::warn!(%err, task = %id, "an expired result cannot be read; deleted");
+                        true
+                    }
+                };
+                if expired && self.objects.delete_if(&key, &stored.version).await? {
+                    purged += 1;
+                }
             }
             self.objects.delete(&marker).await?;
         }
@@ -156,11 +174,9 @@ impl ResultStore for FileResultStore {
 
     fn delete(&self, id: TaskId) -> BoxFuture<'_, StoreResult<bool>> {
         Box::pin(async move {
-            let key = result_key(id);
-            let existed = self.objects.get(&key).await?.is_some();
-            if existed {
-                self.objects.delete(&key).await?;
-            }
+            // A tombstone is no result; it goes all the same.
+            let existed = self.read(id).await?.is_some();
+            self.objects.delete(&result_key(id)).await?;
             Ok(existed)
         })
     }

@@ -82,6 +82,42 @@ async fn a_replace_needs_the_version_it_read(objects: Arc<dyn Objects>) {
         .expect("delete a missing key");
 }
 
+async fn a_conditional_delete_takes_only_the_version_read(objects: Arc<dyn Objects>) {
+    let first = objects
+        .create("results/r", Bytes::from("first"))
+        .await
+        .expect("create")
+        .expect("created");
+    let second = objects
+        .update("results/r", Bytes::from("second"), &first)
+        .await
+        .expect("update")
+        .expect("current");
+    assert!(
+        !objects
+            .delete_if("results/r", &first)
+            .await
+            .expect("delete"),
+        "a write made since the read stays"
+    );
+    let stored = objects.get("results/r").await.expect("get").expect("kept");
+    assert_eq!(stored.bytes, Bytes::from("second"));
+    assert!(
+        objects
+            .delete_if("results/r", &second)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(objects.get("results/r").await.expect("get"), None);
+    assert!(
+        !objects
+            .delete_if("results/r", &second)
+            .await
+            .expect("delete"),
+        "nothing left to delete"
+    );
+}
+
 async fn listings_are_sorted_and_keep_to_their_prefix(objects: Arc<dyn Objects>) {
     for key in [
         "ready/q/0002",
@@ -187,6 +223,14 @@ macro_rules! objects_suite {
                     return;
                 };
                 super::a_replace_needs_the_version_it_read(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_conditional_delete_takes_only_the_version_read() {
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
+                super::a_conditional_delete_takes_only_the_version_read(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

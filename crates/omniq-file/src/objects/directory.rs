@@ -9,17 +9,17 @@
 //!   its check and its rename.
 //! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
 //!
-//! The directory is synced after every change to its entries, so a change that returned
-//! survives a crash of the machine.
+//! The directory is synced after every change to its entries (and every directory that
+//! gained a new one), so a change that returned survives a crash of the machine.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use omniq_models::TaskId;
 use omniq_storage::{BoxFuture, StoreError, StoreResult};
 use rustix::fs::{FlockOperation, flock};
 
@@ -39,8 +39,11 @@ pub struct DirectoryObjects {
     root: Arc<PathBuf>,
 }
 
-/// Names temporary files apart within this process (the process id tells processes apart).
-static TEMPORARY_NAMES: AtomicU64 = AtomicU64::new(0);
+/// One mutex per lock stripe, taken before the stripe's `flock`: where a file system
+/// emulates `flock` with locks owned by the whole process (Linux's NFS client), two threads
+/// of one process would otherwise both hold the stripe.
+static STRIPES: [Mutex<()>; LOCK_STRIPES as usize] =
+    [const { Mutex::new(()) }; LOCK_STRIPES as usize];
 
 impl DirectoryObjects {
     /// Objects in the directory `root`, created if missing.
@@ -137,6 +140,10 @@ fn read(file: &Path) -> StoreResult<Option<Stored>> {
     };
     // The version of the file opened, whatever replaces its name meanwhile.
     let metadata = opened.metadata().map_err(io_error)?;
+    if metadata.is_dir() {
+        // A directory of longer keys (`a` beside `a/b`): no object by that name.
+        return Ok(None);
+    }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     std::io::Read::read_to_end(&mut opened, &mut bytes).map_err(io_error)?;
     let version = version_of(&metadata, &bytes);
@@ -149,12 +156,8 @@ fn read(file: &Path) -> StoreResult<Option<Stored>> {
 /// Writes `bytes` to a new synced temporary file; returns its path and the version it
 /// will have under any name it is linked or renamed to (the same inode, time and size).
 fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
-    let name = format!(
-        "{}-{}",
-        std::process::id(),
-        TEMPORARY_NAMES.fetch_add(1, Ordering::Relaxed)
-    );
-    let path = root.join(TEMPORARY).join(name);
+    // A fresh UUID: process ids repeat across containers sharing a volume, and machines.
+    let path = root.join(TEMPORARY).join(TaskId::new().to_string());
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -176,16 +179,41 @@ fn sync_parent(file: &Path) -> StoreResult<()> {
     Ok(())
 }
 
-fn ensure_parent(file: &Path) -> StoreResult<()> {
-    if let Some(parent) = file.parent() {
-        fs::create_dir_all(parent).map_err(io_error)?;
+/// Creates the directories above `file` that are missing, and syncs each directory that
+/// gained one, so that a file created in a new directory survives a crash with it.
+fn ensure_parent(root: &Path, file: &Path) -> StoreResult<()> {
+    let Some(parent) = file.parent() else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    let mut missing: Vec<&Path> = parent
+        .ancestors()
+        .take_while(|dir| *dir != root && !dir.is_dir())
+        .collect();
+    fs::create_dir_all(parent).map_err(io_error)?;
+    // The highest new directory first: its parent gained it, then each gained the next.
+    missing.reverse();
+    for dir in missing {
+        sync_parent(dir)?;
     }
     Ok(())
 }
 
-/// Holds the stripe lock of `key` until dropped (closing the file releases it).
-fn lock(root: &Path, key: &str) -> StoreResult<File> {
+/// The stripe lock of a key, held until dropped: the file's `flock` (released when the
+/// file closes), inside this process's mutex of the stripe.
+struct Held {
+    _file: File,
+    _within: MutexGuard<'static, ()>,
+}
+
+/// Takes the stripe lock of `key`.
+fn lock(root: &Path, key: &str) -> StoreResult<Held> {
     let stripe = fnv1a(key.as_bytes()) % LOCK_STRIPES;
+    let within = STRIPES[usize::try_from(stripe).unwrap_or(0)]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let path = root.join(LOCKS).join(format!("{stripe:02}"));
     let file = OpenOptions::new()
         .read(true)
@@ -195,11 +223,23 @@ fn lock(root: &Path, key: &str) -> StoreResult<File> {
         .open(path)
         .map_err(io_error)?;
     flock(&file, FlockOperation::LockExclusive).map_err(|err| io_error(err.into()))?;
-    Ok(file)
+    Ok(Held {
+        _file: file,
+        _within: within,
+    })
+}
+
+/// Syncs the directory of an entry that is in place already: a failure is logged, not
+/// returned, since the change is made and visible (only its survival of a power loss is
+/// in doubt), and an error would have the caller retry a write that landed.
+fn sync_after_change(file: &Path) {
+    if let Err(err) = sync_parent(file) {
+        tracing::warn!(%err, file = %file.display(), "cannot sync a directory after a change");
+    }
 }
 
 fn create(root: &Path, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
-    ensure_parent(file)?;
+    ensure_parent(root, file)?;
     let (staged, version) = temporary(root, bytes)?;
     let linked = fs::hard_link(&staged, file);
     let _ = fs::remove_file(&staged);
@@ -208,7 +248,7 @@ fn create(root: &Path, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>
         Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(None),
         Err(err) => return Err(io_error(err)),
     }
-    sync_parent(file)?;
+    sync_after_change(file);
     Ok(Some(version))
 }
 
@@ -227,20 +267,30 @@ fn update(
             _ => return Ok(None),
         }
         fs::rename(&staged, file).map_err(io_error)?;
-        sync_parent(file)?;
+        sync_after_change(file);
         Ok(Some(version.clone()))
     })();
+    // Not renamed into place: still ours to remove (its name is unique).
     if !matches!(replaced, Ok(Some(_))) {
         let _ = fs::remove_file(&staged);
     }
     replaced
 }
 
-fn delete(root: &Path, key: &str, file: &Path) -> StoreResult<()> {
+fn delete(root: &Path, key: &str, file: &Path, expected: Option<&Version>) -> StoreResult<bool> {
     let _held = lock(root, key)?;
+    if let Some(expected) = expected {
+        match read(file)? {
+            Some(current) if current.version == *expected => {}
+            _ => return Ok(false),
+        }
+    }
     match fs::remove_file(file) {
-        Ok(()) => sync_parent(file),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Ok(()) => {
+            sync_after_change(file);
+            Ok(true)
+        }
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
         Err(err) => Err(io_error(err)),
     }
 }
@@ -249,7 +299,9 @@ fn delete(root: &Path, key: &str, file: &Path) -> StoreResult<()> {
 fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> StoreResult<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(());
+        }
         Err(err) => return Err(io_error(err)),
     };
     for entry in entries {
@@ -308,7 +360,19 @@ impl Objects for DirectoryObjects {
         let file = self.file(&key);
         Box::pin(async move {
             let file = file?;
-            self.blocking(move |root| delete(root, &key, &file)).await
+            self.blocking(move |root| delete(root, &key, &file, None).map(drop))
+                .await
+        })
+    }
+
+    fn delete_if(&self, key: &str, expected: &Version) -> BoxFuture<'_, StoreResult<bool>> {
+        let key = key.to_owned();
+        let file = self.file(&key);
+        let expected = expected.clone();
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |root| delete(root, &key, &file, Some(&expected)))
+                .await
         })
     }
 

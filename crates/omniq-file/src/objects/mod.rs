@@ -35,9 +35,10 @@ pub struct Stored {
 /// - **Every write's bytes are its own** (a revision, a lease token in them): on S3 a
 ///   version is a hash of the bytes, so writing the same bytes again makes a version equal
 ///   to the stale one, and a replace from that stale version would win.
-/// - **A conflict may hide a success**: a conditional write that the store retried after a
-///   lost reply reports a conflict although its first try went in (S3 and Azure retry
-///   server errors). Callers that must know read the object back after a conflict.
+/// - **A conflict, or an error, may hide a success**: a conditional write that the store
+///   retried after a lost reply reports a conflict although its first try went in (S3 and
+///   Azure retry server errors), and a write cut short by a timeout may have landed.
+///   Callers that must know read the object back.
 ///
 /// Versions come from [`get`](Objects::get) and from the writes, never from listings:
 /// Google Cloud Storage lists no generations.
@@ -68,12 +69,24 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     ) -> BoxFuture<'_, StoreResult<Option<Version>>>;
 
     /// Deletes the object at `key`, whatever its version; a missing object is not an
-    /// error. No store deletes conditionally: what must be decided is decided by an
-    /// [`update`](Objects::update) first (a tombstone), and the delete only tidies up.
+    /// error.
     ///
     /// # Errors
     /// As [`get`](Objects::get).
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Deletes the object at `key` if it is still the write `expected` names; returns
+    /// whether it did.
+    ///
+    /// Exact on a directory. object_store has no conditional delete, so on its stores the
+    /// object is first replaced from `expected` by an empty tombstone (refused if it
+    /// changed), then deleted: a writer that reads the tombstone as absent and replaces it
+    /// in the moment before that delete loses its write. Callers treat an empty object as
+    /// no object.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn delete_if(&self, key: &str, expected: &Version) -> BoxFuture<'_, StoreResult<bool>>;
 
     /// The keys under `prefix` (a whole segment: `a/b` lists `a/b/c`, never `a/bc`), in
     /// byte order. A key written or deleted during the call may or may not be in it.
@@ -83,13 +96,16 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>>;
 }
 
-/// Whether `key` is one [`Objects`] accepts: non-empty segments of ASCII letters, digits,
-/// `.`, `_` and `-`, not starting with `.` (the directory store keeps its own files
-/// there), and no segment ending in `#` and digits (object_store's local staging names).
+/// Whether `key` is one [`Objects`] accepts: at most 1,024 bytes of non-empty segments of at
+/// most 255 bytes, made of ASCII letters, digits, `.`, `_` and `-`, not starting with `.`
+/// (the directory store keeps its own files there).
 pub(crate) fn valid_key(key: &str) -> bool {
+    // File systems allow 255 bytes a name; S3 1,024 a key.
     !key.is_empty()
+        && key.len() <= 1_024
         && key.split('/').all(|segment| {
             !segment.is_empty()
+                && segment.len() <= 255
                 && !segment.starts_with('.')
                 && segment
                     .bytes()
@@ -116,5 +132,7 @@ mod tests {
         assert!(!valid_key("a/b c"));
         assert!(!valid_key("a/b#12"));
         assert!(!valid_key("/a"));
+        assert!(!valid_key(&"a".repeat(256)));
+        assert!(valid_key(&"a".repeat(255)));
     }
 }

@@ -28,14 +28,24 @@ pub struct ObjectStoreObjects {
 
 impl ObjectStoreObjects {
     /// Objects in `store`, every key under `prefix` (`""` for the root).
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> Self {
+    ///
+    /// # Errors
+    /// `Invalid` when `prefix` is not made of key segments (see [`Objects`]): object_store
+    /// would encode or drop parts of it, and listings would no longer find the keys.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> StoreResult<Self> {
         let prefix = prefix.into().trim_matches('/').to_owned();
-        Self { store, prefix }
+        if !prefix.is_empty() && !valid_key(&prefix) {
+            return Err(invalid_key(&prefix));
+        }
+        Ok(Self { store, prefix })
     }
 
     /// Objects in a fresh in-memory store of this process (tests, demos).
     pub fn in_memory() -> Self {
-        Self::new(Arc::new(InMemory::new()), "")
+        Self {
+            store: Arc::new(InMemory::new()),
+            prefix: String::new(),
+        }
     }
 
     fn path(&self, key: &str) -> StoreResult<Path> {
@@ -155,6 +165,24 @@ impl Objects for ObjectStoreObjects {
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move { self.remove(&key).await })
+    }
+
+    fn delete_if(&self, key: &str, expected: &Version) -> BoxFuture<'_, StoreResult<bool>> {
+        let key = key.to_owned();
+        let expected = UpdateVersion {
+            e_tag: expected.e_tag.clone(),
+            version: expected.version.clone(),
+        };
+        Box::pin(async move {
+            let tombstoned = self
+                .write(&key, Bytes::new(), PutMode::Update(expected))
+                .await?
+                .is_some();
+            if tombstoned {
+                self.remove(&key).await?;
+            }
+            Ok(tombstoned)
+        })
     }
 
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {

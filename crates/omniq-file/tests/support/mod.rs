@@ -5,6 +5,33 @@ use std::sync::Arc;
 
 use omniq_file::{DirectoryObjects, ObjectStoreObjects, Objects};
 
+/// Deletes a test's objects on a shared test server when dropped, pass or fail (from
+/// `Drop`, so on a thread of its own with a runtime of its own): a server that keeps every
+/// run's objects lists more slowly run after run.
+pub(crate) struct Cleanup(Arc<dyn Objects>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let objects = Arc::clone(&self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(keys) = objects.list("").await {
+                    for key in keys {
+                        let _ = objects.delete(&key).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub(crate) fn directory() -> Option<(Arc<dyn Objects>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let objects = DirectoryObjects::open(dir.path().join("store")).expect("open");
@@ -60,7 +87,7 @@ fn create_bucket(url: &str) -> std::io::Result<()> {
 
 /// S3 on the test server, under a prefix no other test uses; `None` (said loudly) when the
 /// server is unreachable and services are not required.
-pub(crate) fn s3() -> Option<(Arc<dyn Objects>, ())> {
+pub(crate) fn s3() -> Option<(Arc<dyn Objects>, Cleanup)> {
     let url = s3_url();
     if let Err(err) = create_bucket(&url) {
         assert!(
@@ -80,10 +107,9 @@ pub(crate) fn s3() -> Option<(Arc<dyn Objects>, ())> {
         .build()
         .expect("an S3 client");
     let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    Some((
-        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix)),
-        (),
-    ))
+    let objects: Arc<dyn Objects> =
+        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix).expect("a valid prefix"));
+    Some((Arc::clone(&objects), Cleanup(objects)))
 }
 
 /// The Azure emulator's well-known development account (public, the same everywhere).
@@ -136,7 +162,7 @@ fn create_container() -> std::io::Result<()> {
 
 /// Azure on its emulator, under a prefix no other test uses; `None` (said loudly) when the
 /// emulator is unreachable and services are not required.
-pub(crate) fn azure() -> Option<(Arc<dyn Objects>, ())> {
+pub(crate) fn azure() -> Option<(Arc<dyn Objects>, Cleanup)> {
     if let Err(err) = create_container() {
         assert!(
             !omniq_storage::conformance::services_required(),
@@ -154,8 +180,7 @@ pub(crate) fn azure() -> Option<(Arc<dyn Objects>, ())> {
         .build()
         .expect("an Azure client");
     let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    Some((
-        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix)),
-        (),
-    ))
+    let objects: Arc<dyn Objects> =
+        Arc::new(ObjectStoreObjects::new(Arc::new(store), prefix).expect("a valid prefix"));
+    Some((Arc::clone(&objects), Cleanup(objects)))
 }
