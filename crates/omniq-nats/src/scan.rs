@@ -32,6 +32,16 @@ pub(crate) struct Scanned {
     pub(crate) payload: Bytes,
 }
 
+impl Scanned {
+    /// Whether this is a key-value bucket's delete or purge marker, not a value.
+    pub(crate) fn is_deletion(&self) -> bool {
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() != "PUT")
+    }
+}
+
 /// Visits the messages of `stream` matching `filter` from `deliver` on, in stream order,
 /// until the visitor breaks or the scan reaches the stream's live end (bounded: see the
 /// body). A key of a bucket changed during the scan may be visited more than once.
@@ -192,12 +202,7 @@ where
         DeliverPolicy::LastPerSubject,
         false,
         |message| {
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() != "PUT");
-            if deleted {
+            if message.is_deletion() {
                 values.remove(&message.subject);
             } else {
                 match decode(&message.payload) {

@@ -130,12 +130,7 @@ impl NatsTaskQueue {
             DeliverPolicy::LastPerSubject,
             false,
             |message| {
-                let deleted = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| op.as_str() != "PUT");
-                let summary = if deleted {
+                let summary = if message.is_deletion() {
                     None
                 } else {
                     let summary = Summary::decode(&message.payload, now);
