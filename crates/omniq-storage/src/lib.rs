@@ -36,6 +36,7 @@ mod capabilities;
 mod clock;
 mod error;
 mod events;
+pub mod kv_task;
 mod queue;
 mod redrive;
 mod result_bytes;

@@ -2,14 +2,12 @@
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use omniq_models::{
-    AttemptError, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState,
-};
+use chrono::Utc;
+use omniq_models::TaskId;
 use omniq_storage::{StoreError, StoreResult};
 
-use super::stored::Stored;
-use crate::error::{BACKEND, corrupt, nats_error};
+use crate::error::{BACKEND, nats_error};
+use omniq_storage::kv_task::{self, KvTask as Stored};
 
 /// How often a change that lost a compare-and-set race is computed again before giving up.
 pub(crate) const CAS_ROUNDS: usize = 64;
@@ -26,94 +24,15 @@ pub(crate) struct Read {
     pub(crate) revision: u64,
 }
 
-/// A task's bytes: a line of JSON with everything but the payload, then the payload as it
-/// is. In JSON a payload would be an array of numbers, three to four times its size.
 pub(crate) fn encode(task: &Stored) -> StoreResult<Bytes> {
-    let payload = &task.record.spec.payload;
-    let mut meta = task.clone();
-    meta.record.spec.payload = Vec::new();
-    // Compact JSON never holds a raw newline, so the first one ends the meta line.
-    let mut bytes = serde_json::to_vec(&meta).map_err(|e| StoreError::backend(BACKEND, e))?;
-    bytes.reserve(payload.len() + 1);
-    bytes.push(b'\n');
-    bytes.extend_from_slice(payload);
-    Ok(Bytes::from(bytes))
+    kv_task::encode(task, BACKEND).map(Bytes::from)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> StoreResult<Stored> {
-    let Some(split) = bytes.iter().position(|b| *b == b'\n') else {
-        // Written whole as JSON, before payloads were split off.
-        return serde_json::from_slice(bytes).map_err(|e| corrupt("task", e));
-    };
-    let mut task: Stored =
-        serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt("task", e))?;
-    task.record.spec.payload = bytes[split + 1..].to_vec();
-    Ok(task)
+    kv_task::decode(bytes, BACKEND)
 }
 
-/// A dead letter in place of a stored task that cannot be read (a value written by a buggy
-/// release, edited by hand, or damaged): its id, name, queue, attempts, creation time,
-/// dependants and payload where they still read, default options, state Failed with a
-/// decode error that says why. Claiming it again could only fail the same way; as a dead
-/// letter an operator sees it, and can re-drive it once its cause is known. `None` unless
-/// the value still says it is Queued (see the body).
-pub(crate) fn salvage(bytes: &[u8], error: &StoreError, now: DateTime<Utc>) -> Option<Stored> {
-    let (meta, payload) = match bytes.iter().position(|b| *b == b'\n') {
-        Some(split) => (&bytes[..split], &bytes[split + 1..]),
-        None => (bytes, &[][..]),
-    };
-    let value: serde_json::Value = serde_json::from_slice(meta).ok()?;
-    let record = value.get("record")?;
-    // Only a task stored as waiting to be claimed, the one state every release writes the
-    // same way: a value in a state this release does not know may be a newer release's
-    // task, never to be destroyed by an older worker in a rolling deploy.
-    if record.get("state").and_then(serde_json::Value::as_str) != Some("queued") {
-        return None;
-    }
-    let spec = record.get("spec")?;
-    let field = |of: &serde_json::Value, name: &str| of.get(name).cloned();
-    let id: TaskId = serde_json::from_value(field(spec, "id")?).ok()?;
-    let name: String = serde_json::from_value(field(spec, "name")?).ok()?;
-    let queue: String = serde_json::from_value(field(spec, "queue")?).ok()?;
-    let created_at: DateTime<Utc> = field(spec, "created_at")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or(now);
-    let attempts: u32 = field(record, "attempts")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or(0);
-    let children: Vec<TaskId> = field(&value, "children")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    // A value written whole as JSON, before payloads were split off, holds it in the spec.
-    let payload = if payload.is_empty() {
-        field(spec, "payload")
-            .and_then(|v| serde_json::from_value::<Vec<u8>>(v).ok())
-            .unwrap_or_default()
-    } else {
-        payload.to_vec()
-    };
-    let mut spec = TaskSpec::stored(id, name, payload, created_at);
-    spec.queue = queue;
-    let mut record = TaskRecord::new(spec, TaskState::Failed);
-    record.attempts = attempts;
-    record.finished_at = Some(now);
-    record.updated_at = now;
-    record.errors.push(AttemptError::new(
-        attempts,
-        now,
-        TaskError::with_kind(
-            TaskErrorKind::Decode,
-            format!("the stored task cannot be read: {error}"),
-            false,
-        ),
-    ));
-    Some(Stored {
-        record,
-        token: None,
-        completed: None,
-        children,
-    })
-}
+pub(crate) use kv_task::salvage;
 
 /// The task `id`, if stored. A stored value that cannot be read counts as no task (with
 /// an error logged and `omniq_tasks_unreadable_total` counted): one garbled value must not
