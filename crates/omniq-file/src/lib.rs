@@ -45,10 +45,12 @@
 mod error;
 mod events;
 mod objects;
+mod queue;
 mod results;
 mod schedules;
 
 pub use events::FileEventStore;
+pub use queue::{CAPABILITIES, FileTaskQueue};
 pub use objects::{DirectoryObjects, ObjectStoreObjects, Objects, Stored, Version};
 pub use results::FileResultStore;
 pub use schedules::FileScheduleStore;

@@ -4,6 +4,7 @@ mod directory;
 mod remote;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use omniq_storage::{BoxFuture, StoreResult};
 
 pub use directory::DirectoryObjects;
@@ -94,6 +95,18 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// As [`get`](Objects::get).
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+
+    /// The time by the store's clock, the one lease deadlines are set and judged by, so
+    /// that workers whose clocks disagree never take each other's live leases: the
+    /// machine's clock for a directory (every process sharing it runs on one machine, or
+    /// on machines sharing a file server) and for the in-process store; the server's, as
+    /// stamped on a write, for a remote store.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn now(&self) -> BoxFuture<'_, StoreResult<DateTime<Utc>>> {
+        Box::pin(async { Ok(Utc::now()) })
+    }
 }
 
 /// Whether `key` is one [`Objects`] accepts: at most 1,024 bytes of non-empty segments of at

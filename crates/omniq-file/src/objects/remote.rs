@@ -1,8 +1,10 @@
 //! [`Objects`] on any of object_store's stores that write conditionally.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -24,7 +26,12 @@ use crate::error::object_store_error;
 pub struct ObjectStoreObjects {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// The server's clock minus this process's, and when it was measured.
+    offset: Arc<Mutex<Option<(Instant, TimeDelta)>>>,
 }
+
+/// How long a measured offset between this process's clock and the server's is trusted.
+const CLOCK_PROBE_EVERY: Duration = Duration::from_secs(30);
 
 impl ObjectStoreObjects {
     /// Objects in `store`, every key under `prefix` (`""` for the root).
@@ -37,7 +44,11 @@ impl ObjectStoreObjects {
         if !prefix.is_empty() && !valid_key(&prefix) {
             return Err(invalid_key(&prefix));
         }
-        Ok(Self { store, prefix })
+        Ok(Self {
+            store,
+            prefix,
+            offset: Arc::default(),
+        })
     }
 
     /// Objects in a fresh in-memory store of this process (tests, demos).
@@ -45,6 +56,7 @@ impl ObjectStoreObjects {
         Self {
             store: Arc::new(InMemory::new()),
             prefix: String::new(),
+            offset: Arc::default(),
         }
     }
 
@@ -96,6 +108,39 @@ impl ObjectStoreObjects {
             ) => Ok(None),
             Err(err) => Err(object_store_error(err)),
         }
+    }
+
+    /// The server's time: it stamps every object it stores, so write one and read its
+    /// stamp. S3 and Azure stamp whole seconds, so the time read is up to a second behind,
+    /// for every client of the server alike.
+    async fn server_now(&self) -> StoreResult<DateTime<Utc>> {
+        let cached = *self.offset.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, offset)) = cached
+            && at.elapsed() < CLOCK_PROBE_EVERY
+        {
+            return Ok(Utc::now() + offset);
+        }
+        let path = self.path(&format!("clock/{}", uuid::Uuid::new_v4().simple()))?;
+        let before = Utc::now();
+        self.store
+            .put(&path, PutPayload::from_static(b"clock"))
+            .await
+            .map_err(object_store_error)?;
+        let head = self.store.head(&path).await.map_err(object_store_error);
+        let after = Utc::now();
+        // Best effort: a probe left behind is a few bytes.
+        let _ = self.store.delete(&path).await;
+        let stamped = head?.last_modified;
+        let offset = stamped - (before + (after - before) / 2);
+        // Whole seconds: half a second is the expected error, not an offset.
+        let offset = if offset.abs() < TimeDelta::seconds(1) {
+            TimeDelta::zero()
+        } else {
+            offset
+        };
+        *self.offset.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), offset));
+        Ok(Utc::now() + offset)
     }
 
     async fn remove(&self, key: &str) -> StoreResult<()> {
@@ -188,5 +233,9 @@ impl Objects for ObjectStoreObjects {
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         let prefix = prefix.to_owned();
         Box::pin(async move { self.keys(&prefix).await })
+    }
+
+    fn now(&self) -> BoxFuture<'_, StoreResult<DateTime<Utc>>> {
+        Box::pin(self.server_now())
     }
 }

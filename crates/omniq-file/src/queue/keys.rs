@@ -1,0 +1,261 @@
+//! Where the queue keeps each object, and what the names of its markers say.
+//!
+//! - `tasks/{id}`: the task ([`KvTask`](omniq_storage::kv_task::KvTask)), replaced only
+//!   from the version read.
+//! - `ready/{queue}/{rank}/{run_at}-{id}-{write}`: a queued or scheduled task, listed by a
+//!   claim in the order it takes them (highest priority first, then due time, then id,
+//!   which is time-ordered: enqueue order), without reading any task.
+//! - `leases/{id}.{token}`: a running task, listed by recovery; its body names the write
+//!   that claims the task, and when it was written.
+//! - `expiry/{expires_at}-{id}`: a task with a TTL, listed by expiry in time order.
+//! - `blocked/{id}`: a task waiting for its parents, listed by the sweep that settles
+//!   what a killed process left blocked.
+//! - `unique/{key}`: who holds a unique key.
+//!
+//! A marker is always written before the change of the task it files (and names the
+//! task's write it files, `write`): a process killed in between leaves a marker that a
+//! reader finds ahead of its task (and leaves alone for a while), never a task that no
+//! marker finds.
+
+use chrono::{DateTime, Utc};
+use omniq_models::{LeaseToken, TaskId};
+use uuid::Uuid;
+
+pub(crate) const TASKS: &str = "tasks";
+pub(crate) const READY: &str = "ready";
+pub(crate) const LEASES: &str = "leases";
+pub(crate) const EXPIRY: &str = "expiry";
+pub(crate) const BLOCKED: &str = "blocked";
+pub(crate) const UNIQUE: &str = "unique";
+
+pub(crate) fn task(id: TaskId) -> String {
+    format!("{TASKS}/{id}")
+}
+
+/// The id a task key names.
+pub(crate) fn task_id_of(key: &str) -> Option<TaskId> {
+    key.strip_prefix("tasks/")?.parse().ok()
+}
+
+/// A queue's name as one key segment: hex, so that any name is a valid key, and
+/// shortened with a hash when long.
+pub(crate) fn queue_segment(queue: &str) -> String {
+    let bytes = queue.as_bytes();
+    if bytes.len() <= 100 {
+        hex(bytes)
+    } else {
+        format!("{}.{:016x}", hex(&bytes[..64]), fnv1a(bytes))
+    }
+}
+
+pub(crate) fn ready_of_queue(queue: &str) -> String {
+    format!("{READY}/{}", queue_segment(queue))
+}
+
+/// Higher priorities sort first.
+fn rank(priority: i32) -> String {
+    let ordered = (priority as u32) ^ 0x8000_0000;
+    format!("{:08x}", u32::MAX - ordered)
+}
+
+fn micros(at: DateTime<Utc>) -> u64 {
+    u64::try_from(at.timestamp_micros()).unwrap_or(0)
+}
+
+/// A ready marker, as its key names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadyMarker {
+    pub(crate) key: String,
+    pub(crate) id: TaskId,
+    pub(crate) run_at_micros: u64,
+    pub(crate) priority_rank: String,
+    pub(crate) write: u64,
+}
+
+pub(crate) fn ready(
+    queue: &str,
+    priority: i32,
+    run_at: DateTime<Utc>,
+    id: TaskId,
+    write: u64,
+) -> String {
+    format!(
+        "{}/{}/{:020}-{}-{write}",
+        ready_of_queue(queue),
+        rank(priority),
+        micros(run_at),
+        id.as_uuid().simple()
+    )
+}
+
+impl ReadyMarker {
+    pub(crate) fn parse(key: &str) -> Option<Self> {
+        let mut segments = key.rsplitn(3, '/');
+        let name = segments.next()?;
+        let priority_rank = segments.next()?.to_owned();
+        let mut parts = name.split('-');
+        let run_at_micros = parts.next()?.parse().ok()?;
+        let id = TaskId::from_uuid(Uuid::try_parse(parts.next()?).ok()?);
+        let write = parts.next()?.parse().ok()?;
+        Some(Self {
+            key: key.to_owned(),
+            id,
+            run_at_micros,
+            priority_rank,
+            write,
+        })
+    }
+
+    /// Whether the marker files `task` as it is now: ready, due when the marker says, at
+    /// the write it names or a later one that changed something else (a child registered,
+    /// a cancel requested). A marker of an earlier filing whose fields came back (a task
+    /// released) is a second way to the same task, harmless: claims are exclusive.
+    pub(crate) fn files(&self, task: &omniq_storage::kv_task::KvTask) -> bool {
+        let spec = &task.record.spec;
+        task.writes >= self.write
+            && matches!(
+                task.record.state,
+                omniq_models::TaskState::Queued | omniq_models::TaskState::Scheduled
+            )
+            && micros(spec.run_at) == self.run_at_micros
+            && rank(spec.priority) == self.priority_rank
+    }
+
+    pub(crate) fn due_by(&self, now: DateTime<Utc>) -> bool {
+        self.run_at_micros <= micros(now)
+    }
+}
+
+/// A lease marker, as its key names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeaseMarker {
+    pub(crate) key: String,
+    pub(crate) id: TaskId,
+    pub(crate) token: LeaseToken,
+}
+
+pub(crate) fn lease(id: TaskId, token: LeaseToken) -> String {
+    format!(
+        "{LEASES}/{}.{}",
+        id.as_uuid().simple(),
+        token.as_uuid().simple()
+    )
+}
+
+impl LeaseMarker {
+    pub(crate) fn parse(key: &str) -> Option<Self> {
+        let name = key.strip_prefix("leases/")?;
+        let (id, token) = name.split_once('.')?;
+        Some(Self {
+            key: key.to_owned(),
+            id: TaskId::from_uuid(Uuid::try_parse(id).ok()?),
+            token: LeaseToken::from_uuid(Uuid::try_parse(token).ok()?),
+        })
+    }
+}
+
+/// A lease marker's body: the write that claims its task, and when it was written.
+pub(crate) fn lease_body(write: u64, now: DateTime<Utc>) -> bytes::Bytes {
+    bytes::Bytes::from(format!("{write} {}", now.timestamp_micros()))
+}
+
+pub(crate) fn read_lease_body(bytes: &[u8]) -> Option<(u64, DateTime<Utc>)> {
+    let (write, at) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+    Some((write.parse().ok()?, read_stamp(at.as_bytes())?))
+}
+
+pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
+    format!("{EXPIRY}/{:020}-{}", micros(at), id.as_uuid().simple())
+}
+
+/// An expiry marker's time and task.
+pub(crate) fn parse_expiry(key: &str) -> Option<(u64, TaskId)> {
+    let name = key.strip_prefix("expiry/")?;
+    let (at, id) = name.split_once('-')?;
+    Some((at.parse().ok()?, TaskId::from_uuid(Uuid::try_parse(id).ok()?)))
+}
+
+pub(crate) fn expiry_due_by(at_micros: u64, now: DateTime<Utc>) -> bool {
+    at_micros <= micros(now)
+}
+
+pub(crate) fn blocked(id: TaskId) -> String {
+    format!("{BLOCKED}/{}", id.as_uuid().simple())
+}
+
+pub(crate) fn parse_blocked(key: &str) -> Option<TaskId> {
+    Some(TaskId::from_uuid(
+        Uuid::try_parse(key.strip_prefix("blocked/")?).ok()?,
+    ))
+}
+
+pub(crate) fn unique(key: &str) -> String {
+    format!("{UNIQUE}/{}", queue_segment(key))
+}
+
+/// The client time a marker's body holds: when it was written.
+pub(crate) fn stamp(now: DateTime<Utc>) -> bytes::Bytes {
+    bytes::Bytes::from(now.timestamp_micros().to_string())
+}
+
+pub(crate) fn read_stamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
+    let micros: i64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+    DateTime::from_timestamp_micros(micros)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_sort_by_priority_then_time() {
+        let now = Utc::now();
+        let id = TaskId::new();
+        let high = ready("q", 10, now, id, 1);
+        let low = ready("q", -3, now - chrono::TimeDelta::hours(1), id, 1);
+        let zero = ready("q", 0, now, id, 1);
+        let mut keys = vec![low.clone(), zero.clone(), high.clone()];
+        keys.sort();
+        assert_eq!(keys, vec![high.clone(), zero, low]);
+        let parsed = ReadyMarker::parse(&high).expect("parses");
+        assert_eq!(parsed.id, id);
+        assert_eq!(parsed.write, 1);
+        assert!(crate::objects::valid_key(&high));
+    }
+
+    #[test]
+    fn lease_and_expiry_markers_parse_back() {
+        let id = TaskId::new();
+        let token = LeaseToken::new();
+        let key = lease(id, token);
+        let parsed = LeaseMarker::parse(&key).expect("parses");
+        assert_eq!((parsed.id, parsed.token), (id, token));
+        let now = Utc::now();
+        let (write, at) = read_lease_body(&lease_body(7, now)).expect("parses");
+        assert_eq!(write, 7);
+        assert_eq!(at.timestamp_micros(), now.timestamp_micros());
+        let at = Utc::now();
+        let (micros_at, of) = parse_expiry(&expiry(at, id)).expect("parses");
+        assert_eq!(of, id);
+        assert!(expiry_due_by(micros_at, at));
+        assert_eq!(parse_blocked(&blocked(id)), Some(id));
+    }
+
+    #[test]
+    fn long_queue_names_stay_one_segment() {
+        let name = "q".repeat(1_000);
+        let segment = queue_segment(&name);
+        assert!(segment.len() < 255);
+        assert_ne!(segment, queue_segment(&"q".repeat(999)));
+    }
+}

@@ -1,0 +1,273 @@
+//! Recovery of lapsed leases, expiry, dead-letter re-drive and purges.
+
+use chrono::{DateTime, Utc};
+use omniq_models::{TaskId, TaskState};
+use omniq_storage::kv_task::expiry_reason;
+use omniq_storage::{
+    PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit,
+};
+
+use super::keys::{self, LeaseMarker};
+use super::{FileTaskQueue, ORPHAN_AGE, tasks};
+
+/// Markers judged at once.
+const JUDGED_AT_ONCE: usize = 32;
+
+impl FileTaskQueue {
+    pub(super) async fn recover(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = self.clock.now();
+        let store_now = self.objects().now().await?;
+        let markers: Vec<LeaseMarker> = self
+            .objects()
+            .list(keys::LEASES)
+            .await?
+            .iter()
+            .filter_map(|key| LeaseMarker::parse(key))
+            .collect();
+        let mut changes = Vec::new();
+        for chunk in markers.chunks(JUDGED_AT_ONCE) {
+            if changes.len() >= limit {
+                break;
+            }
+            let judged = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|marker| self.judge_lease(marker, now, store_now)),
+            )
+            .await;
+            for found in judged {
+                changes.extend(found?);
+            }
+        }
+        self.sweep_blocked(&mut changes).await?;
+        Ok(changes)
+    }
+
+    /// Recovers the task of one lease marker if its lease lapsed, and drops the marker
+    /// once it files nothing.
+    async fn judge_lease(
+        &self,
+        marker: &LeaseMarker,
+        now: DateTime<Utc>,
+        store_now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StateChange>> {
+        let mut changes = Vec::new();
+        let Some(body) = self.objects().get(&marker.key).await? else {
+            return Ok(changes);
+        };
+        let (write, written) = keys::read_lease_body(&body.bytes).unwrap_or((0, now));
+        let Some(read) = tasks::read(self.objects(), marker.id).await? else {
+            self.objects().delete(&marker.key).await?;
+            return Ok(changes);
+        };
+        let task = &read.task;
+        if task.held_by(marker.token) {
+            if task
+                .record
+                .lease_expires_at
+                .is_some_and(|deadline| deadline < store_now)
+            {
+                let token = marker.token;
+                let recovered = self
+                    .update_filed(marker.id, now, |task| {
+                        let lapsed = task.held_by(token)
+                            && task
+                                .record
+                                .lease_expires_at
+                                .is_some_and(|deadline| deadline < store_now);
+                        if lapsed {
+                            task.recover(now);
+                        }
+                        (lapsed, lapsed)
+                    })
+                    .await?;
+                if let Some((true, task)) = recovered {
+                    self.objects().delete(&marker.key).await?;
+                    changes.push(task.change());
+                    if task.record.state.is_terminal() {
+                        self.settle_after(marker.id, now, &mut changes).await;
+                    }
+                }
+            }
+        } else if task.writes < write {
+            // The claim that wrote it may still be on its way.
+            if now - written >= ORPHAN_AGE {
+                self.objects().delete_if(&marker.key, &body.version).await?;
+            }
+        } else {
+            self.objects().delete(&marker.key).await?;
+        }
+        Ok(changes)
+    }
+
+    pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = self.clock.now();
+        let due: Vec<(String, TaskId)> = self
+            .objects()
+            .list(keys::EXPIRY)
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                let (at, id) = keys::parse_expiry(&key)?;
+                keys::expiry_due_by(at, now).then_some((key, id))
+            })
+            .collect();
+        let mut changes = Vec::new();
+        for chunk in due.chunks(JUDGED_AT_ONCE) {
+            if changes.len() >= limit {
+                break;
+            }
+            let judged = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(key, id)| self.judge_expiry(key, *id, now)),
+            )
+            .await;
+            for found in judged {
+                changes.extend(found?);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Expires the task of one due expiry marker if it has not started.
+    async fn judge_expiry(
+        &self,
+        key: &str,
+        id: TaskId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StateChange>> {
+        let mut changes = Vec::new();
+        let Some(read) = tasks::read(self.objects(), id).await? else {
+            // Its enqueue may still be writing it.
+            self.drop_if_orphan(key, now).await?;
+            return Ok(changes);
+        };
+        match read.task.record.state {
+            // Running: a retry may queue it again, still past its TTL.
+            TaskState::Running => {}
+            state if state.is_terminal() => self.objects().delete(key).await?,
+            _ => {
+                let expired = self
+                    .update_filed(id, now, |task| {
+                        let unstarted = matches!(
+                            task.record.state,
+                            TaskState::Queued | TaskState::Scheduled | TaskState::Blocked
+                        );
+                        let expired = unstarted
+                            && task.record.spec.expires_at.is_some_and(|at| at <= now);
+                        if expired {
+                            task.finish(TaskState::Expired, Some(expiry_reason()), now);
+                        }
+                        (expired, expired)
+                    })
+                    .await?;
+                if let Some((true, task)) = expired {
+                    self.objects().delete(key).await?;
+                    changes.push(task.change());
+                    self.settle_after(id, now, &mut changes).await;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(super) async fn redrive_failed(&self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
+        let candidates: Vec<TaskId> = match target {
+            RedriveTarget::Tasks(ids) => ids,
+            RedriveTarget::Queue(queue) => self.failed_ids(Some(&queue)).await?,
+            RedriveTarget::All => self.failed_ids(None).await?,
+        };
+        let now = self.clock.now();
+        let mut redriven = Vec::new();
+        for id in candidates {
+            let Some(current) = tasks::read(self.objects(), id).await? else {
+                continue;
+            };
+            if current.task.record.state != TaskState::Failed {
+                continue;
+            }
+            // Its unique key back, unless another live task holds it now.
+            if let Some(key) = &current.task.record.spec.unique_key
+                && self.retake_unique(key, id, now).await?.is_some()
+            {
+                continue;
+            }
+            let done = self
+                .update_filed(id, now, |task| {
+                    if task.record.state != TaskState::Failed {
+                        return (false, false);
+                    }
+                    task.redrive(now);
+                    (true, true)
+                })
+                .await?;
+            if matches!(done, Some((true, _))) {
+                redriven.push(id);
+            }
+        }
+        redriven.sort();
+        Ok(redriven)
+    }
+
+    /// The dead letters (of `queue`, or of every queue).
+    async fn failed_ids(&self, queue: Option<&str>) -> StoreResult<Vec<TaskId>> {
+        Ok(self
+            .scan_tasks()
+            .await?
+            .into_iter()
+            .filter(|read| {
+                let record = &read.task.record;
+                record.state == TaskState::Failed
+                    && queue.is_none_or(|q| record.spec.queue == q)
+            })
+            .map(|read| read.task.record.spec.id)
+            .collect())
+    }
+
+    pub(super) async fn purge_finished(&self, request: PurgeRequest) -> StoreResult<u64> {
+        let states = request.finished_states()?;
+        let matches = |record: &omniq_models::TaskRecord| {
+            states.contains(&record.state)
+                && request
+                    .queue
+                    .as_deref()
+                    .is_none_or(|q| record.spec.queue == q)
+                && request
+                    .finished_before
+                    .is_none_or(|before| record.finished_at.is_some_and(|at| at < before))
+        };
+        let mut doomed: Vec<tasks::Read> = self
+            .scan_tasks()
+            .await?
+            .into_iter()
+            .filter(|read| matches(&read.task.record))
+            .collect();
+        // Oldest finish first, like the stores that purge through an index on it.
+        doomed.sort_unstable_by_key(|read| (read.task.record.finished_at, read.task.record.spec.id));
+        doomed.truncate(effective_purge_limit(request.limit));
+        let deleted = futures_util::future::try_join_all(doomed.iter().map(|read| async move {
+            // Only as read: a task re-driven since stays.
+            self.objects()
+                .delete_if(&keys::task(read.task.record.spec.id), &read.version)
+                .await
+        }))
+        .await?;
+        Ok(deleted.into_iter().filter(|deleted| *deleted).count() as u64)
+    }
+
+    /// Every stored task that can be read, with its version.
+    pub(super) async fn scan_tasks(&self) -> StoreResult<Vec<tasks::Read>> {
+        let keys = self.objects().list(keys::TASKS).await?;
+        let mut all = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            let read = futures_util::future::try_join_all(chunk.iter().filter_map(|key| {
+                let id = keys::task_id_of(key)?;
+                Some(async move { tasks::read(self.objects(), id).await })
+            }))
+            .await?;
+            all.extend(read.into_iter().flatten());
+        }
+        Ok(all)
+    }
+}
