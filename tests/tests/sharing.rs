@@ -2,7 +2,7 @@
 //! twice (nobody crashes, so nobody's lease expires and nothing is claimed twice).
 //!
 //! Runs on every backend (`two_workers_split_the_work_and_run_no_task_twice::sqlite`,
-//! `::redis`, `::postgres`, `::mysql`).
+//! `::redis`, `::postgres`, `::mysql`, `::nats`, `::file`), and on S3.
 
 #[macro_use]
 mod support;
@@ -16,6 +16,17 @@ use support::{Scene, run_counts, wait_for_stats};
 const TASKS: u64 = 2_000;
 
 on_backends!(two_workers_split_the_work_and_run_no_task_twice);
+
+/// The same on the S3 server: claims decided by conditional writes over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_split_the_work_on_s3_and_run_no_task_twice() -> anyhow::Result<()> {
+    support::run(
+        support::Backend::S3,
+        "two_workers_split_the_work_on_s3_and_run_no_task_twice",
+        two_workers_split_the_work_and_run_no_task_twice,
+    )
+    .await
+}
 
 async fn two_workers_split_the_work_and_run_no_task_twice(scene: &Scene) -> anyhow::Result<()> {
     let started = Instant::now();

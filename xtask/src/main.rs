@@ -57,7 +57,9 @@ fn check() -> Result<()> {
 /// The facades' backend features: each must build alone, and the build with none must too
 /// (a feature-gated item used without its gate shows up only in these builds, never in the
 /// all-features one).
-const BACKEND_FEATURES: &[&str] = &["memory", "sqlite", "postgres", "mysql", "redis", "nats"];
+const BACKEND_FEATURES: &[&str] = &[
+    "memory", "sqlite", "postgres", "mysql", "redis", "nats", "file",
+];
 
 fn features() -> Result<()> {
     // `omniq` forwards each feature to `omniq-async`, so checking it checks both facades.

@@ -26,10 +26,11 @@ pub enum Error {
     #[error(transparent)]
     Worker(#[from] WorkerError),
     /// The configuration picks a backend this build does not include: its cargo feature
-    /// (named after it) is off.
+    /// ([`Backend::feature`]) is off.
     #[error(
         "`{key}` selects the {backend} backend, which this build of OmniQ does not include \
-         (enable the cargo feature `{backend}` of omniq / omniq-async)"
+         (enable the cargo feature `{feature}` of omniq / omniq-async)",
+        feature = .backend.feature()
     )]
     BackendNotIncluded {
         /// The settings key.

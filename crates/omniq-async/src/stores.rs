@@ -54,6 +54,10 @@ fn connector(backend: Backend) -> Option<ConnectBackend> {
         Backend::Redis => Some(omniq_redis::connect_url),
         #[cfg(feature = "nats")]
         Backend::Nats => Some(omniq_nats::connect_url),
+        #[cfg(feature = "file")]
+        Backend::File | Backend::S3 | Backend::Azure | Backend::Gcs => {
+            Some(omniq_file::connect_url)
+        }
         _ => None,
     }
 }

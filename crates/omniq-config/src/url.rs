@@ -23,7 +23,8 @@ pub enum Backend {
     Redis,
     /// NATS with JetStream (`nats://`, `tls://` for TLS).
     Nats,
-    /// Local files (`file://`).
+    /// Objects in a local directory (`file://`), or object_store's in-memory store
+    /// (`file+memory://`).
     File,
     /// Amazon S3 (`s3://`).
     S3,
@@ -83,7 +84,20 @@ impl Backend {
                 | Backend::Mysql
                 | Backend::Redis
                 | Backend::Nats
+                | Backend::File
+                | Backend::S3
+                | Backend::Azure
+                | Backend::Gcs
         )
+    }
+
+    /// The cargo feature of omniq / omniq-async that includes this backend: its name,
+    /// but `file` for every object store (a directory, S3, Azure, GCS).
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::File | Backend::S3 | Backend::Azure | Backend::Gcs => "file",
+            other => other.name(),
+        }
     }
 
     /// The backend for a URL scheme (case-insensitive), if any.
@@ -95,8 +109,8 @@ impl Backend {
             "mysql" | "mariadb" => Backend::Mysql,
             "redis" | "rediss" => Backend::Redis,
             "nats" | "tls" => Backend::Nats,
-            "file" => Backend::File,
-            "s3" => Backend::S3,
+            "file" | "file+memory" => Backend::File,
+            "s3" | "s3a" => Backend::S3,
             "az" | "azure" => Backend::Azure,
             "gs" | "gcs" => Backend::Gcs,
             "amqp" | "amqps" => Backend::Amqp,

@@ -42,6 +42,7 @@
 //! emulator installable on this project's machines honours the preconditions object_store
 //! sends.
 
+mod connect;
 mod error;
 mod events;
 mod objects;
@@ -49,8 +50,9 @@ mod queue;
 mod results;
 mod schedules;
 
+pub use connect::{FileBackend, connect_url};
 pub use events::FileEventStore;
-pub use queue::{CAPABILITIES, FileTaskQueue};
 pub use objects::{DirectoryObjects, ObjectStoreObjects, Objects, Stored, Version};
+pub use queue::{CAPABILITIES, FileTaskQueue};
 pub use results::FileResultStore;
 pub use schedules::FileScheduleStore;

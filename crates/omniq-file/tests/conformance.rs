@@ -57,8 +57,7 @@ async fn corrupt_task(objects: Arc<dyn Objects>, id: TaskId) {
         .iter()
         .position(|b| *b == b'\n')
         .expect("a meta line");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&stored.bytes[..split]).expect("json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&stored.bytes[..split]).expect("json");
     meta["record"]["spec"]["backoff"] = serde_json::Value::from("garbage");
     let mut bytes = serde_json::to_vec(&meta).expect("json");
     bytes.extend_from_slice(&stored.bytes[split..]);
@@ -69,9 +68,14 @@ async fn corrupt_task(objects: Arc<dyn Objects>, id: TaskId) {
         .expect("unchanged meanwhile");
 }
 
-fn fixture<K: Send + Sync + 'static>(stores: Option<(Arc<dyn Objects>, K)>) -> StoreResult<Fixture> {
+fn fixture<K: Send + Sync + 'static>(
+    stores: Option<(Arc<dyn Objects>, K)>,
+) -> StoreResult<Fixture> {
     let Some((objects, keep)) = stores else {
-        return Err(StoreError::unavailable("file", "the test server is unreachable"));
+        return Err(StoreError::unavailable(
+            "file",
+            "the test server is unreachable",
+        ));
     };
     let queue: Arc<dyn TaskQueue> = Arc::new(FileTaskQueue::new(Arc::clone(&objects)));
     let reopened = Arc::clone(&objects);

@@ -179,6 +179,56 @@ fn delete_nats_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
 }
 
+/// The test S3 server when `OMNIQ_TEST_S3_URL` is not set.
+pub const DEFAULT_S3_URL: &str = "http://127.0.0.1:5000";
+
+/// The bucket the S3 tests share, each under a prefix of its own.
+const S3_BUCKET: &str = "omniq-test";
+
+/// Creates the test bucket on the S3 server at `server` (`http://host:port`) if missing:
+/// the test server takes unsigned requests.
+fn create_s3_bucket(server: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let address = server.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(
+        format!(
+            "PUT /{S3_BUCKET} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    match reply.split_whitespace().nth(1) {
+        // Created, or there already.
+        Some("200" | "409") => Ok(()),
+        status => bail!("creating the bucket: {status:?}"),
+    }
+}
+
+/// Deletes every object of the store URL `url`, on a runtime of its own (clean-up runs
+/// from `Drop` too).
+fn delete_objects(url: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let backend = omniq_file::FileBackend::connect_url(&url).await?;
+            let objects = backend.objects();
+            for key in objects.list("").await? {
+                objects.delete(&key).await?;
+            }
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
+}
+
 /// The test Redis when `OMNIQ_TEST_REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
@@ -234,6 +284,16 @@ macro_rules! on_backends {
                 $crate::support::run(
                     $crate::support::Backend::Nats,
                     concat!(stringify!($scenario), "::nats"),
+                    super::$scenario,
+                )
+                .await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn file() -> anyhow::Result<()> {
+                $crate::support::run(
+                    $crate::support::Backend::File,
+                    concat!(stringify!($scenario), "::file"),
                     super::$scenario,
                 )
                 .await
@@ -298,6 +358,10 @@ pub enum Backend {
     Mysql,
     /// The test NATS server (`OMNIQ_TEST_NATS_URL`), under a prefix of the test's own.
     Nats,
+    /// A local directory of the test's own (the object-store backend, `file://`).
+    File,
+    /// The test S3 server (`OMNIQ_TEST_S3_URL`), under a prefix of the test's own.
+    S3,
 }
 
 /// Where one test's stores are: all four on one backend.
@@ -324,6 +388,8 @@ pub enum Cleanup {
     MysqlDatabase { server: String, database: String },
     /// The streams and buckets of `prefix` on the NATS server at `server`.
     NatsPrefix { server: String, prefix: String },
+    /// Every object of the store URL `url` (a bucket under a prefix).
+    Objects { url: String },
 }
 
 impl Target {
@@ -373,6 +439,30 @@ impl Target {
                 }))
             }
             Backend::Sqlite => Ok(Some(Self::sqlite(&dir.join("omniq.db")))),
+            Backend::File => Ok(Some(Self {
+                backend: Backend::File,
+                url: format!("file://{}", dir.join("store").display()),
+                db: None,
+                cleanup: None,
+            })),
+            Backend::S3 => {
+                let server = std::env::var("OMNIQ_TEST_S3_URL")
+                    .unwrap_or_else(|_| DEFAULT_S3_URL.to_owned());
+                if let Err(err) = create_s3_bucket(&server) {
+                    return unavailable(test, "the S3 server", err);
+                }
+                let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+                let url = format!(
+                    "s3://{S3_BUCKET}/{prefix}?endpoint={server}&allow_http=true\
+                     &region=us-east-1&access_key_id=test&secret_access_key=test"
+                );
+                Ok(Some(Self {
+                    backend: Backend::S3,
+                    url: url.clone(),
+                    db: None,
+                    cleanup: Some(Cleanup::Objects { url }),
+                }))
+            }
             Backend::Nats => {
                 let server = std::env::var("OMNIQ_TEST_NATS_URL")
                     .unwrap_or_else(|_| DEFAULT_NATS_URL.to_owned());
@@ -478,6 +568,9 @@ impl Target {
             }
             Some(Cleanup::NatsPrefix { server, prefix }) => delete_nats_prefix(&server, &prefix)
                 .with_context(|| format!("cannot delete the NATS streams of prefix {prefix}")),
+            Some(Cleanup::Objects { url }) => {
+                delete_objects(&url).context("cannot delete the test's objects")
+            }
             None => Ok(()),
         }
     }
@@ -645,7 +738,11 @@ pub async fn wait_for_stats(
 ) -> anyhow::Result<QueueStats> {
     let deadline = Instant::now() + timeout;
     loop {
+        let asked = Instant::now();
         let stats = omniq.queue_stats(QUEUE).await?;
+        // A store that counts by reading every task (an object store) is asked no more
+        // than half the time, so that the test does not starve the workers it watches.
+        let pause = POLL.max(asked.elapsed());
         if done(&stats) {
             return Ok(stats);
         }
@@ -663,7 +760,7 @@ pub async fn wait_for_stats(
             "condition not met within {timeout:?}: {:?}",
             stats.counts
         );
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -96,6 +96,30 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// As [`get`](Objects::get).
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>>;
 
+    /// At most `limit` keys under `prefix` that sort after `after` (all when `None`), in
+    /// byte order: a page of a listing, for readers that want the first few keys of a
+    /// long one. A remote store stops fetching once it has them; a directory reads the
+    /// whole directory.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        Box::pin(async move {
+            let mut keys = self.list(&prefix).await?;
+            if let Some(after) = after {
+                keys.retain(|key| *key > after);
+            }
+            keys.truncate(limit);
+            Ok(keys)
+        })
+    }
+
     /// The time by the store's clock, the one lease deadlines are set and judged by, so
     /// that workers whose clocks disagree never take each other's live leases: the
     /// machine's clock for a directory (every process sharing it runs on one machine, or

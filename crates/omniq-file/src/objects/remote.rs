@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
@@ -151,24 +151,38 @@ impl ObjectStoreObjects {
         }
     }
 
-    async fn keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let base = if self.prefix.is_empty() {
-            prefix.trim_matches('/').to_owned()
-        } else {
-            format!("{}/{}", self.prefix, prefix.trim_matches('/'))
+    async fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let full = |key: &str| {
+            let key = key.trim_matches('/');
+            if self.prefix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}/{key}", self.prefix)
+            }
         };
-        let base = base.trim_matches('/');
-        let listed: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&Path::from(base)))
-            .try_collect()
-            .await
-            .map_err(object_store_error)?;
+        let base = Path::from(full(prefix));
+        let listed = match after {
+            Some(after) => self
+                .store
+                .list_with_offset(Some(&base), &Path::from(full(after))),
+            None => self.store.list(Some(&base)),
+        };
         let strip = if self.prefix.is_empty() {
             0
         } else {
             self.prefix.len() + 1
         };
+        // Every store here lists in key order; a page stops the listing early.
+        let listed: Vec<object_store::ObjectMeta> = listed
+            .take(limit)
+            .try_collect()
+            .await
+            .map_err(object_store_error)?;
         let mut keys: Vec<String> = listed
             .into_iter()
             .filter_map(|meta| {
@@ -180,6 +194,7 @@ impl ObjectStoreObjects {
         keys.sort();
         Ok(keys)
     }
+
 }
 
 impl Objects for ObjectStoreObjects {
@@ -232,7 +247,17 @@ impl Objects for ObjectStoreObjects {
 
     fn list(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         let prefix = prefix.to_owned();
-        Box::pin(async move { self.keys(&prefix).await })
+        Box::pin(async move { self.keys(&prefix, None, usize::MAX).await })
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        Box::pin(async move { self.keys(&prefix, after.as_deref(), limit).await })
     }
 
     fn now(&self) -> BoxFuture<'_, StoreResult<DateTime<Utc>>> {

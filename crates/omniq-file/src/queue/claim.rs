@@ -15,6 +15,13 @@ use super::keys::{self, ReadyMarker};
 use super::tasks::{self, Read};
 use super::{FileTaskQueue, ORPHAN_AGE};
 
+/// Ready markers a claim lists at once.
+const CLAIM_PAGE: usize = 256;
+
+/// Pages of ready markers a claim reads per queue, at most: a claim never walks a huge
+/// backlog of tasks it cannot take (names it does not run, tasks being written).
+const CLAIM_PAGES: usize = 16;
+
 /// What a claim made of one ready marker.
 enum Taken {
     Leased(Box<Lease>),
@@ -33,49 +40,85 @@ impl FileTaskQueue {
         let token = LeaseToken::new();
         let mut leases = Vec::new();
         for queue in &request.queues {
-            if leases.len() >= request.limit {
-                break;
-            }
-            let listed = self.objects().list(&keys::ready_of_queue(queue)).await;
-            let markers: Vec<ReadyMarker> = match listed {
-                Ok(keys) => keys
-                    .iter()
-                    .filter_map(|key| ReadyMarker::parse(key))
-                    .filter(|marker| marker.due_by(now))
-                    .collect(),
-                Err(err) if !leases.is_empty() => {
-                    tracing::warn!(%err, "a claim stopped early; returning what it took");
-                    return Ok(leases);
+            let base = keys::ready_of_queue(queue);
+            let mut after: Option<String> = None;
+            for _ in 0..CLAIM_PAGES {
+                if leases.len() >= request.limit {
+                    break;
                 }
-                Err(err) => return Err(err),
-            };
-            let mut rest = markers.as_slice();
-            while !rest.is_empty() && leases.len() < request.limit {
-                // As many at once as are still wanted: a marker lost to another claimer
-                // is followed by the next.
-                let (chunk, after) = rest.split_at((request.limit - leases.len()).min(rest.len()));
-                rest = after;
-                let taken = futures_util::future::join_all(
-                    chunk
-                        .iter()
-                        .map(|marker| self.take(marker, &request, token, now, deadline)),
-                )
-                .await;
-                for taken in taken {
-                    match taken {
-                        Ok(Taken::Leased(lease)) => leases.push(*lease),
-                        Ok(Taken::Passed) => {}
-                        // Tasks leased already are running now: hand them to the worker, or
-                        // they would wait out their lease. The next claim meets the error.
-                        Err(err) if !leases.is_empty() => {
-                            tracing::warn!(%err, "a claim stopped early; returning what it took");
-                        }
-                        Err(err) => return Err(err),
+                let page = match self
+                    .objects()
+                    .list_page(&base, after.as_deref(), CLAIM_PAGE)
+                    .await
+                {
+                    Ok(page) => page,
+                    // Tasks leased already are running now: hand them to the worker, or
+                    // they would wait out their lease. The next claim meets the error.
+                    Err(err) if !leases.is_empty() => {
+                        tracing::warn!(%err, "a claim stopped early; returning what it took");
+                        return Ok(leases);
                     }
+                    Err(err) => return Err(err),
+                };
+                let mut next = (page.len() == CLAIM_PAGE)
+                    .then(|| page.last().cloned())
+                    .flatten();
+                let mut due = Vec::new();
+                for marker in page.iter().filter_map(|key| ReadyMarker::parse(key)) {
+                    if marker.due_by(now) {
+                        due.push(marker);
+                    } else {
+                        // The rest of its priority is due later still: on to the next.
+                        next = Some(marker.rank_end());
+                        break;
+                    }
+                }
+                self.take_all(&due, &request, token, now, deadline, &mut leases)
+                    .await?;
+                match next {
+                    Some(key) => after = Some(key),
+                    None => break,
                 }
             }
         }
         Ok(leases)
+    }
+
+    /// Takes the tasks of `markers`, in order, until `leases` holds as many as the
+    /// request wants: as many at once as are still wanted, a marker lost to another
+    /// claimer followed by the next.
+    async fn take_all(
+        &self,
+        markers: &[ReadyMarker],
+        request: &DequeueRequest,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        leases: &mut Vec<Lease>,
+    ) -> StoreResult<()> {
+        let mut rest = markers;
+        while !rest.is_empty() && leases.len() < request.limit {
+            let (chunk, after) = rest.split_at((request.limit - leases.len()).min(rest.len()));
+            rest = after;
+            let taken = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|marker| self.take(marker, request, token, now, deadline)),
+            )
+            .await;
+            for taken in taken {
+                match taken {
+                    Ok(Taken::Leased(lease)) => leases.push(*lease),
+                    Ok(Taken::Passed) => {}
+                    // Tasks leased already are running now: hand them to the worker.
+                    Err(err) if !leases.is_empty() => {
+                        tracing::warn!(%err, "a claim stopped early; returning what it took");
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes the task of one ready marker, or drops the marker when it is stale.
@@ -180,15 +223,15 @@ impl FileTaskQueue {
         .await
     }
 
-    pub(super) async fn complete_all(&self, completions: Vec<Completion>) -> StoreResult<Completed> {
+    pub(super) async fn complete_all(
+        &self,
+        completions: Vec<Completion>,
+    ) -> StoreResult<Completed> {
         let now = self.clock.now();
         // Completions of one task in order, of different tasks at once.
         let mut by_task: HashMap<_, Vec<usize>> = HashMap::new();
         for (i, completion) in completions.iter().enumerate() {
-            by_task
-                .entry(completion.lease.task_id)
-                .or_default()
-                .push(i);
+            by_task.entry(completion.lease.task_id).or_default().push(i);
         }
         let completions = &completions;
         let groups =

@@ -121,6 +121,13 @@ impl ReadyMarker {
             && rank(spec.priority) == self.priority_rank
     }
 
+    /// A key after every marker of this one's queue and priority, before the next
+    /// priority's: where a listing goes on past the tasks of a priority due later.
+    pub(crate) fn rank_end(&self) -> String {
+        let directory = self.key.rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{directory}/z")
+    }
+
     pub(crate) fn due_by(&self, now: DateTime<Utc>) -> bool {
         self.run_at_micros <= micros(now)
     }
@@ -172,7 +179,10 @@ pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
 pub(crate) fn parse_expiry(key: &str) -> Option<(u64, TaskId)> {
     let name = key.strip_prefix("expiry/")?;
     let (at, id) = name.split_once('-')?;
-    Some((at.parse().ok()?, TaskId::from_uuid(Uuid::try_parse(id).ok()?)))
+    Some((
+        at.parse().ok()?,
+        TaskId::from_uuid(Uuid::try_parse(id).ok()?),
+    ))
 }
 
 pub(crate) fn expiry_due_by(at_micros: u64, now: DateTime<Utc>) -> bool {

@@ -3,12 +3,13 @@
 use chrono::{DateTime, Utc};
 use omniq_models::{TaskId, TaskState};
 use omniq_storage::kv_task::expiry_reason;
-use omniq_storage::{
-    PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit,
-};
+use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit};
 
 use super::keys::{self, LeaseMarker};
 use super::{FileTaskQueue, ORPHAN_AGE, tasks};
+
+/// Expiry markers listed at once.
+const EXPIRY_PAGE: usize = 256;
 
 /// Markers judged at once.
 const JUDGED_AT_ONCE: usize = 32;
@@ -102,16 +103,32 @@ impl FileTaskQueue {
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = self.clock.now();
-        let due: Vec<(String, TaskId)> = self
-            .objects()
-            .list(keys::EXPIRY)
-            .await?
-            .into_iter()
-            .filter_map(|key| {
-                let (at, id) = keys::parse_expiry(&key)?;
-                keys::expiry_due_by(at, now).then_some((key, id))
-            })
-            .collect();
+        // Markers sort by expiry: the due ones come first.
+        let mut due: Vec<(String, TaskId)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .objects()
+                .list_page(keys::EXPIRY, after.as_deref(), EXPIRY_PAGE)
+                .await?;
+            let full = page.len() == EXPIRY_PAGE;
+            after = page.last().cloned();
+            let mut reached_later = false;
+            for key in page {
+                let Some((at, id)) = keys::parse_expiry(&key) else {
+                    continue;
+                };
+                if !keys::expiry_due_by(at, now) {
+                    reached_later = true;
+                    break;
+                }
+                due.push((key, id));
+            }
+            // Enough for this call (some may have started meanwhile): the rest next time.
+            if reached_later || !full || due.len() >= limit.saturating_mul(2) {
+                break;
+            }
+        }
         let mut changes = Vec::new();
         for chunk in due.chunks(JUDGED_AT_ONCE) {
             if changes.len() >= limit {
@@ -154,8 +171,8 @@ impl FileTaskQueue {
                             task.record.state,
                             TaskState::Queued | TaskState::Scheduled | TaskState::Blocked
                         );
-                        let expired = unstarted
-                            && task.record.spec.expires_at.is_some_and(|at| at <= now);
+                        let expired =
+                            unstarted && task.record.spec.expires_at.is_some_and(|at| at <= now);
                         if expired {
                             task.finish(TaskState::Expired, Some(expiry_reason()), now);
                         }
@@ -218,8 +235,7 @@ impl FileTaskQueue {
             .into_iter()
             .filter(|read| {
                 let record = &read.task.record;
-                record.state == TaskState::Failed
-                    && queue.is_none_or(|q| record.spec.queue == q)
+                record.state == TaskState::Failed && queue.is_none_or(|q| record.spec.queue == q)
             })
             .map(|read| read.task.record.spec.id)
             .collect())
@@ -244,7 +260,8 @@ impl FileTaskQueue {
             .filter(|read| matches(&read.task.record))
             .collect();
         // Oldest finish first, like the stores that purge through an index on it.
-        doomed.sort_unstable_by_key(|read| (read.task.record.finished_at, read.task.record.spec.id));
+        doomed
+            .sort_unstable_by_key(|read| (read.task.record.finished_at, read.task.record.spec.id));
         doomed.truncate(effective_purge_limit(request.limit));
         let deleted = futures_util::future::try_join_all(doomed.iter().map(|read| async move {
             // Only as read: a task re-driven since stays.

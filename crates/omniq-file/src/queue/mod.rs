@@ -186,9 +186,7 @@ impl FileTaskQueue {
             futures_util::future::try_join_all(by_key.into_values().map(|indices| async move {
                 let mut duplicates = Vec::new();
                 for i in indices {
-                    if let Some(existing) =
-                        self.take_unique(&specs_ref[i], now, batch_ref).await?
-                    {
+                    if let Some(existing) = self.take_unique(&specs_ref[i], now, batch_ref).await? {
                         duplicates.push((i, EnqueueOutcome::Duplicate { existing }));
                     }
                 }
@@ -220,12 +218,11 @@ impl FileTaskQueue {
             }
         }
         for chunk in independent.chunks(WRITTEN_AT_ONCE) {
-            let created = futures_util::future::try_join_all(
-                chunk
-                    .iter()
-                    .map(|(i, spec)| async move { Ok::<_, StoreError>((*i, self.create(spec.clone(), now).await?)) }),
-            )
-            .await?;
+            let created =
+                futures_util::future::try_join_all(chunk.iter().map(|(i, spec)| async move {
+                    Ok::<_, StoreError>((*i, self.create(spec.clone(), now).await?))
+                }))
+                .await?;
             for (i, outcome) in created {
                 outcomes[i] = Some(outcome);
             }

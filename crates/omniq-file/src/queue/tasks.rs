@@ -80,7 +80,10 @@ pub(crate) async fn read_to_claim(objects: &dyn Objects, id: TaskId) -> StoreRes
 }
 
 /// Stores a new task; `None` when a task of that id exists.
-pub(crate) async fn create(objects: &dyn Objects, task: &mut KvTask) -> StoreResult<Option<Version>> {
+pub(crate) async fn create(
+    objects: &dyn Objects,
+    task: &mut KvTask,
+) -> StoreResult<Option<Version>> {
     task.writes = 1;
     let bytes = encode(task)?;
     let key = keys::task(task.record.spec.id);
