@@ -26,15 +26,17 @@ use crate::{FileEventStore, FileResultStore, FileScheduleStore, FileTaskQueue};
 #[derive(Debug, Clone)]
 pub struct FileBackend {
     objects: Arc<dyn Objects>,
-    clock: Clock,
+    /// The task queue every [`FileBackend::task_queue`] call hands out a handle on, so
+    /// that an enqueue wakes the idle workers of this process.
+    queue: FileTaskQueue,
 }
 
 impl FileBackend {
     /// The backend on `objects`.
     pub fn new(objects: Arc<dyn Objects>) -> Self {
         Self {
+            queue: FileTaskQueue::new(Arc::clone(&objects)),
             objects,
-            clock: Clock::system(),
         }
     }
 
@@ -83,6 +85,7 @@ impl FileBackend {
                 let objects = ObjectStoreObjects::new(store, prefix)?;
                 // Reaches the bucket now, not at the first claim.
                 objects.now().await?;
+                check_conditional_writes(&objects, url).await?;
                 Arc::new(objects)
             }
             _ => return Err(invalid(url, "its scheme is not one of this backend's")),
@@ -97,7 +100,7 @@ impl FileBackend {
     pub fn with_clock(&self, clock: Clock) -> Self {
         Self {
             objects: Arc::clone(&self.objects),
-            clock,
+            queue: FileTaskQueue::with_clock(Arc::clone(&self.objects), clock),
         }
     }
 
@@ -108,7 +111,7 @@ impl FileBackend {
 
     /// The task queue.
     pub fn task_queue(&self) -> FileTaskQueue {
-        FileTaskQueue::with_clock(Arc::clone(&self.objects), self.clock)
+        self.queue.clone()
     }
 
     /// The result store.
@@ -137,6 +140,60 @@ pub fn connect_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBac
         let backend: Arc<dyn StoreBackend> = Arc::new(FileBackend::connect_url(&url).await?);
         Ok(backend)
     })
+}
+
+/// Refuses a store that ignores the conditions of its writes (an S3-compatible server
+/// without conditional writes would take every claim of a task: workers would race), by
+/// writing an object twice from one version: the second write must be refused.
+async fn check_conditional_writes(objects: &dyn Objects, url: &str) -> StoreResult<()> {
+    let key = format!("probe/{}", uuid::Uuid::new_v4().simple());
+    let mine = bytes::Bytes::from(uuid::Uuid::new_v4().simple().to_string());
+    let created = objects.create(&key, mine.clone()).await?;
+    let checked = async {
+        // A create retried after a lost reply reports a conflict with itself.
+        let first = match created {
+            Some(first) => first,
+            None => match objects.get(&key).await? {
+                Some(stored) if stored.bytes == mine => stored.version,
+                _ => return Err(invalid(url, "the store lost a fresh object's first write")),
+            },
+        };
+        if objects
+            .create(&key, bytes::Bytes::from_static(b"again"))
+            .await?
+            .is_some()
+        {
+            return Err(invalid(
+                url,
+                "the store ignores `If-None-Match`: claims would race",
+            ));
+        }
+        if objects
+            .update(&key, bytes::Bytes::from_static(b"2"), &first)
+            .await?
+            .is_none()
+        {
+            return Err(invalid(
+                url,
+                "the store refuses a replace from the current version",
+            ));
+        }
+        if objects
+            .update(&key, bytes::Bytes::from_static(b"3"), &first)
+            .await?
+            .is_some()
+        {
+            return Err(invalid(
+                url,
+                "the store ignores `If-Match`: claims would race",
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    // Best effort: a probe left behind is a few bytes.
+    let _ = objects.delete(&key).await;
+    checked
 }
 
 /// The object_store store of a bucket URL, configured from the environment, then from

@@ -121,6 +121,31 @@ pub async fn nats(change: impl FnOnce(&mut Settings)) -> Option<Harness> {
     }
 }
 
+/// An OmniQ with every store on the object-store backend in a temporary directory of its
+/// own (`file://`).
+#[cfg(feature = "file")]
+pub async fn file(change: impl FnOnce(&mut Settings)) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = StoreUrl::parse(&format!("file://{}", dir.path().join("store").display()))
+        .expect("file url");
+    let mut settings = fast(Settings::default());
+    settings.task_queue_url = Some(url.clone());
+    settings.result_storage_url = Some(url.clone());
+    settings.event_storage_url = Some(url.clone());
+    settings.schedule_storage_url = Some(url);
+    change(&mut settings);
+    Harness {
+        omniq: AsyncOmniQ::from_settings(settings)
+            .await
+            .expect("file omniq"),
+        _dir: Some(dir),
+        redis_prefix: None,
+        pg_schema: None,
+        mysql_database: None,
+        nats_prefix: None,
+    }
+}
+
 /// Drops a test's schema, on a thread of its own: `Drop` cannot await.
 fn drop_pg_schema(url: String, schema: String) {
     let dropper = std::thread::spawn(move || {
@@ -417,6 +442,12 @@ macro_rules! on_each_backend {
                     if let Some(harness) = support::nats(|_| {}).await {
                         ($body)(harness).await;
                     }
+                }
+
+                #[cfg(feature = "file")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn file() {
+                    ($body)(support::file(|_| {}).await).await;
                 }
             }
         )*

@@ -10,13 +10,16 @@
 //! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
 //!
 //! The directory is synced after every change to its entries (and every directory that
-//! gained a new one), so a change that returned survives a crash of the machine.
+//! gained a new one), so a change that returned survives a crash of the machine; writers
+//! in one directory share those syncs (group commit).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use omniq_models::TaskId;
@@ -164,7 +167,9 @@ fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
         .open(&path)
         .map_err(io_error)?;
     file.write_all(bytes).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
+    // Its bytes and size; its name is made durable by the sync of the directory it is
+    // linked or renamed into.
+    file.sync_data().map_err(io_error)?;
     let version = version_of(&file.metadata().map_err(io_error)?, bytes);
     Ok((path, version))
 }
@@ -172,10 +177,44 @@ fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
 /// Syncs the directory holding `file`, so that a new or removed entry survives a crash.
 fn sync_parent(file: &Path) -> StoreResult<()> {
     if let Some(parent) = file.parent() {
-        File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error)?;
+        sync_directory(parent).map_err(io_error)?;
     }
+    Ok(())
+}
+
+/// The changes made to one directory's entries and how many of them a sync has covered:
+/// a change made before a sync began is durable once it ends.
+#[derive(Debug, Default)]
+struct DirectorySync {
+    changed: AtomicU64,
+    synced: Mutex<u64>,
+}
+
+/// Syncs `dir` after a change to its entries, sharing syncs between threads (group
+/// commit): a thread whose change an ended sync already covered does not sync again, and
+/// one that waited for a sync in progress usually finds its change covered by it. Many
+/// writers in one directory (tasks, markers, events) then cost one sync per round, not
+/// one each.
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    static SYNCS: LazyLock<Mutex<HashMap<PathBuf, Arc<DirectorySync>>>> =
+        LazyLock::new(Mutex::default);
+    let state = Arc::clone(
+        SYNCS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(dir.to_path_buf())
+            .or_default(),
+    );
+    // Counted after the change was made: any sync that reads a count at least this high
+    // began after it.
+    let mine = state.changed.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut synced = state.synced.lock().unwrap_or_else(PoisonError::into_inner);
+    if *synced >= mine {
+        return Ok(());
+    }
+    let covering = state.changed.load(Ordering::SeqCst);
+    File::open(dir)?.sync_all()?;
+    *synced = covering;
     Ok(())
 }
 
@@ -267,25 +306,32 @@ fn update(
             _ => return Ok(None),
         }
         fs::rename(&staged, file).map_err(io_error)?;
-        sync_after_change(file);
         Ok(Some(version.clone()))
     })();
-    // Not renamed into place: still ours to remove (its name is unique).
-    if !matches!(replaced, Ok(Some(_))) {
-        let _ = fs::remove_file(&staged);
+    match replaced {
+        // Synced outside the lock: the replace is decided and visible, and replaces of
+        // other keys of the stripe need not wait for the disk.
+        Ok(Some(_)) => sync_after_change(file),
+        // Not renamed into place: still ours to remove (its name is unique).
+        _ => {
+            let _ = fs::remove_file(&staged);
+        }
     }
     replaced
 }
 
 fn delete(root: &Path, key: &str, file: &Path, expected: Option<&Version>) -> StoreResult<bool> {
-    let _held = lock(root, key)?;
-    if let Some(expected) = expected {
-        match read(file)? {
-            Some(current) if current.version == *expected => {}
-            _ => return Ok(false),
+    let removed = {
+        let _held = lock(root, key)?;
+        if let Some(expected) = expected {
+            match read(file)? {
+                Some(current) if current.version == *expected => {}
+                _ => return Ok(false),
+            }
         }
-    }
-    match fs::remove_file(file) {
+        fs::remove_file(file)
+    };
+    match removed {
         Ok(()) => {
             sync_after_change(file);
             Ok(true)

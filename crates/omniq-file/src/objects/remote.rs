@@ -194,7 +194,6 @@ impl ObjectStoreObjects {
         keys.sort();
         Ok(keys)
     }
-
 }
 
 impl Objects for ObjectStoreObjects {

@@ -1,6 +1,6 @@
 //! Claims, heartbeats and completions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -11,9 +11,10 @@ use omniq_storage::{
     StateChange, StoreResult,
 };
 
+use super::FileTaskQueue;
 use super::keys::{self, ReadyMarker};
-use super::tasks::{self, Read};
-use super::{FileTaskQueue, ORPHAN_AGE};
+use super::tasks::{self, Found, Read};
+use omniq_storage::kv_task::KvTask;
 
 /// Ready markers a claim lists at once.
 const CLAIM_PAGE: usize = 256;
@@ -21,6 +22,13 @@ const CLAIM_PAGE: usize = 256;
 /// Pages of ready markers a claim reads per queue, at most: a claim never walks a huge
 /// backlog of tasks it cannot take (names it does not run, tasks being written).
 const CLAIM_PAGES: usize = 16;
+
+/// The lease on `task`, just claimed with `token`.
+fn leased(task: KvTask, token: LeaseToken) -> Lease {
+    let attempt = task.record.attempts;
+    let deadline = task.record.lease_expires_at.unwrap_or_else(Utc::now);
+    Lease::new(task.record.spec, token, attempt, deadline)
+}
 
 /// What a claim made of one ready marker.
 enum Taken {
@@ -37,7 +45,7 @@ impl FileTaskQueue {
         let now = self.clock.now();
         let store_now = self.objects().now().await?;
         let deadline = store_now + TimeDelta::from_std(request.lease).unwrap_or(TimeDelta::MAX);
-        let token = LeaseToken::new();
+        let mut seen = HashSet::new();
         let mut leases = Vec::new();
         for queue in &request.queues {
             let base = keys::ready_of_queue(queue);
@@ -66,14 +74,18 @@ impl FileTaskQueue {
                 let mut due = Vec::new();
                 for marker in page.iter().filter_map(|key| ReadyMarker::parse(key)) {
                     if marker.due_by(now) {
-                        due.push(marker);
+                        // A task filed twice (an earlier marker left, or one written
+                        // again) is taken once.
+                        if seen.insert(marker.id) {
+                            due.push(marker);
+                        }
                     } else {
                         // The rest of its priority is due later still: on to the next.
                         next = Some(marker.rank_end());
                         break;
                     }
                 }
-                self.take_all(&due, &request, token, now, deadline, &mut leases)
+                self.take_all(&due, &request, now, deadline, &mut leases)
                     .await?;
                 match next {
                     Some(key) => after = Some(key),
@@ -91,7 +103,6 @@ impl FileTaskQueue {
         &self,
         markers: &[ReadyMarker],
         request: &DequeueRequest,
-        token: LeaseToken,
         now: DateTime<Utc>,
         deadline: DateTime<Utc>,
         leases: &mut Vec<Lease>,
@@ -103,19 +114,25 @@ impl FileTaskQueue {
             let taken = futures_util::future::join_all(
                 chunk
                     .iter()
-                    .map(|marker| self.take(marker, request, token, now, deadline)),
+                    .map(|marker| self.take(marker, request, now, deadline)),
             )
             .await;
+            // Every lease taken first: tasks leased are running now, and must reach the
+            // worker, or they would wait out their lease. The next claim meets the error.
+            let mut failure = None;
             for taken in taken {
                 match taken {
                     Ok(Taken::Leased(lease)) => leases.push(*lease),
                     Ok(Taken::Passed) => {}
-                    // Tasks leased already are running now: hand them to the worker.
-                    Err(err) if !leases.is_empty() => {
-                        tracing::warn!(%err, "a claim stopped early; returning what it took");
-                    }
-                    Err(err) => return Err(err),
+                    Err(err) => failure = Some(err),
                 }
+            }
+            if let Some(err) = failure {
+                if leases.is_empty() {
+                    return Err(err);
+                }
+                tracing::warn!(%err, "a claim stopped early; returning what it took");
+                return Ok(());
             }
         }
         Ok(())
@@ -126,24 +143,35 @@ impl FileTaskQueue {
         &self,
         marker: &ReadyMarker,
         request: &DequeueRequest,
-        token: LeaseToken,
         now: DateTime<Utc>,
         deadline: DateTime<Utc>,
     ) -> StoreResult<Taken> {
+        let id = marker.id;
+        let orphaned = |task: Option<&KvTask>| task.is_none_or(|t| t.writes < marker.write);
+        let mut tried: Option<LeaseToken> = None;
         for _ in 0..tasks::CAS_ROUNDS {
-            let Some(Read { task, version }) =
-                tasks::read_to_claim(self.objects(), marker.id).await?
-            else {
-                self.drop_if_orphan(&marker.key, now).await?;
-                return Ok(Taken::Passed);
+            let Read { task, version } = match tasks::find_to_claim(self.objects(), id).await? {
+                Found::Task(read) => read,
+                Found::Unreadable => return Ok(Taken::Passed),
+                Found::Absent => {
+                    self.drop_if_orphan(&marker.key, id, orphaned).await?;
+                    return Ok(Taken::Passed);
+                }
             };
+            if let Some(token) = tried
+                && task.held_by(token)
+            {
+                // The last round's write landed although its reply said otherwise.
+                self.drop_ready_marker(&marker.key).await;
+                return Ok(Taken::Leased(Box::new(leased(task, token))));
+            }
             if task.writes < marker.write {
                 // The change it files is not written yet, or never will be.
-                self.drop_if_orphan(&marker.key, now).await?;
+                self.drop_if_orphan(&marker.key, id, orphaned).await?;
                 return Ok(Taken::Passed);
             }
             if !marker.files(&task) {
-                self.objects().delete(&marker.key).await?;
+                self.drop_ready_marker(&marker.key).await;
                 return Ok(Taken::Passed);
             }
             if !task.claimable(now)
@@ -152,47 +180,39 @@ impl FileTaskQueue {
                 // Expired (expiry takes it), or a name this worker does not run.
                 return Ok(Taken::Passed);
             }
+            // A token per round: a lease marker names one write, and a take never meets a
+            // marker of its own earlier round.
+            let token = LeaseToken::new();
+            tried = Some(token);
             let mut next = task.clone();
             next.claim(token, &request.worker_id, now, deadline);
             // The lease marker first, naming the write about to be made: see `keys`.
-            self.objects()
-                .create(
-                    &keys::lease(marker.id, token),
-                    keys::lease_body(next.writes + 1, now),
+            let filing = self
+                .write_marker(
+                    keys::lease(id, token),
+                    keys::lease_body(next.writes.saturating_add(1), Utc::now()),
                 )
                 .await?;
             if tasks::write(self.objects(), &mut next, &version)
                 .await?
                 .is_none()
             {
-                // Another claimer, a cancel or a heartbeat got in first: read it again.
+                // Another claimer, a cancel or a child's registration got in first.
                 continue;
             }
-            if let Err(err) = self.objects().delete(&marker.key).await {
-                tracing::debug!(%err, "a claimed task's ready marker stays until a claim drops it");
-            }
-            let attempt = next.record.attempts;
-            return Ok(Taken::Leased(Box::new(Lease::new(
-                next.record.spec,
-                token,
-                attempt,
-                deadline,
-            ))));
+            self.refile_if_stalled(Some(filing)).await;
+            self.drop_ready_marker(&marker.key).await;
+            return Ok(Taken::Leased(Box::new(leased(next, token))));
         }
         Ok(Taken::Passed)
     }
 
-    /// Deletes a marker that names a write its task never got, once it is old enough that
-    /// its writer must have died (see [`ORPHAN_AGE`]).
-    pub(super) async fn drop_if_orphan(&self, key: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let Some(stored) = self.objects().get(key).await? else {
-            return Ok(());
-        };
-        let written = keys::read_stamp(&stored.bytes);
-        if written.is_none_or(|at| now - at >= ORPHAN_AGE) {
-            self.objects().delete_if(key, &stored.version).await?;
+    /// Deletes a ready marker that files nothing any more, as a best effort: one left
+    /// behind is dropped by the next claim that reads it.
+    async fn drop_ready_marker(&self, key: &str) {
+        if let Err(err) = self.objects().delete(key).await {
+            tracing::debug!(%err, key, "a stale ready marker stays until a claim drops it");
         }
-        Ok(())
     }
 
     pub(super) async fn renew(
@@ -267,7 +287,7 @@ impl FileTaskQueue {
         let id = completion.lease.task_id;
         let token = completion.lease.token;
         let applied = self
-            .update_filed(id, now, |task| {
+            .update_filed(id, |task| {
                 let applied = task.complete(token, completion.outcome.clone(), now);
                 let changed = applied == Applied::Changed;
                 (applied, changed)

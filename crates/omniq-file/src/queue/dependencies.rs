@@ -21,7 +21,7 @@ use omniq_models::{DependencyVerdict, TaskId, TaskState};
 use omniq_storage::kv_task::ready_state;
 use omniq_storage::{StateChange, StoreResult};
 
-use super::tasks::{self, CAS_ROUNDS};
+use super::tasks::{self, CAS_ROUNDS, Found};
 use super::{FileTaskQueue, keys};
 
 /// How often one process sweeps the blocked tasks.
@@ -87,6 +87,7 @@ impl FileTaskQueue {
                 }
             }
             let mut next = current.task.clone();
+            let mut filing = None;
             let verdict = spec.run_when.verdict(&states);
             match verdict {
                 DependencyVerdict::Wait => return Ok(Evaluated::Waiting),
@@ -94,7 +95,7 @@ impl FileTaskQueue {
                     next.record.state = ready_state(spec.run_at, now);
                     next.record.updated_at = now;
                     // Filed first: see `keys`.
-                    self.file(&next, now).await?;
+                    filing = self.file(&next).await?;
                 }
                 DependencyVerdict::Cancel => {
                     let reason = match against.or_else(|| spec.depends_on.first().copied()) {
@@ -108,6 +109,7 @@ impl FileTaskQueue {
                 .await?
                 .is_some()
             {
+                self.refile_if_stalled(filing).await;
                 changes.push(next.change());
                 return Ok(if verdict == DependencyVerdict::Run {
                     Evaluated::Unblocked
@@ -178,13 +180,14 @@ impl FileTaskQueue {
         for chunk in blocked.chunks(JUDGED_AT_ONCE) {
             let judged = futures_util::future::join_all(chunk.iter().map(|(key, id)| async move {
                 let mut found = Vec::new();
-                match tasks::read(self.objects(), *id).await? {
+                match tasks::find(self.objects(), *id).await? {
                     // Its enqueue may still be writing it.
-                    None => self.drop_if_orphan(key, now).await?,
-                    Some(read) if read.task.record.state != TaskState::Blocked => {
+                    Found::Absent => self.drop_if_orphan(key, *id, |t| t.is_none()).await?,
+                    Found::Unreadable => {}
+                    Found::Task(read) if read.task.record.state != TaskState::Blocked => {
                         self.objects().delete(key).await?;
                     }
-                    Some(_) => {
+                    Found::Task(_) => {
                         if self.evaluate(*id, now, &mut found).await? != Evaluated::Waiting {
                             self.objects().delete(key).await?;
                         }

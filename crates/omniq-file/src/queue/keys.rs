@@ -93,6 +93,7 @@ impl ReadyMarker {
         let mut segments = key.rsplitn(3, '/');
         let name = segments.next()?;
         let priority_rank = segments.next()?.to_owned();
+        // `{run_at}-{id}-{write}`, and `-{nonce}` on a marker written again.
         let mut parts = name.split('-');
         let run_at_micros = parts.next()?.parse().ok()?;
         let id = TaskId::from_uuid(Uuid::try_parse(parts.next()?).ok()?);
@@ -151,12 +152,14 @@ pub(crate) fn lease(id: TaskId, token: LeaseToken) -> String {
 
 impl LeaseMarker {
     pub(crate) fn parse(key: &str) -> Option<Self> {
-        let name = key.strip_prefix("leases/")?;
-        let (id, token) = name.split_once('.')?;
+        // `{id}.{token}`, and `.{nonce}` on a marker written again.
+        let mut parts = key.strip_prefix("leases/")?.split('.');
+        let id = TaskId::from_uuid(Uuid::try_parse(parts.next()?).ok()?);
+        let token = LeaseToken::from_uuid(Uuid::try_parse(parts.next()?).ok()?);
         Some(Self {
             key: key.to_owned(),
-            id: TaskId::from_uuid(Uuid::try_parse(id).ok()?),
-            token: LeaseToken::from_uuid(Uuid::try_parse(token).ok()?),
+            id,
+            token,
         })
     }
 }
@@ -177,12 +180,19 @@ pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
 
 /// An expiry marker's time and task.
 pub(crate) fn parse_expiry(key: &str) -> Option<(u64, TaskId)> {
-    let name = key.strip_prefix("expiry/")?;
-    let (at, id) = name.split_once('-')?;
-    Some((
-        at.parse().ok()?,
-        TaskId::from_uuid(Uuid::try_parse(id).ok()?),
-    ))
+    // `{at}-{id}`, and `-{nonce}` on a marker written again.
+    let mut parts = key.strip_prefix("expiry/")?.split('-');
+    let at = parts.next()?.parse().ok()?;
+    Some((at, TaskId::from_uuid(Uuid::try_parse(parts.next()?).ok()?)))
+}
+
+/// An expiry marker's key without the nonce of a marker written again.
+pub(crate) fn expiry_key_of(key: &str) -> String {
+    let mut parts = key.splitn(3, '-');
+    match (parts.next(), parts.next()) {
+        (Some(at), Some(id)) => format!("{at}-{id}"),
+        _ => key.to_owned(),
+    }
 }
 
 pub(crate) fn expiry_due_by(at_micros: u64, now: DateTime<Utc>) -> bool {
@@ -194,9 +204,20 @@ pub(crate) fn blocked(id: TaskId) -> String {
 }
 
 pub(crate) fn parse_blocked(key: &str) -> Option<TaskId> {
-    Some(TaskId::from_uuid(
-        Uuid::try_parse(key.strip_prefix("blocked/")?).ok()?,
-    ))
+    // `{id}`, and `-{nonce}` on a marker written again.
+    let id = key.strip_prefix("blocked/")?.split('-').next()?;
+    Some(TaskId::from_uuid(Uuid::try_parse(id).ok()?))
+}
+
+/// Another key for the marker at `key`, filing the same thing: a marker written again
+/// must not be one a reader may be deleting as an orphan at that moment.
+pub(crate) fn with_nonce(key: &str) -> String {
+    let nonce = Uuid::new_v4().simple();
+    if key.starts_with("leases/") {
+        format!("{key}.{nonce}")
+    } else {
+        format!("{key}-{nonce}")
+    }
 }
 
 pub(crate) fn unique(key: &str) -> String {
@@ -208,8 +229,11 @@ pub(crate) fn stamp(now: DateTime<Utc>) -> bytes::Bytes {
     bytes::Bytes::from(now.timestamp_micros().to_string())
 }
 
+/// When a marker was written: its body's last word (a lease marker's body names a write
+/// first).
 pub(crate) fn read_stamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
-    let micros: i64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+    let text = std::str::from_utf8(bytes).ok()?;
+    let micros: i64 = text.rsplit(' ').next()?.parse().ok()?;
     DateTime::from_timestamp_micros(micros)
 }
 
@@ -259,6 +283,33 @@ mod tests {
         assert_eq!(of, id);
         assert!(expiry_due_by(micros_at, at));
         assert_eq!(parse_blocked(&blocked(id)), Some(id));
+    }
+
+    #[test]
+    fn markers_written_again_parse_as_the_first() {
+        let id = TaskId::new();
+        let token = LeaseToken::new();
+        let now = Utc::now();
+        let ready_key = ready("q", 1, now, id, 3);
+        let again = ReadyMarker::parse(&with_nonce(&ready_key)).expect("parses");
+        assert_eq!((again.id, again.write), (id, 3));
+        let lease_again = LeaseMarker::parse(&with_nonce(&lease(id, token))).expect("parses");
+        assert_eq!((lease_again.id, lease_again.token), (id, token));
+        assert_eq!(parse_blocked(&with_nonce(&blocked(id))), Some(id));
+        assert_eq!(
+            parse_expiry(&with_nonce(&expiry(now, id))).map(|(_, of)| of),
+            Some(id)
+        );
+        for key in [
+            with_nonce(&ready_key),
+            with_nonce(&lease(id, token)),
+            with_nonce(&blocked(id)),
+            with_nonce(&expiry(now, id)),
+        ] {
+            assert!(crate::objects::valid_key(&key), "{key}");
+        }
+        let stamp = read_stamp(&lease_body(5, now)).expect("a stamp");
+        assert_eq!(stamp.timestamp_micros(), now.timestamp_micros());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use omniq_storage::kv_task::expiry_reason;
 use omniq_storage::{PurgeRequest, RedriveTarget, StateChange, StoreResult, effective_purge_limit};
 
 use super::keys::{self, LeaseMarker};
-use super::{FileTaskQueue, ORPHAN_AGE, tasks};
+use super::tasks::Found;
+use super::{FileTaskQueue, tasks};
 
 /// Expiry markers listed at once.
 const EXPIRY_PAGE: usize = 256;
@@ -56,10 +57,17 @@ impl FileTaskQueue {
         let Some(body) = self.objects().get(&marker.key).await? else {
             return Ok(changes);
         };
-        let (write, written) = keys::read_lease_body(&body.bytes).unwrap_or((0, now));
-        let Some(read) = tasks::read(self.objects(), marker.id).await? else {
-            self.objects().delete(&marker.key).await?;
-            return Ok(changes);
+        let write = keys::read_lease_body(&body.bytes).map_or(0, |(write, _)| write);
+        let read = match tasks::find(self.objects(), marker.id).await? {
+            Found::Task(read) => read,
+            // Left for the release that can read it.
+            Found::Unreadable => return Ok(changes),
+            // Claims take stored tasks only, and purges finished ones: a lease of a task
+            // that is gone files nothing.
+            Found::Absent => {
+                self.objects().delete(&marker.key).await?;
+                return Ok(changes);
+            }
         };
         let task = &read.task;
         if task.held_by(marker.token) {
@@ -70,7 +78,7 @@ impl FileTaskQueue {
             {
                 let token = marker.token;
                 let recovered = self
-                    .update_filed(marker.id, now, |task| {
+                    .update_filed(marker.id, |task| {
                         let lapsed = task.held_by(token)
                             && task
                                 .record
@@ -92,9 +100,11 @@ impl FileTaskQueue {
             }
         } else if task.writes < write {
             // The claim that wrote it may still be on its way.
-            if now - written >= ORPHAN_AGE {
-                self.objects().delete_if(&marker.key, &body.version).await?;
-            }
+            let token = marker.token;
+            self.drop_if_orphan(&marker.key, marker.id, |task| {
+                task.is_some_and(|t| t.writes < write && !t.held_by(token))
+            })
+            .await?;
         } else {
             self.objects().delete(&marker.key).await?;
         }
@@ -155,18 +165,33 @@ impl FileTaskQueue {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StateChange>> {
         let mut changes = Vec::new();
-        let Some(read) = tasks::read(self.objects(), id).await? else {
-            // Its enqueue may still be writing it.
-            self.drop_if_orphan(key, now).await?;
-            return Ok(changes);
+        let read = match tasks::find(self.objects(), id).await? {
+            Found::Task(read) => read,
+            Found::Unreadable => return Ok(changes),
+            Found::Absent => {
+                // Its enqueue may still be writing it.
+                self.drop_if_orphan(key, id, |t| t.is_none()).await?;
+                return Ok(changes);
+            }
         };
+        let files_this_expiry = read
+            .task
+            .record
+            .spec
+            .expires_at
+            .is_some_and(|at| keys::expiry(at, id) == keys::expiry_key_of(key));
+        if !files_this_expiry {
+            // A duplicate enqueue's, naming another expiry: not this task's.
+            self.objects().delete(key).await?;
+            return Ok(changes);
+        }
         match read.task.record.state {
             // Running: a retry may queue it again, still past its TTL.
             TaskState::Running => {}
             state if state.is_terminal() => self.objects().delete(key).await?,
             _ => {
                 let expired = self
-                    .update_filed(id, now, |task| {
+                    .update_filed(id, |task| {
                         let unstarted = matches!(
                             task.record.state,
                             TaskState::Queued | TaskState::Scheduled | TaskState::Blocked
@@ -211,7 +236,7 @@ impl FileTaskQueue {
                 continue;
             }
             let done = self
-                .update_filed(id, now, |task| {
+                .update_filed(id, |task| {
                     if task.record.state != TaskState::Failed {
                         return (false, false);
                     }

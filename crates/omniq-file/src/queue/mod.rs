@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use omniq_models::{TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::kv_task::{KvTask, ready_state};
@@ -45,6 +46,14 @@ const ORPHAN_AGE: TimeDelta = TimeDelta::minutes(10);
 /// [`ORPHAN_AGE`], so that clocks off by a minute do not matter.
 const STALLED: Duration = Duration::from_secs(120);
 
+/// A marker written, and what a stalled writer needs to write it again.
+#[derive(Debug)]
+struct Filing {
+    key: String,
+    body: Bytes,
+    started: Instant,
+}
+
 /// Tasks written at once by one enqueue.
 const WRITTEN_AT_ONCE: usize = 64;
 
@@ -54,6 +63,9 @@ pub struct FileTaskQueue {
     objects: Arc<dyn Objects>,
     clock: Clock,
     sweep: Arc<Mutex<BlockedSweep>>,
+    /// Wakes this process's idle workers when it enqueues; workers of other processes
+    /// find new tasks at their next poll.
+    enqueued: Arc<tokio::sync::Notify>,
 }
 
 impl FileTaskQueue {
@@ -69,6 +81,7 @@ impl FileTaskQueue {
             objects,
             clock,
             sweep: Arc::default(),
+            enqueued: Arc::default(),
         }
     }
 
@@ -76,39 +89,81 @@ impl FileTaskQueue {
         self.objects.as_ref()
     }
 
-    /// Writes the marker that files `task` (as it will be once written) where claims,
-    /// expiry or the blocked sweep find it; returns when it was written, for
-    /// [`FileTaskQueue::refile_if_stalled`].
-    async fn file(&self, task: &KvTask, now: DateTime<Utc>) -> StoreResult<Instant> {
+    /// Writes the marker that files `task` (as it will be once written) where claims or
+    /// the blocked sweep find it; `None` when its state needs none.
+    async fn file(&self, task: &KvTask) -> StoreResult<Option<Filing>> {
         let spec = &task.record.spec;
-        let started = Instant::now();
         let key = match task.record.state {
             TaskState::Queued | TaskState::Scheduled => keys::ready(
                 &spec.queue,
                 spec.priority,
                 spec.run_at,
                 spec.id,
-                task.writes + 1,
+                task.writes.saturating_add(1),
             ),
             TaskState::Blocked => keys::blocked(spec.id),
-            _ => return Ok(started),
+            _ => return Ok(None),
         };
-        // Created, or there already: either way the marker is in place.
-        self.objects().create(&key, keys::stamp(now)).await?;
-        Ok(started)
+        self.write_marker(key, keys::stamp(Utc::now()))
+            .await
+            .map(Some)
     }
 
-    /// After a write that took longer than [`STALLED`] since its marker: the marker again
-    /// (a reader may have taken the first for an orphan and deleted it).
-    async fn refile_if_stalled(&self, task: &KvTask, since: Instant, now: DateTime<Utc>) {
-        if since.elapsed() < STALLED {
+    /// Writes a marker (created, or there already: either way it is in place), before the
+    /// change it files.
+    async fn write_marker(&self, key: String, body: Bytes) -> StoreResult<Filing> {
+        let started = Instant::now();
+        self.objects().create(&key, body.clone()).await?;
+        Ok(Filing { key, body, started })
+    }
+
+    /// After the change a marker files was written, longer than [`STALLED`] after the
+    /// marker: the marker again, under a key of its own (a reader may be deleting the
+    /// first as an orphan).
+    async fn refile_if_stalled(&self, filing: Option<Filing>) {
+        let Some(filing) = filing else {
+            return;
+        };
+        if filing.started.elapsed() < STALLED {
             return;
         }
-        let mut before = task.clone();
-        before.writes = before.writes.saturating_sub(1);
-        if let Err(err) = self.file(&before, now).await {
-            tracing::warn!(%err, task_id = %task.record.spec.id, "a stalled write's marker could not be written again");
+        let key = keys::with_nonce(&filing.key);
+        let body = if filing.key.starts_with(keys::LEASES) {
+            filing.body
+        } else {
+            keys::stamp(Utc::now())
+        };
+        if let Err(err) = self.objects().create(&key, body).await {
+            tracing::warn!(%err, key, "a stalled write's marker could not be written again");
         }
+    }
+
+    /// Deletes the marker at `key` when, [`ORPHAN_AGE`] after it was written, its task `id`
+    /// still has not had the change it files (`pending` says, of the task or its absence):
+    /// its writer died in between. The marker is read before the task, so that a writer
+    /// landing in between is seen; an unreadable task's markers are left alone.
+    async fn drop_if_orphan(
+        &self,
+        key: &str,
+        id: TaskId,
+        pending: impl Fn(Option<&KvTask>) -> bool,
+    ) -> StoreResult<()> {
+        let Some(marker) = self.objects().get(key).await? else {
+            return Ok(());
+        };
+        let written = keys::read_stamp(&marker.bytes);
+        if written.is_some_and(|at| Utc::now() - at < ORPHAN_AGE) {
+            return Ok(());
+        }
+        let still = match tasks::find(self.objects(), id).await? {
+            tasks::Found::Absent => pending(None),
+            tasks::Found::Unreadable => false,
+            tasks::Found::Task(read) => pending(Some(&read.task)),
+        };
+        if still {
+            self.objects().delete_if(key, &marker.version).await?;
+        }
+        Ok(())
     }
 
     /// Changes task `id` by `change` and writes it back from the version read, filing it
@@ -117,7 +172,6 @@ impl FileTaskQueue {
     async fn update_filed<T, F>(
         &self,
         id: TaskId,
-        now: DateTime<Utc>,
         mut change: F,
     ) -> StoreResult<Option<(T, KvTask)>>
     where
@@ -132,21 +186,23 @@ impl FileTaskQueue {
             if !changed {
                 return Ok(Some((report, next)));
             }
-            let since = self.file(&next, now).await?;
+            let filing = self.file(&next).await?;
+            let mut expiry = None;
             if current.task.record.state.is_terminal()
                 && !next.record.state.is_terminal()
                 && let Some(at) = next.record.spec.expires_at
             {
-                // Its expiry marker went when it finished.
-                self.objects()
-                    .create(&keys::expiry(at, id), keys::stamp(now))
-                    .await?;
+                // Its expiry marker went when it finished; a key of its own, since the
+                // old one may be being deleted.
+                let key = keys::with_nonce(&keys::expiry(at, id));
+                expiry = Some(self.write_marker(key, keys::stamp(Utc::now())).await?);
             }
             if tasks::write(self.objects(), &mut next, &current.version)
                 .await?
                 .is_some()
             {
-                self.refile_if_stalled(&next, since, now).await;
+                self.refile_if_stalled(filing).await;
+                self.refile_if_stalled(expiry).await;
                 return Ok(Some((report, next)));
             }
         }
@@ -260,15 +316,18 @@ impl FileTaskQueue {
         let mut record = TaskRecord::new(spec, state);
         record.updated_at = now;
         let mut task = KvTask::new(record);
-        let since = self.file(&task, now).await?;
+        let filing = self.file(&task).await?;
+        let mut expiry = None;
         if let Some(at) = expires_at {
-            self.objects()
-                .create(&keys::expiry(at, id), keys::stamp(now))
-                .await?;
+            expiry = Some(
+                self.write_marker(keys::expiry(at, id), keys::stamp(Utc::now()))
+                    .await?,
+            );
         }
         Ok(match tasks::create(self.objects(), &mut task).await? {
             Some(_) => {
-                self.refile_if_stalled(&task, since, now).await;
+                self.refile_if_stalled(filing).await;
+                self.refile_if_stalled(expiry).await;
                 EnqueueOutcome::Created { id, state }
             }
             None => EnqueueOutcome::Duplicate { existing: id },
@@ -278,7 +337,7 @@ impl FileTaskQueue {
     async fn cancel_one(&self, id: TaskId, reason: String) -> StoreResult<Cancellation> {
         let now = self.clock.now();
         let (outcome, _) = self
-            .update_filed(id, now, |task| match task.record.state {
+            .update_filed(id, |task| match task.record.state {
                 TaskState::Queued | TaskState::Scheduled | TaskState::Blocked => {
                     task.finish(TaskState::Cancelled, Some(reason.clone()), now);
                     (CancelOutcome::Cancelled, true)
@@ -307,7 +366,11 @@ impl TaskQueue for FileTaskQueue {
     }
 
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
-        Box::pin(self.enqueue_all(tasks))
+        Box::pin(async move {
+            let outcomes = self.enqueue_all(tasks).await;
+            self.enqueued.notify_waiters();
+            outcomes
+        })
     }
 
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
@@ -368,5 +431,11 @@ impl TaskQueue for FileTaskQueue {
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_one(id, reason))
+    }
+
+    fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.enqueued.notified()).await;
+        })
     }
 }

@@ -34,34 +34,63 @@ async fn read_raw(objects: &dyn Objects, id: TaskId) -> StoreResult<Option<(Byte
         .map(|stored| (stored.bytes, stored.version)))
 }
 
-/// The task `id`, if stored. A stored task that cannot be read counts as no task (logged,
-/// and counted in `omniq_tasks_unreadable_total`): one garbled object must not stop the
-/// recoveries and sweeps that meet it. Only a claim turns it into a dead letter
-/// ([`read_to_claim`]).
-pub(crate) async fn read(objects: &dyn Objects, id: TaskId) -> StoreResult<Option<Read>> {
+/// What is stored under a task's key.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// No task.
+    Absent,
+    /// A task this release cannot read (damaged, or written by a newer release): its
+    /// markers are left alone, so that it is not lost to the release that can read it.
+    Unreadable,
+    /// The task.
+    Task(Read),
+}
+
+fn decoded(id: TaskId, bytes: &[u8]) -> StoreResult<KvTask> {
+    let task = kv_task::decode(bytes, BACKEND)?;
+    if task.record.spec.id != id {
+        return Err(StoreError::backend(
+            BACKEND,
+            format!("the object of task {id} holds task {}", task.record.spec.id),
+        ));
+    }
+    Ok(task)
+}
+
+/// What is stored under task `id`'s key. An unreadable task is logged and counted in
+/// `omniq_tasks_unreadable_total`.
+pub(crate) async fn find(objects: &dyn Objects, id: TaskId) -> StoreResult<Found> {
     let Some((bytes, version)) = read_raw(objects, id).await? else {
-        return Ok(None);
+        return Ok(Found::Absent);
     };
-    match kv_task::decode(&bytes, BACKEND) {
-        Ok(task) => Ok(Some(Read { task, version })),
+    match decoded(id, &bytes) {
+        Ok(task) => Ok(Found::Task(Read { task, version })),
         Err(err) => {
             tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
             metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
-            Ok(None)
+            Ok(Found::Unreadable)
         }
     }
 }
 
-/// The task `id` as a claim reads it: one that cannot be read is replaced by its dead
-/// letter ([`kv_task::salvage`]), so that it is neither claimed and failed again and
-/// again nor hides the rest of the claim. One that cannot even be salvaged (a state only
-/// a newer release knows) is left alone and counts as no task.
-pub(crate) async fn read_to_claim(objects: &dyn Objects, id: TaskId) -> StoreResult<Option<Read>> {
+/// The task `id`, if stored and readable (see [`find`]): for the changes that need one.
+pub(crate) async fn read(objects: &dyn Objects, id: TaskId) -> StoreResult<Option<Read>> {
+    Ok(match find(objects, id).await? {
+        Found::Task(read) => Some(read),
+        Found::Absent | Found::Unreadable => None,
+    })
+}
+
+/// What is stored under task `id`'s key, as a claim reads it: a task that cannot be read
+/// but still says it is queued (the one state every release writes the same way) is
+/// replaced by its dead letter ([`kv_task::salvage`]), so that it is neither claimed and
+/// failed again and again nor hides the rest of the claim.
+pub(crate) async fn find_to_claim(objects: &dyn Objects, id: TaskId) -> StoreResult<Found> {
     let Some((bytes, version)) = read_raw(objects, id).await? else {
-        return Ok(None);
+        return Ok(Found::Absent);
     };
-    let err = match kv_task::decode(&bytes, BACKEND) {
-        Ok(task) => return Ok(Some(Read { task, version })),
+    let err = match decoded(id, &bytes) {
+        Ok(task) => return Ok(Found::Task(Read { task, version })),
         Err(err) => err,
     };
     metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
@@ -69,13 +98,14 @@ pub(crate) async fn read_to_claim(objects: &dyn Objects, id: TaskId) -> StoreRes
         kv_task::salvage(&bytes, &err, Utc::now()).filter(|t| t.record.spec.id == id)
     else {
         tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
-        return Ok(None);
+        return Ok(Found::Unreadable);
     };
     tracing::error!(task_id = %id, %err, "a claimed task cannot be read; it is dead-lettered");
+    // Above any write a marker can name: every marker of the unreadable task is stale.
     task.writes = u64::MAX / 2;
     match write(objects, &mut task, &version).await? {
-        Some(version) => Ok(Some(Read { task, version })),
-        None => read(objects, id).await,
+        Some(version) => Ok(Found::Task(Read { task, version })),
+        None => find(objects, id).await,
     }
 }
 
@@ -87,12 +117,16 @@ pub(crate) async fn create(
     task.writes = 1;
     let bytes = encode(task)?;
     let key = keys::task(task.record.spec.id);
+    // A conflict or an error may hide this very create landing (a retry after a lost
+    // reply): it did if the bytes stored are ours (every task holds its id and a fresh
+    // time).
     match objects.create(&key, bytes.clone()).await {
         Ok(Some(version)) => Ok(Some(version)),
-        Ok(None) => Ok(landed(objects, &key, &bytes).await),
-        // The reply may be what was lost: a create that landed is this one if the bytes
-        // are ours (every task holds its id and a fresh time).
-        Err(err) => landed(objects, &key, &bytes).await.map(Some).ok_or(err),
+        Ok(None) => landed(objects, &key, &bytes).await,
+        Err(err) => match landed(objects, &key, &bytes).await {
+            Ok(Some(version)) => Ok(Some(version)),
+            _ => Err(err),
+        },
     }
 }
 
@@ -103,7 +137,7 @@ pub(crate) async fn write(
     task: &mut KvTask,
     version: &Version,
 ) -> StoreResult<Option<Version>> {
-    task.writes += 1;
+    task.writes = task.writes.saturating_add(1);
     let bytes = encode(task)?;
     let key = keys::task(task.record.spec.id);
     match objects.update(&key, bytes.clone(), version).await {
@@ -111,17 +145,21 @@ pub(crate) async fn write(
         // A conflict or an error may hide a write that landed (see [`Objects`]): a claim
         // that gave up on it would leave its task Running under a lease nobody holds.
         // Every write's bytes are its own (the write count is in them).
-        Ok(None) => Ok(landed(objects, &key, &bytes).await),
-        Err(err) => landed(objects, &key, &bytes).await.map(Some).ok_or(err),
+        Ok(None) => landed(objects, &key, &bytes).await,
+        Err(err) => match landed(objects, &key, &bytes).await {
+            Ok(Some(version)) => Ok(Some(version)),
+            _ => Err(err),
+        },
     }
 }
 
-/// The version of `key` if it holds `bytes`.
-async fn landed(objects: &dyn Objects, key: &str, bytes: &Bytes) -> Option<Version> {
-    match objects.get(key).await {
-        Ok(Some(stored)) if stored.bytes == *bytes => Some(stored.version),
+/// The version of `key` if it holds `bytes`. An error when it cannot be read: a write
+/// that may have landed must not be reported as lost.
+async fn landed(objects: &dyn Objects, key: &str, bytes: &Bytes) -> StoreResult<Option<Version>> {
+    Ok(match objects.get(key).await? {
+        Some(stored) if stored.bytes == *bytes => Some(stored.version),
         _ => None,
-    }
+    })
 }
 
 /// Reads task `id`, lets `change` change it, and writes it back, again from a fresh read

@@ -18,8 +18,10 @@ use super::tasks::{self, CAS_ROUNDS};
 use super::{FileTaskQueue, keys};
 use crate::error::BACKEND;
 
-/// How long a key whose holder is not stored yet stays taken.
-const HOLDER_GRACE: TimeDelta = TimeDelta::minutes(1);
+/// How long a key whose holder is not stored yet stays taken: as long as a marker whose
+/// task is not stored yet (a large batch over a slow bucket takes a while between its
+/// keys and its tasks; clocks may be off by a minute).
+const HOLDER_GRACE: TimeDelta = super::ORPHAN_AGE;
 
 /// Who holds a unique key.
 #[derive(Debug, Serialize, Deserialize)]
