@@ -1,0 +1,142 @@
+//! What the object-store queue makes of markers a fault left behind: a task filed twice,
+//! a marker whose task is being written, a lease of a task this release cannot read.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use omniq_file::{FileTaskQueue, Objects};
+use omniq_models::{TaskSpec, TaskState};
+use omniq_storage::{DequeueRequest, TaskQueue};
+
+fn spec(queue: &str) -> TaskSpec {
+    let mut spec = TaskSpec::stored(
+        omniq_models::TaskId::new(),
+        "markers.test".to_owned(),
+        b"payload".to_vec(),
+        chrono::Utc::now(),
+    );
+    spec.queue = queue.to_owned();
+    spec
+}
+
+async fn keys_under(objects: &dyn Objects, prefix: &str) -> Vec<String> {
+    objects.list(prefix).await.expect("list")
+}
+
+/// A ready marker left by an earlier filing beside the current one (a claimer killed
+/// before it deleted it): one claim, one lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_filed_twice_is_claimed_once() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let task = spec("twice");
+    queue.enqueue(vec![task.clone()]).await.expect("enqueue");
+    let ready = keys_under(objects.as_ref(), "ready").await;
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    // The same fields, an earlier write: a marker that still files the task.
+    let (stem, write) = ready[0].rsplit_once('-').expect("a write");
+    assert_eq!(write, "1");
+    let earlier = format!("{stem}-0");
+    assert_ne!(earlier, ready[0]);
+    objects
+        .create(&earlier, Bytes::from_static(b"0"))
+        .await
+        .expect("write")
+        .expect("absent");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["twice"], 10))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1, "one task, one lease: {leases:?}");
+    assert!(
+        queue
+            .dequeue(DequeueRequest::new(["twice"], 10))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+/// A marker written for a task whose write has not landed yet is left alone (the write
+/// may be on its way), and a claim does not fail on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_ahead_of_its_task_is_left_for_its_writer() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let task = spec("ahead");
+    queue.enqueue(vec![task.clone()]).await.expect("enqueue");
+    let ready = keys_under(objects.as_ref(), "ready").await;
+    // As a retry about to requeue the task would file it: the next write.
+    let ahead = format!("{}-2", ready[0].rsplit_once('-').expect("a write").0);
+    objects
+        .create(
+            &ahead,
+            Bytes::from(chrono::Utc::now().timestamp_micros().to_string()),
+        )
+        .await
+        .expect("write");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["ahead"], 10))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1);
+    let left = keys_under(objects.as_ref(), "ready").await;
+    assert_eq!(
+        left,
+        vec![ahead],
+        "the marker of the write on its way stays"
+    );
+}
+
+/// A running task that this release cannot read (written by a newer one, or damaged)
+/// keeps its lease marker through recovery, so that the release that can read it
+/// recovers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_leaves_the_lease_of_an_unreadable_task() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let task = spec("unreadable");
+    queue.enqueue(vec![task.clone()]).await.expect("enqueue");
+    let leases = queue
+        .dequeue(DequeueRequest::new(["unreadable"], 1).lease(Duration::from_millis(1)))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1);
+    let key = format!("tasks/{}", task.id);
+    let stored = objects.get(&key).await.expect("read").expect("stored");
+    objects
+        .update(
+            &key,
+            Bytes::from_static(b"{\"from\":\"the future\"}\n"),
+            &stored.version,
+        )
+        .await
+        .expect("write")
+        .expect("unchanged");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let changes = queue.recover_expired(100).await.expect("recover");
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(keys_under(objects.as_ref(), "leases").await.len(), 1);
+    assert!(queue.get(task.id).await.expect("get").is_none());
+    // Readable again (the newer release's worker wrote it back): recovered then.
+    objects
+        .update(
+            &key,
+            stored.bytes.clone(),
+            &objects
+                .get(&key)
+                .await
+                .expect("read")
+                .expect("stored")
+                .version,
+        )
+        .await
+        .expect("write")
+        .expect("unchanged");
+    let changes = queue.recover_expired(100).await.expect("recover");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].state, TaskState::Queued);
+}
