@@ -218,17 +218,25 @@ async fn a_store_outage_mid_run_ends_with_every_task_succeeded_once(h: Harness) 
         .prefetch(16)
         .start()
         .expect("start");
-    // Mid-run: some completions went through.
+    // Mid-run: some completions went through, and a finished batch is storing its results
+    // as the outage begins. Its completion, or the next batch's results, meet the outage
+    // (on a slow store, such as a directory under load, a claim may outlast the outage:
+    // starting it mid-batch is what makes it meet one).
     chaos
         .faults
         .wait_for_calls(Op::Complete, 3, WAIT)
         .await
         .expect("completions");
+    let results_stored = chaos.faults.counts(Op::PutResults).calls;
+    chaos
+        .faults
+        .wait_for_calls(Op::PutResults, results_stored + 1, WAIT)
+        .await
+        .expect("a finished batch");
     chaos.faults.outage_for(OUTAGE);
     chaos
         .faults
-        // A finished batch stores its results before completing: the first write it tries.
-        .wait_for_faults(Op::PutResults, 1, WAIT)
+        .wait_for_faults_in(&[Op::PutResults, Op::Complete], 1, WAIT)
         .await
         .expect("a finished batch hit the outage");
     let (_, reruns, finished_twice) = chaos.finish(&ids, vec![worker]).await;

@@ -344,7 +344,7 @@ impl Faults {
         n: u64,
         timeout: Duration,
     ) -> Result<(), WaitTimedOut> {
-        self.wait_for(op, "calls", n, timeout, |counts| counts.calls)
+        self.wait_for(op, "calls", n, timeout, |faults| faults.counts(op).calls)
             .await
     }
 
@@ -358,8 +358,26 @@ impl Faults {
         n: u64,
         timeout: Duration,
     ) -> Result<(), WaitTimedOut> {
-        self.wait_for(op, "faults", n, timeout, |counts| counts.faults)
+        self.wait_for(op, "faults", n, timeout, |faults| faults.counts(op).faults)
             .await
+    }
+
+    /// Waits until faults have hit at least `n` calls of `ops` together: a fault that may
+    /// land on one step or the next, depending on how fast the store is.
+    ///
+    /// # Errors
+    /// [`WaitTimedOut`] (naming the first of `ops`) when `timeout` passes first.
+    pub async fn wait_for_faults_in(
+        &self,
+        ops: &[Op],
+        n: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitTimedOut> {
+        let first = ops.first().copied().unwrap_or(Op::Enqueue);
+        self.wait_for(first, "faults", n, timeout, |faults| {
+            ops.iter().map(|op| faults.counts(*op).faults).sum()
+        })
+        .await
     }
 
     async fn wait_for(
@@ -368,13 +386,13 @@ impl Faults {
         what: &'static str,
         wanted: u64,
         timeout: Duration,
-        read: impl Fn(Counts) -> u64,
+        read: impl Fn(&Self) -> u64,
     ) -> Result<(), WaitTimedOut> {
         // Subscribe before reading, so a change between the read and the wait is not missed.
         let mut changed = self.inner.changed.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = read(self.counts(op));
+            let seen = read(self);
             if seen >= wanted {
                 return Ok(());
             }
