@@ -151,7 +151,7 @@ impl FileTaskQueue {
         let mut tried: Option<LeaseToken> = None;
         for _ in 0..tasks::CAS_ROUNDS {
             let Read { task, version } = match tasks::find_to_claim(self.objects(), id).await? {
-                Found::Task(read) => read,
+                Found::Task(read) => *read,
                 Found::Unreadable => return Ok(Taken::Passed),
                 Found::Absent => {
                     self.drop_if_orphan(&marker.key, id, orphaned).await?;

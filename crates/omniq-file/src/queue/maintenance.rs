@@ -59,7 +59,7 @@ impl FileTaskQueue {
         };
         let write = keys::read_lease_body(&body.bytes).map_or(0, |(write, _)| write);
         let read = match tasks::find(self.objects(), marker.id).await? {
-            Found::Task(read) => read,
+            Found::Task(read) => *read,
             // Left for the release that can read it.
             Found::Unreadable => return Ok(changes),
             // Claims take stored tasks only, and purges finished ones: a lease of a task
@@ -166,7 +166,7 @@ impl FileTaskQueue {
     ) -> StoreResult<Vec<StateChange>> {
         let mut changes = Vec::new();
         let read = match tasks::find(self.objects(), id).await? {
-            Found::Task(read) => read,
+            Found::Task(read) => *read,
             Found::Unreadable => return Ok(changes),
             Found::Absent => {
                 // Its enqueue may still be writing it.

@@ -43,7 +43,7 @@ pub(crate) enum Found {
     /// markers are left alone, so that it is not lost to the release that can read it.
     Unreadable,
     /// The task.
-    Task(Read),
+    Task(Box<Read>),
 }
 
 fn decoded(id: TaskId, bytes: &[u8]) -> StoreResult<KvTask> {
@@ -64,7 +64,7 @@ pub(crate) async fn find(objects: &dyn Objects, id: TaskId) -> StoreResult<Found
         return Ok(Found::Absent);
     };
     match decoded(id, &bytes) {
-        Ok(task) => Ok(Found::Task(Read { task, version })),
+        Ok(task) => Ok(Found::Task(Box::new(Read { task, version }))),
         Err(err) => {
             tracing::error!(task_id = %id, %err, "a stored task cannot be read; it is left alone");
             metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
@@ -76,7 +76,7 @@ pub(crate) async fn find(objects: &dyn Objects, id: TaskId) -> StoreResult<Found
 /// The task `id`, if stored and readable (see [`find`]): for the changes that need one.
 pub(crate) async fn read(objects: &dyn Objects, id: TaskId) -> StoreResult<Option<Read>> {
     Ok(match find(objects, id).await? {
-        Found::Task(read) => Some(read),
+        Found::Task(read) => Some(*read),
         Found::Absent | Found::Unreadable => None,
     })
 }
@@ -90,7 +90,7 @@ pub(crate) async fn find_to_claim(objects: &dyn Objects, id: TaskId) -> StoreRes
         return Ok(Found::Absent);
     };
     let err = match decoded(id, &bytes) {
-        Ok(task) => return Ok(Found::Task(Read { task, version })),
+        Ok(task) => return Ok(Found::Task(Box::new(Read { task, version }))),
         Err(err) => err,
     };
     metrics::counter!("omniq_tasks_unreadable_total", "backend" => BACKEND).increment(1);
@@ -104,7 +104,7 @@ pub(crate) async fn find_to_claim(objects: &dyn Objects, id: TaskId) -> StoreRes
     // Above any write a marker can name: every marker of the unreadable task is stale.
     task.writes = u64::MAX / 2;
     match write(objects, &mut task, &version).await? {
-        Some(version) => Ok(Found::Task(Read { task, version })),
+        Some(version) => Ok(Found::Task(Box::new(Read { task, version }))),
         None => find(objects, id).await,
     }
 }
