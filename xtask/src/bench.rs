@@ -93,6 +93,21 @@ fn backends() -> Vec<Backend> {
             // it does not finish (docs/nats.md, "What costs what").
             processes: &[],
         },
+        // A directory on the disk the build is on. No depth (a million tasks are a million
+        // files) and no processes (counting reads every task: docs/file.md).
+        Backend {
+            name: "file",
+            url: format!(
+                "file://{}",
+                std::env::current_dir()
+                    .unwrap_or_default()
+                    .join("target/bench-file")
+                    .display()
+            ),
+            feature: "file",
+            scenarios: &["throughput", "latency", "steady", "payload", "queues", "failing"],
+            processes: &[],
+        },
     ]
 }
 
