@@ -105,7 +105,14 @@ fn backends() -> Vec<Backend> {
                     .display()
             ),
             feature: "file",
-            scenarios: &["throughput", "latency", "steady", "payload", "queues", "failing"],
+            scenarios: &[
+                "throughput",
+                "latency",
+                "steady",
+                "payload",
+                "queues",
+                "failing",
+            ],
             processes: &[],
         },
     ]
