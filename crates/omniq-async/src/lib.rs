@@ -44,10 +44,11 @@
 //! | `postgres` | `postgres://`, `postgresql://` (`?schema=` sets the schema) | no |
 //! | `mysql` | `mysql://`, `mariadb://` | no |
 //! | `nats` | `nats://`, `tls://` (`?prefix=` sets the streams' and buckets' prefix) | no |
+//! | `file` | `file://` (a local directory), `file+memory://`, `s3://`, `az://`, `gs://` (object stores; credentials from the environment) | no |
 //!
 //! A URL whose backend is not compiled in is refused with
 //! [`Error::BackendNotIncluded`] (which names the feature to enable), and one whose backend
-//! OmniQ does not have yet (`s3://`, `amqp://`, …) with
+//! OmniQ does not have yet (`amqp://`, `sqs://`) with
 //! [`Error::BackendNotImplemented`]; both name the settings key.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

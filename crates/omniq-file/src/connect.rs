@@ -82,15 +82,40 @@ impl FileBackend {
                     return Err(invalid(url, "it names no bucket"));
                 }
                 let store = remote_store(&scheme, bucket, query, url)?;
-                let objects = ObjectStoreObjects::new(store, prefix)?;
-                // Reaches the bucket now, not at the first claim.
-                objects.now().await?;
-                check_conditional_writes(&objects, url).await?;
-                Arc::new(objects)
+                return Self::checked(store, prefix, url).await;
             }
             _ => return Err(invalid(url, "its scheme is not one of this backend's")),
         };
         Ok(Self::new(objects))
+    }
+
+    /// The backend on an object_store store built by the caller (a client with settings
+    /// no URL carries), every key under `prefix`. Checked as a URL's bucket is: written to
+    /// once, and refused if it ignores the conditions of its writes.
+    ///
+    /// # Errors
+    /// `Invalid` for a prefix that is not made of key segments or a store that ignores
+    /// conditional writes (object_store's local-file store, an S3-compatible server
+    /// without them); `Unavailable` when the store cannot be reached; a backend error when
+    /// it refuses the first write.
+    pub async fn on_object_store(
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: &str,
+    ) -> StoreResult<Self> {
+        let shown = format!("{store}");
+        Self::checked(store, prefix, &shown).await
+    }
+
+    async fn checked(
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: &str,
+        url: &str,
+    ) -> StoreResult<Self> {
+        let objects = ObjectStoreObjects::new(store, prefix)?;
+        // Reaches the bucket now, not at the first claim.
+        objects.now().await?;
+        check_conditional_writes(&objects, url).await?;
+        Ok(Self::new(Arc::new(objects)))
     }
 
     /// This backend (the same store), reading `clock` where it reads the client's time:

@@ -298,3 +298,116 @@ async fn two_handles_on_one_directory_see_each_others_writes() {
             .is_none()
     );
 }
+
+/// A store that ignores the conditions of its writes, as an S3-compatible server without
+/// conditional writes does: every put overwrites.
+#[derive(Debug)]
+struct Careless(object_store::memory::InMemory);
+
+impl std::fmt::Display for Careless {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Careless")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Careless {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        _opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0
+            .put_opts(location, payload, object_store::PutOptions::default())
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+/// A store whose writes ignore their conditions would let two workers claim one task: the
+/// backend refuses it when it connects, and takes a store that honours them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_conditional_writes_is_refused() {
+    let careless = std::sync::Arc::new(Careless(object_store::memory::InMemory::new()));
+    let refused = omniq_file::FileBackend::on_object_store(careless, "queue")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.kind(),
+        omniq_storage::StoreErrorKind::Invalid,
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("claims would race"),
+        "{refused}"
+    );
+    let local = object_store::local::LocalFileSystem::new_with_prefix(
+        tempfile::tempdir().expect("a directory").keep(),
+    )
+    .expect("a local store");
+    let refused = omniq_file::FileBackend::on_object_store(std::sync::Arc::new(local), "queue")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.kind(),
+        omniq_storage::StoreErrorKind::Invalid,
+        "{refused}"
+    );
+    omniq_file::FileBackend::on_object_store(
+        std::sync::Arc::new(object_store::memory::InMemory::new()),
+        "queue",
+    )
+    .await
+    .expect("a store that honours conditions");
+}

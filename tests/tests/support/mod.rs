@@ -741,8 +741,9 @@ pub async fn wait_for_stats(
         let asked = Instant::now();
         let stats = omniq.queue_stats(QUEUE).await?;
         // A store that counts by reading every task (an object store) is asked no more
-        // than half the time, so that the test does not starve the workers it watches.
-        let pause = POLL.max(asked.elapsed());
+        // than a quarter of the time, so that the test does not starve the workers it
+        // watches.
+        let pause = POLL.max(asked.elapsed() * 3);
         if done(&stats) {
             return Ok(stats);
         }

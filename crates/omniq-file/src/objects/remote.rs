@@ -106,6 +106,13 @@ impl ObjectStoreObjects {
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
             ) => Ok(None),
+            // object_store's local-file store, or an S3 client with conditional puts off:
+            // nothing this backend can be made safe on.
+            Err(err @ object_store::Error::NotImplemented { .. }) => {
+                Err(omniq_storage::StoreError::Invalid(format!(
+                    "the object store cannot write conditionally: {err}"
+                )))
+            }
             Err(err) => Err(object_store_error(err)),
         }
     }
