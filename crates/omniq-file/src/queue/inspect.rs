@@ -3,13 +3,22 @@
 //! Counts and filtered listings read every task object: a directory or a bucket has no
 //! index but the keys. A page of every task reads only that page (newest first by key:
 //! task ids are time-ordered).
+//!
+//! Reading every task takes a while, and tasks move meanwhile, so counts are not a snapshot.
+//! Running is the one count an operator (and a test of a worker's lease budget) needs to
+//! trust not to overstate: a task read as running counts as running only if its lease
+//! marker was listed before the reading began, so a task that finished early in the read
+//! and another claimed late cannot both count. One claimed after the listing counts as
+//! queued, the state it was taken from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use omniq_models::{TaskRecord, TaskState};
+use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskState};
+use omniq_storage::kv_task::KvTask;
 use omniq_storage::{QueueStats, StoreResult, TaskQuery};
 
+use super::keys::LeaseMarker;
 use super::{FileTaskQueue, keys, tasks};
 
 /// Tasks read at once by a listing.
@@ -22,9 +31,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, record: &TaskRecord) {
-        *self.counts.entry(record.state).or_default() += 1;
-        if record.state == TaskState::Queued {
+    fn add(&mut self, record: &TaskRecord, state: TaskState) {
+        *self.counts.entry(state).or_default() += 1;
+        if state == TaskState::Queued {
             let created = record.spec.created_at;
             self.oldest_queued_at = Some(self.oldest_queued_at.map_or(created, |o| o.min(created)));
         }
@@ -78,9 +87,10 @@ impl FileTaskQueue {
 
     pub(super) async fn queue_stats(&self, queue: String) -> StoreResult<QueueStats> {
         let mut tally = Tally::default();
+        let leases = self.leases_listed().await?;
         for read in self.scan_tasks().await? {
             if read.task.record.spec.queue == queue {
-                tally.add(&read.task.record);
+                tally.add(&read.task.record, counted_state(&read.task, &leases));
             }
         }
         Ok(tally.stats(queue))
@@ -88,16 +98,30 @@ impl FileTaskQueue {
 
     pub(super) async fn all_queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
         let mut by_queue: BTreeMap<String, Tally> = BTreeMap::new();
+        let leases = self.leases_listed().await?;
         for read in self.scan_tasks().await? {
+            let state = counted_state(&read.task, &leases);
             let record = &read.task.record;
             by_queue
                 .entry(record.spec.queue.clone())
                 .or_default()
-                .add(record);
+                .add(record, state);
         }
         Ok(by_queue
             .into_iter()
             .map(|(queue, tally)| tally.stats(queue))
+            .collect())
+    }
+
+    /// The leases whose markers exist now: (task, token).
+    async fn leases_listed(&self) -> StoreResult<HashSet<(TaskId, LeaseToken)>> {
+        Ok(self
+            .objects()
+            .list(keys::LEASES)
+            .await?
+            .iter()
+            .filter_map(|key| LeaseMarker::parse(key))
+            .map(|marker| (marker.id, marker.token))
             .collect())
     }
 
@@ -108,5 +132,18 @@ impl FileTaskQueue {
             .into_iter()
             .map(|stats| stats.queue)
             .collect())
+    }
+}
+
+/// The state a task counts under, given the leases listed before it was read (see the module
+/// docs).
+fn counted_state(task: &KvTask, leases: &HashSet<(TaskId, LeaseToken)>) -> TaskState {
+    let state = task.record.state;
+    if state != TaskState::Running {
+        return state;
+    }
+    match task.token {
+        Some(token) if leases.contains(&(task.record.spec.id, token)) => state,
+        _ => TaskState::Queued,
     }
 }
