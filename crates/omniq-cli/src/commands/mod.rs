@@ -1,0 +1,62 @@
+//! One module per group of commands; `run` connects to the store and dispatches.
+
+mod events;
+mod purge;
+mod queues;
+mod schedules;
+mod tasks;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use omniq_async::{AsyncOmniQ, Settings, TaskId};
+
+use crate::cli::{Cli, Command, Global};
+
+/// Runs the command the line names.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.global.json;
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "omniq", &mut std::io::stdout());
+        return Ok(());
+    }
+    let omniq = connect(&cli.global).await?;
+    let outcome = match cli.command {
+        Command::Queues => queues::run(&omniq, json).await,
+        Command::Tasks(command) => tasks::run(&omniq, command, json).await,
+        Command::DeadLetters(args) => tasks::dead_letters(&omniq, args, json).await,
+        Command::Redrive(args) => tasks::redrive(&omniq, args, json).await,
+        Command::Purge(args) => purge::run(&omniq, args, json).await,
+        Command::Schedules(command) => schedules::run(&omniq, command, json).await,
+        Command::Events(args) => events::run(&omniq, args, json).await,
+        Command::Completions { .. } => Ok(()),
+    };
+    omniq.close().await;
+    outcome
+}
+
+/// Opens the stores the settings name: `--config`, then `OMNIQ_*`, then `--url`.
+async fn connect(global: &Global) -> anyhow::Result<AsyncOmniQ> {
+    let mut builder = Settings::builder();
+    if let Some(path) = &global.config {
+        builder = builder.file(path);
+    }
+    builder = builder.env();
+    if let Some(url) = &global.url {
+        builder = builder.set("url", url);
+    }
+    let settings = builder.build().context("the settings")?;
+    let url = settings.default_store_url().redacted();
+    AsyncOmniQ::from_settings(settings)
+        .await
+        .with_context(|| format!("opening {url}"))
+}
+
+/// Parses task ids given on the command line.
+fn task_ids(ids: &[String]) -> anyhow::Result<Vec<TaskId>> {
+    ids.iter()
+        .map(|id| {
+            id.parse::<TaskId>()
+                .map_err(|err| anyhow::anyhow!("`{id}` is not a task id: {err}"))
+        })
+        .collect()
+}
