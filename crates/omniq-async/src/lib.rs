@@ -57,6 +57,7 @@ mod enqueue;
 mod error;
 mod events;
 mod handle;
+mod migrations;
 mod omniq;
 mod schedules;
 mod stores;
@@ -67,6 +68,7 @@ pub use enqueue::EnqueueBuilder;
 pub use error::{Error, ErrorKind, Result};
 pub use events::Events;
 pub use handle::TaskHandle;
+pub use migrations::{SchemaReport, migrate, schema_status};
 pub use omniq::AsyncOmniQ;
 pub use schedules::{ScheduleBuilder, Schedules};
 pub use stores::Stores;
@@ -80,8 +82,8 @@ pub use omniq_models::{
 };
 pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{
-    CancelOutcome, Capabilities, Capability, EventQuery, PurgeRequest, QueueStats, RedriveTarget,
-    TaskQuery,
+    CancelOutcome, Capabilities, Capability, EventQuery, Migration, MigrationStatus, PurgeRequest,
+    QueueStats, RedriveTarget, TaskQuery,
 };
 pub use omniq_workers::{
     AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask, State,

@@ -56,6 +56,14 @@ pub(crate) enum Command {
     Schedules(SchedulesCommand),
     /// Stored task events, oldest first; `--follow` keeps printing new ones.
     Events(EventsArgs),
+    /// Apply the pending schema migrations of the SQL stores (or, with `--status`, only
+    /// show them). For deployments that migrate before rolling out and start workers with
+    /// `migrate=check` in their store URLs.
+    Migrate {
+        /// Show where each schema stands; apply nothing.
+        #[arg(long)]
+        status: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

@@ -2,7 +2,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_storage::{Clock, StoreError, StoreResult};
+use omniq_sql::SchemaPolicy;
+use omniq_storage::{Clock, MigrationStatus, StoreError, StoreResult};
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, MySql, MySqlConnection, MySqlPool};
 
@@ -68,25 +69,32 @@ impl MySqlBackend {
     /// As [`MySqlBackend::connect`], and [`StoreError::Invalid`] for a pool of no
     /// connections.
     pub async fn connect_with(url: &str, options: MySqlOptions) -> StoreResult<Self> {
+        Self::open(url, options, SchemaPolicy::Migrate).await
+    }
+
+    /// Connects with `options`, doing what `policy` says about the schema.
+    pub(crate) async fn open(
+        url: &str,
+        options: MySqlOptions,
+        policy: SchemaPolicy,
+    ) -> StoreResult<Self> {
         let secrets = Secrets::of(url);
         let pool_options = omniq_sql::pool_options::<MySql>("MySQL", &options)?;
-        let (_, rest) = omniq_sql::split_scheme(url, &["mysql", "mariadb"], "MySQL")?;
-        // sqlx knows the `mysql` scheme only; MariaDB speaks the same protocol.
-        let url = format!("mysql://{rest}");
-        let connect_options = MySqlConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad MySQL URL: {e}"))))?;
-        if connect_options.get_database().is_none() {
-            return Err(StoreError::Invalid(
-                "a MySQL URL names its database: mysql://user@host:3306/database".into(),
-            ));
-        }
-        omniq_sql::first_contact(
+        let connect_options = connect_options(url, &secrets)?;
+        let status = omniq_sql::first_contact(
             BACKEND,
             &secrets,
             options.acquire_timeout,
-            migrate(&connect_options, options.acquire_timeout),
+            migrate(
+                &connect_options,
+                options.acquire_timeout,
+                policy == SchemaPolicy::Migrate,
+            ),
         )
         .await?;
+        if !status.is_current() {
+            return Err(omniq_sql::schema_behind(BACKEND, &status));
+        }
         let pool = pool_options
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -201,9 +209,30 @@ impl MySqlBackend {
     }
 }
 
-async fn migrate(options: &MySqlConnectOptions, patience: Duration) -> StoreResult<()> {
+/// The connection options of a `mysql://` or `mariadb://` URL.
+pub(crate) fn connect_options(url: &str, secrets: &Secrets) -> StoreResult<MySqlConnectOptions> {
+    let (_, rest) = omniq_sql::split_scheme(url, &["mysql", "mariadb"], "MySQL")?;
+    // sqlx knows the `mysql` scheme only; MariaDB speaks the same protocol.
+    let url = format!("mysql://{rest}");
+    let connect_options = MySqlConnectOptions::from_str(&url)
+        .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad MySQL URL: {e}"))))?;
+    if connect_options.get_database().is_none() {
+        return Err(StoreError::Invalid(
+            "a MySQL URL names its database: mysql://user@host:3306/database".into(),
+        ));
+    }
+    Ok(connect_options)
+}
+
+/// Connects once to apply (`apply`) the pending migrations under the migration lock, and
+/// reports the schema's status.
+pub(crate) async fn migrate(
+    options: &MySqlConnectOptions,
+    patience: Duration,
+    apply: bool,
+) -> StoreResult<MigrationStatus> {
     let mut conn: MySqlConnection = options.connect().await.map_err(store_error)?;
-    let result = run_migrations(&mut conn, patience).await;
+    let result = run_migrations(&mut conn, patience, apply).await;
     // Closing the session also frees the migration lock, whatever happened.
     let _ = conn.close().await;
     result
@@ -213,7 +242,11 @@ async fn migrate(options: &MySqlConnectOptions, patience: Duration) -> StoreResu
 /// database name alone may be 64).
 const MIGRATION_LOCK: &str = "CONCAT('omniq_migrate_', SHA1(DATABASE()))";
 
-async fn run_migrations(conn: &mut MySqlConnection, patience: Duration) -> StoreResult<()> {
+async fn run_migrations(
+    conn: &mut MySqlConnection,
+    patience: Duration,
+    apply: bool,
+) -> StoreResult<MigrationStatus> {
     // Our own lock rather than sqlx's: sqlx asks for `GET_LOCK(name, -1)` and ignores the
     // answer, and MariaDB answers NULL (no lock) to a negative timeout, so processes that
     // opened a new database together applied the same migration twice and all but one
@@ -239,18 +272,13 @@ async fn run_migrations(conn: &mut MySqlConnection, patience: Duration) -> Store
     migrator.dangerous_set_table_name("omniq_migrations");
     // `run_direct` rather than `run`: the generic `Acquire` bound of `run` makes the future
     // fail the compiler's higher-ranked `Send` check in callers that box or spawn it.
-    let migrated = migrator
-        .run_direct(None, &mut *conn, false)
-        .await
-        .map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => store_error(e),
-            other => StoreError::backend(BACKEND, other),
-        });
+    let migrated =
+        omniq_sql::settle_schema(&mut migrator, &mut *conn, apply, BACKEND, store_error).await;
     let released = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DO RELEASE_LOCK({MIGRATION_LOCK})"
     )))
     .execute(&mut *conn)
     .await
     .map_err(store_error);
-    migrated.and(released.map(drop))
+    migrated.and_then(|status| released.map(|_| status))
 }

@@ -62,7 +62,7 @@ mod time;
 mod wakeup;
 
 pub use backend::{MySqlBackend, MySqlOptions};
-pub use connect::connect_url;
+pub use connect::{connect_url, migrate_url};
 pub use events::MySqlEventStore;
 pub use queue::MySqlTaskQueue;
 pub use results::MySqlResultStore;

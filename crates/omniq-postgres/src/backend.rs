@@ -1,8 +1,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use omniq_sql::PoolSettings;
-use omniq_storage::{Clock, StoreError, StoreResult};
+use omniq_sql::{PoolSettings, SchemaPolicy};
+use omniq_storage::{Clock, MigrationStatus, StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres};
 
@@ -34,6 +34,9 @@ pub struct PgOptions {
     /// The pool (default 10 connections, 30 s to wait for one). The wake-up listener uses
     /// one more connection of its own.
     pub pool: PoolSettings,
+    /// Whether connecting applies pending schema migrations (the default) or only checks
+    /// that none is pending (`migrate=check` in a store URL).
+    pub schema_policy: SchemaPolicy,
 }
 
 impl PgOptions {
@@ -46,6 +49,12 @@ impl PgOptions {
     /// Sets the pool settings.
     pub fn pool(mut self, pool: PoolSettings) -> Self {
         self.pool = pool;
+        self
+    }
+
+    /// Sets what connecting does about the schema.
+    pub fn schema_policy(mut self, policy: SchemaPolicy) -> Self {
+        self.schema_policy = policy;
         self
     }
 }
@@ -95,22 +104,20 @@ impl PgBackend {
         let secrets = Secrets::of(url);
         let names = Names::new(options.schema.as_deref())?;
         let pool_options = omniq_sql::pool_options::<Postgres>("PostgreSQL", &options.pool)?;
-        omniq_sql::split_scheme(url, &["postgres", "postgresql"], "PostgreSQL")?;
-        let mut connect_options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad PostgreSQL URL: {e}"))))?;
-        if connect_options.get_application_name().is_none() {
-            // Shown in pg_stat_activity; a URL's `application_name` wins.
-            connect_options = connect_options.application_name("omniq");
-        }
+        let connect_options = connect_options(url, &secrets)?;
         // Closing the migration's own connection drops the migration lock even if a
         // migration fails half-way.
-        omniq_sql::first_contact(
+        let apply = options.schema_policy == SchemaPolicy::Migrate;
+        let status = omniq_sql::first_contact(
             BACKEND,
             &secrets,
             options.pool.acquire_timeout,
-            migrate(&connect_options, &names),
+            migrate(&connect_options, &names, apply),
         )
         .await?;
+        if !status.is_current() {
+            return Err(omniq_sql::schema_behind(BACKEND, &status));
+        }
         let search_path = search_path(&names);
         let pool = pool_options
             .after_connect(move |conn, _meta| {
@@ -220,6 +227,18 @@ impl PgBackend {
     }
 }
 
+/// The connection options of a `postgres://` URL (OmniQ's own parameters taken out).
+pub(crate) fn connect_options(url: &str, secrets: &Secrets) -> StoreResult<PgConnectOptions> {
+    omniq_sql::split_scheme(url, &["postgres", "postgresql"], "PostgreSQL")?;
+    let connect_options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Invalid(secrets.scrub(format!("bad PostgreSQL URL: {e}"))))?;
+    // Shown in pg_stat_activity; a URL's `application_name` wins.
+    Ok(match connect_options.get_application_name() {
+        Some(_) => connect_options,
+        None => connect_options.application_name("omniq"),
+    })
+}
+
 fn search_path(names: &Names) -> Option<String> {
     names
         .schema
@@ -227,14 +246,23 @@ fn search_path(names: &Names) -> Option<String> {
         .map(|schema| format!("SET search_path TO \"{schema}\""))
 }
 
-async fn migrate(options: &PgConnectOptions, names: &Names) -> StoreResult<()> {
+/// Connects once to apply (`apply`) the pending migrations, and reports the schema's status.
+pub(crate) async fn migrate(
+    options: &PgConnectOptions,
+    names: &Names,
+    apply: bool,
+) -> StoreResult<MigrationStatus> {
     let mut conn: PgConnection = options.connect().await.map_err(store_error)?;
-    let result = run_migrations(&mut conn, names).await;
+    let result = run_migrations(&mut conn, names, apply).await;
     let _ = conn.close().await;
     result
 }
 
-async fn run_migrations(conn: &mut PgConnection, names: &Names) -> StoreResult<()> {
+async fn run_migrations(
+    conn: &mut PgConnection,
+    names: &Names,
+    apply: bool,
+) -> StoreResult<MigrationStatus> {
     if let Some(sql) = search_path(names) {
         conn.execute(AssertSqlSafe(sql))
             .await
@@ -248,13 +276,5 @@ async fn run_migrations(conn: &mut PgConnection, names: &Names) -> StoreResult<(
         // Created under the migration lock, so parallel first connects do not race.
         migrator.create_schema(format!("\"{schema}\""));
     }
-    // `run_direct` rather than `run`: the generic `Acquire` bound of `run` makes the future
-    // fail the compiler's higher-ranked `Send` check in callers that box or spawn it.
-    migrator
-        .run_direct(None, conn, false)
-        .await
-        .map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => store_error(e),
-            other => StoreError::backend(BACKEND, other),
-        })
+    omniq_sql::settle_schema(&mut migrator, conn, apply, BACKEND, store_error).await
 }

@@ -56,7 +56,7 @@ mod schedules;
 mod wakeup;
 
 pub use backend::{PgBackend, PgOptions};
-pub use connect::connect_url;
+pub use connect::{connect_url, migrate_url};
 pub use events::PgEventStore;
 pub use omniq_sql::PoolSettings;
 pub use queue::PgTaskQueue;

@@ -24,6 +24,7 @@ mod forward;
 mod inspect;
 mod pool;
 mod rows;
+mod schema;
 mod settle;
 mod time;
 
@@ -36,6 +37,7 @@ pub use rows::{
     CHANGE_COLUMNS, RESULT_COLUMNS, TASK_COLUMNS, change_from_row, from_json, parse_run_when,
     parse_state, record_from_row, result_from_row, to_i64, to_json, to_u32,
 };
+pub use schema::{SchemaPolicy, schema_behind, settle_schema};
 pub use settle::{BlockedChild, Dependents, parent_state_from_row, settle_dependents};
 pub use time::{deadline, from_micros, to_micros};
 

@@ -4,7 +4,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omniq_storage::{Clock, StoreError, StoreResult};
+use omniq_sql::SchemaPolicy;
+use omniq_storage::{Clock, Migration, MigrationStatus, StoreError, StoreResult};
 use sqlx::SqlitePool;
 use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -14,7 +15,13 @@ use tokio::time::Instant;
 use crate::error::{BACKEND, store_error};
 use crate::{SqliteEventStore, SqliteResultStore, SqliteScheduleStore, SqliteTaskQueue};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema's migrations. A file a newer OmniQ migrated still serves this build
+/// (migrations only add), so old workers keep running through a rolling deploy.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// How long a statement waits for another connection's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,7 +59,7 @@ impl SqliteBackend {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true);
-        Self::connect_options(options, 8).await
+        Self::connect_options(options, 8, SchemaPolicy::Migrate).await
     }
 
     /// Opens a database from a `sqlite:` URL: `sqlite://path/to/file.db`,
@@ -61,31 +68,83 @@ impl SqliteBackend {
     /// # Errors
     /// When the URL is malformed, or as [`SqliteBackend::connect_file`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
-            .create_if_missing(true);
+        let (url, policy) = SchemaPolicy::take_from_url(url)?;
+        let options = sqlite_options(&url, true)?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let dir = options
-            .get_filename()
-            .parent()
-            .filter(|d| !in_memory && !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::unavailable(BACKEND, e))?;
-        }
         // Each connection to `:memory:` is its own database, so an in-memory pool has one.
         let connections = if in_memory { 1 } else { 8 };
-        Self::connect_options(options, connections).await
+        Self::connect_options(options, connections, policy).await
     }
 
-    async fn connect_options(options: SqliteConnectOptions, connections: u32) -> StoreResult<Self> {
-        let options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode is durable across process crashes; only an OS crash or
-            // power loss can drop the last transactions.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false);
-        let pool = retry_while_busy(|| open_writer(&options)).await?;
+    /// Reports where the schema of the database at a `sqlite:` URL stands, after applying
+    /// the pending migrations when `apply` is true (`omniq migrate`). Reading the status of
+    /// a file that does not exist creates nothing.
+    ///
+    /// # Errors
+    /// As [`SqliteBackend::connect`].
+    pub async fn migration_status(url: &str, apply: bool) -> StoreResult<MigrationStatus> {
+        let (url, _) = SchemaPolicy::take_from_url(url)?;
+        let options = sqlite_options(&url, apply)?;
+        if !apply && !options.get_filename().exists() {
+            return Ok(MigrationStatus {
+                pending: migrator()
+                    .iter()
+                    .map(|m| Migration {
+                        version: m.version,
+                        description: m.description.to_string(),
+                    })
+                    .collect(),
+                ..MigrationStatus::default()
+            });
+        }
+        let options = writer_options(options);
+        let (pool, status) = retry_while_busy(|| open_writer(&options, apply)).await?;
+        pool.close().await;
+        Ok(status)
+    }
+}
+
+/// The connect options of a `sqlite:` URL; unless `!create`, creating the file and its
+/// directory when missing.
+fn sqlite_options(url: &str, create: bool) -> StoreResult<SqliteConnectOptions> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
+        .create_if_missing(create);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let dir = options
+        .get_filename()
+        .parent()
+        .filter(|d| create && !in_memory && !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::unavailable(BACKEND, e))?;
+    }
+    Ok(options)
+}
+
+/// The settings every connection to the file gets.
+fn writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL in WAL mode is durable across process crashes; only an OS crash or power
+        // loss can drop the last transactions.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(false)
+}
+
+impl SqliteBackend {
+    async fn connect_options(
+        options: SqliteConnectOptions,
+        connections: u32,
+        policy: SchemaPolicy,
+    ) -> StoreResult<Self> {
+        let options = writer_options(options);
+        let apply = policy == SchemaPolicy::Migrate;
+        let (pool, status) = retry_while_busy(|| open_writer(&options, apply)).await?;
+        if !status.is_current() {
+            pool.close().await;
+            return Err(omniq_sql::schema_behind(BACKEND, &status));
+        }
         // An in-memory database exists only on its one connection: it must also serve reads.
         let reader = if connections <= 1 {
             pool.clone()
@@ -158,6 +217,7 @@ impl SqliteBackend {
 enum OpenError {
     Sqlx(sqlx::Error),
     Migrate(MigrateError),
+    Store(StoreError),
 }
 
 impl OpenError {
@@ -171,7 +231,7 @@ impl OpenError {
             OpenError::Sqlx(err)
             | OpenError::Migrate(MigrateError::Execute(err))
             | OpenError::Migrate(MigrateError::ExecuteMigration(err, _)) => err,
-            OpenError::Migrate(_) => return false,
+            OpenError::Migrate(_) | OpenError::Store(_) => return false,
         };
         let sqlx::Error::Database(db) = err else {
             return false;
@@ -187,6 +247,7 @@ impl OpenError {
         match self {
             OpenError::Sqlx(err) => store_error(err),
             OpenError::Migrate(err) => StoreError::backend(BACKEND, err),
+            OpenError::Store(err) => err,
         }
     }
 }
@@ -197,7 +258,10 @@ impl OpenError {
 /// in it): processes that open a new file together take turns, and each finds the schema
 /// as the one before it left it, instead of applying the same migration twice. sqlx's own
 /// migration lock does nothing on SQLite.
-async fn open_writer(options: &SqliteConnectOptions) -> Result<SqlitePool, OpenError> {
+async fn open_writer(
+    options: &SqliteConnectOptions,
+    apply: bool,
+) -> Result<(SqlitePool, MigrationStatus), OpenError> {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
@@ -211,12 +275,18 @@ async fn open_writer(options: &SqliteConnectOptions) -> Result<SqlitePool, OpenE
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(OpenError::Sqlx)?;
-    MIGRATOR
-        .run_direct(None, &mut *tx, false)
+    let mut migrator = migrator();
+    if apply {
+        migrator
+            .run_direct(None, &mut *tx, false)
+            .await
+            .map_err(OpenError::Migrate)?;
+    }
+    let status = omniq_sql::settle_schema(&mut migrator, &mut *tx, false, BACKEND, store_error)
         .await
-        .map_err(OpenError::Migrate)?;
+        .map_err(OpenError::Store)?;
     tx.commit().await.map_err(OpenError::Sqlx)?;
-    Ok(pool)
+    Ok((pool, status))
 }
 
 /// Runs `open` again while it fails because the file is busy, with a growing, jittered

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use omniq_storage::{BoxFuture, StoreBackend, StoreResult};
+use omniq_storage::{BoxFuture, MigrationStatus, StoreBackend, StoreResult};
 
 use crate::SqliteBackend;
 
@@ -15,4 +15,11 @@ pub fn connect_url(url: &str) -> BoxFuture<'static, StoreResult<Arc<dyn StoreBac
         let backend: Arc<dyn StoreBackend> = Arc::new(SqliteBackend::connect(&url).await?);
         Ok(backend)
     })
+}
+
+/// Reports where the schema of a `sqlite:` store URL stands, after applying the pending
+/// migrations when `apply` is true (see [`SqliteBackend::migration_status`]).
+pub fn migrate_url(url: &str, apply: bool) -> BoxFuture<'static, StoreResult<MigrationStatus>> {
+    let url = url.to_owned();
+    Box::pin(async move { SqliteBackend::migration_status(&url, apply).await })
 }

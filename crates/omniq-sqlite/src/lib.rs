@@ -40,7 +40,7 @@ mod schedules;
 mod time;
 
 pub use backend::SqliteBackend;
-pub use connect::connect_url;
+pub use connect::{connect_url, migrate_url};
 pub use events::SqliteEventStore;
 pub use queue::SqliteTaskQueue;
 pub use results::SqliteResultStore;

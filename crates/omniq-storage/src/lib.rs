@@ -37,6 +37,7 @@ mod clock;
 mod error;
 mod events;
 pub mod kv_task;
+mod migrations;
 mod queue;
 mod redrive;
 mod result_bytes;
@@ -65,6 +66,7 @@ pub use capabilities::{Capabilities, Capability};
 pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
+pub use migrations::{MigrateBackend, Migration, MigrationStatus};
 pub use queue::{
     CANCELLED_WHILE_RUNNING, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DEFAULT_LEASE, DEFAULT_LIST_LIMIT, DEFAULT_PURGE_LIMIT, DequeueRequest,

@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` connects to the store and dispatches.
 
 mod events;
+mod migrate;
 mod purge;
 mod queues;
 mod schedules;
@@ -19,6 +20,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         clap_complete::generate(shell, &mut Cli::command(), "omniq", &mut std::io::stdout());
         return Ok(());
     }
+    if let Command::Migrate { status } = cli.command {
+        return migrate::run(&settings(&cli.global)?, status, json).await;
+    }
     let omniq = connect(&cli.global).await?;
     let outcome = match cli.command {
         Command::Queues => queues::run(&omniq, json).await,
@@ -28,14 +32,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Purge(args) => purge::run(&omniq, args, json).await,
         Command::Schedules(command) => schedules::run(&omniq, command, json).await,
         Command::Events(args) => events::run(&omniq, args, json).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Completions { .. } | Command::Migrate { .. } => Ok(()),
     };
     omniq.close().await;
     outcome
 }
 
-/// Opens the stores the settings name: `--config`, then `OMNIQ_*`, then `--url`.
+/// Opens the stores the settings name.
 async fn connect(global: &Global) -> anyhow::Result<AsyncOmniQ> {
+    let settings = settings(global)?;
+    let url = settings.default_store_url().redacted();
+    AsyncOmniQ::from_settings(settings)
+        .await
+        .with_context(|| format!("opening {url}"))
+}
+
+/// The settings: `--config`, then `OMNIQ_*`, then `--url`.
+fn settings(global: &Global) -> anyhow::Result<Settings> {
     let mut builder = Settings::builder();
     if let Some(path) = &global.config {
         builder = builder.file(path);
@@ -44,11 +57,7 @@ async fn connect(global: &Global) -> anyhow::Result<AsyncOmniQ> {
     if let Some(url) = &global.url {
         builder = builder.set("url", url);
     }
-    let settings = builder.build().context("the settings")?;
-    let url = settings.default_store_url().redacted();
-    AsyncOmniQ::from_settings(settings)
-        .await
-        .with_context(|| format!("opening {url}"))
+    builder.build().context("the settings")
 }
 
 /// Parses task ids given on the command line.
