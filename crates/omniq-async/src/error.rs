@@ -101,6 +101,10 @@ pub enum Error {
         /// The queues with tasks queued, running or blocked.
         queues: Vec<String>,
     },
+    /// The metrics endpoint could not start (another `metrics` recorder is installed, or
+    /// its listener failed).
+    #[error("cannot serve metrics: {0}")]
+    Metrics(String),
     /// Waiting for a result timed out; the task may still finish.
     #[error("no result for task {task_id} within {waited:?}")]
     Timeout {
@@ -150,7 +154,9 @@ impl Error {
                 StoreErrorKind::Unsupported => ErrorKind::Unsupported,
                 _ => ErrorKind::Other,
             },
-            Error::Worker(_) | Error::Closed | Error::Runtime(_) => ErrorKind::Other,
+            Error::Worker(_) | Error::Closed | Error::Runtime(_) | Error::Metrics(_) => {
+                ErrorKind::Other
+            }
             Error::TaskFailed { .. } | Error::TaskEnded { .. } => ErrorKind::TaskFailed,
             Error::TaskNotFound(_) | Error::ScheduleNotFound(_) => ErrorKind::NotFound,
             Error::Timeout { .. } | Error::NotDrained { .. } => ErrorKind::Timeout,

@@ -56,9 +56,12 @@
 mod enqueue;
 mod error;
 mod events;
+mod gauges;
 mod handle;
 mod migrations;
 mod omniq;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 mod schedules;
 mod stores;
 pub mod testing;
@@ -67,9 +70,12 @@ mod worker;
 pub use enqueue::EnqueueBuilder;
 pub use error::{Error, ErrorKind, Result};
 pub use events::Events;
+pub use gauges::QueueGauges;
 pub use handle::TaskHandle;
 pub use migrations::{SchemaReport, migrate, schema_status};
 pub use omniq::AsyncOmniQ;
+#[cfg(feature = "prometheus")]
+pub use prometheus::MetricsEndpoint;
 pub use schedules::{ScheduleBuilder, Schedules};
 pub use stores::Stores;
 pub use worker::WorkerBuilder;

@@ -64,6 +64,16 @@ pub(crate) enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Serve the store's queue gauges (tasks per queue and state, the oldest queued task's
+    /// age) for Prometheus at `http://ADDR/metrics`, until interrupted.
+    Metrics {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+        /// How often to read the counts from the store (`15s`, `1m`).
+        #[arg(long, default_value = "15s")]
+        every: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

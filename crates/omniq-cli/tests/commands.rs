@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use omniq_async::{AsyncOmniQ, ScheduleTrigger, Settings, StoreUrl, TaskError, TaskId, TaskState};
+use omniq_async::{AsyncOmniQ, ScheduleTrigger, Settings, TaskError, TaskId, TaskState};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
@@ -24,12 +24,10 @@ struct Store {
 
 impl Store {
     async fn open(url: String) -> anyhow::Result<AsyncOmniQ> {
-        let mut settings = Settings::default();
-        settings.task_queue_url = Some(StoreUrl::parse(&url)?);
-        settings.result_storage_url = settings.task_queue_url.clone();
-        settings.event_storage_url = settings.task_queue_url.clone();
-        settings.schedule_storage_url = settings.task_queue_url.clone();
-        settings.poll_interval = Duration::from_millis(50);
+        let settings = Settings::builder()
+            .set("url", url)
+            .set("poll_interval", "50ms")
+            .build()?;
         Ok(AsyncOmniQ::from_settings(settings)
             .await?
             .register_fn("cli.ok", |n: u32| async move { Ok(n * 2) })
@@ -216,6 +214,19 @@ async fn fixture(store: &Store) -> anyhow::Result<Fixture> {
         scheduled,
         queued,
     })
+}
+
+/// GET /metrics over a plain TCP connection.
+async fn scrape(addr: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: omniq\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut page = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut page)).await??;
+    ensure!(page.starts_with("HTTP/1.1 200"), "{page}");
+    Ok(page)
 }
 
 fn ids_of(value: &Value) -> Vec<String> {
@@ -445,6 +456,57 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     ensure!(followed.status.success(), "{}", followed.status);
     let event: Value = serde_json::from_slice(&followed.stdout)?;
     ensure!(event["task_id"] == fresh.to_string(), "{event}");
+
+    // metrics: the store's queue gauges, scraped over HTTP; SIGTERM stops it cleanly.
+    let mut exporter = tokio::process::Command::new(BIN)
+        .args(["--url", &store.url, "metrics", "--listen", "127.0.0.1:0"])
+        .args(["--every", "100ms"])
+        .env_remove("OMNIQ_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = tokio::io::BufReader::new(exporter.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
+        .await
+        .context("the exporter did not start within the bound")??;
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| format!("no address in {line:?}"))?
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = scrape(&addr).await?;
+        let wanted = [
+            r#"omniq_queue_tasks{queue="alpha",state="succeeded"} 3"#,
+            r#"omniq_queue_tasks{queue="alpha",state="queued"} 2"#,
+            r#"omniq_queue_tasks{queue="beta",state="scheduled"} 1"#,
+            r#"omniq_queue_tasks{queue="gamma",state="queued"} 1"#,
+        ];
+        if wanted.iter().all(|w| page.lines().any(|l| l == *w)) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the gauges never read {wanted:?}:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = exporter.id().context("the exporter's pid")?;
+    ensure!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?
+            .success()
+    );
+    let stopped = tokio::time::timeout(WAIT, exporter.wait())
+        .await
+        .context("the exporter did not stop on SIGTERM")??;
+    ensure!(stopped.success(), "{stopped}");
 
     // completions, usage errors.
     let completions = store.run(&["completions", "bash"]).await?;

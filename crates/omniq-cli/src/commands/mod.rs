@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` connects to the store and dispatches.
 
 mod events;
+mod metrics;
 mod migrate;
 mod purge;
 mod queues;
@@ -32,6 +33,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Purge(args) => purge::run(&omniq, args, json).await,
         Command::Schedules(command) => schedules::run(&omniq, command, json).await,
         Command::Events(args) => events::run(&omniq, args, json).await,
+        Command::Metrics { listen, every } => metrics::run(&omniq, &listen, &every).await,
         Command::Completions { .. } | Command::Migrate { .. } => Ok(()),
     };
     omniq.close().await;
