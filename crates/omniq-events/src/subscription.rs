@@ -50,6 +50,16 @@ impl EventSubscription {
         }
     }
 
+    /// The subscription as a [`Stream`](futures_core::Stream) of matching events, ending
+    /// when the logger closes: for `StreamExt` combinators, or server-sent events
+    /// (`axum::response::Sse::new(omniq.events().subscribe().into_stream().map(...))`).
+    pub fn into_stream(self) -> impl futures_core::Stream<Item = TaskEvent> + Send + 'static {
+        futures_util::stream::unfold(self, |mut subscription| async move {
+            let event = subscription.next().await?;
+            Some((event, subscription))
+        })
+    }
+
     /// Events skipped because this subscriber fell behind.
     pub fn missed(&self) -> u64 {
         self.missed

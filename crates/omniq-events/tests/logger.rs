@@ -118,3 +118,32 @@ async fn subscribers_see_live_events_filtered_by_task() {
         .expect("logger open");
     assert_eq!(event.task_id, Some(task));
 }
+
+#[tokio::test]
+async fn a_subscription_is_a_stream_of_its_matching_events() {
+    use futures_util::StreamExt;
+
+    let store = Arc::new(MemoryEventStore::new());
+    let logger = EventLogger::start(store);
+    let task = TaskId::new();
+    let stream = logger
+        .subscribe()
+        .task(task)
+        .kinds([TaskEventKind::Started, TaskEventKind::Succeeded])
+        .into_stream();
+    for kind in [
+        TaskEventKind::Enqueued,
+        TaskEventKind::Started,
+        TaskEventKind::Succeeded,
+    ] {
+        logger.log(TaskEvent::for_task(kind, task, "t", "q"));
+        logger.log(TaskEvent::for_task(kind, TaskId::new(), "t", "q"));
+    }
+    let kinds: Vec<TaskEventKind> = tokio::time::timeout(
+        Duration::from_secs(5),
+        stream.take(2).map(|event| event.kind).collect(),
+    )
+    .await
+    .expect("both events arrive");
+    assert_eq!(kinds, [TaskEventKind::Started, TaskEventKind::Succeeded]);
+}

@@ -8,12 +8,17 @@
 //! cargo run -p example-axum-enqueue
 //! curl -X POST localhost:3000/signups -H 'content-type: application/json' -d '{"email":"ada@example.com"}'
 //! curl localhost:3000/tasks/<id>
+//! curl -N localhost:3000/events        # every lifecycle event, live (server-sent events)
 //! ```
+
+use std::convert::Infallible;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
 use omniq_async::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +72,19 @@ async fn task_state(
     }
 }
 
+/// This process's lifecycle events as they happen (the worker runs beside the server, so
+/// its events are here too), one JSON object per server-sent event.
+async fn events(
+    State(omniq): State<AsyncOmniQ>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = omniq.events().subscribe().into_stream().map(|event| {
+        let data =
+            serde_json::to_string(&event).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        Ok(Event::default().event(event.kind.as_str()).data(data))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let omniq = AsyncOmniQ::from_env().await?.register::<send_welcome>();
@@ -75,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/signups", post(signup))
         .route("/tasks/{id}", get(task_state))
+        .route("/events", get(events))
         .with_state(omniq.clone());
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
