@@ -74,6 +74,22 @@ pub(crate) enum Command {
         #[arg(long, default_value = "15s")]
         every: String,
     },
+    /// Serve the web dashboard: queues, tasks, dead letters, schedules, workers, live.
+    Dashboard {
+        /// The address to listen on. Beyond loopback a token is required.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The token every request must present (HTTP Basic password or Bearer); default
+        /// `OMNIQ_DASHBOARD_TOKEN`.
+        #[arg(long)]
+        token: Option<String>,
+        /// Pages only: no retry, cancel, re-drive, purge or schedule actions.
+        #[arg(long)]
+        read_only: bool,
+        /// Do not show task payloads and results.
+        #[arg(long)]
+        no_payloads: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

@@ -218,10 +218,17 @@ async fn fixture(store: &Store) -> anyhow::Result<Fixture> {
 
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: &str) -> anyhow::Result<String> {
+    http_get(addr, "/metrics").await
+}
+
+/// GET `path` over a plain TCP connection; the whole response, which must be a 200.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: omniq\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: omniq\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut page = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut page)).await??;
@@ -507,6 +514,36 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         .await
         .context("the exporter did not stop on SIGTERM")??;
     ensure!(stopped.success(), "{stopped}");
+
+    // dashboard: serves the store's queues; beyond loopback only with a token.
+    let mut dashboard = tokio::process::Command::new(BIN)
+        .args(["--url", &store.url, "dashboard", "--listen", "127.0.0.1:0"])
+        .env_remove("OMNIQ_URL")
+        .env_remove("OMNIQ_DASHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = tokio::io::BufReader::new(dashboard.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
+        .await
+        .context("the dashboard did not start within the bound")??;
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| format!("no address in {line:?}"))?
+        .to_owned();
+    let page = http_get(&addr, "/").await?;
+    ensure!(page.contains("alpha") && page.contains("gamma"), "{page}");
+    dashboard.start_kill()?;
+    dashboard.wait().await?;
+    let refused = store
+        .fails_with(1, &["dashboard", "--listen", "0.0.0.0:0"])
+        .await?;
+    ensure!(lossy(&refused.stderr).contains("without a token"));
 
     // completions, usage errors.
     let completions = store.run(&["completions", "bash"]).await?;

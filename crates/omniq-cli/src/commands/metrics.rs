@@ -22,7 +22,7 @@ pub(super) async fn run(omniq: &AsyncOmniQ, listen: &str, every: &str) -> anyhow
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

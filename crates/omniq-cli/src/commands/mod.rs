@@ -1,5 +1,6 @@
 //! One module per group of commands; `run` connects to the store and dispatches.
 
+mod dashboard;
 mod events;
 mod metrics;
 mod migrate;
@@ -34,6 +35,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules(command) => schedules::run(&omniq, command, json).await,
         Command::Events(args) => events::run(&omniq, args, json).await,
         Command::Metrics { listen, every } => metrics::run(&omniq, &listen, &every).await,
+        Command::Dashboard {
+            listen,
+            token,
+            read_only,
+            no_payloads,
+        } => dashboard::run(&omniq, &listen, token, read_only, !no_payloads).await,
         Command::Completions { .. } | Command::Migrate { .. } => Ok(()),
     };
     omniq.close().await;

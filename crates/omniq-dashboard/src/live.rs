@@ -1,0 +1,54 @@
+//! Live counts for the queues page, as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde_json::json;
+
+use crate::App;
+use crate::pages::COLUMNS;
+
+/// How often the counts are read and sent.
+const EVERY: Duration = Duration::from_secs(2);
+
+/// Every [`EVERY`], each queue's counts per state and the number of finished tasks (for the
+/// page's throughput). A store error skips a round.
+pub(crate) async fn counts(
+    State(app): State<App>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures_util::stream::unfold(app, |app| async move {
+        loop {
+            tokio::time::sleep(EVERY).await;
+            let Ok(queues) = app.omniq.queues().await else {
+                continue;
+            };
+            let mut finished = 0;
+            let queues: Vec<_> = queues
+                .iter()
+                .map(|stats| {
+                    finished += stats
+                        .counts
+                        .iter()
+                        .filter(|(state, _)| state.is_terminal())
+                        .map(|(_, n)| n)
+                        .sum::<u64>();
+                    let counts: serde_json::Map<String, serde_json::Value> = COLUMNS
+                        .iter()
+                        .map(|s| (s.as_str().to_owned(), json!(stats.count(*s))))
+                        .collect();
+                    json!({ "queue": stats.queue, "counts": counts })
+                })
+                .collect();
+            let data = json!({
+                "at": chrono::Utc::now().timestamp_millis(),
+                "finished": finished,
+                "queues": queues,
+            });
+            return Some((Ok(Event::default().data(data.to_string())), app));
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

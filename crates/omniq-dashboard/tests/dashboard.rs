@@ -1,0 +1,424 @@
+//! The dashboard over HTTP against a SQLite store with tasks in many states: every page
+//! loads and shows them, actions change the store, and the safety rules hold (the
+//! anti-forgery token, read-only mode, the token, no unprotected non-loopback bind).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use omniq_async::{AsyncOmniQ, ScheduleTrigger, Settings, TaskError, TaskId, TaskState};
+use omniq_dashboard::{Dashboard, DashboardError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&str>,
+) -> anyhow::Result<Reply> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: dashboard\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = form.unwrap_or_default();
+    if form.is_some() {
+        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(head.as_bytes()).await?;
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw)).await??;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no head")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok(Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let reply = request(addr, "GET", path, &[], None).await?;
+    ensure!(
+        reply.status == 200,
+        "GET {path}: {}\n{}",
+        reply.status,
+        reply.body
+    );
+    Ok(reply.body)
+}
+
+/// The anti-forgery token the page's forms carry.
+fn csrf_of(page: &str) -> anyhow::Result<String> {
+    let start = page
+        .find("name=\"csrf\" value=\"")
+        .context("no form on the page")?
+        + "name=\"csrf\" value=\"".len();
+    Ok(page[start..]
+        .split('"')
+        .next()
+        .context("no token")?
+        .to_owned())
+}
+
+/// Serves `dashboard` on a loopback port until the returned sender is dropped.
+async fn serve(
+    dashboard: Dashboard,
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = dashboard
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((addr, stop))
+}
+
+struct Fixture {
+    omniq: AsyncOmniQ,
+    _dir: tempfile::TempDir,
+    succeeded: TaskId,
+    dead: Vec<TaskId>,
+    queued: TaskId,
+    blocked: TaskId,
+    scheduled: TaskId,
+}
+
+async fn fixture() -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let settings = Settings::builder()
+        .set("url", format!("sqlite://{}/omniq.db", dir.path().display()))
+        .set("poll_interval", "50ms")
+        .build()?;
+    let omniq = AsyncOmniQ::from_settings(settings)
+        .await?
+        .register_fn("reports.build", |n: u32| async move { Ok(n + 1) })
+        .register_fn("reports.fail", |_: u32| async move {
+            Err::<(), _>(TaskError::permanent("the printer is on fire"))
+        });
+    let succeeded = omniq
+        .enqueue_by_name::<u32>("reports.build", 41)
+        .queue("reports")
+        .metadata("tenant", "acme")
+        .await?
+        .id();
+    let mut dead = Vec::new();
+    for n in 0..3 {
+        dead.push(
+            omniq
+                .enqueue_by_name::<()>("reports.fail", n)
+                .queue("reports")
+                .max_attempts(1)
+                .await?
+                .id(),
+        );
+    }
+    let worker = omniq.worker().queues(["reports"]).start()?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = omniq.queue_stats("reports").await?;
+        if stats.count(TaskState::Succeeded) == 1 && stats.count(TaskState::Failed) == 3 {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "{:?}", stats.counts);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await?;
+    let queued = omniq
+        .enqueue_by_name::<u32>("<b>mail.send</b>", 1)
+        .queue("mail")
+        .await?
+        .id();
+    let blocked = omniq
+        .enqueue_by_name::<u32>("mail.after", 2)
+        .queue("mail")
+        .depends_on(queued)
+        .await?
+        .id();
+    let scheduled = omniq
+        .enqueue_by_name::<u32>("mail.later", 3)
+        .queue("mail")
+        .delay(Duration::from_secs(3_600))
+        .await?
+        .id();
+    let cancelled = omniq
+        .enqueue_by_name::<u32>("mail.never", 4)
+        .queue("mail")
+        .await?
+        .id();
+    omniq.cancel(cancelled).await?;
+    omniq
+        .schedule_by_name(
+            "nightly",
+            ScheduleTrigger::cron("0 3 * * *"),
+            "reports.build",
+            1,
+        )
+        .queue("reports")
+        .await?;
+    omniq.events().flush().await;
+    Ok(Fixture {
+        omniq,
+        _dir: dir,
+        succeeded,
+        dead,
+        queued,
+        blocked,
+        scheduled,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
+    let fx = fixture().await?;
+    let (addr, _stop) = serve(Dashboard::new(fx.omniq.clone())).await?;
+
+    let queues = get(addr, "/").await?;
+    ensure!(queues.contains("data-queue=\"reports\" data-state=\"failed\""));
+    ensure!(
+        queues.contains(">3</a>") && queues.contains("mail"),
+        "{queues}"
+    );
+
+    let tasks = get(addr, "/tasks").await?;
+    for id in [fx.succeeded, fx.queued, fx.blocked, fx.scheduled] {
+        ensure!(tasks.contains(&id.to_string()), "{id} not listed");
+    }
+    ensure!(
+        tasks.contains("&lt;b&gt;mail.send&lt;/b&gt;") && !tasks.contains("<b>mail.send"),
+        "a task name is escaped"
+    );
+    let failed = get(addr, "/tasks?state=failed").await?;
+    ensure!(failed.matches("reports.fail").count() == 3 && !failed.contains("reports.build"));
+    let searched = get(addr, "/tasks?search=acme").await?;
+    ensure!(
+        searched.contains(&fx.succeeded.to_string()) && !searched.contains(&fx.dead[0].to_string())
+    );
+    let by_id = request(
+        addr,
+        "GET",
+        &format!("/tasks?search={}", fx.dead[0]),
+        &[],
+        None,
+    )
+    .await?;
+    ensure!(
+        by_id.status == 303 && by_id.head.contains(&format!("/tasks/{}", fx.dead[0])),
+        "{}",
+        by_id.head
+    );
+
+    let task = get(addr, &format!("/tasks/{}", fx.succeeded)).await?;
+    ensure!(
+        task.contains("41") && task.contains("42"),
+        "payload and result shown"
+    );
+    ensure!(
+        task.contains("enqueued") && task.contains("succeeded") && task.contains("tenant=acme")
+    );
+    let dead = get(addr, &format!("/tasks/{}", fx.dead[0])).await?;
+    ensure!(dead.contains("the printer is on fire") && dead.contains(">Retry</button>"));
+    let missing = request(addr, "GET", &format!("/tasks/{}", TaskId::new()), &[], None).await?;
+    ensure!(missing.status == 404);
+
+    let letters = get(addr, "/dead-letters").await?;
+    ensure!(letters.matches(">Retry</button>").count() == 3);
+    let schedules = get(addr, "/schedules").await?;
+    ensure!(schedules.contains("nightly") && schedules.contains(">Pause</button>"));
+    let workers = get(addr, "/workers").await?;
+    ensure!(
+        // The fixture's worker started and stopped: its last word is "stopped".
+        workers.contains("<span class=\"state stopped\">stopped</span>"),
+        "{workers}"
+    );
+
+    // Retry a dead letter, as its button does.
+    let csrf = csrf_of(&letters)?;
+    let retried = request(
+        addr,
+        "POST",
+        &format!("/tasks/{}/retry", fx.dead[0]),
+        &[],
+        Some(&format!("csrf={csrf}&back=%2Fdead-letters")),
+    )
+    .await?;
+    ensure!(
+        retried.status == 303 && retried.head.contains("location: /dead-letters"),
+        "{}",
+        retried.head
+    );
+    ensure!(fx.omniq.task(fx.dead[0]).await?.map(|r| r.state) == Some(TaskState::Queued));
+
+    // Without the token, or with a wrong one: refused, nothing changes.
+    for form in ["back=%2F", "csrf=guess&back=%2F"] {
+        let forged = request(
+            addr,
+            "POST",
+            &format!("/tasks/{}/retry", fx.dead[1]),
+            &[],
+            Some(form),
+        )
+        .await?;
+        ensure!(forged.status == 403, "{}", forged.status);
+    }
+    ensure!(fx.omniq.task(fx.dead[1]).await?.map(|r| r.state) == Some(TaskState::Failed));
+
+    // Pause the schedule, as its button does.
+    let paused = request(
+        addr,
+        "POST",
+        "/schedules/nightly/pause",
+        &[],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await?;
+    ensure!(paused.status == 303);
+    ensure!(
+        fx.omniq
+            .schedules()
+            .get("nightly")
+            .await?
+            .is_some_and(|s| s.paused)
+    );
+    ensure!(get(addr, "/schedules").await?.contains(">Resume</button>"));
+
+    // Re-drive the queue's other dead letters; purge needs a dead letter left: none.
+    let redriven = request(
+        addr,
+        "POST",
+        "/dead-letters/redrive",
+        &[],
+        Some(&format!("csrf={csrf}&queue=reports")),
+    )
+    .await?;
+    ensure!(redriven.status == 303);
+    ensure!(
+        fx.omniq
+            .queue_stats("reports")
+            .await?
+            .count(TaskState::Failed)
+            == 0
+    );
+
+    // Live counts arrive as server-sent events.
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /live HTTP/1.1\r\nHost: dashboard\r\nAccept: text/event-stream\r\n\r\n")
+        .await?;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.contains("\"queues\"") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .context("no live counts within the bound")??;
+        ensure!(n > 0, "the live stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    ensure!(
+        seen.contains("text/event-stream") && seen.contains("\"reports\""),
+        "{seen}"
+    );
+    fx.omniq.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_hides_actions_and_refuses_them() -> anyhow::Result<()> {
+    let fx = fixture().await?;
+    let (addr, _stop) = serve(
+        Dashboard::new(fx.omniq.clone())
+            .read_only(true)
+            .show_payloads(false),
+    )
+    .await?;
+    let letters = get(addr, "/dead-letters").await?;
+    ensure!(!letters.contains("<form class=\"inline\"") && letters.contains("read-only"));
+    let task = get(addr, &format!("/tasks/{}", fx.succeeded)).await?;
+    ensure!(task.contains("Payloads are hidden") && !task.contains("<h2>Payload</h2>"));
+    // Even with a token taken from an acting dashboard over the same store.
+    let acting = Dashboard::new(fx.omniq.clone());
+    let (acting_addr, _stop_acting) = serve(acting).await?;
+    let csrf = csrf_of(&get(acting_addr, "/dead-letters").await?)?;
+    let refused = request(
+        addr,
+        "POST",
+        &format!("/tasks/{}/retry", fx.dead[0]),
+        &[],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await?;
+    ensure!(refused.status == 403);
+    ensure!(fx.omniq.task(fx.dead[0]).await?.map(|r| r.state) == Some(TaskState::Failed));
+    fx.omniq.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route_and_is_required_beyond_loopback() -> anyhow::Result<()> {
+    let fx = fixture().await?;
+    let (addr, _stop) = serve(Dashboard::new(fx.omniq.clone()).token("s3cret")).await?;
+    for path in ["/", "/tasks", "/live"] {
+        let reply = request(addr, "GET", path, &[], None).await?;
+        ensure!(
+            reply.status == 401
+                && reply
+                    .head
+                    .to_lowercase()
+                    .contains("www-authenticate: basic"),
+            "{path}: {}",
+            reply.head
+        );
+    }
+    let wrong = request(addr, "GET", "/", &[("Authorization", "Bearer nope")], None).await?;
+    ensure!(wrong.status == 401);
+    let bearer = request(
+        addr,
+        "GET",
+        "/",
+        &[("Authorization", "Bearer s3cret")],
+        None,
+    )
+    .await?;
+    ensure!(bearer.status == 200);
+    // Basic auth, any user: "operator:s3cret".
+    let basic = request(
+        addr,
+        "GET",
+        "/",
+        &[("Authorization", "Basic b3BlcmF0b3I6czNjcmV0")],
+        None,
+    )
+    .await?;
+    ensure!(basic.status == 200);
+
+    let everywhere = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let refused = Dashboard::new(fx.omniq.clone())
+        .serve(everywhere, async {})
+        .await;
+    ensure!(
+        matches!(refused, Err(DashboardError::Unprotected(_))),
+        "{refused:?}"
+    );
+    fx.omniq.close().await;
+    Ok(())
+}
