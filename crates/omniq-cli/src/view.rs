@@ -11,16 +11,7 @@ use serde_json::{Value, json};
 use crate::when::age;
 
 /// The states shown as columns of `omniq queues`, in lifecycle order.
-pub(crate) const QUEUE_COLUMNS: [TaskState; 8] = [
-    TaskState::Blocked,
-    TaskState::Scheduled,
-    TaskState::Queued,
-    TaskState::Running,
-    TaskState::Succeeded,
-    TaskState::Failed,
-    TaskState::Cancelled,
-    TaskState::Expired,
-];
+pub(crate) const QUEUE_COLUMNS: [TaskState; 8] = TaskState::ALL;
 
 pub(crate) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -88,6 +88,22 @@ impl Store {
             .map_err(Into::into)
     }
 
+    /// Starts `omniq --url URL ARGS` and leaves it running: stdin closed, stdout and stderr
+    /// piped.
+    fn spawn(&self, args: &[&str]) -> anyhow::Result<tokio::process::Child> {
+        Ok(tokio::process::Command::new(BIN)
+            .arg("--url")
+            .arg(&self.url)
+            .args(args)
+            .env_remove("OMNIQ_URL")
+            .env_remove("OMNIQ_DASHBOARD_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?)
+    }
+
     /// Runs a command that must succeed with `--json`, and parses its output.
     async fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
         let mut all = args.to_vec();
@@ -214,6 +230,35 @@ async fn fixture(store: &Store) -> anyhow::Result<Fixture> {
         scheduled,
         queued,
     })
+}
+
+/// The first line a running command writes to standard error (where it says it is ready),
+/// within the bound.
+async fn first_stderr_line(
+    child: &mut tokio::process::Child,
+    what: &str,
+) -> anyhow::Result<String> {
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
+        .await
+        .with_context(|| format!("{what} said nothing within the bound"))??;
+    // Keep reading, so that a later line finds the pipe open.
+    tokio::spawn(async move {
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut rest).await;
+    });
+    Ok(line)
+}
+
+/// The `host:port` of the `http://host:port/...` a server command says it serves on.
+fn address_in(line: &str) -> anyhow::Result<String> {
+    Ok(line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| format!("no address in {line:?}"))?
+        .to_owned())
 }
 
 /// GET /metrics over a plain TCP connection.
@@ -435,20 +480,10 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         .await?;
 
     // events --follow: sees an event another process stores after it started following.
-    let mut follower = tokio::process::Command::new(BIN)
-        .args(["--url", &store.url, "events", "--json", "--follow"])
-        .args(["--limit", "0", "--count", "1", "--kind", "enqueued"])
-        .env_remove("OMNIQ_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stderr = tokio::io::BufReader::new(follower.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
-        .await
-        .context("the follower did not start following within the bound")??;
+    let mut follower = store.spawn(&[
+        "events", "--json", "--follow", "--limit", "0", "--count", "1", "--kind", "enqueued",
+    ])?;
+    let line = first_stderr_line(&mut follower, "the follower").await?;
     ensure!(line.contains("following"), "{line}");
     let fresh = store
         .omniq
@@ -465,26 +500,8 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     ensure!(event["task_id"] == fresh.to_string(), "{event}");
 
     // metrics: the store's queue gauges, scraped over HTTP; SIGTERM stops it cleanly.
-    let mut exporter = tokio::process::Command::new(BIN)
-        .args(["--url", &store.url, "metrics", "--listen", "127.0.0.1:0"])
-        .args(["--every", "100ms"])
-        .env_remove("OMNIQ_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stderr = tokio::io::BufReader::new(exporter.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
-        .await
-        .context("the exporter did not start within the bound")??;
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .with_context(|| format!("no address in {line:?}"))?
-        .to_owned();
+    let mut exporter = store.spawn(&["metrics", "--listen", "127.0.0.1:0", "--every", "100ms"])?;
+    let addr = address_in(&first_stderr_line(&mut exporter, "the exporter").await?)?;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let page = scrape(&addr).await?;
@@ -516,26 +533,8 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     ensure!(stopped.success(), "{stopped}");
 
     // dashboard: serves the store's queues; beyond loopback only with a token.
-    let mut dashboard = tokio::process::Command::new(BIN)
-        .args(["--url", &store.url, "dashboard", "--listen", "127.0.0.1:0"])
-        .env_remove("OMNIQ_URL")
-        .env_remove("OMNIQ_DASHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stderr = tokio::io::BufReader::new(dashboard.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
-        .await
-        .context("the dashboard did not start within the bound")??;
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .with_context(|| format!("no address in {line:?}"))?
-        .to_owned();
+    let mut dashboard = store.spawn(&["dashboard", "--listen", "127.0.0.1:0"])?;
+    let addr = address_in(&first_stderr_line(&mut dashboard, "the dashboard").await?)?;
     let page = http_get(&addr, "/").await?;
     ensure!(page.contains("alpha") && page.contains("gamma"), "{page}");
     dashboard.start_kill()?;

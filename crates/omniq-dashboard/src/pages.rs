@@ -15,16 +15,7 @@ use crate::App;
 use crate::html::{action, age, esc, opt_time, page, query_value, state_tag, time};
 
 /// The states shown as the queue table's columns, in lifecycle order.
-pub(crate) const COLUMNS: [TaskState; 8] = [
-    TaskState::Blocked,
-    TaskState::Scheduled,
-    TaskState::Queued,
-    TaskState::Running,
-    TaskState::Succeeded,
-    TaskState::Failed,
-    TaskState::Cancelled,
-    TaskState::Expired,
-];
+pub(crate) const COLUMNS: [TaskState; 8] = TaskState::ALL;
 
 /// Tasks shown per page.
 const PAGE: usize = 50;
@@ -190,6 +181,23 @@ fn matches(record: &TaskRecord, search: &str) -> bool {
         || record.spec.id.to_string().contains(search)
 }
 
+/// The first line of the task's last error, else the reason it ended.
+fn last_error(record: &TaskRecord) -> String {
+    record
+        .errors
+        .last()
+        .map(|e| {
+            e.error
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .or_else(|| record.reason.clone())
+        .unwrap_or_default()
+}
+
 fn task_table<'a>(base: &str, records: impl Iterator<Item = &'a TaskRecord>) -> String {
     let mut table = String::from(
         "<table class=\"tasks\"><tr><th>id</th><th>name</th><th>queue</th><th>state</th>\
@@ -199,19 +207,7 @@ fn task_table<'a>(base: &str, records: impl Iterator<Item = &'a TaskRecord>) -> 
     for record in records {
         rows += 1;
         let spec = &record.spec;
-        let error = record
-            .errors
-            .last()
-            .map(|e| {
-                e.error
-                    .message
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .or_else(|| record.reason.clone())
-            .unwrap_or_default();
+        let error = last_error(record);
         let _ = write!(
             table,
             "<tr><td><a href=\"{base}/tasks/{id}\">{id}</a></td><td>{name}</td><td>{queue}</td>\
@@ -418,18 +414,7 @@ pub(crate) async fn dead_letters(State(app): State<App>) -> PageResult {
     );
     for record in records.iter().take(PAGE) {
         let id = record.spec.id;
-        let error = record
-            .errors
-            .last()
-            .map(|e| {
-                e.error
-                    .message
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .unwrap_or_default();
+        let error = last_error(record);
         let _ = write!(
             table,
             "<tr><td><a href=\"{base}/tasks/{id}\">{id}</a></td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
