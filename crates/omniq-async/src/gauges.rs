@@ -31,8 +31,9 @@ impl AsyncOmniQ {
     /// `metrics` recorder. A queue that empties reads 0 rather than vanishing. A store error
     /// skips the round (logged) and keeps the last figures.
     ///
-    /// Must be called within a Tokio runtime.
+    /// Must be called within a Tokio runtime. An interval under 100 ms counts as 100 ms.
     pub fn record_queue_gauges(&self, every: Duration) -> QueueGauges {
+        let every = every.max(Duration::from_millis(100));
         let omniq = self.clone();
         let task = tokio::spawn(async move {
             let mut seen: BTreeSet<String> = BTreeSet::new();

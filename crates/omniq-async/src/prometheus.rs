@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::{Error, Result};
 
+/// How often the recorder's histograms are drained when nothing scrapes them.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `GET /metrics` in Prometheus's text format, from a Prometheus recorder installed
 /// as the process's `metrics` recorder. Stops serving when dropped.
 ///
@@ -53,9 +56,24 @@ impl MetricsEndpoint {
                 async move { render.render() }
             }),
         );
+        let upkeep = handle.clone();
         let task = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!(error = %err, "the metrics endpoint stopped");
+            // The recorder drains its histograms only on a scrape or an upkeep: without this,
+            // a process nobody scrapes would keep every sample.
+            let upkeep = async move {
+                let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+                loop {
+                    ticks.tick().await;
+                    upkeep.run_upkeep();
+                }
+            };
+            tokio::select! {
+                served = axum::serve(listener, app) => {
+                    if let Err(err) = served {
+                        tracing::error!(error = %err, "the metrics endpoint stopped");
+                    }
+                }
+                () = upkeep => {}
             }
         });
         Ok(Self {

@@ -4,6 +4,8 @@ use std::fmt;
 
 /// A store or configuration error (anything not listed below).
 pub(crate) const ERROR: u8 = 1;
+/// A usage error: an argument that does not parse (clap's own errors exit 2 too).
+pub(crate) const USAGE: u8 = 2;
 /// A task or schedule that does not exist.
 pub(crate) const NOT_FOUND: u8 = 3;
 /// Nothing to do: a task already finished, a task that is not a dead letter.
@@ -17,6 +19,13 @@ pub(crate) struct Exit {
 }
 
 impl Exit {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: USAGE,
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self {
             code: NOT_FOUND,

@@ -1,6 +1,6 @@
 //! Times given on the command line: an RFC 3339 time or an age (`15m`: fifteen minutes ago).
 
-use anyhow::{Context, bail};
+use crate::exit::Exit;
 use chrono::{DateTime, TimeDelta, Utc};
 use omniq_async::layers::config::parse_duration;
 
@@ -9,15 +9,15 @@ pub(crate) fn parse_when(input: &str, now: DateTime<Utc>) -> anyhow::Result<Date
     if let Ok(at) = DateTime::parse_from_rfc3339(input) {
         return Ok(at.with_timezone(&Utc));
     }
-    let age = parse_duration(input)
-        .with_context(|| format!("`{input}` is neither an RFC 3339 time nor an age like 15m"))?;
-    let Some(at) = TimeDelta::from_std(age)
+    let age = parse_duration(input).map_err(|_| {
+        Exit::usage(format!(
+            "`{input}` is neither an RFC 3339 time nor an age like 15m"
+        ))
+    })?;
+    TimeDelta::from_std(age)
         .ok()
         .and_then(|age| now.checked_sub_signed(age))
-    else {
-        bail!("`{input}` reaches before the start of time");
-    };
-    Ok(at)
+        .ok_or_else(|| Exit::usage(format!("`{input}` reaches before the start of time")).into())
 }
 
 /// A duration as an operator reads it: `4s`, `12m`, `3h`, `2d`.

@@ -272,7 +272,8 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: omniq\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await?;
     let mut page = String::new();
@@ -338,8 +339,13 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     ensure!(ids_of(&whole).len() == 5);
     ensure!(ids_of(&page) == ids_of(&whole)[1..3], "{page}");
     store
-        .fails_with(1, &["tasks", "list", "--state", "sleeping"])
+        .fails_with(2, &["tasks", "list", "--state", "sleeping"])
         .await?;
+    store.fails_with(2, &["tasks", "show", "not-an-id"]).await?;
+    store
+        .fails_with(2, &["tasks", "list", "--since", "yesterday"])
+        .await?;
+    ensure!(ids_of(&store.json(&["tasks", "list", "--limit", "0"]).await?).is_empty());
 
     // tasks show: the record, the payload decoded, errors, the result, the events.
     let shown = store
@@ -414,7 +420,7 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     ensure!(lossy(&refused.stderr).contains("--yes"));
     ensure!(store.state(fx.queued).await?.is_some());
     store
-        .fails_with(1, &["purge", "--yes", "--state", "queued"])
+        .fails_with(2, &["purge", "--yes", "--state", "queued"])
         .await?;
     let purged = store
         .json(&["purge", "--yes", "--state", "cancelled"])
@@ -476,7 +482,7 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         "{lines:?}"
     );
     store
-        .fails_with(1, &["events", "--kind", "exploded"])
+        .fails_with(2, &["events", "--kind", "exploded"])
         .await?;
 
     // events --follow: sees an event another process stores after it started following.

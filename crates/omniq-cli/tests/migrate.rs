@@ -60,6 +60,11 @@ async fn migrate_then_check(url: &str) -> anyhow::Result<()> {
         .err()
         .context("a new schema passed the check")?;
     ensure!(refused.to_string().contains("omniq migrate"), "{refused}");
+    let status = omniq(url, &["migrate", "--status"]).await?;
+    ensure!(
+        count(&status, "applied") == 0,
+        "the check applied nothing: {status}"
+    );
 
     let applied = omniq(url, &["migrate"]).await?;
     let pending = count(&status, "pending");
@@ -89,6 +94,11 @@ async fn migrate_then_check_on_sqlite() -> anyhow::Result<()> {
     let status = omniq(&url, &["migrate", "--status"]).await?;
     ensure!(count(&status, "pending") > 0);
     ensure!(!file.exists(), "reading the status created the database");
+    let checked = open(&format!("{url}?migrate=check")).await;
+    ensure!(
+        checked.is_err() && !file.exists(),
+        "checking created the database"
+    );
     migrate_then_check(&url).await?;
 
     // A newer OmniQ migrated the file: this build still opens it (a rolling deploy's old

@@ -43,9 +43,15 @@ fn permitted(app: &App, form: &ActionForm) -> Result<(), PageError> {
 
 /// A redirect to `back` inside the dashboard (never to another site), else to `default`.
 fn back_to(app: &App, back: Option<&str>, default: &str) -> Response {
-    let path = back
-        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains(".."))
-        .unwrap_or(default);
+    // A plain path of the dashboard's own: nothing a browser could read as another host.
+    let plain = |p: &&str| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && !p.contains("..")
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b))
+    };
+    let path = back.filter(plain).unwrap_or(default);
     Redirect::to(&format!("{}{path}", app.config.base)).into_response()
 }
 

@@ -17,6 +17,13 @@ pub(crate) async fn require_token(
     next: Next,
 ) -> Response {
     let Some(token) = &app.config.token else {
+        if app.config.loopback_hosts_only && !loopback_host(request.headers()) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this dashboard answers requests to localhost only; set a token to serve it under another name",
+            )
+                .into_response();
+        }
         return next.run(request).await;
     };
     if presented(request.headers()).is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
@@ -31,6 +38,22 @@ pub(crate) async fn require_token(
         "the OmniQ dashboard needs its token",
     )
         .into_response()
+}
+
+/// Whether the request's `Host` names this machine's loopback.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    // Without the port: `[::1]:8080`, `localhost:8080`, `127.0.0.1`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token a request presents, if any.

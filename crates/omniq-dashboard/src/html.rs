@@ -78,6 +78,12 @@ pub(crate) fn page(config: &Config, title: &str, active: &str, body: &str) -> Ht
         ("/workers", "Workers"),
     ] {
         let class = if name == active { " class=\"on\"" } else { "" };
+        // Nested, the root is the base itself (axum does not route `{base}/`).
+        let href = if href == "/" && !base.is_empty() {
+            ""
+        } else {
+            href
+        };
         let _ = write!(nav, "<a href=\"{base}{href}\"{class}>{name}</a>");
     }
     let read_only = if config.read_only {

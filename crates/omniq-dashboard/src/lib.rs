@@ -69,6 +69,9 @@ pub(crate) struct Config {
     pub(crate) csrf: String,
     /// The token a request must present (HTTP Basic password or `Authorization: Bearer`).
     pub(crate) token: Option<String>,
+    /// Served alone on loopback without a token: only requests addressed to a loopback
+    /// name are answered, so a web page whose domain rebinds to 127.0.0.1 cannot use it.
+    pub(crate) loopback_hosts_only: bool,
 }
 
 /// What every handler gets.
@@ -97,6 +100,7 @@ impl Dashboard {
                 payloads: true,
                 csrf: uuid::Uuid::new_v4().simple().to_string(),
                 token: None,
+                loopback_hosts_only: false,
             },
         }
     }
@@ -167,16 +171,19 @@ impl Dashboard {
     }
 
     /// Serves the dashboard on `listener` until `shutdown` completes. Refuses a listener
-    /// beyond loopback when no token is set.
+    /// beyond loopback when no token is set; without a token it answers only requests
+    /// addressed to a loopback name (`localhost`, `127.0.0.1`, `[::1]`), which defeats DNS
+    /// rebinding.
     ///
     /// # Errors
     /// [`DashboardError::Unprotected`], or the listener's error.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
         self.check_address(listener.local_addr()?)?;
+        self.config.loopback_hosts_only = self.config.token.is_none();
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await?;

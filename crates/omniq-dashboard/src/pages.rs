@@ -92,7 +92,7 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
          es.onmessage=e=>{{const d=JSON.parse(e.data);\
          for(const q of d.queues){{for(const[s,n]of Object.entries(q.counts)){{\
          const c=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"${{s}}\"] a`);if(c)c.textContent=n;}}}}\
-         if(last){{const done=d.finished-last.finished,secs=(d.at-last.at)/1000;\
+         if(last){{const done=Math.max(0,d.finished-last.finished),secs=(d.at-last.at)/1000;\
          document.getElementById('rate').textContent=`${{(done/secs).toFixed(1)}} tasks finished/s`;}}last=d;}};\
          </script>"
     );
@@ -375,11 +375,16 @@ pub(crate) async fn task(State(app): State<App>, Path(id): Path<String>) -> Page
 
 pub(crate) async fn dead_letters(State(app): State<App>) -> PageResult {
     let config = &app.config;
-    let records = app.omniq.dead_letters(None, 0, 1_000).await?;
-    let mut by_queue: BTreeMap<&str, usize> = BTreeMap::new();
-    for record in &records {
-        *by_queue.entry(record.spec.queue.as_str()).or_default() += 1;
-    }
+    let records = app.omniq.dead_letters(None, 0, PAGE).await?;
+    // Counted by the store, not from the page shown.
+    let by_queue: BTreeMap<String, u64> = app
+        .omniq
+        .queues()
+        .await?
+        .into_iter()
+        .map(|stats| (stats.queue.clone(), stats.count(TaskState::Failed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let mut body = String::new();
     if !records.is_empty() {
         body.push_str("<p>");
@@ -412,7 +417,7 @@ pub(crate) async fn dead_letters(State(app): State<App>) -> PageResult {
         "<table class=\"tasks\"><tr><th>id</th><th>name</th><th>queue</th><th>attempts</th>\
          <th>failed</th><th>last error</th><th></th></tr>",
     );
-    for record in records.iter().take(PAGE) {
+    for record in &records {
         let id = record.spec.id;
         let error = last_error(record);
         let _ = write!(

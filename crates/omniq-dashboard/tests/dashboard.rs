@@ -27,7 +27,7 @@ async fn request(
     form: Option<&str>,
 ) -> anyhow::Result<Reply> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: dashboard\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -242,6 +242,18 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
 
     let letters = get(addr, "/dead-letters").await?;
     ensure!(letters.matches(">Retry</button>").count() == 3);
+    // Served alone without a token, it answers only requests addressed to localhost: a page
+    // whose domain rebinds to 127.0.0.1 gets nothing.
+    let mut rebound = tokio::net::TcpStream::connect(addr).await?;
+    rebound
+        .write_all(b"GET /dead-letters HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, rebound.read_to_string(&mut answer)).await??;
+    ensure!(
+        answer.starts_with("HTTP/1.1 421") && !answer.contains("csrf"),
+        "{answer}"
+    );
     let schedules = get(addr, "/schedules").await?;
     ensure!(schedules.contains("nightly") && schedules.contains(">Pause</button>"));
     let workers = get(addr, "/workers").await?;
@@ -281,6 +293,24 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
         ensure!(forged.status == 403, "{}", forged.status);
     }
     ensure!(fx.omniq.task(fx.dead[1]).await?.map(|r| r.state) == Some(TaskState::Failed));
+
+    // A `back` that a browser could read as another host is not followed.
+    let elsewhere = request(
+        addr,
+        "POST",
+        &format!("/tasks/{}/retry", fx.dead[2]),
+        &[],
+        Some(&format!("csrf={csrf}&back=%2F%5Cevil.example")),
+    )
+    .await?;
+    ensure!(
+        elsewhere.status == 303
+            && elsewhere
+                .head
+                .contains(&format!("location: /tasks/{}", fx.dead[2])),
+        "{}",
+        elsewhere.head
+    );
 
     // Pause the schedule, as its button does.
     let paused = request(
@@ -322,7 +352,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
     // Live counts arrive as server-sent events.
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(b"GET /live HTTP/1.1\r\nHost: dashboard\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(b"GET /live HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await?;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + WAIT;

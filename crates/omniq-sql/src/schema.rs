@@ -60,11 +60,28 @@ where
                 other => StoreError::backend(backend, other),
             })?;
     }
-    // No table yet is nothing applied; a broken connection shows in the next statement.
-    let applied = conn
-        .list_applied_migrations(&migrator.table_name)
-        .await
-        .unwrap_or_default();
+    // No table yet is nothing applied; any other failure is the caller's to see.
+    let applied = match conn.list_applied_migrations(&migrator.table_name).await {
+        Ok(applied) => applied,
+        Err(err) if is_missing_table(&err) => Vec::new(),
+        Err(MigrateError::Execute(err)) => return Err(error(err)),
+        Err(other) => return Err(StoreError::backend(backend, other)),
+    };
+    // A migration that failed half-way (MySQL applies DDL outside transactions) is recorded
+    // as not successful: the schema is neither the old one nor the new one.
+    if !applied.is_empty()
+        && let Some(version) = conn
+            .dirty_version(&migrator.table_name)
+            .await
+            .map_err(|e| StoreError::backend(backend, e))?
+    {
+        return Err(StoreError::backend(
+            backend,
+            format!(
+                "migration {version} failed half-way and the schema needs repair by hand                  before `omniq migrate` can go on"
+            ),
+        ));
+    }
     let mut status = MigrationStatus::default();
     for migration in migrator.iter() {
         let entry = Migration {
@@ -83,6 +100,16 @@ where
         .filter(|v| !migrator.version_exists(*v))
         .collect();
     Ok(status)
+}
+
+/// Whether reading the migrations table failed because there is no such table yet
+/// (PostgreSQL 42P01, MySQL 42S02, SQLite "no such table").
+fn is_missing_table(err: &MigrateError) -> bool {
+    let MigrateError::Execute(sqlx::Error::Database(db)) = err else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("42P01" | "42S02"))
+        || db.message().contains("no such table")
 }
 
 /// The error for a schema `migrate=check` found behind this build.

@@ -69,8 +69,13 @@ impl SqliteBackend {
     /// When the URL is malformed, or as [`SqliteBackend::connect_file`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let (url, policy) = SchemaPolicy::take_from_url(url)?;
-        let options = sqlite_options(&url, true)?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = sqlite_options(&url, policy == SchemaPolicy::Migrate || in_memory)?;
+        if policy == SchemaPolicy::Check && !in_memory && !options.get_filename().exists() {
+            // Checking a file that is not there creates nothing: it lacks every migration.
+            let status = Self::migration_status(&url, false).await?;
+            return Err(omniq_sql::schema_behind(BACKEND, &status));
+        }
         // Each connection to `:memory:` is its own database, so an in-memory pool has one.
         let connections = if in_memory { 1 } else { 8 };
         Self::connect_options(options, connections, policy).await

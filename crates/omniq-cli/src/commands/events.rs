@@ -1,50 +1,61 @@
 //! `omniq events`: the stored events, then (with `--follow`) new ones as they are stored.
 //!
 //! Events come from the event store, not from a process's in-memory bus, so `--follow` sees
-//! what every worker process records. It reads from a cursor (the time of the last event
-//! printed) every half second; events sharing the cursor's time are told apart by id, so
-//! none is printed twice or skipped.
+//! what every worker process records. Workers store their events in batches, so an event
+//! can be stored after a later one; each read therefore starts a look-back window before the
+//! newest event seen, and events are told apart by id, so none is printed twice, and one
+//! stored up to [`LOOK_BACK`] late is still printed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use omniq_async::layers::storage::MAX_LIST_LIMIT;
 use omniq_async::{AsyncOmniQ, EventQuery, TaskEvent, TaskEventKind};
 
 use super::task_ids;
 use crate::cli::EventsArgs;
+use crate::exit::Exit;
 use crate::output::print_json_line;
 use crate::view;
 use crate::when::parse_when;
 
 /// How often `--follow` reads new events.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
-/// Stored events read at most before following.
+/// How late an event may be stored (after a later one) and still be printed.
+const LOOK_BACK: TimeDelta = TimeDelta::seconds(60);
+/// Stored events read at most in one pass.
 const SCAN_BOUND: usize = 100_000;
 
-/// Where reading resumes: the time of the last event printed and the ids printed at it.
-#[derive(Debug, Default)]
-struct Cursor {
-    at: Option<DateTime<Utc>>,
-    seen_at: HashSet<String>,
+/// What has been printed: ids with their times, and the newest time.
+#[derive(Debug)]
+struct Seen {
+    /// Where the first read starts.
+    since: DateTime<Utc>,
+    newest: Option<DateTime<Utc>>,
+    ids: HashMap<String, DateTime<Utc>>,
 }
 
-impl Cursor {
-    /// Whether `event` is new; moves the cursor past it.
-    fn advance(&mut self, event: &TaskEvent) -> bool {
-        let id = event.id.to_string();
-        match self.at {
-            Some(at) if event.at < at => false,
-            Some(at) if event.at == at => self.seen_at.insert(id),
-            _ => {
-                self.at = Some(event.at);
-                self.seen_at.clear();
-                self.seen_at.insert(id);
-                true
-            }
+impl Seen {
+    /// Where a read starts: the look-back window before the newest event seen.
+    fn start(&self) -> DateTime<Utc> {
+        self.newest
+            .map_or(self.since, |newest| (newest - LOOK_BACK).max(self.since))
+    }
+
+    /// Whether `event` is new; remembers it.
+    fn first_time(&mut self, event: &TaskEvent) -> bool {
+        if self.ids.insert(event.id.to_string(), event.at).is_some() {
+            return false;
         }
+        self.newest = Some(self.newest.map_or(event.at, |n| n.max(event.at)));
+        true
+    }
+
+    /// Forgets ids too old for any read to return again.
+    fn prune(&mut self) {
+        let start = self.start();
+        self.ids.retain(|_, at| *at >= start);
     }
 }
 
@@ -64,27 +75,19 @@ pub(super) async fn run(omniq: &AsyncOmniQ, args: EventsArgs, json: bool) -> any
         Some(since) => parse_when(since, now)?,
         None => now - TimeDelta::hours(1),
     };
-    let mut cursor = Cursor {
-        at: Some(since),
-        ..Cursor::default()
+    let mut seen = Seen {
+        since,
+        newest: None,
+        ids: HashMap::new(),
     };
     // The stored events: all read, the newest `limit` printed.
     let mut newest = VecDeque::with_capacity(args.limit.min(MAX_LIST_LIMIT));
-    let mut read = 0;
-    loop {
-        let page = read_page(omniq, &query, &mut cursor).await?;
-        read += page.len();
-        let more = page.len() == MAX_LIST_LIMIT && read < SCAN_BOUND;
-        for event in page {
-            if newest.len() == args.limit {
-                newest.pop_front();
-            }
-            if args.limit > 0 {
-                newest.push_back(event);
-            }
+    for event in read_new(omniq, &query, &mut seen).await? {
+        if newest.len() == args.limit {
+            newest.pop_front();
         }
-        if !more {
-            break;
+        if args.limit > 0 {
+            newest.push_back(event);
         }
     }
     let mut printed = 0;
@@ -101,7 +104,7 @@ pub(super) async fn run(omniq: &AsyncOmniQ, args: EventsArgs, json: bool) -> any
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     while !enough(printed) {
-        for event in read_page(omniq, &query, &mut cursor).await? {
+        for event in read_new(omniq, &query, &mut seen).await? {
             print(&event, json)?;
             printed += 1;
             if enough(printed) {
@@ -116,28 +119,33 @@ pub(super) async fn run(omniq: &AsyncOmniQ, args: EventsArgs, json: bool) -> any
     Ok(())
 }
 
-/// The events after the cursor, oldest first; moves the cursor.
-async fn read_page(
+/// The events not printed yet, from the look-back window on, in the store's order; at most
+/// [`SCAN_BOUND`] read.
+async fn read_new(
     omniq: &AsyncOmniQ,
     query: &EventQuery,
-    cursor: &mut Cursor,
+    seen: &mut Seen,
 ) -> anyhow::Result<Vec<TaskEvent>> {
-    let mut query = query.clone();
-    if let Some(at) = cursor.at {
-        query = query.since(at);
+    let mut since = seen.start();
+    let mut fresh = Vec::new();
+    let mut read = 0;
+    loop {
+        let page = omniq.events().query(query.clone().since(since)).await?;
+        read += page.len();
+        let full = page.len() == MAX_LIST_LIMIT;
+        let last_at = page.iter().map(|e| e.at).max();
+        fresh.extend(page.into_iter().filter(|e| seen.first_time(e)));
+        if !full || read >= SCAN_BOUND {
+            break;
+        }
+        // The next page starts at the newest time of this one; a page all of one instant
+        // steps past it, or it would come back forever.
+        since = match last_at {
+            Some(at) if at > since => at,
+            _ => since + TimeDelta::microseconds(1),
+        };
     }
-    let page = omniq.events().query(query).await?;
-    let full = page.len() == MAX_LIST_LIMIT;
-    let fresh: Vec<TaskEvent> = page.into_iter().filter(|e| cursor.advance(e)).collect();
-    // A full page of events all at the cursor's time, all seen: step past that instant,
-    // or the next read would return the same page.
-    if full
-        && fresh.is_empty()
-        && let Some(at) = cursor.at
-    {
-        cursor.at = Some(at + TimeDelta::microseconds(1));
-        cursor.seen_at.clear();
-    }
+    seen.prune();
     Ok(fresh)
 }
 
@@ -156,7 +164,7 @@ fn kinds(names: &[String]) -> anyhow::Result<Vec<TaskEventKind>> {
         .iter()
         .map(|name| {
             serde_json::from_value(serde_json::Value::String(name.clone()))
-                .with_context(|| format!("`{name}` is not an event kind"))
+                .map_err(|_| Exit::usage(format!("`{name}` is not an event kind")).into())
         })
         .collect()
 }

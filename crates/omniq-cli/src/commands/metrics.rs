@@ -4,8 +4,13 @@ use anyhow::Context;
 use omniq_async::layers::config::parse_duration;
 use omniq_async::{AsyncOmniQ, MetricsEndpoint};
 
+use crate::exit::Exit;
+
 pub(super) async fn run(omniq: &AsyncOmniQ, listen: &str, every: &str) -> anyhow::Result<()> {
-    let every = parse_duration(every).with_context(|| format!("`--every {every}`"))?;
+    let every = parse_duration(every)
+        .ok()
+        .filter(|every| !every.is_zero())
+        .ok_or_else(|| Exit::usage(format!("`--every {every}`: expected a duration like 15s")))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -14,6 +14,7 @@ use clap::CommandFactory;
 use omniq_async::{AsyncOmniQ, Settings, TaskId};
 
 use crate::cli::{Cli, Command, Global};
+use crate::exit::Exit;
 
 /// Runs the command the line names.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -74,7 +75,7 @@ fn task_ids(ids: &[String]) -> anyhow::Result<Vec<TaskId>> {
     ids.iter()
         .map(|id| {
             id.parse::<TaskId>()
-                .map_err(|err| anyhow::anyhow!("`{id}` is not a task id: {err}"))
+                .map_err(|err| Exit::usage(format!("`{id}` is not a task id: {err}")).into())
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::tasks::states;
 use crate::cli::PurgeArgs;
+use crate::exit::Exit;
 use crate::output::print_json;
 use crate::when::parse_when;
 
@@ -19,15 +20,23 @@ const BATCH: usize = 1_000;
 pub(super) async fn run(omniq: &AsyncOmniQ, args: PurgeArgs, json: bool) -> anyhow::Result<()> {
     let states = states(&args.state)?;
     if let Some(state) = states.iter().find(|state| !state.is_terminal()) {
-        bail!("`{state}` tasks have not finished; only finished tasks can be purged");
+        return Err(Exit::usage(format!(
+            "`{state}` tasks have not finished; only finished tasks can be purged"
+        ))
+        .into());
     }
     let mut request = PurgeRequest::new().states(states.clone()).limit(BATCH);
     if let Some(queue) = &args.queue {
         request = request.queue(queue.clone());
     }
-    if let Some(before) = &args.before {
-        request = request.finished_before(parse_when(before, Utc::now())?);
-    }
+    // Never past the start: on a busy queue, tasks finishing while it runs would give every
+    // batch something to delete, and the purge would not end.
+    let now = Utc::now();
+    let before = match &args.before {
+        Some(before) => parse_when(before, now)?.min(now),
+        None => now,
+    };
+    request = request.finished_before(before);
     // How many there are, for the question and the bar: counts of the states named.
     let counted: Vec<TaskState> = if states.is_empty() {
         TaskState::ALL

@@ -54,7 +54,7 @@ pub(super) fn states(names: &[String]) -> anyhow::Result<Vec<TaskState>> {
         .iter()
         .map(|name| {
             name.parse::<TaskState>()
-                .map_err(|_| anyhow::anyhow!("`{name}` is not a task state"))
+                .map_err(|_| Exit::usage(format!("`{name}` is not a task state")).into())
         })
         .collect()
 }
@@ -91,10 +91,34 @@ async fn list(omniq: &AsyncOmniQ, args: ListArgs, json: bool) -> anyhow::Result<
     if let Some(queue) = args.queue {
         query = query.queue(queue);
     }
-    let wanted = args.offset + args.limit;
+    let wanted = args.offset.saturating_add(args.limit);
+    let matched = if args.limit == 0 {
+        Vec::new()
+    } else {
+        matching(omniq, &query, &filter, wanted).await?
+    };
+    let shown: Vec<&TaskRecord> = matched.iter().skip(args.offset).collect();
+    if json {
+        return print_json(&shown.iter().map(|r| view::task_json(r, false)).collect());
+    }
+    let mut table = Table::new(&view::TASK_HEADERS);
+    for record in shown {
+        table.row(view::task_row(record, now));
+    }
+    table.print("no tasks match")
+}
+
+/// The newest `wanted` tasks that match the store's query and the filter, reading pages of
+/// the store until there are enough, none is left, or [`SCAN_BOUND`] were read.
+async fn matching(
+    omniq: &AsyncOmniQ,
+    query: &TaskQuery,
+    filter: &Filter,
+    wanted: usize,
+) -> anyhow::Result<Vec<TaskRecord>> {
     let mut matched = Vec::new();
     let mut read = 0;
-    'pages: loop {
+    loop {
         let page = omniq
             .list_tasks(query.clone().offset(read).limit(MAX_LIST_LIMIT))
             .await?;
@@ -106,32 +130,23 @@ async fn list(omniq: &AsyncOmniQ, args: ListArgs, json: bool) -> anyhow::Result<
                 .since
                 .is_some_and(|since| record.spec.created_at < since)
             {
-                break 'pages;
+                return Ok(matched);
             }
             if filter.matches(&record) {
                 matched.push(record);
                 if matched.len() >= wanted {
-                    break 'pages;
+                    return Ok(matched);
                 }
             }
         }
         if !full {
-            break;
+            return Ok(matched);
         }
         if read >= SCAN_BOUND {
             eprintln!("omniq: stopped after reading {read} tasks; narrow the filter");
-            break;
+            return Ok(matched);
         }
     }
-    let shown: Vec<&TaskRecord> = matched.iter().skip(args.offset).collect();
-    if json {
-        return print_json(&shown.iter().map(|r| view::task_json(r, false)).collect());
-    }
-    let mut table = Table::new(&view::TASK_HEADERS);
-    for record in shown {
-        table.row(view::task_row(record, now));
-    }
-    table.print("no tasks match")
 }
 
 async fn show(omniq: &AsyncOmniQ, id: &str, payload: bool, json: bool) -> anyhow::Result<()> {
