@@ -75,7 +75,7 @@ pub use handle::TaskHandle;
 pub use migrations::{SchemaReport, migrate, schema_status};
 pub use omniq::AsyncOmniQ;
 #[cfg(feature = "prometheus")]
-pub use prometheus::MetricsEndpoint;
+pub use prometheus::{MetricsEndpoint, PrometheusRecorder};
 pub use schedules::{ScheduleBuilder, Schedules};
 pub use stores::Stores;
 pub use worker::WorkerBuilder;

@@ -12,8 +12,63 @@ use crate::{Error, Result};
 /// How often the recorder's histograms are drained when nothing scrapes them.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `GET /metrics` in Prometheus's text format, from a Prometheus recorder installed
-/// as the process's `metrics` recorder. Stops serving when dropped.
+/// The process's Prometheus recorder, installed as its `metrics` recorder: every counter,
+/// gauge and histogram of docs/metrics.md, rendered in Prometheus's text format on demand.
+/// Its histograms are drained every five seconds while a clone lives.
+///
+/// [`MetricsEndpoint`] serves it on a port of its own; the dashboard (`omniq-dashboard`,
+/// feature `prometheus`) or an app's own router can serve [`PrometheusRecorder::render`].
+#[derive(Debug, Clone)]
+pub struct PrometheusRecorder {
+    handle: PrometheusHandle,
+    _upkeep: std::sync::Arc<Upkeep>,
+}
+
+#[derive(Debug)]
+struct Upkeep(tokio::task::JoinHandle<()>);
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl PrometheusRecorder {
+    /// Installs the recorder. Install it before workers start: a worker takes its metric
+    /// handles from the recorder installed at the time.
+    ///
+    /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Metrics`] when the process already has a `metrics` recorder.
+    pub fn install() -> Result<Self> {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| Error::Metrics(e.to_string()))?;
+        let upkeep = handle.clone();
+        // The recorder drains its histograms only on a scrape or an upkeep: without this, a
+        // process nobody scrapes would keep every sample.
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                ticks.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok(Self {
+            handle,
+            _upkeep: std::sync::Arc::new(Upkeep(task)),
+        })
+    }
+
+    /// The metrics in Prometheus's text format, as a scrape would get them now.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+/// Serves `GET /metrics` in Prometheus's text format, from a [`PrometheusRecorder`]
+/// installed as the process's `metrics` recorder. Stops serving when dropped.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +83,7 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub struct MetricsEndpoint {
     local_addr: SocketAddr,
-    handle: PrometheusHandle,
+    recorder: PrometheusRecorder,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,10 +100,8 @@ impl MetricsEndpoint {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Metrics(e.to_string()))?;
-        let handle = PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(|e| Error::Metrics(e.to_string()))?;
-        let render = handle.clone();
+        let recorder = PrometheusRecorder::install()?;
+        let render = recorder.clone();
         let app = Router::new().route(
             "/metrics",
             get(move || {
@@ -56,29 +109,14 @@ impl MetricsEndpoint {
                 async move { render.render() }
             }),
         );
-        let upkeep = handle.clone();
         let task = tokio::spawn(async move {
-            // The recorder drains its histograms only on a scrape or an upkeep: without this,
-            // a process nobody scrapes would keep every sample.
-            let upkeep = async move {
-                let mut ticks = tokio::time::interval(UPKEEP_EVERY);
-                loop {
-                    ticks.tick().await;
-                    upkeep.run_upkeep();
-                }
-            };
-            tokio::select! {
-                served = axum::serve(listener, app) => {
-                    if let Err(err) = served {
-                        tracing::error!(error = %err, "the metrics endpoint stopped");
-                    }
-                }
-                () = upkeep => {}
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(error = %err, "the metrics endpoint stopped");
             }
         });
         Ok(Self {
             local_addr,
-            handle,
+            recorder,
             task,
         })
     }
@@ -90,7 +128,7 @@ impl MetricsEndpoint {
 
     /// The metrics as the endpoint would serve them now.
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.recorder.render()
     }
 }
 

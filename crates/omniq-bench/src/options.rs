@@ -99,6 +99,10 @@ pub struct Options {
     /// The program to start as worker processes (default: this one).
     #[arg(long, hide = true)]
     pub worker_exe: Option<std::path::PathBuf>,
+    /// Arguments that come before the benchmark's own when a worker process is started:
+    /// `omniq bench` starts `omniq bench --worker-only ...`.
+    #[arg(skip)]
+    pub worker_command: Vec<String>,
 }
 
 impl Options {

@@ -364,6 +364,7 @@ async fn processes(
     for _ in 0..count.max(1) {
         children.push(
             tokio::process::Command::new(&exe)
+                .args(&options.worker_command)
                 .args(["--worker-only", "--url", &url, "--queue", &queue])
                 .args(["--concurrency", &options.concurrency.to_string()])
                 .stdout(std::process::Stdio::null())

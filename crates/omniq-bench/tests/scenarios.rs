@@ -17,6 +17,7 @@ fn tiny(url: &str) -> Options {
         worker_only: false,
         queue: "bench".into(),
         worker_exe: Some(env!("CARGO_BIN_EXE_omniq-bench").into()),
+        worker_command: Vec::new(),
     }
 }
 

@@ -89,7 +89,15 @@ pub(crate) enum Command {
         /// Do not show task payloads and results.
         #[arg(long)]
         no_payloads: bool,
+        /// Also serve Prometheus metrics at `/metrics` (behind the token): the store's
+        /// queue gauges, read at this interval (`15s`), and this process's counters.
+        #[arg(long, value_name = "EVERY", num_args = 0..=1, default_missing_value = "15s")]
+        metrics: Option<String>,
     },
+    /// Measure OmniQ on the store `--url` names (without one, a temporary SQLite file):
+    /// throughput, latency, depth, payload and multi-process scenarios. It writes and
+    /// deletes many tasks, so it never runs on the configured store unless `--url` names it.
+    Bench(BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -249,4 +257,37 @@ pub(crate) struct EventsArgs {
     /// With `--follow`: stop after this many events in all.
     #[arg(long)]
     pub(crate) count: Option<usize>,
+}
+
+/// The benchmark's options; `--url` and `--json` are the global ones.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Tasks per scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) tasks: u64,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Workers in this process.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) workers: usize,
+    /// Worker processes for the `processes` scenario (default: a run with 2, then one
+    /// with 4).
+    #[arg(long)]
+    pub(crate) processes: Option<usize>,
+    /// Scenarios to run (default: all).
+    #[arg(long, value_enum)]
+    pub(crate) scenario: Vec<omniq_bench::Scenario>,
+    /// Tasks queued behind the measured ones in the `depth` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) depth: u64,
+    /// Tasks sent in the `latency` scenario.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) latency_tasks: u64,
+    /// Internal: run as one of the `processes` scenario's worker processes.
+    #[arg(long, hide = true)]
+    pub(crate) worker_only: bool,
+    /// Internal: the queue a worker process consumes.
+    #[arg(long, hide = true, default_value = "bench")]
+    pub(crate) queue: String,
 }

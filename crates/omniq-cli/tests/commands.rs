@@ -261,9 +261,21 @@ fn address_in(line: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// GET /metrics over a plain TCP connection.
-async fn scrape(addr: &str) -> anyhow::Result<String> {
-    http_get(addr, "/metrics").await
+/// Scrapes `/metrics` until every line of `wanted` is there, within the bound: the
+/// gauges are read from the store at an interval.
+async fn scrape_until(addr: &str, wanted: &[&str]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = http_get(addr, "/metrics").await?;
+        if wanted.iter().all(|w| page.lines().any(|l| l == *w)) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the gauges never read {wanted:?}:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// GET `path` over a plain TCP connection; the whole response, which must be a 200.
@@ -508,24 +520,13 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     // metrics: the store's queue gauges, scraped over HTTP; SIGTERM stops it cleanly.
     let mut exporter = store.spawn(&["metrics", "--listen", "127.0.0.1:0", "--every", "100ms"])?;
     let addr = address_in(&first_stderr_line(&mut exporter, "the exporter").await?)?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let page = scrape(&addr).await?;
-        let wanted = [
-            r#"omniq_queue_tasks{queue="alpha",state="succeeded"} 3"#,
-            r#"omniq_queue_tasks{queue="alpha",state="queued"} 2"#,
-            r#"omniq_queue_tasks{queue="beta",state="scheduled"} 1"#,
-            r#"omniq_queue_tasks{queue="gamma",state="queued"} 1"#,
-        ];
-        if wanted.iter().all(|w| page.lines().any(|l| l == *w)) {
-            break;
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the gauges never read {wanted:?}:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let gauges = [
+        r#"omniq_queue_tasks{queue="alpha",state="succeeded"} 3"#,
+        r#"omniq_queue_tasks{queue="alpha",state="queued"} 2"#,
+        r#"omniq_queue_tasks{queue="beta",state="scheduled"} 1"#,
+        r#"omniq_queue_tasks{queue="gamma",state="queued"} 1"#,
+    ];
+    scrape_until(&addr, &gauges).await?;
     let pid = exporter.id().context("the exporter's pid")?;
     ensure!(
         std::process::Command::new("kill")
@@ -538,17 +539,51 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         .context("the exporter did not stop on SIGTERM")??;
     ensure!(stopped.success(), "{stopped}");
 
-    // dashboard: serves the store's queues; beyond loopback only with a token.
-    let mut dashboard = store.spawn(&["dashboard", "--listen", "127.0.0.1:0"])?;
+    // dashboard: serves the store's queues, and with --metrics the gauges at /metrics;
+    // beyond loopback only with a token.
+    let mut dashboard =
+        store.spawn(&["dashboard", "--listen", "127.0.0.1:0", "--metrics", "100ms"])?;
     let addr = address_in(&first_stderr_line(&mut dashboard, "the dashboard").await?)?;
     let page = http_get(&addr, "/").await?;
     ensure!(page.contains("alpha") && page.contains("gamma"), "{page}");
+    scrape_until(&addr, &gauges).await?;
     dashboard.start_kill()?;
     dashboard.wait().await?;
     let refused = store
         .fails_with(1, &["dashboard", "--listen", "0.0.0.0:0"])
         .await?;
     ensure!(lossy(&refused.stderr).contains("without a token"));
+
+    // bench: on the store's own server, in queues of its own; the processes scenario starts
+    // `omniq bench` again as its worker processes.
+    let rows = store
+        .json(&[
+            "bench",
+            "--tasks",
+            "200",
+            "--concurrency",
+            "8",
+            "--scenario",
+            "throughput",
+            "--scenario",
+            "processes",
+            "--processes",
+            "2",
+        ])
+        .await?;
+    let rows = rows.as_array().context("bench rows")?;
+    let scenarios: Vec<_> = rows.iter().filter_map(|r| r["scenario"].as_str()).collect();
+    ensure!(scenarios == ["throughput", "processes 2"], "{rows:?}");
+    ensure!(
+        rows.iter()
+            .all(|r| r["tasks"] == 200 && r["processed_per_sec"].as_f64().is_some_and(|v| v > 0.0)),
+        "{rows:?}"
+    );
+    let after = store.json(&["queues"]).await?;
+    ensure!(
+        after.to_string().contains("alpha"),
+        "the bench left the store's queues alone: {after}"
+    );
 
     // completions, usage errors.
     let completions = store.run(&["completions", "bash"]).await?;

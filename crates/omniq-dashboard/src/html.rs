@@ -103,6 +103,27 @@ pub(crate) fn page(config: &Config, title: &str, active: &str, body: &str) -> Ht
 
 /// A POST button with the anti-forgery token; nothing in read-only mode.
 pub(crate) fn action(config: &Config, path: &str, label: &str, fields: &[(&str, &str)]) -> String {
+    form(config, path, label, fields, None)
+}
+
+/// A POST button for what cannot be undone: the browser asks `question` before sending it.
+pub(crate) fn confirmed_action(
+    config: &Config,
+    path: &str,
+    label: &str,
+    fields: &[(&str, &str)],
+    question: &str,
+) -> String {
+    form(config, path, label, fields, Some(question))
+}
+
+fn form(
+    config: &Config,
+    path: &str,
+    label: &str,
+    fields: &[(&str, &str)],
+    question: Option<&str>,
+) -> String {
     if config.read_only {
         return String::new();
     }
@@ -118,8 +139,15 @@ pub(crate) fn action(config: &Config, path: &str, label: &str, fields: &[(&str, 
             esc(value)
         );
     }
+    // A JSON string is a JavaScript string literal; escaped again for the attribute.
+    let confirm = question.map_or_else(String::new, |question| {
+        format!(
+            " onsubmit=\"return confirm({})\"",
+            esc(&serde_json::Value::String(question.to_owned()).to_string())
+        )
+    });
     format!(
-        "<form class=\"inline\" method=\"post\" action=\"{}{}\">{hidden}<button type=\"submit\">{}</button></form>",
+        "<form class=\"inline\" method=\"post\" action=\"{}{}\"{confirm}>{hidden}<button type=\"submit\">{}</button></form>",
         esc(&config.base),
         esc(path),
         esc(label)

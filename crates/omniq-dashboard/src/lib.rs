@@ -87,6 +87,8 @@ pub(crate) struct App {
 pub struct Dashboard {
     omniq: AsyncOmniQ,
     config: Config,
+    #[cfg(feature = "prometheus")]
+    metrics: Option<omniq_async::PrometheusRecorder>,
 }
 
 impl Dashboard {
@@ -102,6 +104,8 @@ impl Dashboard {
                 token: None,
                 loopback_hosts_only: false,
             },
+            #[cfg(feature = "prometheus")]
+            metrics: None,
         }
     }
 
@@ -131,6 +135,15 @@ impl Dashboard {
         self
     }
 
+    /// Serves `recorder`'s metrics at `GET /metrics` in Prometheus's text format, behind
+    /// the dashboard's token like every route (a scraper sends it as a Bearer token).
+    /// Feature `prometheus`.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics(mut self, recorder: omniq_async::PrometheusRecorder) -> Self {
+        self.metrics = Some(recorder);
+        self
+    }
+
     /// The dashboard's routes, to serve or to nest in an app (with [`Dashboard::base_path`]
     /// set to where it is nested). The app's own layers (its auth) apply to it as to any
     /// route.
@@ -139,7 +152,7 @@ impl Dashboard {
             omniq: self.omniq,
             config: Arc::new(self.config),
         };
-        Router::new()
+        let router = Router::new()
             .route("/", get(pages::queues))
             .route("/tasks", get(pages::tasks))
             .route("/tasks/{id}", get(pages::task))
@@ -151,7 +164,19 @@ impl Dashboard {
             .route("/schedules", get(pages::schedules))
             .route("/schedules/{name}/{action}", post(actions::schedule))
             .route("/workers", get(pages::workers))
-            .route("/live", get(live::counts))
+            .route("/live", get(live::counts));
+        #[cfg(feature = "prometheus")]
+        let router = match self.metrics {
+            Some(recorder) => router.route(
+                "/metrics",
+                get(move || {
+                    let recorder = recorder.clone();
+                    async move { recorder.render() }
+                }),
+            ),
+            None => router,
+        };
+        router
             .layer(axum::middleware::from_fn_with_state(
                 app.clone(),
                 auth::require_token,

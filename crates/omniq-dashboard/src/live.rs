@@ -9,13 +9,14 @@ use futures_util::Stream;
 use serde_json::json;
 
 use crate::App;
+use crate::html::age;
 use crate::pages::COLUMNS;
 
 /// How often the counts are read and sent.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Every [`EVERY`], each queue's counts per state and the number of finished tasks (for the
-/// page's throughput). A store error skips a round.
+/// Every [`EVERY`], each queue's counts per state and the age of its oldest queued task, and
+/// the number of finished tasks (for the page's throughput). A store error skips a round.
 pub(crate) async fn counts(
     State(app): State<App>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -26,6 +27,7 @@ pub(crate) async fn counts(
                 continue;
             };
             let mut finished = 0;
+            let now = chrono::Utc::now();
             let queues: Vec<_> = queues
                 .iter()
                 .map(|stats| {
@@ -39,11 +41,14 @@ pub(crate) async fn counts(
                         .iter()
                         .map(|s| (s.as_str().to_owned(), json!(stats.count(*s))))
                         .collect();
-                    json!({ "queue": stats.queue, "counts": counts })
+                    let oldest = stats
+                        .oldest_queued_at
+                        .map_or_else(|| "-".to_owned(), |at| age((now - at).num_seconds()));
+                    json!({ "queue": stats.queue, "counts": counts, "oldest": oldest })
                 })
                 .collect();
             let data = json!({
-                "at": chrono::Utc::now().timestamp_millis(),
+                "at": now.timestamp_millis(),
                 "finished": finished,
                 "queues": queues,
             });

@@ -12,7 +12,9 @@ use omniq_async::{EventQuery, TaskEventKind, TaskId, TaskQuery, TaskRecord, Task
 use serde::Deserialize;
 
 use crate::App;
-use crate::html::{action, age, esc, opt_time, page, query_value, state_tag, time};
+use crate::html::{
+    action, age, confirmed_action, esc, opt_time, page, query_value, state_tag, time,
+};
 
 /// The states shown as the queue table's columns, in lifecycle order.
 pub(crate) const COLUMNS: [TaskState; 8] = TaskState::ALL;
@@ -91,7 +93,8 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
          const es=new EventSource('{base}/live');let last=null;\
          es.onmessage=e=>{{const d=JSON.parse(e.data);\
          for(const q of d.queues){{for(const[s,n]of Object.entries(q.counts)){{\
-         const c=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"${{s}}\"] a`);if(c)c.textContent=n;}}}}\
+         const c=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"${{s}}\"] a`);if(c)c.textContent=n;}}\
+         const o=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"oldest\"]`);if(o)o.textContent=q.oldest;}}\
          if(last){{const done=Math.max(0,d.finished-last.finished),secs=(d.at-last.at)/1000;\
          document.getElementById('rate').textContent=`${{(done/secs).toFixed(1)}} tasks finished/s`;}}last=d;}};\
          </script>"
@@ -395,7 +398,13 @@ pub(crate) async fn dead_letters(State(app): State<App>) -> PageResult {
             &[],
         ));
         body.push(' ');
-        body.push_str(&action(config, "/dead-letters/purge", "Purge all", &[]));
+        body.push_str(&confirmed_action(
+            config,
+            "/dead-letters/purge",
+            "Purge all",
+            &[],
+            "Delete every dead letter of every queue? This cannot be undone.",
+        ));
         body.push_str("</p><table><tr><th>queue</th><th>dead letters</th><th></th></tr>");
         for (queue, n) in &by_queue {
             let _ = write!(
@@ -408,7 +417,15 @@ pub(crate) async fn dead_letters(State(app): State<App>) -> PageResult {
                     "Re-drive",
                     &[("queue", queue)]
                 ),
-                action(config, "/dead-letters/purge", "Purge", &[("queue", queue)]),
+                confirmed_action(
+                    config,
+                    "/dead-letters/purge",
+                    "Purge",
+                    &[("queue", queue)],
+                    &format!(
+                        "Delete every dead letter of the queue {queue}? This cannot be undone."
+                    ),
+                ),
             );
         }
         body.push_str("</table>");
@@ -471,7 +488,13 @@ pub(crate) async fn schedules(State(app): State<App>) -> PageResult {
             next = opt_time(schedule.next_fire_at),
             last = opt_time(schedule.last_fire_at),
             count = schedule.fire_count,
-            delete = action(config, &format!("{path}/delete"), "Delete", &[]),
+            delete = confirmed_action(
+                config,
+                &format!("{path}/delete"),
+                "Delete",
+                &[],
+                &format!("Delete the schedule {name}?"),
+            ),
         );
     }
     body.push_str("</table>");

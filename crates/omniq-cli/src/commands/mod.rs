@@ -1,5 +1,6 @@
 //! One module per group of commands; `run` connects to the store and dispatches.
 
+mod bench;
 mod dashboard;
 mod events;
 mod metrics;
@@ -23,6 +24,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         clap_complete::generate(shell, &mut Cli::command(), "omniq", &mut std::io::stdout());
         return Ok(());
     }
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args, cli.global.url, json).await;
+    }
     if let Command::Migrate { status } = cli.command {
         return migrate::run(&settings(&cli.global)?, status, json).await;
     }
@@ -41,8 +45,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             read_only,
             no_payloads,
-        } => dashboard::run(&omniq, &listen, token, read_only, !no_payloads).await,
-        Command::Completions { .. } | Command::Migrate { .. } => Ok(()),
+            metrics,
+        } => {
+            let options = dashboard::Options {
+                token,
+                read_only,
+                payloads: !no_payloads,
+                metrics,
+            };
+            dashboard::run(&omniq, &listen, options).await
+        }
+        Command::Completions { .. } | Command::Migrate { .. } | Command::Bench(_) => Ok(()),
     };
     omniq.close().await;
     outcome
