@@ -156,6 +156,11 @@ impl MySqlBackend {
 
     /// The connection pool, for your own SQL. Its connections read committed data
     /// (`READ COMMITTED`).
+    ///
+    /// Do not cancel a `pool.begin()` future (a `select!`, a timeout) before it resolves:
+    /// sqlx 0.9.1's MySQL driver then returns the connection to the pool inside a
+    /// transaction nothing ends, and OmniQ's statements on it would run uncommitted. OmniQ's
+    /// own transactions close their connection instead when cut short.
     pub fn pool(&self) -> &MySqlPool {
         &self.shared.pool
     }

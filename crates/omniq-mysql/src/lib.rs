@@ -59,6 +59,7 @@ mod results;
 mod rows;
 mod schedules;
 mod time;
+mod tx;
 mod wakeup;
 
 pub use backend::{MySqlBackend, MySqlOptions};

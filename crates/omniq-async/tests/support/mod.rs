@@ -158,6 +158,10 @@ fn drop_pg_schema(url: String, schema: String) {
         runtime.block_on(async move {
             use sqlx::Connection;
             if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                // Never wait forever on a lock a lingering connection holds.
+                let _ = sqlx::query("SET lock_timeout = '30s'")
+                    .execute(&mut conn)
+                    .await;
                 let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
                 let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)
@@ -181,6 +185,33 @@ fn drop_mysql_database(url: String, database: String) {
         runtime.block_on(async move {
             use sqlx::Connection;
             if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
+                // The test's pools close in the background, and a connection left inside
+                // a transaction would hold a lock the DROP waits on forever: end them first,
+                // saying so when one was mid-transaction, and never wait long.
+                let _ = sqlx::query("SET SESSION lock_wait_timeout = 30")
+                    .execute(&mut conn)
+                    .await;
+                let lingering: Vec<(u64, Option<String>)> = sqlx::query_as(
+                    "SELECT p.ID, CAST(t.trx_started AS CHAR) \
+                     FROM information_schema.PROCESSLIST p \
+                     LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+                     WHERE p.DB = ? AND p.ID <> CONNECTION_ID()",
+                )
+                .bind(&database)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_default();
+                for (id, in_transaction_since) in lingering {
+                    if let Some(since) = in_transaction_since {
+                        eprintln!(
+                            "warning: connection {id} to {database} was still in a transaction \
+                             (since {since}) when the test ended"
+                        );
+                    }
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL {id}")))
+                        .execute(&mut conn)
+                        .await;
+                }
                 let sql = format!("DROP DATABASE IF EXISTS `{database}`");
                 let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)

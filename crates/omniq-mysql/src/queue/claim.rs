@@ -16,6 +16,7 @@ use super::MySqlTaskQueue;
 use crate::error::{corrupt, retry_deadlocks, store_error};
 use crate::rows::{TASK_COLUMNS, column, push_ids, push_texts, record_from_row, to_i64};
 use crate::time::{SERVER_NOW_MICROS, to_micros};
+use crate::tx::Tx;
 
 /// The request's name filter (rolling deploys): tasks of the names it runs, and others
 /// once they have been due for its grace.
@@ -62,7 +63,7 @@ impl MySqlTaskQueue {
     ) -> StoreResult<(Vec<Lease>, Vec<Completion>)> {
         let now = self.backend.clock().now();
         let token = LeaseToken::new();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let mut leases = Vec::new();
         let mut unreadable = Vec::new();
         for queue in &request.queues {
@@ -151,7 +152,7 @@ impl MySqlTaskQueue {
                 leases.push(Lease::new(record.spec, token, record.attempts, deadline));
             }
         }
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok((leases, unreadable))
     }
 
@@ -187,7 +188,7 @@ impl MySqlTaskQueue {
         let mut ids: Vec<Uuid> = leases.iter().map(|l| *l.task_id.as_uuid()).collect();
         ids.sort();
         ids.dedup();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let held = held_leases(&mut tx, &ids).await?;
         let wanted: HashMap<(Uuid, Uuid), bool> = held
             .into_iter()
@@ -215,7 +216,7 @@ impl MySqlTaskQueue {
                 .await
                 .map_err(store_error)?;
         }
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(wanted)
     }
 

@@ -14,6 +14,7 @@ use super::settle::{ready_in, settle_dependents};
 use crate::error::{retry_deadlocks, store_error};
 use crate::rows::{column, from_json, parse_state, push_ids, to_json};
 use crate::time::to_micros;
+use crate::tx::Tx;
 
 /// A task's row as a completion needs it, locked.
 struct Held {
@@ -64,7 +65,7 @@ impl MySqlTaskQueue {
             .collect();
         ids.sort();
         ids.dedup();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let mut held = lock_rows(&mut tx, &ids).await?;
         let mut applied = HashSet::new();
         let mut succeeded = Vec::new();
@@ -123,7 +124,7 @@ impl MySqlTaskQueue {
         let mut completed = Completed::default();
         settle_dependents(&mut tx, finished, now, &mut completed.changes).await?;
         ready |= ready_in(&completed.changes);
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok((applied, completed, ready))
     }
 }

@@ -19,6 +19,7 @@ use crate::MySqlBackend;
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
 use crate::rows::{My, push_ids, to_json};
 use crate::time::to_micros;
+use crate::tx::Tx;
 
 /// Rows per INSERT statement: well under MySQL's 65,535 placeholders.
 const ROWS_PER_INSERT: usize = 500;
@@ -48,9 +49,9 @@ impl MySqlTaskQueue {
     }
 
     async fn enqueue_once(&self, tasks: &[TaskSpec]) -> StoreResult<(Vec<EnqueueOutcome>, bool)> {
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let outcome = enqueue_on(&self.backend, &mut tx, tasks).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(outcome)
     }
 

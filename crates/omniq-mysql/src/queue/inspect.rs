@@ -10,6 +10,7 @@ use super::settle::{ready_in, settle_dependents};
 use crate::error::{retry_deadlocks, store_error};
 use crate::rows::{My, TASK_COLUMNS, parse_state, record_from_row};
 use crate::time::to_micros;
+use crate::tx::Tx;
 
 impl MySqlTaskQueue {
     pub(super) async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -69,7 +70,7 @@ impl MySqlTaskQueue {
 
     async fn cancel_once(&self, id: TaskId, reason: &str) -> StoreResult<Cancellation> {
         let now = Utc::now();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let state: Option<String> =
             sqlx::query_scalar("SELECT state FROM omniq_tasks WHERE id = ? FOR UPDATE")
                 .bind(*id.as_uuid())
@@ -110,7 +111,7 @@ impl MySqlTaskQueue {
             }
             finished => CancelOutcome::AlreadyFinished(finished),
         };
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(Cancellation::new(outcome, changes))
     }
 }

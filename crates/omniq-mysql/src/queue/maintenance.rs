@@ -17,6 +17,7 @@ use super::settle::{read_changes, ready_in, settle_dependents};
 use crate::error::{is_duplicate_error, retry_deadlocks, store_error};
 use crate::rows::{column, from_json, push_ids, push_texts, to_i64, to_json, to_u32};
 use crate::time::{SERVER_NOW_MICROS, to_micros};
+use crate::tx::Tx;
 
 /// Re-drives that lost a race for a unique key to a concurrent enqueue try again this
 /// many times.
@@ -39,7 +40,7 @@ impl MySqlTaskQueue {
             "lease expired: the worker stopped renewing it",
             true,
         );
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         // SKIP LOCKED: a lease being renewed or completed right now is not expired after
         // all, and two recovering workers split the expired ones between them. Deadlines
         // are judged on the server's clock, the one they were set by.
@@ -96,7 +97,7 @@ impl MySqlTaskQueue {
         }
         let mut changes = read_changes(&mut tx, &ids).await?;
         settle_dependents(&mut tx, finished, now, &mut changes).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(changes)
     }
 
@@ -112,7 +113,7 @@ impl MySqlTaskQueue {
 
     async fn expire_once(&self, limit: usize) -> StoreResult<Vec<StateChange>> {
         let now = self.backend.clock().now();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM omniq_tasks \
              WHERE state IN ('queued', 'scheduled', 'blocked') AND expires_at <= ? \
@@ -143,7 +144,7 @@ impl MySqlTaskQueue {
             .map_err(store_error)?;
         let mut changes = read_changes(&mut tx, &ids).await?;
         settle_dependents(&mut tx, ids, now, &mut changes).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(changes)
     }
 
@@ -171,7 +172,7 @@ impl MySqlTaskQueue {
     /// unique index would refuse the others).
     async fn redrive_once(&self, target: &RedriveTarget) -> StoreResult<Vec<Uuid>> {
         let now = Utc::now();
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         let mut select = QueryBuilder::<MySql>::new(
             "SELECT f.id, f.unique_key, f.seq FROM omniq_tasks AS f \
              WHERE f.state = 'failed' AND (f.unique_key IS NULL OR NOT EXISTS \
@@ -226,7 +227,7 @@ impl MySqlTaskQueue {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(chosen)
     }
 
@@ -240,7 +241,7 @@ impl MySqlTaskQueue {
     }
 
     async fn purge_once(&self, request: &PurgeRequest, states: &[&str]) -> StoreResult<u64> {
-        let mut tx = self.backend.pool().begin().await.map_err(store_error)?;
+        let mut tx = Tx::begin(self.backend.pool()).await?;
         // The oldest finished rows first, through the index on finished_at (its range skips
         // the NULLs of live tasks), at most `limit` of them; rows another purge holds are
         // skipped rather than waited on.
@@ -278,7 +279,7 @@ impl MySqlTaskQueue {
         let mut sql = QueryBuilder::<MySql>::new("DELETE FROM omniq_tasks WHERE id IN ");
         push_ids(&mut sql, &ids);
         let done = sql.build().execute(&mut *tx).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

@@ -64,6 +64,10 @@ pub(crate) async fn fresh_database() -> StoreResult<String> {
 /// Drops the databases of earlier runs. Best effort: two cases dropping the same database
 /// at once is harmless.
 async fn drop_old_databases(conn: &mut MySqlConnection, now: u64) {
+    // A database an earlier run left in use must not hold this run up for long.
+    let _ = sqlx::query("SET SESSION lock_wait_timeout = 30")
+        .execute(&mut *conn)
+        .await;
     let databases: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
          WHERE schema_name LIKE 'omniq\\_test\\_%'",
