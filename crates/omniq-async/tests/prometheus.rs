@@ -6,41 +6,14 @@
 use std::time::Duration;
 
 use omniq_async::{AsyncOmniQ, MetricsEndpoint, Settings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn scrape(endpoint: &MetricsEndpoint) -> String {
-    let mut stream = tokio::net::TcpStream::connect(endpoint.local_addr())
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: omniq\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// Scrapes until every line in `wanted` is in the page, within [`WAIT`].
+/// Scrapes until every line in `wanted` is in the page, within the bound.
 async fn scrape_until(endpoint: &MetricsEndpoint, wanted: &[&str]) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let page = scrape(endpoint).await;
-        if wanted.iter().all(|line| page.lines().any(|l| l == *line)) {
-            return page;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all of {wanted:#?} within {WAIT:?}:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    omniq_testkit::http::scrape_until(endpoint.local_addr(), wanted)
+        .await
+        .expect("the lines within the bound")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

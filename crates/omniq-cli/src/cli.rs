@@ -54,7 +54,8 @@ pub(crate) enum Command {
     /// List, show, pause, resume, delete and preview stored schedules.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
-    /// Stored task events, oldest first; `--follow` keeps printing new ones.
+    /// Stored task events, oldest first; `--follow` (or `events tail`) keeps printing new
+    /// ones.
     Events(EventsArgs),
     /// Apply the pending schema migrations of the SQL stores (or, with `--status`, only
     /// show them). For deployments that migrate before rolling out and start workers with
@@ -235,6 +236,9 @@ pub(crate) enum SchedulesCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct EventsArgs {
+    /// `tail`: the same as `--follow` (`omniq events tail --queue emails`).
+    #[arg(value_parser = ["tail"])]
+    pub(crate) mode: Option<String>,
     /// Only this task's events.
     #[arg(long)]
     pub(crate) task: Option<String>,

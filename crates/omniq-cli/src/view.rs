@@ -107,9 +107,7 @@ pub(crate) fn task_json(record: &TaskRecord, payload: bool) -> Value {
 
 /// Bytes the OmniQ envelope wraps, as JSON; what does not decode shows as its size.
 fn decoded(bytes: &[u8]) -> Value {
-    PayloadCodec::new(omniq_async::layers::serialization::Format::Json, usize::MAX)
-        .decode::<Value>(bytes)
-        .unwrap_or_else(|_| json!({ "undecoded_bytes": bytes.len() }))
+    PayloadCodec::inspect(bytes).unwrap_or_else(|_| json!({ "undecoded_bytes": bytes.len() }))
 }
 
 pub(crate) fn result_json(result: &TaskResult) -> Value {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use omniq_async::{AsyncOmniQ, ScheduleTrigger, Settings, TaskError, TaskId, TaskState};
+use omniq_testkit::http::{get, scrape_until};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
@@ -261,39 +262,6 @@ fn address_in(line: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// Scrapes `/metrics` until every line of `wanted` is there, within the bound: the
-/// gauges are read from the store at an interval.
-async fn scrape_until(addr: &str, wanted: &[&str]) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let page = http_get(addr, "/metrics").await?;
-        if wanted.iter().all(|w| page.lines().any(|l| l == *w)) {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the gauges never read {wanted:?}:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// GET `path` over a plain TCP connection; the whole response, which must be a 200.
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut page = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut page)).await??;
-    ensure!(page.starts_with("HTTP/1.1 200"), "{page}");
-    Ok(page)
-}
-
 fn ids_of(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -499,7 +467,7 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
 
     // events --follow: sees an event another process stores after it started following.
     let mut follower = store.spawn(&[
-        "events", "--json", "--follow", "--limit", "0", "--count", "1", "--kind", "enqueued",
+        "events", "tail", "--json", "--limit", "0", "--count", "1", "--kind", "enqueued",
     ])?;
     let line = first_stderr_line(&mut follower, "the follower").await?;
     ensure!(line.contains("following"), "{line}");
@@ -526,7 +494,7 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         r#"omniq_queue_tasks{queue="beta",state="scheduled"} 1"#,
         r#"omniq_queue_tasks{queue="gamma",state="queued"} 1"#,
     ];
-    scrape_until(&addr, &gauges).await?;
+    scrape_until(addr.as_str(), &gauges).await?;
     let pid = exporter.id().context("the exporter's pid")?;
     ensure!(
         std::process::Command::new("kill")
@@ -544,9 +512,9 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
     let mut dashboard =
         store.spawn(&["dashboard", "--listen", "127.0.0.1:0", "--metrics", "100ms"])?;
     let addr = address_in(&first_stderr_line(&mut dashboard, "the dashboard").await?)?;
-    let page = http_get(&addr, "/").await?;
+    let page = get(addr.as_str(), "/").await?;
     ensure!(page.contains("alpha") && page.contains("gamma"), "{page}");
-    scrape_until(&addr, &gauges).await?;
+    scrape_until(addr.as_str(), &gauges).await?;
     dashboard.start_kill()?;
     dashboard.wait().await?;
     let refused = store

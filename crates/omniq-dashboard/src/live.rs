@@ -15,8 +15,8 @@ use crate::pages::COLUMNS;
 /// How often the counts are read and sent.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Every [`EVERY`], each queue's counts per state and the age of its oldest queued task, and
-/// the number of finished tasks (for the page's throughput). A store error skips a round.
+/// Every [`EVERY`], each queue's counts per state, the age of its oldest queued task and its
+/// finished tasks, and the number of finished tasks overall (for the page's throughput). A store error skips a round.
 pub(crate) async fn counts(
     State(app): State<App>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -31,12 +31,13 @@ pub(crate) async fn counts(
             let queues: Vec<_> = queues
                 .iter()
                 .map(|stats| {
-                    finished += stats
+                    let done = stats
                         .counts
                         .iter()
                         .filter(|(state, _)| state.is_terminal())
                         .map(|(_, n)| n)
                         .sum::<u64>();
+                    finished += done;
                     let counts: serde_json::Map<String, serde_json::Value> = COLUMNS
                         .iter()
                         .map(|s| (s.as_str().to_owned(), json!(stats.count(*s))))
@@ -44,7 +45,12 @@ pub(crate) async fn counts(
                     let oldest = stats
                         .oldest_queued_at
                         .map_or_else(|| "-".to_owned(), |at| age((now - at).num_seconds()));
-                    json!({ "queue": stats.queue, "counts": counts, "oldest": oldest })
+                    json!({
+                        "queue": stats.queue,
+                        "counts": counts,
+                        "oldest": oldest,
+                        "finished": done,
+                    })
                 })
                 .collect();
             let data = json!({

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{TimeDelta, Utc};
-use omniq_async::layers::serialization::{Format, PayloadCodec};
+use omniq_async::layers::serialization::PayloadCodec;
 use omniq_async::{EventQuery, TaskEventKind, TaskId, TaskQuery, TaskRecord, TaskState};
 use serde::Deserialize;
 
@@ -57,7 +57,7 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
     for state in COLUMNS {
         let _ = write!(body, "<th>{}</th>", state.as_str());
     }
-    body.push_str("<th>oldest queued</th></tr>");
+    body.push_str("<th>oldest queued</th><th>finished/s</th></tr>");
     for stats in &queues {
         let queue = esc(&stats.queue);
         let link = query_value(&stats.queue);
@@ -79,7 +79,8 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
             .map_or_else(|| "-".to_owned(), |at| age((now - at).num_seconds()));
         let _ = write!(
             body,
-            "<td class=\"n\" data-queue=\"{queue}\" data-state=\"oldest\">{oldest}</td></tr>"
+            "<td class=\"n\" data-queue=\"{queue}\" data-state=\"oldest\">{oldest}</td>\
+             <td class=\"n\" data-queue=\"{queue}\" data-state=\"rate\">-</td></tr>"
         );
     }
     body.push_str("</table>");
@@ -90,13 +91,15 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
         body,
         "<p class=\"note\">Counts update live; <span id=\"rate\"></span></p>\
          <script>\
-         const es=new EventSource('{base}/live');let last=null;\
-         es.onmessage=e=>{{const d=JSON.parse(e.data);\
-         for(const q of d.queues){{for(const[s,n]of Object.entries(q.counts)){{\
-         const c=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"${{s}}\"] a`);if(c)c.textContent=n;}}\
-         const o=document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"oldest\"]`);if(o)o.textContent=q.oldest;}}\
-         if(last){{const done=Math.max(0,d.finished-last.finished),secs=(d.at-last.at)/1000;\
-         document.getElementById('rate').textContent=`${{(done/secs).toFixed(1)}} tasks finished/s`;}}last=d;}};\
+         const es=new EventSource('{base}/live');let last=null;const was=new Map();\
+         const rate=(now,then,secs)=>(Math.max(0,now-then)/secs).toFixed(1);\
+         es.onmessage=e=>{{const d=JSON.parse(e.data);const secs=last?(d.at-last.at)/1000:0;\
+         for(const q of d.queues){{const cell=s=>document.querySelector(`td[data-queue=\"${{CSS.escape(q.queue)}}\"][data-state=\"${{s}}\"]`);\
+         for(const[s,n]of Object.entries(q.counts)){{const c=cell(s);if(c&&c.firstChild)c.firstChild.textContent=n;}}\
+         const o=cell('oldest');if(o)o.textContent=q.oldest;\
+         const r=cell('rate');if(r&&secs>0&&was.has(q.queue))r.textContent=rate(q.finished,was.get(q.queue),secs);\
+         was.set(q.queue,q.finished);}}\
+         if(last)document.getElementById('rate').textContent=`${{rate(d.finished,last.finished,secs)}} tasks finished/s`;last=d;}};\
          </script>"
     );
     Ok(page(&app.config, "Queues", "Queues", &body))
@@ -234,8 +237,7 @@ fn task_table<'a>(base: &str, records: impl Iterator<Item = &'a TaskRecord>) -> 
 
 /// An envelope's contents as JSON, pretty; what does not decode shows as its size.
 fn decoded(bytes: &[u8]) -> String {
-    PayloadCodec::new(Format::Json, usize::MAX)
-        .decode::<serde_json::Value>(bytes)
+    PayloadCodec::inspect(bytes)
         .ok()
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
         .unwrap_or_else(|| format!("({} bytes this build cannot decode)", bytes.len()))

@@ -5,7 +5,7 @@
 mod common;
 
 use anyhow::{Context, ensure};
-use common::{WAIT, csrf_of, fixture, get, request, serve};
+use common::{FORM, WAIT, csrf_of, fixture, get, request, serve};
 use omniq_async::{TaskId, TaskState};
 use omniq_dashboard::{Dashboard, DashboardError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,7 +93,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
         "POST",
         &format!("/tasks/{}/retry", fx.dead[0]),
         &[],
-        Some(&format!("csrf={csrf}&back=%2Fdead-letters")),
+        Some((FORM, &format!("csrf={csrf}&back=%2Fdead-letters"))),
     )
     .await?;
     ensure!(
@@ -110,7 +110,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
             "POST",
             &format!("/tasks/{}/retry", fx.dead[1]),
             &[],
-            Some(form),
+            Some((FORM, form)),
         )
         .await?;
         ensure!(forged.status == 403, "{}", forged.status);
@@ -123,7 +123,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
         "POST",
         &format!("/tasks/{}/retry", fx.dead[2]),
         &[],
-        Some(&format!("csrf={csrf}&back=%2F%5Cevil.example")),
+        Some((FORM, &format!("csrf={csrf}&back=%2F%5Cevil.example"))),
     )
     .await?;
     ensure!(
@@ -141,7 +141,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
         "POST",
         "/schedules/nightly/pause",
         &[],
-        Some(&format!("csrf={csrf}")),
+        Some((FORM, &format!("csrf={csrf}"))),
     )
     .await?;
     ensure!(paused.status == 303);
@@ -160,7 +160,7 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
         "POST",
         "/dead-letters/redrive",
         &[],
-        Some(&format!("csrf={csrf}&queue=reports")),
+        Some((FORM, &format!("csrf={csrf}&queue=reports"))),
     )
     .await?;
     ensure!(redriven.status == 303);
@@ -217,7 +217,7 @@ async fn read_only_hides_actions_and_refuses_them() -> anyhow::Result<()> {
         "POST",
         &format!("/tasks/{}/retry", fx.dead[0]),
         &[],
-        Some(&format!("csrf={csrf}")),
+        Some((FORM, &format!("csrf={csrf}"))),
     )
     .await?;
     ensure!(refused.status == 403);

@@ -141,6 +141,15 @@ impl PayloadCodec {
         }
     }
 
+    /// An envelope's body as a JSON value, whatever format it was written in and however
+    /// large: for showing a payload or a result to a person (the CLI, the dashboard).
+    ///
+    /// # Errors
+    /// As [`PayloadCodec::decode`], but never [`SerializationError::TooLarge`].
+    pub fn inspect(bytes: &[u8]) -> Result<serde_json::Value, SerializationError> {
+        Self::new(Format::Json, usize::MAX).decode(bytes)
+    }
+
     /// The format an envelope was written in.
     ///
     /// # Errors

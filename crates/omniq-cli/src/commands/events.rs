@@ -95,7 +95,7 @@ pub(super) async fn run(omniq: &AsyncOmniQ, args: EventsArgs, json: bool) -> any
         print(event, json)?;
         printed += 1;
     }
-    if !args.follow {
+    if !args.follow && args.mode.is_none() {
         return Ok(());
     }
     // Said on standard error, so that a script (or a test) knows from when it sees events.

@@ -141,6 +141,11 @@ impl Browser {
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             browser.call(domain, json!({})).await?;
         }
+        // The blank page's own load must be over before the first navigation counts loads:
+        // its event, if late, would pass for the next page's.
+        let blank = "new Promise(resolve => document.readyState === 'complete' \
+                     ? resolve(true) : addEventListener('load', () => resolve(true)))";
+        browser.eval(blank).await?;
         browser
             .call(
                 "Emulation.setDeviceMetricsOverride",
@@ -316,10 +321,14 @@ impl Browser {
         let (Some(x), Some(y)) = (point[0].as_f64(), point[1].as_f64()) else {
             bail!("nothing on the page matches {selector}");
         };
-        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+        for (kind, button) in [
+            ("mouseMoved", "none"),
+            ("mousePressed", "left"),
+            ("mouseReleased", "left"),
+        ] {
             self.call(
                 "Input.dispatchMouseEvent",
-                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+                json!({ "type": kind, "x": x, "y": y, "button": button, "clickCount": 1 }),
             )
             .await?;
         }

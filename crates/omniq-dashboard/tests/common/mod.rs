@@ -1,7 +1,8 @@
 //! What the dashboard's test binaries share: a SQLite store with tasks in every state but
 //! Running, the dashboard served on a loopback port, and a plain HTTP client.
 
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses a part of it.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,60 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use omniq_async::{AsyncOmniQ, ScheduleTrigger, Settings, TaskError, TaskId, TaskState};
 use omniq_dashboard::Dashboard;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub const WAIT: Duration = Duration::from_secs(30);
+pub use omniq_testkit::WAIT;
+pub use omniq_testkit::http::{get, request};
 
-pub struct Reply {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-/// One HTTP/1.1 request over a fresh connection.
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    form: Option<&str>,
-) -> anyhow::Result<Reply> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    let body = form.unwrap_or_default();
-    if form.is_some() {
-        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(head.as_bytes()).await?;
-    let mut raw = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut raw)).await??;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no head")?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no status")?;
-    Ok(Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
-}
-
-pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let reply = request(addr, "GET", path, &[], None).await?;
-    ensure!(
-        reply.status == 200,
-        "GET {path}: {}\n{}",
-        reply.status,
-        reply.body
-    );
-    Ok(reply.body)
-}
+/// The content type of the dashboard's forms.
+pub const FORM: &str = "application/x-www-form-urlencoded";
 
 /// The anti-forgery token the page's forms carry.
 pub fn csrf_of(page: &str) -> anyhow::Result<String> {
