@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt};
 use omniq_models::{TaskId, TaskResult};
 use omniq_storage::{
     BoxFuture, ResultStore, StoreError, StoreResult, decode_result, effective_purge_limit,
@@ -25,8 +24,6 @@ use crate::error::BACKEND;
 
 /// How often a write that lost a race reads and tries again before it gives up.
 const WRITE_ROUNDS: usize = 64;
-/// How many results of one call are written at once.
-const PARALLEL_WRITES: usize = 64;
 const RESULTS: &str = "results";
 const EXPIRY: &str = "results-expiry";
 
@@ -158,17 +155,10 @@ impl FileResultStore {
 impl ResultStore for FileResultStore {
     fn put(&self, results: Vec<TaskResult>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
-            // Side by side: each write waits on its own syncs, and the directory store
-            // shares a sync among the writes that wait at once. One per task id, so no two
-            // writes of a call race for one key.
-            futures_util::stream::iter(
-                winning_results(results)
-                    .into_iter()
-                    .map(|result| self.put_one(result)),
-            )
-            .buffer_unordered(PARALLEL_WRITES)
-            .try_collect::<()>()
-            .await
+            for result in winning_results(results) {
+                self.put_one(result).await?;
+            }
+            Ok(())
         })
     }
 

@@ -76,17 +76,6 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// As [`get`](Objects::get).
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// Deletes the object at `key` as [`delete`](Objects::delete) does, but need not make
-    /// the deletion survive a crash of the machine: for markers whose return their readers
-    /// already tolerate (a ready marker that files nothing any more, a finished lease's
-    /// marker). A store that cannot tell the two apart deletes durably.
-    ///
-    /// # Errors
-    /// As [`get`](Objects::get).
-    fn delete_unsynced(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
-        self.delete(key)
-    }
-
     /// Deletes the object at `key` if it is still the write `expected` names; returns
     /// whether it did.
     ///

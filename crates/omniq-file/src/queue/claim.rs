@@ -210,9 +210,7 @@ impl FileTaskQueue {
     /// Deletes a ready marker that files nothing any more, as a best effort: one left
     /// behind is dropped by the next claim that reads it.
     async fn drop_ready_marker(&self, key: &str) {
-        // Unsynced: a marker a crash brings back files an older write of its task, and the
-        // claim that reads it drops it again.
-        if let Err(err) = self.objects().delete_unsynced(key).await {
+        if let Err(err) = self.objects().delete(key).await {
             tracing::debug!(%err, key, "a stale ready marker stays until a claim drops it");
         }
     }
@@ -297,18 +295,10 @@ impl FileTaskQueue {
             .await?;
         Ok(match applied {
             Some((Applied::Changed, task)) => {
-                // Unsynced: a marker a crash brings back names a finished lease, and
-                // recovery drops it.
-                if let Err(err) = self
-                    .objects()
-                    .delete_unsynced(&keys::lease(id, token))
-                    .await
-                {
+                if let Err(err) = self.objects().delete(&keys::lease(id, token)).await {
                     tracing::debug!(%err, task_id = %id, "a finished lease's marker stays until recovery drops it");
                 }
-                // The children as of the write that finished it: a child filed later saw
-                // the parent finished and settled itself. None: nothing to read again.
-                if task.record.state.is_terminal() && !task.children.is_empty() {
+                if task.record.state.is_terminal() {
                     self.settle_after(id, now, changes).await;
                 }
                 CompletionStatus::Applied
