@@ -9,7 +9,14 @@ Usage: python3 .ci/moto_server.py PORT
 import sys
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import run_simple
+from werkzeug.serving import BaseWSGIServer, run_simple
+
+# One request at a time means every other client waits in the listen queue, and werkzeug's
+# is 128 connections deep: beyond it the kernel drops the connection attempt and the
+# client's TCP retries after 1, 3, 7, 15, 31 s... Two workers and a test's own reads keep
+# more than 128 requests waiting at times, and a heartbeat stuck in those retries outlived
+# a five-minute lease. The kernel caps the depth at net.core.somaxconn (4096).
+BaseWSGIServer.request_queue_size = 4096
 
 run_simple(
     "127.0.0.1",

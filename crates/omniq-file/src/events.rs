@@ -1,27 +1,37 @@
-//! Events as objects, one per event, under keys that sort by time.
+//! Events as segments: one object per appended batch, under keys that sort by time.
 //!
-//! `events/<at, µs, 20 digits>-<a UUIDv7>-<task id, or "none">`: a listing hands events
-//! over oldest first (the UUIDv7 keeps a batch's order within a microsecond, and keys
-//! apart across processes), a query or a purge bounded in time reads no key outside its
-//! range, and a query for one task reads only that task's events. Events are best effort,
-//! like every store's: a crash may lose the batch being written, never a task.
+//! `events/<first at>-<a UUIDv7>-<last at>-<scope>` (times in µs, 20 digits; the scope is
+//! the task id when every event of the batch is one task's, `none` when none has a task,
+//! `many` otherwise), holding one JSON event per line. The event logger appends in batches
+//! that grow with the load, so a busy worker writes one object for hundreds of events, not
+//! one each (a local directory made a file per event, the largest share of its files). A
+//! listing hands segments over by first time; a query reads only the segments that overlap
+//! its time range (and, for one task, those that may hold its events) and merges their
+//! events oldest first. Keys of one event per object, `events/<at>-<UUIDv7>-<task>`,
+//! written by earlier releases, are read as segments of one event.
+//!
+//! Events are best effort, like every store's: a crash may lose the batch being written,
+//! or leave a segment a purge was cutting twice, never a task.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use omniq_models::{TaskEvent, TaskId};
 use omniq_storage::{
     BoxFuture, EventQuery, EventStore, StoreError, StoreResult, effective_purge_limit,
 };
 
-use crate::Objects;
 use crate::error::BACKEND;
+use crate::objects::IN_FLIGHT;
+use crate::{Objects, Stored};
 
 const EVENTS: &str = "events";
-/// Object reads and writes in flight at once for one call.
-const IN_FLIGHT: usize = 16;
+/// The scope of a segment with events of several tasks.
+const MANY: &str = "many";
+/// The scope of a segment whose events have no task.
+const NONE: &str = "none";
 
 /// The event store on [`Objects`].
 #[derive(Debug, Clone)]
@@ -33,22 +43,78 @@ fn micros(at: DateTime<Utc>) -> u64 {
     u64::try_from(at.timestamp_micros()).unwrap_or(0)
 }
 
-fn event_key(event: &TaskEvent) -> String {
-    let task = event
+fn task_text(event: &TaskEvent) -> String {
+    event
         .task_id
-        .map_or_else(|| "none".to_owned(), |id| id.to_string());
-    // A fresh UUIDv7: ordered within this process, unique across processes.
-    let nonce = TaskId::new();
-    format!("{EVENTS}/{:020}-{nonce}-{task}", micros(event.at))
+        .map_or_else(|| NONE.to_owned(), |id| id.to_string())
 }
 
-/// The time and task a key names.
-fn parse_key(key: &str) -> Option<(u64, &str)> {
-    let name = key.strip_prefix(EVENTS)?.strip_prefix('/')?;
-    let (at, rest) = name.split_once('-')?;
-    // The nonce is a hyphenated UUID (five groups); the task follows it.
-    let task = rest.splitn(6, '-').nth(5)?;
-    Some((at.parse().ok()?, task))
+/// The key of a segment holding `events` (not empty).
+fn segment_key(events: &[TaskEvent]) -> String {
+    let first = events.iter().map(|e| micros(e.at)).min().unwrap_or(0);
+    let last = events.iter().map(|e| micros(e.at)).max().unwrap_or(first);
+    let scope = match events.split_first() {
+        Some((head, tail)) if tail.iter().all(|e| e.task_id == head.task_id) => task_text(head),
+        _ => MANY.to_owned(),
+    };
+    // A fresh UUIDv7: ordered within this process, unique across processes.
+    let nonce = TaskId::new();
+    format!("{EVENTS}/{first:020}-{nonce}-{last:020}-{scope}")
+}
+
+/// What a segment's key says about it.
+#[derive(Debug, PartialEq, Eq)]
+struct Segment<'a> {
+    /// Its earliest and latest event times, in µs.
+    first: u64,
+    last: u64,
+    /// A task id, [`NONE`] or [`MANY`].
+    scope: &'a str,
+}
+
+impl Segment<'_> {
+    fn parse(key: &str) -> Option<Segment<'_>> {
+        let name = key.strip_prefix(EVENTS)?.strip_prefix('/')?;
+        let (first, rest) = name.split_once('-')?;
+        let first = first.parse().ok()?;
+        // The nonce is a hyphenated UUID (five groups); what follows it is either
+        // `<last>-<scope>` or, in an earlier release's key of one event, the task.
+        let tail = rest.splitn(6, '-').nth(5)?;
+        let (last, scope) = match tail.split_once('-') {
+            Some((last, scope)) if last.len() == 20 => (last.parse().ok()?, scope),
+            _ => (first, tail),
+        };
+        Some(Segment { first, last, scope })
+    }
+
+    /// Whether this segment may hold events `query` matches.
+    fn may_match(&self, since: Option<u64>, until: Option<u64>, task: Option<&str>) -> bool {
+        since.is_none_or(|since| self.last >= since)
+            // Keys hold microseconds, events may hold finer times: a key at `until`'s
+            // microsecond may still be before it (`matches` decides).
+            && until.is_none_or(|until| self.first <= until)
+            && task.is_none_or(|task| self.scope == task || self.scope == MANY)
+    }
+}
+
+/// The events of a segment's bytes, in the order appended; a line this release cannot
+/// read is left out, as a corrupt row would be.
+fn decode(bytes: &[u8]) -> Vec<TaskEvent> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect()
+}
+
+fn encode(events: &[TaskEvent]) -> StoreResult<Bytes> {
+    let mut bytes = Vec::new();
+    for event in events {
+        serde_json::to_writer(&mut bytes, event)
+            .map_err(|err| StoreError::backend(BACKEND, err))?;
+        bytes.push(b'\n');
+    }
+    Ok(Bytes::from(bytes))
 }
 
 impl FileEventStore {
@@ -57,89 +123,134 @@ impl FileEventStore {
         Self { objects }
     }
 
-    async fn append_all(&self, events: Vec<TaskEvent>) -> StoreResult<()> {
-        let writes = events
-            .iter()
-            .map(|event| {
-                let key = event_key(event);
-                serde_json::to_vec(event)
-                    .map(|bytes| (key, Bytes::from(bytes)))
-                    .map_err(|err| StoreError::backend(BACKEND, err))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        stream::iter(writes)
-            .map(|(key, bytes)| async move { self.objects.create(&key, bytes).await })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+    /// Writes `events` as one new segment.
+    async fn write_segment(&self, events: &[TaskEvent]) -> StoreResult<Option<String>> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let key = segment_key(events);
+        // A fresh nonce makes the key new: `None` (taken) cannot happen short of a clash
+        // of UUIDv7s, and a lost reply that hid a success leaves the events written once.
+        self.objects.create(&key, encode(events)?).await?;
+        Ok(Some(key))
     }
 
     async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
         let since = query.since.map(micros);
         let until = query.until.map(micros);
         let task = query.task_id.map(|id| id.to_string());
-        let keys: Vec<String> = self
+        let mut keys: Vec<(u64, String)> = self
             .objects
             .list(EVENTS)
             .await?
             .into_iter()
-            .filter(|key| {
-                parse_key(key).is_some_and(|(at, of)| {
-                    since.is_none_or(|since| at >= since)
-                        // Keys hold microseconds, events may hold finer times: a key
-                        // at `until`'s microsecond may still be before it (`matches` decides).
-                        && until.is_none_or(|until| at <= until)
-                        && task.as_deref().is_none_or(|task| of == task)
-                })
+            .filter_map(|key| {
+                let segment = Segment::parse(&key)?;
+                segment
+                    .may_match(since, until, task.as_deref())
+                    .then_some((segment.first, key))
             })
             .collect();
+        // By first time, then key: the order segments are merged in.
+        keys.sort();
         let limit = query.effective_limit();
-        let mut found = Vec::new();
-        // In key order, a bounded number of reads ahead, until the page is full.
-        let mut reads = stream::iter(keys)
-            .map(|key| async move { self.objects.get(&key).await })
+        let mut found: Vec<TaskEvent> = Vec::new();
+        let mut segments = stream::iter(keys)
+            .map(|(first, key)| async move { (first, self.objects.get(&key).await) })
             .buffered(IN_FLIGHT);
-        while let Some(read) = reads.next().await {
-            // Purged between the listing and the read: gone, as it should be.
-            let Some(stored) = read? else { continue };
-            let Ok(event) = serde_json::from_slice::<TaskEvent>(&stored.bytes) else {
-                // Not an event this release can read: left out, as a corrupt row would be.
-                continue;
-            };
-            if query.matches(&event) {
-                found.push(event);
-                if found.len() >= limit {
+        while let Some((first, read)) = segments.next().await {
+            // Segments start in order: once `limit` events are found at or before this
+            // segment's first time, no later segment has an earlier one.
+            if found.len() >= limit {
+                found.sort_by_key(|event| event.at);
+                found.truncate(limit);
+                if found.last().is_some_and(|event| micros(event.at) < first) {
                     break;
                 }
             }
+            // Purged between the listing and the read: gone, as it should be.
+            let Some(stored) = read? else { continue };
+            found.extend(
+                decode(&stored.bytes)
+                    .into_iter()
+                    .filter(|e| query.matches(e)),
+            );
         }
+        // Stable: events of one time keep the order they were appended in.
+        found.sort_by_key(|event| event.at);
+        found.truncate(limit);
         Ok(found)
     }
 
     async fn purge_older(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
-        let before = micros(before);
-        let doomed: Vec<String> = self
+        let before_micros = micros(before);
+        let mut keys: Vec<(u64, String)> = self
             .objects
             .list(EVENTS)
             .await?
             .into_iter()
-            .filter(|key| parse_key(key).is_some_and(|(at, _)| at < before))
-            .take(effective_purge_limit(limit))
+            .filter_map(|key| {
+                let segment = Segment::parse(&key)?;
+                (segment.first < before_micros.saturating_add(1)).then_some((segment.first, key))
+            })
             .collect();
-        let count = doomed.len();
-        stream::iter(doomed)
-            .map(|key| async move { self.objects.delete(&key).await })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(u64::try_from(count).unwrap_or(u64::MAX))
+        keys.sort();
+        let mut left = effective_purge_limit(limit);
+        let mut purged = 0_u64;
+        for (_, key) in keys {
+            if left == 0 {
+                break;
+            }
+            let Some(stored) = self.objects.get(&key).await? else {
+                continue;
+            };
+            let removed = self.cut(&key, &stored, before, left).await?;
+            left -= removed;
+            purged += u64::try_from(removed).unwrap_or(u64::MAX);
+        }
+        Ok(purged)
+    }
+
+    /// Removes at most `left` events older than `before` from the segment at `key`, oldest
+    /// first: deletes it when none stays, or else writes what stays as a new segment and
+    /// then deletes this one. Returns how many it removed (0 when another purge got there
+    /// first).
+    async fn cut(
+        &self,
+        key: &str,
+        stored: &Stored,
+        before: DateTime<Utc>,
+        left: usize,
+    ) -> StoreResult<usize> {
+        let mut events = decode(&stored.bytes);
+        events.sort_by_key(|event| event.at);
+        let old = events
+            .iter()
+            .take_while(|e| e.at < before)
+            .count()
+            .min(left);
+        if old == 0 {
+            return Ok(0);
+        }
+        let kept = events.split_off(old);
+        // What stays is written before the segment goes: a crash in between leaves those
+        // events twice, never loses them.
+        let written = self.write_segment(&kept).await?;
+        if self.objects.delete_if(key, &stored.version).await? {
+            Ok(old)
+        } else {
+            // Another purge cut or deleted it first: its copy stands, not ours.
+            if let Some(written) = written {
+                self.objects.delete(&written).await?;
+            }
+            Ok(0)
+        }
     }
 }
 
 impl EventStore for FileEventStore {
     fn append(&self, events: Vec<TaskEvent>) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.append_all(events))
+        Box::pin(async move { self.write_segment(&events).await.map(drop) })
     }
 
     fn query(&self, query: EventQuery) -> BoxFuture<'_, StoreResult<Vec<TaskEvent>>> {
@@ -158,21 +269,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_names_its_time_and_task() {
+    fn a_key_names_its_times_and_scope() {
         let task = TaskId::new();
-        let event = TaskEvent::for_task(TaskEventKind::Started, task, "t", "q");
-        let key = event_key(&event);
+        let first = TaskEvent::for_task(TaskEventKind::Started, task, "t", "q");
+        let mut second = first.clone();
+        second.at = first.at + chrono::Duration::seconds(2);
+        let task_text = task.to_string();
+        let key = segment_key(&[second.clone(), first.clone()]);
+        assert_eq!(
+            Segment::parse(&key),
+            Some(Segment {
+                first: micros(first.at),
+                last: micros(second.at),
+                scope: task_text.as_str(),
+            })
+        );
+        let other = TaskEvent::for_task(TaskEventKind::Started, TaskId::new(), "t", "q");
+        let mixed = segment_key(&[first.clone(), other]);
+        assert_eq!(Segment::parse(&mixed).map(|s| s.scope), Some(MANY));
+        let mut loose = TaskEvent::new(TaskEventKind::Started);
+        loose.at = first.at;
+        assert_eq!(
+            Segment::parse(&segment_key(&[loose])).map(|s| s.scope),
+            Some(NONE)
+        );
+        assert_eq!(Segment::parse("events/garbage"), None);
+    }
+
+    #[test]
+    fn an_earlier_release_key_of_one_event_reads_as_a_segment() {
+        let task = TaskId::new();
+        let key = format!("events/{:020}-{}-{task}", 1_234, TaskId::new());
         let task_text = task.to_string();
         assert_eq!(
-            parse_key(&key),
-            Some((micros(event.at), task_text.as_str()))
+            Segment::parse(&key),
+            Some(Segment {
+                first: 1_234,
+                last: 1_234,
+                scope: task_text.as_str(),
+            })
         );
-        let mut loose = TaskEvent::new(TaskEventKind::Started);
-        loose.at = event.at;
-        assert_eq!(
-            parse_key(&event_key(&loose)),
-            Some((micros(event.at), "none"))
-        );
-        assert_eq!(parse_key("events/garbage"), None);
+        // One JSON value without a newline: a segment of one line.
+        let event = TaskEvent::for_task(TaskEventKind::Started, task, "t", "q");
+        let bytes = serde_json::to_vec(&event).expect("json");
+        assert_eq!(decode(&bytes), vec![event]);
+    }
+
+    #[test]
+    fn a_segment_keeps_the_lines_it_can_read() {
+        let event = TaskEvent::for_task(TaskEventKind::Started, TaskId::new(), "t", "q");
+        let mut bytes = encode(std::slice::from_ref(&event))
+            .expect("encode")
+            .to_vec();
+        bytes.extend_from_slice(b"{not json\n");
+        bytes.extend_from_slice(&encode(std::slice::from_ref(&event)).expect("encode"));
+        assert_eq!(decode(&bytes), vec![event.clone(), event]);
     }
 }

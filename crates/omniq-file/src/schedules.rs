@@ -14,13 +14,12 @@ use omniq_models::Schedule;
 use omniq_storage::{BoxFuture, ScheduleStore, StoreError, StoreResult};
 
 use crate::error::BACKEND;
+use crate::objects::IN_FLIGHT;
 use crate::{Objects, Stored};
 
 const SCHEDULES: &str = "schedules";
 /// How often a change that lost a race reads and tries again before it gives up.
 const WRITE_ROUNDS: usize = 64;
-/// Object reads in flight at once for one listing.
-const IN_FLIGHT: usize = 16;
 
 /// The schedule store on [`Objects`].
 #[derive(Debug, Clone)]

@@ -62,3 +62,76 @@ event_cases!(on_a_directory, support::directory());
 event_cases!(in_memory, support::memory());
 event_cases!(on_s3, support::s3());
 event_cases!(on_azure, support::azure());
+
+/// Segments written side by side overlap in time: a query merges them oldest first, finds
+/// one task's events in segments of many tasks, stops at its limit without losing an
+/// earlier event of a later segment, and a purge that cuts a segment keeps the rest of it.
+mod segments {
+    use chrono::{DateTime, Duration, Utc};
+    use omniq_models::{TaskEvent, TaskEventKind, TaskId};
+    use omniq_storage::{EventQuery, EventStore};
+
+    use super::*;
+
+    fn at(base: DateTime<Utc>, task: TaskId, seconds: i64) -> TaskEvent {
+        let mut event = TaskEvent::for_task(TaskEventKind::Started, task, "t", "segments");
+        event.at = base + Duration::seconds(seconds);
+        event
+    }
+
+    async fn merge_and_cut(objects: Arc<dyn Objects>) {
+        let store = FileEventStore::new(Arc::clone(&objects));
+        let (a, b) = (TaskId::new(), TaskId::new());
+        let base = DateTime::from_timestamp(Utc::now().timestamp() - 600, 0).expect("a time");
+        let at = |task, seconds| at(base, task, seconds);
+        // Two batches, each of two tasks, their times interleaved.
+        store
+            .append(vec![at(a, 0), at(b, 2), at(a, 4)])
+            .await
+            .expect("append");
+        store
+            .append(vec![at(b, 1), at(a, 3), at(b, 5)])
+            .await
+            .expect("append");
+        assert_eq!(objects.list("events").await.expect("list").len(), 2);
+        let seconds = |events: &[TaskEvent]| -> Vec<i64> {
+            events.iter().map(|e| (e.at - base).num_seconds()).collect()
+        };
+        let all = store.query(EventQuery::new()).await.expect("query");
+        assert_eq!(seconds(&all), [0, 1, 2, 3, 4, 5]);
+        let of_a = store.query(EventQuery::task(a)).await.expect("query");
+        assert_eq!(seconds(&of_a), [0, 3, 4]);
+        let first_two = store
+            .query(EventQuery::new().limit(2))
+            .await
+            .expect("query");
+        assert_eq!(seconds(&first_two), [0, 1]);
+        let since = store
+            .query(EventQuery::new().since(at(a, 3).at))
+            .await
+            .expect("query");
+        assert_eq!(seconds(&since), [3, 4, 5]);
+
+        // Before second 3, one at a time: each cut keeps the rest of its segment.
+        let cutoff = at(a, 3).at;
+        let mut counts = Vec::new();
+        for _ in 0..5 {
+            counts.push(store.purge_before(cutoff, 1).await.expect("purge"));
+        }
+        assert_eq!(counts, [1, 1, 1, 0, 0]);
+        let left = store.query(EventQuery::new()).await.expect("query");
+        assert_eq!(seconds(&left), [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn on_a_directory() {
+        let (objects, _dir) = support::directory().expect("a directory");
+        merge_and_cut(objects).await;
+    }
+
+    #[tokio::test]
+    async fn in_memory() {
+        let (objects, _keep) = support::memory().expect("memory");
+        merge_and_cut(objects).await;
+    }
+}

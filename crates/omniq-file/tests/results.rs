@@ -116,3 +116,68 @@ async fn purges_follow_the_stored_result_not_the_markers() {
     assert_eq!(markers.len(), 1, "{markers:?}");
     assert!(markers[0].ends_with(&id.to_string()), "{markers:?}");
 }
+
+/// A batch of results that expire together files one expiry marker, not one each; a purge
+/// bounded below the batch's size takes it over several calls and removes every one.
+mod expiry_groups {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use omniq_models::{TaskId, TaskResult};
+    use omniq_storage::ResultStore;
+
+    use super::*;
+
+    async fn one_marker_per_batch(objects: Arc<dyn Objects>) {
+        let store = FileResultStore::new(Arc::clone(&objects));
+        let expires = Utc::now() - chrono::Duration::minutes(5);
+        let results: Vec<TaskResult> = (0..5)
+            .map(|i| {
+                let mut result = TaskResult::success(
+                    TaskId::new(),
+                    "t",
+                    vec![i],
+                    1,
+                    Some(Duration::from_secs(60)),
+                );
+                result.expires_at = Some(expires + chrono::Duration::milliseconds(i.into()));
+                result
+            })
+            .collect();
+        store.put(results.clone()).await.expect("put");
+        let markers = objects.list("results-expiry").await.expect("list");
+        assert_eq!(markers.len(), 1, "one marker for the batch: {markers:?}");
+        let mut purged = Vec::new();
+        loop {
+            let n = store.purge_expired(2).await.expect("purge");
+            assert!(n <= 2);
+            if n == 0 {
+                break;
+            }
+            purged.push(n);
+        }
+        assert_eq!(purged, [2, 2, 1]);
+        for result in &results {
+            assert!(!store.delete(result.task_id).await.expect("delete"));
+        }
+        assert!(
+            objects
+                .list("results-expiry")
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn on_a_directory() {
+        let (objects, _dir) = support::directory().expect("a directory");
+        one_marker_per_batch(objects).await;
+    }
+
+    #[tokio::test]
+    async fn in_memory() {
+        let (objects, _keep) = support::memory().expect("memory");
+        one_marker_per_batch(objects).await;
+    }
+}

@@ -320,7 +320,15 @@ fn update(
     replaced
 }
 
-fn delete(root: &Path, key: &str, file: &Path, expected: Option<&Version>) -> StoreResult<bool> {
+/// Deletes `file` (if still `expected`); syncs its directory after unless `durable` is
+/// false.
+fn delete(
+    root: &Path,
+    key: &str,
+    file: &Path,
+    expected: Option<&Version>,
+    durable: bool,
+) -> StoreResult<bool> {
     let removed = {
         let _held = lock(root, key)?;
         if let Some(expected) = expected {
@@ -333,7 +341,9 @@ fn delete(root: &Path, key: &str, file: &Path, expected: Option<&Version>) -> St
     };
     match removed {
         Ok(()) => {
-            sync_after_change(file);
+            if durable {
+                sync_after_change(file);
+            }
             Ok(true)
         }
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
@@ -406,7 +416,19 @@ impl Objects for DirectoryObjects {
         let file = self.file(&key);
         Box::pin(async move {
             let file = file?;
-            self.blocking(move |root| delete(root, &key, &file, None).map(drop))
+            self.blocking(move |root| delete(root, &key, &file, None, true).map(drop))
+                .await
+        })
+    }
+
+    fn delete_unsynced(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let key = key.to_owned();
+        let file = self.file(&key);
+        Box::pin(async move {
+            let file = file?;
+            // No directory sync: a crash may bring the entry back, which the callers
+            // tolerate; the sync is a journal commit each writer would otherwise wait on.
+            self.blocking(move |root| delete(root, &key, &file, None, false).map(drop))
                 .await
         })
     }
@@ -417,7 +439,7 @@ impl Objects for DirectoryObjects {
         let expected = expected.clone();
         Box::pin(async move {
             let file = file?;
-            self.blocking(move |root| delete(root, &key, &file, Some(&expected)))
+            self.blocking(move |root| delete(root, &key, &file, Some(&expected), true))
                 .await
         })
     }

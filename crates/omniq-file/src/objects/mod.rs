@@ -10,6 +10,14 @@ use omniq_storage::{BoxFuture, StoreResult};
 pub use directory::DirectoryObjects;
 pub use remote::ObjectStoreObjects;
 
+/// Requests one call keeps in flight at once (a batch's results, a page of events). A
+/// bound, not a pool size: a test server that answers one request at a time (moto) keeps
+/// at most its listen backlog of connections waiting, and a connection beyond it waits
+/// for TCP's retransmits, seconds to minutes; a heartbeat queued behind such a burst
+/// could outlive its lease. Two workers with results and events in flight each stay far
+/// below a backlog of 128.
+pub(crate) const IN_FLIGHT: usize = 16;
+
 /// Which write of an object a conditional replace expects to find: whatever the store
 /// uses to tell writes apart (an e-tag, a generation, a file's identity). Opaque; compare
 /// only by passing it back.
@@ -75,6 +83,17 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// As [`get`](Objects::get).
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Deletes the object at `key` as [`delete`](Objects::delete) does, but need not make
+    /// the deletion survive a crash of the machine: for markers whose return their readers
+    /// already tolerate (a ready marker that files nothing any more, a finished lease's
+    /// marker). A store that cannot tell the two apart deletes durably.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn delete_unsynced(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
+        self.delete(key)
+    }
 
     /// Deletes the object at `key` if it is still the write `expected` names; returns
     /// whether it did.

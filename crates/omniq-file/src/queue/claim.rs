@@ -1,14 +1,15 @@
 //! Claims, heartbeats and completions.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omniq_models::LeaseToken;
 use omniq_storage::kv_task::Applied;
 use omniq_storage::{
-    Completed, Completion, CompletionStatus, DequeueRequest, Lease, LeaseRef, LeaseStatus,
-    StateChange, StoreResult,
+    Completed, Completion, CompletionOutcome, CompletionStatus, DequeueRequest, Lease, LeaseRef,
+    LeaseStatus, StateChange, StoreResult,
 };
 
 use super::FileTaskQueue;
@@ -30,6 +31,80 @@ fn leased(task: KvTask, token: LeaseToken) -> Lease {
     Lease::new(task.record.spec, token, attempt, deadline)
 }
 
+/// The tasks a claim has taken and not yet handed to its caller.
+///
+/// A claim is many requests (a listing, then a read and two writes per task); on a slow
+/// store it can outlast its caller's patience (a worker bounds every store call), and a
+/// claim dropped after taking tasks would leave them running for nobody until their lease
+/// lapsed. Dropped before [`delivered`](Self::delivered), this hands them back from a task
+/// of its own: released, queued again with the attempt given back. Without a runtime to
+/// run on (the process is stopping), their leases lapse and recovery takes them.
+struct Undelivered {
+    queue: FileTaskQueue,
+    taken: Mutex<Vec<LeaseRef>>,
+    delivered: bool,
+}
+
+impl Undelivered {
+    fn new(queue: &FileTaskQueue) -> Self {
+        Self {
+            queue: queue.clone(),
+            taken: Mutex::new(Vec::new()),
+            delivered: false,
+        }
+    }
+
+    fn record(&self, lease: LeaseRef) {
+        self.taken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(lease);
+    }
+
+    /// The claim is returning its leases: nothing to hand back.
+    fn delivered(mut self) {
+        self.delivered = true;
+    }
+}
+
+impl Drop for Undelivered {
+    fn drop(&mut self) {
+        if self.delivered {
+            return;
+        }
+        let taken = std::mem::take(self.taken.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if taken.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        tracing::warn!(
+            tasks = taken.len(),
+            "a claim was given up after it took tasks; handing them back"
+        );
+        let queue = self.queue.clone();
+        runtime.spawn(async move {
+            let releases = taken
+                .into_iter()
+                .map(|lease| Completion::new(lease, CompletionOutcome::Release))
+                .collect();
+            if let Err(err) = queue.complete_all(releases).await {
+                tracing::warn!(%err, "tasks of a given-up claim wait out their lease");
+            }
+        });
+    }
+}
+
+/// One claim's terms, shared by the takes of its tasks.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    request: &'a DequeueRequest,
+    now: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    undelivered: &'a Undelivered,
+}
+
 /// What a claim made of one ready marker.
 enum Taken {
     Leased(Box<Lease>),
@@ -47,6 +122,7 @@ impl FileTaskQueue {
         let deadline = store_now + TimeDelta::from_std(request.lease).unwrap_or(TimeDelta::MAX);
         let mut seen = HashSet::new();
         let mut leases = Vec::new();
+        let undelivered = Undelivered::new(self);
         for queue in &request.queues {
             let base = keys::ready_of_queue(queue);
             let mut after: Option<String> = None;
@@ -64,6 +140,7 @@ impl FileTaskQueue {
                     // they would wait out their lease. The next claim meets the error.
                     Err(err) if !leases.is_empty() => {
                         tracing::warn!(%err, "a claim stopped early; returning what it took");
+                        undelivered.delivered();
                         return Ok(leases);
                     }
                     Err(err) => return Err(err),
@@ -85,14 +162,20 @@ impl FileTaskQueue {
                         break;
                     }
                 }
-                self.take_all(&due, &request, now, deadline, &mut leases)
-                    .await?;
+                let claim = Claim {
+                    request: &request,
+                    now,
+                    deadline,
+                    undelivered: &undelivered,
+                };
+                self.take_all(&due, &claim, &mut leases).await?;
                 match next {
                     Some(key) => after = Some(key),
                     None => break,
                 }
             }
         }
+        undelivered.delivered();
         Ok(leases)
     }
 
@@ -102,21 +185,17 @@ impl FileTaskQueue {
     async fn take_all(
         &self,
         markers: &[ReadyMarker],
-        request: &DequeueRequest,
-        now: DateTime<Utc>,
-        deadline: DateTime<Utc>,
+        claim: &Claim<'_>,
         leases: &mut Vec<Lease>,
     ) -> StoreResult<()> {
+        let request = claim.request;
         let mut rest = markers;
         while !rest.is_empty() && leases.len() < request.limit {
             let (chunk, after) = rest.split_at((request.limit - leases.len()).min(rest.len()));
             rest = after;
-            let taken = futures_util::future::join_all(
-                chunk
-                    .iter()
-                    .map(|marker| self.take(marker, request, now, deadline)),
-            )
-            .await;
+            let taken =
+                futures_util::future::join_all(chunk.iter().map(|marker| self.take(marker, claim)))
+                    .await;
             // Every lease taken first: tasks leased are running now, and must reach the
             // worker, or they would wait out their lease. The next claim meets the error.
             let mut failure = None;
@@ -139,13 +218,13 @@ impl FileTaskQueue {
     }
 
     /// Takes the task of one ready marker, or drops the marker when it is stale.
-    async fn take(
-        &self,
-        marker: &ReadyMarker,
-        request: &DequeueRequest,
-        now: DateTime<Utc>,
-        deadline: DateTime<Utc>,
-    ) -> StoreResult<Taken> {
+    async fn take(&self, marker: &ReadyMarker, claim: &Claim<'_>) -> StoreResult<Taken> {
+        let Claim {
+            request,
+            now,
+            deadline,
+            undelivered,
+        } = *claim;
         let id = marker.id;
         let orphaned = |task: Option<&KvTask>| task.is_none_or(|t| t.writes < marker.write);
         let mut tried: Option<LeaseToken> = None;
@@ -162,6 +241,7 @@ impl FileTaskQueue {
                 && task.held_by(token)
             {
                 // The last round's write landed although its reply said otherwise.
+                undelivered.record(LeaseRef::new(id, token));
                 self.drop_ready_marker(&marker.key).await;
                 return Ok(Taken::Leased(Box::new(leased(task, token))));
             }
@@ -200,6 +280,7 @@ impl FileTaskQueue {
                 // Another claimer, a cancel or a child's registration got in first.
                 continue;
             }
+            undelivered.record(LeaseRef::new(id, token));
             self.refile_if_stalled(Some(filing)).await;
             self.drop_ready_marker(&marker.key).await;
             return Ok(Taken::Leased(Box::new(leased(next, token))));
@@ -210,7 +291,9 @@ impl FileTaskQueue {
     /// Deletes a ready marker that files nothing any more, as a best effort: one left
     /// behind is dropped by the next claim that reads it.
     async fn drop_ready_marker(&self, key: &str) {
-        if let Err(err) = self.objects().delete(key).await {
+        // Unsynced: a marker a crash brings back files an older write of its task, and the
+        // claim that reads it drops it again.
+        if let Err(err) = self.objects().delete_unsynced(key).await {
             tracing::debug!(%err, key, "a stale ready marker stays until a claim drops it");
         }
     }
@@ -295,10 +378,18 @@ impl FileTaskQueue {
             .await?;
         Ok(match applied {
             Some((Applied::Changed, task)) => {
-                if let Err(err) = self.objects().delete(&keys::lease(id, token)).await {
+                // Unsynced: a marker a crash brings back names a finished lease, and
+                // recovery drops it.
+                if let Err(err) = self
+                    .objects()
+                    .delete_unsynced(&keys::lease(id, token))
+                    .await
+                {
                     tracing::debug!(%err, task_id = %id, "a finished lease's marker stays until recovery drops it");
                 }
-                if task.record.state.is_terminal() {
+                // The children as of the write that finished it: a child filed later saw
+                // the parent finished and settled itself. None: nothing to read again.
+                if task.record.state.is_terminal() && !task.children.is_empty() {
                     self.settle_after(id, now, changes).await;
                 }
                 CompletionStatus::Applied
