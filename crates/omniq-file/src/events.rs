@@ -13,6 +13,7 @@
 //! Events are best effort, like every store's: a crash may lose the batch being written,
 //! or leave a segment a purge was cutting twice, never a task.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -97,21 +98,41 @@ impl Segment<'_> {
     }
 }
 
-/// The events of a segment's bytes, in the order appended; a line this release cannot
-/// read is left out, as a corrupt row would be.
-fn decode(bytes: &[u8]) -> Vec<TaskEvent> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .filter_map(|line| serde_json::from_slice(line).ok())
-        .collect()
+/// A segment's lines, read.
+#[derive(Debug, Default)]
+struct Lines {
+    /// The events this release can read, in the order appended.
+    events: Vec<TaskEvent>,
+    /// Lines of JSON that are not events of this release (a kind a newer release added):
+    /// kept as they are when a purge rewrites the segment, for the release that reads them.
+    foreign: Vec<Vec<u8>>,
 }
 
-fn encode(events: &[TaskEvent]) -> StoreResult<Bytes> {
+/// A segment's bytes, line by line; a line that is not JSON at all is garbage, left out as
+/// a corrupt row would be.
+fn decode(bytes: &[u8]) -> Lines {
+    let mut lines = Lines::default();
+    for line in bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+        match serde_json::from_slice::<TaskEvent>(line) {
+            Ok(event) => lines.events.push(event),
+            Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() => {
+                lines.foreign.push(line.to_vec());
+            }
+            Err(_) => {}
+        }
+    }
+    lines
+}
+
+fn encode(events: &[TaskEvent], foreign: &[Vec<u8>]) -> StoreResult<Bytes> {
     let mut bytes = Vec::new();
     for event in events {
         serde_json::to_writer(&mut bytes, event)
             .map_err(|err| StoreError::backend(BACKEND, err))?;
+        bytes.push(b'\n');
+    }
+    for line in foreign {
+        bytes.extend_from_slice(line);
         bytes.push(b'\n');
     }
     Ok(Bytes::from(bytes))
@@ -124,15 +145,16 @@ impl FileEventStore {
     }
 
     /// Writes `events` as one new segment.
-    async fn write_segment(&self, events: &[TaskEvent]) -> StoreResult<Option<String>> {
+    async fn write_segment(&self, events: &[TaskEvent]) -> StoreResult<()> {
         if events.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        let key = segment_key(events);
         // A fresh nonce makes the key new: `None` (taken) cannot happen short of a clash
         // of UUIDv7s, and a lost reply that hid a success leaves the events written once.
-        self.objects.create(&key, encode(events)?).await?;
-        Ok(Some(key))
+        self.objects
+            .create(&segment_key(events), encode(events, &[])?)
+            .await?;
+        Ok(())
     }
 
     async fn select(&self, query: EventQuery) -> StoreResult<Vec<TaskEvent>> {
@@ -155,6 +177,8 @@ impl FileEventStore {
         keys.sort();
         let limit = query.effective_limit();
         let mut found: Vec<TaskEvent> = Vec::new();
+        // A purge cut short (a crash, a lost reply) may leave an event in two segments.
+        let mut seen = HashSet::new();
         let mut segments = stream::iter(keys)
             .map(|(first, key)| async move { (first, self.objects.get(&key).await) })
             .buffered(IN_FLIGHT);
@@ -172,8 +196,9 @@ impl FileEventStore {
             let Some(stored) = read? else { continue };
             found.extend(
                 decode(&stored.bytes)
+                    .events
                     .into_iter()
-                    .filter(|e| query.matches(e)),
+                    .filter(|e| query.matches(e) && seen.insert(e.id)),
             );
         }
         // Stable: events of one time keep the order they were appended in.
@@ -214,7 +239,7 @@ impl FileEventStore {
     /// Removes at most `left` events older than `before` from the segment at `key`, oldest
     /// first: deletes it when none stays, or else writes what stays as a new segment and
     /// then deletes this one. Returns how many it removed (0 when another purge got there
-    /// first).
+    /// first, or the segment held nothing readable: an empty or garbage segment goes).
     async fn cut(
         &self,
         key: &str,
@@ -222,7 +247,15 @@ impl FileEventStore {
         before: DateTime<Utc>,
         left: usize,
     ) -> StoreResult<usize> {
-        let mut events = decode(&stored.bytes);
+        let Lines {
+            mut events,
+            foreign,
+        } = decode(&stored.bytes);
+        if events.is_empty() && foreign.is_empty() {
+            // Nothing to keep: a delete's tombstone left behind, or garbage.
+            self.objects.delete_if(key, &stored.version).await?;
+            return Ok(0);
+        }
         events.sort_by_key(|event| event.at);
         let old = events
             .iter()
@@ -234,17 +267,30 @@ impl FileEventStore {
         }
         let kept = events.split_off(old);
         // What stays is written before the segment goes: a crash in between leaves those
-        // events twice, never loses them.
-        let written = self.write_segment(&kept).await?;
-        if self.objects.delete_if(key, &stored.version).await? {
-            Ok(old)
-        } else {
-            // Another purge cut or deleted it first: its copy stands, not ours.
-            if let Some(written) = written {
-                self.objects.delete(&written).await?;
-            }
-            Ok(0)
+        // events twice (queries drop the second copy), never loses them.
+        if !kept.is_empty() || !foreign.is_empty() {
+            let remainder = match Segment::parse(key) {
+                // Lines this release cannot read keep the segment's span and scope.
+                Some(segment) if !foreign.is_empty() => {
+                    let nonce = TaskId::new();
+                    format!(
+                        "{EVENTS}/{:020}-{nonce}-{:020}-{}",
+                        segment.first, segment.last, segment.scope
+                    )
+                }
+                _ => segment_key(&kept),
+            };
+            self.objects
+                .create(&remainder, encode(&kept, &foreign)?)
+                .await?;
         }
+        // `false` when another purge got there first, or when our own delete landed but
+        // its reply was lost: either way the remainder stays, as a copy at worst.
+        Ok(if self.objects.delete_if(key, &stored.version).await? {
+            old
+        } else {
+            0
+        })
     }
 }
 
@@ -312,17 +358,20 @@ mod tests {
         // One JSON value without a newline: a segment of one line.
         let event = TaskEvent::for_task(TaskEventKind::Started, task, "t", "q");
         let bytes = serde_json::to_vec(&event).expect("json");
-        assert_eq!(decode(&bytes), vec![event]);
+        assert_eq!(decode(&bytes).events, vec![event]);
     }
 
     #[test]
-    fn a_segment_keeps_the_lines_it_can_read() {
+    fn a_segment_keeps_its_events_and_a_newer_release_lines_and_drops_garbage() {
         let event = TaskEvent::for_task(TaskEventKind::Started, TaskId::new(), "t", "q");
-        let mut bytes = encode(std::slice::from_ref(&event))
+        let newer = br#"{"kind":"teleported","at":"2026-12-06T00:00:00Z"}"#.to_vec();
+        let mut bytes = encode(std::slice::from_ref(&event), std::slice::from_ref(&newer))
             .expect("encode")
             .to_vec();
         bytes.extend_from_slice(b"{not json\n");
-        bytes.extend_from_slice(&encode(std::slice::from_ref(&event)).expect("encode"));
-        assert_eq!(decode(&bytes), vec![event.clone(), event]);
+        bytes.extend_from_slice(&encode(std::slice::from_ref(&event), &[]).expect("encode"));
+        let lines = decode(&bytes);
+        assert_eq!(lines.events, vec![event.clone(), event]);
+        assert_eq!(lines.foreign, vec![newer]);
     }
 }

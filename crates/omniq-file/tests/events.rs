@@ -67,6 +67,7 @@ event_cases!(on_azure, support::azure());
 /// one task's events in segments of many tasks, stops at its limit without losing an
 /// earlier event of a later segment, and a purge that cuts a segment keeps the rest of it.
 mod segments {
+    use bytes::Bytes;
     use chrono::{DateTime, Duration, Utc};
     use omniq_models::{TaskEvent, TaskEventKind, TaskId};
     use omniq_storage::{EventQuery, EventStore};
@@ -121,6 +122,68 @@ mod segments {
         assert_eq!(counts, [1, 1, 1, 0, 0]);
         let left = store.query(EventQuery::new()).await.expect("query");
         assert_eq!(seconds(&left), [3, 4, 5]);
+    }
+
+    /// What a purge or a crash leaves behind: an empty segment (a delete's tombstone) and
+    /// a garbage one go at the next purge; a line of a newer release survives a cut; an
+    /// event left in two segments is shown once.
+    async fn leftovers(objects: Arc<dyn Objects>) {
+        let store = FileEventStore::new(Arc::clone(&objects));
+        let task = TaskId::new();
+        let base = DateTime::from_timestamp(Utc::now().timestamp() - 600, 0).expect("a time");
+        let at = |seconds| at(base, task, seconds);
+        let micros = |event: &TaskEvent| event.at.timestamp_micros();
+        let key = |first: i64, last: i64| {
+            format!("events/{first:020}-{}-{last:020}-{task}", TaskId::new())
+        };
+        let (old, new) = (at(0), at(10));
+        let empty = key(micros(&old), micros(&old));
+        objects.create(&empty, Bytes::new()).await.expect("write");
+        let garbage = key(micros(&old), micros(&old));
+        objects
+            .create(&garbage, Bytes::from_static(b"{not json\n"))
+            .await
+            .expect("write");
+        let newer_release = r#"{"kind":"teleported"}"#;
+        let mixed = format!(
+            "{}\n{}\n{newer_release}\n",
+            serde_json::to_string(&old).expect("json"),
+            serde_json::to_string(&new).expect("json")
+        );
+        objects
+            .create(&key(micros(&old), micros(&new)), Bytes::from(mixed))
+            .await
+            .expect("write");
+        // The newer event again, as a purge cut short leaves it.
+        store.append(vec![new.clone()]).await.expect("append");
+
+        assert_eq!(store.purge_before(at(5).at, 0).await.expect("purge"), 1);
+        let keys = objects.list("events").await.expect("list");
+        assert!(
+            !keys.contains(&empty) && !keys.contains(&garbage),
+            "{keys:?}"
+        );
+        assert_eq!(keys.len(), 2, "the remainder and the copy: {keys:?}");
+        let mut kept_newer_line = false;
+        for key in &keys {
+            let stored = objects.get(key).await.expect("get").expect("stored");
+            kept_newer_line |= String::from_utf8_lossy(&stored.bytes).contains(newer_release);
+        }
+        assert!(kept_newer_line, "the newer release's line was dropped");
+        let left = store.query(EventQuery::task(task)).await.expect("query");
+        assert_eq!(left, vec![new], "each event once");
+    }
+
+    #[tokio::test]
+    async fn leftovers_on_a_directory() {
+        let (objects, _dir) = support::directory().expect("a directory");
+        leftovers(objects).await;
+    }
+
+    #[tokio::test]
+    async fn leftovers_in_memory() {
+        let (objects, _keep) = support::memory().expect("memory");
+        leftovers(objects).await;
     }
 
     #[tokio::test]

@@ -81,18 +81,45 @@ impl Drop for Undelivered {
         };
         tracing::warn!(
             tasks = taken.len(),
-            "a claim was given up after it took tasks; handing them back"
+            "a claim ended without handing over its leases; releasing the tasks it may have taken"
         );
         let queue = self.queue.clone();
-        runtime.spawn(async move {
-            let releases = taken
-                .into_iter()
-                .map(|lease| Completion::new(lease, CompletionOutcome::Release))
-                .collect();
-            if let Err(err) = queue.complete_all(releases).await {
-                tracing::warn!(%err, "tasks of a given-up claim wait out their lease");
+        runtime.spawn(hand_back(queue, taken));
+    }
+}
+
+/// Releases the leases of a given-up claim: the task queued again, its attempt given back.
+/// A lease whose write had not landed is refused (lease lost); those are tried once more
+/// a second later, for a write that was still on its way. Anything left waits out its
+/// lease, as before.
+async fn hand_back(queue: FileTaskQueue, mut leases: Vec<LeaseRef>) {
+    /// How long one round of releases may take.
+    const ROUND: Duration = Duration::from_secs(30);
+    /// How long a write that was in flight has to land before the second round.
+    const IN_FLIGHT_WRITE: Duration = Duration::from_secs(1);
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(IN_FLIGHT_WRITE).await;
+        }
+        let releases = leases
+            .iter()
+            .map(|lease| Completion::new(*lease, CompletionOutcome::Release))
+            .collect();
+        match tokio::time::timeout(ROUND, queue.complete_all(releases)).await {
+            Ok(Ok(done)) => {
+                leases = leases
+                    .into_iter()
+                    .zip(done.statuses)
+                    .filter(|(_, status)| *status != CompletionStatus::Applied)
+                    .map(|(lease, _)| lease)
+                    .collect();
             }
-        });
+            Ok(Err(err)) => tracing::warn!(%err, "cannot hand back a given-up claim's tasks yet"),
+            Err(_) => tracing::warn!("handing back a given-up claim's tasks took too long"),
+        }
+        if leases.is_empty() {
+            return;
+        }
     }
 }
 
@@ -241,7 +268,6 @@ impl FileTaskQueue {
                 && task.held_by(token)
             {
                 // The last round's write landed although its reply said otherwise.
-                undelivered.record(LeaseRef::new(id, token));
                 self.drop_ready_marker(&marker.key).await;
                 return Ok(Taken::Leased(Box::new(leased(task, token))));
             }
@@ -264,6 +290,9 @@ impl FileTaskQueue {
             // marker of its own earlier round.
             let token = LeaseToken::new();
             tried = Some(token);
+            // Recorded before the write is sent: a claim dropped while the write is in
+            // flight (a directory's write still lands, on its own thread) hands it back.
+            undelivered.record(LeaseRef::new(id, token));
             let mut next = task.clone();
             next.claim(token, &request.worker_id, now, deadline);
             // The lease marker first, naming the write about to be made: see `keys`.
@@ -280,7 +309,6 @@ impl FileTaskQueue {
                 // Another claimer, a cancel or a child's registration got in first.
                 continue;
             }
-            undelivered.record(LeaseRef::new(id, token));
             self.refile_if_stalled(Some(filing)).await;
             self.drop_ready_marker(&marker.key).await;
             return Ok(Taken::Leased(Box::new(leased(next, token))));
