@@ -16,6 +16,10 @@ use crate::error::{BACKEND, corrupt, nats_error};
 /// How long a scan waits for its next message before it calls the server unavailable.
 const STALL: Duration = Duration::from_secs(10);
 
+/// How long a scan of a stream that answers direct gets waits for its consumer's next
+/// message before it reads the rest by direct gets (see [`scan`]).
+const QUIET: Duration = Duration::from_secs(1);
+
 /// How long a scan waits for the server to set up its consumer before it reads message by
 /// message instead (see [`walk`]). Setting one up takes milliseconds when all is well.
 const SET_UP: Duration = Duration::from_secs(2);
@@ -95,10 +99,26 @@ where
     }
     let mut remaining = stored.saturating_mul(2).saturating_add(1_024);
     let mut messages = consumer.messages().await.map_err(nats_error)?;
+    // A message the consumer was told of may be removed before it is delivered (a bucket
+    // keeps one revision per key, and a racing writer replaced it), and the consumer then
+    // waits for a message that never comes. Where the stream answers direct gets, a quiet
+    // consumer hands over to them, from the last message seen to the stream's end.
+    let direct = stream.cached_info().config.allow_direct;
+    let mut last_seen: Option<u64> = None;
     loop {
-        let next = tokio::time::timeout(STALL, messages.next())
+        let next = match tokio::time::timeout(if direct { QUIET } else { STALL }, messages.next())
             .await
-            .map_err(|_| StoreError::unavailable(BACKEND, "a stream scan stalled"))?;
+        {
+            Ok(next) => next,
+            Err(_) if direct => {
+                tracing::debug!(%filter, "a scan's consumer went quiet; reading the rest by direct gets");
+                let rest = last_seen.map_or(deliver, |seq| DeliverPolicy::ByStartSequence {
+                    start_sequence: seq.saturating_add(1),
+                });
+                return walk(stream, filter, rest, visit).await;
+            }
+            Err(_) => return Err(StoreError::unavailable(BACKEND, "a stream scan stalled")),
+        };
         let Some(message) = next else {
             return Ok(());
         };
@@ -114,6 +134,7 @@ where
             headers: message.headers.clone(),
             payload: message.payload.clone(),
         });
+        last_seen = Some(seq);
         remaining = remaining.saturating_sub(1);
         if flow.is_break() || pending == 0 || remaining == 0 {
             return Ok(());
