@@ -132,6 +132,13 @@ impl<R> EnqueueBuilder<R> {
 }
 
 impl<R> EnqueueBuilder<R> {
+    /// The task this builder would enqueue, with the configured defaults filled in.
+    pub(crate) fn into_spec(self) -> Result<TaskSpec> {
+        let payload = self.payload?;
+        let options = self.omniq.resolve(self.options);
+        Ok(TaskSpec::new(self.name, payload, options, Utc::now()))
+    }
+
     /// Enqueues inside a transaction you opened on the task queue's database, so that the
     /// task exists if and only if your own writes commit (the transactional outbox).
     /// `conn` is the transaction's connection: `&mut *tx` for a `sqlx::Transaction` on
@@ -174,19 +181,15 @@ impl<R> EnqueueBuilder<R> {
                 },
             ));
         };
-        let payload = self.payload?;
-        let options = self.omniq.resolve(self.options);
-        let specs = vec![TaskSpec::new(self.name, payload, options, Utc::now())];
+        let omniq = self.omniq.clone();
+        let specs = vec![self.into_spec()?];
         let described = crate::omniq::describe(&specs);
         let outcomes = transactional.enqueue_in(conn, specs).await?;
-        self.omniq
-            .accepted(&described, &outcomes)
-            .pop()
-            .ok_or_else(|| {
-                crate::Error::Store(omniq_storage::StoreError::Invalid(
-                    "the store returned no outcome for an enqueued task".to_owned(),
-                ))
-            })
+        omniq.accepted(&described, &outcomes).pop().ok_or_else(|| {
+            crate::Error::Store(omniq_storage::StoreError::Invalid(
+                "the store returned no outcome for an enqueued task".to_owned(),
+            ))
+        })
     }
 }
 
@@ -198,10 +201,9 @@ impl<R: Send + 'static> IntoFuture for EnqueueBuilder<R> {
     /// A payload that cannot be encoded or exceeds the size limit, or a store error.
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let payload = self.payload?;
-            let options = self.omniq.resolve(self.options);
-            let spec = TaskSpec::new(self.name, payload, options, Utc::now());
-            let mut handles = self.omniq.submit(vec![spec]).await?;
+            let omniq = self.omniq.clone();
+            let spec = self.into_spec()?;
+            let mut handles = omniq.submit(vec![spec]).await?;
             handles.pop().ok_or_else(|| {
                 crate::Error::Store(omniq_storage::StoreError::Invalid(
                     "the store returned no outcome for an enqueued task".to_owned(),

@@ -53,6 +53,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod enqueue;
 mod error;
 mod events;
@@ -67,6 +68,7 @@ mod stores;
 pub mod testing;
 mod worker;
 
+pub use batch::{BATCH_METADATA_KEY, Batch, BatchBuilder, BatchStatus};
 pub use enqueue::EnqueueBuilder;
 pub use error::{Error, ErrorKind, Result};
 pub use events::Events;

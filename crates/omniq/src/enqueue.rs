@@ -62,6 +62,11 @@ impl<R: Send + 'static> EnqueueBuilder<R> {
         metadata(key: impl Into<String>, value: impl Into<String>);
     }
 
+    /// The async builder underneath (a batch takes it as a member or a callback).
+    pub(crate) fn into_async(self) -> omniq_async::EnqueueBuilder<R> {
+        self.inner
+    }
+
     /// Enqueues the task.
     ///
     /// # Errors

@@ -24,6 +24,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod enqueue;
 mod events;
 mod handle;
@@ -33,6 +34,7 @@ mod schedules;
 pub mod testing;
 mod worker;
 
+pub use batch::BatchBuilder;
 pub use enqueue::EnqueueBuilder;
 pub use events::{Events, Subscription};
 pub use handle::TaskHandle;
@@ -41,13 +43,13 @@ pub use schedules::{ScheduleBuilder, Schedules};
 pub use worker::{WorkerBuilder, WorkerHandle};
 
 pub use omniq_async::{
-    AppState, ArgsOnly, Backend, Backoff, BlockingTask, BlockingTaskFn, CancelOutcome,
-    Capabilities, Capability, ConfigError, Error, ErrorKind, EventQuery, FromContext, LocalTask,
-    MisfirePolicy, PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen, Schedule,
-    ScheduleError, ScheduleTrigger, Settings, State, StoreKind, StoreUrl, Stores, Task,
-    TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId,
-    TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WithContext, WorkerConfig, WorkerId,
-    WorkerKind, WorkerReport, is_process_child,
+    AppState, ArgsOnly, BATCH_METADATA_KEY, Backend, Backoff, Batch, BatchStatus, BlockingTask,
+    BlockingTaskFn, CancelOutcome, Capabilities, Capability, ConfigError, Error, ErrorKind,
+    EventQuery, FromContext, LocalTask, MisfirePolicy, PurgeRequest, QueueStats, RedriveTarget,
+    Result, RunWhen, Schedule, ScheduleError, ScheduleTrigger, Settings, State, StoreKind,
+    StoreUrl, Stores, Task, TaskContext, TaskDefinition, TaskError, TaskErrorKind, TaskEvent,
+    TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord, TaskResult, TaskState, WithContext,
+    WorkerConfig, WorkerId, WorkerKind, WorkerReport, is_process_child,
 };
 
 /// Turns a plain `fn` (a blocking task) or `async fn` into a task type of the same name
