@@ -11,6 +11,7 @@
 
 use futures_util::StreamExt;
 use omniq_models::{RunWhen, TaskId, TaskSpec, TaskState};
+use omniq_storage::Capability;
 use serde::{Deserialize, Serialize};
 
 use crate::{AsyncOmniQ, EnqueueBuilder, Result};
@@ -82,18 +83,28 @@ impl BatchBuilder {
         self
     }
 
-    /// Enqueues the members and the callbacks in one call to the store: all of them or,
-    /// on an error, none.
+    /// Enqueues the members and the callbacks in one call to the store. On memory, SQLite,
+    /// PostgreSQL, MariaDB/MySQL and Redis that call is atomic (all or, on an error,
+    /// none); on NATS and the object stores it writes task by task, and an error part way
+    /// can leave members without their callbacks (docs/flow-control.md).
     ///
-    /// A member deduplicated by its unique key joins the batch as the task already
-    /// stored. A batch without members runs its `on_success` and `on_complete` callbacks
-    /// at once (every one of no members succeeded).
+    /// A member deduplicated by its unique key joins the batch as the task already stored
+    /// (which keeps its own metadata, and may have finished already). A callback's own
+    /// `depends_on` come after the members; its run condition is the batch's. A batch
+    /// without members runs its `on_success` and `on_complete` callbacks at once.
     ///
     /// # Errors
     /// A payload that cannot be encoded or exceeds the size limit (nothing is enqueued),
     /// an unsupported-operation store error when the task queue holds no dependencies and
-    /// the batch has callbacks, or a store error.
+    /// the batch has callbacks (nothing is enqueued), or a store error.
     pub async fn enqueue(self) -> Result<Batch> {
+        if !self.callbacks.is_empty() {
+            // Refused here, not by each store: a store without dependencies may not check
+            // them, and an empty batch's callbacks depend on nothing.
+            self.omniq
+                .capabilities()
+                .require("this task queue", Capability::Dependencies)?;
+        }
         let id = self.id.to_string();
         let mut members = self
             .members
@@ -108,7 +119,9 @@ impl BatchBuilder {
         let mut callbacks = Vec::with_capacity(self.callbacks.len());
         for (when, callback) in self.callbacks {
             let mut callback = callback?;
-            callback.depends_on.extend(parents.iter().copied());
+            // The members first, in order: what `parents()` and `parent_results()` list.
+            let own = std::mem::take(&mut callback.depends_on);
+            callback.depends_on = parents.iter().copied().chain(own).collect();
             callback.run_when = when;
             callback
                 .metadata
@@ -118,8 +131,17 @@ impl BatchBuilder {
         let member_count = members.len();
         let mut specs = members;
         specs.extend(callbacks);
+        let expected = specs.len();
         let handles = self.omniq.submit::<()>(specs).await?;
-        let (members, callbacks) = handles.split_at(member_count.min(handles.len()));
+        if handles.len() != expected {
+            return Err(crate::Error::Store(omniq_storage::StoreError::Invalid(
+                format!(
+                    "the store returned {} outcomes for a batch of {expected} tasks",
+                    handles.len()
+                ),
+            )));
+        }
+        let (members, callbacks) = handles.split_at(member_count);
         Ok(Batch {
             id: self.id,
             members: members.iter().map(crate::TaskHandle::id).collect(),

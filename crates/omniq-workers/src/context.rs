@@ -254,8 +254,9 @@ impl TaskContext {
     }
 
     /// What every parent returned, or how it failed, in [`parents`](Self::parents)
-    /// order: what a batch's callback reads. A parent cancelled or expired before it ran,
-    /// or whose result has expired, has an error saying it has no result.
+    /// order: what a batch's callback reads. A parent that did not succeed has an error:
+    /// its final error, or one saying it has no result (cancelled or expired before it
+    /// ran, failed by a lost lease, its error not yet written, or its result expired).
     pub async fn parent_results<T: DeserializeOwned>(&self) -> Vec<(TaskId, Result<T, TaskError>)> {
         use futures_util::StreamExt;
         // A few reads at once, in order: a callback of thousands of members reads them
