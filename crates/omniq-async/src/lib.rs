@@ -61,6 +61,7 @@ mod gauges;
 mod handle;
 mod migrations;
 mod omniq;
+mod pause;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 mod schedules;

@@ -326,20 +326,26 @@ impl AsyncOmniQ {
         Ok(self.inner.stores.queue.list(query).await?)
     }
 
-    /// Counts a queue's tasks per state.
+    /// Counts a queue's tasks per state, and says whether it is paused.
     ///
     /// # Errors
     /// A store error.
     pub async fn queue_stats(&self, queue: impl Into<String>) -> Result<QueueStats> {
-        Ok(self.inner.stores.queue.stats(queue.into()).await?)
+        let stats = self.inner.stores.queue.stats(queue.into()).await?;
+        let mut one = vec![stats];
+        self.mark_paused(&mut one, false).await?;
+        Ok(one.remove(0))
     }
 
-    /// Every queue that holds tasks, with its counts per state, sorted by name.
+    /// Every queue that holds tasks or is paused, with its counts per state and whether
+    /// it is paused, sorted by name.
     ///
     /// # Errors
     /// A store error.
     pub async fn queues(&self) -> Result<Vec<QueueStats>> {
-        Ok(self.inner.stores.queue.queues().await?)
+        let mut all = self.inner.stores.queue.queues().await?;
+        self.mark_paused(&mut all, true).await?;
+        Ok(all)
     }
 
     /// What the task queue's backend supports beyond enqueue, claim and complete: a call

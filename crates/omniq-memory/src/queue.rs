@@ -48,6 +48,8 @@ struct State {
     /// Changes made inside claims (expiries) that the next `expire_due` reports.
     backlog: Vec<StateChange>,
     next_seq: u64,
+    /// Paused queues.
+    paused: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -884,6 +886,23 @@ impl TaskQueue for MemoryTaskQueue {
             self.wake();
         }
         Box::pin(async move { outcome })
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        let changed = omniq_storage::validate_queue_name(&queue).map(|()| {
+            let mut state = lock(&self.state);
+            if paused {
+                state.paused.insert(queue)
+            } else {
+                state.paused.remove(&queue)
+            }
+        });
+        Box::pin(async move { changed })
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let paused = lock(&self.state).paused.iter().cloned().collect();
+        Box::pin(async move { Ok(paused) })
     }
 
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

@@ -58,6 +58,10 @@ pub enum TaskEventKind {
     ScheduleResumed,
     /// A schedule was deleted.
     ScheduleDeleted,
+    /// A queue was paused.
+    QueuePaused,
+    /// A paused queue was resumed.
+    QueueResumed,
     /// A worker started.
     WorkerStarted,
     /// A worker stopped.
@@ -91,6 +95,8 @@ impl TaskEventKind {
             TaskEventKind::SchedulePaused => "schedule_paused",
             TaskEventKind::ScheduleResumed => "schedule_resumed",
             TaskEventKind::ScheduleDeleted => "schedule_deleted",
+            TaskEventKind::QueuePaused => "queue_paused",
+            TaskEventKind::QueueResumed => "queue_resumed",
             TaskEventKind::WorkerStarted => "worker_started",
             TaskEventKind::WorkerStopped => "worker_stopped",
         }

@@ -20,6 +20,7 @@ pub(crate) struct Names {
     pub(crate) results: String,
     pub(crate) events: String,
     pub(crate) schedules: String,
+    pub(crate) paused_queues: String,
     pub(crate) migrations: String,
     /// The channel enqueues notify, with the queue name as payload.
     pub(crate) task_channel: String,
@@ -47,6 +48,7 @@ impl Names {
             results: table("omniq_results"),
             events: table("omniq_events"),
             schedules: table("omniq_schedules"),
+            paused_queues: table("omniq_paused_queues"),
             migrations: table("omniq_migrations"),
             task_channel: channel("omniq_tasks"),
             result_channel: channel("omniq_results"),

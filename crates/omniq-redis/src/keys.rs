@@ -34,6 +34,11 @@ impl Keys {
         format!("{}:queues", self.base)
     }
 
+    /// The set of paused queues.
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+
     pub(crate) fn task(&self, id: &str) -> String {
         format!("{}:task:{id}", self.base)
     }

@@ -75,6 +75,7 @@
 //! | `{P}:done:<state>:<queue>` | sorted set | a queue's finished tasks of one state, by when they finished (retention purges) |
 //! | `{P}:seq` | string | the enqueue counter |
 //! | `{P}:queues` | set | every queue name used |
+//! | `{P}:paused` | set | the paused queues (workers read it once per heartbeat interval) |
 //! | `{P}:children:<id>` | list | a task's dependents (only `enqueue.lua` appends, and it sets the parent's `children` flag) |
 //! | `{P}:unique:<key>` | string | the live task holding a unique key |
 //! | `{P}:uhist:<key>` | string | the newest task created with a unique key (`unique_for` windows) |

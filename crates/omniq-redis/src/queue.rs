@@ -394,6 +394,31 @@ impl RedisTaskQueue {
         items(reply)?.into_iter().map(string).collect()
     }
 
+    async fn set_paused(&self, queue: String, paused: bool) -> StoreResult<bool> {
+        omniq_storage::validate_queue_name(&queue)?;
+        let changed: i64 = redis::cmd(if paused { "SADD" } else { "SREM" })
+            .arg(self.backend.keys().paused())
+            .arg(&queue)
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
+        let reply: Value = redis::cmd("SMEMBERS")
+            .arg(self.backend.keys().paused())
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        let mut names = items(reply)?
+            .into_iter()
+            .map(string)
+            .collect::<StoreResult<Vec<_>>>()?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
     async fn fetch(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
         let reply: Value = redis::cmd("HGETALL")
             .arg(self.backend.keys().task(&id.to_string()))
@@ -640,6 +665,14 @@ impl TaskQueue for RedisTaskQueue {
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_task(id, reason))
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.set_paused(queue, paused))
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.paused_queue_names())
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

@@ -93,6 +93,14 @@ impl TaskQueue for CleanupOnDrop {
         self.queue.cancel(id, reason)
     }
 
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        self.queue.set_queue_paused(queue, paused)
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.queue.paused_queues()
+    }
+
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.queue.wait_for_tasks(queues, timeout)
     }

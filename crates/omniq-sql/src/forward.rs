@@ -6,7 +6,8 @@
 /// Implements [`TaskQueue`](omniq_storage::TaskQueue) for a type whose inherent `async fn`s
 /// are `enqueue_batch`, `claim`, `renew`, `complete_batch`, `recover`, `expire`,
 /// `redrive_failed`, `purge_finished`, `fetch`, `list_tasks`, `queue_stats`,
-/// `names_of_queues`, `cancel_task` and `wait_until_ready`, taking the trait methods'
+/// `names_of_queues`, `cancel_task`, `set_paused`, `paused_queue_names` and
+/// `wait_until_ready`, taking the trait methods'
 /// arguments (`wait_until_ready` takes the queue names owned). `$capabilities` is what
 /// the queue declares ([`Capabilities`](omniq_storage::Capabilities)).
 #[macro_export]
@@ -170,6 +171,28 @@ macro_rules! forward_task_queue {
                 >,
             > {
                 ::std::boxed::Box::pin(self.cancel_task(id, reason))
+            }
+
+            fn set_queue_paused(
+                &self,
+                queue: ::std::string::String,
+                paused: bool,
+            ) -> $crate::__private::omniq_storage::BoxFuture<
+                '_,
+                $crate::__private::omniq_storage::StoreResult<bool>,
+            > {
+                ::std::boxed::Box::pin(self.set_paused(queue, paused))
+            }
+
+            fn paused_queues(
+                &self,
+            ) -> $crate::__private::omniq_storage::BoxFuture<
+                '_,
+                $crate::__private::omniq_storage::StoreResult<
+                    ::std::vec::Vec<::std::string::String>,
+                >,
+            > {
+                ::std::boxed::Box::pin(self.paused_queue_names())
             }
 
             fn wait_for_tasks(

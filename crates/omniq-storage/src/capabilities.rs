@@ -38,11 +38,15 @@ pub enum Capability {
     Purge,
     /// Enqueueing inside the caller's own database transaction.
     TransactionalEnqueue,
+    /// Pausing and resuming queues, stored
+    /// ([`set_queue_paused`](crate::TaskQueue::set_queue_paused),
+    /// [`paused_queues`](crate::TaskQueue::paused_queues)).
+    QueuePause,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Inspection,
         Capability::QueueListing,
         Capability::Priorities,
@@ -54,6 +58,7 @@ impl Capability {
         Capability::Redrive,
         Capability::Purge,
         Capability::TransactionalEnqueue,
+        Capability::QueuePause,
     ];
 
     /// The name used in errors and logs (`"dependencies"`).
@@ -70,6 +75,7 @@ impl Capability {
             Capability::Redrive => "redrive",
             Capability::Purge => "purge",
             Capability::TransactionalEnqueue => "transactional enqueue",
+            Capability::QueuePause => "queue pause",
         }
     }
 

@@ -78,7 +78,7 @@ pub use result_bytes::{decode_result, encode_result};
 pub use results::{ResultStore, result_supersedes, winning_results};
 pub use schedules::ScheduleStore;
 pub use unreadable::unreadable_task;
-pub use validate::validate_specs;
+pub use validate::{validate_queue_name, validate_specs};
 
 /// A boxed, sendable future: what store methods return so the traits stay `dyn`-compatible.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -515,6 +515,10 @@ pub struct QueueStats {
     pub counts: Vec<(TaskState, u64)>,
     /// When the oldest ready task was enqueued.
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Whether the queue is paused ([`TaskQueue::set_queue_paused`]). Stores fill only the
+    /// counts; the client (`AsyncOmniQ::queue_stats`) sets this from
+    /// [`TaskQueue::paused_queues`].
+    pub paused: bool,
 }
 
 impl QueueStats {
@@ -528,6 +532,7 @@ impl QueueStats {
             queue,
             counts,
             oldest_queued_at,
+            paused: false,
         }
     }
 
@@ -687,6 +692,43 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
     /// # Errors
     /// [`StoreError::TaskNotFound`](crate::StoreError::TaskNotFound), or a backend error.
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>>;
+
+    /// Pauses (`paused`) or resumes a queue, and returns whether that changed its state
+    /// (`false`: it was already so). The state is stored: it outlives the process that set
+    /// it and every worker's restart.
+    ///
+    /// The store only keeps the state; workers read it ([`TaskQueue::paused_queues`]) at
+    /// least once per heartbeat interval and claim nothing from a paused queue. Tasks can
+    /// still be enqueued into a paused queue; running ones run to their end.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported) without
+    /// [`Capability::QueuePause`](crate::Capability::QueuePause);
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) for an empty queue name; or a
+    /// backend error.
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (queue, paused);
+        Box::pin(async {
+            Err(crate::StoreError::Unsupported {
+                backend: "this task queue",
+                operation: crate::Capability::QueuePause.as_str(),
+            })
+        })
+    }
+
+    /// The paused queues, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported) without
+    /// [`Capability::QueuePause`](crate::Capability::QueuePause), or a backend error.
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(async {
+            Err(crate::StoreError::Unsupported {
+                backend: "this task queue",
+                operation: crate::Capability::QueuePause.as_str(),
+            })
+        })
+    }
 
     /// Waits until a task may be ready in one of `queues`, or `timeout` passes.
     ///

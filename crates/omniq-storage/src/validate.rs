@@ -17,3 +17,19 @@ pub fn validate_specs(specs: &[TaskSpec]) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// Refuses a queue name no task could carry: empty, or holding a NUL character.
+///
+/// # Errors
+/// [`StoreError::Invalid`] saying which.
+pub fn validate_queue_name(queue: &str) -> StoreResult<()> {
+    if queue.is_empty() {
+        Err(StoreError::Invalid("the queue name is empty".into()))
+    } else if queue.contains('\0') {
+        Err(StoreError::Invalid(format!(
+            "the queue name {queue:?} contains a NUL character"
+        )))
+    } else {
+        Ok(())
+    }
+}

@@ -11,6 +11,7 @@
 //! - `blocked/{id}`: a task waiting for its parents, listed by the sweep that settles
 //!   what a killed process left blocked.
 //! - `unique/{key}`: who holds a unique key.
+//! - `settings/paused-queues`: the paused queues' names (JSON).
 //!
 //! A marker is always written before the change of the task it files (and names the
 //! task's write it files, `write`): a process killed in between leaves a marker that a

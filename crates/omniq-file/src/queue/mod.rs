@@ -10,6 +10,7 @@ mod dependencies;
 mod inspect;
 pub(crate) mod keys;
 mod maintenance;
+mod pause;
 mod tasks;
 mod unique;
 
@@ -431,6 +432,14 @@ impl TaskQueue for FileTaskQueue {
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_one(id, reason))
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.set_paused(queue, paused))
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.paused_queue_names())
     }
 
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

@@ -5,6 +5,7 @@ mod complete;
 mod enqueue;
 mod inspect;
 mod maintenance;
+mod pause;
 mod settle;
 
 use std::time::Duration;

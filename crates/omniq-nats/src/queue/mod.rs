@@ -22,6 +22,7 @@ mod dependencies;
 mod index;
 mod inspect;
 mod maintenance;
+mod pause;
 mod stored;
 mod unique;
 pub(crate) use dependencies::BlockedSweep;
@@ -593,6 +594,14 @@ impl TaskQueue for NatsTaskQueue {
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         Box::pin(self.cancel_one(id, reason))
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.set_paused(queue, paused))
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.paused_queue_names())
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

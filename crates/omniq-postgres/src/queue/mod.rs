@@ -6,6 +6,7 @@ mod enqueue;
 mod inspect;
 mod maintenance;
 mod notify;
+mod pause;
 mod settle;
 mod statistics;
 

@@ -52,6 +52,7 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         "snooze_gives_the_attempt_back_and_runs_later" => &[Delays, Inspection],
         "redrive_sends_dead_letters_back_with_attempts_reset" => &[Redrive, Inspection],
         "purge_deletes_finished_tasks_only" | "purge_is_bounded_per_call" => &[Purge, Inspection],
+        "a_paused_queue_is_stored_until_resumed" => &[QueuePause],
         "enqueue_dequeue_complete_round_trip"
         | "a_task_sent_twice_is_stored_once"
         | "invalid_options_are_refused_at_enqueue_and_nothing_is_stored"
@@ -116,6 +117,10 @@ pub async fn missing_capabilities_are_refused_with_unsupported(stores: Fixture) 
                     .await,
             ),
             Capability::Purge => kind(stores.queue.purge(PurgeRequest::default()).await),
+            Capability::QueuePause => {
+                kind(stores.queue.set_queue_paused(queue.clone(), true).await)
+                    .or(kind(stores.queue.paused_queues().await))
+            }
             Capability::TransactionalEnqueue => {
                 // Not a call on the queue: the backend's `StoreBackend::transactional` is
                 // `None` and the facade refuses `in_transaction` (tested with the facade).

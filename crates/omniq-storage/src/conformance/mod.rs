@@ -19,6 +19,7 @@
 mod capabilities;
 mod events;
 mod lifecycle;
+mod pause;
 mod queue;
 mod races;
 mod results;
@@ -38,6 +39,7 @@ use crate::{
 pub use capabilities::*;
 pub use events::*;
 pub use lifecycle::*;
+pub use pause::*;
 pub use queue::*;
 pub use races::*;
 pub use results::*;
@@ -231,6 +233,7 @@ macro_rules! conformance_suite {
             redrive_leaves_a_task_whose_unique_key_is_taken,
             purge_deletes_finished_tasks_only,
             purge_is_bounded_per_call,
+            a_paused_queue_is_stored_until_resumed,
             purge_expired_removes_expired_results_bounded_per_call,
             purge_before_removes_old_events_bounded_per_call,
             listing_limits_are_clamped_to_the_maximum,

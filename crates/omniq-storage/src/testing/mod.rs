@@ -78,6 +78,10 @@ pub enum Op {
     QueueNames,
     /// [`TaskQueue::cancel`].
     Cancel,
+    /// [`TaskQueue::set_queue_paused`].
+    SetQueuePaused,
+    /// [`TaskQueue::paused_queues`].
+    PausedQueues,
     /// [`ResultStore::put`].
     PutResults,
     /// [`ResultStore::get`].
@@ -637,6 +641,19 @@ impl TaskQueue for FaultyQueue {
         Box::pin(
             self.faults
                 .apply(Op::Cancel, move || self.inner.cancel(id, reason)),
+        )
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.faults.apply(Op::SetQueuePaused, move || {
+            self.inner.set_queue_paused(queue, paused)
+        }))
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(
+            self.faults
+                .apply(Op::PausedQueues, move || self.inner.paused_queues()),
         )
     }
 

@@ -120,6 +120,16 @@ impl TaskQueue for Restricted {
             .unwrap_or_else(|| self.inner.cancel(id, reason))
     }
 
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        self.refuse(Capability::QueuePause)
+            .unwrap_or_else(|| self.inner.set_queue_paused(queue, paused))
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.refuse(Capability::QueuePause)
+            .unwrap_or_else(|| self.inner.paused_queues())
+    }
+
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.inner.wait_for_tasks(queues, timeout)
     }

@@ -90,6 +90,13 @@ pub(crate) async fn execute(
             return;
         }
     };
+    if shared.paused.is_paused(&spec.queue) {
+        // Its queue was paused while it waited in the buffer: give it back unrun (the
+        // attempt with it), so that a pause holds for every task not yet started.
+        drop(slot);
+        unstarted(CompletionOutcome::Release, lease_permit);
+        return;
+    }
     pipeline.unbuffer();
 
     let task_metrics = shared.metrics.get(&spec.queue, &spec.name);

@@ -82,11 +82,45 @@ pub(crate) async fn run(
             }
             continue;
         }
+        // Paused queues are left out; the paused set is read again once per heartbeat
+        // interval, so a pause or a resume reaches every worker within one.
+        let queues = match shared
+            .paused
+            .claimable(
+                shared.queue.as_ref(),
+                &shared.config.queues,
+                shared.config.heartbeat,
+                shared.config.store_timeout,
+            )
+            .await
+        {
+            Ok(queues) => queues,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let pause = backoff(failures);
+                tracing::warn!(%err, retry_in = ?pause, "cannot read the paused queues");
+                drop(first);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        if queues.is_empty() {
+            // Every queue is paused: look again after a poll interval.
+            drop(first);
+            tokio::select! {
+                () = tokio::time::sleep(shared.config.poll_interval) => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
         // Claims take only the names this worker runs, so that during a rolling deploy a
         // worker of the old release leaves a new task to a worker of the new one; a task no
         // worker runs is taken once it has been due for the grace, and dead-lettered. Read
         // at each claim: a task registered after the start is claimed from now on.
-        let request = DequeueRequest::new(shared.config.queues.iter().cloned(), limit)
+        let request = DequeueRequest::new(queues.iter().cloned(), limit)
             .lease(shared.config.lease)
             .worker(shared.id.clone())
             .only_names(shared.registry.names(), shared.config.unknown_task_grace);
@@ -113,7 +147,7 @@ pub(crate) async fn run(
         if leases.is_empty() {
             drop(first);
             tokio::select! {
-                () = shared.queue.wait_for_tasks(&shared.config.queues, shared.config.poll_interval) => {}
+                () = shared.queue.wait_for_tasks(&queues, shared.config.poll_interval) => {}
                 () = stop.cancelled() => {}
             }
             continue;

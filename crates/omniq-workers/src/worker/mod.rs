@@ -5,6 +5,7 @@ mod config;
 mod execute;
 mod fetch;
 mod leases;
+mod paused;
 mod resilience;
 mod shared;
 mod signal;

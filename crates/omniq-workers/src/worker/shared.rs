@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
+use super::paused::PausedQueues;
 use super::task_metrics::MetricsCache;
 use crate::LiveRegistry;
 use crate::local::LocalPool;
@@ -153,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) results_stalled: AtomicBool,
     /// The completion lane's last try failed: completions wait to be applied.
     pub(crate) completions_stalled: AtomicBool,
+    /// The worker's queues paused in the store, as last read.
+    pub(crate) paused: PausedQueues,
     in_flight: Mutex<HashMap<TaskId, InFlight>>,
 }
 
@@ -171,6 +174,7 @@ impl Shared {
     ) -> Self {
         Self {
             id,
+            paused: PausedQueues::new(queue.as_ref()),
             queue,
             results,
             events,

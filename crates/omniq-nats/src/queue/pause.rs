@@ -1,0 +1,76 @@
+//! Paused queues: one key of the tasks bucket, `c.paused`, holding their sorted names as
+//! JSON, changed by compare-and-set. Workers read it once per heartbeat interval: one get.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use omniq_storage::{StoreError, StoreResult, validate_queue_name};
+
+use super::NatsTaskQueue;
+use super::cas::CAS_ROUNDS;
+use crate::error::{BACKEND, nats_error};
+
+const PAUSED_KEY: &str = "c.paused";
+
+impl NatsTaskQueue {
+    /// The paused set and the revision to update it at (`None`: never written).
+    async fn read_paused(&self) -> StoreResult<(BTreeSet<String>, Option<u64>)> {
+        let entry = self.tasks().entry(PAUSED_KEY).await.map_err(nats_error)?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => {
+                let paused = serde_json::from_slice(&entry.value).map_err(|err| {
+                    StoreError::backend(
+                        BACKEND,
+                        format!("the paused-queue list `{PAUSED_KEY}` cannot be read: {err}"),
+                    )
+                })?;
+                Ok((paused, Some(entry.revision)))
+            }
+            // Deleted by hand: written again by the next change, from its revision.
+            Some(entry) => Ok((BTreeSet::new(), Some(entry.revision))),
+            None => Ok((BTreeSet::new(), None)),
+        }
+    }
+
+    pub(super) async fn set_paused(&self, queue: String, paused: bool) -> StoreResult<bool> {
+        validate_queue_name(&queue)?;
+        for _ in 0..CAS_ROUNDS {
+            let (mut set, revision) = self.read_paused().await?;
+            let changed = if paused {
+                set.insert(queue.clone())
+            } else {
+                set.remove(&queue)
+            };
+            if !changed {
+                return Ok(false);
+            }
+            let bytes = Bytes::from(
+                serde_json::to_vec(&set).map_err(|err| StoreError::backend(BACKEND, err))?,
+            );
+            let written = match revision {
+                Some(revision) => match self.tasks().update(PAUSED_KEY, bytes, revision).await {
+                    Ok(_) => true,
+                    Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => false,
+                    Err(err) => return Err(nats_error(err)),
+                },
+                None => match self.tasks().create(PAUSED_KEY, bytes).await {
+                    Ok(_) => true,
+                    Err(err) if err.kind() == CreateErrorKind::AlreadyExists => false,
+                    Err(err) => return Err(nats_error(err)),
+                },
+            };
+            if written {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::unavailable(
+            BACKEND,
+            format!("the paused-queue list kept changing under {CAS_ROUNDS} writes"),
+        ))
+    }
+
+    pub(super) async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
+        Ok(self.read_paused().await?.0.into_iter().collect())
+    }
+}
