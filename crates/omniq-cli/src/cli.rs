@@ -40,8 +40,12 @@ pub(crate) struct Global {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Every queue with its counts per state and the age of its oldest queued task.
-    Queues,
+    /// Every queue with its counts per state, whether it is paused and the age of its
+    /// oldest queued task; `queues pause` and `queues resume` stop and restart a queue.
+    Queues {
+        #[command(subcommand)]
+        action: Option<QueuesCommand>,
+    },
     /// List, show, cancel and retry tasks.
     #[command(subcommand)]
     Tasks(TasksCommand),
@@ -103,6 +107,25 @@ pub(crate) enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueuesCommand {
+    /// Every queue with its counts (what `omniq queues` alone prints).
+    List,
+    /// Pause queues: within a heartbeat interval no worker starts another of their tasks
+    /// (enqueueing goes on, running tasks finish). Stored: holds across worker restarts.
+    Pause {
+        /// Queue names.
+        #[arg(required = true)]
+        queues: Vec<String>,
+    },
+    /// Resume paused queues.
+    Resume {
+        /// Queue names.
+        #[arg(required = true)]
+        queues: Vec<String>,
     },
 }
 

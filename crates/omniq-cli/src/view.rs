@@ -38,6 +38,7 @@ pub(crate) fn queue_json(stats: &QueueStats, now: DateTime<Utc>) -> Value {
     let total: u64 = stats.counts.iter().map(|(_, n)| n).sum();
     json!({
         "queue": stats.queue,
+        "paused": stats.paused,
         "counts": counts,
         "total": total,
         "oldest_queued_at": opt_time(stats.oldest_queued_at),
@@ -46,7 +47,10 @@ pub(crate) fn queue_json(stats: &QueueStats, now: DateTime<Utc>) -> Value {
 }
 
 pub(crate) fn queue_row(stats: &QueueStats, now: DateTime<Utc>) -> Vec<String> {
-    let mut row = vec![stats.queue.clone()];
+    let mut row = vec![
+        stats.queue.clone(),
+        if stats.paused { "yes" } else { "-" }.to_owned(),
+    ];
     row.extend(
         QUEUE_COLUMNS
             .iter()

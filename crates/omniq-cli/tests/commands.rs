@@ -297,6 +297,41 @@ async fn every_command(store: Store) -> anyhow::Result<()> {
         "{table}"
     );
 
+    // queues pause / resume: stored, shown by `queues`, a second pause changes nothing.
+    let paused = store.json(&["queues", "pause", "beta", "gamma"]).await?;
+    ensure!(
+        paused[0]["changed"] == true && paused[1]["queue"] == "gamma",
+        "{paused}"
+    );
+    let again = lossy(&store.run(&["queues", "pause", "beta"]).await?.stdout);
+    ensure!(again.contains("already paused"), "{again}");
+    let queues = store.json(&["queues", "list"]).await?;
+    let paused_names: Vec<&str> = queues
+        .as_array()
+        .context("a list")?
+        .iter()
+        .filter(|q| q["paused"] == true)
+        .filter_map(|q| q["queue"].as_str())
+        .collect();
+    ensure!(paused_names == ["beta", "gamma"], "{queues}");
+    let resumed = lossy(
+        &store
+            .run(&["queues", "resume", "beta", "gamma"])
+            .await?
+            .stdout,
+    );
+    ensure!(
+        resumed.contains("beta  resumed") && resumed.contains("gamma  resumed"),
+        "{resumed}"
+    );
+    let queues = store.json(&["queues"]).await?;
+    ensure!(
+        queues
+            .as_array()
+            .is_some_and(|q| q.iter().all(|q| q["paused"] == false)),
+        "{queues}"
+    );
+
     // tasks list: store filters, the name and time filters, paging.
     let failed = store.json(&["tasks", "list", "--state", "failed"]).await?;
     let mut failed_ids = ids_of(&failed);

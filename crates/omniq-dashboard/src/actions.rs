@@ -18,7 +18,7 @@ pub(crate) struct ActionForm {
     csrf: String,
     /// Where to go after (a path inside the dashboard).
     back: Option<String>,
-    /// For re-drive and purge: only this queue.
+    /// For re-drive and purge: only this queue; for pause and resume: the queue.
     queue: Option<String>,
 }
 
@@ -100,6 +100,34 @@ pub(crate) async fn purge(State(app): State<App>, Form(form): Form<ActionForm>) 
     }
     app.omniq.purge(request).await?;
     Ok(back_to(&app, form.back.as_deref(), "/dead-letters"))
+}
+
+/// Pauses or resumes the form's queue (`pause`: whether to pause).
+async fn set_paused(app: &App, form: &ActionForm, pause: bool) -> ActionResult {
+    permitted(app, form)?;
+    let Some(queue) = form.queue.clone().filter(|q| !q.is_empty()) else {
+        return Err(PageError(StatusCode::BAD_REQUEST, "no queue named".into()));
+    };
+    if pause {
+        app.omniq.pause_queue(queue).await?;
+    } else {
+        app.omniq.resume_queue(queue).await?;
+    }
+    Ok(back_to(app, form.back.as_deref(), "/"))
+}
+
+pub(crate) async fn pause_queue(
+    State(app): State<App>,
+    Form(form): Form<ActionForm>,
+) -> ActionResult {
+    set_paused(&app, &form, true).await
+}
+
+pub(crate) async fn resume_queue(
+    State(app): State<App>,
+    Form(form): Form<ActionForm>,
+) -> ActionResult {
+    set_paused(&app, &form, false).await
 }
 
 pub(crate) async fn schedule(

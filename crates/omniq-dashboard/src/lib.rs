@@ -154,6 +154,8 @@ impl Dashboard {
         };
         let router = Router::new()
             .route("/", get(pages::queues))
+            .route("/queues/pause", post(actions::pause_queue))
+            .route("/queues/resume", post(actions::resume_queue))
             .route("/tasks", get(pages::tasks))
             .route("/tasks/{id}", get(pages::task))
             .route("/tasks/{id}/retry", post(actions::retry))

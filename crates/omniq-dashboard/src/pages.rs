@@ -57,7 +57,15 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
     for state in COLUMNS {
         let _ = write!(body, "<th>{}</th>", state.as_str());
     }
-    body.push_str("<th>oldest queued</th><th>finished/s</th></tr>");
+    let pausable = app
+        .omniq
+        .capabilities()
+        .supports(omniq_async::Capability::QueuePause);
+    body.push_str("<th>oldest queued</th><th>finished/s</th>");
+    if pausable {
+        body.push_str("<th>state</th>");
+    }
+    body.push_str("</tr>");
     for stats in &queues {
         let queue = esc(&stats.queue);
         let link = query_value(&stats.queue);
@@ -80,8 +88,18 @@ pub(crate) async fn queues(State(app): State<App>) -> PageResult {
         let _ = write!(
             body,
             "<td class=\"n\" data-queue=\"{queue}\" data-state=\"oldest\">{oldest}</td>\
-             <td class=\"n\" data-queue=\"{queue}\" data-state=\"rate\">-</td></tr>"
+             <td class=\"n\" data-queue=\"{queue}\" data-state=\"rate\">-</td>"
         );
+        if pausable {
+            let (state, path, label) = if stats.paused {
+                ("paused", "/queues/resume", "Resume")
+            } else {
+                ("running", "/queues/pause", "Pause")
+            };
+            let button = action(&app.config, path, label, &[("queue", &stats.queue)]);
+            let _ = write!(body, "<td class=\"queue-{state}\">{state} {button}</td>");
+        }
+        body.push_str("</tr>");
     }
     body.push_str("</table>");
     if queues.is_empty() {

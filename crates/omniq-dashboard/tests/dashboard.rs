@@ -154,6 +154,34 @@ async fn pages_show_the_store_and_actions_change_it() -> anyhow::Result<()> {
     );
     ensure!(get(addr, "/schedules").await?.contains(">Resume</button>"));
 
+    // Pause a queue and resume it, as its buttons do: stored, shown on the queues page.
+    ensure!(get(addr, "/").await?.contains(">Pause</button>"));
+    let paused = request(
+        addr,
+        "POST",
+        "/queues/pause",
+        &[],
+        Some((FORM, &format!("csrf={csrf}&queue=reports"))),
+    )
+    .await?;
+    ensure!(paused.status == 303, "{}", paused.head);
+    ensure!(fx.omniq.paused_queues().await? == ["reports"]);
+    let page = get(addr, "/").await?;
+    ensure!(
+        page.contains("queue-paused") && page.contains(">Resume</button>"),
+        "{page}"
+    );
+    let resumed = request(
+        addr,
+        "POST",
+        "/queues/resume",
+        &[],
+        Some((FORM, &format!("csrf={csrf}&queue=reports"))),
+    )
+    .await?;
+    ensure!(resumed.status == 303);
+    ensure!(fx.omniq.paused_queues().await?.is_empty());
+
     // Re-drive the queue's other dead letters; purge needs a dead letter left: none.
     let redriven = request(
         addr,

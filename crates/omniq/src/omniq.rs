@@ -184,7 +184,7 @@ impl OmniQ {
             .call(async move { inner.list_tasks(query).await })
     }
 
-    /// Counts a queue's tasks per state.
+    /// Counts a queue's tasks per state, and says whether it is paused.
     ///
     /// # Errors
     /// A store error.
@@ -195,13 +195,49 @@ impl OmniQ {
             .call(async move { inner.queue_stats(queue).await })
     }
 
-    /// Every queue that holds tasks, with its counts per state, sorted by name.
+    /// Every queue that holds tasks or is paused, with its counts per state and whether
+    /// it is paused, sorted by name.
     ///
     /// # Errors
     /// A store error.
     pub fn queues(&self) -> Result<Vec<QueueStats>> {
         let inner = self.inner.clone();
         self.driver.call(async move { inner.queues().await })
+    }
+
+    /// Pauses a queue, stored: within one heartbeat interval no worker starts another of
+    /// its tasks, until [`resume_queue`](Self::resume_queue); enqueueing goes on and
+    /// running tasks finish. Returns whether it was running. See
+    /// `AsyncOmniQ::pause_queue` for exactly what a pause holds.
+    ///
+    /// # Errors
+    /// An `Unsupported` error when the task queue's backend cannot pause queues, an
+    /// invalid (empty) name, or a store error.
+    pub fn pause_queue(&self, queue: impl Into<String>) -> Result<bool> {
+        let inner = self.inner.clone();
+        let queue = queue.into();
+        self.driver
+            .call(async move { inner.pause_queue(queue).await })
+    }
+
+    /// Resumes a paused queue. Returns whether it was paused.
+    ///
+    /// # Errors
+    /// As [`pause_queue`](Self::pause_queue).
+    pub fn resume_queue(&self, queue: impl Into<String>) -> Result<bool> {
+        let inner = self.inner.clone();
+        let queue = queue.into();
+        self.driver
+            .call(async move { inner.resume_queue(queue).await })
+    }
+
+    /// The paused queues, sorted.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn paused_queues(&self) -> Result<Vec<String>> {
+        let inner = self.inner.clone();
+        self.driver.call(async move { inner.paused_queues().await })
     }
 
     /// What the task queue's backend supports beyond enqueue, claim and complete: a call

@@ -32,7 +32,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let omniq = connect(&cli.global).await?;
     let outcome = match cli.command {
-        Command::Queues => queues::run(&omniq, json).await,
+        Command::Queues { action } => queues::run(&omniq, action, json).await,
         Command::Tasks(command) => tasks::run(&omniq, command, json).await,
         Command::DeadLetters(args) => tasks::dead_letters(&omniq, args, json).await,
         Command::Redrive(args) => tasks::redrive(&omniq, args, json).await,
