@@ -4,9 +4,54 @@
 
 mod support;
 
-use omniq_async::{TaskEventKind, TaskState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use omniq_async::{Task, TaskContext, TaskError, TaskEventKind, TaskState};
 use omniq_storage::testing::{Fault, Op, Window};
+use serde::{Deserialize, Serialize};
 use support::{Double, Harness, WAIT};
+
+/// Holds its worker's only slot until the test lets it go.
+#[derive(Debug, Serialize, Deserialize)]
+struct Held;
+
+/// What lets a [`Held`] task finish.
+struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Task for Held {
+    const NAME: &'static str = "pausing.held";
+    type Output = ();
+    async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        let gate = ctx.state::<Gate>()?;
+        let _pass = gate
+            .0
+            .acquire()
+            .await
+            .map_err(|e| TaskError::new(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Waits, within [`WAIT`], until task `id` is in `state`; returns its record.
+async fn wait_for_state(
+    omniq: &omniq_async::AsyncOmniQ,
+    id: omniq_async::TaskId,
+    state: TaskState,
+) -> omniq_async::TaskRecord {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let record = omniq.task(id).await.expect("get").expect("stored");
+        if record.state == state {
+            return record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} never reached {state:?}: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 fn queue(label: &str) -> String {
     format!(
@@ -135,7 +180,63 @@ async fn a_worker_that_cannot_read_the_paused_queues_claims_nothing(h: Harness) 
     worker.shutdown().await.expect("shutdown");
 }
 
+async fn a_busy_worker_gives_back_a_buffered_task_of_a_queue_paused_meanwhile(h: Harness) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (omniq, faults, _) = support::faults::faulty(&h.omniq);
+    let omniq = omniq.state(Gate(Arc::clone(&gate))).register::<Held>();
+    let name = queue("busy");
+    let first = omniq.enqueue(Held).queue(&name).await.expect("enqueue");
+    let second = omniq.enqueue(Held).queue(&name).await.expect("enqueue");
+    // One slot, one buffered lease: both are claimed, either may take the slot.
+    let worker = omniq
+        .worker()
+        .queues([name.clone()])
+        .concurrency(1)
+        .prefetch(1)
+        .start()
+        .expect("start");
+    wait_for_state(&omniq, first.id(), TaskState::Running).await;
+    wait_for_state(&omniq, second.id(), TaskState::Running).await;
+
+    assert!(omniq.pause_queue(&name).await.expect("pause"));
+    // The claim loop waits for the busy slot; the worker still reads the pause (the
+    // second read from now began after the pause was stored).
+    let reads = faults.calls(Op::PausedQueues);
+    faults
+        .wait_for_calls(Op::PausedQueues, reads + 2, WAIT)
+        .await
+        .expect("the busy worker reads the paused queues");
+    // The running one finishes; the buffered one then gets the slot and must not start.
+    gate.add_permits(1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let given_back = loop {
+        let mut records = Vec::new();
+        for id in [first.id(), second.id()] {
+            records.push(omniq.task(id).await.expect("get").expect("stored"));
+        }
+        let done = records.iter().any(|r| r.state == TaskState::Succeeded);
+        if let Some(queued) = records.iter().find(|r| r.state == TaskState::Queued)
+            && done
+        {
+            break queued.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "one task finishes and the other is given back: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(given_back.attempts, 0, "given back unrun: {given_back:?}");
+
+    assert!(omniq.resume_queue(&name).await.expect("resume"));
+    gate.add_permits(1);
+    let record = wait_for_state(&omniq, given_back.spec.id, TaskState::Succeeded).await;
+    assert_eq!(record.attempts, 1, "{record:?}");
+    worker.shutdown().await.expect("shutdown");
+}
+
 on_each_backend! {
+    busy => a_busy_worker_gives_back_a_buffered_task_of_a_queue_paused_meanwhile;
     restarts => a_paused_queue_waits_across_worker_restarts_until_resumed;
     unreadable => a_worker_that_cannot_read_the_paused_queues_claims_nothing;
 }

@@ -905,6 +905,28 @@ impl TaskQueue for MemoryTaskQueue {
         Box::pin(async move { Ok(paused) })
     }
 
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        if let Err(err) = omniq_storage::progress_text(&progress) {
+            return Box::pin(async move { Err(err) });
+        }
+        // The heartbeat's work is done here, under the lock, as the call is made.
+        let renewed = self.heartbeat(vec![lease], extend);
+        Box::pin(async move {
+            let status = renewed.await?.pop().unwrap_or(LeaseStatus::Lost);
+            if status != LeaseStatus::Lost
+                && let Some(entry) = lock(&self.state).held(&lease)
+            {
+                entry.record.progress = Some(progress);
+            }
+            Ok(status)
+        })
+    }
+
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = tokio::time::timeout(timeout, self.wakeup.notified()).await;

@@ -269,6 +269,9 @@ pub struct TaskRecord {
     pub reason: Option<String>,
     /// A cancel was requested while it ran; its worker stops it.
     pub cancel_requested: bool,
+    /// The last progress its handler reported (`TaskContext::progress`), in any attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -289,6 +292,7 @@ impl TaskRecord {
             errors: Vec::new(),
             reason: None,
             cancel_requested: false,
+            progress: None,
             updated_at: now,
         }
     }

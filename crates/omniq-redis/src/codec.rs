@@ -239,6 +239,10 @@ pub(crate) fn record_from(fields: &Fields) -> StoreResult<TaskRecord> {
     record.errors = errors;
     record.reason = text(fields, "reason")?.map(str::to_owned);
     record.cancel_requested = text(fields, "cancel")? == Some("1");
+    // Progress is for people to read: text that is not JSON is shown as the string it is.
+    record.progress = text(fields, "progress")?.map(|text| {
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+    });
     record.updated_at = required_time(fields, "updated_at")?;
     Ok(record)
 }

@@ -66,7 +66,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{P}:task:<id>` | hash | one task: its spec, state, attempts, lease (token, deadline, worker), errors (JSON), reason, cancel flag, enqueue `seq`, `children` flag (`1` once a dependent registered in `{P}:children:<id>`, `0` while none did; tasks stored by versions before the flag lack it) |
+//! | `{P}:task:<id>` | hash | one task: its spec, state, attempts, lease (token, deadline, worker), errors (JSON), reason, cancel flag, `progress` (JSON), enqueue `seq`, `children` flag (`1` once a dependent registered in `{P}:children:<id>`, `0` while none did; tasks stored by versions before the flag lack it) |
 //! | `{P}:ready:<queue>` | sorted set | Queued tasks. Score: −priority; equal scores sort by member, `run_at` (µs, zero-padded) then `seq` then the id, so `ZRANGE` order is the claim order |
 //! | `{P}:delayed:<queue>` | sorted set | Scheduled tasks by `run_at` (µs); a claim promotes the due ones |
 //! | `{P}:leases` | sorted set | Running tasks by lease deadline (µs) |

@@ -183,17 +183,22 @@ impl RedisTaskQueue {
         Ok(leases)
     }
 
+    /// Extends held leases; with `progress` (JSON text), stores it on each held lease's
+    /// task in the same script.
     async fn renew(
         &self,
         leases: Vec<LeaseRef>,
         extend: Duration,
+        progress: Option<String>,
     ) -> StoreResult<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
         let now = self.backend.clock().now();
         let mut invocation = self.invocation(&self.backend.scripts().heartbeat, now);
-        invocation.arg(lease_micros(extend));
+        invocation
+            .arg(lease_micros(extend))
+            .arg(progress.unwrap_or_default());
         for lease in &leases {
             invocation
                 .arg(lease.task_id.to_string())
@@ -620,7 +625,7 @@ impl TaskQueue for RedisTaskQueue {
         leases: Vec<LeaseRef>,
         extend: Duration,
     ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
-        Box::pin(self.renew(leases, extend))
+        Box::pin(self.renew(leases, extend, None))
     }
 
     fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
@@ -673,6 +678,19 @@ impl TaskQueue for RedisTaskQueue {
 
     fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         Box::pin(self.paused_queue_names())
+    }
+
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        Box::pin(async move {
+            let text = omniq_storage::progress_text(&progress)?;
+            let status = self.renew(vec![lease], extend, Some(text)).await?.pop();
+            Ok(status.unwrap_or(LeaseStatus::Lost))
+        })
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

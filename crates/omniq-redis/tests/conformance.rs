@@ -101,6 +101,15 @@ impl TaskQueue for CleanupOnDrop {
         self.queue.paused_queues()
     }
 
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        self.queue.report_progress(lease, progress, extend)
+    }
+
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.queue.wait_for_tasks(queues, timeout)
     }

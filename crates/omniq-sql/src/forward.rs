@@ -6,7 +6,7 @@
 /// Implements [`TaskQueue`](omniq_storage::TaskQueue) for a type whose inherent `async fn`s
 /// are `enqueue_batch`, `claim`, `renew`, `complete_batch`, `recover`, `expire`,
 /// `redrive_failed`, `purge_finished`, `fetch`, `list_tasks`, `queue_stats`,
-/// `names_of_queues`, `cancel_task`, `set_paused`, `paused_queue_names` and
+/// `names_of_queues`, `cancel_task`, `set_paused`, `paused_queue_names`, `progress` and
 /// `wait_until_ready`, taking the trait methods'
 /// arguments (`wait_until_ready` takes the queue names owned). `$capabilities` is what
 /// the queue declares ([`Capabilities`](omniq_storage::Capabilities)).
@@ -193,6 +193,20 @@ macro_rules! forward_task_queue {
                 >,
             > {
                 ::std::boxed::Box::pin(self.paused_queue_names())
+            }
+
+            fn report_progress(
+                &self,
+                lease: $crate::__private::omniq_storage::LeaseRef,
+                progress: $crate::__private::serde_json::Value,
+                extend: ::std::time::Duration,
+            ) -> $crate::__private::omniq_storage::BoxFuture<
+                '_,
+                $crate::__private::omniq_storage::StoreResult<
+                    $crate::__private::omniq_storage::LeaseStatus,
+                >,
+            > {
+                ::std::boxed::Box::pin(self.progress(lease, progress, extend))
             }
 
             fn wait_for_tasks(

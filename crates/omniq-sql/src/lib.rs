@@ -46,4 +46,5 @@ pub mod __private {
     pub use chrono;
     pub use omniq_models;
     pub use omniq_storage;
+    pub use serde_json;
 }

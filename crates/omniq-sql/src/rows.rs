@@ -15,7 +15,7 @@ use crate::{Dialect, ReadColumns, corrupt, store_error};
 pub const TASK_COLUMNS: &str = "t.id, t.name, t.queue, t.state, t.priority, t.run_at, \
      t.expires_at, t.attempts, t.max_attempts, t.lease_expires_at, t.worker_id, t.unique_key, \
      t.payload, t.options, t.errors, t.created_at, t.started_at, t.finished_at, t.updated_at, \
-     t.run_when, t.reason, t.cancel_requested";
+     t.run_when, t.reason, t.cancel_requested, t.progress";
 
 /// The columns a [`StateChange`] is built from (the table aliased `t`), as
 /// [`change_from_row`] reads them.
@@ -98,8 +98,15 @@ pub fn record_from_row<D: Dialect>(row: &D::Row) -> StoreResult<TaskRecord> {
     record.errors = errors;
     record.reason = opt_text::<D>(row, "reason")?;
     record.cancel_requested = row.flag("cancel_requested").map_err(store_error::<D>)?;
+    record.progress = opt_text::<D>(row, "progress")?.map(|text| progress_value(&text));
     record.updated_at = D::time(row, "updated_at")?;
     Ok(record)
+}
+
+/// A stored progress value. Text that is not JSON (a hand edit) is shown as the string it
+/// is rather than failing the whole record: progress is for people to read.
+fn progress_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
 /// A task's new state (a row selected as [`CHANGE_COLUMNS`]).

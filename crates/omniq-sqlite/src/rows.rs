@@ -14,7 +14,8 @@ pub(crate) const ROWS_PER_INSERT: usize = 500;
 /// SQLite's `RETURNING` names the modified table's columns only.
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, state, priority, run_at, expires_at, \
      attempts, max_attempts, lease_expires_at, worker_id, unique_key, payload, options, errors, \
-     created_at, started_at, finished_at, updated_at, run_when, reason, cancel_requested";
+     created_at, started_at, finished_at, updated_at, run_when, reason, cancel_requested, \
+     progress";
 
 /// Columns a state change is built from, for `RETURNING` clauses.
 pub(crate) const CHANGE_COLUMNS: &str = "id, name, queue, attempts, state, reason";

@@ -42,11 +42,14 @@ pub enum Capability {
     /// ([`set_queue_paused`](crate::TaskQueue::set_queue_paused),
     /// [`paused_queues`](crate::TaskQueue::paused_queues)).
     QueuePause,
+    /// Progress stored on a running task, renewing its lease
+    /// ([`report_progress`](crate::TaskQueue::report_progress)).
+    Progress,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Inspection,
         Capability::QueueListing,
         Capability::Priorities,
@@ -59,6 +62,7 @@ impl Capability {
         Capability::Purge,
         Capability::TransactionalEnqueue,
         Capability::QueuePause,
+        Capability::Progress,
     ];
 
     /// The name used in errors and logs (`"dependencies"`).
@@ -76,6 +80,7 @@ impl Capability {
             Capability::Purge => "purge",
             Capability::TransactionalEnqueue => "transactional enqueue",
             Capability::QueuePause => "queue pause",
+            Capability::Progress => "progress",
         }
     }
 

@@ -70,8 +70,9 @@ pub use migrations::{MigrateBackend, Migration, MigrationStatus};
 pub use queue::{
     CANCELLED_WHILE_RUNNING, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
     CompletionStatus, DEFAULT_LEASE, DEFAULT_LIST_LIMIT, DEFAULT_PURGE_LIMIT, DequeueRequest,
-    EnqueueOutcome, Lease, LeaseRef, LeaseStatus, MAX_LIST_LIMIT, MAX_PURGE_LIMIT, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue, effective_purge_limit,
+    EnqueueOutcome, Lease, LeaseRef, LeaseStatus, MAX_LIST_LIMIT, MAX_PROGRESS_BYTES,
+    MAX_PURGE_LIMIT, PurgeRequest, QueueStats, RedriveTarget, StateChange, TaskQuery, TaskQueue,
+    effective_purge_limit, progress_text,
 };
 pub use redrive::redrive_with_results;
 pub use result_bytes::{decode_result, encode_result};

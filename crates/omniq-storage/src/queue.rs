@@ -14,6 +14,25 @@ use crate::{BoxFuture, StoreResult};
 /// after its cancel was requested and before its worker stopped it.
 pub const CANCELLED_WHILE_RUNNING: &str = "cancel requested while it ran";
 
+/// The largest progress value [`TaskQueue::report_progress`] stores, encoded as JSON.
+pub const MAX_PROGRESS_BYTES: usize = 16 * 1024;
+
+/// The JSON text of a progress value, refused when larger than [`MAX_PROGRESS_BYTES`]:
+/// what the stores that keep it as text write.
+///
+/// # Errors
+/// [`StoreError::Invalid`](crate::StoreError::Invalid) when too large.
+pub fn progress_text(progress: &serde_json::Value) -> StoreResult<String> {
+    let text = progress.to_string();
+    if text.len() > MAX_PROGRESS_BYTES {
+        return Err(crate::StoreError::Invalid(format!(
+            "a progress value of {} bytes is larger than the {MAX_PROGRESS_BYTES} bytes allowed",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
 /// Default lease length when a request names none.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
@@ -726,6 +745,32 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
             Err(crate::StoreError::Unsupported {
                 backend: "this task queue",
                 operation: crate::Capability::QueuePause.as_str(),
+            })
+        })
+    }
+
+    /// Stores `progress` (a JSON value, at most [`MAX_PROGRESS_BYTES`] once encoded) on the
+    /// running task `lease` holds, and extends the lease to now + `extend` as
+    /// [`heartbeat`](TaskQueue::heartbeat) does: a handler that reports progress keeps its
+    /// lease. Fenced by the lease like a heartbeat: a lease no longer held stores nothing
+    /// and is reported [`LeaseStatus::Lost`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported) without
+    /// [`Capability::Progress`](crate::Capability::Progress);
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) for a value too large; or a
+    /// backend error.
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        let _ = (lease, progress, extend);
+        Box::pin(async {
+            Err(crate::StoreError::Unsupported {
+                backend: "this task queue",
+                operation: crate::Capability::Progress.as_str(),
             })
         })
     }

@@ -354,6 +354,38 @@ impl FileTaskQueue {
         .await
     }
 
+    /// Renews the lease first (what keeps the attempt alive), then stores the value on the
+    /// task under the same fence: a lease lost in between stores nothing.
+    pub(super) async fn progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> StoreResult<LeaseStatus> {
+        omniq_storage::progress_text(&progress)?;
+        let status = self
+            .renew(vec![lease], extend)
+            .await?
+            .pop()
+            .unwrap_or(LeaseStatus::Lost);
+        if status == LeaseStatus::Lost {
+            return Ok(status);
+        }
+        let stored = tasks::update(self.objects(), lease.task_id, |task| {
+            let held = task.held_by(lease.token);
+            if held {
+                task.record.progress = Some(progress.clone());
+            }
+            (held, held)
+        })
+        .await?;
+        Ok(if stored == Some(true) {
+            status
+        } else {
+            LeaseStatus::Lost
+        })
+    }
+
     pub(super) async fn complete_all(
         &self,
         completions: Vec<Completion>,

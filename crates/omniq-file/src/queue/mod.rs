@@ -442,6 +442,15 @@ impl TaskQueue for FileTaskQueue {
         Box::pin(self.paused_queue_names())
     }
 
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        Box::pin(self.progress(lease, progress, extend))
+    }
+
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = tokio::time::timeout(timeout, self.enqueued.notified()).await;

@@ -15,21 +15,19 @@ use crate::objects::Version;
 const PAUSED: &str = "settings/paused-queues";
 
 impl FileTaskQueue {
-    /// The paused set and the version to replace it from (`None`: never written; an
-    /// empty object, a tombstone, counts as an empty set).
-    async fn read_paused(&self) -> StoreResult<(BTreeSet<String>, Option<Version>)> {
+    /// The paused set (an error when the stored list cannot be read) and the version to
+    /// replace it from (`None`: never written; an empty object, a tombstone, counts as an
+    /// empty set).
+    async fn read_paused(
+        &self,
+    ) -> StoreResult<(Result<BTreeSet<String>, StoreError>, Option<Version>)> {
         let Some(stored) = self.objects().get(PAUSED).await? else {
-            return Ok((BTreeSet::new(), None));
+            return Ok((Ok(BTreeSet::new()), None));
         };
         let paused = if stored.bytes.is_empty() {
-            BTreeSet::new()
+            Ok(BTreeSet::new())
         } else {
-            serde_json::from_slice(&stored.bytes).map_err(|err| {
-                StoreError::backend(
-                    BACKEND,
-                    format!("the paused-queue list `{PAUSED}` cannot be read: {err}"),
-                )
-            })?
+            unreadable(serde_json::from_slice(&stored.bytes))
         };
         Ok((paused, Some(stored.version)))
     }
@@ -37,7 +35,13 @@ impl FileTaskQueue {
     pub(super) async fn set_paused(&self, queue: String, paused: bool) -> StoreResult<bool> {
         validate_queue_name(&queue)?;
         for _ in 0..CAS_ROUNDS {
-            let (mut set, version) = self.read_paused().await?;
+            let (set, version) = self.read_paused().await?;
+            // An unreadable list would stop every worker of the fleet from claiming: a
+            // change replaces it, from the one named here.
+            let mut set = set.unwrap_or_else(|err| {
+                tracing::error!(%err, "the paused-queue list is replaced by this change");
+                BTreeSet::new()
+            });
             let changed = if paused {
                 set.insert(queue.clone())
             } else {
@@ -64,6 +68,21 @@ impl FileTaskQueue {
     }
 
     pub(super) async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
-        Ok(self.read_paused().await?.0.into_iter().collect())
+        Ok(self.read_paused().await?.0?.into_iter().collect())
     }
+}
+
+/// The paused set parsed, or the error that names the unreadable list.
+fn unreadable(
+    parsed: Result<BTreeSet<String>, serde_json::Error>,
+) -> Result<BTreeSet<String>, StoreError> {
+    parsed.map_err(|err| {
+        StoreError::backend(
+            BACKEND,
+            format!(
+                "the paused-queue list `{PAUSED}` cannot be read ({err}); pausing or resuming \
+                 any queue replaces it"
+            ),
+        )
+    })
 }

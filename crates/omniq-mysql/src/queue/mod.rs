@@ -6,6 +6,7 @@ mod enqueue;
 mod inspect;
 mod maintenance;
 mod pause;
+mod progress;
 mod settle;
 
 use std::time::Duration;

@@ -417,6 +417,38 @@ impl NatsTaskQueue {
         .await
     }
 
+    /// Renews the lease first (what keeps the attempt alive), then stores the value on the
+    /// task under the same fence: a lease lost in between stores nothing.
+    async fn progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> StoreResult<LeaseStatus> {
+        omniq_storage::progress_text(&progress)?;
+        let status = self
+            .renew(vec![lease], extend)
+            .await?
+            .pop()
+            .unwrap_or(LeaseStatus::Lost);
+        if status == LeaseStatus::Lost {
+            return Ok(status);
+        }
+        let stored = cas::update(self.tasks(), lease.task_id, |task| {
+            let held = task.held_by(lease.token);
+            if held {
+                task.record.progress = Some(progress.clone());
+            }
+            (held, held)
+        })
+        .await?;
+        Ok(if stored == Some(true) {
+            status
+        } else {
+            LeaseStatus::Lost
+        })
+    }
+
     async fn complete_all(&self, completions: Vec<Completion>) -> StoreResult<Completed> {
         let now = self.clock.now();
         // Completions of one task apply in the order given; different tasks at once.
@@ -602,6 +634,15 @@ impl TaskQueue for NatsTaskQueue {
 
     fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         Box::pin(self.paused_queue_names())
+    }
+
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        Box::pin(self.progress(lease, progress, extend))
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

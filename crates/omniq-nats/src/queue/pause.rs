@@ -14,29 +14,33 @@ use crate::error::{BACKEND, nats_error};
 const PAUSED_KEY: &str = "c.paused";
 
 impl NatsTaskQueue {
-    /// The paused set and the revision to update it at (`None`: never written).
-    async fn read_paused(&self) -> StoreResult<(BTreeSet<String>, Option<u64>)> {
+    /// The paused set (an error when the stored list cannot be read) and the revision to
+    /// update it at (`None`: never written).
+    async fn read_paused(
+        &self,
+    ) -> StoreResult<(Result<BTreeSet<String>, StoreError>, Option<u64>)> {
         let entry = self.tasks().entry(PAUSED_KEY).await.map_err(nats_error)?;
         match entry {
-            Some(entry) if entry.operation == Operation::Put => {
-                let paused = serde_json::from_slice(&entry.value).map_err(|err| {
-                    StoreError::backend(
-                        BACKEND,
-                        format!("the paused-queue list `{PAUSED_KEY}` cannot be read: {err}"),
-                    )
-                })?;
-                Ok((paused, Some(entry.revision)))
-            }
+            Some(entry) if entry.operation == Operation::Put => Ok((
+                unreadable(serde_json::from_slice(&entry.value)),
+                Some(entry.revision),
+            )),
             // Deleted by hand: written again by the next change, from its revision.
-            Some(entry) => Ok((BTreeSet::new(), Some(entry.revision))),
-            None => Ok((BTreeSet::new(), None)),
+            Some(entry) => Ok((Ok(BTreeSet::new()), Some(entry.revision))),
+            None => Ok((Ok(BTreeSet::new()), None)),
         }
     }
 
     pub(super) async fn set_paused(&self, queue: String, paused: bool) -> StoreResult<bool> {
         validate_queue_name(&queue)?;
         for _ in 0..CAS_ROUNDS {
-            let (mut set, revision) = self.read_paused().await?;
+            let (set, revision) = self.read_paused().await?;
+            // An unreadable list would stop every worker of the fleet from claiming: a
+            // change replaces it, from the one named here.
+            let mut set = set.unwrap_or_else(|err| {
+                tracing::error!(%err, "the paused-queue list is replaced by this change");
+                BTreeSet::new()
+            });
             let changed = if paused {
                 set.insert(queue.clone())
             } else {
@@ -71,6 +75,21 @@ impl NatsTaskQueue {
     }
 
     pub(super) async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
-        Ok(self.read_paused().await?.0.into_iter().collect())
+        Ok(self.read_paused().await?.0?.into_iter().collect())
     }
+}
+
+/// The paused set parsed, or the error that names the unreadable list.
+fn unreadable(
+    parsed: Result<BTreeSet<String>, serde_json::Error>,
+) -> Result<BTreeSet<String>, StoreError> {
+    parsed.map_err(|err| {
+        StoreError::backend(
+            BACKEND,
+            format!(
+                "the paused-queue list `{PAUSED_KEY}` cannot be read ({err}); pausing or resuming \
+                 any queue replaces it"
+            ),
+        )
+    })
 }

@@ -7,6 +7,7 @@ mod inspect;
 mod maintenance;
 mod notify;
 mod pause;
+mod progress;
 mod settle;
 mod statistics;
 

@@ -5,7 +5,9 @@ use omniq_models::{TaskId, TaskOptions};
 
 use super::Fixture;
 use super::support::{spec, unique_queue};
-use crate::{Capability, PurgeRequest, RedriveTarget, StoreErrorKind, StoreResult, TaskQuery};
+use crate::{
+    Capability, LeaseRef, PurgeRequest, RedriveTarget, StoreErrorKind, StoreResult, TaskQuery,
+};
 
 /// The conformance cases that need a capability, with the capabilities each needs. A case
 /// not listed needs none beyond the core every queue has.
@@ -53,6 +55,7 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         "redrive_sends_dead_letters_back_with_attempts_reset" => &[Redrive, Inspection],
         "purge_deletes_finished_tasks_only" | "purge_is_bounded_per_call" => &[Purge, Inspection],
         "a_paused_queue_is_stored_until_resumed" => &[QueuePause],
+        "progress_is_stored_under_the_lease_and_renews_it" => &[Progress, Inspection],
         "enqueue_dequeue_complete_round_trip"
         | "a_task_sent_twice_is_stored_once"
         | "invalid_options_are_refused_at_enqueue_and_nothing_is_stored"
@@ -121,6 +124,16 @@ pub async fn missing_capabilities_are_refused_with_unsupported(stores: Fixture) 
                 kind(stores.queue.set_queue_paused(queue.clone(), true).await)
                     .or(kind(stores.queue.paused_queues().await))
             }
+            Capability::Progress => kind(
+                stores
+                    .queue
+                    .report_progress(
+                        LeaseRef::new(TaskId::new(), omniq_models::LeaseToken::new()),
+                        serde_json::Value::Null,
+                        std::time::Duration::from_secs(1),
+                    )
+                    .await,
+            ),
             Capability::TransactionalEnqueue => {
                 // Not a call on the queue: the backend's `StoreBackend::transactional` is
                 // `None` and the facade refuses `in_transaction` (tested with the facade).

@@ -20,6 +20,7 @@ mod capabilities;
 mod events;
 mod lifecycle;
 mod pause;
+mod progress;
 mod queue;
 mod races;
 mod results;
@@ -40,6 +41,7 @@ pub use capabilities::*;
 pub use events::*;
 pub use lifecycle::*;
 pub use pause::*;
+pub use progress::*;
 pub use queue::*;
 pub use races::*;
 pub use results::*;
@@ -234,6 +236,7 @@ macro_rules! conformance_suite {
             purge_deletes_finished_tasks_only,
             purge_is_bounded_per_call,
             a_paused_queue_is_stored_until_resumed,
+            progress_is_stored_under_the_lease_and_renews_it,
             purge_expired_removes_expired_results_bounded_per_call,
             purge_before_removes_old_events_bounded_per_call,
             listing_limits_are_clamped_to_the_maximum,

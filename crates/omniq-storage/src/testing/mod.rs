@@ -82,6 +82,8 @@ pub enum Op {
     SetQueuePaused,
     /// [`TaskQueue::paused_queues`].
     PausedQueues,
+    /// [`TaskQueue::report_progress`].
+    ReportProgress,
     /// [`ResultStore::put`].
     PutResults,
     /// [`ResultStore::get`].
@@ -655,6 +657,17 @@ impl TaskQueue for FaultyQueue {
             self.faults
                 .apply(Op::PausedQueues, move || self.inner.paused_queues()),
         )
+    }
+
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        Box::pin(self.faults.apply(Op::ReportProgress, move || {
+            self.inner.report_progress(lease, progress, extend)
+        }))
     }
 
     // A wake-up is only a hint; faults target the calls that carry data.

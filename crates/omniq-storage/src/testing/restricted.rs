@@ -130,6 +130,16 @@ impl TaskQueue for Restricted {
             .unwrap_or_else(|| self.inner.paused_queues())
     }
 
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        self.refuse(Capability::Progress)
+            .unwrap_or_else(|| self.inner.report_progress(lease, progress, extend))
+    }
+
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.inner.wait_for_tasks(queues, timeout)
     }

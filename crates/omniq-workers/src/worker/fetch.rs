@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{Pipeline, Shared, WorkerReport};
-use super::{completions, execute, leases, resilience};
+use super::{completions, execute, leases, paused, resilience};
 
 /// The worker's main task: claim while slots are free, then shut down gracefully.
 pub(crate) async fn run(
@@ -46,6 +46,7 @@ pub(crate) async fn run(
             keeper_stop.clone(),
         )),
         tokio::spawn(leases::maintain(Arc::clone(&shared), keeper_stop.clone())),
+        tokio::spawn(paused::watch(Arc::clone(&shared), keeper_stop.clone())),
     ];
     let scheduler =
         scheduler.map(|(scheduler, tick)| tokio::spawn(scheduler.run(tick, stop.child_token())));
