@@ -95,9 +95,9 @@ pub use omniq_storage::{
     QueueStats, RedriveTarget, TaskQuery,
 };
 pub use omniq_workers::{
-    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask, State,
-    Task, TaskContext, TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind,
-    WorkerReport, is_process_child, shutdown_signal,
+    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask,
+    ProgressError, State, Task, TaskContext, TaskDefinition, WithContext, WorkerConfig,
+    WorkerHandle, WorkerKind, WorkerReport, is_process_child, shutdown_signal,
 };
 
 /// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the

@@ -97,6 +97,7 @@ pub(crate) fn task_json(record: &TaskRecord, payload: bool) -> Value {
         "worker_id": record.worker_id.as_ref().map(ToString::to_string),
         "reason": record.reason,
         "cancel_requested": record.cancel_requested,
+        "progress": record.progress,
         "depends_on": spec.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "unique_key": spec.unique_key,
         "metadata": spec.metadata,

@@ -322,6 +322,13 @@ pub(crate) async fn task(State(app): State<App>, Path(id): Path<String>) -> Page
             record.reason.clone().unwrap_or_else(|| "-".to_owned()),
         ),
         (
+            "progress",
+            record
+                .progress
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+        ),
+        (
             "depends on",
             spec.depends_on
                 .iter()

@@ -58,6 +58,8 @@ pub enum TaskEventKind {
     ScheduleResumed,
     /// A schedule was deleted.
     ScheduleDeleted,
+    /// A running task's handler reported progress (the value, as JSON, in the message).
+    Progress,
     /// A queue was paused.
     QueuePaused,
     /// A paused queue was resumed.
@@ -95,6 +97,7 @@ impl TaskEventKind {
             TaskEventKind::SchedulePaused => "schedule_paused",
             TaskEventKind::ScheduleResumed => "schedule_resumed",
             TaskEventKind::ScheduleDeleted => "schedule_deleted",
+            TaskEventKind::Progress => "progress",
             TaskEventKind::QueuePaused => "queue_paused",
             TaskEventKind::QueueResumed => "queue_resumed",
             TaskEventKind::WorkerStarted => "worker_started",

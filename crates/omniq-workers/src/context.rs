@@ -7,6 +7,7 @@ use omniq_serialization::PayloadCodec;
 use omniq_storage::{Lease, ResultStore};
 
 use crate::AppState;
+use crate::progress::{ProgressError, ProgressSink};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub struct TaskContext {
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) codec: PayloadCodec,
     pub(crate) state: AppState,
+    /// Where progress goes; `None` outside a worker's own process.
+    pub(crate) progress: Option<ProgressSink>,
 }
 
 /// Who an attempt is: the part of its context that crosses to a process worker's child.
@@ -64,6 +67,7 @@ impl AttemptHeader {
         results: Arc<dyn ResultStore>,
         codec: PayloadCodec,
         state: AppState,
+        progress: Option<ProgressSink>,
     ) -> TaskContext {
         TaskContext {
             task_id: self.task_id,
@@ -78,6 +82,7 @@ impl AttemptHeader {
             results,
             codec,
             state,
+            progress,
         }
     }
 }
@@ -108,6 +113,7 @@ impl TaskContext {
             results,
             PayloadCodec::default(),
             state,
+            None,
         )
     }
 
@@ -268,6 +274,61 @@ impl TaskContext {
             .await
     }
 
+    /// Reports progress: `value` (any serde value, at most 16 KiB as JSON) is stored on
+    /// the task (`TaskRecord::progress`, shown by the CLI and the dashboard), logged as a
+    /// `progress` event (live to event subscribers), and renews the attempt's lease like a
+    /// heartbeat: a long task that reports progress keeps its lease even when heartbeats
+    /// fail to get through. Each call is one store round trip; report every second or so,
+    /// not per item of a tight loop.
+    ///
+    /// ```
+    /// # use omniq_workers::{TaskContext, ProgressError};
+    /// # async fn resize(ctx: TaskContext, images: Vec<String>) -> Result<(), ProgressError> {
+    /// for (done, _image) in images.iter().enumerate() {
+    ///     // ... resize it ...
+    ///     ctx.progress(&serde_json::json!({ "done": done + 1, "of": images.len() })).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ProgressError::Unsupported`] outside a worker (a detached context, a process
+    /// worker's child) or on a backend without progress; [`ProgressError::Invalid`] for a
+    /// value that is not JSON or too large; [`ProgressError::LeaseLost`] when another worker
+    /// holds the task now; [`ProgressError::Store`] when the store did not answer.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call may or may not have stored the value.
+    pub async fn progress<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), ProgressError> {
+        let Some(sink) = &self.progress else {
+            return Err(not_a_worker());
+        };
+        let value =
+            serde_json::to_value(value).map_err(|e| ProgressError::Invalid(e.to_string()))?;
+        sink.report(value).await
+    }
+
+    /// [`progress`](Self::progress) for a blocking handler (`BlockingTask`, a blocking
+    /// closure): waits on this thread for the store's answer. Never call it from async
+    /// code: it would block a runtime thread.
+    ///
+    /// # Errors
+    /// As [`progress`](Self::progress).
+    pub fn progress_blocking<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), ProgressError> {
+        let Some(sink) = &self.progress else {
+            return Err(not_a_worker());
+        };
+        let value =
+            serde_json::to_value(value).map_err(|e| ProgressError::Invalid(e.to_string()))?;
+        sink.report_blocking(value)
+    }
+
     /// True once the worker wants this attempt to stop: the task was cancelled, its lease
     /// was lost, or the worker is shutting down. Long handlers should check it (or await
     /// [`TaskContext::cancelled`]) and return early.
@@ -282,4 +343,12 @@ impl TaskContext {
     pub async fn cancelled(&self) {
         self.cancellation.cancelled().await;
     }
+}
+
+fn not_a_worker() -> ProgressError {
+    ProgressError::Unsupported(
+        "this context is not a worker's attempt (a detached context or a process worker's \
+         child)"
+            .to_owned(),
+    )
 }

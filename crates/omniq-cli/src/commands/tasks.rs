@@ -187,6 +187,7 @@ async fn show(omniq: &AsyncOmniQ, id: &str, payload: bool, json: bool) -> anyhow
         "worker_id",
         "reason",
         "cancel_requested",
+        "progress",
         "depends_on",
         "unique_key",
         "metadata",

@@ -177,6 +177,8 @@ async fn run(
         Arc::clone(results),
         codec,
         registry.state(),
+        // Progress would have to cross back to the parent: not yet.
+        None,
     );
     let invocation =
         std::panic::catch_unwind(AssertUnwindSafe(|| handler.invoke(&payload, ctx, codec)))

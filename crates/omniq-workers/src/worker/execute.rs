@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::completions::Finished;
+use super::progress;
 use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
 use crate::WorkerKind;
@@ -177,7 +178,7 @@ pub(crate) async fn execute(
 }
 
 async fn run_attempt(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     lease: &Lease,
     cancellation: CancellationToken,
     slot: &mut Option<OwnedSemaphorePermit>,
@@ -204,6 +205,7 @@ async fn run_attempt(
         Arc::clone(&shared.results),
         shared.codec,
         shared.registry.state(),
+        Some(progress::sink(shared, lease)),
     );
     // Decoding and a closure's synchronous part run here, outside the handler's future:
     // their panics fail the attempt like any other.

@@ -6,6 +6,7 @@ mod execute;
 mod fetch;
 mod leases;
 mod paused;
+mod progress;
 mod resilience;
 mod shared;
 mod signal;

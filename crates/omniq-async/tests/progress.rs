@@ -1,0 +1,147 @@
+//! Progress on every backend: a handler's reports are stored on its task, logged as
+//! events, and renew its lease, so a task that reports progress runs for three times its
+//! lease with every heartbeat failing, and runs once.
+
+mod support;
+
+use std::time::Duration;
+
+use omniq_async::{
+    BlockingTask, ProgressError, Task, TaskContext, TaskError, TaskEventKind, TaskState,
+};
+use omniq_storage::testing::{Fault, Op, Window};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use support::{Harness, WAIT};
+
+/// The lease the worker of these tests holds tasks with.
+const LEASE: Duration = Duration::from_secs(2);
+/// How often [`Long`] reports: five times a lease.
+const EVERY: Duration = Duration::from_millis(400);
+/// How many reports [`Long`] makes: 16 × 400 ms = 3.2 leases.
+const REPORTS: u32 = 16;
+
+/// Works for more than three leases, reporting its step.
+#[derive(Debug, Serialize, Deserialize)]
+struct Long;
+
+impl Task for Long {
+    const NAME: &'static str = "progress.long";
+    type Output = u32;
+    async fn run(self, ctx: TaskContext) -> Result<u32, TaskError> {
+        for step in 1..=REPORTS {
+            tokio::time::sleep(EVERY).await;
+            ctx.progress(&json!({ "step": step, "of": REPORTS }))
+                .await?;
+        }
+        Ok(REPORTS)
+    }
+}
+
+/// Reports from a blocking handler's thread.
+#[derive(Debug, Serialize, Deserialize)]
+struct Blocking;
+
+impl BlockingTask for Blocking {
+    const NAME: &'static str = "progress.blocking";
+    type Output = ();
+    fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
+        ctx.progress_blocking("half way")?;
+        ctx.progress_blocking(&json!({ "done": true }))?;
+        Ok(())
+    }
+}
+
+async fn events_of(
+    omniq: &omniq_async::AsyncOmniQ,
+    id: omniq_async::TaskId,
+    kind: TaskEventKind,
+    at_least: usize,
+) -> Vec<omniq_async::TaskEvent> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        omniq.events().flush().await;
+        let events: Vec<_> = omniq
+            .events()
+            .for_task(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect();
+        if events.len() >= at_least || tokio::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn progress_keeps_the_lease_when_heartbeats_fail(h: Harness) {
+    let (omniq, faults, _) = support::faults::faulty(&h.omniq);
+    let omniq = omniq.register::<Long>();
+    let handle = omniq.enqueue(Long).await.expect("enqueue");
+    faults.set(Op::Heartbeat, Fault::Fail, Window::UntilCleared);
+    let worker = omniq.worker().lease(LEASE).start().expect("start");
+    assert_eq!(handle.wait(WAIT).await.expect("runs to its end"), REPORTS);
+    worker.shutdown().await.expect("shutdown");
+    assert!(
+        faults.faults(Op::Heartbeat) > 0,
+        "heartbeats were attempted and failed while it ran"
+    );
+
+    let record = omniq.task(handle.id()).await.expect("get").expect("stored");
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.attempts, 1, "ran once: {record:?}");
+    assert!(record.errors.is_empty(), "{record:?}");
+    assert_eq!(
+        record.progress,
+        Some(json!({ "step": REPORTS, "of": REPORTS }))
+    );
+    let started = events_of(&omniq, handle.id(), TaskEventKind::Started, 1).await;
+    assert_eq!(started.len(), 1, "one start: {started:?}");
+    let reported = events_of(
+        &omniq,
+        handle.id(),
+        TaskEventKind::Progress,
+        REPORTS as usize,
+    )
+    .await;
+    assert_eq!(reported.len(), REPORTS as usize, "{reported:?}");
+    assert_eq!(
+        reported.last().and_then(|e| e.message.as_deref()),
+        Some(r#"{"of":16,"step":16}"#)
+    );
+}
+
+async fn a_blocking_handler_reports_progress(h: Harness) {
+    let omniq = h.omniq.clone().register_blocking::<Blocking>();
+    let handle = omniq.enqueue(Blocking).await.expect("enqueue");
+    let worker = omniq.worker().start().expect("start");
+    handle.wait(WAIT).await.expect("runs");
+    worker.shutdown().await.expect("shutdown");
+    let record = omniq.task(handle.id()).await.expect("get").expect("stored");
+    assert_eq!(record.progress, Some(json!({ "done": true })));
+    let reported = events_of(&omniq, handle.id(), TaskEventKind::Progress, 2).await;
+    let messages: Vec<_> = reported
+        .iter()
+        .filter_map(|e| e.message.as_deref())
+        .collect();
+    assert_eq!(messages, [r#""half way""#, r#"{"done":true}"#]);
+}
+
+on_each_backend! {
+    heartbeats_failing => progress_keeps_the_lease_when_heartbeats_fail;
+    blocking => a_blocking_handler_reports_progress;
+}
+
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn a_detached_context_cannot_report_progress() {
+    let results: std::sync::Arc<dyn omniq_storage::ResultStore> =
+        std::sync::Arc::new(omniq_memory::MemoryResultStore::new());
+    let ctx = TaskContext::detached("t", "default", 1, results, Default::default());
+    assert!(matches!(
+        ctx.progress(&1).await,
+        Err(ProgressError::Unsupported(_))
+    ));
+}
