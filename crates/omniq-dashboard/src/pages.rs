@@ -323,10 +323,12 @@ pub(crate) async fn task(State(app): State<App>, Path(id): Path<String>) -> Page
         ),
         (
             "progress",
-            record
-                .progress
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            // A handler's own values, like its payload.
+            match &record.progress {
+                None => "-".to_owned(),
+                Some(_) if !config.payloads => "(hidden)".to_owned(),
+                Some(value) => value.to_string(),
+            },
         ),
         (
             "depends on",
@@ -396,7 +398,11 @@ pub(crate) async fn task(State(app): State<App>, Path(id): Path<String>) -> Page
                 .worker_id
                 .as_ref()
                 .map_or_else(String::new, ToString::to_string)),
-            esc(event.message.as_deref().unwrap_or_default()),
+            if event.kind == TaskEventKind::Progress && !config.payloads {
+                "(hidden)".to_owned()
+            } else {
+                esc(event.message.as_deref().unwrap_or_default())
+            },
         );
     }
     body.push_str("</table>");

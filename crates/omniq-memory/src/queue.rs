@@ -430,6 +430,35 @@ impl State {
     }
 
     /// The entry if `lease` still holds it.
+    /// Extends a held lease to `deadline`, storing `progress` on its task when given, in
+    /// one step: a lease not held changes nothing.
+    fn renew(
+        &mut self,
+        lease: &LeaseRef,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+        progress: Option<serde_json::Value>,
+    ) -> LeaseStatus {
+        let Some(entry) = self.held(lease) else {
+            return LeaseStatus::Lost;
+        };
+        let old = entry.record.lease_expires_at.replace(deadline);
+        entry.record.updated_at = now;
+        if progress.is_some() {
+            entry.record.progress = progress;
+        }
+        let status = if entry.record.cancel_requested {
+            LeaseStatus::CancelRequested
+        } else {
+            LeaseStatus::Held
+        };
+        if let Some(old) = old {
+            self.leases.remove(&(old, lease.task_id));
+        }
+        self.leases.insert((deadline, lease.task_id));
+        status
+    }
+
     fn held(&mut self, lease: &LeaseRef) -> Option<&mut Entry> {
         self.tasks
             .get_mut(&lease.task_id)
@@ -716,6 +745,13 @@ fn expiry_reason() -> String {
     "not started before its expiry (ttl)".to_owned()
 }
 
+/// Now + `extend`, saturating.
+fn lease_deadline(now: DateTime<Utc>, extend: Duration) -> DateTime<Utc> {
+    let extend = chrono::Duration::from_std(extend).unwrap_or(chrono::Duration::MAX);
+    now.checked_add_signed(extend)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn validate_purge(request: &PurgeRequest) -> StoreResult<()> {
     request.finished_states().map(drop)
 }
@@ -748,30 +784,11 @@ impl TaskQueue for MemoryTaskQueue {
         extend: Duration,
     ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
         let now = Utc::now();
-        let extend = chrono::Duration::from_std(extend).unwrap_or(chrono::Duration::MAX);
-        let deadline = now
-            .checked_add_signed(extend)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let deadline = lease_deadline(now, extend);
         let mut state = lock(&self.state);
         let statuses = leases
             .iter()
-            .map(|lease| {
-                let Some(entry) = state.held(lease) else {
-                    return LeaseStatus::Lost;
-                };
-                let old = entry.record.lease_expires_at.replace(deadline);
-                entry.record.updated_at = now;
-                let status = if entry.record.cancel_requested {
-                    LeaseStatus::CancelRequested
-                } else {
-                    LeaseStatus::Held
-                };
-                if let Some(old) = old {
-                    state.leases.remove(&(old, lease.task_id));
-                }
-                state.leases.insert((deadline, lease.task_id));
-                status
-            })
+            .map(|lease| state.renew(lease, deadline, now, None))
             .collect();
         Box::pin(async move { Ok(statuses) })
     }
@@ -911,20 +928,11 @@ impl TaskQueue for MemoryTaskQueue {
         progress: serde_json::Value,
         extend: Duration,
     ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
-        if let Err(err) = omniq_storage::progress_text(&progress) {
-            return Box::pin(async move { Err(err) });
-        }
-        // The heartbeat's work is done here, under the lock, as the call is made.
-        let renewed = self.heartbeat(vec![lease], extend);
-        Box::pin(async move {
-            let status = renewed.await?.pop().unwrap_or(LeaseStatus::Lost);
-            if status != LeaseStatus::Lost
-                && let Some(entry) = lock(&self.state).held(&lease)
-            {
-                entry.record.progress = Some(progress);
-            }
-            Ok(status)
-        })
+        let status = omniq_storage::progress_text(&progress).map(|_| {
+            let now = Utc::now();
+            lock(&self.state).renew(&lease, lease_deadline(now, extend), now, Some(progress))
+        });
+        Box::pin(async move { status })
     }
 
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

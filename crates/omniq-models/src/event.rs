@@ -68,6 +68,10 @@ pub enum TaskEventKind {
     WorkerStarted,
     /// A worker stopped.
     WorkerStopped,
+    /// A kind this release does not know, written by a newer one: read as this rather
+    /// than failing the whole query during a rolling deploy.
+    #[serde(other)]
+    Other,
 }
 
 impl TaskEventKind {
@@ -102,6 +106,7 @@ impl TaskEventKind {
             TaskEventKind::QueueResumed => "queue_resumed",
             TaskEventKind::WorkerStarted => "worker_started",
             TaskEventKind::WorkerStopped => "worker_stopped",
+            TaskEventKind::Other => "other",
         }
     }
 }

@@ -38,6 +38,7 @@ mod error;
 mod events;
 pub mod kv_task;
 mod migrations;
+pub mod paused_list;
 mod queue;
 mod redrive;
 mod result_bytes;

@@ -27,7 +27,7 @@ pub struct TaskContext {
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) codec: PayloadCodec,
     pub(crate) state: AppState,
-    /// Where progress goes; `None` outside a worker's own process.
+    /// Where progress goes; `None` outside a worker (a detached context).
     pub(crate) progress: Option<ProgressSink>,
 }
 
@@ -282,18 +282,19 @@ impl TaskContext {
     /// not per item of a tight loop.
     ///
     /// ```
-    /// # use omniq_workers::{TaskContext, ProgressError};
-    /// # async fn resize(ctx: TaskContext, images: Vec<String>) -> Result<(), ProgressError> {
+    /// # use omniq_workers::TaskContext;
+    /// # async fn resize(ctx: TaskContext, images: Vec<String>) {
     /// for (done, _image) in images.iter().enumerate() {
     ///     // ... resize it ...
-    ///     ctx.progress(&serde_json::json!({ "done": done + 1, "of": images.len() })).await?;
+    ///     // A report not stored is no reason to stop; a lost lease stops the attempt anyway.
+    ///     let _ = ctx.progress(&serde_json::json!({ "done": done + 1, "of": images.len() })).await;
     /// }
-    /// # Ok(()) }
+    /// # }
     /// ```
     ///
     /// # Errors
-    /// [`ProgressError::Unsupported`] outside a worker (a detached context, a process
-    /// worker's child) or on a backend without progress; [`ProgressError::Invalid`] for a
+    /// [`ProgressError::Unsupported`] outside a worker (a detached context) or on a backend
+    /// without progress; [`ProgressError::Invalid`] for a
     /// value that is not JSON or too large; [`ProgressError::LeaseLost`] when another worker
     /// holds the task now; [`ProgressError::Store`] when the store did not answer.
     ///
@@ -303,11 +304,7 @@ impl TaskContext {
         &self,
         value: &T,
     ) -> Result<(), ProgressError> {
-        let Some(sink) = &self.progress else {
-            return Err(not_a_worker());
-        };
-        let value =
-            serde_json::to_value(value).map_err(|e| ProgressError::Invalid(e.to_string()))?;
+        let (sink, value) = self.progress_of(value)?;
         sink.report(value).await
     }
 
@@ -321,11 +318,7 @@ impl TaskContext {
         &self,
         value: &T,
     ) -> Result<(), ProgressError> {
-        let Some(sink) = &self.progress else {
-            return Err(not_a_worker());
-        };
-        let value =
-            serde_json::to_value(value).map_err(|e| ProgressError::Invalid(e.to_string()))?;
+        let (sink, value) = self.progress_of(value)?;
         sink.report_blocking(value)
     }
 
@@ -345,10 +338,19 @@ impl TaskContext {
     }
 }
 
-fn not_a_worker() -> ProgressError {
-    ProgressError::Unsupported(
-        "this context is not a worker's attempt (a detached context or a process worker's \
-         child)"
-            .to_owned(),
-    )
+impl TaskContext {
+    /// Where this attempt's progress goes, and `value` as JSON.
+    fn progress_of<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(&ProgressSink, serde_json::Value), ProgressError> {
+        let Some(sink) = &self.progress else {
+            return Err(ProgressError::Unsupported(
+                "this context is not a worker's attempt".to_owned(),
+            ));
+        };
+        let value =
+            serde_json::to_value(value).map_err(|e| ProgressError::Invalid(e.to_string()))?;
+        Ok((sink, value))
+    }
 }

@@ -10,8 +10,8 @@ use omniq_storage::BoxFuture;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProgressError {
-    /// Progress cannot be stored here: a context outside a worker (a test's, a process
-    /// worker's child), or a task queue whose backend does not keep progress.
+    /// Progress cannot be stored here: a context outside a worker (a test's), or a task
+    /// queue whose backend does not keep progress.
     #[error("progress cannot be reported here: {0}")]
     Unsupported(String),
     /// The value cannot be written as JSON, or is larger than
@@ -39,6 +39,8 @@ type ReportFn =
 pub(crate) struct ProgressSink {
     report: Arc<ReportFn>,
     runtime: tokio::runtime::Handle,
+    /// How long a blocking handler waits for a report's answer.
+    answer_within: std::time::Duration,
 }
 
 impl ProgressSink {
@@ -46,7 +48,7 @@ impl ProgressSink {
     ///
     /// # Panics
     /// Outside a Tokio runtime (a worker always runs in one).
-    pub(crate) fn new<F>(report: F) -> Self
+    pub(crate) fn new<F>(answer_within: std::time::Duration, report: F) -> Self
     where
         F: Fn(serde_json::Value) -> BoxFuture<'static, Result<(), ProgressError>>
             + Send
@@ -56,26 +58,38 @@ impl ProgressSink {
         Self {
             report: Arc::new(report),
             runtime: tokio::runtime::Handle::current(),
+            answer_within,
         }
     }
 
+    /// Runs the report on the worker's runtime, whatever runtime calls it (a local
+    /// worker's threads have their own), and even if the caller gives up on it.
     pub(crate) async fn report(&self, value: serde_json::Value) -> Result<(), ProgressError> {
-        (self.report)(value).await
+        self.runtime
+            .spawn((self.report)(value))
+            .await
+            .unwrap_or_else(|err| Err(ProgressError::Store(err.to_string())))
     }
 
     /// [`report`](Self::report) from a thread that is not the runtime's (a blocking
-    /// handler's): the call runs on the runtime, this thread waits for its answer.
+    /// handler's): the call runs on the runtime, this thread waits for its answer, at most
+    /// `answer_within` (so that a call from async code on a one-thread runtime, which
+    /// cannot make progress while this thread waits, ends rather than hangs).
     pub(crate) fn report_blocking(&self, value: serde_json::Value) -> Result<(), ProgressError> {
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         let call = (self.report)(value);
         self.runtime.spawn(async move {
             let _ = answer.send(call.await);
         });
-        answered.recv().unwrap_or_else(|_| {
-            Err(ProgressError::Store(
-                "the worker's runtime stopped before the store answered".to_owned(),
-            ))
-        })
+        answered
+            .recv_timeout(self.answer_within)
+            .unwrap_or_else(|_| {
+                Err(ProgressError::Store(
+                    "no answer from the worker's runtime in time (progress_blocking called \
+                     from async code? use progress there)"
+                        .to_owned(),
+                ))
+            })
     }
 }
 

@@ -331,6 +331,17 @@ impl FileTaskQueue {
         leases: Vec<LeaseRef>,
         extend: Duration,
     ) -> StoreResult<Vec<LeaseStatus>> {
+        self.renew_with(leases, extend, None).await
+    }
+
+    /// Extends held leases; with `progress`, stores it on each held lease's task in the
+    /// same conditional write.
+    async fn renew_with(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+        progress: Option<&serde_json::Value>,
+    ) -> StoreResult<Vec<LeaseStatus>> {
         let now = self.clock.now();
         let store_now = self.objects().now().await?;
         let deadline = store_now + TimeDelta::from_std(extend).unwrap_or(TimeDelta::MAX);
@@ -341,6 +352,9 @@ impl FileTaskQueue {
                 }
                 task.record.lease_expires_at = Some(deadline);
                 task.record.updated_at = now;
+                if let Some(progress) = progress {
+                    task.record.progress = Some(progress.clone());
+                }
                 let status = if task.record.cancel_requested {
                     LeaseStatus::CancelRequested
                 } else {
@@ -354,8 +368,7 @@ impl FileTaskQueue {
         .await
     }
 
-    /// Renews the lease first (what keeps the attempt alive), then stores the value on the
-    /// task under the same fence: a lease lost in between stores nothing.
+    /// Fenced by the lease like a heartbeat, in the heartbeat's own conditional write.
     pub(super) async fn progress(
         &self,
         lease: LeaseRef,
@@ -364,26 +377,9 @@ impl FileTaskQueue {
     ) -> StoreResult<LeaseStatus> {
         omniq_storage::progress_text(&progress)?;
         let status = self
-            .renew(vec![lease], extend)
-            .await?
-            .pop()
-            .unwrap_or(LeaseStatus::Lost);
-        if status == LeaseStatus::Lost {
-            return Ok(status);
-        }
-        let stored = tasks::update(self.objects(), lease.task_id, |task| {
-            let held = task.held_by(lease.token);
-            if held {
-                task.record.progress = Some(progress.clone());
-            }
-            (held, held)
-        })
-        .await?;
-        Ok(if stored == Some(true) {
-            status
-        } else {
-            LeaseStatus::Lost
-        })
+            .renew_with(vec![lease], extend, Some(&progress))
+            .await?;
+        Ok(status.into_iter().next().unwrap_or(LeaseStatus::Lost))
     }
 
     pub(super) async fn complete_all(

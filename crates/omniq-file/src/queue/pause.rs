@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use omniq_storage::{StoreError, StoreResult, validate_queue_name};
+use omniq_storage::{StoreError, StoreResult, paused_list, validate_queue_name};
 
 use super::FileTaskQueue;
 use super::tasks::CAS_ROUNDS;
@@ -24,35 +24,18 @@ impl FileTaskQueue {
         let Some(stored) = self.objects().get(PAUSED).await? else {
             return Ok((Ok(BTreeSet::new()), None));
         };
-        let paused = if stored.bytes.is_empty() {
-            Ok(BTreeSet::new())
-        } else {
-            unreadable(serde_json::from_slice(&stored.bytes))
-        };
-        Ok((paused, Some(stored.version)))
+        let read = paused_list::decode(&stored.bytes, BACKEND, PAUSED);
+        Ok((read, Some(stored.version)))
     }
 
     pub(super) async fn set_paused(&self, queue: String, paused: bool) -> StoreResult<bool> {
         validate_queue_name(&queue)?;
         for _ in 0..CAS_ROUNDS {
             let (set, version) = self.read_paused().await?;
-            // An unreadable list would stop every worker of the fleet from claiming: a
-            // change replaces it, from the one named here.
-            let mut set = set.unwrap_or_else(|err| {
-                tracing::error!(%err, "the paused-queue list is replaced by this change");
-                BTreeSet::new()
-            });
-            let changed = if paused {
-                set.insert(queue.clone())
-            } else {
-                set.remove(&queue)
-            };
-            if !changed {
+            let Some(bytes) = paused_list::change(set, &queue, paused, BACKEND)? else {
                 return Ok(false);
-            }
-            let bytes = Bytes::from(
-                serde_json::to_vec(&set).map_err(|err| StoreError::backend(BACKEND, err))?,
-            );
+            };
+            let bytes = Bytes::from(bytes);
             let written = match &version {
                 Some(version) => self.objects().update(PAUSED, bytes, version).await?,
                 None => self.objects().create(PAUSED, bytes).await?,
@@ -70,19 +53,4 @@ impl FileTaskQueue {
     pub(super) async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
         Ok(self.read_paused().await?.0?.into_iter().collect())
     }
-}
-
-/// The paused set parsed, or the error that names the unreadable list.
-fn unreadable(
-    parsed: Result<BTreeSet<String>, serde_json::Error>,
-) -> Result<BTreeSet<String>, StoreError> {
-    parsed.map_err(|err| {
-        StoreError::backend(
-            BACKEND,
-            format!(
-                "the paused-queue list `{PAUSED}` cannot be read ({err}); pausing or resuming \
-                 any queue replaces it"
-            ),
-        )
-    })
 }

@@ -392,6 +392,17 @@ impl NatsTaskQueue {
         leases: Vec<LeaseRef>,
         extend: Duration,
     ) -> StoreResult<Vec<LeaseStatus>> {
+        self.renew_with(leases, extend, None).await
+    }
+
+    /// Extends held leases; with `progress`, stores it on each held lease's task in the
+    /// same compare-and-set.
+    async fn renew_with(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+        progress: Option<&serde_json::Value>,
+    ) -> StoreResult<Vec<LeaseStatus>> {
         let now = self.server_now().await?;
         let deadline = now + TimeDelta::from_std(extend).unwrap_or(TimeDelta::MAX);
         futures_util::future::try_join_all(leases.into_iter().map(|lease| async move {
@@ -404,6 +415,9 @@ impl NatsTaskQueue {
                     return (LeaseStatus::Lost, false);
                 }
                 task.record.lease_expires_at = Some(deadline);
+                if let Some(progress) = progress {
+                    task.record.progress = Some(progress.clone());
+                }
                 let status = if task.record.cancel_requested {
                     LeaseStatus::CancelRequested
                 } else {
@@ -417,8 +431,7 @@ impl NatsTaskQueue {
         .await
     }
 
-    /// Renews the lease first (what keeps the attempt alive), then stores the value on the
-    /// task under the same fence: a lease lost in between stores nothing.
+    /// Fenced by the lease like a heartbeat, in the heartbeat's own compare-and-set.
     async fn progress(
         &self,
         lease: LeaseRef,
@@ -427,26 +440,9 @@ impl NatsTaskQueue {
     ) -> StoreResult<LeaseStatus> {
         omniq_storage::progress_text(&progress)?;
         let status = self
-            .renew(vec![lease], extend)
-            .await?
-            .pop()
-            .unwrap_or(LeaseStatus::Lost);
-        if status == LeaseStatus::Lost {
-            return Ok(status);
-        }
-        let stored = cas::update(self.tasks(), lease.task_id, |task| {
-            let held = task.held_by(lease.token);
-            if held {
-                task.record.progress = Some(progress.clone());
-            }
-            (held, held)
-        })
-        .await?;
-        Ok(if stored == Some(true) {
-            status
-        } else {
-            LeaseStatus::Lost
-        })
+            .renew_with(vec![lease], extend, Some(&progress))
+            .await?;
+        Ok(status.into_iter().next().unwrap_or(LeaseStatus::Lost))
     }
 
     async fn complete_all(&self, completions: Vec<Completion>) -> StoreResult<Completed> {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
-use omniq_storage::{StoreError, StoreResult, validate_queue_name};
+use omniq_storage::{StoreError, StoreResult, paused_list, validate_queue_name};
 
 use super::NatsTaskQueue;
 use super::cas::CAS_ROUNDS;
@@ -22,7 +22,7 @@ impl NatsTaskQueue {
         let entry = self.tasks().entry(PAUSED_KEY).await.map_err(nats_error)?;
         match entry {
             Some(entry) if entry.operation == Operation::Put => Ok((
-                unreadable(serde_json::from_slice(&entry.value)),
+                paused_list::decode(&entry.value, BACKEND, PAUSED_KEY),
                 Some(entry.revision),
             )),
             // Deleted by hand: written again by the next change, from its revision.
@@ -35,23 +35,10 @@ impl NatsTaskQueue {
         validate_queue_name(&queue)?;
         for _ in 0..CAS_ROUNDS {
             let (set, revision) = self.read_paused().await?;
-            // An unreadable list would stop every worker of the fleet from claiming: a
-            // change replaces it, from the one named here.
-            let mut set = set.unwrap_or_else(|err| {
-                tracing::error!(%err, "the paused-queue list is replaced by this change");
-                BTreeSet::new()
-            });
-            let changed = if paused {
-                set.insert(queue.clone())
-            } else {
-                set.remove(&queue)
-            };
-            if !changed {
+            let Some(bytes) = paused_list::change(set, &queue, paused, BACKEND)? else {
                 return Ok(false);
-            }
-            let bytes = Bytes::from(
-                serde_json::to_vec(&set).map_err(|err| StoreError::backend(BACKEND, err))?,
-            );
+            };
+            let bytes = Bytes::from(bytes);
             let written = match revision {
                 Some(revision) => match self.tasks().update(PAUSED_KEY, bytes, revision).await {
                     Ok(_) => true,
@@ -77,19 +64,4 @@ impl NatsTaskQueue {
     pub(super) async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
         Ok(self.read_paused().await?.0?.into_iter().collect())
     }
-}
-
-/// The paused set parsed, or the error that names the unreadable list.
-fn unreadable(
-    parsed: Result<BTreeSet<String>, serde_json::Error>,
-) -> Result<BTreeSet<String>, StoreError> {
-    parsed.map_err(|err| {
-        StoreError::backend(
-            BACKEND,
-            format!(
-                "the paused-queue list `{PAUSED_KEY}` cannot be read ({err}); pausing or resuming \
-                 any queue replaces it"
-            ),
-        )
-    })
 }

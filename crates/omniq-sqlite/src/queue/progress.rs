@@ -1,15 +1,16 @@
-//! Progress: stored on the running task, renewing its lease.
+//! Progress: stored on the running task, renewing its lease, in one statement.
 
 use std::time::Duration;
 
+use chrono::Utc;
 use omniq_storage::{LeaseRef, LeaseStatus, StoreResult, progress_text};
 
 use super::SqliteTaskQueue;
 use crate::error::store_error;
+use crate::time::{deadline, to_micros};
 
 impl SqliteTaskQueue {
-    /// Renews the lease first (what keeps the attempt alive), then stores the value under
-    /// the same fence: a lease lost in between stores nothing.
+    /// Fenced by the lease like a heartbeat: a lease no longer held changes nothing.
     pub(super) async fn progress(
         &self,
         lease: LeaseRef,
@@ -17,24 +18,24 @@ impl SqliteTaskQueue {
         extend: Duration,
     ) -> StoreResult<LeaseStatus> {
         let text = progress_text(&progress)?;
-        let status = self
-            .renew(vec![lease], extend)
-            .await?
-            .pop()
-            .unwrap_or(LeaseStatus::Lost);
-        if status == LeaseStatus::Lost {
-            return Ok(status);
-        }
-        sqlx::query(
-            "UPDATE omniq_tasks SET progress = ? \
-             WHERE id = ? AND lease_token = ? AND state = 'running'",
+        let now = self.backend.clock.now();
+        let cancel_requested: Option<bool> = sqlx::query_scalar(
+            "UPDATE omniq_tasks SET progress = ?, lease_expires_at = ?, updated_at = ? \
+             WHERE id = ? AND lease_token = ? AND state = 'running' \
+             RETURNING cancel_requested",
         )
         .bind(text)
+        .bind(to_micros(deadline(Utc::now(), extend)))
+        .bind(to_micros(now))
         .bind(lease.task_id.to_string())
         .bind(lease.token.to_string())
-        .execute(&self.backend.pool)
+        .fetch_optional(&self.backend.pool)
         .await
         .map_err(store_error)?;
-        Ok(status)
+        Ok(match cancel_requested {
+            None => LeaseStatus::Lost,
+            Some(true) => LeaseStatus::CancelRequested,
+            Some(false) => LeaseStatus::Held,
+        })
     }
 }

@@ -7,19 +7,22 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use omniq_models::{TaskError, TaskErrorKind};
+use omniq_models::{TaskError, TaskErrorKind, TaskId};
 use omniq_serialization::PayloadCodec;
-use omniq_storage::ResultStore;
+use omniq_storage::{ResultStore, progress_text};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{
-    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, fits, read_message,
-    too_large, write_message,
+    AttemptHeader, ChildMessage, OutcomeHeader, READY, decode_header, encode_header, fits,
+    read_message, too_large, write_message,
 };
 use crate::LiveRegistry;
+use crate::progress::{ProgressError, ProgressSink};
 use crate::registry::Invocation;
 use crate::worker::panicked;
 
@@ -76,8 +79,13 @@ async fn serve_socket(
     if let Err(err) = watch_parent(watched, || std::process::exit(0)) {
         eprintln!("omniq process worker child: cannot watch the parent: {err}");
     }
-    let (mut reader, mut writer) = socket.into_split();
-    if write_message(&mut writer, READY, &[]).await.is_err() {
+    let (mut reader, writer) = socket.into_split();
+    // Shared with the attempts' progress reports; a message is written whole under the lock.
+    let writer = Arc::new(Mutex::new(writer));
+    if write_message(&mut *writer.lock().await, READY, &[])
+        .await
+        .is_err()
+    {
         return 0;
     }
     loop {
@@ -89,7 +97,8 @@ async fn serve_socket(
             eprintln!("omniq process worker child: unreadable attempt header");
             return 3;
         };
-        let attempt = run(&registry, &results, codec, header, payload);
+        let progress = progress_to_parent(&writer, header.task_id);
+        let attempt = run(&registry, &results, codec, header, payload, progress);
         // While the attempt runs the parent sends nothing: anything read is the socket
         // closing, and a child must not outlive its parent.
         let mut probe = [0_u8; 1];
@@ -103,10 +112,14 @@ async fn serve_socket(
             Ok(body) => (Ok(()), body),
             Err(error) => (Err(error), Vec::new()),
         };
-        let Ok(outcome) = encode_header(&outcome) else {
+        let Ok(outcome) = encode_header(&ChildMessage::Outcome(outcome)) else {
             return 3;
         };
-        if write_message(&mut writer, &outcome, &body).await.is_err() {
+        // After any report still being written: the lock is handed over in order.
+        if write_message(&mut *writer.lock().await, &outcome, &body)
+            .await
+            .is_err()
+        {
             return 0;
         }
     }
@@ -151,6 +164,35 @@ fn watch_parent(socket: OwnedFd, on_hang_up: impl FnOnce() + Send + 'static) -> 
     Ok(())
 }
 
+/// How long a blocking handler in a child waits for its report to be sent.
+const PARENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where an attempt's progress goes in a child: a message to the parent, which stores it.
+/// The write runs as a task of its own, so a report dropped by its handler half-way never
+/// leaves half a message on the socket.
+fn progress_to_parent(writer: &Arc<Mutex<OwnedWriteHalf>>, task_id: TaskId) -> ProgressSink {
+    let writer = Arc::clone(writer);
+    ProgressSink::new(PARENT_ANSWER, move |value| {
+        let writer = Arc::clone(&writer);
+        Box::pin(async move {
+            let value =
+                progress_text(&value).map_err(|err| ProgressError::Invalid(err.to_string()))?;
+            let header = encode_header(&ChildMessage::Progress { task_id, value })
+                .map_err(|err| ProgressError::Invalid(err.to_string()))?;
+            let written = tokio::spawn(async move {
+                write_message(&mut *writer.lock().await, &header, &[]).await
+            });
+            match written.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(ProgressError::Store(format!(
+                    "cannot reach the parent process: {err}"
+                ))),
+                Err(err) => Err(ProgressError::Store(err.to_string())),
+            }
+        })
+    })
+}
+
 /// Runs one attempt with the child's own registry and state.
 async fn run(
     registry: &LiveRegistry,
@@ -158,6 +200,7 @@ async fn run(
     codec: PayloadCodec,
     header: AttemptHeader,
     payload: Vec<u8>,
+    progress: ProgressSink,
 ) -> Result<Vec<u8>, TaskError> {
     let Some(handler) = registry.handler(&header.task_name) else {
         return Err(TaskError::with_kind(
@@ -177,8 +220,7 @@ async fn run(
         Arc::clone(results),
         codec,
         registry.state(),
-        // Progress would have to cross back to the parent: not yet.
-        None,
+        Some(progress),
     );
     let invocation =
         std::panic::catch_unwind(AssertUnwindSafe(|| handler.invoke(&payload, ctx, codec)))

@@ -3,15 +3,16 @@
 //! length (u32, big-endian).
 //!
 //! A child first sends [`READY`] once it serves. Then, parent to child: an
-//! [`AttemptHeader`] and the task's payload; child to parent: the attempt's outcome
-//! (`Result<(), TaskError>`) and, on success, the encoded result.
+//! [`AttemptHeader`] and the task's payload; child to parent: any number of progress
+//! reports, then the attempt's outcome (`Result<(), TaskError>`) and, on success, the
+//! encoded result ([`ChildMessage`]).
 
 use std::io;
 
 use omniq_models::{TaskError, TaskErrorKind};
 use omniq_serialization::PayloadCodec;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The header of a child's first message: it serves.
@@ -25,6 +26,22 @@ pub(crate) use crate::context::AttemptHeader;
 
 /// How an attempt in a child ended; the result bytes travel as the body.
 pub(crate) type OutcomeHeader = Result<(), TaskError>;
+
+/// The header of a message from a child during an attempt.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChildMessage {
+    /// The handler of the attempt on task `task_id` reported progress (the value as JSON
+    /// text); the body is empty. The parent stores it; the child does not wait for that.
+    /// The id lets the parent drop a report that arrives after its attempt ended.
+    Progress {
+        /// The attempt's task.
+        task_id: omniq_models::TaskId,
+        /// The value, as JSON.
+        value: String,
+    },
+    /// The attempt ended; on success the body is the encoded result.
+    Outcome(OutcomeHeader),
+}
 
 /// Encodes a header.
 pub(crate) fn encode_header<T: Serialize>(header: &T) -> io::Result<Vec<u8>> {

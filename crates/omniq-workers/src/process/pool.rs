@@ -13,9 +13,10 @@ use tokio::process::{Child, Command};
 
 use super::CHILD_ENV;
 use super::frame::{
-    AttemptHeader, OutcomeHeader, READY, decode_header, encode_header, fits, read_message,
+    AttemptHeader, ChildMessage, READY, decode_header, encode_header, fits, read_message,
     too_large, write_message,
 };
+use crate::progress::ProgressSink;
 use crate::worker::with_timeout;
 
 /// How long the parent waits for a dead child's exit status, to say how it died.
@@ -78,6 +79,7 @@ impl ProcessPool {
         header: &AttemptHeader,
         payload: &[u8],
         timeout: Option<Duration>,
+        progress: &ProgressSink,
     ) -> Result<Vec<u8>, TaskError> {
         // It would fail the same way on every attempt: permanent, and no child is harmed.
         if !fits(payload.len()) {
@@ -88,11 +90,28 @@ impl ProcessPool {
             Some(child) => child,
             None => self.start_child().await?,
         };
+        let header_task_id = header.task_id;
         let exchange = async {
             let header = encode_header(header)?;
+            let task_id = header_task_id;
             write_message(&mut child.socket, &header, payload).await?;
-            let (outcome, body) = read_message(&mut child.socket).await?;
-            decode_header::<OutcomeHeader>(&outcome).map(|outcome| (outcome, body))
+            loop {
+                let (message, body) = read_message(&mut child.socket).await?;
+                match decode_header::<ChildMessage>(&message)? {
+                    // A report its handler gave up on, written after its attempt ended.
+                    ChildMessage::Progress { task_id: of, .. } if of != task_id => {}
+                    ChildMessage::Progress { value: text, .. } => {
+                        // Stored (and the lease renewed) from here; the child goes on
+                        // without waiting, so what the store says is only logged.
+                        let value =
+                            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                        if let Err(err) = progress.report(value).await {
+                            tracing::debug!(%err, "a process worker child's progress was not stored");
+                        }
+                    }
+                    ChildMessage::Outcome(outcome) => break Ok::<_, io::Error>((outcome, body)),
+                }
+            }
         };
         // Past the timeout the exchange is dropped, and with it the child: killed.
         let exchanged = with_timeout(timeout, exchange).await?;

@@ -197,15 +197,18 @@ async fn run_attempt(
     let timeout = spec.timeout.or(shared.config.default_timeout);
     let header = AttemptHeader::of(lease, &shared.id);
     // A process worker decodes and runs nothing itself: its child does.
+    let progress = progress::sink(shared, lease);
     if let Some(children) = &shared.process {
-        return children.run(&header, &spec.payload, timeout).await;
+        return children
+            .run(&header, &spec.payload, timeout, &progress)
+            .await;
     }
     let ctx = header.into_context(
         cancellation,
         Arc::clone(&shared.results),
         shared.codec,
         shared.registry.state(),
-        Some(progress::sink(shared, lease)),
+        Some(progress),
     );
     // Decoding and a closure's synchronous part run here, outside the handler's future:
     // their panics fail the attempt like any other.

@@ -213,43 +213,65 @@ async fn renew(shared: &Shared) {
         }
     };
     for (lease, status) in held.into_iter().zip(statuses) {
-        match status {
-            LeaseStatus::Held | LeaseStatus::CancelRequested => {
-                if let Some(held) = shared.in_flight().get_mut(&lease.task_id)
-                    && held.token == lease.token
-                {
-                    held.expires = asked + shared.config.lease;
-                }
+        apply_status(
+            shared,
+            lease,
+            status,
+            asked,
+            "heartbeat refused: the lease was lost; the attempt was stopped",
+        );
+    }
+}
+
+/// Acts on what a renewal (a heartbeat, or a progress report) asked at `asked` found for
+/// `lease`: a held lease's deadline moves on, a cancel request reaches the handler, a lost
+/// lease stops its attempt, never to be completed here. `lost_message` says which renewal
+/// found it lost.
+pub(crate) fn apply_status(
+    shared: &Shared,
+    lease: LeaseRef,
+    status: LeaseStatus,
+    asked: tokio::time::Instant,
+    lost_message: &str,
+) {
+    match status {
+        LeaseStatus::Held | LeaseStatus::CancelRequested => {
+            if let Some(held) = shared.in_flight().get_mut(&lease.task_id)
+                && held.token == lease.token
+            {
+                // Never back: a later renewal may have answered first.
+                held.expires = held.expires.max(asked + shared.config.lease);
             }
-            LeaseStatus::Lost => {}
         }
-        match status {
-            LeaseStatus::Held => continue,
-            LeaseStatus::CancelRequested => {
-                if let Some(held) = shared.in_flight().get(&lease.task_id)
-                    && !held.cancel_requested.is_cancelled()
-                {
-                    held.cancel_requested.cancel();
-                    let mut event = TaskEvent::new(TaskEventKind::CancelRequested)
-                        .worker(shared.id.clone())
-                        .message("cancellation requested; telling the handler");
-                    event.task_id = Some(lease.task_id);
-                    shared.events.log(event);
-                }
-                continue;
+        LeaseStatus::Lost => {}
+    }
+    match status {
+        LeaseStatus::Held => {}
+        LeaseStatus::CancelRequested => {
+            if let Some(held) = shared.in_flight().get(&lease.task_id)
+                && held.token == lease.token
+                && !held.cancel_requested.is_cancelled()
+            {
+                held.cancel_requested.cancel();
+                let mut event = TaskEvent::new(TaskEventKind::CancelRequested)
+                    .worker(shared.id.clone())
+                    .message("cancellation requested; telling the handler");
+                event.task_id = Some(lease.task_id);
+                shared.events.log(event);
             }
-            LeaseStatus::Lost => {}
         }
-        // Another worker owns the task now: stop ours, and never complete it.
-        if let Some(lost) = shared.forget_running(&lease) {
-            lost.abort.cancel();
-            Counters::add(&shared.counters.lease_lost);
-            metrics::counter!("omniq_tasks_lease_lost_total").increment(1);
-            let mut event = TaskEvent::new(TaskEventKind::LeaseLost)
-                .worker(shared.id.clone())
-                .message("heartbeat refused: the lease was lost; the attempt was stopped");
-            event.task_id = Some(lease.task_id);
-            shared.events.log(event);
+        LeaseStatus::Lost => {
+            // Another worker owns the task now: stop ours, and never complete it.
+            if let Some(lost) = shared.forget_running(&lease) {
+                lost.abort.cancel();
+                Counters::add(&shared.counters.lease_lost);
+                metrics::counter!("omniq_tasks_lease_lost_total").increment(1);
+                let mut event = TaskEvent::new(TaskEventKind::LeaseLost)
+                    .worker(shared.id.clone())
+                    .message(lost_message);
+                event.task_id = Some(lease.task_id);
+                shared.events.log(event);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use omniq_models::{TaskEvent, TaskEventKind};
 use omniq_storage::{Capability, Lease, LeaseRef, LeaseStatus, StoreErrorKind};
 
+use super::leases::apply_status;
 use super::resilience::bounded;
 use super::shared::Shared;
 use crate::progress::{ProgressError, ProgressSink};
@@ -26,7 +27,9 @@ pub(crate) fn sink(shared: &Arc<Shared>, lease: &Lease) -> ProgressSink {
         queue: lease.spec.queue.clone(),
         attempt: lease.attempt,
     });
-    ProgressSink::new(move |value| {
+    // A blocking handler waits at most for the call's bound, and a moment more.
+    let answer_within = report_limit(&shared) + std::time::Duration::from_secs(1);
+    ProgressSink::new(answer_within, move |value| {
         let shared = Arc::clone(&shared);
         let about = Arc::clone(&about);
         Box::pin(async move { report(&shared, reference, &about, value).await })
@@ -44,21 +47,34 @@ async fn report(
             "the task queue's backend does not store progress".to_owned(),
         ));
     }
+    // Only the attempt that holds the lease here renews it: a handler this worker gave up
+    // on (its lease lost, or left behind by a shutdown) keeps running on its thread, and
+    // must not keep its task Running in the store.
+    let holds = shared
+        .in_flight()
+        .get(&lease.task_id)
+        .is_some_and(|held| held.token == lease.token && !held.finished);
+    if !holds {
+        return Err(ProgressError::LeaseLost);
+    }
     let text = value.to_string();
     let asked = tokio::time::Instant::now();
     // Bounded like a heartbeat, so a hung store never holds the handler past the lease.
-    let limit = shared.config.store_timeout.min(shared.config.lease / 2);
+    let limit = report_limit(shared);
     let call = shared
         .queue
         .report_progress(lease, value, shared.config.lease);
     match bounded(limit, call).await {
-        Ok(LeaseStatus::Held | LeaseStatus::CancelRequested) => {
-            // A renewal: the lease watchdog counts from it (a cancel request reaches the
-            // handler through the next heartbeat).
-            if let Some(held) = shared.in_flight().get_mut(&lease.task_id)
-                && held.token == lease.token
-            {
-                held.expires = asked + shared.config.lease;
+        Ok(status) => {
+            apply_status(
+                shared,
+                lease,
+                status,
+                asked,
+                "progress refused: the lease was lost; the attempt was stopped",
+            );
+            if status == LeaseStatus::Lost {
+                return Err(ProgressError::LeaseLost);
             }
             shared.events.log(
                 TaskEvent::for_task(
@@ -73,11 +89,15 @@ async fn report(
             );
             Ok(())
         }
-        Ok(LeaseStatus::Lost) => Err(ProgressError::LeaseLost),
         Err(err) => Err(match err.kind() {
             StoreErrorKind::Invalid => ProgressError::Invalid(err.to_string()),
             StoreErrorKind::Unsupported => ProgressError::Unsupported(err.to_string()),
             _ => ProgressError::Store(err.to_string()),
         }),
     }
+}
+
+/// The bound of one report's store call.
+fn report_limit(shared: &Shared) -> std::time::Duration {
+    shared.config.store_timeout.min(shared.config.lease / 2)
 }
