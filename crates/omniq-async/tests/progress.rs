@@ -99,7 +99,12 @@ async fn progress_keeps_the_lease_when_heartbeats_fail(h: Harness) {
     assert_eq!(record.state, TaskState::Succeeded);
     assert_eq!(record.attempts, 1, "ran once: {record:?}");
     assert!(record.errors.is_empty(), "{record:?}");
-    assert_eq!(record.progress, Some(json!({ "step": last })));
+    // A report given up on at its time bound may still have been stored.
+    let step = record.progress.as_ref().and_then(|p| p["step"].as_u64());
+    assert!(
+        step.is_some_and(|step| step >= u64::from(last) && step <= u64::from(REPORTS)),
+        "the last value stored: {record:?}"
+    );
     let started = events_of(&omniq, handle.id(), TaskEventKind::Started, 1).await;
     assert_eq!(started.len(), 1, "one start: {started:?}");
     let reported = events_of(

@@ -114,6 +114,11 @@ fn decode(bytes: &[u8]) -> Lines {
     let mut lines = Lines::default();
     for line in bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
         match serde_json::from_slice::<TaskEvent>(line) {
+            // A kind a newer release added reads as `Other`: kept as written, never
+            // rewritten as `other`.
+            Ok(event) if event.kind == omniq_models::TaskEventKind::Other => {
+                lines.foreign.push(line.to_vec());
+            }
             Ok(event) => lines.events.push(event),
             Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() => {
                 lines.foreign.push(line.to_vec());
@@ -365,13 +370,18 @@ mod tests {
     fn a_segment_keeps_its_events_and_a_newer_release_lines_and_drops_garbage() {
         let event = TaskEvent::for_task(TaskEventKind::Started, TaskId::new(), "t", "q");
         let newer = br#"{"kind":"teleported","at":"2026-12-06T00:00:00Z"}"#.to_vec();
-        let mut bytes = encode(std::slice::from_ref(&event), std::slice::from_ref(&newer))
+        // A whole event of a kind this release reads as `other`: kept as written too.
+        let mut whole = serde_json::to_value(&event).expect("json");
+        whole["kind"] = "teleported".into();
+        let whole = serde_json::to_vec(&whole).expect("json");
+        let foreign = [newer, whole];
+        let mut bytes = encode(std::slice::from_ref(&event), &foreign)
             .expect("encode")
             .to_vec();
         bytes.extend_from_slice(b"{not json\n");
         bytes.extend_from_slice(&encode(std::slice::from_ref(&event), &[]).expect("encode"));
         let lines = decode(&bytes);
         assert_eq!(lines.events, vec![event.clone(), event]);
-        assert_eq!(lines.foreign, vec![newer]);
+        assert_eq!(lines.foreign, foreign.to_vec());
     }
 }

@@ -429,7 +429,6 @@ impl State {
         Some(key)
     }
 
-    /// The entry if `lease` still holds it.
     /// Extends a held lease to `deadline`, storing `progress` on its task when given, in
     /// one step: a lease not held changes nothing.
     fn renew(
@@ -459,6 +458,7 @@ impl State {
         status
     }
 
+    /// The entry if `lease` still holds it.
     fn held(&mut self, lease: &LeaseRef) -> Option<&mut Entry> {
         self.tasks
             .get_mut(&lease.task_id)

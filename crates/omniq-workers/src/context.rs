@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use omniq_models::{TaskError, TaskErrorKind, TaskId, WorkerId};
+use omniq_models::{LeaseToken, TaskError, TaskErrorKind, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{Lease, ResultStore};
 
@@ -35,6 +35,9 @@ pub struct TaskContext {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AttemptHeader {
     pub(crate) task_id: TaskId,
+    /// The attempt's lease: what tells one attempt's progress messages from another's of
+    /// the same task (a snooze does not count an attempt).
+    pub(crate) token: LeaseToken,
     pub(crate) task_name: String,
     pub(crate) queue: String,
     pub(crate) attempt: u32,
@@ -50,6 +53,7 @@ impl AttemptHeader {
         let spec = &lease.spec;
         Self {
             task_id: spec.id,
+            token: lease.token,
             task_name: spec.name.clone(),
             queue: spec.queue.clone(),
             attempt: lease.attempt,
@@ -100,6 +104,7 @@ impl TaskContext {
     ) -> Self {
         AttemptHeader {
             task_id: TaskId::new(),
+            token: LeaseToken::new(),
             task_name: task_name.into(),
             queue: queue.into(),
             attempt: 1,

@@ -45,7 +45,12 @@ impl MySqlTaskQueue {
             {
                 cancel
             }
-            _ => return Ok(LeaseStatus::Lost),
+            _ => {
+                // Ends the transaction (and its row lock) here rather than by dropping it,
+                // which would close the connection.
+                tx.commit().await?;
+                return Ok(LeaseStatus::Lost);
+            }
         };
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE omniq_tasks SET progress = ?, lease_expires_at = {SERVER_NOW_MICROS} + ?, \

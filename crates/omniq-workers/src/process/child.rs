@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use omniq_models::{TaskError, TaskErrorKind, TaskId};
+use omniq_models::{LeaseToken, TaskError, TaskErrorKind};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{ResultStore, progress_text};
 use tokio::io::AsyncReadExt;
@@ -97,7 +97,7 @@ async fn serve_socket(
             eprintln!("omniq process worker child: unreadable attempt header");
             return 3;
         };
-        let progress = progress_to_parent(&writer, header.task_id);
+        let progress = progress_to_parent(&writer, header.token);
         let attempt = run(&registry, &results, codec, header, payload, progress);
         // While the attempt runs the parent sends nothing: anything read is the socket
         // closing, and a child must not outlive its parent.
@@ -115,7 +115,8 @@ async fn serve_socket(
         let Ok(outcome) = encode_header(&ChildMessage::Outcome(outcome)) else {
             return 3;
         };
-        // After any report still being written: the lock is handed over in order.
+        // After any report that already asked for the lock; one sent later carries a
+        // lease the parent no longer waits on, and is dropped there.
         if write_message(&mut *writer.lock().await, &outcome, &body)
             .await
             .is_err()
@@ -170,14 +171,14 @@ const PARENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
 /// Where an attempt's progress goes in a child: a message to the parent, which stores it.
 /// The write runs as a task of its own, so a report dropped by its handler half-way never
 /// leaves half a message on the socket.
-fn progress_to_parent(writer: &Arc<Mutex<OwnedWriteHalf>>, task_id: TaskId) -> ProgressSink {
+fn progress_to_parent(writer: &Arc<Mutex<OwnedWriteHalf>>, token: LeaseToken) -> ProgressSink {
     let writer = Arc::clone(writer);
     ProgressSink::new(PARENT_ANSWER, move |value| {
         let writer = Arc::clone(&writer);
         Box::pin(async move {
             let value =
                 progress_text(&value).map_err(|err| ProgressError::Invalid(err.to_string()))?;
-            let header = encode_header(&ChildMessage::Progress { task_id, value })
+            let header = encode_header(&ChildMessage::Progress { token, value })
                 .map_err(|err| ProgressError::Invalid(err.to_string()))?;
             let written = tokio::spawn(async move {
                 write_message(&mut *writer.lock().await, &header, &[]).await

@@ -30,12 +30,12 @@ pub(crate) type OutcomeHeader = Result<(), TaskError>;
 /// The header of a message from a child during an attempt.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ChildMessage {
-    /// The handler of the attempt on task `task_id` reported progress (the value as JSON
-    /// text); the body is empty. The parent stores it; the child does not wait for that.
-    /// The id lets the parent drop a report that arrives after its attempt ended.
+    /// The handler of the attempt holding lease `token` reported progress (the value as
+    /// JSON text); the body is empty. The parent stores it; the child does not wait for
+    /// that. The token lets the parent drop a report that arrives after its attempt ended.
     Progress {
-        /// The attempt's task.
-        task_id: omniq_models::TaskId,
+        /// The attempt's lease.
+        token: omniq_models::LeaseToken,
         /// The value, as JSON.
         value: String,
     },

@@ -90,16 +90,15 @@ impl ProcessPool {
             Some(child) => child,
             None => self.start_child().await?,
         };
-        let header_task_id = header.task_id;
+        let attempt_token = header.token;
         let exchange = async {
             let header = encode_header(header)?;
-            let task_id = header_task_id;
             write_message(&mut child.socket, &header, payload).await?;
             loop {
                 let (message, body) = read_message(&mut child.socket).await?;
                 match decode_header::<ChildMessage>(&message)? {
                     // A report its handler gave up on, written after its attempt ended.
-                    ChildMessage::Progress { task_id: of, .. } if of != task_id => {}
+                    ChildMessage::Progress { token, .. } if token != attempt_token => {}
                     ChildMessage::Progress { value: text, .. } => {
                         // Stored (and the lease renewed) from here; the child goes on
                         // without waiting, so what the store says is only logged.
