@@ -50,6 +50,8 @@ struct State {
     next_seq: u64,
     /// Paused queues.
     paused: std::collections::BTreeSet<String>,
+    /// Limiter states by key, with the version each was written at.
+    limiters: HashMap<String, (u64, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -933,6 +935,47 @@ impl TaskQueue for MemoryTaskQueue {
             lock(&self.state).renew(&lease, lease_deadline(now, extend), now, Some(progress))
         });
         Box::pin(async move { status })
+    }
+
+    fn read_limiter(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
+        let read = omniq_storage::validate_limiter_key(&key).map(|()| {
+            lock(&self.state)
+                .limiters
+                .get(&key)
+                .map(|(version, bytes)| {
+                    omniq_storage::LimiterState::new(
+                        bytes.clone(),
+                        omniq_storage::LimiterVersion::new(version.to_string()),
+                    )
+                })
+        });
+        Box::pin(async move { read })
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<omniq_storage::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let written = omniq_storage::validate_limiter_write(&key, &bytes).map(|()| {
+            let mut state = lock(&self.state);
+            let current = state.limiters.get(&key).map(|(version, _)| *version);
+            let matches = match (&expected, current) {
+                (None, None) => true,
+                (Some(expected), Some(current)) => expected.as_str() == current.to_string(),
+                _ => false,
+            };
+            if matches {
+                let next = current.map_or(1, |version| version + 1);
+                state.limiters.insert(key, (next, bytes));
+            }
+            matches
+        });
+        Box::pin(async move { written })
     }
 
     fn wait_for_tasks(&self, _queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

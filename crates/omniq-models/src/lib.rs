@@ -34,3 +34,6 @@ pub use worker_kind::{UnknownWorkerKind, WorkerKind};
 
 /// The queue a task goes to when its options name none.
 pub const DEFAULT_QUEUE: &str = "default";
+
+/// The metadata label holding a task's limit key ([`TaskOptions::limit_key`]).
+pub const LIMIT_KEY_METADATA: &str = "omniq.limit_key";

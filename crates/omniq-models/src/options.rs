@@ -302,6 +302,14 @@ impl TaskOptions {
         self
     }
 
+    /// Sets the key the task's per-key limits count it under (a tenant id, an API host):
+    /// a worker with a per-key limit on the task's queue lets at most that many tasks of
+    /// one key run, or start per window. Kept as the metadata label
+    /// [`LIMIT_KEY_METADATA`](crate::LIMIT_KEY_METADATA).
+    pub fn limit_key(self, key: impl Into<String>) -> Self {
+        self.metadata(crate::LIMIT_KEY_METADATA, key)
+    }
+
     /// Adds a metadata label.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());

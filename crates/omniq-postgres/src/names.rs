@@ -21,6 +21,7 @@ pub(crate) struct Names {
     pub(crate) events: String,
     pub(crate) schedules: String,
     pub(crate) paused_queues: String,
+    pub(crate) limiters: String,
     pub(crate) migrations: String,
     /// The channel enqueues notify, with the queue name as payload.
     pub(crate) task_channel: String,
@@ -49,6 +50,7 @@ impl Names {
             events: table("omniq_events"),
             schedules: table("omniq_schedules"),
             paused_queues: table("omniq_paused_queues"),
+            limiters: table("omniq_limiters"),
             migrations: table("omniq_migrations"),
             task_channel: channel("omniq_tasks"),
             result_channel: channel("omniq_results"),

@@ -67,6 +67,12 @@ impl Keys {
         format!("{}:result:{id}", self.plain)
     }
 
+    /// A limiter's state, outside the hash tag: each is touched alone, so on a cluster
+    /// limiters spread over the slots.
+    pub(crate) fn limiter(&self, key: &str) -> String {
+        format!("{}:limiter:{key}", self.plain)
+    }
+
     pub(crate) fn events(&self) -> String {
         format!("{}:events", self.plain)
     }

@@ -85,6 +85,7 @@
 //! | `{P}:sched:due` | sorted set | unpaused schedules by next fire (µs) |
 //! | `P:result:<id>` | string | a result: one JSON line, then the value's bytes; expires with the result |
 //! | `P:events` | stream | events, field `e` = the event as JSON |
+//! | `P:limiter:<key>` | hash | a limiter's state: `v` its version, `s` the state; replaced by `limiter_write.lua` (compare-and-set) |
 //!
 //! # Scripts and commands
 //!

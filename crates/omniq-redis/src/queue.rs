@@ -6,9 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use omniq_models::{LeaseToken, TaskError, TaskErrorKind, TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::{
     BoxFuture, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,
-    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, MAX_LIST_LIMIT,
-    PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery,
-    TaskQueue, effective_purge_limit, lease_micros, unreadable_task,
+    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, LimiterState,
+    LimiterVersion, MAX_LIST_LIMIT, PurgeRequest, QueueStats, RedriveTarget, StateChange,
+    StoreError, StoreResult, TaskQuery, TaskQueue, effective_purge_limit, lease_micros,
+    unreadable_task,
 };
 use redis::{Script, ScriptInvocation, Value};
 
@@ -410,6 +411,39 @@ impl RedisTaskQueue {
         Ok(changed > 0)
     }
 
+    async fn limiter_state(&self, key: String) -> StoreResult<Option<LimiterState>> {
+        omniq_storage::validate_limiter_key(&key)?;
+        let (version, bytes): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.backend.keys().limiter(&key))
+            .arg("v")
+            .arg("s")
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(version.map(|version| {
+            LimiterState::new(bytes.unwrap_or_default(), LimiterVersion::new(version))
+        }))
+    }
+
+    async fn replace_limiter(
+        &self,
+        key: String,
+        expected: Option<LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> StoreResult<bool> {
+        omniq_storage::validate_limiter_write(&key, &bytes)?;
+        let mut invocation = self.backend.scripts().limiter_write.prepare_invoke();
+        invocation
+            .key(self.backend.keys().limiter(&key))
+            .arg(expected.as_ref().map_or("", LimiterVersion::as_str))
+            .arg(bytes);
+        let written: i64 = invocation
+            .invoke_async(&mut self.backend.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(written == 1)
+    }
+
     async fn paused_queue_names(&self) -> StoreResult<Vec<String>> {
         let reply: Value = redis::cmd("SMEMBERS")
             .arg(self.backend.keys().paused())
@@ -678,6 +712,19 @@ impl TaskQueue for RedisTaskQueue {
 
     fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         Box::pin(self.paused_queue_names())
+    }
+
+    fn read_limiter(&self, key: String) -> BoxFuture<'_, StoreResult<Option<LimiterState>>> {
+        Box::pin(self.limiter_state(key))
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.replace_limiter(key, expected, bytes))
     }
 
     fn report_progress(

@@ -23,6 +23,7 @@ pub(crate) struct Scripts {
     pub(crate) schedule_update: Script,
     pub(crate) schedule_delete: Script,
     pub(crate) put_result: Script,
+    pub(crate) limiter_write: Script,
 }
 
 /// A task-queue script: the shared helpers, then its body.
@@ -48,10 +49,11 @@ impl Scripts {
             schedule_update: Script::new(include_str!("scripts/schedule_update.lua")),
             schedule_delete: Script::new(include_str!("scripts/schedule_delete.lua")),
             put_result: Script::new(include_str!("scripts/put_result.lua")),
+            limiter_write: Script::new(include_str!("scripts/limiter_write.lua")),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 15] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.claim,
@@ -68,6 +70,7 @@ impl Scripts {
             &self.schedule_update,
             &self.schedule_delete,
             &self.put_result,
+            &self.limiter_write,
         ]
     }
 }

@@ -12,8 +12,8 @@ use omniq_redis::{RedisBackend, RedisOptions, RedisTaskQueue};
 use omniq_storage::conformance::{Fixture, Reopen};
 use omniq_storage::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, Lease,
-    LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, StateChange, StoreResult,
-    TaskQuery, TaskQueue,
+    LeaseRef, LeaseStatus, LimiterState, LimiterVersion, PurgeRequest, QueueStats, RedriveTarget,
+    StateChange, StoreResult, TaskQuery, TaskQueue,
 };
 use support::{delete_prefix, redis_url, test_prefix};
 
@@ -108,6 +108,19 @@ impl TaskQueue for CleanupOnDrop {
         extend: Duration,
     ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
         self.queue.report_progress(lease, progress, extend)
+    }
+
+    fn read_limiter(&self, key: String) -> BoxFuture<'_, StoreResult<Option<LimiterState>>> {
+        self.queue.read_limiter(key)
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        self.queue.write_limiter(key, expected, bytes)
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

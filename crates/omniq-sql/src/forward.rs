@@ -6,7 +6,7 @@
 /// Implements [`TaskQueue`](omniq_storage::TaskQueue) for a type whose inherent `async fn`s
 /// are `enqueue_batch`, `claim`, `renew`, `complete_batch`, `recover`, `expire`,
 /// `redrive_failed`, `purge_finished`, `fetch`, `list_tasks`, `queue_stats`,
-/// `names_of_queues`, `cancel_task`, `set_paused`, `paused_queue_names`, `progress` and
+/// `names_of_queues`, `cancel_task`, `set_paused`, `paused_queue_names`, `progress`, `limiter_state`, `replace_limiter` and
 /// `wait_until_ready`, taking the trait methods'
 /// arguments (`wait_until_ready` takes the queue names owned). `$capabilities` is what
 /// the queue declares ([`Capabilities`](omniq_storage::Capabilities)).
@@ -207,6 +207,30 @@ macro_rules! forward_task_queue {
                 >,
             > {
                 ::std::boxed::Box::pin(self.progress(lease, progress, extend))
+            }
+
+            fn read_limiter(
+                &self,
+                key: ::std::string::String,
+            ) -> $crate::__private::omniq_storage::BoxFuture<
+                '_,
+                $crate::__private::omniq_storage::StoreResult<
+                    ::std::option::Option<$crate::__private::omniq_storage::LimiterState>,
+                >,
+            > {
+                ::std::boxed::Box::pin(self.limiter_state(key))
+            }
+
+            fn write_limiter(
+                &self,
+                key: ::std::string::String,
+                expected: ::std::option::Option<$crate::__private::omniq_storage::LimiterVersion>,
+                bytes: ::std::vec::Vec<u8>,
+            ) -> $crate::__private::omniq_storage::BoxFuture<
+                '_,
+                $crate::__private::omniq_storage::StoreResult<bool>,
+            > {
+                ::std::boxed::Box::pin(self.replace_limiter(key, expected, bytes))
             }
 
             fn wait_for_tasks(

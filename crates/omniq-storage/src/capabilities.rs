@@ -45,11 +45,15 @@ pub enum Capability {
     /// Progress stored on a running task, renewing its lease
     /// ([`report_progress`](crate::TaskQueue::report_progress)).
     Progress,
+    /// Limiter state replaced by compare-and-set, for rate and concurrency limits held
+    /// across workers ([`read_limiter`](crate::TaskQueue::read_limiter),
+    /// [`write_limiter`](crate::TaskQueue::write_limiter)).
+    Limits,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 13] = [
+    pub const ALL: [Capability; 14] = [
         Capability::Inspection,
         Capability::QueueListing,
         Capability::Priorities,
@@ -63,6 +67,7 @@ impl Capability {
         Capability::TransactionalEnqueue,
         Capability::QueuePause,
         Capability::Progress,
+        Capability::Limits,
     ];
 
     /// The name used in errors and logs (`"dependencies"`).
@@ -81,6 +86,7 @@ impl Capability {
             Capability::TransactionalEnqueue => "transactional enqueue",
             Capability::QueuePause => "queue pause",
             Capability::Progress => "progress",
+            Capability::Limits => "limits",
         }
     }
 

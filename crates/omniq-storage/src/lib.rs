@@ -37,6 +37,7 @@ mod clock;
 mod error;
 mod events;
 pub mod kv_task;
+mod limiter;
 mod migrations;
 pub mod paused_list;
 mod queue;
@@ -67,6 +68,10 @@ pub use capabilities::{Capabilities, Capability};
 pub use clock::{Clock, lease_micros};
 pub use error::{StoreError, StoreErrorKind};
 pub use events::{EventQuery, EventStore};
+pub use limiter::{
+    LimiterState, LimiterVersion, MAX_LIMITER_KEY_BYTES, MAX_LIMITER_STATE_BYTES, limiter_key_hex,
+    validate_limiter_key, validate_limiter_write,
+};
 pub use migrations::{MigrateBackend, Migration, MigrationStatus};
 pub use queue::{
     CANCELLED_WHILE_RUNNING, CancelOutcome, Cancellation, Completed, Completion, CompletionOutcome,

@@ -775,6 +775,52 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
         })
     }
 
+    /// The state stored under the limiter `key`, with the version to replace it from;
+    /// `None` when nothing was ever written there.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported) without
+    /// [`Capability::Limits`](crate::Capability::Limits);
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) for a bad key
+    /// ([`validate_limiter_key`](crate::validate_limiter_key)); or a backend error.
+    fn read_limiter(&self, key: String) -> BoxFuture<'_, StoreResult<Option<crate::LimiterState>>> {
+        let _ = key;
+        Box::pin(async {
+            Err(crate::StoreError::Unsupported {
+                backend: "this task queue",
+                operation: crate::Capability::Limits.as_str(),
+            })
+        })
+    }
+
+    /// Replaces the state under the limiter `key` with `bytes` if it is still at
+    /// `expected` (`None`: only if nothing was ever written there). Returns whether it was
+    /// written; `false` means another writer came first and nothing changed.
+    ///
+    /// A reply lost after the write leaves the caller unsure; reading again tells, as the
+    /// version then differs from `expected`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported) without
+    /// [`Capability::Limits`](crate::Capability::Limits);
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) for a bad key or a state too
+    /// large ([`validate_limiter_write`](crate::validate_limiter_write)); or a backend
+    /// error.
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<crate::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (key, expected, bytes);
+        Box::pin(async {
+            Err(crate::StoreError::Unsupported {
+                backend: "this task queue",
+                operation: crate::Capability::Limits.as_str(),
+            })
+        })
+    }
+
     /// Waits until a task may be ready in one of `queues`, or `timeout` passes.
     ///
     /// Backends with a wake-up channel return as soon as a task is enqueued; the default

@@ -45,6 +45,7 @@
 mod closure;
 mod context;
 mod definition;
+pub mod limits;
 mod live;
 mod local;
 mod pool;
@@ -59,6 +60,7 @@ mod worker;
 pub use closure::{ArgsOnly, AsyncTaskFn, BlockingTaskFn, WithContext};
 pub use context::TaskContext;
 pub use definition::{AsyncMarker, BlockingMarker, LocalMarker, TaskDefinition};
+pub use limits::{Limit, QueueLimits, Rate};
 pub use live::LiveRegistry;
 pub use process::{CHILD_ENV, is_process_child};
 pub use progress::ProgressError;

@@ -12,6 +12,7 @@
 //!   what a killed process left blocked.
 //! - `unique/{key}`: who holds a unique key.
 //! - `settings/paused-queues`: the paused queues' names (JSON).
+//! - `limiters/{base32 of the key}.l`: a limiter's state, replaced only from the version read.
 //!
 //! A marker is always written before the change of the task it files (and names the
 //! task's write it files, `write`): a process killed in between leaves a marker that a
@@ -28,6 +29,7 @@ pub(crate) const LEASES: &str = "leases";
 pub(crate) const EXPIRY: &str = "expiry";
 pub(crate) const BLOCKED: &str = "blocked";
 pub(crate) const UNIQUE: &str = "unique";
+pub(crate) const LIMITERS: &str = "limiters";
 
 pub(crate) fn task(id: TaskId) -> String {
     format!("{TASKS}/{id}")

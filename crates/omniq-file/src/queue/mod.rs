@@ -9,6 +9,7 @@ mod claim;
 mod dependencies;
 mod inspect;
 pub(crate) mod keys;
+mod limiter;
 mod maintenance;
 mod pause;
 mod tasks;
@@ -440,6 +441,22 @@ impl TaskQueue for FileTaskQueue {
 
     fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         Box::pin(self.paused_queue_names())
+    }
+
+    fn read_limiter(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
+        Box::pin(self.limiter_state(key))
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<omniq_storage::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.replace_limiter(key, expected, bytes))
     }
 
     fn report_progress(

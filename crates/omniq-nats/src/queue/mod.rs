@@ -21,6 +21,7 @@ mod claim;
 mod dependencies;
 mod index;
 mod inspect;
+mod limiter;
 mod maintenance;
 mod pause;
 mod stored;
@@ -630,6 +631,22 @@ impl TaskQueue for NatsTaskQueue {
 
     fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         Box::pin(self.paused_queue_names())
+    }
+
+    fn read_limiter(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
+        Box::pin(self.limiter_state(key))
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<omniq_storage::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.replace_limiter(key, expected, bytes))
     }
 
     fn report_progress(

@@ -4,6 +4,7 @@ mod claim;
 mod complete;
 mod enqueue;
 mod inspect;
+mod limiter;
 mod maintenance;
 mod notify;
 mod pause;

@@ -56,6 +56,7 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         "purge_deletes_finished_tasks_only" | "purge_is_bounded_per_call" => &[Purge, Inspection],
         "a_paused_queue_is_stored_until_resumed" => &[QueuePause],
         "progress_is_stored_under_the_lease_and_renews_it" => &[Progress, Inspection],
+        "limiter_state_is_replaced_only_from_the_version_read" => &[Limits],
         "enqueue_dequeue_complete_round_trip"
         | "a_task_sent_twice_is_stored_once"
         | "invalid_options_are_refused_at_enqueue_and_nothing_is_stored"
@@ -134,6 +135,12 @@ pub async fn missing_capabilities_are_refused_with_unsupported(stores: Fixture) 
                     )
                     .await,
             ),
+            Capability::Limits => kind(stores.queue.read_limiter(queue.clone()).await).or(kind(
+                stores
+                    .queue
+                    .write_limiter(queue.clone(), None, b"x".to_vec())
+                    .await,
+            )),
             Capability::TransactionalEnqueue => {
                 // Not a call on the queue: the backend's `StoreBackend::transactional` is
                 // `None` and the facade refuses `in_transaction` (tested with the facade).

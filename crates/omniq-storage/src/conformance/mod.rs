@@ -19,6 +19,7 @@
 mod capabilities;
 mod events;
 mod lifecycle;
+mod limiter;
 mod pause;
 mod progress;
 mod queue;
@@ -40,6 +41,7 @@ use crate::{
 pub use capabilities::*;
 pub use events::*;
 pub use lifecycle::*;
+pub use limiter::*;
 pub use pause::*;
 pub use progress::*;
 pub use queue::*;
@@ -237,6 +239,7 @@ macro_rules! conformance_suite {
             purge_is_bounded_per_call,
             a_paused_queue_is_stored_until_resumed,
             progress_is_stored_under_the_lease_and_renews_it,
+            limiter_state_is_replaced_only_from_the_version_read,
             purge_expired_removes_expired_results_bounded_per_call,
             purge_before_removes_old_events_bounded_per_call,
             listing_limits_are_clamped_to_the_maximum,

@@ -41,8 +41,9 @@ use tokio::time::Instant;
 
 use crate::{
     BoxFuture, Cancellation, Completed, Completion, DequeueRequest, EnqueueOutcome, EventQuery,
-    EventStore, Lease, LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget, ResultStore,
-    ScheduleStore, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
+    EventStore, Lease, LeaseRef, LeaseStatus, LimiterState, LimiterVersion, PurgeRequest,
+    QueueStats, RedriveTarget, ResultStore, ScheduleStore, StateChange, StoreError, StoreResult,
+    TaskQuery, TaskQueue,
 };
 
 /// The backend name injected errors report.
@@ -84,6 +85,10 @@ pub enum Op {
     PausedQueues,
     /// [`TaskQueue::report_progress`].
     ReportProgress,
+    /// [`TaskQueue::read_limiter`].
+    ReadLimiter,
+    /// [`TaskQueue::write_limiter`].
+    WriteLimiter,
     /// [`ResultStore::put`].
     PutResults,
     /// [`ResultStore::get`].
@@ -667,6 +672,24 @@ impl TaskQueue for FaultyQueue {
     ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
         Box::pin(self.faults.apply(Op::ReportProgress, move || {
             self.inner.report_progress(lease, progress, extend)
+        }))
+    }
+
+    fn read_limiter(&self, key: String) -> BoxFuture<'_, StoreResult<Option<LimiterState>>> {
+        Box::pin(
+            self.faults
+                .apply(Op::ReadLimiter, move || self.inner.read_limiter(key)),
+        )
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.faults.apply(Op::WriteLimiter, move || {
+            self.inner.write_limiter(key, expected, bytes)
         }))
     }
 

@@ -7,8 +7,8 @@ use omniq_models::{TaskId, TaskRecord, TaskSpec};
 
 use crate::{
     BoxFuture, Cancellation, Capabilities, Capability, Completed, Completion, DequeueRequest,
-    EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest, QueueStats, RedriveTarget,
-    StateChange, StoreResult, TaskQuery, TaskQueue,
+    EnqueueOutcome, Lease, LeaseRef, LeaseStatus, LimiterState, LimiterVersion, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, StoreResult, TaskQuery, TaskQueue,
 };
 
 /// The backend name a [`Restricted`] queue's refusals carry.
@@ -138,6 +138,21 @@ impl TaskQueue for Restricted {
     ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
         self.refuse(Capability::Progress)
             .unwrap_or_else(|| self.inner.report_progress(lease, progress, extend))
+    }
+
+    fn read_limiter(&self, key: String) -> BoxFuture<'_, StoreResult<Option<LimiterState>>> {
+        self.refuse(Capability::Limits)
+            .unwrap_or_else(|| self.inner.read_limiter(key))
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        self.refuse(Capability::Limits)
+            .unwrap_or_else(|| self.inner.write_limiter(key, expected, bytes))
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

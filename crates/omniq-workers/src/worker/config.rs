@@ -1,8 +1,11 @@
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
 pub use omniq_models::WorkerKind;
 use omniq_models::{DEFAULT_QUEUE, WorkerId};
+
+use crate::limits::{Limit, QueueLimits};
 
 /// The default of [`WorkerConfig::unknown_task_grace`]: an hour, longer than a rolling
 /// deploy takes.
@@ -67,6 +70,10 @@ pub struct WorkerConfig {
     /// Process workers: a child is replaced after this many tasks (`None`: never), to
     /// bound what a leaking handler can hold.
     pub max_tasks_per_child: Option<u32>,
+    /// Rate and concurrency limits by queue, held across every worker sharing the store
+    /// (see [`limits`](crate::limits)). Workers of one fleet should set the same limits:
+    /// each applies its own to the shared state.
+    pub limits: BTreeMap<String, QueueLimits>,
 }
 
 impl Default for WorkerConfig {
@@ -91,6 +98,7 @@ impl Default for WorkerConfig {
             unknown_task_grace: Some(DEFAULT_UNKNOWN_TASK_GRACE),
             child_command: None,
             max_tasks_per_child: None,
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -222,7 +230,29 @@ impl WorkerConfig {
         self
     }
 
+    /// Limits the tasks of `queue` together: how many run at once, how many start per
+    /// window, across every worker sharing the store.
+    pub fn limit_queue(mut self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.limits.entry(queue.into()).or_default().queue = Some(limit);
+        self
+    }
+
+    /// Limits the tasks of `queue` key by key (their
+    /// [`limit_key`](omniq_models::TaskOptions::limit_key)): how many of one key run at
+    /// once, how many start per window, across every worker sharing the store.
+    pub fn limit_each_key(mut self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.limits.entry(queue.into()).or_default().each_key = Some(limit);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
+        for (queue, limits) in &self.limits {
+            for limit in limits.queue.iter().chain(&limits.each_key) {
+                limit
+                    .validate()
+                    .map_err(|err| format!("the limit on queue `{queue}`: {err}"))?;
+            }
+        }
         if self.queues.is_empty() {
             return Err("a worker needs at least one queue".to_owned());
         }

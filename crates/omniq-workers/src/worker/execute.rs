@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::completions::Finished;
+use super::limiter;
 use super::progress;
 use super::resilience::{guarded, panicked};
 use super::shared::{InFlight, Pipeline, Shared};
@@ -98,6 +99,39 @@ pub(crate) async fn execute(
         unstarted(CompletionOutcome::Release, lease_permit);
         return;
     }
+    // Its limits are taken while it holds the slot, so an attempt put off never ran.
+    let limits_held = if shared.limiters.is_empty() {
+        None
+    } else {
+        let taken = tokio::time::timeout(
+            shared.config.store_timeout,
+            shared.limiters.acquire(&shared.queue, &lease),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(limiter::Wait {
+                run_at: Utc::now() + chrono::Duration::seconds(1),
+                reason: "the limiter did not answer in time".to_owned(),
+            })
+        });
+        match taken {
+            Ok(hold) => Some(hold),
+            Err(wait) => {
+                tracing::debug!(task.id = %spec.id, queue = %spec.queue, reason = %wait.reason,
+                    run_at = %wait.run_at, "limited: put off without using an attempt");
+                metrics::counter!("omniq_tasks_limited_total", "queue" => spec.queue.clone())
+                    .increment(1);
+                drop(slot);
+                unstarted(
+                    CompletionOutcome::Snooze {
+                        run_at: wait.run_at,
+                    },
+                    lease_permit,
+                );
+                return;
+            }
+        }
+    };
     pipeline.unbuffer();
 
     let task_metrics = shared.metrics.get(&spec.queue, &spec.name);
@@ -123,8 +157,10 @@ pub(crate) async fn execute(
         // Cancellation was requested and the handler did not stop within the grace period.
         () = async { cancel_requested.cancelled().await; tokio::time::sleep(grace).await } => None,
     };
-    // The handler is done: its slot may run the next buffered lease while this completes.
+    // The handler is done: its slot may run the next buffered lease while this completes,
+    // and its limits let the next task of its queue or key start.
     drop(slot);
+    drop(limits_held);
     let elapsed = started.elapsed();
     task_metrics.duration.record(elapsed.as_secs_f64());
 

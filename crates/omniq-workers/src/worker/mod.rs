@@ -5,6 +5,7 @@ mod config;
 mod execute;
 mod fetch;
 mod leases;
+mod limiter;
 mod paused;
 mod progress;
 mod resilience;
@@ -117,6 +118,18 @@ impl Worker {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn start(self) -> Result<WorkerHandle, WorkerError> {
+        if !self.config.limits.is_empty()
+            && !self
+                .queue
+                .capabilities()
+                .supports(omniq_storage::Capability::Limits)
+        {
+            return Err(WorkerError::Config(
+                "rate and concurrency limits need a task queue that stores limiter state \
+                 (Capability::Limits)"
+                    .to_owned(),
+            ));
+        }
         let in_child = crate::process::is_process_child();
         self.start_as(in_child)
     }

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
+use super::limiter::Limiters;
 use super::paused::PausedQueues;
 use super::task_metrics::MetricsCache;
 use crate::LiveRegistry;
@@ -156,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) completions_stalled: AtomicBool,
     /// The worker's queues paused in the store, as last read.
     pub(crate) paused: PausedQueues,
+    /// The worker's rate and concurrency limits.
+    pub(crate) limiters: Limiters,
     in_flight: Mutex<HashMap<TaskId, InFlight>>,
 }
 
@@ -175,6 +178,7 @@ impl Shared {
         Self {
             id,
             paused: PausedQueues::new(queue.as_ref()),
+            limiters: Limiters::new(config.limits.clone().into_iter().collect(), config.lease),
             queue,
             results,
             events,
