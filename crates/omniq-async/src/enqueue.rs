@@ -129,6 +129,13 @@ impl<R> EnqueueBuilder<R> {
         self.options = self.options.metadata(key, value);
         self
     }
+
+    /// Sets the key a worker's per-key limits count the task under (a tenant id, an API
+    /// host); see [`WorkerBuilder::limit_each_key`](crate::WorkerBuilder::limit_each_key).
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.options = self.options.limit_key(key);
+        self
+    }
 }
 
 impl<R> EnqueueBuilder<R> {

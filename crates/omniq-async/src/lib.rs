@@ -86,8 +86,9 @@ pub use worker::WorkerBuilder;
 pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
 pub use omniq_events::EventSubscription;
 pub use omniq_models::{
-    Backoff, MisfirePolicy, RunWhen, Schedule, ScheduleTrigger, TaskError, TaskErrorKind,
-    TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskResult, TaskState, WorkerId,
+    Backoff, LIMIT_KEY_METADATA, MisfirePolicy, RunWhen, Schedule, ScheduleTrigger, TaskError,
+    TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskResult,
+    TaskState, WorkerId,
 };
 pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{
@@ -95,9 +96,9 @@ pub use omniq_storage::{
     QueueStats, RedriveTarget, TaskQuery,
 };
 pub use omniq_workers::{
-    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, LocalTask,
-    ProgressError, State, Task, TaskContext, TaskDefinition, WithContext, WorkerConfig,
-    WorkerHandle, WorkerKind, WorkerReport, is_process_child, shutdown_signal,
+    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, Limit, LocalTask,
+    ProgressError, QueueLimits, Rate, State, Task, TaskContext, TaskDefinition, WithContext,
+    WorkerConfig, WorkerHandle, WorkerKind, WorkerReport, is_process_child, shutdown_signal,
 };
 
 /// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use omniq_workers::{Worker, WorkerConfig, WorkerHandle, WorkerKind};
+use omniq_workers::{Limit, Worker, WorkerConfig, WorkerHandle, WorkerKind};
 
 use crate::{AsyncOmniQ, Result};
 
@@ -39,6 +39,7 @@ impl WorkerBuilder {
             child_command: (!settings.child_command.is_empty())
                 .then(|| settings.child_command.iter().map(Into::into).collect()),
             max_tasks_per_child: settings.max_tasks_per_child,
+            limits: Default::default(),
         };
         Self { omniq, config }
     }
@@ -161,6 +162,37 @@ impl WorkerBuilder {
         self.omniq.inner.registry.update(|registry| {
             registry.provide(value);
         });
+        self
+    }
+
+    /// Limits the tasks of `queue` together, across every worker sharing the store: how
+    /// many run at once, how many start per window. A task that may not start yet waits in
+    /// its queue without using an attempt.
+    ///
+    /// ```no_run
+    /// # async fn demo(omniq: omniq_async::AsyncOmniQ) -> omniq_async::Result<()> {
+    /// use std::time::Duration;
+    /// use omniq_async::Limit;
+    ///
+    /// let worker = omniq
+    ///     .worker()
+    ///     .queues(["emails"])
+    ///     .limit_queue("emails", Limit::new().rate(100, Duration::from_secs(60)))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn limit_queue(mut self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.config = self.config.limit_queue(queue, limit);
+        self
+    }
+
+    /// Limits the tasks of `queue` key by key ([`EnqueueBuilder::limit_key`]), across every
+    /// worker sharing the store: at most so many of one key run at once or start per
+    /// window, while other keys' tasks go on.
+    ///
+    /// [`EnqueueBuilder::limit_key`]: crate::EnqueueBuilder::limit_key
+    pub fn limit_each_key(mut self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.config = self.config.limit_each_key(queue, limit);
         self
     }
 

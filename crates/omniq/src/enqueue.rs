@@ -60,6 +60,9 @@ impl<R: Send + 'static> EnqueueBuilder<R> {
         unique_for(window: Duration);
         /// Adds a metadata label.
         metadata(key: impl Into<String>, value: impl Into<String>);
+        /// Sets the key a worker's per-key limits count the task under (a tenant id, an
+        /// API host).
+        limit_key(key: impl Into<String>);
     }
 
     /// The async builder underneath (a batch takes it as a member or a callback).

@@ -1,7 +1,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use omniq_async::{Result, WorkerConfig, WorkerId, WorkerKind, WorkerReport};
+use omniq_async::{Limit, Result, WorkerConfig, WorkerId, WorkerKind, WorkerReport};
 
 use crate::runtime::Driver;
 
@@ -74,6 +74,18 @@ impl WorkerBuilder {
         max_tasks_per_child(max: Option<u32>);
         /// Replaces the whole configuration.
         config(config: WorkerConfig);
+    }
+
+    /// Limits the tasks of `queue` together, across every worker sharing the store (see
+    /// [`omniq_async::WorkerBuilder::limit_queue`]).
+    pub fn limit_queue(self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.map(|w| w.limit_queue(queue, limit))
+    }
+
+    /// Limits the tasks of `queue` key by key, across every worker sharing the store (see
+    /// [`omniq_async::WorkerBuilder::limit_each_key`]).
+    pub fn limit_each_key(self, queue: impl Into<String>, limit: Limit) -> Self {
+        self.map(|w| w.limit_each_key(queue, limit))
     }
 
     /// Sets the queues, in strict priority order.
