@@ -25,11 +25,15 @@ pub enum Scenario {
     /// Throughput while another session holds a transaction open for the whole run
     /// (PostgreSQL: designs sensitive to dead rows slow down).
     LongTransaction,
+    /// Throughput with the tasks spread over 16 limit keys, each capped at 8 running at
+    /// once across the workers (a cap above the worker's slots: the figure is the
+    /// limiter's cost).
+    Limited,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Throughput,
         Scenario::Steady,
         Scenario::Latency,
@@ -39,6 +43,7 @@ impl Scenario {
         Scenario::Queues,
         Scenario::Failing,
         Scenario::LongTransaction,
+        Scenario::Limited,
     ];
 
     /// The scenario's name.
@@ -53,6 +58,7 @@ impl Scenario {
             Scenario::Queues => "queues",
             Scenario::Failing => "failing",
             Scenario::LongTransaction => "long-transaction",
+            Scenario::Limited => "limited",
         }
     }
 }

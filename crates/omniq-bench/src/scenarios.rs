@@ -38,13 +38,21 @@ struct Shape {
     priority: i32,
     /// One task in this many fails its first attempt (0: none).
     failing_one_in: u64,
+    /// The tasks are spread over this many limit keys, each limited to
+    /// [`PER_KEY_CONCURRENCY`] running at once (0: no limit).
+    limit_keys: u64,
 }
+
+/// The per-key cap of the `limited` scenario: with 16 keys, twice the default worker's
+/// slots, so the figure shows what the limiter costs rather than what it holds back.
+const PER_KEY_CONCURRENCY: u32 = 8;
 
 impl Shape {
     const PLAIN: Shape = Shape {
         padding: 0,
         priority: 0,
         failing_one_in: 0,
+        limit_keys: 0,
     };
 }
 
@@ -68,10 +76,14 @@ async fn enqueue_bulk(
             .map(|seq| {
                 let mut job = Job::now(shape.padding);
                 job.fail_first = shape.failing_one_in > 0 && seq % shape.failing_one_in == 0;
-                job
+                let options = match shape.limit_keys {
+                    0 => options.clone(),
+                    keys => options.clone().limit_key(format!("key-{}", seq % keys)),
+                };
+                (job, options)
             })
             .collect();
-        enqueue_jobs(omniq, jobs, options).await?;
+        enqueue_jobs(omniq, jobs).await?;
         sent += n;
         chunk += 1;
         progress.inc(n);
@@ -81,18 +93,17 @@ async fn enqueue_bulk(
 
 async fn enqueue_jobs(
     omniq: &AsyncOmniQ,
-    jobs: Vec<Job>,
-    options: omniq_async::TaskOptions,
+    jobs: Vec<(Job, omniq_async::TaskOptions)>,
 ) -> anyhow::Result<()> {
     let codec = omniq_async::layers::serialization::PayloadCodec::default();
     let now = chrono::Utc::now();
     let specs = jobs
-        .iter()
-        .map(|job| {
+        .into_iter()
+        .map(|(job, options)| {
             Ok(omniq_async::layers::models::TaskSpec::new(
                 TASK,
-                codec.encode(job)?,
-                options.clone(),
+                codec.encode(&job)?,
+                options,
                 now,
             ))
         })
@@ -105,14 +116,16 @@ fn start_workers(
     omniq: &AsyncOmniQ,
     queues: &[String],
     options: &Options,
+    limit_each_key: Option<&omniq_async::Limit>,
 ) -> anyhow::Result<Vec<WorkerHandle>> {
+    let mut config = worker_config(queues, options.concurrency);
+    if let Some(limit) = limit_each_key {
+        for queue in queues {
+            config = config.limit_each_key(queue, limit.clone());
+        }
+    }
     (0..options.workers.max(1))
-        .map(|_| {
-            Ok(omniq
-                .worker()
-                .config(worker_config(queues, options.concurrency))
-                .start()?)
-        })
+        .map(|_| Ok(omniq.worker().config(config.clone()).start()?))
         .collect()
 }
 
@@ -213,7 +226,9 @@ async fn bulk_then_process(
     let enqueue_time = enqueue_bulk(&omniq, &queues, options.tasks, shape, progress).await?;
     probe.reset(options.tasks);
     progress.set_message(format!("{label}: processing"));
-    let workers = start_workers(&omniq, &queues, options)?;
+    let limit =
+        (shape.limit_keys > 0).then(|| omniq_async::Limit::new().concurrency(PER_KEY_CONCURRENCY));
+    let workers = start_workers(&omniq, &queues, options, limit.as_ref())?;
     let mut row = measured(target, label, options.tasks, &probe);
     wait_done(&probe, progress, &mut row).await;
     stop(workers).await?;
@@ -247,7 +262,7 @@ async fn steady(
     progress.set_length(options.tasks);
     progress.set_message("steady: producing and processing");
     probe.reset(options.tasks);
-    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options)?;
+    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options, None)?;
     // Four producers, 100 tasks per round trip, racing the workers.
     let producers = 4u64;
     let started = Instant::now();
@@ -260,13 +275,9 @@ async fn steady(
             let mut left = share;
             while left > 0 {
                 let n = left.min(100);
-                let jobs = (0..n).map(|_| Job::now(0)).collect();
-                enqueue_jobs(
-                    &omniq,
-                    jobs,
-                    omniq_async::TaskOptions::default().queue(&queue),
-                )
-                .await?;
+                let options = omniq_async::TaskOptions::default().queue(&queue);
+                let jobs = (0..n).map(|_| (Job::now(0), options.clone())).collect();
+                enqueue_jobs(&omniq, jobs).await?;
                 left -= n;
             }
             anyhow::Ok(())
@@ -302,7 +313,7 @@ async fn latency(
     progress.set_length(count);
     progress.set_message("latency: one task every 5 ms");
     probe.reset(count);
-    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options)?;
+    let workers = start_workers(&omniq, std::slice::from_ref(&queue), options, None)?;
     // Let the worker go idle (waiting for a wake-up) before the first send.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut pace = tokio::time::interval(Duration::from_millis(5));
@@ -528,5 +539,15 @@ pub async fn run(
             vec![bulk_then_process(target, options, failing, progress).await?]
         }
         Scenario::LongTransaction => vec![long_transaction(target, options, progress).await?],
+        Scenario::Limited => {
+            let limited = Bulk {
+                shape: Shape {
+                    limit_keys: 16,
+                    ..Shape::PLAIN
+                },
+                ..bulk("limited 16 keys")
+            };
+            vec![bulk_then_process(target, options, limited, progress).await?]
+        }
     })
 }

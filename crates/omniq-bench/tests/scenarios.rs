@@ -40,6 +40,7 @@ async fn every_scenario_completes(url: &str) {
             "queues 16",
             "failing 10%",
             "long transaction",
+            "limited 16 keys",
         ]
     );
     for row in &rows {
