@@ -39,10 +39,14 @@ impl Task for Record {
         let recorder = RECORDER
             .get()
             .ok_or_else(|| TaskError::new("no recorder is installed in this process"))?;
+        let started = unix_micros();
         tokio::time::sleep(recorder.task_time).await;
         recorder
             .record(self.seq)
             .map_err(|e| TaskError::new(format!("cannot append to the runs log: {e}")))?;
+        recorder
+            .record_span(self.seq, started, unix_micros())
+            .map_err(|e| TaskError::new(format!("cannot append to the spans log: {e}")))?;
         Ok(self.seq)
     }
 }
@@ -53,7 +57,63 @@ static RECORDER: OnceLock<Recorder> = OnceLock::new();
 #[derive(Debug)]
 pub struct Recorder {
     runs: File,
+    spans: Option<File>,
     task_time: Duration,
+}
+
+/// Microseconds since the Unix epoch: one clock for every process of the machine.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
+/// Appends `line` in one `write()` (whole or not at all on a file opened with `O_APPEND`).
+fn append(mut file: &File, line: &str) -> std::io::Result<()> {
+    let written = file.write(line.as_bytes())?;
+    if written == line.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "short write: {written} of {} bytes",
+            line.len()
+        )))
+    }
+}
+
+/// One run of a [`Record`] task: when it started and ended, in µs since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The task's sequence number.
+    pub seq: u64,
+    /// When the handler started.
+    pub start: u64,
+    /// When it ended.
+    pub end: u64,
+}
+
+/// Reads a spans log (`<seq> <start> <end>` lines).
+///
+/// # Errors
+/// When the file cannot be read or holds a line of another shape.
+pub fn read_spans(path: &Path) -> anyhow::Result<Vec<Span>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the spans log {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let numbers: Vec<u64> = line
+                .split(' ')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("bad spans line `{line}`"))?;
+            match numbers[..] {
+                [seq, start, end] => Ok(Span { seq, start, end }),
+                _ => bail!("bad spans line `{line}`"),
+            }
+        })
+        .collect()
 }
 
 impl Recorder {
@@ -62,12 +122,20 @@ impl Recorder {
     /// # Errors
     /// When the file cannot be opened.
     pub fn open(path: &Path, task_time: Duration) -> anyhow::Result<Self> {
-        let runs = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open the runs log {}", path.display()))?;
-        Ok(Self { runs, task_time })
+        Ok(Self {
+            runs: open_append(path)?,
+            spans: None,
+            task_time,
+        })
+    }
+
+    /// Also logs each run's start and end to the spans log at `path` (see [`read_spans`]).
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn with_spans(mut self, path: &Path) -> anyhow::Result<Self> {
+        self.spans = Some(open_append(path)?);
+        Ok(self)
     }
 
     /// Makes this the recorder of every [`Record`] task run in this process.
@@ -83,17 +151,23 @@ impl Recorder {
     /// Appends `<seq>\n` in one `write()`: with `O_APPEND` the line lands whole or not at
     /// all, whatever happens to the process afterwards.
     fn record(&self, seq: u64) -> std::io::Result<()> {
-        let line = format!("{seq}\n");
-        let written = (&self.runs).write(line.as_bytes())?;
-        if written == line.len() {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!(
-                "short write: {written} of {} bytes",
-                line.len()
-            )))
+        append(&self.runs, &format!("{seq}\n"))
+    }
+
+    fn record_span(&self, seq: u64, start: u64, end: u64) -> std::io::Result<()> {
+        match &self.spans {
+            Some(spans) => append(spans, &format!("{seq} {start} {end}\n")),
+            None => Ok(()),
         }
     }
+}
+
+fn open_append(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// Settings with all four stores in the SQLite file `db`.

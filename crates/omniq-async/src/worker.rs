@@ -188,7 +188,51 @@ impl WorkerBuilder {
 
     /// Limits the tasks of `queue` key by key ([`EnqueueBuilder::limit_key`]), across every
     /// worker sharing the store: at most so many of one key run at once or start per
-    /// window, while other keys' tasks go on.
+    /// window, while other keys' tasks go on. Tasks without a key are not counted by it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> omniq_async::Result<()> {
+    /// use std::time::Duration;
+    /// use omniq_async::{AsyncOmniQ, Limit, Settings, Task, TaskContext, TaskError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Import {
+    ///     tenant: u32,
+    /// }
+    ///
+    /// impl Task for Import {
+    ///     const NAME: &'static str = "import";
+    ///     type Output = u32;
+    ///     async fn run(self, _ctx: TaskContext) -> Result<u32, TaskError> {
+    ///         Ok(self.tenant)
+    ///     }
+    /// }
+    ///
+    /// let omniq = AsyncOmniQ::from_settings(Settings::memory()).await?.register::<Import>();
+    /// // At most 2 imports of one tenant at once, and 10 a second per tenant (bursts of
+    /// // 20), with at most 500 a minute for the whole queue.
+    /// let worker = omniq
+    ///     .worker()
+    ///     .queues(["imports"])
+    ///     .limit_each_key(
+    ///         "imports",
+    ///         Limit::new()
+    ///             .concurrency(2)
+    ///             .rate_with_burst(10, Duration::from_secs(1), 20),
+    ///     )
+    ///     .limit_queue("imports", Limit::new().rate(500, Duration::from_secs(60)))
+    ///     .start()?;
+    /// let import = omniq
+    ///     .enqueue(Import { tenant: 7 })
+    ///     .queue("imports")
+    ///     .limit_key("tenant-7")
+    ///     .await?;
+    /// assert_eq!(import.wait(Duration::from_secs(10)).await?, 7);
+    /// worker.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// [`EnqueueBuilder::limit_key`]: crate::EnqueueBuilder::limit_key
     pub fn limit_each_key(mut self, queue: impl Into<String>, limit: Limit) -> Self {

@@ -3,6 +3,7 @@
 //! ```text
 //! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C] [--prefetch P]
 //!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
+//!            [--spans PATH] [--limit-each-key N]
 //! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
 //! ```
 //!
@@ -17,6 +18,10 @@
 //! (`run_until_signal`, a graceful shutdown), then prints
 //! `report succeeded=… retried=… dead_lettered=… released=… lease_lost=…` and exits 0.
 //!
+//! `--spans PATH` also logs each run's start and end (`omniq_e2e::read_spans`);
+//! `--limit-each-key N` lets at most N tasks of one limit key run at once across the
+//! workers sharing the store.
+//!
 //! `enqueue` enqueues `Record { seq }` for `seq` in `first-seq .. first-seq + N`, in
 //! chunks of 500, prints `enqueued=N` and exits 0.
 
@@ -25,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use omniq_async::{AsyncOmniQ, Settings, WorkerReport};
+use omniq_async::{AsyncOmniQ, Limit, Settings, WorkerReport};
 use omniq_e2e::{Record, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,8 @@ struct Args {
     lease_ms: Option<u64>,
     poll_ms: Option<u64>,
     grace_ms: Option<u64>,
+    spans: Option<PathBuf>,
+    limit_each_key: Option<u32>,
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -73,6 +80,8 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         lease_ms: None,
         poll_ms: None,
         grace_ms: None,
+        spans: None,
+        limit_each_key: None,
     };
     while let Some(flag) = raw.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -122,6 +131,12 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--lease-ms" => args.lease_ms = Some(number(value()?)?),
             "--poll-ms" => args.poll_ms = Some(number(value()?)?),
             "--grace-ms" => args.grace_ms = Some(number(value()?)?),
+            "--spans" => args.spans = Some(PathBuf::from(value()?)),
+            "--limit-each-key" => {
+                args.limit_each_key = Some(
+                    u32::try_from(number(value()?)?).context("--limit-each-key is too large")?,
+                );
+            }
             other => bail!("unknown argument `{other}`"),
         }
     }
@@ -173,9 +188,17 @@ fn report_line(report: &WorkerReport) -> String {
 
 async fn work(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
     let runs = args.runs.as_deref().context("--runs PATH is required")?;
-    Recorder::open(runs, Duration::from_millis(args.task_ms))?.install()?;
+    let mut recorder = Recorder::open(runs, Duration::from_millis(args.task_ms))?;
+    if let Some(spans) = &args.spans {
+        recorder = recorder.with_spans(spans)?;
+    }
+    recorder.install()?;
     let omniq = omniq.register::<Record>();
-    let worker = omniq.worker().start()?;
+    let mut worker = omniq.worker();
+    if let Some(max) = args.limit_each_key {
+        worker = worker.limit_each_key(omniq_e2e::QUEUE, Limit::new().concurrency(max));
+    }
+    let worker = worker.start()?;
     let id = worker.id().clone();
     let run = worker.run_until_signal();
     tokio::pin!(run);
