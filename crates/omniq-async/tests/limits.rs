@@ -106,16 +106,20 @@ impl Task for Tracked {
 #[derive(Debug, Serialize, Deserialize)]
 struct Gated;
 
-/// What lets a [`Gated`] task finish.
-struct Gate(Arc<tokio::sync::Semaphore>);
+/// What lets a [`Gated`] task finish, and what it signals when its handler starts.
+struct Gate {
+    open: Arc<tokio::sync::Semaphore>,
+    started: Arc<tokio::sync::Semaphore>,
+}
 
 impl Task for Gated {
     const NAME: &'static str = "limits.gated";
     type Output = ();
     async fn run(self, ctx: TaskContext) -> Result<(), TaskError> {
         let gate = ctx.state::<Gate>()?;
+        gate.started.add_permits(1);
         let _pass = gate
-            .0
+            .open
             .acquire()
             .await
             .map_err(|e| TaskError::new(e.to_string()))?;
@@ -325,7 +329,11 @@ async fn a_limiter_the_worker_cannot_reach_starts_nothing_until_it_can(h: Harnes
 async fn a_place_never_given_back_frees_itself_once_its_lease_has_lapsed(h: Harness) {
     let (omniq, faults, _) = support::faults::faulty(&h.omniq);
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let omniq = omniq.register::<Gated>().state(Gate(Arc::clone(&gate)));
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let omniq = omniq.register::<Gated>().state(Gate {
+        open: Arc::clone(&gate),
+        started: Arc::clone(&started),
+    });
     let name = queue("stale-place");
     let worker = omniq
         .worker()
@@ -339,18 +347,12 @@ async fn a_place_never_given_back_frees_itself_once_its_lease_has_lapsed(h: Harn
         .limit_key("k")
         .await
         .expect("enqueue");
-    let deadline = Instant::now() + WAIT;
-    while omniq
-        .task(first.id())
+    // Its handler runs: it holds its place.
+    tokio::time::timeout(WAIT, started.acquire())
         .await
-        .expect("get")
-        .expect("stored")
-        .state
-        != TaskState::Running
-    {
-        assert!(Instant::now() < deadline, "the first task never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("the first task starts")
+        .expect("open semaphore")
+        .forget();
     // The first task ends, but its place cannot be given back: the limiter's writes fail.
     faults.set(Op::WriteLimiter, Fault::Fail, Window::UntilCleared);
     gate.add_permits(1);

@@ -103,17 +103,15 @@ pub(crate) async fn execute(
     let limits_held = if shared.limiters.is_empty() {
         None
     } else {
-        let taken = tokio::time::timeout(
-            shared.config.store_timeout,
-            shared.limiters.acquire(&shared.queue, &lease),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(limiter::Wait {
-                run_at: Utc::now() + chrono::Duration::seconds(1),
-                reason: "the limiter did not answer in time".to_owned(),
-            })
-        });
+        let taken =
+            tokio::time::timeout(shared.config.store_timeout, shared.limiters.acquire(&lease))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(limiter::Wait {
+                        run_at: Utc::now() + chrono::Duration::seconds(1),
+                        reason: "the limiter did not answer in time".to_owned(),
+                    })
+                });
         match taken {
             Ok(hold) => Some(hold),
             Err(wait) => {

@@ -1,18 +1,29 @@
 //! The worker's side of [`Limit`]s: before an attempt starts, a place is taken in each
 //! limiter that covers it (the queue's, then the task key's), by compare-and-set on the
 //! limiter's state in the store; the places are given back when the attempt ends.
+//!
+//! One lane per worker makes every limiter change, in batches: the requests that arrive
+//! while a batch is in the store wait for the next one, and each batch writes each limiter
+//! once (one read and one compare-and-set) for all its places taken and given back. One
+//! round trip per attempt would cap a single-writer store such as SQLite at a few hundred
+//! tasks a second.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use omniq_models::{LIMIT_KEY_METADATA, TaskId, TaskState};
-use omniq_storage::{Lease, StoreError, StoreResult, TaskQueue};
+use omniq_storage::{Lease, LimiterVersion, StoreError, StoreResult, TaskQueue};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::{Decision, Limit, LimiterRecord, QueueLimits};
 
 /// Rounds of read and compare-and-set before a busy limiter counts as unavailable.
 const CAS_ROUNDS: usize = 32;
+
+/// How long a task waits when its limiter cannot be read or written.
+const UNAVAILABLE_WAIT_MS: i64 = 1_000;
 
 /// One limiter covering an attempt: its key in the store and its limit.
 #[derive(Debug, Clone)]
@@ -30,10 +41,39 @@ pub(crate) struct Wait {
     pub(crate) reason: String,
 }
 
-/// The places an attempt holds; given back when dropped.
+impl Wait {
+    fn until(until_ms: i64, reason: String) -> Self {
+        let run_at =
+            DateTime::<Utc>::from_timestamp_millis(until_ms).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Self { run_at, reason }
+    }
+}
+
+/// A place to give back: `task`'s attempt `attempt` under `scope` (its tokens too with
+/// `refund`: the attempt never started).
+#[derive(Debug)]
+struct Release {
+    scope: Scope,
+    task: String,
+    attempt: u32,
+    refund: bool,
+}
+
+#[derive(Debug)]
+enum Request {
+    Acquire {
+        scopes: Vec<Scope>,
+        task: String,
+        attempt: u32,
+        reply: oneshot::Sender<Result<(), Wait>>,
+    },
+    Release(Release),
+}
+
+/// The places an attempt holds; given back (through the lane) when dropped.
 #[derive(Debug)]
 pub(crate) struct Hold {
-    queue: Arc<dyn TaskQueue>,
+    lane: mpsc::UnboundedSender<Request>,
     scopes: Vec<Scope>,
     task: String,
     attempt: u32,
@@ -41,24 +81,15 @@ pub(crate) struct Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if self.scopes.is_empty() {
-            return;
-        }
-        let scopes = std::mem::take(&mut self.scopes);
-        let queue = Arc::clone(&self.queue);
-        let task = self.task.clone();
-        let attempt = self.attempt;
-        // A place not given back (no runtime, the store down) is checked against its task
-        // once its lease has lapsed, so it frees itself.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for scope in scopes.iter().rev() {
-                    if let Err(err) = release(queue.as_ref(), scope, &task, attempt, false).await {
-                        tracing::warn!(%err, limiter = %scope.key,
-                            "a limiter place was not given back; it frees itself once the lease has lapsed");
-                    }
-                }
-            });
+        // A place not given back (the lane gone, the store down) is checked against its
+        // task once its lease has lapsed, so it frees itself.
+        for scope in std::mem::take(&mut self.scopes) {
+            let _ = self.lane.send(Request::Release(Release {
+                scope,
+                task: self.task.clone(),
+                attempt: self.attempt,
+                refund: false,
+            }));
         }
     }
 }
@@ -66,20 +97,37 @@ impl Drop for Hold {
 /// The limiters of a worker.
 #[derive(Debug)]
 pub(crate) struct Limiters {
+    queue: Arc<dyn TaskQueue>,
     by_queue: HashMap<String, QueueLimits>,
     lease_ms: i64,
+    /// The lane, started on first use (on the worker's runtime).
+    lane: OnceLock<mpsc::UnboundedSender<Request>>,
 }
 
 impl Limiters {
-    pub(crate) fn new(by_queue: HashMap<String, QueueLimits>, lease: std::time::Duration) -> Self {
+    pub(crate) fn new(
+        queue: Arc<dyn TaskQueue>,
+        by_queue: HashMap<String, QueueLimits>,
+        lease: std::time::Duration,
+    ) -> Self {
         Self {
+            queue,
             by_queue,
             lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+            lane: OnceLock::new(),
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.by_queue.is_empty()
+    }
+
+    fn lane(&self) -> &mpsc::UnboundedSender<Request> {
+        self.lane.get_or_init(|| {
+            let (sender, requests) = mpsc::unbounded_channel();
+            tokio::spawn(lane(Arc::clone(&self.queue), requests, self.lease_ms));
+            sender
+        })
     }
 
     /// The limiters covering `lease`'s task: its queue's, then its key's.
@@ -111,55 +159,38 @@ impl Limiters {
     /// # Errors
     /// [`Wait`] saying until when the attempt must wait, and why; a store that cannot be
     /// reached or a limiter too busy to update is a short wait, never a start.
-    pub(crate) async fn acquire(
-        &self,
-        queue: &Arc<dyn TaskQueue>,
-        lease: &Lease,
-    ) -> Result<Hold, Wait> {
-        let mut hold = Hold {
-            queue: Arc::clone(queue),
-            scopes: Vec::new(),
-            task: lease.spec.id.to_string(),
-            attempt: lease.attempt,
-        };
-        for scope in self.scopes(lease) {
-            let decided = take_place(
-                queue.as_ref(),
-                &scope,
-                &hold.task,
-                hold.attempt,
-                self.lease_ms,
-            )
-            .await
-            .unwrap_or_else(|err| Decision::Park {
-                until_ms: now_ms() + 1_000,
-                reason: format!("the limiter could not be read or written: {err}"),
+    ///
+    /// # Cancel safety
+    /// A call dropped before its answer gives back whatever places it was granted.
+    pub(crate) async fn acquire(&self, lease: &Lease) -> Result<Hold, Wait> {
+        let scopes = self.scopes(lease);
+        let lane = self.lane();
+        let task = lease.spec.id.to_string();
+        if !scopes.is_empty() {
+            let (reply, answer) = oneshot::channel();
+            let sent = lane.send(Request::Acquire {
+                scopes: scopes.clone(),
+                task: task.clone(),
+                attempt: lease.attempt,
+                reply,
             });
-            let refused = match decided {
-                Decision::Admit => None,
-                Decision::Park { until_ms, reason } => Some((until_ms, reason)),
-                // `take_place` makes its checks before it decides for good.
-                Decision::Check(_) => Some((now_ms() + 1_000, "places are being checked".into())),
+            let answer = match sent {
+                Ok(()) => answer.await.ok(),
+                Err(_) => None,
             };
-            match refused {
-                None => hold.scopes.push(scope),
-                Some((until_ms, reason)) => {
-                    let taken = std::mem::take(&mut hold.scopes);
-                    for scope in taken.iter().rev() {
-                        if let Err(err) =
-                            release(queue.as_ref(), scope, &hold.task, hold.attempt, true).await
-                        {
-                            tracing::warn!(%err, limiter = %scope.key,
-                                "a limiter place was not given back; it frees itself once the lease has lapsed");
-                        }
-                    }
-                    let run_at = DateTime::<Utc>::from_timestamp_millis(until_ms)
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                    return Err(Wait { run_at, reason });
-                }
-            }
+            answer.unwrap_or_else(|| {
+                Err(Wait::until(
+                    now_ms() + UNAVAILABLE_WAIT_MS,
+                    "the worker's limiter lane stopped".to_owned(),
+                ))
+            })?;
         }
-        Ok(hold)
+        Ok(Hold {
+            lane: lane.clone(),
+            scopes,
+            task,
+            attempt: lease.attempt,
+        })
     }
 }
 
@@ -173,13 +204,221 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// An acquisition in progress: the scopes it has, and the one it waits for.
+struct Pending {
+    scopes: Vec<Scope>,
+    next: usize,
+    task: String,
+    attempt: u32,
+    reply: oneshot::Sender<Result<(), Wait>>,
+}
+
+/// Makes the limiter changes asked of it, a batch at a time, until every sender is gone.
+async fn lane(
+    queue: Arc<dyn TaskQueue>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    lease_ms: i64,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            batch.push(more);
+        }
+        let mut pending = Vec::new();
+        let mut releases = Vec::new();
+        for request in batch {
+            match request {
+                Request::Acquire {
+                    scopes,
+                    task,
+                    attempt,
+                    reply,
+                } => pending.push(Pending {
+                    scopes,
+                    next: 0,
+                    task,
+                    attempt,
+                    reply,
+                }),
+                Request::Release(release) => releases.push(release),
+            }
+        }
+        settle(queue.as_ref(), pending, releases, lease_ms).await;
+    }
+}
+
+/// Settles a batch: each round writes each limiter named by the batch once; an attempt
+/// covered by two limiters takes the second in the round after the first.
+async fn settle(
+    queue: &dyn TaskQueue,
+    mut pending: Vec<Pending>,
+    mut releases: Vec<Release>,
+    lease_ms: i64,
+) {
+    while !pending.is_empty() || !releases.is_empty() {
+        // Per limiter: the places given back, then the acquisitions in arrival order.
+        let mut groups: BTreeMap<String, (Scope, Vec<Release>, Vec<usize>)> = BTreeMap::new();
+        for release in releases.drain(..) {
+            groups
+                .entry(release.scope.key.clone())
+                .or_insert_with(|| (release.scope.clone(), Vec::new(), Vec::new()))
+                .1
+                .push(release);
+        }
+        for (at, waiting) in pending.iter().enumerate() {
+            let scope = &waiting.scopes[waiting.next];
+            groups
+                .entry(scope.key.clone())
+                .or_insert_with(|| (scope.clone(), Vec::new(), Vec::new()))
+                .2
+                .push(at);
+        }
+        let asked: Vec<_> = groups
+            .into_values()
+            .map(|(scope, gone, waiting)| {
+                let attempts: Vec<(String, u32)> = waiting
+                    .iter()
+                    .map(|&at| (pending[at].task.clone(), pending[at].attempt))
+                    .collect();
+                async move {
+                    let decided = write_group(queue, &scope, &gone, &attempts, lease_ms).await;
+                    (waiting, decided)
+                }
+            })
+            .collect();
+        let mut verdicts: Vec<Option<Result<(), Wait>>> = pending.iter().map(|_| None).collect();
+        for (waiting, decided) in join_all(asked).await {
+            for (at, decision) in waiting.into_iter().zip(decided) {
+                verdicts[at] = Some(decision);
+            }
+        }
+        let mut still = Vec::new();
+        for (mut waiting, verdict) in pending.into_iter().zip(verdicts) {
+            match verdict {
+                Some(Ok(())) => {
+                    waiting.next += 1;
+                    if waiting.next < waiting.scopes.len() {
+                        still.push(waiting);
+                    } else {
+                        let taken = refunds(&waiting);
+                        if waiting.reply.send(Ok(())).is_err() {
+                            // Its caller gave up waiting: the places go back.
+                            releases.extend(taken);
+                        }
+                    }
+                }
+                refused => {
+                    let wait = refused.and_then(Result::err).unwrap_or_else(|| {
+                        Wait::until(now_ms() + UNAVAILABLE_WAIT_MS, "no decision".to_owned())
+                    });
+                    releases.extend(refunds(&waiting));
+                    let _ = waiting.reply.send(Err(wait));
+                }
+            }
+        }
+        pending = still;
+    }
+}
+
+/// The places `waiting` took before it was refused or abandoned, tokens included.
+fn refunds(waiting: &Pending) -> Vec<Release> {
+    waiting.scopes[..waiting.next]
+        .iter()
+        .map(|scope| Release {
+            scope: scope.clone(),
+            task: waiting.task.clone(),
+            attempt: waiting.attempt,
+            refund: true,
+        })
+        .collect()
+}
+
+/// Gives back `gone` and decides for `attempts` (in order) under one limiter, in one
+/// compare-and-set; a decision per attempt. A store that fails, or a limiter that keeps
+/// changing, puts every attempt off briefly (and leaves `gone` to free itself).
+async fn write_group(
+    queue: &dyn TaskQueue,
+    scope: &Scope,
+    gone: &[Release],
+    attempts: &[(String, u32)],
+    lease_ms: i64,
+) -> Vec<Result<(), Wait>> {
+    match try_write_group(queue, scope, gone, attempts, lease_ms).await {
+        Ok(decided) => decided,
+        Err(err) => {
+            if !gone.is_empty() {
+                tracing::warn!(%err, limiter = %scope.key,
+                    "limiter places were not given back; they free themselves once their leases have lapsed");
+            }
+            let reason = format!("the limiter could not be read or written: {err}");
+            attempts
+                .iter()
+                .map(|_| Err(Wait::until(now_ms() + UNAVAILABLE_WAIT_MS, reason.clone())))
+                .collect()
+        }
+    }
+}
+
+async fn try_write_group(
+    queue: &dyn TaskQueue,
+    scope: &Scope,
+    gone: &[Release],
+    attempts: &[(String, u32)],
+    lease_ms: i64,
+) -> StoreResult<Vec<Result<(), Wait>>> {
+    for _ in 0..CAS_ROUNDS {
+        let (mut record, version) = read(queue, scope).await?;
+        let now = now_ms();
+        let mut changed = false;
+        for release in gone {
+            changed |= record.release(
+                &scope.limit,
+                &release.task,
+                release.attempt,
+                now,
+                release.refund,
+            );
+        }
+        let mut decided = Vec::with_capacity(attempts.len());
+        for (task, attempt) in attempts {
+            let mut decision = record.decide(&scope.limit, task, *attempt, now, lease_ms);
+            if let Decision::Check(unchecked) = decision {
+                for id in unchecked {
+                    check(queue, &mut record, &id, now).await?;
+                }
+                decision = record.decide(&scope.limit, task, *attempt, now, lease_ms);
+            }
+            changed = true;
+            decided.push(match decision {
+                Decision::Admit => Ok(()),
+                Decision::Park { until_ms, reason } => Err(Wait::until(until_ms, reason)),
+                // Every place past its lease was just checked; one still unclear waits.
+                Decision::Check(_) => Err(Wait::until(
+                    now + UNAVAILABLE_WAIT_MS,
+                    "running places are being checked".to_owned(),
+                )),
+            });
+        }
+        if !changed || write(queue, scope, &record, version).await? {
+            return Ok(decided);
+        }
+    }
+    Err(StoreError::unavailable(
+        "limiter",
+        format!(
+            "the limiter {} kept changing under {CAS_ROUNDS} writes",
+            scope.key
+        ),
+    ))
+}
+
 /// The record stored under `scope`, and the version to replace it from. A record that
 /// cannot be read is started afresh (logged): left alone it would stop every task of the
 /// limiter.
 async fn read(
     queue: &dyn TaskQueue,
     scope: &Scope,
-) -> StoreResult<(LimiterRecord, Option<omniq_storage::LimiterVersion>)> {
+) -> StoreResult<(LimiterRecord, Option<LimiterVersion>)> {
     let Some(state) = queue.read_limiter(scope.key.clone()).await? else {
         return Ok((LimiterRecord::default(), None));
     };
@@ -194,54 +433,11 @@ async fn write(
     queue: &dyn TaskQueue,
     scope: &Scope,
     record: &LimiterRecord,
-    version: Option<omniq_storage::LimiterVersion>,
+    version: Option<LimiterVersion>,
 ) -> StoreResult<bool> {
     let bytes = serde_json::to_vec(record)
         .map_err(|err| StoreError::backend("limiter", err.to_string()))?;
     queue.write_limiter(scope.key.clone(), version, bytes).await
-}
-
-fn too_busy(scope: &Scope) -> StoreError {
-    StoreError::unavailable(
-        "limiter",
-        format!(
-            "the limiter {} kept changing under {CAS_ROUNDS} writes",
-            scope.key
-        ),
-    )
-}
-
-/// Decides for one limiter and stores the decision, checking places whose lease may have
-/// lapsed against their tasks.
-async fn take_place(
-    queue: &dyn TaskQueue,
-    scope: &Scope,
-    task: &str,
-    attempt: u32,
-    lease_ms: i64,
-) -> StoreResult<Decision> {
-    for _ in 0..CAS_ROUNDS {
-        let (mut record, version) = read(queue, scope).await?;
-        let now = now_ms();
-        let mut decision = record.decide(&scope.limit, task, attempt, now, lease_ms);
-        if let Decision::Check(unchecked) = decision {
-            for id in unchecked {
-                check(queue, &mut record, &id, now).await?;
-            }
-            decision = record.decide(&scope.limit, task, attempt, now, lease_ms);
-            if let Decision::Check(_) = decision {
-                // Every place was just checked; what is left counts.
-                decision = Decision::Park {
-                    until_ms: now + 1_000,
-                    reason: "running places are being checked".to_owned(),
-                };
-            }
-        }
-        if write(queue, scope, &record, version).await? {
-            return Ok(decision);
-        }
-    }
-    Err(too_busy(scope))
 }
 
 /// Keeps the place of task `id` only while that attempt still runs under a live lease,
@@ -275,24 +471,4 @@ async fn check(
         }
     }
     Ok(())
-}
-
-/// Gives back `task`'s place under `scope` (its tokens too with `refund`).
-async fn release(
-    queue: &dyn TaskQueue,
-    scope: &Scope,
-    task: &str,
-    attempt: u32,
-    refund: bool,
-) -> StoreResult<()> {
-    for _ in 0..CAS_ROUNDS {
-        let (mut record, version) = read(queue, scope).await?;
-        if !record.release(&scope.limit, task, attempt, now_ms(), refund) {
-            return Ok(());
-        }
-        if write(queue, scope, &record, version).await? {
-            return Ok(());
-        }
-    }
-    Err(too_busy(scope))
 }

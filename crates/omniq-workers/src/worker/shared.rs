@@ -178,7 +178,11 @@ impl Shared {
         Self {
             id,
             paused: PausedQueues::new(queue.as_ref()),
-            limiters: Limiters::new(config.limits.clone().into_iter().collect(), config.lease),
+            limiters: Limiters::new(
+                Arc::clone(&queue),
+                config.limits.clone().into_iter().collect(),
+                config.lease,
+            ),
             queue,
             results,
             events,
