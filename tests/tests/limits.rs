@@ -1,6 +1,7 @@
-//! Three worker processes sharing one store hold a per-key concurrency limit: the runs of
-//! each key, logged with their start and end by every process, never overlap more than the
-//! limit allows; every task runs once, on its first attempt.
+//! Three worker processes sharing one store hold a per-key concurrency cap and rate: the
+//! runs of each key, logged with their start and end by every process, never overlap more
+//! than the cap allows and never start faster than the rate; every task runs once, on its
+//! first attempt.
 //!
 //! Runs on every backend (`three_processes_hold_a_per_key_limit::sqlite`, `::redis`,
 //! `::postgres`, `::mysql`, `::nats`, `::file`).
@@ -19,6 +20,8 @@ use support::{Scene, run_counts, wait_for_stats};
 const TASKS: u64 = 36;
 const KEYS: u64 = 3;
 const PER_KEY: usize = 2;
+/// Starts per second of one key (bursts of 2).
+const RATE: u32 = 5;
 
 on_backends!(three_processes_hold_a_per_key_limit);
 
@@ -44,6 +47,7 @@ async fn three_processes_hold_a_per_key_limit(scene: &Scene) -> anyhow::Result<(
     let spans_log = scene.dir.path().join("spans.log");
     let spans_arg = spans_log.display().to_string();
     let per_key = PER_KEY.to_string();
+    let rate = RATE.to_string();
     // Each process has more slots than the limit: only the limit keeps a key's runs apart.
     let args = [
         "--concurrency",
@@ -56,6 +60,8 @@ async fn three_processes_hold_a_per_key_limit(scene: &Scene) -> anyhow::Result<(
         "50",
         "--limit-each-key",
         &per_key,
+        "--rate-each-key",
+        &rate,
         "--spans",
         &spans_arg,
     ];
@@ -117,6 +123,24 @@ async fn three_processes_hold_a_per_key_limit(scene: &Scene) -> anyhow::Result<(
         most.values().all(|&n| n <= PER_KEY),
         "at most {PER_KEY} runs of a key at once across the processes: {most:?}"
     );
+    // A token bucket lets at most `burst + rate × span` starts of a key into any span.
+    // Two more are allowed for the time between the limiter's decision and the handler's
+    // start, which varies with the load: up to two intervals (0.4 s) of it.
+    for (key, spans) in &by_key {
+        let mut starts: Vec<u64> = spans.iter().map(|span| span.start).collect();
+        starts.sort_unstable();
+        for (i, first) in starts.iter().enumerate() {
+            for (j, last) in starts.iter().enumerate().skip(i) {
+                let span_s = (last - first) as f64 / 1e6;
+                let allowed = 2.0 + f64::from(RATE) * span_s + 2.0;
+                ensure!(
+                    (j - i + 1) as f64 <= allowed,
+                    "key {key}: {} starts in {span_s:.3} s break {RATE} a second",
+                    j - i + 1
+                );
+            }
+        }
+    }
     let all: Vec<Span> = by_key.into_values().flatten().collect();
     println!(
         "limits ({:?}): most runs at once per key {most:?}, over all keys {}",

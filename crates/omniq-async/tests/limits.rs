@@ -244,10 +244,10 @@ async fn starts_keep_to_every_window_of_a_queue_rate(h: Harness) {
         };
         handles.push(omniq.enqueue(task).queue(&name).await.expect("enqueue"));
     }
-    // 10 a second with bursts of 2, and 8 per 2 seconds.
+    // 4 a second with bursts of 2, and 6 per 2 seconds.
     let rates = [
-        (10_u32, Duration::from_secs(1), 2_u32),
-        (8, Duration::from_secs(2), 8),
+        (4_u32, Duration::from_secs(1), 2_u32),
+        (6, Duration::from_secs(2), 6),
     ];
     let limit = rates
         .iter()
@@ -262,9 +262,9 @@ async fn starts_keep_to_every_window_of_a_queue_rate(h: Harness) {
     let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
     all_ran_once(&omniq, &ids).await;
 
-    // A token bucket lets at most `burst + count × span / period` starts into any span;
-    // one more is allowed for the time between the limiter's decision and the handler's
-    // start.
+    // A token bucket lets at most `burst + count × span / period` starts into any span.
+    // Two more are allowed for the time between the limiter's decision and the handler's
+    // start, which varies with the load: up to two intervals (half a second) of it.
     let starts = log.starts_of("all");
     assert_eq!(starts.len(), 14);
     for (count, period, burst) in rates {
@@ -274,7 +274,7 @@ async fn starts_keep_to_every_window_of_a_queue_rate(h: Harness) {
                 let allowed = f64::from(burst) + f64::from(count) * span / period.as_secs_f64();
                 let started = (j - i + 1) as f64;
                 assert!(
-                    started <= allowed + 1.0,
+                    started <= allowed + 2.0,
                     "{started} starts in {span:.3} s break {count} per {period:?} (burst {burst})"
                 );
             }

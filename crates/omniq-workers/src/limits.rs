@@ -54,19 +54,13 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Time between two tokens, in milliseconds (at least 1).
-    fn interval_ms(&self) -> i64 {
-        let period = i64::try_from(self.period.as_millis()).unwrap_or(i64::MAX);
-        (period / i64::from(self.count.max(1))).max(1)
-    }
-
     /// The key of this window's bucket in the stored state: workers configured alike
     /// share it, a window changed by a deploy starts a bucket of its own.
     fn bucket(&self) -> String {
         format!(
-            "{}/{}ms/{}",
+            "{}/{}us/{}",
             self.count,
-            self.period.as_millis(),
+            self.period.as_micros(),
             self.burst
         )
     }
@@ -110,8 +104,12 @@ impl Limit {
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.concurrency == Some(0) {
-            return Err("a concurrency limit must be at least 1".to_owned());
+        if let Some(max) = self.concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&max)
+        {
+            return Err(format!(
+                "a concurrency limit must be between 1 and {MAX_CONCURRENCY} (got {max})"
+            ));
         }
         for rate in &self.rates {
             if rate.count == 0 || rate.burst == 0 || rate.period.is_zero() {
@@ -139,40 +137,61 @@ pub struct QueueLimits {
     pub each_key: Option<Limit>,
 }
 
-/// The longest a limited task is put off in one go.
-const MAX_PARK_MS: i64 = 3_600_000;
+/// The longest a limited task is put off in one go, in µs.
+const MAX_PARK_US: i64 = 3_600_000_000;
 
-/// The hold time assumed before any task of a limiter has finished.
-const DEFAULT_HOLD_MS: f64 = 1_000.0;
+/// The hold time assumed before any place of a limiter has been given back, in µs.
+const DEFAULT_HOLD_US: f64 = 1_000_000.0;
 
-/// What a limiter keeps in the store (JSON).
+/// The largest concurrency cap: each place takes about 150 bytes of the limiter's state,
+/// which a store keeps up to [`MAX_LIMITER_STATE_BYTES`](omniq_storage::MAX_LIMITER_STATE_BYTES).
+pub const MAX_CONCURRENCY: u32 = 1_000;
+
+/// What a limiter keeps in the store (JSON). Times are µs since the epoch, on the clocks
+/// of the workers that wrote them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LimiterRecord {
-    /// Attempts holding a place, by task id.
+    /// Attempts holding a place, by task and lease token.
     #[serde(default)]
     pub(crate) running: BTreeMap<String, Holder>,
-    /// Each window's theoretical arrival time (GCRA), in ms since the epoch.
+    /// Each window's theoretical arrival time (GCRA); a window whose time has passed is
+    /// full, and is not kept.
     #[serde(default)]
     pub(crate) buckets: BTreeMap<String, i64>,
-    /// When the last task put off is due, in ms: the next one is spaced after it, so
-    /// waiting tasks come back one by one rather than all at once.
+    /// When the last task put off is due: the next one is spaced after it, so waiting
+    /// tasks come back one by one rather than all at once.
     #[serde(default)]
     pub(crate) tail: i64,
-    /// A moving average of how long a place is held, in ms.
+    /// A moving average of how long a place is held, in µs.
     #[serde(default)]
-    pub(crate) hold_ms: Option<f64>,
+    pub(crate) hold_us: Option<f64>,
+    /// The last write's own mark: a writer told its write lost re-reads, and finds its
+    /// mark when the write was applied after all (a reply lost on the way back).
+    #[serde(default)]
+    pub(crate) mark: String,
 }
 
-/// One attempt holding a place under a concurrency cap.
+/// One attempt holding a place (and, for a rate, the tokens it spent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Holder {
-    /// The attempt's number: a later attempt of the same task replaces it.
+    /// The task.
+    pub(crate) task: String,
+    /// The attempt's number, checked against the task's record.
     pub(crate) attempt: u32,
-    /// When it took its place, in ms.
+    /// When it took its place.
     pub(crate) since: i64,
-    /// Until when its lease was known to be held, in ms: past it the place is checked
-    /// against the task before it counts.
+    /// Until when it counts unchecked: past it, the place is checked against the task.
     pub(crate) until: i64,
+}
+
+/// An attempt asking for a place: its task, the name of its place (task and lease token:
+/// unique to the attempt, as a snoozed task claimed again keeps its attempt number) and
+/// its attempt number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub(crate) task: String,
+    pub(crate) token: String,
+    pub(crate) attempt: u32,
 }
 
 /// What a limiter decided for one attempt.
@@ -180,127 +199,147 @@ pub(crate) struct Holder {
 pub(crate) enum Decision {
     /// It may start; write the state back.
     Admit,
-    /// It may not start yet: put it off until this time (ms); write the state back.
-    Park { until_ms: i64, reason: String },
-    /// The cap is full counting places whose lease may have lapsed: check these tasks and
-    /// decide again.
+    /// It may not start yet: put it off until this time (µs); write the state back.
+    Park { until_us: i64, reason: String },
+    /// The cap is full counting places whose lease may have lapsed: check these places
+    /// (by token) and decide again.
     Check(Vec<String>),
 }
 
+impl Rate {
+    /// Time between two tokens, in µs (at least 1).
+    fn interval_us(&self) -> i64 {
+        let period = i64::try_from(self.period.as_micros()).unwrap_or(i64::MAX);
+        (period / i64::from(self.count.max(1))).max(1)
+    }
+
+    /// How far ahead of now a bucket can be: a burst, then the next token.
+    fn horizon_us(&self) -> i64 {
+        self.interval_us()
+            .saturating_mul(i64::from(self.burst.max(1)))
+    }
+}
+
 impl LimiterRecord {
-    /// Decides whether the attempt `attempt` of `task` may start at `now_ms` under `limit`,
-    /// and changes the record to match (its place taken, its tokens spent, or the queue of
-    /// put-off tasks extended). `lease_ms` bounds how long its place counts unchecked.
+    /// Puts times written by a clock far ahead back in reach, and drops what a limiter no
+    /// longer needs, before a decision at `now`.
+    fn tidy(&mut self, limit: &Limit, now: i64) {
+        // A full bucket is the same as none; one further ahead than a burst came from a
+        // clock ahead of this one.
+        self.buckets.retain(|_, at| *at > now);
+        for rate in &limit.rates {
+            if let Some(at) = self.buckets.get_mut(&rate.bucket()) {
+                *at = (*at).min(now.saturating_add(rate.horizon_us()));
+            }
+        }
+        if self.tail > now.saturating_add(MAX_PARK_US) {
+            self.tail = now;
+        }
+    }
+
+    /// Decides whether `attempt` may start at `now` under `limit`, and changes the record
+    /// to match (its place taken, its tokens spent, or the queue of put-off tasks
+    /// extended). `lease_us` bounds how long its place counts unchecked.
     pub(crate) fn decide(
         &mut self,
         limit: &Limit,
-        task: &str,
-        attempt: u32,
-        now_ms: i64,
-        lease_ms: i64,
+        attempt: &Attempt,
+        now: i64,
+        lease_us: i64,
     ) -> Decision {
-        // A later attempt of the same task (its earlier one recovered) takes its place.
-        self.running.remove(task);
-        let mut wait_ms = 0_i64;
-        let mut spacing_ms = 0_i64;
+        self.tidy(limit, now);
+        if self.running.contains_key(&attempt.token) {
+            // Decided already (a batch tried again after its write was reported lost).
+            return Decision::Admit;
+        }
+        // An earlier attempt of the same task was recovered: this one takes its place.
+        self.running.retain(|_, holder| holder.task != attempt.task);
+        let mut wait = 0_i64;
+        let mut spacing = 0_i64;
         let mut reasons = Vec::new();
         if let Some(max) = limit.concurrency {
             if self.running.len() >= max as usize {
                 let unchecked: Vec<String> = self
                     .running
                     .iter()
-                    .filter(|(_, holder)| holder.until < now_ms)
-                    .map(|(id, _)| id.clone())
+                    .filter(|(_, holder)| holder.until < now)
+                    .map(|(token, _)| token.clone())
                     .collect();
                 if !unchecked.is_empty() {
                     return Decision::Check(unchecked);
                 }
-                let hold = self.hold_ms.unwrap_or(DEFAULT_HOLD_MS);
-                spacing_ms = spacing_ms.max((hold / f64::from(max)).ceil() as i64).max(1);
+                let hold = self.hold_us.unwrap_or(DEFAULT_HOLD_US);
+                spacing = spacing.max((hold / f64::from(max)).ceil() as i64).max(1);
                 reasons.push(format!("{max} running at once"));
             }
         }
         for rate in &limit.rates {
-            let interval = rate.interval_ms();
+            let interval = rate.interval_us();
             let tolerance = interval.saturating_mul(i64::from(rate.burst) - 1);
             let tat = self
                 .buckets
                 .get(&rate.bucket())
                 .copied()
-                .unwrap_or(now_ms)
-                .max(now_ms);
-            if tat - now_ms > tolerance {
-                wait_ms = wait_ms.max(tat - tolerance - now_ms);
-                spacing_ms = spacing_ms.max(interval);
+                .unwrap_or(now)
+                .max(now);
+            if tat - now > tolerance {
+                wait = wait.max(tat - tolerance - now);
+                spacing = spacing.max(interval);
                 reasons.push(format!("{} per {:?}", rate.count, rate.period));
             }
         }
         if !reasons.is_empty() {
             // A rate says when its next token comes; a full cap only how fast places free.
-            let earliest = now_ms.saturating_add(if wait_ms > 0 { wait_ms } else { spacing_ms });
-            let until_ms = earliest
-                .max(self.tail.saturating_add(spacing_ms))
-                .min(now_ms.saturating_add(MAX_PARK_MS));
-            self.tail = until_ms;
+            let earliest = now.saturating_add(if wait > 0 { wait } else { spacing });
+            let until_us = earliest
+                .max(self.tail.saturating_add(spacing))
+                .min(now.saturating_add(MAX_PARK_US));
+            self.tail = until_us;
             return Decision::Park {
-                until_ms,
+                until_us,
                 reason: reasons.join(", "),
             };
         }
         for rate in &limit.rates {
-            let bucket = self.buckets.entry(rate.bucket()).or_insert(now_ms);
-            *bucket = (*bucket).max(now_ms).saturating_add(rate.interval_ms());
+            let bucket = self.buckets.entry(rate.bucket()).or_insert(now);
+            *bucket = (*bucket).max(now).saturating_add(rate.interval_us());
         }
         if limit.concurrency.is_some() {
             self.running.insert(
-                task.to_owned(),
+                attempt.token.clone(),
                 Holder {
-                    attempt,
-                    since: now_ms,
-                    until: now_ms.saturating_add(lease_ms),
+                    task: attempt.task.clone(),
+                    attempt: attempt.attempt,
+                    since: now,
+                    until: now.saturating_add(lease_us),
                 },
             );
         }
         Decision::Admit
     }
 
-    /// Gives back the place of `task`'s attempt `attempt` at `now_ms`. With `refund`, the
-    /// tokens it spent under `limit` go back too (the attempt never started). Returns
-    /// whether anything changed.
-    pub(crate) fn release(
-        &mut self,
-        limit: &Limit,
-        task: &str,
-        attempt: u32,
-        now_ms: i64,
-        refund: bool,
-    ) -> bool {
-        let mut changed = false;
-        if self
-            .running
-            .get(task)
-            .is_some_and(|holder| holder.attempt == attempt)
-        {
-            if let Some(holder) = self.running.remove(task) {
-                if !refund {
-                    let held = (now_ms - holder.since).max(0) as f64;
-                    self.hold_ms = Some(match self.hold_ms {
-                        Some(average) => average * 0.8 + held * 0.2,
-                        None => held,
-                    });
-                }
-                changed = true;
-            }
-        }
+    /// Gives back the place of the attempt holding `token` at `now`. With `refund`, the
+    /// tokens it spent under `limit` go back too (the attempt never started). A place no
+    /// longer held is not given back twice. Returns whether anything changed.
+    pub(crate) fn release(&mut self, limit: &Limit, token: &str, now: i64, refund: bool) -> bool {
+        let held = self.running.remove(token);
         if refund {
             for rate in &limit.rates {
                 if let Some(bucket) = self.buckets.get_mut(&rate.bucket()) {
-                    *bucket -= rate.interval_ms();
-                    changed = true;
+                    *bucket = bucket.saturating_sub(rate.interval_us());
                 }
             }
+            return held.is_some() || !limit.rates.is_empty();
         }
-        changed
+        let Some(holder) = held else {
+            return false;
+        };
+        let held_for = (now - holder.since).max(0) as f64;
+        self.hold_us = Some(match self.hold_us {
+            Some(average) => average * 0.8 + held_for * 0.2,
+            None => held_for,
+        });
+        true
     }
 }
 
@@ -308,13 +347,29 @@ impl LimiterRecord {
 mod tests {
     use super::*;
 
-    const LEASE: i64 = 30_000;
+    const LEASE: i64 = 30_000_000;
+    const MS: i64 = 1_000;
+
+    fn attempt(task: &str) -> Attempt {
+        Attempt {
+            task: task.to_owned(),
+            token: format!("{task}-token"),
+            attempt: 1,
+        }
+    }
 
     fn admitted(record: &mut LimiterRecord, limit: &Limit, task: &str, now: i64) -> bool {
-        match record.decide(limit, task, 1, now, LEASE) {
+        match record.decide(limit, &attempt(task), now, LEASE) {
             Decision::Admit => true,
             Decision::Park { .. } => false,
             Decision::Check(ids) => panic!("unexpected check of {ids:?}"),
+        }
+    }
+
+    fn parked_until(record: &mut LimiterRecord, limit: &Limit, task: &str, now: i64) -> i64 {
+        match record.decide(limit, &attempt(task), now, LEASE) {
+            Decision::Park { until_us, .. } => until_us,
+            other => panic!("{task} must wait, got {other:?}"),
         }
     }
 
@@ -324,15 +379,12 @@ mod tests {
         let mut record = LimiterRecord::default();
         assert!(admitted(&mut record, &limit, "a", 0));
         assert!(admitted(&mut record, &limit, "b", 0));
-        let Decision::Park { until_ms, .. } = record.decide(&limit, "c", 1, 0, LEASE) else {
-            panic!("the third must wait");
-        };
-        assert!(until_ms > 0);
-        assert!(record.release(&limit, "a", 1, 400, false));
-        assert_eq!(record.hold_ms, Some(400.0));
-        assert!(admitted(&mut record, &limit, "c", 500));
-        // A release of an attempt that no longer holds the place changes nothing.
-        assert!(!record.release(&limit, "a", 1, 600, false));
+        assert!(parked_until(&mut record, &limit, "c", 0) > 0);
+        assert!(record.release(&limit, "a-token", 400 * MS, false));
+        assert_eq!(record.hold_us, Some(400_000.0));
+        assert!(admitted(&mut record, &limit, "c", 500 * MS));
+        // A release made twice changes nothing the second time.
+        assert!(!record.release(&limit, "a-token", 600 * MS, false));
     }
 
     #[test]
@@ -340,16 +392,22 @@ mod tests {
         let limit = Limit::new().concurrency(1);
         let mut record = LimiterRecord::default();
         assert!(admitted(&mut record, &limit, "a", 0));
-        assert!(matches!(
-            record.decide(&limit, "b", 1, 1_000, LEASE),
-            Decision::Park { .. }
-        ));
+        parked_until(&mut record, &limit, "b", MS);
         assert_eq!(
-            record.decide(&limit, "b", 1, LEASE + 1, LEASE),
-            Decision::Check(vec!["a".to_owned()])
+            record.decide(&limit, &attempt("b"), LEASE + 1, LEASE),
+            Decision::Check(vec!["a-token".to_owned()])
         );
-        // A later attempt of the same task takes its own place back.
-        assert!(admitted(&mut record, &limit, "a", LEASE + 1));
+        // A later attempt of the same task (its earlier one recovered) takes the place.
+        let again = Attempt {
+            token: "a-second".to_owned(),
+            attempt: 2,
+            ..attempt("a")
+        };
+        assert_eq!(
+            record.decide(&limit, &again, LEASE + 1, LEASE),
+            Decision::Admit
+        );
+        assert_eq!(record.running.len(), 1);
     }
 
     #[test]
@@ -359,24 +417,40 @@ mod tests {
         for task in ["a", "b", "c"] {
             assert!(admitted(&mut record, &limit, task, 0), "the burst");
         }
-        let first = record.decide(&limit, "d", 1, 0, LEASE);
-        let second = record.decide(&limit, "e", 1, 0, LEASE);
-        let (
-            Decision::Park {
-                until_ms: first, ..
-            },
-            Decision::Park {
-                until_ms: second, ..
-            },
-        ) = (first, second)
-        else {
-            panic!("past the burst, tasks wait");
-        };
-        assert_eq!(first, 100, "the next token comes 100 ms later");
-        assert_eq!(second, 200, "the one after waits for the token after");
-        assert!(admitted(&mut record, &limit, "d", 100));
-        assert!(!admitted(&mut record, &limit, "e", 150));
-        assert!(admitted(&mut record, &limit, "e", 200));
+        assert_eq!(
+            parked_until(&mut record, &limit, "d", 0),
+            100 * MS,
+            "the next token"
+        );
+        assert_eq!(
+            parked_until(&mut record, &limit, "e", 0),
+            200 * MS,
+            "the one after"
+        );
+        assert!(admitted(&mut record, &limit, "d", 100 * MS));
+        assert!(!admitted(&mut record, &limit, "e", 150 * MS));
+        assert!(admitted(&mut record, &limit, "e", 200 * MS));
+        assert!(record.running.is_empty(), "a rate keeps no places");
+    }
+
+    #[test]
+    fn odd_rates_are_not_rounded_to_whole_milliseconds() {
+        let limit = Limit::new().rate_with_burst(1_500, Duration::from_secs(1), 1);
+        let mut record = LimiterRecord::default();
+        // Each task comes back exactly when it was told to.
+        let (mut now, mut started, mut task) = (0, 0, 0);
+        while now < 1_000 * MS {
+            task += 1;
+            match record.decide(&limit, &attempt(&format!("t{task}")), now, LEASE) {
+                Decision::Admit => started += 1,
+                Decision::Park { until_us, .. } => now = until_us,
+                Decision::Check(ids) => panic!("unexpected check of {ids:?}"),
+            }
+        }
+        assert!(
+            (1_499..=1_503).contains(&started),
+            "{started} starts in a second"
+        );
     }
 
     #[test]
@@ -388,11 +462,23 @@ mod tests {
         assert!(admitted(&mut record, &limit, "a", 0));
         assert!(admitted(&mut record, &limit, "b", 0));
         assert!(
-            !admitted(&mut record, &limit, "c", 1_000),
+            !admitted(&mut record, &limit, "c", 1_000 * MS),
             "the minute is spent"
         );
-        assert!(record.release(&limit, "b", 1, 1_000, true));
-        assert!(admitted(&mut record, &limit, "c", 1_000));
+        assert!(record.release(&limit, "b-token", 1_000 * MS, true));
+        assert!(admitted(&mut record, &limit, "c", 1_000 * MS));
+    }
+
+    #[test]
+    fn times_from_a_clock_far_ahead_are_brought_back_in_reach() {
+        let limit = Limit::new().rate_with_burst(10, Duration::from_secs(1), 2);
+        let mut record = LimiterRecord::default();
+        let year = 365 * 24 * 3_600 * 1_000 * MS;
+        record.buckets.insert("10/1000000us/2".to_owned(), year);
+        record.tail = year;
+        let until = parked_until(&mut record, &limit, "a", 0);
+        assert!(until <= 300 * MS, "put off {until} µs, not a year");
+        assert!(admitted(&mut record, &limit, "a", 300 * MS));
     }
 
     #[test]
@@ -400,16 +486,19 @@ mod tests {
         let limit = Limit::new().rate(1, Duration::from_secs(24 * 3600));
         let mut record = LimiterRecord::default();
         assert!(admitted(&mut record, &limit, "a", 0));
-        let Decision::Park { until_ms, .. } = record.decide(&limit, "b", 1, 0, LEASE) else {
-            panic!("must wait");
-        };
-        assert_eq!(until_ms, MAX_PARK_MS);
+        assert_eq!(parked_until(&mut record, &limit, "b", 0), MAX_PARK_US);
     }
 
     #[test]
     fn limits_without_a_cap_or_with_zeros_are_refused() {
         assert!(Limit::new().validate().is_err());
         assert!(Limit::new().concurrency(0).validate().is_err());
+        assert!(
+            Limit::new()
+                .concurrency(MAX_CONCURRENCY + 1)
+                .validate()
+                .is_err()
+        );
         assert!(
             Limit::new()
                 .rate(0, Duration::from_secs(1))

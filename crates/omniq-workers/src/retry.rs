@@ -30,7 +30,7 @@ pub(crate) fn after_failure(
 }
 
 /// A number in `0.0..1.0`, random enough to spread retries apart.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     // RandomState is seeded per instance from the OS; no RNG dependency needed for jitter.
     let bits = RandomState::new().build_hasher().finish();
     (bits >> 11) as f64 / (1u64 << 53) as f64

@@ -3,7 +3,7 @@
 //! ```text
 //! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C] [--prefetch P]
 //!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
-//!            [--spans PATH] [--limit-each-key N]
+//!            [--spans PATH] [--limit-each-key N] [--rate-each-key N]
 //! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
 //! ```
 //!
@@ -20,7 +20,8 @@
 //!
 //! `--spans PATH` also logs each run's start and end (`omniq_e2e::read_spans`);
 //! `--limit-each-key N` lets at most N tasks of one limit key run at once across the
-//! workers sharing the store.
+//! workers sharing the store; `--rate-each-key N` lets at most N of one key start per
+//! second, in bursts of up to 2.
 //!
 //! `enqueue` enqueues `Record { seq }` for `seq` in `first-seq .. first-seq + N`, in
 //! chunks of 500, prints `enqueued=N` and exits 0.
@@ -63,6 +64,7 @@ struct Args {
     grace_ms: Option<u64>,
     spans: Option<PathBuf>,
     limit_each_key: Option<u32>,
+    rate_each_key: Option<u32>,
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -82,6 +84,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         grace_ms: None,
         spans: None,
         limit_each_key: None,
+        rate_each_key: None,
     };
     while let Some(flag) = raw.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -132,6 +135,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--poll-ms" => args.poll_ms = Some(number(value()?)?),
             "--grace-ms" => args.grace_ms = Some(number(value()?)?),
             "--spans" => args.spans = Some(PathBuf::from(value()?)),
+            "--rate-each-key" => {
+                args.rate_each_key =
+                    Some(u32::try_from(number(value()?)?).context("--rate-each-key is too large")?);
+            }
             "--limit-each-key" => {
                 args.limit_each_key = Some(
                     u32::try_from(number(value()?)?).context("--limit-each-key is too large")?,
@@ -195,8 +202,15 @@ async fn work(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
     recorder.install()?;
     let omniq = omniq.register::<Record>();
     let mut worker = omniq.worker();
-    if let Some(max) = args.limit_each_key {
-        worker = worker.limit_each_key(omniq_e2e::QUEUE, Limit::new().concurrency(max));
+    if args.limit_each_key.is_some() || args.rate_each_key.is_some() {
+        let mut limit = Limit::new();
+        if let Some(max) = args.limit_each_key {
+            limit = limit.concurrency(max);
+        }
+        if let Some(count) = args.rate_each_key {
+            limit = limit.rate_with_burst(count, Duration::from_secs(1), 2);
+        }
+        worker = worker.limit_each_key(omniq_e2e::QUEUE, limit);
     }
     let worker = worker.start()?;
     let id = worker.id().clone();

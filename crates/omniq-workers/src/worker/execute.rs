@@ -113,6 +113,12 @@ pub(crate) async fn execute(
                     })
                 });
         match taken {
+            // The lease was lost while the places were taken: the task is another
+            // worker's now; the places go back with the hold.
+            Ok(_) if abort.is_cancelled() => {
+                pipeline.unbuffer();
+                return;
+            }
             Ok(hold) => Some(hold),
             Err(wait) => {
                 tracing::debug!(task.id = %spec.id, queue = %spec.queue, reason = %wait.reason,

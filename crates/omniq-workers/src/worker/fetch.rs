@@ -223,6 +223,8 @@ pub(crate) async fn run(
         abandon.cancel();
         let _ = flusher.await;
     }
+    // The places of the attempts that ended go back before the worker is gone.
+    shared.limiters.flush(shared.config.store_timeout).await;
     tracing::info!(worker = %shared.id, "stopping lease keepers and maintenance");
     keeper_stop.cancel();
     for keeper in keepers {

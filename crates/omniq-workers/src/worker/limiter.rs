@@ -9,21 +9,34 @@
 //! tasks a second.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use omniq_models::{LIMIT_KEY_METADATA, TaskId, TaskState};
-use omniq_storage::{Lease, LimiterVersion, StoreError, StoreResult, TaskQueue};
+use omniq_storage::{
+    Lease, LimiterVersion, MAX_LIMITER_KEY_BYTES, StoreError, StoreResult, TaskQueue,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::limits::{Decision, Limit, LimiterRecord, QueueLimits};
+use crate::limits::{Attempt, Decision, Limit, LimiterRecord, QueueLimits};
+use crate::retry::jitter;
 
 /// Rounds of read and compare-and-set before a busy limiter counts as unavailable.
 const CAS_ROUNDS: usize = 32;
 
-/// How long a task waits when its limiter cannot be read or written.
-const UNAVAILABLE_WAIT_MS: i64 = 1_000;
+/// How long a task waits when its limiter cannot be read or written: one to two seconds,
+/// so tasks put off together do not all come back together.
+fn unavailable_until() -> i64 {
+    now_us() + 1_000_000 + (jitter() * 1_000_000.0) as i64
+}
+
+/// How many batches a place that could not be given back is tried again in; past that it
+/// frees itself once its lease has lapsed.
+const RELEASE_TRIES: u32 = 5;
 
 /// One limiter covering an attempt: its key in the store and its limit.
 #[derive(Debug, Clone)]
@@ -42,32 +55,34 @@ pub(crate) struct Wait {
 }
 
 impl Wait {
-    fn until(until_ms: i64, reason: String) -> Self {
+    fn until(until_us: i64, reason: String) -> Self {
         let run_at =
-            DateTime::<Utc>::from_timestamp_millis(until_ms).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            DateTime::<Utc>::from_timestamp_micros(until_us).unwrap_or(DateTime::<Utc>::MAX_UTC);
         Self { run_at, reason }
     }
 }
 
-/// A place to give back: `task`'s attempt `attempt` under `scope` (its tokens too with
-/// `refund`: the attempt never started).
+/// A place to give back: the attempt's under `scope` (its tokens too with `refund`: the
+/// attempt never started).
 #[derive(Debug)]
 struct Release {
     scope: Scope,
-    task: String,
-    attempt: u32,
+    token: String,
     refund: bool,
+    /// Batches it failed in so far.
+    failed: u32,
 }
 
 #[derive(Debug)]
 enum Request {
     Acquire {
         scopes: Vec<Scope>,
-        task: String,
-        attempt: u32,
+        attempt: Attempt,
         reply: oneshot::Sender<Result<(), Wait>>,
     },
     Release(Release),
+    /// Answered once everything asked before it is settled.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The places an attempt holds; given back (through the lane) when dropped.
@@ -75,8 +90,7 @@ enum Request {
 pub(crate) struct Hold {
     lane: mpsc::UnboundedSender<Request>,
     scopes: Vec<Scope>,
-    task: String,
-    attempt: u32,
+    token: String,
 }
 
 impl Drop for Hold {
@@ -84,12 +98,15 @@ impl Drop for Hold {
         // A place not given back (the lane gone, the store down) is checked against its
         // task once its lease has lapsed, so it frees itself.
         for scope in std::mem::take(&mut self.scopes) {
-            let _ = self.lane.send(Request::Release(Release {
-                scope,
-                task: self.task.clone(),
-                attempt: self.attempt,
-                refund: false,
-            }));
+            // A rate without a cap keeps no place: nothing to give back.
+            if scope.limit.max_running().is_some() {
+                let _ = self.lane.send(Request::Release(Release {
+                    scope,
+                    token: self.token.clone(),
+                    refund: false,
+                    failed: 0,
+                }));
+            }
         }
     }
 }
@@ -99,7 +116,8 @@ impl Drop for Hold {
 pub(crate) struct Limiters {
     queue: Arc<dyn TaskQueue>,
     by_queue: HashMap<String, QueueLimits>,
-    lease_ms: i64,
+    lease_us: i64,
+    store_timeout: Duration,
     /// The lane, started on first use (on the worker's runtime).
     lane: OnceLock<mpsc::UnboundedSender<Request>>,
 }
@@ -108,12 +126,14 @@ impl Limiters {
     pub(crate) fn new(
         queue: Arc<dyn TaskQueue>,
         by_queue: HashMap<String, QueueLimits>,
-        lease: std::time::Duration,
+        lease: Duration,
+        store_timeout: Duration,
     ) -> Self {
         Self {
             queue,
             by_queue,
-            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+            lease_us: i64::try_from(lease.as_micros()).unwrap_or(i64::MAX),
+            store_timeout,
             lane: OnceLock::new(),
         }
     }
@@ -125,24 +145,24 @@ impl Limiters {
     fn lane(&self) -> &mpsc::UnboundedSender<Request> {
         self.lane.get_or_init(|| {
             let (sender, requests) = mpsc::unbounded_channel();
-            tokio::spawn(lane(Arc::clone(&self.queue), requests, self.lease_ms));
+            tokio::spawn(lane(
+                Arc::clone(&self.queue),
+                requests,
+                self.lease_us,
+                self.store_timeout,
+            ));
             sender
         })
     }
 
-    /// The limiters covering `lease`'s task: its queue's, then its key's.
+    /// The limiters covering `lease`'s task: its key's, then its queue's (a key refuses
+    /// more often, and a refusal gives back what was taken before it).
     fn scopes(&self, lease: &Lease) -> Vec<Scope> {
         let spec = &lease.spec;
         let Some(limits) = self.by_queue.get(&spec.queue) else {
             return Vec::new();
         };
         let mut scopes = Vec::new();
-        if let Some(limit) = &limits.queue {
-            scopes.push(Scope {
-                key: store_key(&["queue", &spec.queue]),
-                limit: limit.clone(),
-            });
-        }
         if let (Some(limit), Some(key)) = (&limits.each_key, spec.metadata.get(LIMIT_KEY_METADATA))
         {
             scopes.push(Scope {
@@ -150,7 +170,30 @@ impl Limiters {
                 limit: limit.clone(),
             });
         }
+        if let Some(limit) = &limits.queue {
+            scopes.push(Scope {
+                key: store_key(&["queue", &spec.queue]),
+                limit: limit.clone(),
+            });
+        }
         scopes
+    }
+
+    /// Waits, at most `bound`, until every change asked of the lane so far is made: at
+    /// shutdown, so the places of the attempts that ended are given back.
+    pub(crate) async fn flush(&self, bound: Duration) {
+        let Some(lane) = self.lane.get() else {
+            return;
+        };
+        let (done, flushed) = oneshot::channel();
+        if lane.send(Request::Flush(done)).is_ok()
+            && tokio::time::timeout(bound, flushed).await.is_err()
+        {
+            tracing::warn!(
+                "limiter places could not be given back before shutdown; they free \
+                 themselves once their leases have lapsed"
+            );
+        }
     }
 
     /// Takes a place for `lease`'s attempt in every limiter covering it, or none: a
@@ -165,13 +208,17 @@ impl Limiters {
     pub(crate) async fn acquire(&self, lease: &Lease) -> Result<Hold, Wait> {
         let scopes = self.scopes(lease);
         let lane = self.lane();
-        let task = lease.spec.id.to_string();
+        // A claim may give one token to all the leases it takes: the task names the place.
+        let attempt = Attempt {
+            task: lease.spec.id.to_string(),
+            token: format!("{}/{}", lease.spec.id, lease.token),
+            attempt: lease.attempt,
+        };
         if !scopes.is_empty() {
             let (reply, answer) = oneshot::channel();
             let sent = lane.send(Request::Acquire {
                 scopes: scopes.clone(),
-                task: task.clone(),
-                attempt: lease.attempt,
+                attempt: attempt.clone(),
                 reply,
             });
             let answer = match sent {
@@ -180,7 +227,7 @@ impl Limiters {
             };
             answer.unwrap_or_else(|| {
                 Err(Wait::until(
-                    now_ms() + UNAVAILABLE_WAIT_MS,
+                    unavailable_until(),
                     "the worker's limiter lane stopped".to_owned(),
                 ))
             })?;
@@ -188,28 +235,39 @@ impl Limiters {
         Ok(Hold {
             lane: lane.clone(),
             scopes,
-            task,
-            attempt: lease.attempt,
+            token: attempt.token,
         })
     }
 }
 
 /// The store key of a limiter: its parts as a JSON array, so no queue or key name can
-/// make two limiters share one.
+/// make two limiters share one; one too long for a store is named by a 128-bit hash.
 fn store_key(parts: &[&str]) -> String {
-    format!("omniq-limit:{}", serde_json::json!(parts))
+    let key = format!("omniq-limit:{}", serde_json::json!(parts));
+    if key.len() <= MAX_LIMITER_KEY_BYTES {
+        return key;
+    }
+    format!("omniq-limit:h:{:032x}", fnv1a_128(key.as_bytes()))
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+/// FNV-1a, 128 bits: stable across releases and platforms, as a stored name must be.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u128::from(*byte)).wrapping_mul(PRIME)
+    })
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
 }
 
 /// An acquisition in progress: the scopes it has, and the one it waits for.
 struct Pending {
     scopes: Vec<Scope>,
     next: usize,
-    task: String,
-    attempt: u32,
+    attempt: Attempt,
     reply: oneshot::Sender<Result<(), Wait>>,
 }
 
@@ -217,44 +275,70 @@ struct Pending {
 async fn lane(
     queue: Arc<dyn TaskQueue>,
     mut requests: mpsc::UnboundedReceiver<Request>,
-    lease_ms: i64,
+    lease_us: i64,
+    store_timeout: Duration,
 ) {
-    while let Some(first) = requests.recv().await {
+    // Places that could not be given back, tried again with the next batch.
+    let mut retry: Vec<Release> = Vec::new();
+    loop {
+        let first = if retry.is_empty() {
+            requests.recv().await
+        } else {
+            // Failed releases are tried again within a second even when nothing arrives.
+            match tokio::time::timeout(Duration::from_secs(1), requests.recv()).await {
+                Ok(request) => request,
+                Err(_) => Some(Request::Flush(oneshot::channel().0)),
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
         let mut batch = vec![first];
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
         }
         let mut pending = Vec::new();
-        let mut releases = Vec::new();
+        let mut releases = std::mem::take(&mut retry);
+        let mut flushed = Vec::new();
         for request in batch {
             match request {
                 Request::Acquire {
                     scopes,
-                    task,
                     attempt,
                     reply,
                 } => pending.push(Pending {
                     scopes,
                     next: 0,
-                    task,
                     attempt,
                     reply,
                 }),
                 Request::Release(release) => releases.push(release),
+                Request::Flush(done) => flushed.push(done),
             }
         }
-        settle(queue.as_ref(), pending, releases, lease_ms).await;
+        let settled = settle(queue.as_ref(), pending, releases, lease_us, store_timeout);
+        // A panic here must not stop the lane: every later limited task would wait forever.
+        match AssertUnwindSafe(settled).catch_unwind().await {
+            Ok(failed) => retry = failed,
+            Err(_) => tracing::error!("the limiter lane recovered from a panic; its batch is lost"),
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 
 /// Settles a batch: each round writes each limiter named by the batch once; an attempt
-/// covered by two limiters takes the second in the round after the first.
+/// covered by two limiters takes the second in the round after the first. Returns the
+/// releases to try again.
 async fn settle(
     queue: &dyn TaskQueue,
     mut pending: Vec<Pending>,
     mut releases: Vec<Release>,
-    lease_ms: i64,
-) {
+    lease_us: i64,
+    store_timeout: Duration,
+) -> Vec<Release> {
+    let mut retry = Vec::new();
     while !pending.is_empty() || !releases.is_empty() {
         // Per limiter: the places given back, then the acquisitions in arrival order.
         let mut groups: BTreeMap<String, (Scope, Vec<Release>, Vec<usize>)> = BTreeMap::new();
@@ -276,18 +360,47 @@ async fn settle(
         let asked: Vec<_> = groups
             .into_values()
             .map(|(scope, gone, waiting)| {
-                let attempts: Vec<(String, u32)> = waiting
+                let attempts: Vec<Attempt> = waiting
                     .iter()
-                    .map(|&at| (pending[at].task.clone(), pending[at].attempt))
+                    .map(|&at| pending[at].attempt.clone())
                     .collect();
                 async move {
-                    let decided = write_group(queue, &scope, &gone, &attempts, lease_ms).await;
-                    (waiting, decided)
+                    let written = tokio::time::timeout(
+                        store_timeout,
+                        write_group(queue, &scope, &gone, &attempts, lease_us),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::unavailable(
+                            "limiter",
+                            format!("no answer within {store_timeout:?}"),
+                        ))
+                    });
+                    (scope, gone, waiting, attempts.len(), written)
                 }
             })
             .collect();
         let mut verdicts: Vec<Option<Result<(), Wait>>> = pending.iter().map(|_| None).collect();
-        for (waiting, decided) in join_all(asked).await {
+        for (scope, gone, waiting, asking, written) in join_all(asked).await {
+            let decided = match written {
+                Ok(decided) => decided,
+                Err(err) => {
+                    tracing::warn!(%err, limiter = %scope.key, "a limiter could not be updated");
+                    for mut release in gone {
+                        release.failed += 1;
+                        if release.failed < RELEASE_TRIES {
+                            retry.push(release);
+                        } else {
+                            tracing::warn!(limiter = %scope.key,
+                                "a limiter place was not given back; it frees itself once its lease has lapsed");
+                        }
+                    }
+                    let reason = format!("the limiter could not be read or written: {err}");
+                    (0..asking)
+                        .map(|_| Err(Wait::until(unavailable_until(), reason.clone())))
+                        .collect()
+                }
+            };
             for (at, decision) in waiting.into_iter().zip(decided) {
                 verdicts[at] = Some(decision);
             }
@@ -309,7 +422,7 @@ async fn settle(
                 }
                 refused => {
                     let wait = refused.and_then(Result::err).unwrap_or_else(|| {
-                        Wait::until(now_ms() + UNAVAILABLE_WAIT_MS, "no decision".to_owned())
+                        Wait::until(unavailable_until(), "no decision".to_owned())
                     });
                     releases.extend(refunds(&waiting));
                     let _ = waiting.reply.send(Err(wait));
@@ -318,6 +431,7 @@ async fn settle(
         }
         pending = still;
     }
+    retry
 }
 
 /// The places `waiting` took before it was refused or abandoned, tokens included.
@@ -326,82 +440,64 @@ fn refunds(waiting: &Pending) -> Vec<Release> {
         .iter()
         .map(|scope| Release {
             scope: scope.clone(),
-            task: waiting.task.clone(),
-            attempt: waiting.attempt,
+            token: waiting.attempt.token.clone(),
             refund: true,
+            failed: 0,
         })
         .collect()
 }
 
 /// Gives back `gone` and decides for `attempts` (in order) under one limiter, in one
-/// compare-and-set; a decision per attempt. A store that fails, or a limiter that keeps
-/// changing, puts every attempt off briefly (and leaves `gone` to free itself).
+/// compare-and-set; a decision per attempt.
 async fn write_group(
     queue: &dyn TaskQueue,
     scope: &Scope,
     gone: &[Release],
-    attempts: &[(String, u32)],
-    lease_ms: i64,
-) -> Vec<Result<(), Wait>> {
-    match try_write_group(queue, scope, gone, attempts, lease_ms).await {
-        Ok(decided) => decided,
-        Err(err) => {
-            if !gone.is_empty() {
-                tracing::warn!(%err, limiter = %scope.key,
-                    "limiter places were not given back; they free themselves once their leases have lapsed");
-            }
-            let reason = format!("the limiter could not be read or written: {err}");
-            attempts
-                .iter()
-                .map(|_| Err(Wait::until(now_ms() + UNAVAILABLE_WAIT_MS, reason.clone())))
-                .collect()
-        }
-    }
-}
-
-async fn try_write_group(
-    queue: &dyn TaskQueue,
-    scope: &Scope,
-    gone: &[Release],
-    attempts: &[(String, u32)],
-    lease_ms: i64,
+    attempts: &[Attempt],
+    lease_us: i64,
 ) -> StoreResult<Vec<Result<(), Wait>>> {
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    let mut decided = Vec::new();
+    let mut tried = false;
     for _ in 0..CAS_ROUNDS {
         let (mut record, version) = read(queue, scope).await?;
-        let now = now_ms();
+        if tried && record.mark == mark {
+            // The last round's write was applied; only its reply was lost.
+            return Ok(decided);
+        }
+        let now = now_us();
         let mut changed = false;
         for release in gone {
-            changed |= record.release(
-                &scope.limit,
-                &release.task,
-                release.attempt,
-                now,
-                release.refund,
-            );
+            changed |= record.release(&scope.limit, &release.token, now, release.refund);
         }
-        let mut decided = Vec::with_capacity(attempts.len());
-        for (task, attempt) in attempts {
-            let mut decision = record.decide(&scope.limit, task, *attempt, now, lease_ms);
+        decided = Vec::with_capacity(attempts.len());
+        for attempt in attempts {
+            let mut decision = record.decide(&scope.limit, attempt, now, lease_us);
             if let Decision::Check(unchecked) = decision {
-                for id in unchecked {
-                    check(queue, &mut record, &id, now).await?;
+                for token in unchecked {
+                    check(queue, &mut record, &token, now, lease_us).await?;
                 }
-                decision = record.decide(&scope.limit, task, *attempt, now, lease_ms);
+                decision = record.decide(&scope.limit, attempt, now, lease_us);
             }
             changed = true;
             decided.push(match decision {
                 Decision::Admit => Ok(()),
-                Decision::Park { until_ms, reason } => Err(Wait::until(until_ms, reason)),
+                Decision::Park { until_us, reason } => Err(Wait::until(until_us, reason)),
                 // Every place past its lease was just checked; one still unclear waits.
                 Decision::Check(_) => Err(Wait::until(
-                    now + UNAVAILABLE_WAIT_MS,
+                    unavailable_until(),
                     "running places are being checked".to_owned(),
                 )),
             });
         }
-        if !changed || write(queue, scope, &record, version).await? {
+        if !changed {
             return Ok(decided);
         }
+        record.mark.clone_from(&mark);
+        if write(queue, scope, &record, version).await? {
+            return Ok(decided);
+        }
+        tried = true;
     }
     Err(StoreError::unavailable(
         "limiter",
@@ -440,35 +536,31 @@ async fn write(
     queue.write_limiter(scope.key.clone(), version, bytes).await
 }
 
-/// Keeps the place of task `id` only while that attempt still runs under a live lease,
-/// and then counts it unchecked until that lease's deadline.
+/// Frees the place held with `token` unless the store's record says that attempt still
+/// runs; a place kept counts unchecked for another lease. The store's record decides, not
+/// the clocks: a worker whose clock is ahead cannot free a place still held.
 async fn check(
     queue: &dyn TaskQueue,
     record: &mut LimiterRecord,
-    id: &str,
+    token: &str,
     now: i64,
+    lease_us: i64,
 ) -> StoreResult<()> {
-    let Some(holder) = record.running.get(id).cloned() else {
+    let Some(holder) = record.running.get(token).cloned() else {
         return Ok(());
     };
-    let task = match id.parse::<TaskId>() {
+    let task = match holder.task.parse::<TaskId>() {
         Ok(task_id) => queue.get(task_id).await?,
         Err(_) => None,
     };
-    let live_until = task.and_then(|task| {
-        let deadline = task.lease_expires_at?.timestamp_millis();
-        (task.state == TaskState::Running && task.attempts == holder.attempt && deadline > now)
-            .then_some(deadline)
-    });
-    match live_until {
-        Some(until) => {
-            if let Some(place) = record.running.get_mut(id) {
-                place.until = until;
-            }
+    let runs = task
+        .is_some_and(|task| task.state == TaskState::Running && task.attempts == holder.attempt);
+    if runs {
+        if let Some(place) = record.running.get_mut(token) {
+            place.until = now.saturating_add(lease_us);
         }
-        None => {
-            record.running.remove(id);
-        }
+    } else {
+        record.running.remove(token);
     }
     Ok(())
 }

@@ -182,6 +182,7 @@ impl Shared {
                 Arc::clone(&queue),
                 config.limits.clone().into_iter().collect(),
                 config.lease,
+                config.store_timeout,
             ),
             queue,
             results,
