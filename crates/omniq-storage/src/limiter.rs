@@ -8,7 +8,7 @@ use crate::{StoreError, StoreResult};
 pub const MAX_LIMITER_KEY_BYTES: usize = 512;
 
 /// Largest limiter state accepted, in bytes.
-pub const MAX_LIMITER_STATE_BYTES: usize = 64 * 1024;
+pub const MAX_LIMITER_STATE_BYTES: usize = 256 * 1024;
 
 /// The version a limiter state was read at: a write made from it succeeds only while the
 /// state is still that version. Opaque: a counter, a revision or an e-tag, as the store
