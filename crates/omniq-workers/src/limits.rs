@@ -223,7 +223,7 @@ impl Rate {
 impl LimiterRecord {
     /// Puts times written by a clock far ahead back in reach, and drops what a limiter no
     /// longer needs, before a decision at `now`.
-    fn tidy(&mut self, limit: &Limit, now: i64) {
+    fn tidy(&mut self, limit: &Limit, now: i64, lease_us: i64) {
         // A full bucket is the same as none; one further ahead than a burst came from a
         // clock ahead of this one.
         self.buckets.retain(|_, at| *at > now);
@@ -234,6 +234,12 @@ impl LimiterRecord {
         }
         if self.tail > now.saturating_add(MAX_PARK_US) {
             self.tail = now;
+        }
+        // A place is checked a lease after it was taken or last checked, whatever clock
+        // wrote it.
+        let latest = now.saturating_add(lease_us);
+        for holder in self.running.values_mut() {
+            holder.until = holder.until.min(latest);
         }
     }
 
@@ -247,7 +253,7 @@ impl LimiterRecord {
         now: i64,
         lease_us: i64,
     ) -> Decision {
-        self.tidy(limit, now);
+        self.tidy(limit, now, lease_us);
         if self.running.contains_key(&attempt.token) {
             // Decided already (a batch tried again after its write was reported lost).
             return Decision::Admit;
@@ -257,21 +263,21 @@ impl LimiterRecord {
         let mut wait = 0_i64;
         let mut spacing = 0_i64;
         let mut reasons = Vec::new();
-        if let Some(max) = limit.concurrency {
-            if self.running.len() >= max as usize {
-                let unchecked: Vec<String> = self
-                    .running
-                    .iter()
-                    .filter(|(_, holder)| holder.until < now)
-                    .map(|(token, _)| token.clone())
-                    .collect();
-                if !unchecked.is_empty() {
-                    return Decision::Check(unchecked);
-                }
-                let hold = self.hold_us.unwrap_or(DEFAULT_HOLD_US);
-                spacing = spacing.max((hold / f64::from(max)).ceil() as i64).max(1);
-                reasons.push(format!("{max} running at once"));
+        if let Some(max) = limit.concurrency
+            && self.running.len() >= max as usize
+        {
+            let unchecked: Vec<String> = self
+                .running
+                .iter()
+                .filter(|(_, holder)| holder.until < now)
+                .map(|(token, _)| token.clone())
+                .collect();
+            if !unchecked.is_empty() {
+                return Decision::Check(unchecked);
             }
+            let hold = self.hold_us.unwrap_or(DEFAULT_HOLD_US);
+            spacing = spacing.max((hold / f64::from(max)).ceil() as i64).max(1);
+            reasons.push(format!("{max} running at once"));
         }
         for rate in &limit.rates {
             let interval = rate.interval_us();
@@ -319,22 +325,23 @@ impl LimiterRecord {
     }
 
     /// Gives back the place of the attempt holding `token` at `now`. With `refund`, the
-    /// tokens it spent under `limit` go back too (the attempt never started). A place no
-    /// longer held is not given back twice. Returns whether anything changed.
+    /// tokens it spent under `limit` go back too (the attempt never started). Only a place
+    /// still held is given back, tokens included, so a release made twice changes nothing
+    /// the second time; a limit without a cap keeps no place, so its tokens stay spent
+    /// (stricter, never looser). Returns whether anything changed.
     pub(crate) fn release(&mut self, limit: &Limit, token: &str, now: i64, refund: bool) -> bool {
-        let held = self.running.remove(token);
+        let Some(holder) = self.running.remove(token) else {
+            return false;
+        };
         if refund {
             for rate in &limit.rates {
                 if let Some(bucket) = self.buckets.get_mut(&rate.bucket()) {
                     *bucket = bucket.saturating_sub(rate.interval_us());
                 }
             }
-            return held.is_some() || !limit.rates.is_empty();
+            return true;
         }
-        let Some(holder) = held else {
-            return false;
-        };
-        let held_for = (now - holder.since).max(0) as f64;
+        let held_for = now.saturating_sub(holder.since).max(0) as f64;
         self.hold_us = Some(match self.hold_us {
             Some(average) => average * 0.8 + held_for * 0.2,
             None => held_for,
@@ -454,8 +461,9 @@ mod tests {
     }
 
     #[test]
-    fn every_window_must_have_room_and_a_refund_gives_the_tokens_back() {
+    fn every_window_must_have_room_and_a_refund_gives_the_tokens_back_once() {
         let limit = Limit::new()
+            .concurrency(10)
             .rate(10, Duration::from_secs(1))
             .rate(2, Duration::from_secs(60));
         let mut record = LimiterRecord::default();
@@ -466,7 +474,19 @@ mod tests {
             "the minute is spent"
         );
         assert!(record.release(&limit, "b-token", 1_000 * MS, true));
+        assert!(
+            !record.release(&limit, "b-token", 1_000 * MS, true),
+            "a refund made twice gives nothing back the second time"
+        );
         assert!(admitted(&mut record, &limit, "c", 1_000 * MS));
+        assert!(!admitted(&mut record, &limit, "d", 1_000 * MS));
+
+        // Without a cap there is no place: the tokens stay spent.
+        let rate_only = Limit::new().rate(1, Duration::from_secs(60));
+        let mut record = LimiterRecord::default();
+        assert!(admitted(&mut record, &rate_only, "a", 0));
+        assert!(!record.release(&rate_only, "a-token", 0, true));
+        assert!(!admitted(&mut record, &rate_only, "b", 0));
     }
 
     #[test]
@@ -479,6 +499,24 @@ mod tests {
         let until = parked_until(&mut record, &limit, "a", 0);
         assert!(until <= 300 * MS, "put off {until} µs, not a year");
         assert!(admitted(&mut record, &limit, "a", 300 * MS));
+
+        // A place written by a clock a day ahead is checked a lease from now.
+        let capped = Limit::new().concurrency(1);
+        let mut record = LimiterRecord::default();
+        record.running.insert(
+            "x-token".to_owned(),
+            Holder {
+                task: "x".to_owned(),
+                attempt: 1,
+                since: year,
+                until: year,
+            },
+        );
+        parked_until(&mut record, &capped, "b", 0);
+        assert_eq!(
+            record.decide(&capped, &attempt("b"), LEASE + 1, LEASE),
+            Decision::Check(vec!["x-token".to_owned()])
+        );
     }
 
     #[test]

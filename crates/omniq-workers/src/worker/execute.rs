@@ -103,15 +103,17 @@ pub(crate) async fn execute(
     let limits_held = if shared.limiters.is_empty() {
         None
     } else {
-        let taken =
-            tokio::time::timeout(shared.config.store_timeout, shared.limiters.acquire(&lease))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(limiter::Wait {
-                        run_at: Utc::now() + chrono::Duration::seconds(1),
-                        reason: "the limiter did not answer in time".to_owned(),
-                    })
-                });
+        let taken = tokio::time::timeout(
+            limiter::acquire_bound(shared.config.store_timeout),
+            shared.limiters.acquire(&lease),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            // A place granted after this is given back by the lane.
+            Err(limiter::Wait::later(
+                "the limiter lane did not answer in time".to_owned(),
+            ))
+        });
         match taken {
             // The lease was lost while the places were taken: the task is another
             // worker's now; the places go back with the hold.

@@ -1,12 +1,13 @@
 //! The worker's side of [`Limit`]s: before an attempt starts, a place is taken in each
-//! limiter that covers it (the queue's, then the task key's), by compare-and-set on the
+//! limiter that covers it (the task key's, then the queue's), by compare-and-set on the
 //! limiter's state in the store; the places are given back when the attempt ends.
 //!
 //! One lane per worker makes every limiter change, in batches: the requests that arrive
-//! while a batch is in the store wait for the next one, and each batch writes each limiter
-//! once (one read and one compare-and-set) for all its places taken and given back. One
-//! round trip per attempt would cap a single-writer store such as SQLite at a few hundred
-//! tasks a second.
+//! while a batch is in the store wait for the next one, and each round of a batch writes
+//! each limiter once (one read and one compare-and-set) for all its places taken and given
+//! back; an attempt under two limiters takes the second in the next round. One round trip
+//! per attempt would cap a single-writer store such as SQLite at a few hundred tasks a
+//! second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -14,8 +15,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
 use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
 use omniq_models::{LIMIT_KEY_METADATA, TaskId, TaskState};
 use omniq_storage::{
     Lease, LimiterVersion, MAX_LIMITER_KEY_BYTES, StoreError, StoreResult, TaskQueue,
@@ -38,6 +39,9 @@ fn unavailable_until() -> i64 {
 /// frees itself once its lease has lapsed.
 const RELEASE_TRIES: u32 = 5;
 
+/// Places checked against their tasks at once.
+const CHECKS_AT_ONCE: usize = 16;
+
 /// One limiter covering an attempt: its key in the store and its limit.
 #[derive(Debug, Clone)]
 struct Scope {
@@ -55,6 +59,11 @@ pub(crate) struct Wait {
 }
 
 impl Wait {
+    /// One to two seconds from now.
+    pub(crate) fn later(reason: String) -> Self {
+        Self::until(unavailable_until(), reason)
+    }
+
     fn until(until_us: i64, reason: String) -> Self {
         let run_at =
             DateTime::<Utc>::from_timestamp_micros(until_us).unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -78,32 +87,50 @@ enum Request {
     Acquire {
         scopes: Vec<Scope>,
         attempt: Attempt,
-        reply: oneshot::Sender<Result<(), Wait>>,
+        reply: oneshot::Sender<Result<Hold, Wait>>,
     },
     Release(Release),
     /// Answered once everything asked before it is settled.
     Flush(oneshot::Sender<()>),
 }
 
-/// The places an attempt holds; given back (through the lane) when dropped.
+/// The places an attempt holds; given back (through the lane) when dropped. Made by the
+/// lane, so that a place granted to a caller that stopped waiting goes back too.
 #[derive(Debug)]
 pub(crate) struct Hold {
-    lane: mpsc::UnboundedSender<Request>,
+    lane: Option<mpsc::UnboundedSender<Request>>,
     scopes: Vec<Scope>,
     token: String,
+    /// The attempt never started: its tokens go back with its places.
+    refund: bool,
+}
+
+impl Hold {
+    /// Holds nothing: the task has no limiter.
+    fn none() -> Self {
+        Self {
+            lane: None,
+            scopes: Vec::new(),
+            token: String::new(),
+            refund: false,
+        }
+    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        let Some(lane) = &self.lane else {
+            return;
+        };
         // A place not given back (the lane gone, the store down) is checked against its
         // task once its lease has lapsed, so it frees itself.
         for scope in std::mem::take(&mut self.scopes) {
             // A rate without a cap keeps no place: nothing to give back.
             if scope.limit.max_running().is_some() {
-                let _ = self.lane.send(Request::Release(Release {
+                let _ = lane.send(Request::Release(Release {
                     scope,
                     token: self.token.clone(),
-                    refund: false,
+                    refund: self.refund,
                     failed: 0,
                 }));
             }
@@ -145,9 +172,10 @@ impl Limiters {
     fn lane(&self) -> &mpsc::UnboundedSender<Request> {
         self.lane.get_or_init(|| {
             let (sender, requests) = mpsc::unbounded_channel();
+            // Weak: the lane ends once the worker's limiters are gone.
             tokio::spawn(lane(
                 Arc::clone(&self.queue),
-                requests,
+                (sender.downgrade(), requests),
                 self.lease_us,
                 self.store_timeout,
             ));
@@ -207,37 +235,38 @@ impl Limiters {
     /// A call dropped before its answer gives back whatever places it was granted.
     pub(crate) async fn acquire(&self, lease: &Lease) -> Result<Hold, Wait> {
         let scopes = self.scopes(lease);
-        let lane = self.lane();
+        if scopes.is_empty() {
+            return Ok(Hold::none());
+        }
         // A claim may give one token to all the leases it takes: the task names the place.
         let attempt = Attempt {
             task: lease.spec.id.to_string(),
             token: format!("{}/{}", lease.spec.id, lease.token),
             attempt: lease.attempt,
         };
-        if !scopes.is_empty() {
-            let (reply, answer) = oneshot::channel();
-            let sent = lane.send(Request::Acquire {
-                scopes: scopes.clone(),
-                attempt: attempt.clone(),
-                reply,
-            });
-            let answer = match sent {
-                Ok(()) => answer.await.ok(),
-                Err(_) => None,
-            };
-            answer.unwrap_or_else(|| {
-                Err(Wait::until(
-                    unavailable_until(),
-                    "the worker's limiter lane stopped".to_owned(),
-                ))
-            })?;
-        }
-        Ok(Hold {
-            lane: lane.clone(),
+        let (reply, answer) = oneshot::channel();
+        let sent = self.lane().send(Request::Acquire {
             scopes,
-            token: attempt.token,
+            attempt,
+            reply,
+        });
+        let answer = match sent {
+            Ok(()) => answer.await.ok(),
+            Err(_) => None,
+        };
+        answer.unwrap_or_else(|| {
+            Err(Wait::until(
+                unavailable_until(),
+                "the worker's limiter lane stopped".to_owned(),
+            ))
         })
     }
+}
+
+/// How long an acquisition may take: a batch in the store ahead of it, then a round per
+/// limiter and one to give back what a refusal took, each bounded by `store_timeout`.
+pub(crate) fn acquire_bound(store_timeout: Duration) -> Duration {
+    store_timeout.saturating_mul(4)
 }
 
 /// The store key of a limiter: its parts as a JSON array, so no queue or key name can
@@ -268,20 +297,25 @@ struct Pending {
     scopes: Vec<Scope>,
     next: usize,
     attempt: Attempt,
-    reply: oneshot::Sender<Result<(), Wait>>,
+    reply: oneshot::Sender<Result<Hold, Wait>>,
 }
 
 /// Makes the limiter changes asked of it, a batch at a time, until every sender is gone.
 async fn lane(
     queue: Arc<dyn TaskQueue>,
-    mut requests: mpsc::UnboundedReceiver<Request>,
+    (me, mut requests): (
+        mpsc::WeakUnboundedSender<Request>,
+        mpsc::UnboundedReceiver<Request>,
+    ),
     lease_us: i64,
     store_timeout: Duration,
 ) {
-    // Places that could not be given back, tried again with the next batch.
+    // Places that could not be given back, tried again with the next batches.
     let mut retry: Vec<Release> = Vec::new();
+    // Flushes answered once nothing is left to try again.
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let first = if retry.is_empty() {
+        let next = if retry.is_empty() {
             requests.recv().await
         } else {
             // Failed releases are tried again within a second even when nothing arrives.
@@ -290,16 +324,16 @@ async fn lane(
                 Err(_) => Some(Request::Flush(oneshot::channel().0)),
             }
         };
-        let Some(first) = first else {
-            break;
-        };
-        let mut batch = vec![first];
+        let closed = next.is_none();
+        let mut batch: Vec<Request> = next.into_iter().collect();
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
         }
+        if closed && retry.is_empty() {
+            break;
+        }
         let mut pending = Vec::new();
         let mut releases = std::mem::take(&mut retry);
-        let mut flushed = Vec::new();
         for request in batch {
             match request {
                 Request::Acquire {
@@ -313,17 +347,38 @@ async fn lane(
                     reply,
                 }),
                 Request::Release(release) => releases.push(release),
-                Request::Flush(done) => flushed.push(done),
+                Request::Flush(done) => flushes.push(done),
             }
         }
-        let settled = settle(queue.as_ref(), pending, releases, lease_us, store_timeout);
+        let settled = settle(
+            queue.as_ref(),
+            &me,
+            pending,
+            releases,
+            lease_us,
+            store_timeout,
+        );
         // A panic here must not stop the lane: every later limited task would wait forever.
         match AssertUnwindSafe(settled).catch_unwind().await {
             Ok(failed) => retry = failed,
-            Err(_) => tracing::error!("the limiter lane recovered from a panic; its batch is lost"),
+            Err(_) => tracing::error!(
+                "the limiter lane recovered from a panic; the places of its batch free \
+                 themselves once their leases have lapsed"
+            ),
         }
-        for done in flushed {
-            let _ = done.send(());
+        if retry.is_empty() {
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        if closed {
+            if !retry.is_empty() {
+                tracing::warn!(
+                    places = retry.len(),
+                    "limiter places were not given back; they free themselves once their leases have lapsed"
+                );
+            }
+            break;
         }
     }
 }
@@ -333,6 +388,7 @@ async fn lane(
 /// releases to try again.
 async fn settle(
     queue: &dyn TaskQueue,
+    lane: &mpsc::WeakUnboundedSender<Request>,
     mut pending: Vec<Pending>,
     mut releases: Vec<Release>,
     lease_us: i64,
@@ -386,6 +442,16 @@ async fn settle(
                 Ok(decided) => decided,
                 Err(err) => {
                     tracing::warn!(%err, limiter = %scope.key, "a limiter could not be updated");
+                    // The write may have been applied: whatever it granted goes back (a
+                    // release of a place not held changes nothing).
+                    for &at in &waiting {
+                        retry.push(Release {
+                            scope: scope.clone(),
+                            token: pending[at].attempt.token.clone(),
+                            refund: true,
+                            failed: 0,
+                        });
+                    }
                     for mut release in gone {
                         release.failed += 1;
                         if release.failed < RELEASE_TRIES {
@@ -413,10 +479,15 @@ async fn settle(
                     if waiting.next < waiting.scopes.len() {
                         still.push(waiting);
                     } else {
-                        let taken = refunds(&waiting);
-                        if waiting.reply.send(Ok(())).is_err() {
-                            // Its caller gave up waiting: the places go back.
-                            releases.extend(taken);
+                        let hold = Hold {
+                            lane: lane.upgrade(),
+                            scopes: waiting.scopes,
+                            token: waiting.attempt.token,
+                            refund: false,
+                        };
+                        if let Err(Ok(mut unwanted)) = waiting.reply.send(Ok(hold)) {
+                            // Its caller stopped waiting: the places go back, tokens too.
+                            unwanted.refund = true;
                         }
                     }
                 }
@@ -459,6 +530,8 @@ async fn write_group(
     let mark = uuid::Uuid::new_v4().simple().to_string();
     let mut decided = Vec::new();
     let mut tried = false;
+    // Places checked against their tasks, kept across rounds: whether the attempt runs.
+    let mut checked: HashMap<String, bool> = HashMap::new();
     for _ in 0..CAS_ROUNDS {
         let (mut record, version) = read(queue, scope).await?;
         if tried && record.mark == mark {
@@ -474,9 +547,7 @@ async fn write_group(
         for attempt in attempts {
             let mut decision = record.decide(&scope.limit, attempt, now, lease_us);
             if let Decision::Check(unchecked) = decision {
-                for token in unchecked {
-                    check(queue, &mut record, &token, now, lease_us).await?;
-                }
+                check(queue, &mut record, &unchecked, &mut checked, now, lease_us).await?;
                 decision = record.decide(&scope.limit, attempt, now, lease_us);
             }
             changed = true;
@@ -536,31 +607,58 @@ async fn write(
     queue.write_limiter(scope.key.clone(), version, bytes).await
 }
 
-/// Frees the place held with `token` unless the store's record says that attempt still
-/// runs; a place kept counts unchecked for another lease. The store's record decides, not
-/// the clocks: a worker whose clock is ahead cannot free a place still held.
+/// Frees each place of `tokens` unless the store's record says its attempt still runs; a
+/// place kept counts unchecked for another lease. The store's record decides, not the
+/// clocks: a worker whose clock is ahead cannot free a place still held. The tasks are
+/// read a few at a time, each once per `checked`.
 async fn check(
     queue: &dyn TaskQueue,
     record: &mut LimiterRecord,
-    token: &str,
+    tokens: &[String],
+    checked: &mut HashMap<String, bool>,
     now: i64,
     lease_us: i64,
 ) -> StoreResult<()> {
-    let Some(holder) = record.running.get(token).cloned() else {
-        return Ok(());
-    };
-    let task = match holder.task.parse::<TaskId>() {
-        Ok(task_id) => queue.get(task_id).await?,
-        Err(_) => None,
-    };
-    let runs = task
-        .is_some_and(|task| task.state == TaskState::Running && task.attempts == holder.attempt);
-    if runs {
-        if let Some(place) = record.running.get_mut(token) {
-            place.until = now.saturating_add(lease_us);
+    let unread: Vec<(String, crate::limits::Holder)> = tokens
+        .iter()
+        .filter(|token| !checked.contains_key(*token))
+        .filter_map(|token| {
+            record
+                .running
+                .get(token)
+                .map(|holder| (token.clone(), holder.clone()))
+        })
+        .collect();
+    let read: Vec<StoreResult<(String, bool)>> = futures_util::stream::iter(unread)
+        .map(|(token, holder)| async move {
+            let task = match holder.task.parse::<TaskId>() {
+                Ok(task_id) => queue.get(task_id).await?,
+                Err(_) => None,
+            };
+            let runs = task.is_some_and(|task| {
+                task.state == TaskState::Running && task.attempts == holder.attempt
+            });
+            Ok((token, runs))
+        })
+        .buffer_unordered(CHECKS_AT_ONCE)
+        .collect()
+        .await;
+    for outcome in read {
+        let (token, runs) = outcome?;
+        checked.insert(token, runs);
+    }
+    for token in tokens {
+        match checked.get(token) {
+            Some(true) => {
+                if let Some(place) = record.running.get_mut(token) {
+                    place.until = now.saturating_add(lease_us);
+                }
+            }
+            Some(false) => {
+                record.running.remove(token);
+            }
+            None => {}
         }
-    } else {
-        record.running.remove(token);
     }
     Ok(())
 }
