@@ -116,12 +116,18 @@ impl fmt::Display for Capability {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Capabilities {
     bits: u32,
+    lowest_priority: i32,
+    highest_priority: i32,
 }
 
 impl Capabilities {
     /// No capability: a queue that only enqueues, claims and completes.
     pub const fn none() -> Self {
-        Self { bits: 0 }
+        Self {
+            bits: 0,
+            lowest_priority: i32::MIN,
+            highest_priority: i32::MAX,
+        }
     }
 
     /// Every capability.
@@ -132,7 +138,10 @@ impl Capabilities {
             bits |= Capability::ALL[i].bit();
             i += 1;
         }
-        Self { bits }
+        Self {
+            bits,
+            ..Self::none()
+        }
     }
 
     /// These capabilities and `capability`.
@@ -140,6 +149,7 @@ impl Capabilities {
     pub const fn with(self, capability: Capability) -> Self {
         Self {
             bits: self.bits | capability.bit(),
+            ..self
         }
     }
 
@@ -148,7 +158,25 @@ impl Capabilities {
     pub const fn without(self, capability: Capability) -> Self {
         Self {
             bits: self.bits & !capability.bit(),
+            ..self
         }
+    }
+
+    /// These capabilities, with priorities held only from `lowest` to `highest` (a
+    /// broker's priority levels); the default is every `i32`.
+    #[must_use]
+    pub const fn priority_levels(self, lowest: i32, highest: i32) -> Self {
+        Self {
+            lowest_priority: lowest,
+            highest_priority: highest,
+            ..self
+        }
+    }
+
+    /// The priorities the store holds; a task with another is refused at enqueue
+    /// ([`Capabilities::check_specs`]).
+    pub const fn priorities(self) -> std::ops::RangeInclusive<i32> {
+        self.lowest_priority..=self.highest_priority
     }
 
     /// Whether `capability` is among these.
@@ -186,12 +214,14 @@ impl Capabilities {
     }
 
     /// Refuses, before anything is stored, tasks that need a capability these lack: a
-    /// future `run_at`, parents, a unique key, an expiry, a non-zero priority. A backend
+    /// future `run_at`, parents, a unique key, an expiry, a non-zero priority, a priority
+    /// outside [`Capabilities::priorities`]. A backend
     /// without some capability calls this at the top of its enqueue, so the whole batch is
     /// refused with a typed error rather than half stored or silently changed.
     ///
     /// # Errors
-    /// [`StoreError::Unsupported`] naming the first missing capability a task needs.
+    /// [`StoreError::Unsupported`] naming the first missing capability a task needs;
+    /// [`StoreError::Invalid`] for a priority outside the levels.
     pub fn check_specs(self, backend: &'static str, specs: &[TaskSpec]) -> StoreResult<()> {
         for spec in specs {
             if !spec.depends_on.is_empty() {
@@ -205,6 +235,12 @@ impl Capabilities {
             }
             if spec.priority != 0 {
                 self.require(backend, Capability::Priorities)?;
+            }
+            if !self.priorities().contains(&spec.priority) {
+                return Err(StoreError::Invalid(format!(
+                    "task {} has priority {}, outside {backend}'s levels {} to {}",
+                    spec.id, spec.priority, self.lowest_priority, self.highest_priority
+                )));
             }
             if spec.run_at > spec.created_at {
                 self.require(backend, Capability::Delays)?;
@@ -223,7 +259,22 @@ impl Default for Capabilities {
 
 impl fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
+        if self.priorities() == Self::none().priorities() {
+            f.debug_set().entries(self.iter()).finish()
+        } else {
+            f.debug_struct("Capabilities")
+                .field("declared", &DebugSet(*self))
+                .field("priorities", &self.priorities())
+                .finish()
+        }
+    }
+}
+
+struct DebugSet(Capabilities);
+
+impl fmt::Debug for DebugSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.iter()).finish()
     }
 }
 

@@ -30,6 +30,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod absent;
 mod backend;
 mod batch;
 mod capabilities;
@@ -60,6 +61,7 @@ pub mod testing;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use absent::AbsentStore;
 pub use backend::{
     ConnectBackend, StoreBackend, TransactionalEnqueue, take_pool_size, take_query_param,
 };

@@ -833,4 +833,18 @@ pub trait TaskQueue: Send + Sync + Debug + 'static {
         let _ = queues;
         Box::pin(tokio::time::sleep(timeout))
     }
+
+    /// Tells the queue that its caller (a worker shutting down) claims no more from
+    /// `queues`. A store that pushes tasks ahead of claims (a broker's consumer with a
+    /// prefetch) gives back the ones it holds unclaimed, so that closing the connection
+    /// later does not count them as attempts lost with their worker. The default does
+    /// nothing: stores that hand out tasks only when claimed hold none.
+    ///
+    /// # Errors
+    /// A backend error; what could not be given back comes back when the connection
+    /// closes, as after a crash.
+    fn stop_claiming(&self, queues: &[String]) -> BoxFuture<'_, StoreResult<()>> {
+        let _ = queues;
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -697,6 +697,10 @@ impl TaskQueue for FaultyQueue {
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.inner.wait_for_tasks(queues, timeout)
     }
+
+    fn stop_claiming(&self, queues: &[String]) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.stop_claiming(queues)
+    }
 }
 
 /// A [`ResultStore`] whose calls go through a [`Faults`] controller.

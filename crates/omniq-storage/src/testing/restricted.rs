@@ -158,4 +158,8 @@ impl TaskQueue for Restricted {
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         self.inner.wait_for_tasks(queues, timeout)
     }
+
+    fn stop_claiming(&self, queues: &[String]) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.stop_claiming(queues)
+    }
 }

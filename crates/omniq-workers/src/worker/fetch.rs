@@ -180,6 +180,17 @@ pub(crate) async fn run(
     }
 
     pipeline.stop.cancel();
+    // A store that pushed tasks ahead of claims (a broker's prefetch) gives back those
+    // not claimed, before they could be counted as attempts lost with this worker.
+    match resilience::bounded(
+        shared.config.store_timeout,
+        shared.queue.stop_claiming(&shared.config.queues),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(err) => tracing::warn!(%err, "tasks pushed ahead of claims could not be given back"),
+    }
     // Each step of a shutdown is logged: one that takes long says which step waits.
     tracing::info!(worker = %shared.id, running = executions.len(),
         "claims stopped; waiting for running tasks");
