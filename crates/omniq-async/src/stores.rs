@@ -58,6 +58,8 @@ fn connector(backend: Backend) -> Option<ConnectBackend> {
         Backend::File | Backend::S3 | Backend::Azure | Backend::Gcs => {
             Some(omniq_file::connect_url)
         }
+        #[cfg(feature = "amqp")]
+        Backend::Amqp => Some(omniq_amqp::connect_url),
         _ => None,
     }
 }

@@ -31,7 +31,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Vec<Measurement>> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     }
-    let mut target = target::Target::new(&options.url);
+    let mut target = target::Target::new(&options.url, options.results_url.as_deref());
     let mut rows = Vec::new();
     for scenario in options.scenarios() {
         rows.extend(scenarios::run(scenario, &mut target, options, &progress).await?);

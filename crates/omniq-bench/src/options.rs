@@ -71,6 +71,10 @@ pub struct Options {
     /// embedded backends.
     #[arg(long, default_value = "sqlite")]
     pub url: String,
+    /// Store URL for results, events and schedules (default: `--url`); needed when
+    /// `--url` is a broker, which holds tasks only (`amqp://…`).
+    #[arg(long)]
+    pub results_url: Option<String>,
     /// Tasks per scenario.
     #[arg(long, default_value_t = 20_000)]
     pub tasks: u64,

@@ -214,12 +214,37 @@ async fn bulk_then_process(
     } else {
         (0..queues).map(|i| format!("{base}-{i}")).collect()
     };
+    let capabilities = omniq.capabilities();
+    if shape.limit_keys > 0 && !capabilities.supports(omniq_async::Capability::Limits) {
+        omniq.close().await;
+        return Ok(Measurement {
+            backend: target.backend(),
+            scenario: label.to_owned(),
+            note: "not applicable: the task queue keeps no limiter state".into(),
+            ..Measurement::default()
+        });
+    }
     progress.set_length(options.tasks * 2 + depth);
     progress.set_message(format!("{label}: enqueueing"));
     // The backlog first, at a lower priority: the measured tasks run ahead of it while
-    // the claim path still has to deal with every queued row.
+    // the claim path still has to deal with every queued row. A broker's levels start at
+    // 0: the backlog takes the lowest, the measured tasks the next.
+    let levels = capabilities.priorities();
+    let (backlog_priority, shape) = if levels.contains(&-1) {
+        (-1, shape)
+    } else {
+        let lowest = *levels.start();
+        let shape = Shape {
+            priority: shape
+                .priority
+                .max(lowest.saturating_add(1))
+                .min(*levels.end()),
+            ..shape
+        };
+        (lowest, shape)
+    };
     let backlog = Shape {
-        priority: -1,
+        priority: backlog_priority,
         ..Shape::PLAIN
     };
     enqueue_bulk(&omniq, &queues[..1], depth, backlog, progress).await?;
@@ -357,6 +382,16 @@ async fn processes(
             ..Measurement::default()
         });
     }
+    if !target.counts_tasks() {
+        return Ok(Measurement {
+            backend,
+            scenario: format!("processes {count}"),
+            note: "not applicable: worker processes stop when their queue's counts say it is \
+                   empty, and a broker cannot count"
+                .into(),
+            ..Measurement::default()
+        });
+    }
     let settings = target.settings()?;
     let url = url_of(&settings);
     let probe = Arc::new(Probe::default());
@@ -377,6 +412,12 @@ async fn processes(
             tokio::process::Command::new(&exe)
                 .args(&options.worker_command)
                 .args(["--worker-only", "--url", &url, "--queue", &queue])
+                .args(
+                    options
+                        .results_url
+                        .iter()
+                        .flat_map(|results| ["--results-url", results.as_str()]),
+                )
                 .args(["--concurrency", &options.concurrency.to_string()])
                 .stdout(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -418,7 +459,7 @@ async fn processes(
 
 /// A worker process of the `processes` scenario: works `--queue` until it is empty.
 pub async fn worker_process(options: &Options) -> anyhow::Result<()> {
-    let target = Target::new(&options.url);
+    let target = Target::new(&options.url, options.results_url.as_deref());
     let omniq = open(
         target.settings_for(&options.url)?,
         Arc::new(Probe::default()),

@@ -40,14 +40,17 @@ pub const TASK: &str = "bench.noop";
 #[derive(Debug)]
 pub struct Target {
     url: String,
+    results_url: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Target {
-    /// The target for `--url`.
-    pub fn new(url: &str) -> Self {
+    /// The target for `--url`, with results, events and schedules on `--results-url`
+    /// when given.
+    pub fn new(url: &str, results_url: Option<&str>) -> Self {
         Self {
             url: url.to_owned(),
+            results_url: results_url.map(str::to_owned),
             _dir: None,
         }
     }
@@ -63,6 +66,11 @@ impl Target {
     /// Whether several processes can share this backend.
     pub fn shared_across_processes(&self) -> bool {
         !self.url.starts_with("memory")
+    }
+
+    /// Whether the task queue can count its tasks (a broker cannot).
+    pub fn counts_tasks(&self) -> bool {
+        StoreUrl::parse(&self.url).map_or(true, |url| !url.backend().holds_tasks_only())
     }
 
     /// Settings for a fresh run: a new temporary file for `sqlite`, fresh in-process
@@ -84,14 +92,14 @@ impl Target {
     /// Settings on an explicit URL (worker processes reuse the parent's file).
     pub fn settings_for(&self, url: &str) -> anyhow::Result<Settings> {
         let mut settings = Settings::default();
-        let url = StoreUrl::parse(url)?;
-        for kind in [
-            StoreKind::TaskQueue,
-            StoreKind::Results,
-            StoreKind::Events,
-            StoreKind::Schedules,
-        ] {
-            *settings.store_url_mut(kind) = Some(url.clone());
+        let tasks = StoreUrl::parse(url)?;
+        let others = match &self.results_url {
+            Some(results) => StoreUrl::parse(results)?,
+            None => tasks.clone(),
+        };
+        *settings.store_url_mut(StoreKind::TaskQueue) = Some(tasks);
+        for kind in [StoreKind::Results, StoreKind::Events, StoreKind::Schedules] {
+            *settings.store_url_mut(kind) = Some(others.clone());
         }
         Ok(settings)
     }

@@ -6,6 +6,7 @@ use omniq_bench::{Options, Scenario};
 fn tiny(url: &str) -> Options {
     Options {
         url: url.into(),
+        results_url: None,
         tasks: 200,
         concurrency: 8,
         workers: 1,

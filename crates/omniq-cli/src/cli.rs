@@ -289,6 +289,10 @@ pub(crate) struct EventsArgs {
 /// The benchmark's options; `--url` and `--json` are the global ones.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
+    /// Store URL for results, events and schedules (default: `--url`); needed when
+    /// `--url` is a broker, which holds tasks only.
+    #[arg(long)]
+    pub(crate) results_url: Option<String>,
     /// Tasks per scenario.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) tasks: u64,

@@ -317,6 +317,20 @@ impl Settings {
             "timeout",
             "must be greater than zero (use `none` for no timeout)",
         )?;
+        for kind in [StoreKind::Results, StoreKind::Events, StoreKind::Schedules] {
+            let backend = self.store_url(kind).backend();
+            if backend.holds_tasks_only() {
+                return Err(ConfigError::invalid(
+                    kind.key(),
+                    format!(
+                        "{backend} holds the task queue only: set `{}` to a store that keeps \
+                         {kind} (postgres://, redis://, sqlite://, …); an unset store uses \
+                         the task queue's URL",
+                        kind.key()
+                    ),
+                ));
+            }
+        }
         if self.heartbeat >= self.lease {
             return Err(ConfigError::invalid(
                 "heartbeat",

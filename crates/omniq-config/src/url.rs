@@ -88,7 +88,14 @@ impl Backend {
                 | Backend::S3
                 | Backend::Azure
                 | Backend::Gcs
+                | Backend::Amqp
         )
+    }
+
+    /// Whether this backend is a broker that holds the task queue only: results, events
+    /// and schedules must then live in another store.
+    pub fn holds_tasks_only(self) -> bool {
+        matches!(self, Backend::Amqp | Backend::Sqs)
     }
 
     /// The cargo feature of omniq / omniq-async that includes this backend: its name,

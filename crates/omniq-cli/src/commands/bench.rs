@@ -9,6 +9,7 @@ pub(crate) async fn run(args: BenchArgs, url: Option<String>, json: bool) -> any
     let options = Options {
         // Never the configured store: the benchmark fills and empties its queues.
         url: url.unwrap_or_else(|| "sqlite".to_owned()),
+        results_url: args.results_url,
         tasks: args.tasks,
         concurrency: args.concurrency,
         workers: args.workers,
