@@ -202,6 +202,31 @@ pub fn settings_for_url(url: &str, mut settings: Settings) -> anyhow::Result<Set
     Ok(settings)
 }
 
+/// `settings` with the task queue on `tasks` and results, events and schedules on
+/// `others`: a broker's layout (it holds tasks only).
+///
+/// # Errors
+/// When a URL is not a store URL.
+pub fn settings_for_urls(
+    tasks: &str,
+    others: &str,
+    settings: Settings,
+) -> anyhow::Result<Settings> {
+    let mut settings = settings_for_url(others, settings)?;
+    *settings.store_url_mut(StoreKind::TaskQueue) =
+        Some(StoreUrl::parse(tasks).context("bad task queue URL")?);
+    Ok(settings)
+}
+
+/// An OmniQ with the task queue on `tasks` and the other stores on `others`.
+///
+/// # Errors
+/// When a URL is invalid or the stores cannot be opened.
+pub async fn connect_urls(tasks: &str, others: &str) -> anyhow::Result<AsyncOmniQ> {
+    let settings = settings_for_urls(tasks, others, Settings::default())?;
+    Ok(AsyncOmniQ::from_settings(settings).await?)
+}
+
 /// An OmniQ with all four stores on the store URL `url` (see [`settings_for_url`]), with
 /// default settings otherwise.
 ///

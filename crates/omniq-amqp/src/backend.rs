@@ -121,6 +121,17 @@ impl AmqpBackend {
         self.inner.delete(names).await
     }
 
+    /// Deletes everything OmniQ declares under this handle's prefix for the OmniQ queues
+    /// `queues`: their broker queues with the tasks in them, every delay bucket, and the
+    /// dead-letter queue. For tests and teardown; what does not exist is skipped.
+    ///
+    /// # Errors
+    /// A broker error.
+    pub async fn delete_everything(&self, queues: &[String]) -> StoreResult<()> {
+        let names = self.inner.every_name(queues)?;
+        self.inner.delete(&names).await
+    }
+
     /// Closes the connection: deliveries still held go back to their queues.
     pub async fn close(&self) {
         self.inner.close().await;

@@ -66,6 +66,11 @@ impl Names {
     }
 }
 
+/// Every delay bucket, shortest first.
+pub(crate) fn every_bucket() -> impl Iterator<Item = Duration> {
+    (0..BUCKETS).map(|k| SHORTEST_BUCKET * 2u32.pow(k))
+}
+
 /// The bucket a task due in `remaining` waits in next: the longest not longer than
 /// `remaining` (the shortest when `remaining` is shorter), or `None` when it is due.
 /// A task leaves its bucket no later than due, and at most 26 hops bring it to its time.

@@ -123,6 +123,17 @@ impl Inner {
             .cloned()
     }
 
+    /// Every name OmniQ may declare under this prefix for `queues`.
+    pub(crate) fn every_name(&self, queues: &[String]) -> StoreResult<Vec<String>> {
+        let mut names = queues
+            .iter()
+            .map(|queue| self.names.queue(queue))
+            .collect::<StoreResult<Vec<_>>>()?;
+        names.push(self.names.dead());
+        names.extend(names::every_bucket().map(|bucket| self.names.bucket(bucket)));
+        Ok(names)
+    }
+
     /// The queues and exchanges this handle declared, sorted.
     pub(crate) fn declared(&self) -> Vec<String> {
         let mut names: Vec<String> = lock(&self.declared).iter().cloned().collect();

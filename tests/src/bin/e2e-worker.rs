@@ -1,7 +1,8 @@
 //! `e2e-worker`: the worker process OmniQ's end-to-end tests start, kill and signal.
 //!
 //! ```text
-//! e2e-worker (--db PATH | --url URL) --mode work --runs PATH [--concurrency C] [--prefetch P]
+//! e2e-worker (--db PATH | --url URL [--results-url URL]) --mode work --runs PATH
+//!            [--concurrency C] [--prefetch P]
 //!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
 //!            [--spans PATH] [--limit-each-key N] [--rate-each-key N]
 //! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
@@ -11,7 +12,8 @@
 //! flags win over it. Every store is the SQLite file `--db`, or every store is on the
 //! store URL `--url` (`sqlite://PATH`, `redis://HOST:PORT/DB?prefix=NAME`, ...: any
 //! backend compiled into this binary; `prefix=` isolates one test's keys on a shared
-//! server).
+//! server). With `--results-url`, results, events and schedules are there instead (a
+//! broker as `--url` holds tasks only).
 //!
 //! `work` registers [`Record`], starts a worker, prints `ready worker=<id>` once the worker
 //! runs and the SIGINT/SIGTERM handlers are installed, runs until one of those signals
@@ -52,6 +54,7 @@ enum Stores {
 #[derive(Debug)]
 struct Args {
     stores: Stores,
+    results_url: Option<String>,
     mode: Mode,
     runs: Option<PathBuf>,
     tasks: u64,
@@ -72,6 +75,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut mode = None;
     let mut args = Args {
         stores: Stores::Db(PathBuf::new()),
+        results_url: None,
         mode: Mode::Work,
         runs: None,
         tasks: 0,
@@ -119,6 +123,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                     other => bail!("--mode must be `work` or `enqueue`, not `{other}`"),
                 });
             }
+            "--results-url" => args.results_url = Some(value()?),
             "--runs" => args.runs = Some(PathBuf::from(value()?)),
             "--tasks" => args.tasks = number(value()?)?,
             "--first-seq" => args.first_seq = number(value()?)?,
@@ -158,7 +163,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
 fn settings(args: &Args) -> anyhow::Result<Settings> {
     let mut settings = match &args.stores {
         Stores::Db(db) => omniq_e2e::settings_for(db, Settings::from_env()?)?,
-        Stores::Url(url) => omniq_e2e::settings_for_url(url, Settings::from_env()?)?,
+        Stores::Url(url) => match &args.results_url {
+            Some(others) => omniq_e2e::settings_for_urls(url, others, Settings::from_env()?)?,
+            None => omniq_e2e::settings_for_url(url, Settings::from_env()?)?,
+        },
     };
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;

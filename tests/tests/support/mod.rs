@@ -146,6 +146,11 @@ pub fn nats_jetstream_ready(url: &str) -> anyhow::Result<()> {
 
 /// Whether something listens at the NATS URL's host and port.
 fn nats_reachable(url: &str) -> anyhow::Result<()> {
+    tcp_reachable(url)
+}
+
+/// Whether a TCP connection to the host and port of `url` opens (within 2 s).
+fn tcp_reachable(url: &str) -> anyhow::Result<()> {
     let authority = url
         .split_once("://")
         .map_or(url, |(_, rest)| rest)
@@ -155,7 +160,7 @@ fn nats_reachable(url: &str) -> anyhow::Result<()> {
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
     let address = std::net::ToSocketAddrs::to_socket_addrs(host_port)?
         .next()
-        .context("the NATS URL names no address")?;
+        .context("the URL names no address")?;
     std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
     Ok(())
 }
@@ -172,6 +177,29 @@ fn delete_nats_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
             let options = omniq_nats::NatsOptions::prefix(prefix);
             let backend = omniq_nats::NatsBackend::connect_with(&url, options).await?;
             backend.delete_everything().await?;
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
+}
+
+/// The test RabbitMQ when `OMNIQ_TEST_AMQP_URL` is not set.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Deletes the queues and exchanges of `prefix` for the e2e queue, on a runtime of its own
+/// (clean-up runs from `Drop` too).
+fn delete_amqp_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let options = omniq_amqp::AmqpOptions::prefix(prefix);
+            let backend = omniq_amqp::AmqpBackend::connect_with(&url, options).await?;
+            backend.delete_everything(&[QUEUE.to_owned()]).await?;
+            backend.close().await;
             anyhow::Ok(())
         })
     })
@@ -362,14 +390,22 @@ pub enum Backend {
     File,
     /// The test S3 server (`OMNIQ_TEST_S3_URL`), under a prefix of the test's own.
     S3,
+    /// The test RabbitMQ (`OMNIQ_TEST_AMQP_URL`) under a prefix of the test's own, for the
+    /// task queue; the other stores in a SQLite file of the test's own.
+    Amqp,
 }
 
-/// Where one test's stores are: all four on one backend.
+/// Where one test's stores are: all four on one backend, or the task queue on a broker
+/// and the rest in a SQLite file.
 #[derive(Debug)]
 pub struct Target {
     pub backend: Backend,
-    /// The store URL every store is on (`sqlite://…`, `redis://…?prefix=…`).
+    /// The store URL every store is on (`sqlite://…`, `redis://…?prefix=…`), or the task
+    /// queue's when `results_url` is set.
     pub url: String,
+    /// Where results, events and schedules are when not on `url` (a broker holds tasks
+    /// only).
+    pub results_url: Option<String>,
     /// The SQLite file, for the SQLite target: its workers get the original `--db PATH`,
     /// the others `--url URL`.
     db: Option<PathBuf>,
@@ -390,6 +426,8 @@ pub enum Cleanup {
     NatsPrefix { server: String, prefix: String },
     /// Every object of the store URL `url` (a bucket under a prefix).
     Objects { url: String },
+    /// The queues and exchanges of `prefix` on the broker at `server`.
+    AmqpPrefix { server: String, prefix: String },
 }
 
 impl Target {
@@ -412,6 +450,7 @@ impl Target {
                     backend: Backend::Postgres,
                     url: format!("{server}{separator}schema={schema}"),
                     db: None,
+                    results_url: None,
                     cleanup: Some(Cleanup::PgSchema { server, schema }),
                 }))
             }
@@ -432,6 +471,7 @@ impl Target {
                     backend: Backend::Mysql,
                     url: with_database(&server, &database)?,
                     db: None,
+                    results_url: None,
                     cleanup: Some(Cleanup::MysqlDatabase {
                         server: root,
                         database,
@@ -443,6 +483,7 @@ impl Target {
                 backend: Backend::File,
                 url: format!("file://{}", dir.join("store").display()),
                 db: None,
+                results_url: None,
                 cleanup: None,
             })),
             Backend::S3 => {
@@ -460,6 +501,7 @@ impl Target {
                     backend: Backend::S3,
                     url: url.clone(),
                     db: None,
+                    results_url: None,
                     cleanup: Some(Cleanup::Objects { url }),
                 }))
             }
@@ -474,7 +516,23 @@ impl Target {
                     backend: Backend::Nats,
                     url: format!("{server}?prefix={prefix}"),
                     db: None,
+                    results_url: None,
                     cleanup: Some(Cleanup::NatsPrefix { server, prefix }),
+                }))
+            }
+            Backend::Amqp => {
+                let server = std::env::var("OMNIQ_TEST_AMQP_URL")
+                    .unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+                if let Err(err) = tcp_reachable(&server) {
+                    return unavailable(test, "RabbitMQ", err);
+                }
+                let prefix = format!("omniq-e2e-{}", uuid::Uuid::new_v4().simple());
+                Ok(Some(Self {
+                    backend: Backend::Amqp,
+                    url: format!("{server}?prefix={prefix}"),
+                    results_url: Some(format!("sqlite://{}", dir.join("results.db").display())),
+                    db: None,
+                    cleanup: Some(Cleanup::AmqpPrefix { server, prefix }),
                 }))
             }
             Backend::Redis => {
@@ -495,6 +553,7 @@ impl Target {
             backend: Backend::Sqlite,
             url: format!("sqlite://{}", db.display()),
             db: Some(db.to_path_buf()),
+            results_url: None,
             cleanup: None,
         }
     }
@@ -507,6 +566,7 @@ impl Target {
             backend: Backend::Redis,
             url: format!("{server}{separator}prefix={prefix}"),
             db: None,
+            results_url: None,
             cleanup: clean_up.then(|| Cleanup::RedisKeys {
                 server: server.to_owned(),
                 prefix: prefix.to_owned(),
@@ -521,6 +581,7 @@ impl Target {
             backend: Backend::Nats,
             url: format!("{url}?prefix={prefix}"),
             db: None,
+            results_url: None,
             cleanup: None,
         }
     }
@@ -532,23 +593,29 @@ impl Target {
             backend: Backend::Postgres,
             url: url.to_owned(),
             db: None,
+            results_url: None,
             cleanup: None,
         }
     }
 
     /// The `e2e-worker` arguments naming these stores.
     pub fn worker_args(&self) -> Vec<OsString> {
-        match &self.db {
+        let mut args: Vec<OsString> = match &self.db {
             Some(db) => vec!["--db".into(), db.into()],
             None => vec!["--url".into(), self.url.clone().into()],
+        };
+        if let Some(results) = &self.results_url {
+            args.extend(["--results-url".into(), results.into()]);
         }
+        args
     }
 
     /// An OmniQ on these stores, with default settings otherwise.
     pub async fn open(&self) -> anyhow::Result<AsyncOmniQ> {
-        match &self.db {
-            Some(db) => omniq_e2e::open(db).await,
-            None => omniq_e2e::connect_url(&self.url).await,
+        match (&self.db, &self.results_url) {
+            (Some(db), _) => omniq_e2e::open(db).await,
+            (None, Some(results)) => omniq_e2e::connect_urls(&self.url, results).await,
+            (None, None) => omniq_e2e::connect_url(&self.url).await,
         }
     }
 
@@ -571,6 +638,8 @@ impl Target {
             Some(Cleanup::Objects { url }) => {
                 delete_objects(&url).context("cannot delete the test's objects")
             }
+            Some(Cleanup::AmqpPrefix { server, prefix }) => delete_amqp_prefix(&server, &prefix)
+                .with_context(|| format!("cannot delete the RabbitMQ queues of prefix {prefix}")),
             None => Ok(()),
         }
     }
