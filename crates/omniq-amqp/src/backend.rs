@@ -7,7 +7,8 @@ use omniq_storage::{
     StoreError, StoreResult, TaskQueue, take_query_param,
 };
 
-use crate::queue::{AmqpTaskQueue, Inner};
+use crate::queue::AmqpTaskQueue;
+use crate::shared::Shared;
 
 /// How OmniQ uses a broker, beyond where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl AmqpOptions {
 /// another store.
 #[derive(Debug, Clone)]
 pub struct AmqpBackend {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl AmqpBackend {
@@ -88,7 +89,7 @@ impl AmqpBackend {
     /// [`StoreError::Invalid`] for a bad prefix; [`StoreError::Unavailable`] when the
     /// broker cannot be reached.
     pub async fn connect_with(url: &str, options: AmqpOptions) -> StoreResult<Self> {
-        let inner = Arc::new(Inner::new(url.to_owned(), options)?);
+        let inner = Arc::new(Shared::new(url.to_owned(), options)?);
         // Fail now, not at the first claim, when the broker is not there.
         inner.link().await?;
         Ok(Self { inner })

@@ -30,6 +30,7 @@ mod link;
 mod message;
 mod names;
 mod queue;
+mod shared;
 
 pub use backend::{AmqpBackend, AmqpOptions, connect_url};
 pub use queue::{AmqpTaskQueue, CAPABILITIES};

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -37,13 +38,21 @@ pub(crate) fn amqp_error(err: lapin::Error) -> StoreError {
 /// The task forwarding each consumer's deliveries, by OmniQ queue (`None` while it starts).
 type Consumers = HashMap<String, Option<tokio::task::JoinHandle<()>>>;
 
+/// The longest a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The longest a close may wait for the broker's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An open connection and its channels.
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) generation: u64,
     connection: Connection,
-    /// Confirm mode: every publish is confirmed by the broker.
-    pub(crate) publisher: Channel,
+    /// Confirm mode: every publish is confirmed by the broker. Opened again on its own when
+    /// the broker closes it (a refused declaration, a message too large): the leases live
+    /// on the receiver.
+    publisher: tokio::sync::Mutex<Channel>,
     /// Gets, consumers and acks.
     pub(crate) receiver: Channel,
     /// The consumers this link runs, and the prefetch last set.
@@ -51,35 +60,51 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Connects (bounded by [`CONNECT_TIMEOUT`]) and opens both channels.
     pub(crate) async fn open(uri: &str, generation: u64, name: &str) -> StoreResult<Self> {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(uri, properties)
+        let opening = async {
+            let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let connection = Connection::connect(uri, properties)
+                .await
+                .map_err(|err| StoreError::unavailable(BACKEND, err))?;
+            let publisher = confirming_channel(&connection).await?;
+            let receiver = connection.create_channel().await.map_err(amqp_error)?;
+            StoreResult::Ok(Self {
+                generation,
+                connection,
+                publisher: tokio::sync::Mutex::new(publisher),
+                receiver,
+                consuming: Mutex::new((HashMap::new(), 0)),
+            })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, opening)
             .await
-            .map_err(|err| StoreError::unavailable(BACKEND, err))?;
-        let publisher = connection.create_channel().await.map_err(amqp_error)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(amqp_error)?;
-        let receiver = connection.create_channel().await.map_err(amqp_error)?;
-        Ok(Self {
-            generation,
-            connection,
-            publisher,
-            receiver,
-            consuming: Mutex::new((HashMap::new(), 0)),
-        })
+            .map_err(|_| {
+                StoreError::unavailable(
+                    BACKEND,
+                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+                )
+            })?
     }
 
-    /// Whether the connection and both channels are still open.
+    /// Whether the connection and the receiving channel (where the leases live) are open.
     pub(crate) fn is_open(&self) -> bool {
-        self.connection.status().connected()
-            && self.publisher.status().connected()
-            && self.receiver.status().connected()
+        self.connection.status().connected() && self.receiver.status().connected()
     }
 
+    /// The publishing channel, opened again if the broker closed it.
+    pub(crate) async fn publisher(&self) -> StoreResult<Channel> {
+        let mut publisher = self.publisher.lock().await;
+        if !publisher.status().connected() {
+            *publisher = confirming_channel(&self.connection).await?;
+        }
+        Ok(publisher.clone())
+    }
+
+    /// Closes the connection, waiting at most [`CLOSE_TIMEOUT`] for the broker.
     pub(crate) async fn close(&self) {
-        let _ = self.connection.close(200, "closed".into()).await;
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close(200, "closed".into())).await;
     }
 
     /// Declares a durable task queue holding priorities up to `max_priority`.
@@ -91,7 +116,8 @@ impl Link {
                 AMQPValue::ShortShortUInt(max_priority),
             );
         }
-        self.publisher
+        self.publisher()
+            .await?
             .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
             .await
             .map_err(amqp_error)?;
@@ -106,7 +132,8 @@ impl Link {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        self.publisher
+        let publisher = self.publisher().await?;
+        publisher
             .exchange_declare(
                 name.into(),
                 ExchangeKind::Fanout,
@@ -121,11 +148,25 @@ impl Link {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString("".into()),
         );
-        self.publisher
+        // Dead-lettering out of a classic queue is at most once: a quorum queue with the
+        // at-least-once strategy keeps a task until its queue has confirmed it.
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        publisher
             .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
             .await
             .map_err(amqp_error)?;
-        self.publisher
+        publisher
             .queue_bind(
                 name.into(),
                 name.into(),
@@ -225,7 +266,7 @@ impl Link {
             if cancelled.is_ok() {
                 // The stream ends after the broker's cancel-ok, which follows every
                 // delivery it sent.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
             } else {
                 task.abort();
             }
@@ -256,6 +297,18 @@ impl Buffer {
         self.arrived.notify_waiters();
     }
 
+    /// Puts back, first in line, deliveries a claim took but did not deal with.
+    pub(crate) fn give_back(&self, queue: &str, generation: u64, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut all = self.lock();
+        let waiting = all.entry(queue.to_owned()).or_default();
+        for delivery in deliveries.into_iter().rev() {
+            waiting.push_front((generation, delivery));
+        }
+    }
+
     /// Up to `limit` deliveries of `queue` received on link `generation`; those of an
     /// earlier link are dropped (the broker requeued them when it closed).
     pub(crate) fn take(&self, queue: &str, generation: u64, limit: usize) -> Vec<Delivery> {
@@ -282,6 +335,16 @@ impl Buffer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A channel of `connection` in confirm mode.
+async fn confirming_channel(connection: &Connection) -> StoreResult<Channel> {
+    let channel = connection.create_channel().await.map_err(amqp_error)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(amqp_error)?;
+    Ok(channel)
 }
 
 /// The tag of this link's consumer of OmniQ queue `queue`.

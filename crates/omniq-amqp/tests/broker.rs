@@ -478,3 +478,53 @@ async fn pushed_tasks_not_claimed_are_given_back_without_an_attempt() {
         "{attempts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_whose_caller_stopped_waiting_is_applied_and_known_when_sent_again() {
+    let Some((backend, _cleanup)) = broker().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let name = unique("cut");
+    queue
+        .enqueue(vec![task(&name, TaskOptions::default())])
+        .await
+        .expect("enqueue");
+    let lease = claim(&queue, &name, 1).await.remove(0);
+    let retry = CompletionOutcome::Retry {
+        run_at: Utc::now(),
+        error: TaskError::new("again"),
+    };
+    // The worker's store timeout fires before the broker answers: the call is dropped.
+    let cut = tokio::time::timeout(
+        Duration::from_micros(1),
+        queue.complete(vec![Completion::new(lease.reference(), retry.clone())]),
+    )
+    .await;
+    assert!(cut.is_err(), "the broker answered within a microsecond");
+    // Sent again, it is applied once: the task is back once, with its attempt counted.
+    assert_eq!(
+        complete(&queue, &lease, retry).await,
+        CompletionStatus::Applied
+    );
+    let again = claim_eventually(&queue, &name, 1).await;
+    assert_eq!(again[0].spec.id, lease.spec.id);
+    assert_eq!(again[0].attempt, 2);
+    assert!(claim(&queue, &name, 10).await.is_empty(), "one copy only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_due_at_once_runs_at_once_on_a_worker_whose_clock_is_behind() {
+    let Some((backend, _cleanup)) = broker().await else {
+        return;
+    };
+    let name = unique("clock");
+    backend
+        .task_queue()
+        .enqueue(vec![task(&name, TaskOptions::default())])
+        .await
+        .expect("enqueue");
+    let behind = backend.with_clock(omniq_storage::Clock::skewed(chrono::Duration::seconds(-30)));
+    let leases = claim(&behind, &name, 1).await;
+    assert_eq!(leases.len(), 1, "not held back by the worker's clock");
+}
