@@ -58,7 +58,7 @@ fn check() -> Result<()> {
 /// (a feature-gated item used without its gate shows up only in these builds, never in the
 /// all-features one).
 const BACKEND_FEATURES: &[&str] = &[
-    "memory", "sqlite", "postgres", "mysql", "redis", "nats", "file", "amqp",
+    "memory", "sqlite", "postgres", "mysql", "redis", "nats", "file", "amqp", "sqs",
 ];
 
 fn features() -> Result<()> {

@@ -6,7 +6,7 @@
 //! as long as that channel lives. Each opening is a new generation; a lease or a buffered
 //! delivery of an earlier generation is dead, as the broker has requeued it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use omniq_storage::broker::Pushed;
 use omniq_storage::{StoreError, StoreResult};
-use tokio::sync::Notify;
 
 use crate::BACKEND;
 
@@ -204,7 +204,7 @@ impl Link {
         self: &Arc<Self>,
         queue: &str,
         broker_queue: &str,
-        buffer: Weak<Buffer>,
+        buffer: Weak<Pushed<Delivery>>,
     ) -> StoreResult<()> {
         {
             let mut consuming = self.lock();
@@ -276,62 +276,6 @@ impl Link {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Consumers, u16)> {
         self.consuming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Deliveries pushed by the consumers, per OmniQ queue, until a claim takes them.
-#[derive(Debug, Default)]
-pub(crate) struct Buffer {
-    deliveries: Mutex<HashMap<String, VecDeque<(u64, Delivery)>>>,
-    pub(crate) arrived: Notify,
-}
-
-impl Buffer {
-    fn push(&self, queue: &str, generation: u64, delivery: Delivery) {
-        self.lock()
-            .entry(queue.to_owned())
-            .or_default()
-            .push_back((generation, delivery));
-        self.arrived.notify_waiters();
-    }
-
-    /// Puts back, first in line, deliveries a claim took but did not deal with.
-    pub(crate) fn give_back(&self, queue: &str, generation: u64, deliveries: Vec<Delivery>) {
-        if deliveries.is_empty() {
-            return;
-        }
-        let mut all = self.lock();
-        let waiting = all.entry(queue.to_owned()).or_default();
-        for delivery in deliveries.into_iter().rev() {
-            waiting.push_front((generation, delivery));
-        }
-    }
-
-    /// Up to `limit` deliveries of `queue` received on link `generation`; those of an
-    /// earlier link are dropped (the broker requeued them when it closed).
-    pub(crate) fn take(&self, queue: &str, generation: u64, limit: usize) -> Vec<Delivery> {
-        let mut all = self.lock();
-        let Some(waiting) = all.get_mut(queue) else {
-            return Vec::new();
-        };
-        waiting.retain(|(g, _)| *g == generation);
-        let n = limit.min(waiting.len());
-        waiting.drain(..n).map(|(_, d)| d).collect()
-    }
-
-    /// Whether a delivery of one of `queues` on link `generation` waits.
-    pub(crate) fn any(&self, queues: &[String], generation: u64) -> bool {
-        let all = self.lock();
-        queues.iter().any(|q| {
-            all.get(q)
-                .is_some_and(|waiting| waiting.iter().any(|(g, _)| *g == generation))
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<(u64, Delivery)>>> {
-        self.deliveries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

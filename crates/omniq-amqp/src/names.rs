@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use omniq_storage::broker::DUE_SLACK;
 use omniq_storage::{StoreError, StoreResult};
 
 /// The longest queue name AMQP allows (a short string).
@@ -13,9 +14,6 @@ pub(crate) const SHORTEST_BUCKET: Duration = Duration::from_millis(100);
 /// How many buckets there are: the longest holds a message 100 ms × 2^25 ≈ 39 days, and
 /// longer delays take several hops through it.
 const BUCKETS: u32 = 26;
-
-/// A delay within this much of now is not worth a bucket.
-pub(crate) const DUE_SLACK: Duration = Duration::from_millis(50);
 
 /// Names under one prefix: `<prefix>.q.<queue>` per OmniQ queue, `<prefix>.delay.<ms>` per
 /// delay bucket (a fanout exchange and its queue), `<prefix>.dead` for dead letters.

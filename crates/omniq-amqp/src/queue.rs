@@ -28,6 +28,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskSpec, TaskState};
+use omniq_storage::broker::{self, Verdict, to_the_end};
 use omniq_storage::kv_task::{self, Applied, KvTask};
 use omniq_storage::{
     BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
@@ -39,7 +40,6 @@ use omniq_storage::{
 use crate::BACKEND;
 use crate::link::{Link, amqp_error};
 use crate::message;
-use crate::names;
 use crate::shared::{Held, Shared, ack, lock};
 
 /// What the RabbitMQ task queue supports: priorities (levels 0 to the URL's
@@ -49,6 +49,7 @@ use crate::shared::{Held, Shared, ack, lock};
 /// a queue; those are refused with [`StoreError::Unsupported`] (use PostgreSQL, Redis or
 /// another store that lists tasks for them).
 pub const CAPABILITIES: Capabilities = Capabilities::none()
+    .with(Capability::ExclusiveClaims)
     .with(Capability::Priorities)
     .with(Capability::Delays)
     .with(Capability::Redrive);
@@ -71,15 +72,6 @@ enum Examined {
     /// Dealt with otherwise (a dead letter, a lost attempt counted, sent on to a delay
     /// bucket) and acknowledged.
     Rerouted,
-}
-
-/// Runs `work` to its end on a task of its own, whatever becomes of the caller.
-async fn to_the_end<T: Send + 'static>(
-    work: impl Future<Output = StoreResult<T>> + Send + 'static,
-) -> StoreResult<T> {
-    tokio::spawn(work)
-        .await
-        .map_err(|err| StoreError::backend(BACKEND, format!("a broker call failed: {err}")))?
 }
 
 impl AmqpTaskQueue {
@@ -204,39 +196,25 @@ impl AmqpTaskQueue {
                 return Ok(Examined::Rerouted);
             }
         };
-        if delivery.redelivered {
-            // Its last holder never acknowledged it: that attempt ran, or may have, and is
-            // counted as a lapsed lease is.
-            task.record.state = TaskState::Running;
-            task.record.attempts += 1;
-            task.recover(now);
-            let change = task.change();
-            tracing::warn!(task_id = %change.task_id, attempts = change.attempts,
-                state = %change.state, "a task whose worker was lost is taken back");
-            self.shared.publish_confirmed(link, &task, now, now).await?;
-            ack(&delivery.acker).await?;
-            return Ok(Examined::Rerouted);
-        }
-        let spec = &task.record.spec;
-        // Only a task stored as due later is held to its time: a task due at once runs at
-        // once, whatever this worker's clock says of its producer's.
-        let early = task.record.state == TaskState::Scheduled
-            && names::bucket_for((spec.run_at - now).to_std().unwrap_or_default()).is_some();
-        let due_at = if early {
-            Some(spec.run_at)
-        } else if !request.takes(&spec.name, spec.run_at, now) {
-            // Another worker may run it; if none does, it is taken once it has been due
-            // for the request's `unknown_after`.
-            Some(now + chrono::Duration::seconds(1))
-        } else {
-            None
-        };
-        if let Some(due_at) = due_at {
-            self.shared
-                .publish_confirmed(link, &task, due_at, now)
-                .await?;
-            ack(&delivery.acker).await?;
-            return Ok(Examined::Rerouted);
+        // A redelivery's last holder never acknowledged it: that attempt ran, or may have.
+        let lost = u32::from(delivery.redelivered);
+        match broker::judge(&mut task, lost, request, now) {
+            Verdict::Claim => {}
+            Verdict::AttemptsLost => {
+                let change = task.change();
+                tracing::warn!(task_id = %change.task_id, attempts = change.attempts,
+                    state = %change.state, "a task whose worker was lost is taken back");
+                self.shared.publish_confirmed(link, &task, now, now).await?;
+                ack(&delivery.acker).await?;
+                return Ok(Examined::Rerouted);
+            }
+            Verdict::SendOn(due_at) => {
+                self.shared
+                    .publish_confirmed(link, &task, due_at, now)
+                    .await?;
+                ack(&delivery.acker).await?;
+                return Ok(Examined::Rerouted);
+            }
         }
         Ok(Examined::Claimed(Box::new(task)))
     }
@@ -306,14 +284,14 @@ impl AmqpTaskQueue {
     async fn complete_held(self, completions: Vec<Completion>) -> StoreResult<Completed> {
         // A completion sent again while the first is still on its way learns its outcome.
         let tokens: Vec<LeaseToken> = completions.iter().map(|c| c.lease.token).collect();
-        self.shared.wait_completing(&tokens, RESEND_WAIT).await;
+        self.shared.ledger.settled(&tokens, RESEND_WAIT).await;
         let now = self.clock.now();
         let link = self.shared.current_link().await;
         let mut statuses = vec![CompletionStatus::LeaseLost; completions.len()];
         let mut changed = Vec::new();
         for (i, completion) in completions.into_iter().enumerate() {
             let token = completion.lease.token;
-            if self.shared.was_applied(token) {
+            if self.shared.ledger.was_applied(token) {
                 statuses[i] = CompletionStatus::Applied;
                 continue;
             }
@@ -331,15 +309,15 @@ impl AmqpTaskQueue {
                 }
             };
             let Some(held) = held else { continue };
-            self.shared.start_completing(token);
+            self.shared.ledger.start(token);
             let mut task = held.task.clone();
             match task.complete(token, completion.outcome, now) {
                 Applied::Changed => changed.push((i, held, task)),
                 Applied::Resent => {
                     statuses[i] = CompletionStatus::Applied;
-                    self.shared.stop_completing(token);
+                    self.shared.ledger.stop(token);
                 }
-                Applied::LeaseLost => self.shared.stop_completing(token),
+                Applied::LeaseLost => self.shared.ledger.stop(token),
             }
         }
         let Some(link) = link else {
@@ -374,7 +352,7 @@ impl AmqpTaskQueue {
             let token = held.token;
             match outcome {
                 Ok(()) => {
-                    self.shared.remember_applied(token);
+                    self.shared.ledger.applied(token);
                     statuses[i] = CompletionStatus::Applied;
                 }
                 Err(err) => {
@@ -382,7 +360,7 @@ impl AmqpTaskQueue {
                     lock(&self.shared.held).insert(token, held);
                 }
             }
-            self.shared.stop_completing(token);
+            self.shared.ledger.stop(token);
         }
         match failure {
             Some(err) => Err(err),
@@ -509,7 +487,7 @@ impl AmqpTaskQueue {
         let wanted = queues.clone();
         // Started on a task of its own: a consumer half set up when the wait ends would
         // push deliveries no one takes.
-        let started = to_the_end(async move {
+        let started = to_the_end(BACKEND, async move {
             let link = shared.link().await?;
             if link.prefetch() == 0 {
                 let prefetch = shared.options.prefetch.unwrap_or(1);
@@ -531,13 +509,10 @@ impl AmqpTaskQueue {
             }
             Err(_) => return,
         };
-        let notified = self.shared.buffer.arrived.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.shared.buffer.any(&queues, link.generation) {
-            return;
-        }
-        let _ = tokio::time::timeout_at(until, notified).await;
+        self.shared
+            .buffer
+            .wait(&queues, link.generation, until)
+            .await;
     }
 
     /// Hands back the deliveries pushed to this handle and not claimed, so that they are
@@ -598,11 +573,11 @@ impl TaskQueue for AmqpTaskQueue {
     }
 
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
-        Box::pin(to_the_end(self.clone().enqueue_all(tasks)))
+        Box::pin(to_the_end(BACKEND, self.clone().enqueue_all(tasks)))
     }
 
     fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
-        Box::pin(to_the_end(self.clone().dequeue_ready(request)))
+        Box::pin(to_the_end(BACKEND, self.clone().dequeue_ready(request)))
     }
 
     fn heartbeat(
@@ -614,11 +589,11 @@ impl TaskQueue for AmqpTaskQueue {
     }
 
     fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
-        Box::pin(to_the_end(self.clone().complete_held(completions)))
+        Box::pin(to_the_end(BACKEND, self.clone().complete_held(completions)))
     }
 
     fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
-        Box::pin(to_the_end(self.clone().recover_lapsed(limit)))
+        Box::pin(to_the_end(BACKEND, self.clone().recover_lapsed(limit)))
     }
 
     fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
@@ -628,7 +603,7 @@ impl TaskQueue for AmqpTaskQueue {
     }
 
     fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
-        Box::pin(to_the_end(self.clone().redrive_dead(target)))
+        Box::pin(to_the_end(BACKEND, self.clone().redrive_dead(target)))
     }
 
     fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
@@ -666,6 +641,7 @@ impl TaskQueue for AmqpTaskQueue {
 
     fn stop_claiming(&self, queues: &[String]) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(to_the_end(
+            BACKEND,
             self.clone().give_back_unclaimed(queues.to_vec()),
         ))
     }

@@ -1,28 +1,25 @@
 //! What every handle on one broker connection shares: the link, the declarations made,
 //! the leases held, the completions applied, and the routing and publishing of tasks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::types::ShortString;
 use lapin::{Acker, BasicProperties, Confirmation, PublisherConfirm};
 use omniq_models::{LeaseToken, TaskState};
+use omniq_storage::broker::{Ledger, Pushed};
 use omniq_storage::kv_task::KvTask;
 use omniq_storage::{StoreError, StoreResult};
-use tokio::sync::Notify;
 
-use crate::link::{Buffer, Link, amqp_error};
+use crate::link::{Link, amqp_error};
 use crate::message;
 use crate::names::{self, Names};
 use crate::{AmqpOptions, BACKEND};
-
-/// How many completed leases are remembered, so that a completion sent again after its
-/// reply was lost is known as applied.
-const REMEMBERED_COMPLETIONS: usize = 16_384;
 
 /// A task a claim handed out, held by its unacknowledged delivery.
 #[derive(Debug)]
@@ -46,11 +43,8 @@ pub(crate) struct Shared {
     generation: AtomicU64,
     declared: Mutex<HashSet<String>>,
     pub(crate) held: Mutex<HashMap<LeaseToken, Held>>,
-    applied: Mutex<(HashSet<LeaseToken>, VecDeque<LeaseToken>)>,
-    /// Leases whose completion is being applied, and the signal that one was.
-    completing: Mutex<HashSet<LeaseToken>>,
-    completed: Notify,
-    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) ledger: Ledger,
+    pub(crate) buffer: Arc<Pushed<Delivery>>,
 }
 
 impl Shared {
@@ -64,10 +58,8 @@ impl Shared {
             generation: AtomicU64::new(0),
             declared: Mutex::new(HashSet::new()),
             held: Mutex::new(HashMap::new()),
-            applied: Mutex::new((HashSet::new(), VecDeque::new())),
-            completing: Mutex::new(HashSet::new()),
-            completed: Notify::new(),
-            buffer: Arc::new(Buffer::default()),
+            ledger: Ledger::default(),
+            buffer: Arc::new(Pushed::default()),
         })
     }
 
@@ -282,50 +274,6 @@ impl Shared {
                 BACKEND,
                 "the broker refused to store a task (negative publisher confirm)",
             )),
-        }
-    }
-
-    pub(crate) fn remember_applied(&self, token: LeaseToken) {
-        let mut applied = lock(&self.applied);
-        if applied.0.insert(token) {
-            applied.1.push_back(token);
-        }
-        while applied.1.len() > REMEMBERED_COMPLETIONS {
-            if let Some(old) = applied.1.pop_front() {
-                applied.0.remove(&old);
-            }
-        }
-    }
-
-    pub(crate) fn was_applied(&self, token: LeaseToken) -> bool {
-        lock(&self.applied).0.contains(&token)
-    }
-
-    /// Marks `token`'s completion as being applied.
-    pub(crate) fn start_completing(&self, token: LeaseToken) {
-        lock(&self.completing).insert(token);
-    }
-
-    /// Marks `token`'s completion as no longer being applied (applied, or given up).
-    pub(crate) fn stop_completing(&self, token: LeaseToken) {
-        lock(&self.completing).remove(&token);
-        self.completed.notify_waiters();
-    }
-
-    /// Waits (at most `bound`) until no completion of `tokens` is being applied: a
-    /// completion sent again while the first is still on its way learns its outcome.
-    pub(crate) async fn wait_completing(&self, tokens: &[LeaseToken], bound: Duration) {
-        let until = tokio::time::Instant::now() + bound;
-        loop {
-            let notified = self.completed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !tokens.iter().any(|t| lock(&self.completing).contains(t)) {
-                return;
-            }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
-                return;
-            }
         }
     }
 }

@@ -46,10 +46,13 @@
 //! | `nats` | `nats://`, `tls://` (`?prefix=` sets the streams' and buckets' prefix) | no |
 //! | `file` | `file://` (a local directory), `file+memory://`, `s3://`, `az://`, `gs://` (object stores; credentials from the environment) | no |
 //!
+//! | `amqp` | `amqp://`, `amqps://` (RabbitMQ; the task queue only) | no |
+//! | `sqs` | `sqs://REGION` (Amazon SQS; the task queue only) | no |
+//!
 //! A URL whose backend is not compiled in is refused with
-//! [`Error::BackendNotIncluded`] (which names the feature to enable), and one whose backend
-//! OmniQ does not have yet (`amqp://`, `sqs://`) with
-//! [`Error::BackendNotImplemented`]; both name the settings key.
+//! [`Error::BackendNotIncluded`] (which names the feature to enable); it names the
+//! settings key. A broker (`amqp://`, `sqs://`) holds the task queue only: settings that
+//! put results, events or schedules on one are refused when they are built.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

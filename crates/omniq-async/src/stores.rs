@@ -60,6 +60,8 @@ fn connector(backend: Backend) -> Option<ConnectBackend> {
         }
         #[cfg(feature = "amqp")]
         Backend::Amqp => Some(omniq_amqp::connect_url),
+        #[cfg(feature = "sqs")]
+        Backend::Sqs => Some(omniq_sqs::connect_url),
         _ => None,
     }
 }

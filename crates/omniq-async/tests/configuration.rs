@@ -29,24 +29,38 @@ async fn a_bad_duration_is_an_error_naming_the_key() {
     assert!(err.to_string().contains("task_ttl"), "{err}");
 }
 
-#[tokio::test]
-async fn a_backend_not_in_this_build_is_an_error_naming_the_key() {
-    let settings = Settings::builder()
-        .map([("result_storage_url", "amqp://guest:secret@127.0.0.1:5672/")])
+#[test]
+fn a_broker_named_for_results_is_refused_naming_the_key() {
+    for url in [
+        "amqp://guest:secret@127.0.0.1:5672/",
+        "sqs://eu-west-1?access_key_id=a&secret_access_key=secret",
+    ] {
+        let err = Settings::builder()
+            .map([("result_storage_url", url)])
+            .build()
+            .expect_err("a broker holds tasks only");
+        let message = err.to_string();
+        assert!(message.contains("result_storage_url"), "{message}");
+        assert!(message.contains("task queue only"), "{message}");
+        assert!(
+            !message.contains("secret"),
+            "credentials never appear: {message}"
+        );
+    }
+    // `url` alone names every store: a broker there is refused for results too.
+    let err = Settings::builder()
+        .map([("url", "amqp://guest:secret@127.0.0.1:5672/")])
         .build()
-        .expect("valid settings");
-    let err = AsyncOmniQ::from_settings(settings)
-        .await
-        .expect_err("no redis here");
-    assert_eq!(err.kind(), ErrorKind::Invalid);
-    let message = err.to_string();
-    assert!(message.contains("result_storage_url"), "{message}");
-    assert!(message.contains("amqp"), "{message}");
-    assert!(message.contains("not implement yet"), "{message}");
-    assert!(
-        !message.contains("secret"),
-        "credentials never appear: {message}"
-    );
+        .expect_err("a broker holds tasks only");
+    assert!(err.to_string().contains("result_storage_url"), "{err}");
+    // As the task queue beside another store, it is fine.
+    Settings::builder()
+        .map([
+            ("url", "sqlite://omniq.db"),
+            ("task_queue_url", "amqp://guest:secret@127.0.0.1:5672/"),
+        ])
+        .build()
+        .expect("tasks on a broker, the rest in SQLite");
 }
 
 #[derive(Serialize, Deserialize)]

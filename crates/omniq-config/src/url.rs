@@ -89,6 +89,7 @@ impl Backend {
                 | Backend::Azure
                 | Backend::Gcs
                 | Backend::Amqp
+                | Backend::Sqs
         )
     }
 

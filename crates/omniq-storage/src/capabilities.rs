@@ -49,11 +49,15 @@ pub enum Capability {
     /// across workers ([`read_limiter`](crate::TaskQueue::read_limiter),
     /// [`write_limiter`](crate::TaskQueue::write_limiter)).
     Limits,
+    /// A claim never hands one task to two claimers at once. Not a call but a property:
+    /// a broker with at-least-once delivery (SQS standard queues) may, rarely, hand a
+    /// message to two receivers, and the task then runs twice.
+    ExclusiveClaims,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 14] = [
+    pub const ALL: [Capability; 15] = [
         Capability::Inspection,
         Capability::QueueListing,
         Capability::Priorities,
@@ -68,6 +72,7 @@ impl Capability {
         Capability::QueuePause,
         Capability::Progress,
         Capability::Limits,
+        Capability::ExclusiveClaims,
     ];
 
     /// The name used in errors and logs (`"dependencies"`).
@@ -87,6 +92,7 @@ impl Capability {
             Capability::QueuePause => "queue pause",
             Capability::Progress => "progress",
             Capability::Limits => "limits",
+            Capability::ExclusiveClaims => "exclusive claims",
         }
     }
 

@@ -33,6 +33,7 @@
 mod absent;
 mod backend;
 mod batch;
+pub mod broker;
 mod capabilities;
 mod clock;
 mod error;

@@ -207,6 +207,27 @@ fn delete_amqp_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
 }
 
+/// The test SQS server when `OMNIQ_TEST_SQS_URL` is not set.
+pub const DEFAULT_SQS_URL: &str = "http://127.0.0.1:5001";
+
+/// Deletes the SQS queues of the store URL `url` for the e2e queue, on a runtime of its
+/// own (clean-up runs from `Drop` too).
+fn delete_sqs_queues(url: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let backend = omniq_sqs::SqsBackend::connect(&url).await?;
+            backend.delete_everything(&[QUEUE.to_owned()]).await?;
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the clean-up thread panicked"))?
+}
+
 /// The test S3 server when `OMNIQ_TEST_S3_URL` is not set.
 pub const DEFAULT_S3_URL: &str = "http://127.0.0.1:5000";
 
@@ -393,6 +414,9 @@ pub enum Backend {
     /// The test RabbitMQ (`OMNIQ_TEST_AMQP_URL`) under a prefix of the test's own, for the
     /// task queue; the other stores in a SQLite file of the test's own.
     Amqp,
+    /// The test SQS server (`OMNIQ_TEST_SQS_URL`, moto) under a prefix of the test's own,
+    /// for the task queue; the other stores in a SQLite file of the test's own.
+    Sqs,
 }
 
 /// Where one test's stores are: all four on one backend, or the task queue on a broker
@@ -428,6 +452,8 @@ pub enum Cleanup {
     Objects { url: String },
     /// The queues and exchanges of `prefix` on the broker at `server`.
     AmqpPrefix { server: String, prefix: String },
+    /// The SQS queues of the store URL `url`.
+    SqsQueues { url: String },
 }
 
 impl Target {
@@ -535,6 +561,25 @@ impl Target {
                     cleanup: Some(Cleanup::AmqpPrefix { server, prefix }),
                 }))
             }
+            Backend::Sqs => {
+                let server = std::env::var("OMNIQ_TEST_SQS_URL")
+                    .unwrap_or_else(|_| DEFAULT_SQS_URL.to_owned());
+                if let Err(err) = tcp_reachable(&server) {
+                    return unavailable(test, "the SQS server", err);
+                }
+                let prefix = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                let url = format!(
+                    "sqs://us-east-1?prefix={prefix}&endpoint={server}\
+                     &access_key_id=test&secret_access_key=test"
+                );
+                Ok(Some(Self {
+                    backend: Backend::Sqs,
+                    url: url.clone(),
+                    results_url: Some(format!("sqlite://{}", dir.join("results.db").display())),
+                    db: None,
+                    cleanup: Some(Cleanup::SqsQueues { url }),
+                }))
+            }
             Backend::Redis => {
                 let server = std::env::var("OMNIQ_TEST_REDIS_URL")
                     .unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
@@ -640,6 +685,9 @@ impl Target {
             }
             Some(Cleanup::AmqpPrefix { server, prefix }) => delete_amqp_prefix(&server, &prefix)
                 .with_context(|| format!("cannot delete the RabbitMQ queues of prefix {prefix}")),
+            Some(Cleanup::SqsQueues { url }) => {
+                delete_sqs_queues(&url).context("cannot delete the test's SQS queues")
+            }
             None => Ok(()),
         }
     }

@@ -57,6 +57,11 @@ pub fn requirements(case: &str) -> &'static [Capability] {
         "a_paused_queue_is_stored_until_resumed" => &[QueuePause],
         "progress_is_stored_under_the_lease_and_renews_it" => &[Progress, Inspection],
         "limiter_state_is_replaced_only_from_the_version_read" => &[Limits],
+        "racing_claimers_take_each_task_exactly_once" => &[ExclusiveClaims],
+        "a_retry_comes_back_after_its_backoff_with_the_attempt_counted"
+        | "a_delayed_task_is_claimed_once_due"
+        | "release_and_snooze_give_the_attempt_back_when_claimed_again" => &[Delays],
+        "a_dead_letter_is_claimed_again_only_once_redriven" => &[Redrive],
         "enqueue_dequeue_complete_round_trip"
         | "a_task_sent_twice_is_stored_once"
         | "invalid_options_are_refused_at_enqueue_and_nothing_is_stored"
@@ -141,6 +146,10 @@ pub async fn missing_capabilities_are_refused_with_unsupported(stores: Fixture) 
                     .write_limiter(queue.clone(), None, b"x".to_vec())
                     .await,
             )),
+            Capability::ExclusiveClaims => {
+                eprintln!("not a call: {capability} is a property of claims");
+                continue;
+            }
             Capability::TransactionalEnqueue => {
                 // Not a call on the queue: the backend's `StoreBackend::transactional` is
                 // `None` and the facade refuses `in_transaction` (tested with the facade).

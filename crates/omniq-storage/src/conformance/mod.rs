@@ -17,6 +17,7 @@
 //! a loud message, unless `OMNIQ_TEST_REQUIRE_SERVICES=1`, when it fails it.
 
 mod capabilities;
+mod claims;
 mod events;
 mod lifecycle;
 mod limiter;
@@ -39,6 +40,7 @@ use crate::{
 };
 
 pub use capabilities::*;
+pub use claims::*;
 pub use events::*;
 pub use lifecycle::*;
 pub use limiter::*;
@@ -250,6 +252,15 @@ macro_rules! conformance_suite {
             parents_finishing_at_once_never_leave_their_child_blocked,
             a_child_enqueued_while_its_parent_finishes_is_settled,
             missing_capabilities_are_refused_with_unsupported,
+            a_task_completes_once_and_a_resent_completion_is_applied_once,
+            a_retry_comes_back_after_its_backoff_with_the_attempt_counted,
+            a_delayed_task_is_claimed_once_due,
+            release_and_snooze_give_the_attempt_back_when_claimed_again,
+            a_dead_letter_is_claimed_again_only_once_redriven,
+            a_lapsed_lease_is_claimed_again_with_its_attempt_counted,
+            a_task_of_another_name_is_left_to_a_worker_that_runs_it,
+            a_completion_cut_off_by_its_caller_is_applied_once_when_sent_again,
+            tasks_pushed_ahead_of_claims_are_given_back_when_claiming_stops,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -1,0 +1,755 @@
+//! The task queue on Amazon SQS.
+//!
+//! A task is a message in its queue's SQS queue. A claim receives messages (ten per call)
+//! with the lease as their visibility timeout; heartbeats extend it; a finished task is
+//! deleted. Every other change (retry, release, snooze, dead letter) sends the changed task
+//! and only then deletes the message it replaces, so a crash in between leaves the task
+//! twice, never nowhere. A message SQS hands out again (its receive count above one)
+//! belonged to workers that died or stalled while holding it: those attempts are counted,
+//! as a store counts lapsed leases. Delays are SQS's own, up to 15 minutes; a longer one
+//! takes several hops.
+//!
+//! Every call runs to its end in a task of its own, even when its caller stops waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use chrono::{DateTime, Utc};
+use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskSpec, TaskState};
+use omniq_storage::broker::{self, Verdict, to_the_end};
+use omniq_storage::kv_task::{self, Applied, KvTask};
+use omniq_storage::{
+    BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
+    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
+    QueueStats, RedriveTarget, StateChange, StoreError, StoreErrorKind, StoreResult, TaskQuery,
+    TaskQueue, validate_specs,
+};
+
+use crate::BACKEND;
+use crate::message;
+use crate::shared::{
+    BATCH, Held, Hidden, MAX_VISIBILITY, Received, Shared, lock, seconds, sqs_error,
+};
+
+/// What the SQS task queue supports: delays and re-drive of dead letters. SQS cannot order
+/// by priority, read tasks back by id or state, hold tasks until others finish, find a task
+/// by unique key or take one out of a queue; those are refused with
+/// [`StoreError::Unsupported`] (use PostgreSQL, Redis or another store for them). Nor are
+/// its claims exclusive: a standard queue delivers at least once, and may (rarely) hand
+/// one message to two receivers, whose task then runs twice.
+pub const CAPABILITIES: Capabilities = Capabilities::none()
+    .with(Capability::Delays)
+    .with(Capability::Redrive);
+
+/// How long a completion sent again waits for the same lease's completion still on its
+/// way.
+const RESEND_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest long poll: SQS allows 20 s; shorter, so that a worker that stops waits
+/// little for its polls to end (their messages are given back).
+const LONGEST_POLL: Duration = Duration::from_secs(5);
+
+/// The task queue on SQS. Cheap to clone; clones share the client.
+#[derive(Debug, Clone)]
+pub struct SqsTaskQueue {
+    shared: Arc<Shared>,
+    clock: Clock,
+}
+
+impl SqsTaskQueue {
+    pub(crate) fn new(shared: Arc<Shared>, clock: Clock) -> Self {
+        Self { shared, clock }
+    }
+
+    async fn enqueue_all(self, specs: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
+        validate_specs(&specs)?;
+        CAPABILITIES.check_specs(BACKEND, &specs)?;
+        let now = self.clock.now();
+        let mut outcomes = Vec::with_capacity(specs.len());
+        let mut by_queue: Vec<(String, Vec<(message::Outgoing, i32)>)> = Vec::new();
+        for spec in specs {
+            let state = kv_task::ready_state(spec.run_at, now);
+            outcomes.push(EnqueueOutcome::Created { id: spec.id, state });
+            let run_at = spec.run_at;
+            let task = KvTask::new(TaskRecord::new(spec, state));
+            let (url, delay) = self.shared.route(&task, run_at, now).await?;
+            let outgoing = (message::encode(&task)?, delay);
+            match by_queue.iter_mut().find(|(u, _)| *u == url) {
+                Some((_, messages)) => messages.push(outgoing),
+                None => by_queue.push((url, vec![outgoing])),
+            }
+        }
+        for (url, messages) in by_queue {
+            self.shared.send(&url, messages).await?;
+        }
+        Ok(outcomes)
+    }
+
+    async fn dequeue_ready(self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
+        let now = self.clock.now();
+        let visibility = seconds(request.lease, MAX_VISIBILITY).max(1);
+        let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(1));
+        let mut leases = Vec::new();
+        let mut sent_on = 0;
+        let most_sent_on = request.limit.max(BATCH);
+        'queues: for queue in &request.queues {
+            let url = self.shared.queue_url(queue).await?;
+            while leases.len() < request.limit && sent_on < most_sent_on {
+                let wanted = request.limit - leases.len();
+                let mut received = self.pushed_ones(queue, wanted, visibility).await?;
+                if received.is_empty() {
+                    let instant = tokio::time::Instant::now();
+                    let got = self
+                        .shared
+                        .client
+                        .receive_message()
+                        .queue_url(&url)
+                        .max_number_of_messages(i32::try_from(wanted.min(BATCH)).unwrap_or(1))
+                        .visibility_timeout(visibility)
+                        .wait_time_seconds(0)
+                        .message_system_attribute_names(
+                            MessageSystemAttributeName::ApproximateReceiveCount,
+                        )
+                        .message_attribute_names("All")
+                        .send()
+                        .await;
+                    let got = match got {
+                        Ok(got) => got,
+                        Err(err) if leases.is_empty() => return Err(sqs_error(err)),
+                        Err(err) => {
+                            tracing::warn!(error = %sqs_error(err), "a claim stopped early");
+                            break 'queues;
+                        }
+                    };
+                    received.extend(got.messages().iter().map(|m| Received {
+                        message: m.clone(),
+                        queue_url: url.clone(),
+                        hidden_until: instant + hidden_for,
+                    }));
+                    if received.is_empty() {
+                        break;
+                    }
+                }
+                let mut received = received.into_iter();
+                while let Some(one) = received.next() {
+                    match self.examine(&one, &request, now).await {
+                        Ok(Some(task)) => leases.push(self.hold(one, *task, &request, now)),
+                        Ok(None) => sent_on += 1,
+                        Err(err) if err.kind() == StoreErrorKind::Unavailable => {
+                            // SQS is away: the rest waits, first in line, for the next claim.
+                            let mut rest = vec![one];
+                            rest.extend(received);
+                            self.shared.pushed.give_back(queue, 0, rest);
+                            if leases.is_empty() {
+                                return Err(err);
+                            }
+                            tracing::warn!(error = %err, "a claim stopped early");
+                            break 'queues;
+                        }
+                        Err(err) => {
+                            // This message alone: it comes back when its visibility ends,
+                            // and the rest of the claim goes on.
+                            tracing::error!(error = %err, "a message could not be dealt with");
+                            sent_on += 1;
+                        }
+                    }
+                }
+            }
+            if leases.len() >= request.limit || sent_on >= most_sent_on {
+                break;
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Up to `wanted` messages of `queue` a long poll received, hidden again for
+    /// `visibility` seconds from now (a long poll hides them for the default lease only);
+    /// those SQS no longer hides for this handle are left.
+    async fn pushed_ones(
+        &self,
+        queue: &str,
+        wanted: usize,
+        visibility: i32,
+    ) -> StoreResult<Vec<Received>> {
+        let instant = tokio::time::Instant::now();
+        let pushed: Vec<Received> = self
+            .shared
+            .pushed
+            .take(queue, 0, wanted)
+            .into_iter()
+            // One whose visibility is about to end may be another worker's by the time
+            // it is hidden again: left to come back, its attempt counted.
+            .filter(|r| r.hidden_until > instant + Duration::from_secs(1))
+            .collect();
+        let Some(first) = pushed.first() else {
+            return Ok(pushed);
+        };
+        let url = first.queue_url.clone();
+        let receipts: Vec<String> = pushed
+            .iter()
+            .map(|r| r.message.receipt_handle().unwrap_or_default().to_owned())
+            .collect();
+        let hidden = match self.shared.hide(&url, &receipts, visibility).await {
+            Ok(hidden) => hidden,
+            Err(err) => {
+                self.shared.pushed.give_back(queue, 0, pushed);
+                return Err(err);
+            }
+        };
+        let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(1));
+        Ok(pushed
+            .into_iter()
+            .zip(hidden)
+            .filter(|(_, hidden)| *hidden == Hidden::Taken)
+            .map(|(mut r, _)| {
+                r.hidden_until = instant + hidden_for;
+                r
+            })
+            .collect())
+    }
+
+    /// The task to claim from one received message, or `None` when it was dealt with
+    /// here: kept as a dead letter (unreadable), its lost attempts counted, or sent on (not
+    /// due yet, or of a name the claimer does not run).
+    async fn examine(
+        &self,
+        received: &Received,
+        request: &DequeueRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Box<KvTask>>> {
+        let message = &received.message;
+        let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+        let mut task = match message::decode(message) {
+            Ok(task) => task,
+            Err(err) => {
+                tracing::error!(error = %err, "an unreadable message is kept as a dead letter");
+                let dead = self.shared.dead_url().await?;
+                let kept = message::unreadable(message::as_received(message), &err.to_string())?;
+                self.shared.send(&dead, vec![(kept, 0)]).await?;
+                self.forget(&received.queue_url, receipt).await;
+                return Ok(None);
+            }
+        };
+        // Each earlier receive of this message ended without a delete: an attempt lost
+        // with its worker (a message sent on is sent as a new one, received afresh).
+        let lost = message::receive_count(message).saturating_sub(1);
+        let due_at = match broker::judge(&mut task, lost, request, now) {
+            Verdict::Claim => return Ok(Some(Box::new(task))),
+            Verdict::AttemptsLost => {
+                let change = task.change();
+                tracing::warn!(task_id = %change.task_id, attempts = change.attempts,
+                    state = %change.state, "a task whose worker was lost is taken back");
+                now
+            }
+            Verdict::SendOn(due_at) => due_at,
+        };
+        self.shared.publish(&task, due_at, now).await?;
+        self.forget(&received.queue_url, receipt).await;
+        Ok(None)
+    }
+
+    /// Deletes a received message whose task was sent on. Once the task is sent, its old
+    /// message is never dealt with again: a delete that fails leaves it to come back once.
+    async fn forget(&self, url: &str, receipt: String) {
+        match self.shared.delete(url, &[receipt]).await {
+            Ok(kept) if kept.is_empty() => {}
+            Ok(_) => tracing::warn!("a message sent on could not be deleted; it comes back once"),
+            Err(err) => tracing::warn!(error = %err,
+                "a message sent on could not be deleted; it comes back once"),
+        }
+    }
+
+    /// Holds `task`, claimed from `received`, under a new lease.
+    fn hold(
+        &self,
+        received: Received,
+        mut task: KvTask,
+        request: &DequeueRequest,
+        now: DateTime<Utc>,
+    ) -> Lease {
+        let token = LeaseToken::new();
+        let deadline = now
+            .checked_add_signed(
+                chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX),
+            )
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        task.claim(token, &request.worker_id, now, deadline);
+        let lease = Lease::new(
+            task.record.spec.clone(),
+            token,
+            task.record.attempts,
+            deadline,
+        );
+        lock(&self.shared.held).insert(
+            token,
+            Held {
+                token,
+                queue_url: received.queue_url,
+                receipt: received
+                    .message
+                    .receipt_handle()
+                    .unwrap_or_default()
+                    .to_owned(),
+                task,
+                until: tokio::time::Instant::now() + request.lease,
+                hidden_until: received.hidden_until,
+            },
+        );
+        lease
+    }
+
+    async fn heartbeat_held(
+        self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> StoreResult<Vec<LeaseStatus>> {
+        let extend = extend.min(MAX_VISIBILITY);
+        let visibility = seconds(extend, MAX_VISIBILITY).max(1);
+        let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(1));
+        let instant = tokio::time::Instant::now();
+        // The receipts still ours, by queue. A lease past SQS's visibility may be another
+        // worker's: lost.
+        let mut by_queue: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+        let mut statuses = vec![LeaseStatus::Lost; leases.len()];
+        {
+            let mut held = lock(&self.shared.held);
+            for (i, lease) in leases.iter().enumerate() {
+                match held.get(&lease.token) {
+                    Some(h)
+                        if h.task.record.spec.id == lease.task_id && h.hidden_until > instant =>
+                    {
+                        by_queue
+                            .entry(h.queue_url.clone())
+                            .or_default()
+                            .push((i, h.receipt.clone()));
+                    }
+                    Some(h) if h.task.record.spec.id == lease.task_id => {
+                        held.remove(&lease.token);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (url, entries) in by_queue {
+            let receipts: Vec<String> = entries.iter().map(|(_, r)| r.clone()).collect();
+            let hidden = self.shared.hide(&url, &receipts, visibility).await?;
+            let mut held = lock(&self.shared.held);
+            for ((i, _), hidden) in entries.into_iter().zip(hidden) {
+                let token = leases[i].token;
+                match hidden {
+                    Hidden::Taken => {
+                        if let Some(h) = held.get_mut(&token) {
+                            h.until = instant + extend;
+                            h.hidden_until = instant + hidden_for;
+                            statuses[i] = LeaseStatus::Held;
+                        }
+                    }
+                    // SQS failed on its side: still ours until its visibility says not.
+                    Hidden::Unsure => statuses[i] = LeaseStatus::Held,
+                    Hidden::Refused => {
+                        held.remove(&token);
+                    }
+                }
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn complete_held(self, completions: Vec<Completion>) -> StoreResult<Completed> {
+        let tokens: Vec<LeaseToken> = completions.iter().map(|c| c.lease.token).collect();
+        self.shared.ledger.settled(&tokens, RESEND_WAIT).await;
+        let now = self.clock.now();
+        let instant = tokio::time::Instant::now();
+        let mut statuses = vec![CompletionStatus::LeaseLost; completions.len()];
+        let mut changed = Vec::new();
+        for (i, completion) in completions.into_iter().enumerate() {
+            let token = completion.lease.token;
+            if self.shared.ledger.was_applied(token) {
+                statuses[i] = CompletionStatus::Applied;
+                continue;
+            }
+            // A lease past SQS's visibility may be another worker's now: its completion is
+            // refused, as a store refuses a lapsed lease taken over. Taken out of `held` and
+            // marked as being applied at once, so a re-send waits for this outcome.
+            let held = {
+                let mut all = lock(&self.shared.held);
+                match all.get(&token) {
+                    Some(h)
+                        if h.task.record.spec.id == completion.lease.task_id
+                            && h.hidden_until > instant =>
+                    {
+                        self.shared.ledger.start(token);
+                        all.remove(&token)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(held) = held else {
+                continue;
+            };
+            let mut task = held.task.clone();
+            match task.complete(token, completion.outcome, now) {
+                Applied::Changed => changed.push((i, held, task)),
+                Applied::Resent => {
+                    statuses[i] = CompletionStatus::Applied;
+                    self.shared.ledger.stop(token);
+                }
+                Applied::LeaseLost => self.shared.ledger.stop(token),
+            }
+        }
+        let mut failure = None;
+        // The changed tasks first; then the old messages go, in batches per queue.
+        let mut done: HashMap<String, Vec<(usize, Held)>> = HashMap::new();
+        for (i, held, task) in changed {
+            let republish =
+                !task.record.state.is_terminal() || task.record.state == TaskState::Failed;
+            let sent = if republish {
+                self.shared
+                    .publish(&task, task.record.spec.run_at, now)
+                    .await
+            } else {
+                Ok(())
+            };
+            match sent {
+                Ok(()) => done
+                    .entry(held.queue_url.clone())
+                    .or_default()
+                    .push((i, held)),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    self.shared.ledger.stop(held.token);
+                    lock(&self.shared.held).insert(held.token, held);
+                }
+            }
+        }
+        for (url, finished) in done {
+            let receipts: Vec<String> = finished.iter().map(|(_, h)| h.receipt.clone()).collect();
+            match self.shared.delete(&url, &receipts).await {
+                Ok(kept) => {
+                    if !kept.is_empty() {
+                        tracing::warn!(
+                            count = kept.len(),
+                            "finished tasks' messages could not be deleted; they come back once"
+                        );
+                    }
+                    for (i, held) in finished {
+                        self.shared.ledger.applied(held.token);
+                        self.shared.ledger.stop(held.token);
+                        statuses[i] = CompletionStatus::Applied;
+                    }
+                }
+                Err(err) => {
+                    // The changed tasks are in; the old messages come back after their
+                    // visibility and are counted as lost attempts. Sent again, this
+                    // completion is applied.
+                    failure.get_or_insert(err);
+                    for (_, held) in finished {
+                        self.shared.ledger.applied(held.token);
+                        self.shared.ledger.stop(held.token);
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(Completed::new(statuses, Vec::new())),
+        }
+    }
+
+    async fn recover_lapsed(self, limit: usize) -> StoreResult<Vec<StateChange>> {
+        let now = self.clock.now();
+        let instant = tokio::time::Instant::now();
+        // The message is made visible at once (SQS would after its visibility timeout,
+        // rounded up to a second); the next receive counts the lost attempt.
+        let lapsed: Vec<Held> = {
+            let mut all = lock(&self.shared.held);
+            let tokens: Vec<LeaseToken> = all
+                .iter()
+                .filter(|(_, h)| h.until <= instant)
+                .map(|(t, _)| *t)
+                .take(limit)
+                .collect();
+            tokens.iter().filter_map(|t| all.remove(t)).collect()
+        };
+        let mut by_queue: HashMap<&str, Vec<String>> = HashMap::new();
+        // Only while SQS still hides the message for this receipt: once its visibility has
+        // ended, another worker may hold it under a receipt of its own.
+        let safe = instant + Duration::from_millis(250);
+        for held in lapsed.iter().filter(|h| h.hidden_until > safe) {
+            by_queue
+                .entry(held.queue_url.as_str())
+                .or_default()
+                .push(held.receipt.clone());
+        }
+        for (url, receipts) in by_queue {
+            // A receipt no longer valid is a message already visible or taken: fine.
+            self.shared.hide(url, &receipts, 0).await?;
+        }
+        Ok(lapsed
+            .into_iter()
+            .map(|held| {
+                let mut task = held.task;
+                task.recover(now);
+                task.change()
+            })
+            .collect())
+    }
+
+    async fn redrive_dead(self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
+        let dead = self.shared.dead_url().await?;
+        let attributes = self
+            .shared
+            .client
+            .get_queue_attributes()
+            .queue_url(&dead)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        let waiting: usize = attributes
+            .attributes()
+            .and_then(|all| all.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let now = self.clock.now();
+        let mut redriven = Vec::new();
+        let mut looked = 0;
+        let mut left: Vec<String> = Vec::new();
+        // Each dead letter present when the call began is looked at about once: sent back,
+        // or left where it is (visible again at the end of the call).
+        while looked < waiting {
+            let got = self
+                .shared
+                .client
+                .receive_message()
+                .queue_url(&dead)
+                .max_number_of_messages(i32::try_from((waiting - looked).min(BATCH)).unwrap_or(1))
+                .visibility_timeout(60)
+                .wait_time_seconds(0)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(sqs_error)?;
+            if got.messages().is_empty() {
+                break;
+            }
+            for message in got.messages() {
+                looked += 1;
+                let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+                let unreadable = message::is_unreadable(message);
+                let chosen = message::decode(message).ok().filter(|task| {
+                    (task.record.state == TaskState::Failed || unreadable)
+                        && match &target {
+                            RedriveTarget::Tasks(ids) => ids.contains(&task.record.spec.id),
+                            RedriveTarget::Queue(queue) => task.record.spec.queue == *queue,
+                            RedriveTarget::All => true,
+                        }
+                });
+                match chosen {
+                    Some(mut task) => {
+                        task.redrive(now);
+                        self.shared.publish(&task, now, now).await?;
+                        self.forget(&dead, receipt).await;
+                        redriven.push(task.record.spec.id);
+                    }
+                    None => left.push(receipt),
+                }
+            }
+        }
+        if !left.is_empty() {
+            self.shared.hide(&dead, &left, 0).await?;
+        }
+        Ok(redriven)
+    }
+
+    async fn wait(self, queues: Vec<String>, timeout: Duration) {
+        let until = tokio::time::Instant::now() + timeout;
+        let poll = timeout.min(LONGEST_POLL);
+        // One long poll per queue at a time, run to its end on a task of its own: what it
+        // receives waits for the next claim even when this wait is over.
+        for queue in &queues {
+            if !lock(&self.shared.polling).insert(queue.clone()) {
+                continue;
+            }
+            let shared = Arc::clone(&self.shared);
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let polled = long_poll(&shared, &queue, poll).await;
+                lock(&shared.polling).remove(&queue);
+                shared.poll_ended.notify_waiters();
+                if let Err(err) = polled {
+                    tracing::debug!(error = %err, "a long poll failed");
+                }
+            });
+        }
+        self.shared.pushed.wait(&queues, 0, until).await;
+    }
+
+    /// Hands back the messages long polls received and no claim took, sent again unchanged
+    /// and deleted, so that they are not counted as lost attempts. A poll still on its way
+    /// is waited for first (a few seconds at most).
+    async fn give_back_unclaimed(self, queues: Vec<String>) -> StoreResult<()> {
+        let until = tokio::time::Instant::now() + LONGEST_POLL + Duration::from_secs(2);
+        loop {
+            let ended = self.shared.poll_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !queues
+                .iter()
+                .any(|q| lock(&self.shared.polling).contains(q))
+            {
+                break;
+            }
+            if tokio::time::timeout_at(until, ended).await.is_err() {
+                break;
+            }
+        }
+        for queue in &queues {
+            let mut pushed = self.shared.pushed.take(queue, 0, usize::MAX).into_iter();
+            while let Some(one) = pushed.next() {
+                let sent = self
+                    .shared
+                    .send(
+                        &one.queue_url,
+                        vec![(message::as_received(&one.message), 0)],
+                    )
+                    .await;
+                if let Err(err) = sent {
+                    let mut rest = vec![one];
+                    rest.extend(pushed);
+                    self.shared.pushed.give_back(queue, 0, rest);
+                    return Err(err);
+                }
+                let receipt = one.message.receipt_handle().unwrap_or_default().to_owned();
+                self.forget(&one.queue_url, receipt).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits up to `poll` (whole seconds) for messages of `queue`, and keeps what comes for
+/// the next claim, hidden for the default lease.
+async fn long_poll(shared: &Shared, queue: &str, poll: Duration) -> StoreResult<()> {
+    let url = shared.queue_url(queue).await?;
+    let visibility = omniq_storage::DEFAULT_LEASE;
+    let started = tokio::time::Instant::now();
+    let got = shared
+        .client
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(i32::try_from(BATCH).unwrap_or(10))
+        .visibility_timeout(seconds(visibility, MAX_VISIBILITY))
+        .wait_time_seconds(seconds(poll, LONGEST_POLL))
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(sqs_error)?;
+    for message in got.messages() {
+        shared.pushed.push(
+            queue,
+            0,
+            Received {
+                message: message.clone(),
+                queue_url: url.clone(),
+                hidden_until: started + visibility,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn unsupported<T: Send + 'static>(operation: &'static str) -> BoxFuture<'static, StoreResult<T>> {
+    Box::pin(async move {
+        Err(StoreError::Unsupported {
+            backend: BACKEND,
+            operation,
+        })
+    })
+}
+
+impl TaskQueue for SqsTaskQueue {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {
+        Box::pin(to_the_end(BACKEND, self.clone().enqueue_all(tasks)))
+    }
+
+    fn dequeue(&self, request: DequeueRequest) -> BoxFuture<'_, StoreResult<Vec<Lease>>> {
+        Box::pin(to_the_end(BACKEND, self.clone().dequeue_ready(request)))
+    }
+
+    fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<Vec<LeaseStatus>>> {
+        Box::pin(to_the_end(
+            BACKEND,
+            self.clone().heartbeat_held(leases, extend),
+        ))
+    }
+
+    fn complete(&self, completions: Vec<Completion>) -> BoxFuture<'_, StoreResult<Completed>> {
+        Box::pin(to_the_end(BACKEND, self.clone().complete_held(completions)))
+    }
+
+    fn recover_expired(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        Box::pin(to_the_end(BACKEND, self.clone().recover_lapsed(limit)))
+    }
+
+    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
+        // Expiry is refused at enqueue: no task here has one.
+        let _ = limit;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
+        Box::pin(to_the_end(BACKEND, self.clone().redrive_dead(target)))
+    }
+
+    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
+        let _ = request;
+        unsupported(Capability::Purge.as_str())
+    }
+
+    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
+        let _ = id;
+        unsupported(Capability::Inspection.as_str())
+    }
+
+    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
+        let _ = query;
+        unsupported(Capability::Inspection.as_str())
+    }
+
+    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
+        let _ = queue;
+        unsupported(Capability::Inspection.as_str())
+    }
+
+    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        unsupported(Capability::QueueListing.as_str())
+    }
+
+    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
+        let _ = (id, reason);
+        unsupported(Capability::Cancellation.as_str())
+    }
+
+    fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(self.clone().wait(queues.to_vec(), timeout))
+    }
+
+    fn stop_claiming(&self, queues: &[String]) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(to_the_end(
+            BACKEND,
+            self.clone().give_back_unclaimed(queues.to_vec()),
+        ))
+    }
+}

@@ -1,0 +1,48 @@
+//! The shared conformance suite against an SQS-compatible server (moto), each case under a
+//! prefix of its own: the cases of the capabilities SQS declares run, the rest are listed
+//! as skipped with the capability they need, and their refusal is checked. Results,
+//! events and schedules live in memory, as they would in another store.
+
+mod support;
+
+use std::sync::Arc;
+
+use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore};
+use omniq_storage::conformance::{Fixture, Reopen};
+use omniq_storage::{StoreResult, TaskQueue};
+use support::{DeleteOnDrop, fresh_backend};
+
+async fn stores() -> StoreResult<Fixture> {
+    let backend = fresh_backend().await?;
+    let queue: Arc<dyn TaskQueue> = Arc::new(backend.task_queue());
+    // The reopener lives as long as the case's fixture: the queues the case made are
+    // deleted when it drops.
+    let cleanup = Arc::new(DeleteOnDrop(backend.clone()));
+    Ok(Fixture {
+        queue,
+        results: Arc::new(MemoryResultStore::new()),
+        events: Arc::new(MemoryEventStore::new()),
+        schedules: Arc::new(MemoryScheduleStore::new()),
+        reopen: Reopen::new(move |clock| {
+            let _ = &cleanup;
+            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock));
+            async move { Ok(queue) }
+        }),
+        corrupt: None,
+    })
+}
+
+omniq_storage::conformance_suite!(stores);
+
+/// A broker judges due times only for tasks enqueued as due later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_due_at_once_is_claimed_by_a_worker_whose_clock_is_behind() {
+    let case = "a_task_due_at_once_is_claimed_by_a_worker_whose_clock_is_behind";
+    let Some(stores) = omniq_storage::conformance::prepare(case, stores).await else {
+        return;
+    };
+    omniq_storage::conformance::a_task_due_at_once_is_claimed_by_a_worker_whose_clock_is_behind(
+        stores,
+    )
+    .await;
+}
