@@ -33,8 +33,7 @@ use omniq_storage::kv_task::{self, Applied, KvTask};
 use omniq_storage::{
     BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, StoreError, StoreResult, TaskQuery, TaskQueue,
-    validate_specs,
+    QueueStats, RedriveTarget, StateChange, StoreResult, TaskQuery, TaskQueue, validate_specs,
 };
 
 use crate::BACKEND;
@@ -46,7 +45,7 @@ use crate::shared::{Held, Shared, ack, lock};
 /// `max_priority`, 9 unless set; [`TaskQueue::capabilities`] tells them), delays
 /// and re-drive of dead letters. A broker cannot read tasks back by id or state, hold
 /// tasks until others finish, find a task by unique key or take one out of the middle of
-/// a queue; those are refused with [`StoreError::Unsupported`] (use PostgreSQL, Redis or
+/// a queue; those are refused with [`StoreError::Unsupported`](omniq_storage::StoreError::Unsupported) (use PostgreSQL, Redis or
 /// another store that lists tasks for them).
 pub const CAPABILITIES: Capabilities = Capabilities::none()
     .with(Capability::ExclusiveClaims)
@@ -83,7 +82,7 @@ impl AmqpTaskQueue {
         validate_specs(&specs)?;
         // Priorities beyond the queues' levels are refused (the URL parameter
         // `max_priority` raises them, up to 255).
-        self.capabilities().check_specs(BACKEND, &specs)?;
+        broker::check_specs(self.capabilities(), BACKEND, &specs)?;
         let now = self.clock.now();
         let link = self.shared.link().await?;
         let mut confirms = Vec::with_capacity(specs.len());
@@ -558,15 +557,6 @@ impl AmqpTaskQueue {
     }
 }
 
-fn unsupported<T: Send + 'static>(operation: &'static str) -> BoxFuture<'static, StoreResult<T>> {
-    Box::pin(async move {
-        Err(StoreError::Unsupported {
-            backend: BACKEND,
-            operation,
-        })
-    })
-}
-
 impl TaskQueue for AmqpTaskQueue {
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES.priority_levels(0, i32::from(self.shared.options.max_priority))
@@ -608,31 +598,68 @@ impl TaskQueue for AmqpTaskQueue {
 
     fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
         let _ = request;
-        unsupported(Capability::Purge.as_str())
+        broker::refuse(BACKEND, Capability::Purge)
     }
 
     fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
         let _ = id;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
         let _ = query;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
         let _ = queue;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
-        unsupported(Capability::QueueListing.as_str())
+        broker::refuse(BACKEND, Capability::QueueListing)
     }
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         let _ = (id, reason);
-        unsupported(Capability::Cancellation.as_str())
+        broker::refuse(BACKEND, Capability::Cancellation)
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (queue, paused);
+        broker::refuse(BACKEND, Capability::QueuePause)
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        broker::refuse(BACKEND, Capability::QueuePause)
+    }
+
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        let _ = (lease, progress, extend);
+        broker::refuse(BACKEND, Capability::Progress)
+    }
+
+    fn read_limiter(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
+        let _ = key;
+        broker::refuse(BACKEND, Capability::Limits)
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<omniq_storage::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (key, expected, bytes);
+        broker::refuse(BACKEND, Capability::Limits)
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

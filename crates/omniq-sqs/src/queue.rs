@@ -23,8 +23,8 @@ use omniq_storage::kv_task::{self, Applied, KvTask};
 use omniq_storage::{
     BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
     CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, StoreError, StoreErrorKind, StoreResult, TaskQuery,
-    TaskQueue, validate_specs,
+    QueueStats, RedriveTarget, StateChange, StoreErrorKind, StoreResult, TaskQuery, TaskQueue,
+    validate_specs,
 };
 
 use crate::BACKEND;
@@ -36,7 +36,7 @@ use crate::shared::{
 /// What the SQS task queue supports: delays and re-drive of dead letters. SQS cannot order
 /// by priority, read tasks back by id or state, hold tasks until others finish, find a task
 /// by unique key or take one out of a queue; those are refused with
-/// [`StoreError::Unsupported`] (use PostgreSQL, Redis or another store for them). Nor are
+/// [`StoreError::Unsupported`](omniq_storage::StoreError::Unsupported) (use PostgreSQL, Redis or another store for them). Nor are
 /// its claims exclusive: a standard queue delivers at least once, and may (rarely) hand
 /// one message to two receivers, whose task then runs twice.
 pub const CAPABILITIES: Capabilities = Capabilities::none()
@@ -65,7 +65,7 @@ impl SqsTaskQueue {
 
     async fn enqueue_all(self, specs: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
         validate_specs(&specs)?;
-        CAPABILITIES.check_specs(BACKEND, &specs)?;
+        broker::check_specs(CAPABILITIES, BACKEND, &specs)?;
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut by_queue: Vec<(String, Vec<(message::Outgoing, i32)>)> = Vec::new();
@@ -662,15 +662,6 @@ async fn long_poll(shared: &Shared, queue: &str, poll: Duration) -> StoreResult<
     Ok(())
 }
 
-fn unsupported<T: Send + 'static>(operation: &'static str) -> BoxFuture<'static, StoreResult<T>> {
-    Box::pin(async move {
-        Err(StoreError::Unsupported {
-            backend: BACKEND,
-            operation,
-        })
-    })
-}
-
 impl TaskQueue for SqsTaskQueue {
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES
@@ -715,31 +706,68 @@ impl TaskQueue for SqsTaskQueue {
 
     fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
         let _ = request;
-        unsupported(Capability::Purge.as_str())
+        broker::refuse(BACKEND, Capability::Purge)
     }
 
     fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
         let _ = id;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
         let _ = query;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
         let _ = queue;
-        unsupported(Capability::Inspection.as_str())
+        broker::refuse(BACKEND, Capability::Inspection)
     }
 
     fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
-        unsupported(Capability::QueueListing.as_str())
+        broker::refuse(BACKEND, Capability::QueueListing)
     }
 
     fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
         let _ = (id, reason);
-        unsupported(Capability::Cancellation.as_str())
+        broker::refuse(BACKEND, Capability::Cancellation)
+    }
+
+    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (queue, paused);
+        broker::refuse(BACKEND, Capability::QueuePause)
+    }
+
+    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        broker::refuse(BACKEND, Capability::QueuePause)
+    }
+
+    fn report_progress(
+        &self,
+        lease: LeaseRef,
+        progress: serde_json::Value,
+        extend: Duration,
+    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
+        let _ = (lease, progress, extend);
+        broker::refuse(BACKEND, Capability::Progress)
+    }
+
+    fn read_limiter(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
+        let _ = key;
+        broker::refuse(BACKEND, Capability::Limits)
+    }
+
+    fn write_limiter(
+        &self,
+        key: String,
+        expected: Option<omniq_storage::LimiterVersion>,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let _ = (key, expected, bytes);
+        broker::refuse(BACKEND, Capability::Limits)
     }
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {

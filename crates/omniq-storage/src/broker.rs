@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use omniq_models::{LeaseToken, TaskState};
 
 use crate::kv_task::KvTask;
-use crate::{DequeueRequest, StoreError, StoreResult};
+use crate::{Capabilities, Capability, DequeueRequest, StoreError, StoreResult};
 
 /// A task due within this much of now is due: sending it on would cost more than waiting.
 pub const DUE_SLACK: Duration = Duration::from_millis(50);
@@ -73,6 +73,75 @@ pub fn count_lost_attempts(task: &mut KvTask, lost: u32, now: DateTime<Utc>) {
         task.record.attempts = task.record.attempts.saturating_add(1);
         task.recover(now);
     }
+}
+
+/// What a broker says when it refuses `capability`: the capability, why a broker cannot
+/// have it, and the stores that do.
+pub fn refusal(capability: Capability) -> &'static str {
+    match capability {
+        Capability::Inspection => {
+            "inspection (a broker cannot read a task back: keep tasks in PostgreSQL, Redis, \
+             NATS or SQLite to look at them)"
+        }
+        Capability::QueueListing => "queue listing (use PostgreSQL, Redis, NATS or SQLite)",
+        Capability::Dependencies => {
+            "dependencies (a broker cannot hold a task until others finish: use PostgreSQL \
+             or Redis)"
+        }
+        Capability::UniqueKeys => {
+            "unique keys (a broker cannot find a task by its key: use PostgreSQL or Redis)"
+        }
+        Capability::Expiry => "expiry (use PostgreSQL or Redis)",
+        Capability::Cancellation => {
+            "cancellation (a broker cannot take a task out of its queue: use PostgreSQL or \
+             Redis)"
+        }
+        Capability::Purge => {
+            "purge (a broker keeps no finished task; results and events are purged in their \
+             own store)"
+        }
+        Capability::QueuePause => "queue pause (use PostgreSQL or Redis)",
+        Capability::Progress => "progress (use PostgreSQL or Redis)",
+        Capability::Limits => "rate and concurrency limits (use PostgreSQL or Redis)",
+        Capability::Priorities => "priorities (use RabbitMQ, PostgreSQL or Redis)",
+        other => other.as_str(),
+    }
+}
+
+/// A call refused for `capability`, with the [`refusal`] that says where to go instead.
+pub fn refuse<T: Send + 'static>(
+    backend: &'static str,
+    capability: Capability,
+) -> crate::BoxFuture<'static, StoreResult<T>> {
+    Box::pin(async move {
+        Err(StoreError::Unsupported {
+            backend,
+            operation: refusal(capability),
+        })
+    })
+}
+
+/// [`Capabilities::check_specs`], its refusals saying where to go instead.
+///
+/// # Errors
+/// As [`Capabilities::check_specs`].
+pub fn check_specs(
+    capabilities: Capabilities,
+    backend: &'static str,
+    specs: &[omniq_models::TaskSpec],
+) -> StoreResult<()> {
+    capabilities
+        .check_specs(backend, specs)
+        .map_err(|err| match err {
+            StoreError::Unsupported { backend, operation } => StoreError::Unsupported {
+                backend,
+                operation: Capability::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == operation)
+                    .map_or(operation, refusal),
+            },
+            other => other,
+        })
 }
 
 /// How many completed leases a [`Ledger`] remembers.
@@ -271,6 +340,22 @@ mod tests {
         assert_eq!(spent.record.attempts, 2);
         assert_eq!(spent.record.state, TaskState::Failed);
         assert_eq!(spent.record.errors.len(), 2);
+    }
+
+    #[test]
+    fn a_refusal_says_where_to_go_instead() {
+        let now = Utc::now();
+        let parent = omniq_models::TaskId::new();
+        let spec = TaskSpec::new(
+            "t",
+            Vec::new(),
+            TaskOptions::default().depends_on(parent),
+            now,
+        );
+        let broker = Capabilities::none().with(Capability::Delays);
+        let err = check_specs(broker, "a broker", &[spec]).expect_err("no dependencies");
+        assert_eq!(err.kind(), crate::StoreErrorKind::Unsupported);
+        assert!(err.to_string().contains("use PostgreSQL or Redis"), "{err}");
     }
 
     #[test]
