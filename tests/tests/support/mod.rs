@@ -553,13 +553,9 @@ impl Target {
                     return unavailable(test, "RabbitMQ", err);
                 }
                 let prefix = format!("omniq-e2e-{}", uuid::Uuid::new_v4().simple());
-                Ok(Some(Self {
-                    backend: Backend::Amqp,
-                    url: format!("{server}?prefix={prefix}"),
-                    results_url: Some(format!("sqlite://{}", dir.join("results.db").display())),
-                    db: None,
-                    cleanup: Some(Cleanup::AmqpPrefix { server, prefix }),
-                }))
+                let mut target = Self::amqp_of_its_own(&server, &prefix, &dir.join("results.db"));
+                target.cleanup = Some(Cleanup::AmqpPrefix { server, prefix });
+                Ok(Some(target))
             }
             Backend::Sqs => {
                 let server = std::env::var("OMNIQ_TEST_SQS_URL")
@@ -572,13 +568,10 @@ impl Target {
                     "sqs://us-east-1?prefix={prefix}&endpoint={server}\
                      &access_key_id=test&secret_access_key=test"
                 );
-                Ok(Some(Self {
-                    backend: Backend::Sqs,
-                    url: url.clone(),
-                    results_url: Some(format!("sqlite://{}", dir.join("results.db").display())),
-                    db: None,
-                    cleanup: Some(Cleanup::SqsQueues { url }),
-                }))
+                let mut target = Self::of_its_own(Backend::Sqs, url.clone());
+                target.results_url = Some(format!("sqlite://{}", dir.join("results.db").display()));
+                target.cleanup = Some(Cleanup::SqsQueues { url });
+                Ok(Some(target))
             }
             Backend::Redis => {
                 let server = std::env::var("OMNIQ_TEST_REDIS_URL")
@@ -594,53 +587,55 @@ impl Target {
 
     /// Every store in the SQLite file `db`.
     pub fn sqlite(db: &Path) -> Self {
-        Self {
-            backend: Backend::Sqlite,
-            url: format!("sqlite://{}", db.display()),
-            db: Some(db.to_path_buf()),
-            results_url: None,
-            cleanup: None,
-        }
+        let mut target = Self::of_its_own(Backend::Sqlite, format!("sqlite://{}", db.display()));
+        target.db = Some(db.to_path_buf());
+        target
     }
 
     /// Every store on the Redis `server` under the key `prefix`; with `clean_up`, the keys
     /// are deleted at the end (a server of the test's own needs no clean-up).
     pub fn redis(server: &str, prefix: &str, clean_up: bool) -> Self {
         let separator = if server.contains('?') { '&' } else { '?' };
+        let mut target = Self::of_its_own(
+            Backend::Redis,
+            format!("{server}{separator}prefix={prefix}"),
+        );
+        target.cleanup = clean_up.then(|| Cleanup::RedisKeys {
+            server: server.to_owned(),
+            prefix: prefix.to_owned(),
+        });
+        target
+    }
+
+    /// Every store at `url`, on a server of the test's own, which needs no clean-up.
+    fn of_its_own(backend: Backend, url: String) -> Self {
         Self {
-            backend: Backend::Redis,
-            url: format!("{server}{separator}prefix={prefix}"),
+            backend,
+            url,
             db: None,
             results_url: None,
-            cleanup: clean_up.then(|| Cleanup::RedisKeys {
-                server: server.to_owned(),
-                prefix: prefix.to_owned(),
-            }),
+            cleanup: None,
         }
     }
 
     /// Every store on the NATS server(s) at `url` under `prefix`: for servers of the
     /// test's own, which need no clean-up.
     pub fn nats_of_its_own(url: &str, prefix: &str) -> Self {
-        Self {
-            backend: Backend::Nats,
-            url: format!("{url}?prefix={prefix}"),
-            db: None,
-            results_url: None,
-            cleanup: None,
-        }
+        Self::of_its_own(Backend::Nats, format!("{url}?prefix={prefix}"))
     }
 
     /// Every store on the PostgreSQL at `url`, in its default schema: for a server of the
     /// test's own, which needs no clean-up.
     pub fn postgres_of_its_own(url: &str) -> Self {
-        Self {
-            backend: Backend::Postgres,
-            url: url.to_owned(),
-            db: None,
-            results_url: None,
-            cleanup: None,
-        }
+        Self::of_its_own(Backend::Postgres, url.to_owned())
+    }
+
+    /// The task queue on the RabbitMQ at `url` under `prefix`, the other stores in the
+    /// SQLite file `results_db`: for a broker of the test's own, which needs no clean-up.
+    pub fn amqp_of_its_own(url: &str, prefix: &str, results_db: &Path) -> Self {
+        let mut target = Self::of_its_own(Backend::Amqp, format!("{url}?prefix={prefix}"));
+        target.results_url = Some(format!("sqlite://{}", results_db.display()));
+        target
     }
 
     /// The `e2e-worker` arguments naming these stores.
