@@ -136,6 +136,13 @@ impl<R> EnqueueBuilder<R> {
         self.options = self.options.limit_key(key);
         self
     }
+
+    /// Sets the key whose tasks run one at a time, in enqueue order, where the task queue
+    /// keeps such an order (an SQS FIFO queue: see `omniq-sqs`); a label elsewhere.
+    pub fn order_key(mut self, key: impl Into<String>) -> Self {
+        self.options = self.options.order_key(key);
+        self
+    }
 }
 
 impl<R> EnqueueBuilder<R> {

@@ -89,9 +89,9 @@ pub use worker::WorkerBuilder;
 pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
 pub use omniq_events::EventSubscription;
 pub use omniq_models::{
-    Backoff, LIMIT_KEY_METADATA, MisfirePolicy, RunWhen, Schedule, ScheduleTrigger, TaskError,
-    TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskResult,
-    TaskState, WorkerId,
+    Backoff, LIMIT_KEY_METADATA, MisfirePolicy, ORDER_KEY_METADATA, RunWhen, Schedule,
+    ScheduleTrigger, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
+    TaskRecord, TaskResult, TaskState, WorkerId,
 };
 pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{

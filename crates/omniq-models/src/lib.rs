@@ -37,3 +37,6 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// The metadata label holding a task's limit key ([`TaskOptions::limit_key`]).
 pub const LIMIT_KEY_METADATA: &str = "omniq.limit_key";
+
+/// The metadata label holding a task's order key ([`TaskOptions::order_key`]).
+pub const ORDER_KEY_METADATA: &str = "omniq.order_key";

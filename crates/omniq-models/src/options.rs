@@ -310,6 +310,14 @@ impl TaskOptions {
         self.metadata(crate::LIMIT_KEY_METADATA, key)
     }
 
+    /// Sets the key whose tasks run one at a time, in the order they were enqueued, on
+    /// the stores that keep such an order: an SQS FIFO queue makes it the message group.
+    /// Elsewhere it is a label only. Kept as the metadata label
+    /// [`ORDER_KEY_METADATA`](crate::ORDER_KEY_METADATA).
+    pub fn order_key(self, key: impl Into<String>) -> Self {
+        self.metadata(crate::ORDER_KEY_METADATA, key)
+    }
+
     /// Adds a metadata label.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());

@@ -26,7 +26,21 @@ pub struct SqsOptions {
     /// A key id and secret to sign with instead of the environment's (URL parameters
     /// `access_key_id` and `secret_access_key`; for test servers). Never shown by `Debug`.
     pub static_credentials: Option<(String, String)>,
+    /// FIFO queues (URL parameter `fifo=true`): the tasks of one order key
+    /// ([`TaskOptions::order_key`](omniq_models::TaskOptions::order_key)) run one at a
+    /// time, in the order they were enqueued, and a message is handed to one receiver at a
+    /// time. See the crate's documentation for what FIFO queues cost.
+    pub fifo: bool,
+    /// The backstop of the queues OmniQ creates: SQS itself moves a message it has handed
+    /// out this many times, without OmniQ ever finishing or sending it on, to the dead
+    /// letters (URL parameter `max_receives`, 1 to 1000, `0` for none; default
+    /// [`DEFAULT_MAX_RECEIVES`]). On a FIFO queue every retry is a receive: keep it above
+    /// the most attempts a task has.
+    pub max_receives: Option<u32>,
 }
+
+/// The default [`SqsOptions::max_receives`].
+pub const DEFAULT_MAX_RECEIVES: u32 = 100;
 
 impl Default for SqsOptions {
     fn default() -> Self {
@@ -35,6 +49,8 @@ impl Default for SqsOptions {
             region: None,
             endpoint: None,
             static_credentials: None,
+            fifo: false,
+            max_receives: Some(DEFAULT_MAX_RECEIVES),
         }
     }
 }
@@ -49,6 +65,8 @@ impl std::fmt::Debug for SqsOptions {
                 "static_credentials",
                 &self.static_credentials.as_ref().map(|(id, _)| (id, "***")),
             )
+            .field("fifo", &self.fifo)
+            .field("max_receives", &self.max_receives)
             .finish()
     }
 }
@@ -86,6 +104,21 @@ impl SqsOptions {
         self.static_credentials = Some((access_key_id.into(), secret_access_key.into()));
         self
     }
+
+    /// FIFO queues, or standard ones (see [`SqsOptions::fifo`]).
+    #[must_use]
+    pub fn fifo(mut self, fifo: bool) -> Self {
+        self.fifo = fifo;
+        self
+    }
+
+    /// SQS's own backstop after `max_receives` receives, or none (see
+    /// [`SqsOptions::max_receives`]).
+    #[must_use]
+    pub fn max_receives(mut self, max_receives: Option<u32>) -> Self {
+        self.max_receives = max_receives;
+        self
+    }
 }
 
 /// Amazon SQS (or an SQS-compatible server) holding OmniQ's task queue. Results, events
@@ -96,8 +129,8 @@ pub struct SqsBackend {
 }
 
 impl SqsBackend {
-    /// Opens SQS as the URL says: `sqs://REGION?prefix=NAME&endpoint=URL` (the region and
-    /// the endpoint are optional). Credentials come from the environment as the AWS SDK
+    /// Opens SQS as the URL says: `sqs://REGION?prefix=NAME&endpoint=URL&fifo=true&max_receives=N`
+    /// (all optional). Credentials come from the environment as the AWS SDK
     /// reads them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, a profile, a role), and
     /// are never logged.
     ///
@@ -110,7 +143,7 @@ impl SqsBackend {
     /// Opens SQS with `options`.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a bad prefix.
+    /// [`StoreError::Invalid`] for a bad prefix, or a `max_receives` above 1000.
     pub async fn connect_with(options: SqsOptions) -> StoreResult<Self> {
         let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &options.region {
@@ -221,7 +254,8 @@ impl StoreBackend for SqsBackend {
     }
 }
 
-/// The options a URL sets: `sqs://[REGION][?prefix=NAME][&endpoint=URL]`.
+/// The options a URL sets: `sqs://[REGION][?prefix=NAME][&endpoint=URL][&fifo=BOOL]
+/// [&max_receives=N]`.
 fn options_from_url(url: &str) -> StoreResult<SqsOptions> {
     let Some(rest) = url.strip_prefix("sqs://") else {
         return Err(StoreError::Invalid("an SQS URL starts with sqs://".into()));
@@ -233,6 +267,21 @@ fn options_from_url(url: &str) -> StoreResult<SqsOptions> {
     }
     let (rest, endpoint) = take_query_param(&rest, "endpoint");
     options.endpoint = endpoint;
+    let (rest, fifo) = take_query_param(&rest, "fifo");
+    if let Some(fifo) = fifo {
+        options.fifo = fifo
+            .parse()
+            .map_err(|_| StoreError::Invalid(format!("`fifo` is true or false, not {fifo:?}")))?;
+    }
+    let (rest, max_receives) = take_query_param(&rest, "max_receives");
+    if let Some(max_receives) = max_receives {
+        let n: u32 = max_receives.parse().map_err(|_| {
+            StoreError::Invalid(format!(
+                "`max_receives` is a number of receives, not {max_receives:?}"
+            ))
+        })?;
+        options.max_receives = (n > 0).then_some(n);
+    }
     let (rest, id) = take_query_param(&rest, "access_key_id");
     let (rest, secret) = take_query_param(&rest, "secret_access_key");
     match (id, secret) {
@@ -250,8 +299,8 @@ fn options_from_url(url: &str) -> StoreResult<SqsOptions> {
     };
     if let Some(query) = unknown.filter(|q| !q.is_empty()) {
         return Err(StoreError::Invalid(format!(
-            "unknown SQS URL parameters `{query}` (known: prefix, endpoint, access_key_id, \
-             secret_access_key)"
+            "unknown SQS URL parameters `{query}` (known: prefix, endpoint, fifo, \
+             max_receives, access_key_id, secret_access_key)"
         )));
     }
     let region = region.trim_end_matches('/');
@@ -290,6 +339,9 @@ mod tests {
             SqsOptions::default()
         );
         assert!(options_from_url("sqs://x?colour=red").is_err());
+        let fifo = options_from_url("sqs://?fifo=true&max_receives=0").expect("parse");
+        assert_eq!(fifo, SqsOptions::default().fifo(true).max_receives(None));
+        assert!(options_from_url("sqs://?fifo=yes").is_err());
         let signed =
             options_from_url("sqs://?access_key_id=a&secret_access_key=s3cret").expect("parse");
         assert!(!format!("{signed:?}").contains("s3cret"));

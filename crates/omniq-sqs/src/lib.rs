@@ -32,8 +32,8 @@ mod names;
 mod queue;
 mod shared;
 
-pub use backend::{SqsBackend, SqsOptions, connect_url};
-pub use queue::{CAPABILITIES, SqsTaskQueue};
+pub use backend::{DEFAULT_MAX_RECEIVES, SqsBackend, SqsOptions, connect_url};
+pub use queue::{CAPABILITIES, FIFO_CAPABILITIES, SqsTaskQueue};
 
 /// The backend's name in errors.
 pub(crate) const BACKEND: &str = "SQS";

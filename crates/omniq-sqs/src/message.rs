@@ -25,6 +25,12 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub(crate) struct Outgoing {
     pub(crate) body: String,
     pub(crate) attributes: Vec<(String, MessageAttributeValue)>,
+    /// Its message group in a FIFO queue: the task's order key, else its id (a group of
+    /// its own, in order with nothing).
+    pub(crate) group: String,
+    /// Its deduplication id in a FIFO queue, when a copy sent again within SQS's five
+    /// minutes must be dropped (a task's first send: its id); else a fresh one.
+    pub(crate) dedup: Option<String>,
 }
 
 impl Outgoing {
@@ -104,12 +110,44 @@ pub(crate) fn encode(task: &KvTask) -> StoreResult<Outgoing> {
             attribute("Binary", None, Some(Blob::new(payload.clone())))?,
         ));
     }
-    Ok(Outgoing { body, attributes })
+    let group = task
+        .record
+        .spec
+        .metadata
+        .get(omniq_models::ORDER_KEY_METADATA)
+        .filter(|key| !key.is_empty())
+        .map_or_else(|| task.record.spec.id.to_string(), |key| group_id(key));
+    Ok(Outgoing {
+        body,
+        attributes,
+        group,
+        dedup: None,
+    })
+}
+
+/// A message group id for an order key: SQS takes 1 to 128 characters, printable ASCII;
+/// a longer or other key is written as its hash (distinct keys stay distinct groups, but
+/// for collisions of a 64-bit hash).
+fn group_id(key: &str) -> String {
+    let fits = key.len() <= 128 && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if fits {
+        key.to_owned()
+    } else {
+        // FNV-1a: the same on every build and platform, unlike the standard hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("key-{hash:016x}")
+    }
 }
 
 /// A received message as it was sent: its body and attributes, for sending it on as it is.
 pub(crate) fn as_received(message: &Message) -> Outgoing {
     Outgoing {
+        group: message.message_id().unwrap_or("unknown").to_owned(),
+        dedup: None,
         body: message.body().unwrap_or_default().to_owned(),
         attributes: message
             .message_attributes()
@@ -132,13 +170,6 @@ pub(crate) fn unreadable(mut message: Outgoing, why: &str) -> StoreResult<Outgoi
         .attributes
         .push((UNREADABLE.to_owned(), attribute("String", Some(why), None)?));
     Ok(message)
-}
-
-/// Whether a received message was marked unreadable.
-pub(crate) fn is_unreadable(message: &Message) -> bool {
-    message
-        .message_attributes()
-        .is_some_and(|all| all.contains_key(UNREADABLE))
 }
 
 /// The task a received message holds.
@@ -167,6 +198,16 @@ pub(crate) fn receive_count(message: &Message) -> u32 {
         .and_then(|all| all.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|count| count.parse().ok())
         .unwrap_or(1)
+}
+
+/// When SQS first handed this message out.
+pub(crate) fn first_received(message: &Message) -> Option<chrono::DateTime<chrono::Utc>> {
+    let millis: i64 = message
+        .attributes()?
+        .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)?
+        .parse()
+        .ok()?;
+    chrono::DateTime::from_timestamp_millis(millis)
 }
 
 fn attribute(

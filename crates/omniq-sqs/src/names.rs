@@ -1,4 +1,5 @@
-//! SQS queue names: letters, digits, `-` and `_`, at most 80 characters.
+//! SQS queue names: letters, digits, `-` and `_`, at most 80 characters, ending in `.fifo`
+//! for a FIFO queue.
 
 use omniq_storage::{StoreError, StoreResult};
 
@@ -7,15 +8,16 @@ const MAX_NAME: usize = 80;
 
 /// Names under one prefix: `<prefix>-q-<queue>` per OmniQ queue (other characters than
 /// letters, digits and `-` written as `_` and two hex digits), `<prefix>-dead` for dead
-/// letters. A task queue's name always holds `-q-` after the prefix, so no OmniQ queue can
-/// take the dead letters' name.
+/// letters, each with `.fifo` after it for FIFO queues. A task queue's name always holds
+/// `-q-` after the prefix, so no OmniQ queue can take the dead letters' name.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     prefix: String,
+    suffix: &'static str,
 }
 
 impl Names {
-    pub(crate) fn new(prefix: &str) -> StoreResult<Self> {
+    pub(crate) fn new(prefix: &str, fifo: bool) -> StoreResult<Self> {
         let valid = !prefix.is_empty()
             && prefix.len() <= 32
             && prefix
@@ -28,6 +30,7 @@ impl Names {
         }
         Ok(Self {
             prefix: prefix.to_owned(),
+            suffix: if fifo { ".fifo" } else { "" },
         })
     }
 
@@ -42,6 +45,7 @@ impl Names {
                 name.push_str(&format!("_{byte:02x}"));
             }
         }
+        name.push_str(self.suffix);
         if name.len() > MAX_NAME {
             return Err(StoreError::Invalid(format!(
                 "the queue name {queue:?} is too long for SQS: with the prefix it must fit \
@@ -53,7 +57,7 @@ impl Names {
 
     /// The queue of dead letters, of every OmniQ queue.
     pub(crate) fn dead(&self) -> String {
-        format!("{}-dead", self.prefix)
+        format!("{}-dead{}", self.prefix, self.suffix)
     }
 }
 
@@ -63,11 +67,16 @@ mod tests {
 
     #[test]
     fn names_fit_sqs_and_never_collide_with_the_dead_letters() {
-        let names = Names::new("shop").expect("prefix");
+        let names = Names::new("shop", false).expect("prefix");
         assert_eq!(names.queue("emails").expect("name"), "shop-q-emails");
         assert_eq!(names.queue("a.b_c").expect("name"), "shop-q-a_2eb_5fc");
         assert_eq!(names.dead(), "shop-dead");
         assert!(names.queue(&"x".repeat(80)).is_err());
-        assert!(Names::new("no spaces").is_err());
+        assert!(Names::new("no spaces", false).is_err());
+        let fifo = Names::new("shop", true).expect("prefix");
+        assert_eq!(fifo.queue("emails").expect("name"), "shop-q-emails.fifo");
+        assert_eq!(fifo.dead(), "shop-dead.fifo");
+        assert!(fifo.queue(&"x".repeat(70)).is_err());
+        assert!(names.queue(&"x".repeat(70)).is_ok());
     }
 }

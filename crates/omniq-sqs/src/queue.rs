@@ -30,8 +30,13 @@ use omniq_storage::{
 use crate::BACKEND;
 use crate::message;
 use crate::shared::{
-    BATCH, Held, Hidden, MAX_VISIBILITY, Received, Shared, lock, seconds, sqs_error,
+    BATCH, Held, Hidden, LeftInPlace, MAX_VISIBILITY, Received, Shared, lock, seconds, sqs_error,
 };
+
+/// A received message's id (SQS always gives one).
+fn message_id(message: &aws_sdk_sqs::types::Message) -> &str {
+    message.message_id().unwrap_or_default()
+}
 
 /// What the SQS task queue supports: delays and re-drive of dead letters. SQS cannot order
 /// by priority, read tasks back by id or state, hold tasks until others finish, find a task
@@ -42,6 +47,12 @@ use crate::shared::{
 pub const CAPABILITIES: Capabilities = Capabilities::none()
     .with(Capability::Delays)
     .with(Capability::Redrive);
+
+/// What the SQS task queue supports on FIFO queues ([`SqsOptions::fifo`](crate::SqsOptions::fifo)):
+/// as on standard ones, and exclusive claims (a message is handed to one receiver at a
+/// time). A FIFO queue has no delay per message: a task due later, or retried after a
+/// backoff, waits in its place in line, its message hidden until it is due.
+pub const FIFO_CAPABILITIES: Capabilities = CAPABILITIES.with(Capability::ExclusiveClaims);
 
 /// How long a completion sent again waits for the same lease's completion still on its
 /// way.
@@ -63,9 +74,17 @@ impl SqsTaskQueue {
         Self { shared, clock }
     }
 
+    fn declared(&self) -> Capabilities {
+        if self.shared.fifo {
+            FIFO_CAPABILITIES
+        } else {
+            CAPABILITIES
+        }
+    }
+
     async fn enqueue_all(self, specs: Vec<TaskSpec>) -> StoreResult<Vec<EnqueueOutcome>> {
         validate_specs(&specs)?;
-        broker::check_specs(CAPABILITIES, BACKEND, &specs)?;
+        broker::check_specs(self.declared(), BACKEND, &specs)?;
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut by_queue: Vec<(String, Vec<(message::Outgoing, i32)>)> = Vec::new();
@@ -75,7 +94,10 @@ impl SqsTaskQueue {
             let run_at = spec.run_at;
             let task = KvTask::new(TaskRecord::new(spec, state));
             let (url, delay) = self.shared.route(&task, run_at, now).await?;
-            let outgoing = (message::encode(&task)?, delay);
+            let mut outgoing = message::encode(&task)?;
+            // Sent again by a retried call within five minutes, a FIFO queue drops it.
+            outgoing.dedup = Some(task.record.spec.id.to_string());
+            let outgoing = (outgoing, delay);
             match by_queue.iter_mut().find(|(u, _)| *u == url) {
                 Some((_, messages)) => messages.push(outgoing),
                 None => by_queue.push((url, vec![outgoing])),
@@ -94,6 +116,7 @@ impl SqsTaskQueue {
         let mut leases = Vec::new();
         let mut sent_on = 0;
         let most_sent_on = request.limit.max(BATCH);
+        let per_call = self.shared.per_receive();
         'queues: for queue in &request.queues {
             let url = self.shared.queue_url(queue).await?;
             while leases.len() < request.limit && sent_on < most_sent_on {
@@ -106,11 +129,14 @@ impl SqsTaskQueue {
                         .client
                         .receive_message()
                         .queue_url(&url)
-                        .max_number_of_messages(i32::try_from(wanted.min(BATCH)).unwrap_or(1))
+                        .max_number_of_messages(per_call.min(i32::try_from(wanted).unwrap_or(1)))
                         .visibility_timeout(visibility)
                         .wait_time_seconds(0)
                         .message_system_attribute_names(
                             MessageSystemAttributeName::ApproximateReceiveCount,
+                        )
+                        .message_system_attribute_names(
+                            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
                         )
                         .message_attribute_names("All")
                         .send()
@@ -174,15 +200,20 @@ impl SqsTaskQueue {
         visibility: i32,
     ) -> StoreResult<Vec<Received>> {
         let instant = tokio::time::Instant::now();
-        let pushed: Vec<Received> = self
+        let (pushed, lapsing): (Vec<Received>, Vec<Received>) = self
             .shared
             .pushed
             .take(queue, 0, wanted)
             .into_iter()
             // One whose visibility is about to end may be another worker's by the time
-            // it is hidden again: left to come back, its attempt counted.
-            .filter(|r| r.hidden_until > instant + Duration::from_secs(1))
-            .collect();
+            // it is hidden again: left to come back (on a standard queue, its attempt
+            // counted).
+            .partition(|r| r.hidden_until > instant + Duration::from_secs(1));
+        if self.shared.fifo {
+            for one in &lapsing {
+                self.received_for_nothing(&one.message);
+            }
+        }
         let Some(first) = pushed.first() else {
             return Ok(pushed);
         };
@@ -211,8 +242,9 @@ impl SqsTaskQueue {
     }
 
     /// The task to claim from one received message, or `None` when it was dealt with
-    /// here: kept as a dead letter (unreadable), its lost attempts counted, or sent on (not
-    /// due yet, or of a name the claimer does not run).
+    /// here: kept as a dead letter (unreadable, or its attempts spent), its lost attempts
+    /// counted, or sent on (not due yet, or of a name the claimer does not run). On a FIFO
+    /// queue a task that stays in its queue stays in its message, hidden until due.
     async fn examine(
         &self,
         received: &Received,
@@ -221,21 +253,48 @@ impl SqsTaskQueue {
     ) -> StoreResult<Option<Box<KvTask>>> {
         let message = &received.message;
         let receipt = message.receipt_handle().unwrap_or_default().to_owned();
-        let mut task = match message::decode(message) {
-            Ok(task) => task,
-            Err(err) => {
-                tracing::error!(error = %err, "an unreadable message is kept as a dead letter");
-                let dead = self.shared.dead_url().await?;
-                let kept = message::unreadable(message::as_received(message), &err.to_string())?;
-                self.shared.send(&dead, vec![(kept, 0)]).await?;
-                self.forget(&received.queue_url, receipt).await;
-                return Ok(None);
-            }
+        let receives = message::receive_count(message);
+        let (mut task, lost) = match self.shared.take_left_in_place(message_id(message)) {
+            // Each receive since this handle left it in place ended without a delete.
+            Some(left) => (left.task, receives.saturating_sub(left.receives + 1)),
+            None => match message::decode(message) {
+                // Each earlier receive of this message ended without a delete: an attempt
+                // lost with its worker (standard queues send a task on as a new message,
+                // received afresh; a FIFO queue keeps it, and counts its retries so), but
+                // for a FIFO task's receives before it was due.
+                Ok(task) => {
+                    let early = self.early_receives(message, &task);
+                    (task, receives.saturating_sub(1).saturating_sub(early))
+                }
+                Err(err) => {
+                    tracing::error!(error = %err,
+                        "an unreadable message is kept as a dead letter");
+                    let dead = self.shared.dead_url().await?;
+                    let kept =
+                        message::unreadable(message::as_received(message), &err.to_string())?;
+                    self.shared.send(&dead, vec![(kept, 0)]).await?;
+                    self.forget(&received.queue_url, receipt).await;
+                    return Ok(None);
+                }
+            },
         };
-        // Each earlier receive of this message ended without a delete: an attempt lost
-        // with its worker (a message sent on is sent as a new one, received afresh).
-        let lost = message::receive_count(message).saturating_sub(1);
-        let due_at = match broker::judge(&mut task, lost, request, now) {
+        // A FIFO task is judged due, on its first receive, by SQS's clock when that is
+        // later: as `early_receives` tells an early receive afterwards.
+        let now = match message::first_received(message) {
+            Some(first) if self.shared.fifo && receives == 1 => now.max(first),
+            _ => now,
+        };
+        let mut verdict = if task.record.state.is_terminal() {
+            Verdict::AttemptsLost
+        } else {
+            broker::judge(&mut task, lost, request, now)
+        };
+        if verdict == Verdict::AttemptsLost && self.shared.fifo && !task.record.state.is_terminal()
+        {
+            // Its place in line is kept: it goes on from here, its lost attempts counted.
+            verdict = broker::judge(&mut task, 0, request, now);
+        }
+        let due_at = match verdict {
             Verdict::Claim => return Ok(Some(Box::new(task))),
             Verdict::AttemptsLost => {
                 let change = task.change();
@@ -245,9 +304,89 @@ impl SqsTaskQueue {
             }
             Verdict::SendOn(due_at) => due_at,
         };
+        if self.shared.fifo && !task.record.state.is_terminal() {
+            let left = LeftInPlace::new(task, receives);
+            self.leave_in_place(
+                &received.queue_url,
+                receipt,
+                message_id(message),
+                left,
+                due_at,
+                now,
+            )
+            .await?;
+            return Ok(None);
+        }
         self.shared.publish(&task, due_at, now).await?;
         self.forget(&received.queue_url, receipt).await;
         Ok(None)
+    }
+
+    /// How many receives of a FIFO message came before its task was due, each hiding it
+    /// for up to twelve hours: told by when SQS first handed it out.
+    fn early_receives(&self, message: &aws_sdk_sqs::types::Message, task: &KvTask) -> u32 {
+        if !self.shared.fifo || task.record.state != TaskState::Scheduled {
+            return 0;
+        }
+        let Some(first) = message::first_received(message) else {
+            return 0;
+        };
+        let early = (task.record.spec.run_at - first)
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(broker::DUE_SLACK);
+        if early.is_zero() {
+            return 0;
+        }
+        let hops = early.as_secs().div_ceil(MAX_VISIBILITY.as_secs()).max(1);
+        u32::try_from(hops).unwrap_or(u32::MAX)
+    }
+
+    /// Remembers that this receive of a FIFO message was no attempt (the message goes back
+    /// unclaimed), so that its next receive here does not count it as one.
+    fn received_for_nothing(&self, message: &aws_sdk_sqs::types::Message) {
+        let id = message_id(message);
+        let left = match self.shared.take_left_in_place(id) {
+            Some(mut left) => {
+                left.receives += 1;
+                Some(left)
+            }
+            // As if left before this receive: the earlier ones were attempts.
+            None => message::decode(message)
+                .ok()
+                .map(|task| LeftInPlace::new(task, 1)),
+        };
+        if let Some(left) = left {
+            self.shared.leave_in_place(id.to_owned(), left);
+        }
+    }
+
+    /// Leaves a FIFO message in its queue, hidden until `due_at` (twelve hours at most:
+    /// then it is received and hidden again), remembering its task as `left` holds it.
+    /// Returns what became of the hiding: `Refused` when the message is no longer this
+    /// receipt's.
+    async fn leave_in_place(
+        &self,
+        url: &str,
+        receipt: String,
+        message_id: &str,
+        mut left: LeftInPlace,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Hidden> {
+        let wait = (due_at - now).to_std().unwrap_or_default();
+        let visibility = seconds(wait, MAX_VISIBILITY);
+        left.hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(0));
+        // Remembered first: a message shown at once may be received before the call ends.
+        self.shared.leave_in_place(message_id.to_owned(), left);
+        // Kept when the call fails: hidden or not, the message comes back once more, and
+        // the task left is still the task.
+        let hidden = self.shared.hide(url, &[receipt], visibility).await?;
+        let hidden = hidden.first().copied().unwrap_or(Hidden::Refused);
+        if hidden == Hidden::Refused {
+            self.shared.take_left_in_place(message_id);
+        }
+        Ok(hidden)
     }
 
     /// Deletes a received message whose task was sent on. Once the task is sent, its old
@@ -286,6 +425,8 @@ impl SqsTaskQueue {
             token,
             Held {
                 token,
+                message_id: message_id(&received.message).to_owned(),
+                receives: message::receive_count(&received.message),
                 queue_url: received.queue_url,
                 receipt: received
                     .message
@@ -403,6 +544,42 @@ impl SqsTaskQueue {
         // The changed tasks first; then the old messages go, in batches per queue.
         let mut done: HashMap<String, Vec<(usize, Held)>> = HashMap::new();
         for (i, held, task) in changed {
+            if self.shared.fifo && !task.record.state.is_terminal() {
+                // A retry, release or snooze keeps the task's place in line.
+                let left = LeftInPlace::new(task.clone(), held.receives);
+                let due_at = task.record.spec.run_at;
+                let hidden = self
+                    .leave_in_place(
+                        &held.queue_url,
+                        held.receipt.clone(),
+                        &held.message_id,
+                        left,
+                        due_at,
+                        now,
+                    )
+                    .await;
+                let token = held.token;
+                match hidden {
+                    Ok(Hidden::Taken) => {
+                        self.shared.ledger.applied(token);
+                        statuses[i] = CompletionStatus::Applied;
+                    }
+                    Ok(Hidden::Refused) => {}
+                    Ok(Hidden::Unsure) => {
+                        failure.get_or_insert(omniq_storage::StoreError::unavailable(
+                            BACKEND,
+                            "SQS failed to hide a message left in its queue",
+                        ));
+                        lock(&self.shared.held).insert(held.token, held);
+                    }
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                        lock(&self.shared.held).insert(held.token, held);
+                    }
+                }
+                self.shared.ledger.stop(token);
+                continue;
+            }
             let republish =
                 !task.record.state.is_terminal() || task.record.state == TaskState::Failed;
             let sent = if republish {
@@ -492,7 +669,13 @@ impl SqsTaskQueue {
             .map(|held| {
                 let mut task = held.task;
                 task.recover(now);
-                task.change()
+                let change = task.change();
+                if self.shared.fifo {
+                    // Its next receive goes on from this attempt, counted as lost.
+                    let left = LeftInPlace::new(task, held.receives);
+                    self.shared.leave_in_place(held.message_id, left);
+                }
+                change
             })
             .collect())
     }
@@ -538,14 +721,12 @@ impl SqsTaskQueue {
             for message in got.messages() {
                 looked += 1;
                 let receipt = message.receipt_handle().unwrap_or_default().to_owned();
-                let unreadable = message::is_unreadable(message);
-                let chosen = message::decode(message).ok().filter(|task| {
-                    (task.record.state == TaskState::Failed || unreadable)
-                        && match &target {
-                            RedriveTarget::Tasks(ids) => ids.contains(&task.record.spec.id),
-                            RedriveTarget::Queue(queue) => task.record.spec.queue == *queue,
-                            RedriveTarget::All => true,
-                        }
+                // A dead letter, one kept unreadable that now reads, or a message SQS's own
+                // redrive policy moved here after too many receives (its task as sent).
+                let chosen = message::decode(message).ok().filter(|task| match &target {
+                    RedriveTarget::Tasks(ids) => ids.contains(&task.record.spec.id),
+                    RedriveTarget::Queue(queue) => task.record.spec.queue == *queue,
+                    RedriveTarget::All => true,
                 });
                 match chosen {
                     Some(mut task) => {
@@ -608,6 +789,24 @@ impl SqsTaskQueue {
         }
         for queue in &queues {
             let mut pushed = self.shared.pushed.take(queue, 0, usize::MAX).into_iter();
+            if self.shared.fifo {
+                // Shown again where they are, in line; this receive was no attempt.
+                let pushed: Vec<Received> = pushed.collect();
+                for one in &pushed {
+                    self.received_for_nothing(&one.message);
+                }
+                let mut by_queue: HashMap<&str, Vec<String>> = HashMap::new();
+                for one in &pushed {
+                    by_queue
+                        .entry(one.queue_url.as_str())
+                        .or_default()
+                        .push(one.message.receipt_handle().unwrap_or_default().to_owned());
+                }
+                for (url, receipts) in by_queue {
+                    self.shared.hide(url, &receipts, 0).await?;
+                }
+                continue;
+            }
             while let Some(one) = pushed.next() {
                 let sent = self
                     .shared
@@ -640,10 +839,13 @@ async fn long_poll(shared: &Shared, queue: &str, poll: Duration) -> StoreResult<
         .client
         .receive_message()
         .queue_url(&url)
-        .max_number_of_messages(i32::try_from(BATCH).unwrap_or(10))
+        .max_number_of_messages(shared.per_receive())
         .visibility_timeout(seconds(visibility, MAX_VISIBILITY))
         .wait_time_seconds(seconds(poll, LONGEST_POLL))
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(
+            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+        )
         .message_attribute_names("All")
         .send()
         .await
@@ -664,7 +866,7 @@ async fn long_poll(shared: &Shared, queue: &str, poll: Duration) -> StoreResult<
 
 impl TaskQueue for SqsTaskQueue {
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        self.declared()
     }
 
     fn enqueue(&self, tasks: Vec<TaskSpec>) -> BoxFuture<'_, StoreResult<Vec<EnqueueOutcome>>> {

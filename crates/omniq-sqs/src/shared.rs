@@ -52,6 +52,9 @@ pub(crate) struct Held {
     pub(crate) token: LeaseToken,
     pub(crate) queue_url: String,
     pub(crate) receipt: String,
+    /// The message's id and how many times SQS had handed it out, this time included.
+    pub(crate) message_id: String,
+    pub(crate) receives: u32,
     pub(crate) task: KvTask,
     /// When the lease lapses, on the monotonic clock.
     pub(crate) until: tokio::time::Instant,
@@ -59,6 +62,36 @@ pub(crate) struct Held {
     /// then no other worker can have received it.
     pub(crate) hidden_until: tokio::time::Instant,
 }
+
+/// A task whose FIFO message was left in its queue, hidden for a while (a retry's backoff,
+/// a release, a task not for this worker), rather than sent again behind the others of
+/// its order key. The message still holds the task as it was sent; this is the task as it
+/// is now, for when this handle receives the message again.
+#[derive(Debug)]
+pub(crate) struct LeftInPlace {
+    pub(crate) task: KvTask,
+    /// The message's receive count when it was left.
+    pub(crate) receives: u32,
+    /// When it was left: a message not received again within a while was taken by another
+    /// handle, and its entry goes.
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) hidden_for: Duration,
+}
+
+impl LeftInPlace {
+    /// `task`, left when its message had been received `receives` times.
+    pub(crate) fn new(task: KvTask, receives: u32) -> Self {
+        Self {
+            task,
+            receives,
+            at: tokio::time::Instant::now(),
+            hidden_for: Duration::ZERO,
+        }
+    }
+}
+
+/// How long past its visibility a message left in place is remembered.
+const LEFT_IN_PLACE_KEPT: Duration = Duration::from_secs(600);
 
 /// A message received, and when SQS makes it visible again.
 #[derive(Debug)]
@@ -80,6 +113,11 @@ pub(crate) struct Shared {
     /// The queues a long poll is waiting on, and the signal that one ended.
     pub(crate) polling: Mutex<HashSet<String>>,
     pub(crate) poll_ended: tokio::sync::Notify,
+    /// FIFO queues (see [`SqsOptions::fifo`]).
+    pub(crate) fifo: bool,
+    max_receives: Option<u32>,
+    /// FIFO messages left in their queue, by message id.
+    left_in_place: Mutex<HashMap<String, LeftInPlace>>,
 }
 
 /// An SQS error: unavailable when the request got no answer, or one that says to come
@@ -122,7 +160,12 @@ pub(crate) fn seconds(duration: Duration, max: Duration) -> i32 {
 
 impl Shared {
     pub(crate) fn new(client: Client, options: &SqsOptions) -> StoreResult<Self> {
-        let names = Names::new(&options.prefix)?;
+        let names = Names::new(&options.prefix, options.fifo)?;
+        if options.max_receives.is_some_and(|n| n > 1000) {
+            return Err(StoreError::Invalid(
+                "SQS allows `max_receives` up to 1000".into(),
+            ));
+        }
         Ok(Self {
             client,
             names,
@@ -132,12 +175,43 @@ impl Shared {
             pushed: Pushed::default(),
             polling: Mutex::new(HashSet::new()),
             poll_ended: tokio::sync::Notify::new(),
+            fifo: options.fifo,
+            max_receives: options.max_receives,
+            left_in_place: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The most messages one receive asks for: ten, or one on FIFO queues, where a batch
+    /// may hold several messages of one order key, which must not run side by side.
+    pub(crate) fn per_receive(&self) -> i32 {
+        if self.fifo {
+            1
+        } else {
+            i32::try_from(BATCH).unwrap_or(1)
+        }
+    }
+
+    /// Remembers the task of a FIFO message left in its queue; forgets the entries of
+    /// messages long visible again (another handle took them).
+    pub(crate) fn leave_in_place(&self, message_id: String, left: LeftInPlace) {
+        let mut all = lock(&self.left_in_place);
+        if all.len() >= 1024 {
+            let now = tokio::time::Instant::now();
+            all.retain(|_, l| l.at + l.hidden_for + LEFT_IN_PLACE_KEPT > now);
+        }
+        all.insert(message_id, left);
+    }
+
+    /// The task of a FIFO message this handle left in its queue, if it did.
+    pub(crate) fn take_left_in_place(&self, message_id: &str) -> Option<LeftInPlace> {
+        lock(&self.left_in_place).remove(message_id)
+    }
+
     /// The URL of the SQS queue `name`: found, or created on first use (so that a queue
-    /// made beforehand, with attributes of its operator's, is used as it is).
-    pub(crate) async fn url_of(&self, name: &str) -> StoreResult<String> {
+    /// made beforehand, with attributes of its operator's, is used as it is). A task
+    /// queue created here sends what SQS hands out `max_receives` times to the dead
+    /// letters.
+    pub(crate) async fn url_of(&self, name: &str, tasks: bool) -> StoreResult<String> {
         if let Some(url) = lock(&self.urls).get(name) {
             return Ok(url.clone());
         }
@@ -154,14 +228,22 @@ impl Shared {
                     .is_some_and(|e| e.is_queue_does_not_exist()) => {}
             Err(err) => return Err(sqs_error(err)),
         }
-        let created = self
+        let mut create = self
             .client
             .create_queue()
             .queue_name(name)
-            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS)
-            .send()
-            .await
-            .map_err(sqs_error)?;
+            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS);
+        if self.fifo {
+            create = create.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        if let Some(max_receives) = self.max_receives.filter(|_| tasks) {
+            let policy = serde_json::json!({
+                "deadLetterTargetArn": self.dead_arn().await?,
+                "maxReceiveCount": max_receives.to_string(),
+            });
+            create = create.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        let created = create.send().await.map_err(sqs_error)?;
         let url = created
             .queue_url()
             .ok_or_else(|| StoreError::backend(BACKEND, "SQS created a queue without a URL"))?
@@ -185,13 +267,36 @@ impl Shared {
     /// The URL of OmniQ queue `queue`'s SQS queue.
     pub(crate) async fn queue_url(&self, queue: &str) -> StoreResult<String> {
         let name = self.names.queue(queue)?;
-        self.url_of(&name).await
+        self.url_of(&name, true).await
     }
 
     /// The URL of the dead letters' queue.
     pub(crate) async fn dead_url(&self) -> StoreResult<String> {
         let name = self.names.dead();
-        self.url_of(&name).await
+        self.url_of(&name, false).await
+    }
+
+    /// The ARN of the dead letters' queue, for a redrive policy (boxed: finding the URL
+    /// may create the queue, which asks for this).
+    fn dead_arn(&self) -> omniq_storage::BoxFuture<'_, StoreResult<String>> {
+        Box::pin(self.dead_arn_now())
+    }
+
+    async fn dead_arn_now(&self) -> StoreResult<String> {
+        let url = self.dead_url().await?;
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        attributes
+            .attributes()
+            .and_then(|all| all.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| StoreError::backend(BACKEND, "SQS gave no ARN for the dead letters"))
     }
 
     /// Where `task` goes now and how long SQS holds it back: the dead letters when it
@@ -208,7 +313,9 @@ impl Shared {
         }
         let url = self.queue_url(&task.record.spec.queue).await?;
         let wait = (due_at - now).to_std().unwrap_or_default();
-        let delay = if wait <= omniq_storage::broker::DUE_SLACK {
+        // A FIFO queue has no delay per message: a task due later waits in line, hidden
+        // when it is received before its time.
+        let delay = if self.fifo || wait <= omniq_storage::broker::DUE_SLACK {
             0
         } else {
             seconds(wait, MAX_DELAY)
@@ -253,8 +360,17 @@ impl Shared {
             for (i, (outgoing, delay)) in batch.into_iter().enumerate() {
                 let mut entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(outgoing.body)
-                    .delay_seconds(delay);
+                    .message_body(outgoing.body);
+                if self.fifo {
+                    let dedup = outgoing
+                        .dedup
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+                    entry = entry
+                        .message_group_id(outgoing.group)
+                        .message_deduplication_id(dedup);
+                } else {
+                    entry = entry.delay_seconds(delay);
+                }
                 for (name, value) in outgoing.attributes {
                     entry = entry.message_attributes(name, value);
                 }

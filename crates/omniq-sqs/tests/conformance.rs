@@ -1,24 +1,26 @@
 //! The shared conformance suite against an SQS-compatible server (moto), each case under a
-//! prefix of its own: the cases of the capabilities SQS declares run, the rest are listed
-//! as skipped with the capability they need, and their refusal is checked. Results,
-//! events and schedules live in memory, as they would in another store.
+//! prefix of its own, on standard queues and (in `fifo`) on FIFO queues: the cases of the
+//! capabilities each declares run, the rest are listed as skipped with the capability
+//! they need, and their refusal is checked. Results, events and schedules live in memory,
+//! as they would in another store.
 
 mod support;
 
 use std::sync::Arc;
 
 use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore};
+use omniq_sqs::SqsBackend;
 use omniq_storage::conformance::{Fixture, Reopen};
 use omniq_storage::{StoreResult, TaskQueue};
 use support::{DeleteOnDrop, fresh_backend};
 
-async fn stores() -> StoreResult<Fixture> {
-    let backend = fresh_backend().await?;
+/// The stores of one case, the task queue on `backend`.
+fn fixture(backend: SqsBackend) -> Fixture {
     let queue: Arc<dyn TaskQueue> = Arc::new(backend.task_queue());
     // The reopener lives as long as the case's fixture: the queues the case made are
     // deleted when it drops.
     let cleanup = Arc::new(DeleteOnDrop(backend.clone()));
-    Ok(Fixture {
+    Fixture {
         queue,
         results: Arc::new(MemoryResultStore::new()),
         events: Arc::new(MemoryEventStore::new()),
@@ -29,7 +31,11 @@ async fn stores() -> StoreResult<Fixture> {
             async move { Ok(queue) }
         }),
         corrupt: None,
-    })
+    }
+}
+
+async fn stores() -> StoreResult<Fixture> {
+    Ok(fixture(fresh_backend().await?))
 }
 
 omniq_storage::conformance_suite!(stores);
@@ -45,4 +51,15 @@ async fn a_task_due_at_once_is_claimed_by_a_worker_whose_clock_is_behind() {
         stores,
     )
     .await;
+}
+
+/// The suite on FIFO queues.
+mod fifo {
+    use super::*;
+
+    async fn stores() -> StoreResult<Fixture> {
+        Ok(fixture(support::fresh_fifo_backend().await?))
+    }
+
+    omniq_storage::conformance_suite!(stores);
 }

@@ -63,6 +63,9 @@ impl<R: Send + 'static> EnqueueBuilder<R> {
         /// Sets the key a worker's per-key limits count the task under (a tenant id, an
         /// API host).
         limit_key(key: impl Into<String>);
+        /// Sets the key whose tasks run one at a time, in enqueue order, where the task
+        /// queue keeps such an order (an SQS FIFO queue); a label elsewhere.
+        order_key(key: impl Into<String>);
     }
 
     /// The async builder underneath (a batch takes it as a member or a callback).

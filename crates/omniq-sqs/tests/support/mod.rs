@@ -27,6 +27,18 @@ pub fn options(prefix: &str) -> SqsOptions {
 /// A client of the test server under a fresh prefix; unavailable when the server does not
 /// answer (the SDK connects lazily, so this asks it for something).
 pub async fn fresh_backend() -> StoreResult<SqsBackend> {
+    fresh_backend_with(|options| options).await
+}
+
+/// As [`fresh_backend`], on FIFO queues.
+pub async fn fresh_fifo_backend() -> StoreResult<SqsBackend> {
+    fresh_backend_with(|options| options.fifo(true)).await
+}
+
+/// As [`fresh_backend`], with options of the test's.
+pub async fn fresh_backend_with(
+    change: impl FnOnce(SqsOptions) -> SqsOptions,
+) -> StoreResult<SqsBackend> {
     let address = sqs_endpoint()
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -42,7 +54,7 @@ pub async fn fresh_backend() -> StoreResult<SqsBackend> {
             "the test server does not answer",
         ));
     }
-    SqsBackend::connect_with(options(&test_prefix())).await
+    SqsBackend::connect_with(change(options(&test_prefix()))).await
 }
 
 /// Deletes a test's queues when dropped, pass or fail (from `Drop`, so on a thread of its

@@ -15,7 +15,10 @@ use crate::{
 
 /// Claims from `queue` until `count` leases are in, for at most ten seconds: for tasks
 /// due later or handed back, whose return has no signal to wait on.
-async fn claim_until(queue: &dyn TaskQueue, name: &str, count: usize) -> Vec<Lease> {
+///
+/// # Panics
+/// When they are not in by then, or a claim fails.
+pub async fn claim_until(queue: &dyn TaskQueue, name: &str, count: usize) -> Vec<Lease> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut leases = Vec::new();
     while leases.len() < count {
@@ -39,14 +42,22 @@ async fn claim_until(queue: &dyn TaskQueue, name: &str, count: usize) -> Vec<Lea
     leases
 }
 
-async fn claim_now(queue: &dyn TaskQueue, name: &str, limit: usize) -> Vec<Lease> {
+/// One claim of up to `limit` tasks from `name`, with a 30 s lease.
+///
+/// # Panics
+/// When the claim fails.
+pub async fn claim_now(queue: &dyn TaskQueue, name: &str, limit: usize) -> Vec<Lease> {
     queue
         .dequeue(request(&[name], limit))
         .await
         .expect("dequeue")
 }
 
-async fn complete(
+/// Completes `lease` with `outcome`, and returns what became of it.
+///
+/// # Panics
+/// When the call fails.
+pub async fn complete(
     queue: &dyn TaskQueue,
     lease: &Lease,
     outcome: CompletionOutcome,

@@ -50,6 +50,9 @@ pub use queue::*;
 pub use races::*;
 pub use results::*;
 pub use schedules::*;
+/// For stores' own tests beside the suite: a queue name of a test's own, a task on it, and
+/// its enqueue.
+pub use support::{enqueue_one, spec, unique_queue};
 
 /// Opens another task queue on the same store as a case's `queue` (as another process
 /// would), whose client clock is the given [`Clock`].

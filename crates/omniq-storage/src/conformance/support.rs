@@ -6,7 +6,7 @@ use omniq_models::{TaskOptions, TaskSpec, WorkerId};
 use crate::{DequeueRequest, EnqueueOutcome, Lease, TaskQueue};
 
 /// A queue name no other case uses.
-pub(crate) fn unique_queue(label: &str) -> String {
+pub fn unique_queue(label: &str) -> String {
     format!(
         "{label}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -14,7 +14,7 @@ pub(crate) fn unique_queue(label: &str) -> String {
 }
 
 /// A task spec with a small payload.
-pub(crate) fn spec(queue: &str, options: TaskOptions) -> TaskSpec {
+pub fn spec(queue: &str, options: TaskOptions) -> TaskSpec {
     TaskSpec::new(
         "conformance.task",
         vec![1, 2, 3],
@@ -23,7 +23,11 @@ pub(crate) fn spec(queue: &str, options: TaskOptions) -> TaskSpec {
     )
 }
 
-pub(crate) async fn enqueue_one(queue: &dyn TaskQueue, spec: TaskSpec) -> EnqueueOutcome {
+/// Enqueues `spec` and returns its outcome.
+///
+/// # Panics
+/// When the enqueue fails.
+pub async fn enqueue_one(queue: &dyn TaskQueue, spec: TaskSpec) -> EnqueueOutcome {
     let mut outcomes = queue.enqueue(vec![spec]).await.expect("enqueue");
     assert_eq!(outcomes.len(), 1, "one outcome per task");
     outcomes.remove(0)
