@@ -1,7 +1,7 @@
 //! Amazon SQS as the task queue of [OmniQ](https://docs.rs/omniq-async): each OmniQ queue
 //! an SQS queue, the lease a message's visibility timeout (extended by heartbeats), sends,
 //! receives and deletes in batches of ten, long polling for idle workers, delays, and a
-//! dead-letter queue that can be re-driven.
+//! dead-letter queue that can be re-driven, FIFO queues ordered per key.
 //!
 //! ```no_run
 //! # async fn example() -> omniq_storage::StoreResult<()> {
@@ -20,6 +20,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! With `?fifo=true` the queues are FIFO queues: the tasks of one order key
+//! ([`TaskOptions::order_key`](omniq_models::TaskOptions::order_key)) run one at a time, in
+//! the order they were enqueued, a retry keeping its place in line; see `docs/sqs.md` for
+//! how attempts are counted there. SQS's own redrive policy (`?max_receives=`, default
+//! [`DEFAULT_MAX_RECEIVES`]) backs up OmniQ's counting of attempts.
 //!
 //! A queue keeps tasks, not their history: results, events and schedules live in another
 //! store, and what needs a task read back (inspection, dependencies, unique keys, priorities,
