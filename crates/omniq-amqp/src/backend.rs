@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use omniq_storage::{
-    AbsentStore, BoxFuture, Clock, EventStore, ResultStore, ScheduleStore, StoreBackend,
-    StoreError, StoreResult, TaskQueue, take_query_param,
-};
+use omniq_storage::{BoxFuture, Clock, StoreBackend, StoreError, StoreResult, take_query_param};
 
 use crate::queue::AmqpTaskQueue;
 use crate::shared::Shared;
@@ -139,23 +136,7 @@ impl AmqpBackend {
     }
 }
 
-impl StoreBackend for AmqpBackend {
-    fn task_queue(&self) -> Arc<dyn TaskQueue> {
-        Arc::new(AmqpBackend::task_queue(self))
-    }
-
-    fn result_store(&self) -> Arc<dyn ResultStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-
-    fn event_store(&self) -> Arc<dyn EventStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-
-    fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-}
+omniq_storage::impl_broker_backend!(AmqpBackend, crate::BACKEND);
 
 /// The URL without OmniQ's parameters, and the options they set.
 fn options_from_url(url: &str) -> StoreResult<(String, AmqpOptions)> {

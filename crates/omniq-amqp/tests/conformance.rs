@@ -5,31 +5,18 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore};
-use omniq_storage::conformance::{Fixture, Reopen};
-use omniq_storage::{StoreResult, TaskQueue};
+use omniq_storage::StoreResult;
+use omniq_storage::conformance::Fixture;
 use support::{DeleteOnDrop, fresh_backend};
 
 async fn stores() -> StoreResult<Fixture> {
     let backend = fresh_backend().await?;
-    let queue: Arc<dyn TaskQueue> = Arc::new(backend.task_queue());
-    // The reopener lives as long as the case's fixture: what the case declared is deleted
-    // when it drops.
-    let cleanup = Arc::new(DeleteOnDrop(vec![backend.clone()]));
-    Ok(Fixture {
-        queue,
-        results: Arc::new(MemoryResultStore::new()),
-        events: Arc::new(MemoryEventStore::new()),
-        schedules: Arc::new(MemoryScheduleStore::new()),
-        reopen: Reopen::new(move |clock| {
-            let _ = &cleanup;
-            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock));
-            async move { Ok(queue) }
-        }),
-        corrupt: None,
-    })
+    // What the case declared is deleted when its fixture drops.
+    let cleanup = DeleteOnDrop(vec![backend.clone()]);
+    Ok(omniq_testkit::broker::fixture(
+        move |clock| backend.with_clock(clock),
+        cleanup,
+    ))
 }
 
 omniq_storage::conformance_suite!(stores);

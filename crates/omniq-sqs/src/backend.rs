@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use omniq_storage::{
-    AbsentStore, BoxFuture, Clock, EventStore, ResultStore, ScheduleStore, StoreBackend,
-    StoreError, StoreResult, TaskQueue, take_query_param,
-};
+use omniq_storage::{BoxFuture, Clock, StoreBackend, StoreError, StoreResult, take_query_param};
 
 use crate::queue::SqsTaskQueue;
 use crate::shared::Shared;
@@ -236,23 +233,7 @@ impl SqsBackend {
     }
 }
 
-impl StoreBackend for SqsBackend {
-    fn task_queue(&self) -> Arc<dyn TaskQueue> {
-        Arc::new(SqsBackend::task_queue(self))
-    }
-
-    fn result_store(&self) -> Arc<dyn ResultStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-
-    fn event_store(&self) -> Arc<dyn EventStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-
-    fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
-        Arc::new(AbsentStore::new(crate::BACKEND))
-    }
-}
+omniq_storage::impl_broker_backend!(SqsBackend, crate::BACKEND);
 
 /// The options a URL sets: `sqs://[REGION][?prefix=NAME][&endpoint=URL][&fifo=BOOL]
 /// [&max_receives=N]`.

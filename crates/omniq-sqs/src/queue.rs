@@ -21,10 +21,9 @@ use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::broker::{self, Verdict, to_the_end};
 use omniq_storage::kv_task::{self, Applied, KvTask};
 use omniq_storage::{
-    BoxFuture, Cancellation, Capabilities, Capability, Clock, Completed, Completion,
-    CompletionStatus, DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, PurgeRequest,
-    QueueStats, RedriveTarget, StateChange, StoreErrorKind, StoreResult, TaskQuery, TaskQueue,
-    validate_specs,
+    BoxFuture, Capabilities, Capability, Clock, Completed, Completion, CompletionStatus,
+    DequeueRequest, EnqueueOutcome, Lease, LeaseRef, LeaseStatus, RedriveTarget, StateChange,
+    StoreErrorKind, StoreResult, TaskQueue, validate_specs,
 };
 
 use crate::BACKEND;
@@ -896,81 +895,11 @@ impl TaskQueue for SqsTaskQueue {
         Box::pin(to_the_end(BACKEND, self.clone().recover_lapsed(limit)))
     }
 
-    fn expire_due(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StateChange>>> {
-        // Expiry is refused at enqueue: no task here has one.
-        let _ = limit;
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
     fn redrive(&self, target: RedriveTarget) -> BoxFuture<'_, StoreResult<Vec<TaskId>>> {
         Box::pin(to_the_end(BACKEND, self.clone().redrive_dead(target)))
     }
 
-    fn purge(&self, request: PurgeRequest) -> BoxFuture<'_, StoreResult<u64>> {
-        let _ = request;
-        broker::refuse(BACKEND, Capability::Purge)
-    }
-
-    fn get(&self, id: TaskId) -> BoxFuture<'_, StoreResult<Option<TaskRecord>>> {
-        let _ = id;
-        broker::refuse(BACKEND, Capability::Inspection)
-    }
-
-    fn list(&self, query: TaskQuery) -> BoxFuture<'_, StoreResult<Vec<TaskRecord>>> {
-        let _ = query;
-        broker::refuse(BACKEND, Capability::Inspection)
-    }
-
-    fn stats(&self, queue: String) -> BoxFuture<'_, StoreResult<QueueStats>> {
-        let _ = queue;
-        broker::refuse(BACKEND, Capability::Inspection)
-    }
-
-    fn queue_names(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
-        broker::refuse(BACKEND, Capability::QueueListing)
-    }
-
-    fn cancel(&self, id: TaskId, reason: String) -> BoxFuture<'_, StoreResult<Cancellation>> {
-        let _ = (id, reason);
-        broker::refuse(BACKEND, Capability::Cancellation)
-    }
-
-    fn set_queue_paused(&self, queue: String, paused: bool) -> BoxFuture<'_, StoreResult<bool>> {
-        let _ = (queue, paused);
-        broker::refuse(BACKEND, Capability::QueuePause)
-    }
-
-    fn paused_queues(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
-        broker::refuse(BACKEND, Capability::QueuePause)
-    }
-
-    fn report_progress(
-        &self,
-        lease: LeaseRef,
-        progress: serde_json::Value,
-        extend: Duration,
-    ) -> BoxFuture<'_, StoreResult<LeaseStatus>> {
-        let _ = (lease, progress, extend);
-        broker::refuse(BACKEND, Capability::Progress)
-    }
-
-    fn read_limiter(
-        &self,
-        key: String,
-    ) -> BoxFuture<'_, StoreResult<Option<omniq_storage::LimiterState>>> {
-        let _ = key;
-        broker::refuse(BACKEND, Capability::Limits)
-    }
-
-    fn write_limiter(
-        &self,
-        key: String,
-        expected: Option<omniq_storage::LimiterVersion>,
-        bytes: Vec<u8>,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
-        let _ = (key, expected, bytes);
-        broker::refuse(BACKEND, Capability::Limits)
-    }
+    omniq_storage::broker_refusals!(BACKEND);
 
     fn wait_for_tasks(&self, queues: &[String], timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(self.clone().wait(queues.to_vec(), timeout))

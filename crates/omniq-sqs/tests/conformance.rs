@@ -6,32 +6,16 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use omniq_memory::{MemoryEventStore, MemoryResultStore, MemoryScheduleStore};
 use omniq_sqs::SqsBackend;
-use omniq_storage::conformance::{Fixture, Reopen};
-use omniq_storage::{StoreResult, TaskQueue};
+use omniq_storage::StoreResult;
+use omniq_storage::conformance::Fixture;
 use support::{DeleteOnDrop, fresh_backend};
 
-/// The stores of one case, the task queue on `backend`.
+/// The stores of one case, the task queue on `backend`; the queues the case made are
+/// deleted when its fixture drops.
 fn fixture(backend: SqsBackend) -> Fixture {
-    let queue: Arc<dyn TaskQueue> = Arc::new(backend.task_queue());
-    // The reopener lives as long as the case's fixture: the queues the case made are
-    // deleted when it drops.
-    let cleanup = Arc::new(DeleteOnDrop(backend.clone()));
-    Fixture {
-        queue,
-        results: Arc::new(MemoryResultStore::new()),
-        events: Arc::new(MemoryEventStore::new()),
-        schedules: Arc::new(MemoryScheduleStore::new()),
-        reopen: Reopen::new(move |clock| {
-            let _ = &cleanup;
-            let queue: Arc<dyn TaskQueue> = Arc::new(backend.with_clock(clock));
-            async move { Ok(queue) }
-        }),
-        corrupt: None,
-    }
+    let cleanup = DeleteOnDrop(backend.clone());
+    omniq_testkit::broker::fixture(move |clock| backend.with_clock(clock), cleanup)
 }
 
 async fn stores() -> StoreResult<Fixture> {

@@ -366,3 +366,137 @@ mod tests {
         assert_eq!(verdict, Verdict::SendOn(now + chrono::Duration::seconds(1)));
     }
 }
+
+/// The [`TaskQueue`](crate::TaskQueue) methods a broker refuses, each with the
+/// [`refusal`] that says where to go instead, and `expire_due`, which finds nothing (expiry
+/// is refused at enqueue). Invoked inside `impl TaskQueue for …`, with the backend's name.
+#[macro_export]
+macro_rules! broker_refusals {
+    ($backend:expr) => {
+        fn expire_due(
+            &self,
+            limit: usize,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<Vec<$crate::StateChange>>> {
+            let _ = limit;
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn purge(
+            &self,
+            request: $crate::PurgeRequest,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<u64>> {
+            let _ = request;
+            $crate::broker::refuse($backend, $crate::Capability::Purge)
+        }
+
+        fn get(
+            &self,
+            id: $crate::__private::omniq_models::TaskId,
+        ) -> $crate::BoxFuture<
+            '_,
+            $crate::StoreResult<Option<$crate::__private::omniq_models::TaskRecord>>,
+        > {
+            let _ = id;
+            $crate::broker::refuse($backend, $crate::Capability::Inspection)
+        }
+
+        fn list(
+            &self,
+            query: $crate::TaskQuery,
+        ) -> $crate::BoxFuture<
+            '_,
+            $crate::StoreResult<Vec<$crate::__private::omniq_models::TaskRecord>>,
+        > {
+            let _ = query;
+            $crate::broker::refuse($backend, $crate::Capability::Inspection)
+        }
+
+        fn stats(
+            &self,
+            queue: String,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<$crate::QueueStats>> {
+            let _ = queue;
+            $crate::broker::refuse($backend, $crate::Capability::Inspection)
+        }
+
+        fn queue_names(&self) -> $crate::BoxFuture<'_, $crate::StoreResult<Vec<String>>> {
+            $crate::broker::refuse($backend, $crate::Capability::QueueListing)
+        }
+
+        fn cancel(
+            &self,
+            id: $crate::__private::omniq_models::TaskId,
+            reason: String,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<$crate::Cancellation>> {
+            let _ = (id, reason);
+            $crate::broker::refuse($backend, $crate::Capability::Cancellation)
+        }
+
+        fn set_queue_paused(
+            &self,
+            queue: String,
+            paused: bool,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<bool>> {
+            let _ = (queue, paused);
+            $crate::broker::refuse($backend, $crate::Capability::QueuePause)
+        }
+
+        fn paused_queues(&self) -> $crate::BoxFuture<'_, $crate::StoreResult<Vec<String>>> {
+            $crate::broker::refuse($backend, $crate::Capability::QueuePause)
+        }
+
+        fn report_progress(
+            &self,
+            lease: $crate::LeaseRef,
+            progress: $crate::__private::serde_json::Value,
+            extend: ::std::time::Duration,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<$crate::LeaseStatus>> {
+            let _ = (lease, progress, extend);
+            $crate::broker::refuse($backend, $crate::Capability::Progress)
+        }
+
+        fn read_limiter(
+            &self,
+            key: String,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<Option<$crate::LimiterState>>> {
+            let _ = key;
+            $crate::broker::refuse($backend, $crate::Capability::Limits)
+        }
+
+        fn write_limiter(
+            &self,
+            key: String,
+            expected: Option<$crate::LimiterVersion>,
+            bytes: Vec<u8>,
+        ) -> $crate::BoxFuture<'_, $crate::StoreResult<bool>> {
+            let _ = (key, expected, bytes);
+            $crate::broker::refuse($backend, $crate::Capability::Limits)
+        }
+    };
+}
+
+/// Implements [`StoreBackend`](crate::StoreBackend) for a broker's backend type, which has
+/// an inherent `task_queue(&self)`: its task queue, and an [`AbsentStore`](crate::AbsentStore)
+/// naming the backend for results, events and schedules.
+#[macro_export]
+macro_rules! impl_broker_backend {
+    ($backend_type:ty, $backend:expr) => {
+        impl $crate::StoreBackend for $backend_type {
+            fn task_queue(&self) -> ::std::sync::Arc<dyn $crate::TaskQueue> {
+                ::std::sync::Arc::new(<$backend_type>::task_queue(self))
+            }
+
+            fn result_store(&self) -> ::std::sync::Arc<dyn $crate::ResultStore> {
+                ::std::sync::Arc::new($crate::AbsentStore::new($backend))
+            }
+
+            fn event_store(&self) -> ::std::sync::Arc<dyn $crate::EventStore> {
+                ::std::sync::Arc::new($crate::AbsentStore::new($backend))
+            }
+
+            fn schedule_store(&self) -> ::std::sync::Arc<dyn $crate::ScheduleStore> {
+                ::std::sync::Arc::new($crate::AbsentStore::new($backend))
+            }
+        }
+    };
+}

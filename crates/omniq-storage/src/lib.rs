@@ -34,6 +34,13 @@ mod absent;
 mod backend;
 mod batch;
 pub mod broker;
+
+/// For [`broker_refusals!`]: the crates its methods name, reached through this one.
+#[doc(hidden)]
+pub mod __private {
+    pub use omniq_models;
+    pub use serde_json;
+}
 mod capabilities;
 mod clock;
 mod error;

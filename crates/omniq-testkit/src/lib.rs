@@ -1,5 +1,6 @@
 //! What OmniQ's own tests share: a plain HTTP/1.1 client for the servers they start
-//! (dashboards, metrics endpoints, example apps), with every wait bounded.
+//! (dashboards, metrics endpoints, example apps), with every wait bounded, and the
+//! conformance fixture of a broker ([`broker::fixture`]).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -8,6 +9,7 @@
 //! # let _ = page; Ok(()) }
 //! ```
 
+pub mod broker;
 pub mod http;
 
 /// The bound on every wait of this crate.

@@ -7,7 +7,7 @@ use chrono::Utc;
 use omniq_models::{LeaseToken, TaskError, TaskOptions};
 
 use super::Fixture;
-use super::support::{enqueue_one, request, spec, unique_queue};
+use super::support::{enqueue_one, eventually_some, request, spec, unique_queue};
 use crate::{
     Clock, Completion, CompletionOutcome, CompletionStatus, Lease, LeaseRef, LeaseStatus,
     RedriveTarget, TaskQueue,
@@ -213,15 +213,11 @@ pub async fn a_lapsed_lease_is_claimed_again_with_its_attempt_counted(stores: Fi
     enqueue_one(queue, spec(&name, TaskOptions::default().max_attempts(3))).await;
     let short = request(&[&name], 1).lease(Duration::from_millis(200));
     let lost = queue.dequeue(short).await.expect("dequeue").remove(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let again = loop {
+    let again = eventually_some("the lapsed task taken back", || async {
         queue.recover_expired(100).await.expect("recover");
-        if let Some(lease) = claim_now(queue, &name, 1).await.pop() {
-            break lease;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never taken back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        claim_now(queue, &name, 1).await.pop()
+    })
+    .await;
     assert_eq!(again.spec.id, lost.spec.id);
     assert_eq!(again.attempt, 2);
     assert_eq!(
