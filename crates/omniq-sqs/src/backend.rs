@@ -29,10 +29,11 @@ pub struct SqsOptions {
     /// time. See the crate's documentation for what FIFO queues cost.
     pub fifo: bool,
     /// The backstop of the queues OmniQ creates: SQS itself moves a message it has handed
-    /// out this many times, without OmniQ ever finishing or sending it on, to the dead
-    /// letters (URL parameter `max_receives`, 1 to 1000, `0` for none; default
-    /// [`DEFAULT_MAX_RECEIVES`]). On a FIFO queue every retry is a receive: keep it above
-    /// the most attempts a task has.
+    /// out this many times without its being deleted to the dead letters (URL parameter
+    /// `max_receives`, 1 to 1000, `0` for none; default [`DEFAULT_MAX_RECEIVES`]). On a
+    /// standard queue OmniQ sends a task on as a new message long before; on a FIFO queue
+    /// a message kept in line is received again after each retry, snooze, release and
+    /// twelve hours of waiting: keep it well above the most attempts a task has.
     pub max_receives: Option<u32>,
 }
 

@@ -33,6 +33,7 @@
 //! `docs/sqs.md`.
 
 mod backend;
+mod in_line;
 mod message;
 mod names;
 mod queue;

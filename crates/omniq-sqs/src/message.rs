@@ -178,12 +178,7 @@ pub(crate) fn unreadable(mut message: Outgoing, why: &str) -> StoreResult<Outgoi
 /// A backend error when it holds no task.
 pub(crate) fn decode(message: &Message) -> StoreResult<KvTask> {
     let body = message.body().unwrap_or_default();
-    let payload = message
-        .message_attributes()
-        .and_then(|all| all.get(PAYLOAD))
-        .and_then(MessageAttributeValue::binary_value)
-        .map(|blob| blob.as_ref().to_vec())
-        .unwrap_or_default();
+    let payload = payload(message);
     let mut bytes = Vec::with_capacity(body.len() + 1 + payload.len());
     bytes.extend_from_slice(body.as_bytes());
     bytes.push(b'\n');
@@ -200,13 +195,35 @@ pub(crate) fn receive_count(message: &Message) -> u32 {
         .unwrap_or(1)
 }
 
+/// The payload a received message holds.
+pub(crate) fn payload(message: &Message) -> Vec<u8> {
+    message
+        .message_attributes()
+        .and_then(|all| all.get(PAYLOAD))
+        .and_then(MessageAttributeValue::binary_value)
+        .map(|blob| blob.as_ref().to_vec())
+        .unwrap_or_default()
+}
+
+/// When this message was sent.
+pub(crate) fn sent_at(message: &Message) -> Option<chrono::DateTime<chrono::Utc>> {
+    system_time(message, &MessageSystemAttributeName::SentTimestamp)
+}
+
 /// When SQS first handed this message out.
 pub(crate) fn first_received(message: &Message) -> Option<chrono::DateTime<chrono::Utc>> {
-    let millis: i64 = message
-        .attributes()?
-        .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)?
-        .parse()
-        .ok()?;
+    system_time(
+        message,
+        &MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+    )
+}
+
+/// A system attribute holding a time in milliseconds since the epoch.
+fn system_time(
+    message: &Message,
+    name: &MessageSystemAttributeName,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let millis: i64 = message.attributes()?.get(name)?.parse().ok()?;
     chrono::DateTime::from_timestamp_millis(millis)
 }
 

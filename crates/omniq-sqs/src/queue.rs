@@ -9,13 +9,17 @@
 //! as a store counts lapsed leases. Delays are SQS's own, up to 15 minutes; a longer one
 //! takes several hops.
 //!
+//! On FIFO queues a claim receives one message per call, and a task that goes back to
+//! wait (a retry's backoff, a snooze, a due time), or any task with an order key, stays in
+//! its message, hidden where it is in line: see [`in_line`](crate::in_line).
+//!
 //! Every call runs to its end in a task of its own, even when its caller stops waiting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Utc};
 use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::broker::{self, Verdict, to_the_end};
@@ -27,10 +31,42 @@ use omniq_storage::{
 };
 
 use crate::BACKEND;
+use crate::in_line;
 use crate::message;
 use crate::shared::{
-    BATCH, Held, Hidden, LeftInPlace, MAX_VISIBILITY, Received, Shared, lock, seconds, sqs_error,
+    BATCH, Held, Hidden, MAX_VISIBILITY, Received, Shared, lock, seconds, sqs_error,
 };
+
+/// Where a FIFO message is, to keep it in line.
+struct InLine<'a> {
+    url: &'a str,
+    receipt: &'a str,
+    message_id: &'a str,
+    received_at: tokio::time::Instant,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> InLine<'a> {
+    fn of_received(received: &'a Received) -> Self {
+        Self {
+            url: &received.queue_url,
+            receipt: received.message.receipt_handle().unwrap_or_default(),
+            message_id: message_id(&received.message),
+            received_at: received.received_at,
+            sent_at: message::sent_at(&received.message),
+        }
+    }
+
+    fn of_held(held: &'a Held) -> Self {
+        Self {
+            url: &held.queue_url,
+            receipt: &held.receipt,
+            message_id: &held.message_id,
+            received_at: held.received_at,
+            sent_at: held.sent_at,
+        }
+    }
+}
 
 /// A received message's id (SQS always gives one).
 fn message_id(message: &aws_sdk_sqs::types::Message) -> &str {
@@ -111,48 +147,23 @@ impl SqsTaskQueue {
     async fn dequeue_ready(self, request: DequeueRequest) -> StoreResult<Vec<Lease>> {
         let now = self.clock.now();
         let visibility = seconds(request.lease, MAX_VISIBILITY).max(1);
-        let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(1));
         let mut leases = Vec::new();
         let mut sent_on = 0;
         let most_sent_on = request.limit.max(BATCH);
-        let per_call = self.shared.per_receive();
         'queues: for queue in &request.queues {
             let url = self.shared.queue_url(queue).await?;
             while leases.len() < request.limit && sent_on < most_sent_on {
                 let wanted = request.limit - leases.len();
                 let mut received = self.pushed_ones(queue, wanted, visibility).await?;
                 if received.is_empty() {
-                    let instant = tokio::time::Instant::now();
-                    let got = self
-                        .shared
-                        .client
-                        .receive_message()
-                        .queue_url(&url)
-                        .max_number_of_messages(per_call.min(i32::try_from(wanted).unwrap_or(1)))
-                        .visibility_timeout(visibility)
-                        .wait_time_seconds(0)
-                        .message_system_attribute_names(
-                            MessageSystemAttributeName::ApproximateReceiveCount,
-                        )
-                        .message_system_attribute_names(
-                            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
-                        )
-                        .message_attribute_names("All")
-                        .send()
-                        .await;
-                    let got = match got {
-                        Ok(got) => got,
-                        Err(err) if leases.is_empty() => return Err(sqs_error(err)),
+                    match self.shared.receive(&url, wanted, visibility, 0).await {
+                        Ok(got) => received = got,
+                        Err(err) if leases.is_empty() => return Err(err),
                         Err(err) => {
-                            tracing::warn!(error = %sqs_error(err), "a claim stopped early");
+                            tracing::warn!(error = %err, "a claim stopped early");
                             break 'queues;
                         }
-                    };
-                    received.extend(got.messages().iter().map(|m| Received {
-                        message: m.clone(),
-                        queue_url: url.clone(),
-                        hidden_until: instant + hidden_for,
-                    }));
+                    }
                     if received.is_empty() {
                         break;
                     }
@@ -161,6 +172,16 @@ impl SqsTaskQueue {
                 while let Some(one) = received.next() {
                     match self.examine(&one, &request, now).await {
                         Ok(Some(task)) => leases.push(self.hold(one, *task, &request, now)),
+                        // On a FIFO queue the next message may be this one again, sent on
+                        // at once: the next queue's turn.
+                        Ok(None) if self.shared.fifo => {
+                            sent_on += 1;
+                            let rest: Vec<Received> = received.collect();
+                            if !rest.is_empty() {
+                                self.shared.pushed.give_back(queue, 0, rest);
+                            }
+                            continue 'queues;
+                        }
                         Ok(None) => sent_on += 1,
                         Err(err) if err.kind() == StoreErrorKind::Unavailable => {
                             // SQS is away: the rest waits, first in line, for the next claim.
@@ -243,7 +264,7 @@ impl SqsTaskQueue {
     /// The task to claim from one received message, or `None` when it was dealt with
     /// here: kept as a dead letter (unreadable, or its attempts spent), its lost attempts
     /// counted, or sent on (not due yet, or of a name the claimer does not run). On a FIFO
-    /// queue a task that stays in its queue stays in its message, hidden until due.
+    /// queue a task that stays in line stays in its message (see [`in_line`]).
     async fn examine(
         &self,
         received: &Received,
@@ -252,19 +273,36 @@ impl SqsTaskQueue {
     ) -> StoreResult<Option<Box<KvTask>>> {
         let message = &received.message;
         let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+        let id = message_id(message);
         let receives = message::receive_count(message);
-        let (mut task, lost) = match self.shared.take_left_in_place(message_id(message)) {
-            // Each receive since this handle left it in place ended without a delete.
-            Some(left) => (left.task, receives.saturating_sub(left.receives + 1)),
+        // A FIFO task is judged due, on its first receive, by SQS's clock when that is
+        // later: as `in_line::lost_receives` tells an early receive afterwards.
+        let first_received = message::first_received(message);
+        let now = match first_received {
+            Some(first) if self.shared.fifo && receives == 1 => now.max(first),
+            _ => now,
+        };
+        let recalled = if self.shared.fifo {
+            self.shared.in_line.recall(id)
+        } else {
+            None
+        };
+        let (mut task, lost) = match recalled {
+            // Each receive since this handle left it in line ended without a delete.
+            Some(left) => {
+                let mut task = left.task;
+                task.record.spec.payload = message::payload(message);
+                (task, receives.saturating_sub(left.receives + 1))
+            }
             None => match message::decode(message) {
-                // Each earlier receive of this message ended without a delete: an attempt
-                // lost with its worker (standard queues send a task on as a new message,
-                // received afresh; a FIFO queue keeps it, and counts its retries so), but
-                // for a FIFO task's receives before it was due.
-                Ok(task) => {
-                    let early = self.early_receives(message, &task);
-                    (task, receives.saturating_sub(1).saturating_sub(early))
+                // Each earlier receive ended without a delete: an attempt lost with its
+                // worker (a standard queue sends a task on as a new message, received
+                // afresh), or on a FIFO queue a retry in line, but for waits.
+                Ok(task) if self.shared.fifo => {
+                    let lost = in_line::lost_receives(&task, receives, first_received, now);
+                    (task, lost)
                 }
+                Ok(task) => (task, receives.saturating_sub(1)),
                 Err(err) => {
                     tracing::error!(error = %err,
                         "an unreadable message is kept as a dead letter");
@@ -277,24 +315,22 @@ impl SqsTaskQueue {
                 }
             },
         };
-        // A FIFO task is judged due, on its first receive, by SQS's clock when that is
-        // later: as `early_receives` tells an early receive afterwards.
-        let now = match message::first_received(message) {
-            Some(first) if self.shared.fifo && receives == 1 => now.max(first),
-            _ => now,
-        };
-        let mut verdict = if task.record.state.is_terminal() {
+        let terminal = task.record.state.is_terminal();
+        let mut verdict = if terminal {
             Verdict::AttemptsLost
         } else {
             broker::judge(&mut task, lost, request, now)
         };
-        if verdict == Verdict::AttemptsLost && self.shared.fifo && !task.record.state.is_terminal()
-        {
+        let keyed = self.shared.fifo && in_line::is_keyed(&task);
+        if verdict == Verdict::AttemptsLost && keyed && !task.record.state.is_terminal() {
             // Its place in line is kept: it goes on from here, its lost attempts counted.
             verdict = broker::judge(&mut task, 0, request, now);
         }
         let due_at = match verdict {
-            Verdict::Claim => return Ok(Some(Box::new(task))),
+            Verdict::Claim => {
+                self.shared.in_line.forget(id, receives);
+                return Ok(Some(Box::new(task)));
+            }
             Verdict::AttemptsLost => {
                 let change = task.change();
                 tracing::warn!(task_id = %change.task_id, attempts = change.attempts,
@@ -303,89 +339,78 @@ impl SqsTaskQueue {
             }
             Verdict::SendOn(due_at) => due_at,
         };
-        if self.shared.fifo && !task.record.state.is_terminal() {
-            let left = LeftInPlace::new(task, receives);
-            self.leave_in_place(
-                &received.queue_url,
-                receipt,
-                message_id(message),
-                left,
-                due_at,
-                now,
-            )
-            .await?;
-            return Ok(None);
+        if self.shared.fifo && in_line::stays(&task, due_at, now) {
+            let left = in_line::Left::new(task.clone(), receives);
+            let place = InLine::of_received(received);
+            if self.keep_in_line(place, left, due_at, now).await?.is_some() {
+                return Ok(None);
+            }
         }
         self.shared.publish(&task, due_at, now).await?;
         self.forget(&received.queue_url, receipt).await;
+        self.shared.in_line.forget(id, receives);
         Ok(None)
     }
 
-    /// How many receives of a FIFO message came before its task was due, each hiding it
-    /// for up to twelve hours: told by when SQS first handed it out.
-    fn early_receives(&self, message: &aws_sdk_sqs::types::Message, task: &KvTask) -> u32 {
-        if !self.shared.fifo || task.record.state != TaskState::Scheduled {
-            return 0;
-        }
-        let Some(first) = message::first_received(message) else {
-            return 0;
-        };
-        let early = (task.record.spec.run_at - first)
-            .to_std()
-            .unwrap_or_default()
-            .saturating_sub(broker::DUE_SLACK);
-        if early.is_zero() {
-            return 0;
-        }
-        let hops = early.as_secs().div_ceil(MAX_VISIBILITY.as_secs()).max(1);
-        u32::try_from(hops).unwrap_or(u32::MAX)
-    }
-
-    /// Remembers that this receive of a FIFO message was no attempt (the message goes back
+    /// Remembers that this receive of a FIFO message was no attempt (it goes back
     /// unclaimed), so that its next receive here does not count it as one.
     fn received_for_nothing(&self, message: &aws_sdk_sqs::types::Message) {
         let id = message_id(message);
-        let left = match self.shared.take_left_in_place(id) {
-            Some(mut left) => {
-                left.receives += 1;
-                Some(left)
-            }
-            // As if left before this receive: the earlier ones were attempts.
-            None => message::decode(message)
-                .ok()
-                .map(|task| LeftInPlace::new(task, 1)),
+        let receives = message::receive_count(message);
+        let now = self.clock.now();
+        // The task as it stands before this receive, the attempts since counted.
+        let (mut task, lost) = match self.shared.in_line.recall(id) {
+            Some(left) => (left.task, receives.saturating_sub(left.receives + 1)),
+            None => match message::decode(message) {
+                Ok(task) => {
+                    let first = message::first_received(message);
+                    let lost = in_line::lost_receives(&task, receives, first, now);
+                    (task, lost)
+                }
+                Err(_) => return,
+            },
         };
-        if let Some(left) = left {
-            self.shared.leave_in_place(id.to_owned(), left);
-        }
+        broker::count_lost_attempts(&mut task, lost, now);
+        self.shared
+            .in_line
+            .remember(id, in_line::Left::new(task, receives));
     }
 
-    /// Leaves a FIFO message in its queue, hidden until `due_at` (twelve hours at most:
-    /// then it is received and hidden again), remembering its task as `left` holds it.
-    /// Returns what became of the hiding: `Refused` when the message is no longer this
-    /// receipt's.
-    async fn leave_in_place(
+    /// Keeps a FIFO message in line, hidden until `due_at` (within SQS's twelve hours from
+    /// its receive: then it is received and hidden again), and remembers its task as
+    /// `left` holds it. Returns what became of the hiding, or `None` when the message
+    /// would outlive SQS's retention there: the task must be sent again.
+    async fn keep_in_line(
         &self,
-        url: &str,
-        receipt: String,
-        message_id: &str,
-        mut left: LeftInPlace,
+        place: InLine<'_>,
+        left: in_line::Left,
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Hidden> {
+    ) -> StoreResult<Option<Hidden>> {
+        let outlives = place.sent_at.is_some_and(|sent| {
+            due_at - sent > chrono::Duration::from_std(in_line::LONGEST_IN_LINE).unwrap_or_default()
+        });
+        if outlives {
+            return Ok(None);
+        }
         let wait = (due_at - now).to_std().unwrap_or_default();
-        let visibility = seconds(wait, MAX_VISIBILITY);
-        left.hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(0));
-        // Remembered first: a message shown at once may be received before the call ends.
-        self.shared.leave_in_place(message_id.to_owned(), left);
-        // Kept when the call fails: hidden or not, the message comes back once more, and
-        // the task left is still the task.
-        let hidden = self.shared.hide(url, &[receipt], visibility).await?;
+        let hidden_for = in_line::hide_for(wait, place.received_at);
+        let visibility = seconds(hidden_for, MAX_VISIBILITY);
+        let receives = left.receives;
+        // Remembered first: a message shown at once may be received before the call ends;
+        // and kept when the call fails, for the task left is the task either way.
+        self.shared
+            .in_line
+            .remember(place.message_id, left.hidden_for(hidden_for));
+        let hidden = self
+            .shared
+            .hide(place.url, &[place.receipt.to_owned()], visibility)
+            .await?;
         let hidden = hidden.first().copied().unwrap_or(Hidden::Refused);
         if hidden == Hidden::Refused {
-            self.shared.take_left_in_place(message_id);
+            self.shared.in_line.forget(place.message_id, receives);
         }
-        Ok(hidden)
+        Ok(Some(hidden))
     }
 
     /// Deletes a received message whose task was sent on. Once the task is sent, its old
@@ -426,6 +451,8 @@ impl SqsTaskQueue {
                 token,
                 message_id: message_id(&received.message).to_owned(),
                 receives: message::receive_count(&received.message),
+                received_at: received.received_at,
+                sent_at: message::sent_at(&received.message),
                 queue_url: received.queue_url,
                 receipt: received
                     .message
@@ -543,42 +570,46 @@ impl SqsTaskQueue {
         // The changed tasks first; then the old messages go, in batches per queue.
         let mut done: HashMap<String, Vec<(usize, Held)>> = HashMap::new();
         for (i, held, task) in changed {
-            if self.shared.fifo && !task.record.state.is_terminal() {
-                // A retry, release or snooze keeps the task's place in line.
-                let left = LeftInPlace::new(task.clone(), held.receives);
-                let due_at = task.record.spec.run_at;
-                let hidden = self
-                    .leave_in_place(
-                        &held.queue_url,
-                        held.receipt.clone(),
-                        &held.message_id,
-                        left,
-                        due_at,
-                        now,
-                    )
+            let due_at = task.record.spec.run_at;
+            let held = if self.shared.fifo && in_line::stays(&task, due_at, now) {
+                // A retry or a snooze, or any change of a keyed task, keeps its place in
+                // line; unless it would outlive its message there, and is sent again.
+                let left = in_line::Left::new(task.clone(), held.receives);
+                let kept = self
+                    .keep_in_line(InLine::of_held(&held), left, due_at, now)
                     .await;
                 let token = held.token;
-                match hidden {
-                    Ok(Hidden::Taken) => {
+                let held_again = match kept {
+                    Ok(None) => Some(held),
+                    Ok(Some(Hidden::Taken)) => {
                         self.shared.ledger.applied(token);
                         statuses[i] = CompletionStatus::Applied;
+                        None
                     }
-                    Ok(Hidden::Refused) => {}
-                    Ok(Hidden::Unsure) => {
+                    // The message is no longer this receipt's: another worker's now.
+                    Ok(Some(Hidden::Refused)) => None,
+                    Ok(Some(Hidden::Unsure)) => {
                         failure.get_or_insert(omniq_storage::StoreError::unavailable(
                             BACKEND,
-                            "SQS failed to hide a message left in its queue",
+                            "SQS failed to hide a message kept in line",
                         ));
-                        lock(&self.shared.held).insert(held.token, held);
+                        lock(&self.shared.held).insert(token, held);
+                        None
                     }
                     Err(err) => {
                         failure.get_or_insert(err);
-                        lock(&self.shared.held).insert(held.token, held);
+                        lock(&self.shared.held).insert(token, held);
+                        None
                     }
-                }
-                self.shared.ledger.stop(token);
-                continue;
-            }
+                };
+                let Some(held) = held_again else {
+                    self.shared.ledger.stop(token);
+                    continue;
+                };
+                held
+            } else {
+                held
+            };
             let republish =
                 !task.record.state.is_terminal() || task.record.state == TaskState::Failed;
             let sent = if republish {
@@ -671,8 +702,8 @@ impl SqsTaskQueue {
                 let change = task.change();
                 if self.shared.fifo {
                     // Its next receive goes on from this attempt, counted as lost.
-                    let left = LeftInPlace::new(task, held.receives);
-                    self.shared.leave_in_place(held.message_id, left);
+                    let left = in_line::Left::new(task, held.receives);
+                    self.shared.in_line.remember(&held.message_id, left);
                 }
                 change
             })
@@ -730,7 +761,13 @@ impl SqsTaskQueue {
                 match chosen {
                     Some(mut task) => {
                         task.redrive(now);
-                        self.shared.publish(&task, now, now).await?;
+                        if let Err(err) = self.shared.publish(&task, now, now).await {
+                            // The letters passed over are shown again before the error
+                            // goes up, as is this one.
+                            left.push(receipt);
+                            let _ = self.shared.hide(&dead, &left, 0).await;
+                            return Err(err);
+                        }
                         self.forget(&dead, receipt).await;
                         redriven.push(task.record.spec.id);
                     }
@@ -789,20 +826,13 @@ impl SqsTaskQueue {
         for queue in &queues {
             let mut pushed = self.shared.pushed.take(queue, 0, usize::MAX).into_iter();
             if self.shared.fifo {
-                // Shown again where they are, in line; this receive was no attempt.
-                let pushed: Vec<Received> = pushed.collect();
-                for one in &pushed {
-                    self.received_for_nothing(&one.message);
-                }
-                let mut by_queue: HashMap<&str, Vec<String>> = HashMap::new();
-                for one in &pushed {
-                    by_queue
-                        .entry(one.queue_url.as_str())
-                        .or_default()
-                        .push(one.message.receipt_handle().unwrap_or_default().to_owned());
-                }
-                for (url, receipts) in by_queue {
-                    self.shared.hide(url, &receipts, 0).await?;
+                while let Some(one) = pushed.next() {
+                    if let Err(err) = self.give_back_in_line(&one).await {
+                        let mut rest = vec![one];
+                        rest.extend(pushed);
+                        self.shared.pushed.give_back(queue, 0, rest);
+                        return Err(err);
+                    }
                 }
                 continue;
             }
@@ -828,37 +858,41 @@ impl SqsTaskQueue {
     }
 }
 
+impl SqsTaskQueue {
+    /// Gives back a FIFO message received and never claimed, this receive no attempt: a
+    /// keyed task's message is shown again where it is, in line; another task is sent
+    /// again as it now is (no order to keep), so that no worker counts this receive.
+    async fn give_back_in_line(&self, one: &Received) -> StoreResult<()> {
+        self.received_for_nothing(&one.message);
+        let id = message_id(&one.message);
+        let receipt = one.message.receipt_handle().unwrap_or_default().to_owned();
+        match self.shared.in_line.recall(id) {
+            Some(left) if !in_line::is_keyed(&left.task) => {
+                let mut task = left.task;
+                task.record.spec.payload = message::payload(&one.message);
+                let now = self.clock.now();
+                self.shared
+                    .publish(&task, task.record.spec.run_at, now)
+                    .await?;
+                self.forget(&one.queue_url, receipt).await;
+                self.shared.in_line.forget(id, u32::MAX);
+            }
+            _ => {
+                self.shared.hide(&one.queue_url, &[receipt], 0).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Waits up to `poll` (whole seconds) for messages of `queue`, and keeps what comes for
 /// the next claim, hidden for the default lease.
 async fn long_poll(shared: &Shared, queue: &str, poll: Duration) -> StoreResult<()> {
     let url = shared.queue_url(queue).await?;
-    let visibility = omniq_storage::DEFAULT_LEASE;
-    let started = tokio::time::Instant::now();
-    let got = shared
-        .client
-        .receive_message()
-        .queue_url(&url)
-        .max_number_of_messages(shared.per_receive())
-        .visibility_timeout(seconds(visibility, MAX_VISIBILITY))
-        .wait_time_seconds(seconds(poll, LONGEST_POLL))
-        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-        .message_system_attribute_names(
-            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
-        )
-        .message_attribute_names("All")
-        .send()
-        .await
-        .map_err(sqs_error)?;
-    for message in got.messages() {
-        shared.pushed.push(
-            queue,
-            0,
-            Received {
-                message: message.clone(),
-                queue_url: url.clone(),
-                hidden_until: started + visibility,
-            },
-        );
+    let visibility = seconds(omniq_storage::DEFAULT_LEASE, MAX_VISIBILITY);
+    let wait = seconds(poll, LONGEST_POLL);
+    for received in shared.receive(&url, BATCH, visibility, wait).await? {
+        shared.pushed.push(queue, 0, received);
     }
     Ok(())
 }

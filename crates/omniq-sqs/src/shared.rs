@@ -11,7 +11,7 @@ use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Utc};
 use omniq_models::{LeaseToken, TaskState};
@@ -52,9 +52,12 @@ pub(crate) struct Held {
     pub(crate) token: LeaseToken,
     pub(crate) queue_url: String,
     pub(crate) receipt: String,
-    /// The message's id and how many times SQS had handed it out, this time included.
+    /// The message's id, how many times SQS had handed it out (this time included), when
+    /// it was received and when it was sent.
     pub(crate) message_id: String,
     pub(crate) receives: u32,
+    pub(crate) received_at: tokio::time::Instant,
+    pub(crate) sent_at: Option<DateTime<Utc>>,
     pub(crate) task: KvTask,
     /// When the lease lapses, on the monotonic clock.
     pub(crate) until: tokio::time::Instant,
@@ -63,42 +66,14 @@ pub(crate) struct Held {
     pub(crate) hidden_until: tokio::time::Instant,
 }
 
-/// A task whose FIFO message was left in its queue, hidden for a while (a retry's backoff,
-/// a release, a task not for this worker), rather than sent again behind the others of
-/// its order key. The message still holds the task as it was sent; this is the task as it
-/// is now, for when this handle receives the message again.
-#[derive(Debug)]
-pub(crate) struct LeftInPlace {
-    pub(crate) task: KvTask,
-    /// The message's receive count when it was left.
-    pub(crate) receives: u32,
-    /// When it was left: a message not received again within a while was taken by another
-    /// handle, and its entry goes.
-    pub(crate) at: tokio::time::Instant,
-    pub(crate) hidden_for: Duration,
-}
-
-impl LeftInPlace {
-    /// `task`, left when its message had been received `receives` times.
-    pub(crate) fn new(task: KvTask, receives: u32) -> Self {
-        Self {
-            task,
-            receives,
-            at: tokio::time::Instant::now(),
-            hidden_for: Duration::ZERO,
-        }
-    }
-}
-
-/// How long past its visibility a message left in place is remembered.
-const LEFT_IN_PLACE_KEPT: Duration = Duration::from_secs(600);
-
 /// A message received, and when SQS makes it visible again.
 #[derive(Debug)]
 pub(crate) struct Received {
     pub(crate) message: Message,
     pub(crate) queue_url: String,
     pub(crate) hidden_until: tokio::time::Instant,
+    /// When it was received: SQS hides a message at most twelve hours from then.
+    pub(crate) received_at: tokio::time::Instant,
 }
 
 /// The state every handle of one client shares.
@@ -116,8 +91,8 @@ pub(crate) struct Shared {
     /// FIFO queues (see [`SqsOptions::fifo`]).
     pub(crate) fifo: bool,
     max_receives: Option<u32>,
-    /// FIFO messages left in their queue, by message id.
-    left_in_place: Mutex<HashMap<String, LeftInPlace>>,
+    /// FIFO messages this handle left in line.
+    pub(crate) in_line: crate::in_line::Memory,
 }
 
 /// An SQS error: unavailable when the request got no answer, or one that says to come
@@ -177,8 +152,53 @@ impl Shared {
             poll_ended: tokio::sync::Notify::new(),
             fifo: options.fifo,
             max_receives: options.max_receives,
-            left_in_place: Mutex::new(HashMap::new()),
+            in_line: crate::in_line::Memory::default(),
         })
+    }
+
+    /// Receives up to `most` messages of the queue at `url`, hiding them for `visibility`
+    /// seconds, waiting up to `wait` seconds for one; with the attributes a claim reads.
+    ///
+    /// # Errors
+    /// An SQS error.
+    pub(crate) async fn receive(
+        &self,
+        url: &str,
+        most: usize,
+        visibility: i32,
+        wait: i32,
+    ) -> StoreResult<Vec<Received>> {
+        let most = i32::try_from(most)
+            .unwrap_or(1)
+            .clamp(1, self.per_receive());
+        let received_at = tokio::time::Instant::now();
+        let got = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(most)
+            .visibility_timeout(visibility)
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(0));
+        Ok(got
+            .messages()
+            .iter()
+            .map(|message| Received {
+                message: message.clone(),
+                queue_url: url.to_owned(),
+                hidden_until: received_at + hidden_for,
+                received_at,
+            })
+            .collect())
     }
 
     /// The most messages one receive asks for: ten, or one on FIFO queues, where a batch
@@ -189,22 +209,6 @@ impl Shared {
         } else {
             i32::try_from(BATCH).unwrap_or(1)
         }
-    }
-
-    /// Remembers the task of a FIFO message left in its queue; forgets the entries of
-    /// messages long visible again (another handle took them).
-    pub(crate) fn leave_in_place(&self, message_id: String, left: LeftInPlace) {
-        let mut all = lock(&self.left_in_place);
-        if all.len() >= 1024 {
-            let now = tokio::time::Instant::now();
-            all.retain(|_, l| l.at + l.hidden_for + LEFT_IN_PLACE_KEPT > now);
-        }
-        all.insert(message_id, left);
-    }
-
-    /// The task of a FIFO message this handle left in its queue, if it did.
-    pub(crate) fn take_left_in_place(&self, message_id: &str) -> Option<LeftInPlace> {
-        lock(&self.left_in_place).remove(message_id)
     }
 
     /// The URL of the SQS queue `name`: found, or created on first use (so that a queue
@@ -331,7 +335,20 @@ impl Shared {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (url, delay) = self.route(task, due_at, now).await?;
-        self.send(&url, vec![(message::encode(task)?, delay)]).await
+        let mut outgoing = message::encode(task)?;
+        if task.record.state == TaskState::Failed {
+            // Dead letters keep no order (each a group of its own, so that one left in
+            // place by a re-drive holds up no other), and one sent again within SQS's
+            // five minutes (its reply lost) is kept once: a task fails with one more
+            // error each time.
+            outgoing.group = task.record.spec.id.to_string();
+            outgoing.dedup = Some(format!(
+                "{}-dead-{}",
+                task.record.spec.id,
+                task.record.errors.len()
+            ));
+        }
+        self.send(&url, vec![(outgoing, delay)]).await
     }
 
     /// Sends messages to the queue at `url`, each with its delay in seconds: ten per call,

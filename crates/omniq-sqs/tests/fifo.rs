@@ -209,3 +209,49 @@ async fn an_enqueue_sent_twice_is_kept_once() {
     );
     assert!(claim_now(&queue, &name, 10).await.is_empty());
 }
+
+/// A task without an order key that goes back due now (a release) is sent again as it
+/// is, so another worker process gets it with its attempt given back; a keyed one stays in
+/// line, and the process that released it knows the attempt was given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_any() {
+    let test = "a_release_gives_the_attempt_back";
+    let prefix = support::test_prefix();
+    let (Some(backend), Some(other)) = (
+        fifo_backend(test, &prefix).await,
+        fifo_backend(test, &prefix).await,
+    ) else {
+        return;
+    };
+    let _cleanup = DeleteOnDrop(backend.clone());
+    let (here, there) = (backend.task_queue(), other.task_queue());
+    let name = unique_queue("release");
+    let loose = spec(&name, TaskOptions::default());
+    enqueue_one(&here, loose.clone()).await;
+    let lease = claim_until(&here, &name, 1).await.remove(0);
+    assert_eq!(
+        complete(&here, &lease, CompletionOutcome::Release).await,
+        CompletionStatus::Applied
+    );
+    let again = claim_until(&there, &name, 1).await.remove(0);
+    assert_eq!(again.spec.id, loose.id);
+    assert_eq!(again.attempt, 1, "sent again with the attempt given back");
+    assert_eq!(
+        complete(&there, &again, CompletionOutcome::Succeeded).await,
+        CompletionStatus::Applied
+    );
+
+    let keyed = spec(&name, TaskOptions::default().order_key("k"));
+    enqueue_one(&here, keyed.clone()).await;
+    let lease = claim_until(&here, &name, 1).await.remove(0);
+    assert_eq!(
+        complete(&here, &lease, CompletionOutcome::Release).await,
+        CompletionStatus::Applied
+    );
+    let again = claim_until(&here, &name, 1).await.remove(0);
+    assert_eq!(again.spec.id, keyed.id);
+    assert_eq!(
+        again.attempt, 1,
+        "this process knows the release gave it back"
+    );
+}

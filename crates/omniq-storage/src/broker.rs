@@ -297,76 +297,6 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use omniq_models::{TaskOptions, TaskRecord, TaskSpec};
-
-    fn task(options: TaskOptions, now: DateTime<Utc>) -> KvTask {
-        let spec = TaskSpec::new("t", Vec::new(), options, now);
-        let state = crate::kv_task::ready_state(spec.run_at, now);
-        KvTask::new(TaskRecord::new(spec, state))
-    }
-
-    #[test]
-    fn a_due_task_is_claimed_and_a_later_one_sent_on() {
-        let now = Utc::now();
-        let request = DequeueRequest::new(["default"], 1);
-        assert_eq!(
-            judge(&mut task(TaskOptions::default(), now), 0, &request, now),
-            Verdict::Claim
-        );
-        let mut later = task(TaskOptions::default().delay(Duration::from_secs(60)), now);
-        let due = later.record.spec.run_at;
-        assert_eq!(judge(&mut later, 0, &request, now), Verdict::SendOn(due));
-        // A worker whose clock is behind still runs a task enqueued as due at once.
-        let behind = now - chrono::Duration::seconds(30);
-        assert_eq!(
-            judge(&mut task(TaskOptions::default(), now), 0, &request, behind),
-            Verdict::Claim
-        );
-    }
-
-    #[test]
-    fn lost_attempts_are_counted_and_spend_the_task() {
-        let now = Utc::now();
-        let request = DequeueRequest::new(["default"], 1);
-        let mut one = task(TaskOptions::default().max_attempts(3), now);
-        assert_eq!(judge(&mut one, 1, &request, now), Verdict::AttemptsLost);
-        assert_eq!(one.record.attempts, 1);
-        assert_eq!(one.record.state, TaskState::Queued);
-        let mut spent = task(TaskOptions::default().max_attempts(2), now);
-        assert_eq!(judge(&mut spent, 5, &request, now), Verdict::AttemptsLost);
-        assert_eq!(spent.record.attempts, 2);
-        assert_eq!(spent.record.state, TaskState::Failed);
-        assert_eq!(spent.record.errors.len(), 2);
-    }
-
-    #[test]
-    fn a_refusal_says_where_to_go_instead() {
-        let now = Utc::now();
-        let parent = omniq_models::TaskId::new();
-        let spec = TaskSpec::new(
-            "t",
-            Vec::new(),
-            TaskOptions::default().depends_on(parent),
-            now,
-        );
-        let broker = Capabilities::none().with(Capability::Delays);
-        let err = check_specs(broker, "a broker", &[spec]).expect_err("no dependencies");
-        assert_eq!(err.kind(), crate::StoreErrorKind::Unsupported);
-        assert!(err.to_string().contains("use PostgreSQL or Redis"), "{err}");
-    }
-
-    #[test]
-    fn a_task_of_another_name_waits_for_a_worker_that_runs_it() {
-        let now = Utc::now();
-        let request = DequeueRequest::new(["default"], 1).only_names(["other"], None);
-        let verdict = judge(&mut task(TaskOptions::default(), now), 0, &request, now);
-        assert_eq!(verdict, Verdict::SendOn(now + chrono::Duration::seconds(1)));
-    }
-}
-
 /// The [`TaskQueue`](crate::TaskQueue) methods a broker refuses, each with the
 /// [`refusal`] that says where to go instead, and `expire_due`, which finds nothing (expiry
 /// is refused at enqueue). Invoked inside `impl TaskQueue for …`, with the backend's name.
@@ -499,4 +429,74 @@ macro_rules! impl_broker_backend {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omniq_models::{TaskOptions, TaskRecord, TaskSpec};
+
+    fn task(options: TaskOptions, now: DateTime<Utc>) -> KvTask {
+        let spec = TaskSpec::new("t", Vec::new(), options, now);
+        let state = crate::kv_task::ready_state(spec.run_at, now);
+        KvTask::new(TaskRecord::new(spec, state))
+    }
+
+    #[test]
+    fn a_due_task_is_claimed_and_a_later_one_sent_on() {
+        let now = Utc::now();
+        let request = DequeueRequest::new(["default"], 1);
+        assert_eq!(
+            judge(&mut task(TaskOptions::default(), now), 0, &request, now),
+            Verdict::Claim
+        );
+        let mut later = task(TaskOptions::default().delay(Duration::from_secs(60)), now);
+        let due = later.record.spec.run_at;
+        assert_eq!(judge(&mut later, 0, &request, now), Verdict::SendOn(due));
+        // A worker whose clock is behind still runs a task enqueued as due at once.
+        let behind = now - chrono::Duration::seconds(30);
+        assert_eq!(
+            judge(&mut task(TaskOptions::default(), now), 0, &request, behind),
+            Verdict::Claim
+        );
+    }
+
+    #[test]
+    fn lost_attempts_are_counted_and_spend_the_task() {
+        let now = Utc::now();
+        let request = DequeueRequest::new(["default"], 1);
+        let mut one = task(TaskOptions::default().max_attempts(3), now);
+        assert_eq!(judge(&mut one, 1, &request, now), Verdict::AttemptsLost);
+        assert_eq!(one.record.attempts, 1);
+        assert_eq!(one.record.state, TaskState::Queued);
+        let mut spent = task(TaskOptions::default().max_attempts(2), now);
+        assert_eq!(judge(&mut spent, 5, &request, now), Verdict::AttemptsLost);
+        assert_eq!(spent.record.attempts, 2);
+        assert_eq!(spent.record.state, TaskState::Failed);
+        assert_eq!(spent.record.errors.len(), 2);
+    }
+
+    #[test]
+    fn a_refusal_says_where_to_go_instead() {
+        let now = Utc::now();
+        let parent = omniq_models::TaskId::new();
+        let spec = TaskSpec::new(
+            "t",
+            Vec::new(),
+            TaskOptions::default().depends_on(parent),
+            now,
+        );
+        let broker = Capabilities::none().with(Capability::Delays);
+        let err = check_specs(broker, "a broker", &[spec]).expect_err("no dependencies");
+        assert_eq!(err.kind(), crate::StoreErrorKind::Unsupported);
+        assert!(err.to_string().contains("use PostgreSQL or Redis"), "{err}");
+    }
+
+    #[test]
+    fn a_task_of_another_name_waits_for_a_worker_that_runs_it() {
+        let now = Utc::now();
+        let request = DequeueRequest::new(["default"], 1).only_names(["other"], None);
+        let verdict = judge(&mut task(TaskOptions::default(), now), 0, &request, now);
+        assert_eq!(verdict, Verdict::SendOn(now + chrono::Duration::seconds(1)));
+    }
 }
