@@ -63,6 +63,17 @@ mod sigkill_mid_run_loses_no_task_and_reruns_only_unacknowledged_ones {
         )
         .await
     }
+
+    /// Smaller still: a FIFO queue is claimed one message per call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqs_fifo() -> anyhow::Result<()> {
+        support::run(
+            Backend::SqsFifo,
+            "sigkill_mid_run_loses_no_task_and_reruns_only_unacknowledged_ones::sqs_fifo",
+            async |scene| sigkill_mid_run(scene, &Run::FIFO).await,
+        )
+        .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +249,11 @@ impl Run {
     const SMALL: Run = Run {
         tasks: 300,
         kill_after: 60,
+        lease_ms: 5_000,
+    };
+    const FIFO: Run = Run {
+        tasks: 120,
+        kill_after: 30,
         lease_ms: 5_000,
     };
 }

@@ -32,7 +32,8 @@ pub struct SqsOptions {
     /// out this many times without its being deleted to the dead letters (URL parameter
     /// `max_receives`, 1 to 1000, `0` for none; default [`DEFAULT_MAX_RECEIVES`]). On a
     /// standard queue OmniQ sends a task on as a new message long before; on a FIFO queue
-    /// a message kept in line is received again after each retry, snooze, release and
+    /// a keyed task's message kept in line is received again after each retry, snooze,
+    /// release, refusal by a worker that does not run its name, give-back at shutdown, and
     /// twelve hours of waiting: keep it well above the most attempts a task has.
     pub max_receives: Option<u32>,
 }

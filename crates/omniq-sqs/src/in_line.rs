@@ -2,10 +2,12 @@
 //! in their queue (hidden for a retry's backoff, a snooze, a due time), and how the
 //! attempts a message's receives stand for are told apart from waits.
 //!
-//! A message left in line is never sent again, so it holds its task as enqueued. The
-//! handle that left it remembers the task as it now is (attempts, errors), and goes on
-//! from there when it receives the message again. Another handle has only SQS's receive
-//! count: every receive after the first is an attempt, but those before the task was due.
+//! A message kept in line is not sent again (but after 13 days, or for a long wait), so it
+//! holds its task as it was sent. The handle that kept it remembers the task as it now is
+//! (attempts, errors), and goes on from there when it receives the message again. Another
+//! handle has only SQS's receive count: every receive after the first is an attempt, but
+//! those before the task was due. A task without an order key is kept in line only to
+//! wait for the due time its message holds, so its attempts are exact on every handle.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,8 +22,9 @@ use tokio::time::Instant;
 use crate::shared::{MAX_VISIBILITY, lock};
 
 /// How long past its visibility a message left in line is remembered: one not received
-/// again by then was taken by another handle.
-const KEPT: Duration = Duration::from_secs(600);
+/// again by then was most likely taken by another handle (or waits behind a backlog: then
+/// its receives are counted as another handle counts them).
+const KEPT: Duration = Duration::from_secs(3600);
 
 /// How often the memory is swept of entries past [`KEPT`].
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -30,8 +33,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// SQS refuses to hide a message longer than that in all.
 const VISIBILITY_MARGIN: Duration = Duration::from_secs(60);
 
-/// How long a message is kept in line before it is sent again: a day short of SQS's
-/// fourteen days of retention, counted from when it was sent.
+/// How long a message may be kept in line, from when it was sent, before it is sent again:
+/// a day short of SQS's fourteen days of retention.
 pub(crate) const LONGEST_IN_LINE: Duration = Duration::from_secs(13 * 24 * 3600);
 
 /// Whether `task` has an order key: its message keeps its place in line whatever happens
@@ -46,11 +49,33 @@ pub(crate) fn is_keyed(task: &KvTask) -> bool {
 }
 
 /// Whether `task`, going back to its queue to be due at `due_at`, stays in line on a FIFO
-/// queue: a keyed task always (its order), another when it waits (a FIFO queue has no
-/// delay per message, so a wait is done hidden in place).
-pub(crate) fn stays(task: &KvTask, due_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    let waits = (due_at - now).to_std().is_ok_and(|wait| wait > DUE_SLACK);
-    !task.record.state.is_terminal() && (is_keyed(task) || waits)
+/// queue, rather than being sent again as it now is:
+///
+/// - a task without a key only to wait for the due time its message holds (FIFO queues
+///   have no delay per message: its first receive, early, hides it in place), so that its
+///   message always holds it as it is, and any worker counts its attempts exactly;
+/// - a keyed task always (its order), but for a wait longer than SQS lets it hide from
+///   this receive that its message does not hold: sent again, the message holds the wait.
+///
+/// `as_sent`: the task is as its message holds it; `fits`: SQS can hide the message until
+/// `due_at` from this receive.
+pub(crate) fn stays(
+    task: &KvTask,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    as_sent: bool,
+    fits: bool,
+) -> bool {
+    if task.record.state.is_terminal() {
+        return false;
+    }
+    if is_keyed(task) {
+        return fits || as_sent;
+    }
+    let waits_for_its_time = task.record.state == TaskState::Scheduled
+        && task.record.spec.run_at == due_at
+        && (due_at - now).to_std().is_ok_and(|wait| wait > DUE_SLACK);
+    as_sent && waits_for_its_time
 }
 
 /// How long a message received at `received_at` may be hidden from now, to wait `wait`:

@@ -250,15 +250,17 @@ impl SqsTaskQueue {
             }
         };
         let hidden_for = Duration::from_secs(u64::try_from(visibility).unwrap_or(1));
-        Ok(pushed
-            .into_iter()
-            .zip(hidden)
-            .filter(|(_, hidden)| *hidden == Hidden::Taken)
-            .map(|(mut r, _)| {
-                r.hidden_until = instant + hidden_for;
-                r
-            })
-            .collect())
+        let mut taken = Vec::with_capacity(pushed.len());
+        for (mut one, hidden) in pushed.into_iter().zip(hidden) {
+            if hidden == Hidden::Taken {
+                one.hidden_until = instant + hidden_for;
+                taken.push(one);
+            } else if self.shared.fifo {
+                // Left to come back: this receive was no attempt.
+                self.received_for_nothing(&one.message);
+            }
+        }
+        Ok(taken)
     }
 
     /// The task to claim from one received message, or `None` when it was dealt with
@@ -287,6 +289,7 @@ impl SqsTaskQueue {
         } else {
             None
         };
+        let as_remembered = recalled.is_some();
         let (mut task, lost) = match recalled {
             // Each receive since this handle left it in line ended without a delete.
             Some(left) => {
@@ -339,7 +342,8 @@ impl SqsTaskQueue {
             }
             Verdict::SendOn(due_at) => due_at,
         };
-        if self.shared.fifo && in_line::stays(&task, due_at, now) {
+        let as_sent = !as_remembered && lost == 0;
+        if self.shared.fifo && self.stays(&task, due_at, now, as_sent, received.received_at) {
             let left = in_line::Left::new(task.clone(), receives);
             let place = InLine::of_received(received);
             if self.keep_in_line(place, left, due_at, now).await?.is_some() {
@@ -350,6 +354,21 @@ impl SqsTaskQueue {
         self.forget(&received.queue_url, receipt).await;
         self.shared.in_line.forget(id, receives);
         Ok(None)
+    }
+
+    /// Whether a FIFO task going back to be due at `due_at` stays in line (see
+    /// [`in_line::stays`]), its message received at `received_at`.
+    fn stays(
+        &self,
+        task: &KvTask,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        as_sent: bool,
+        received_at: tokio::time::Instant,
+    ) -> bool {
+        let wait = (due_at - now).to_std().unwrap_or_default();
+        let fits = in_line::hide_for(wait, received_at) >= wait;
+        in_line::stays(task, due_at, now, as_sent, fits)
     }
 
     /// Remembers that this receive of a FIFO message was no attempt (it goes back
@@ -387,14 +406,16 @@ impl SqsTaskQueue {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Hidden>> {
+        let wait = (due_at - now).to_std().unwrap_or_default();
+        let hidden_for = in_line::hide_for(wait, place.received_at);
+        let shown_at = now + chrono::Duration::from_std(hidden_for).unwrap_or_default();
         let outlives = place.sent_at.is_some_and(|sent| {
-            due_at - sent > chrono::Duration::from_std(in_line::LONGEST_IN_LINE).unwrap_or_default()
+            shown_at - sent
+                > chrono::Duration::from_std(in_line::LONGEST_IN_LINE).unwrap_or_default()
         });
         if outlives {
             return Ok(None);
         }
-        let wait = (due_at - now).to_std().unwrap_or_default();
-        let hidden_for = in_line::hide_for(wait, place.received_at);
         let visibility = seconds(hidden_for, MAX_VISIBILITY);
         let receives = left.receives;
         // Remembered first: a message shown at once may be received before the call ends;
@@ -493,7 +514,9 @@ impl SqsTaskQueue {
                             .push((i, h.receipt.clone()));
                     }
                     Some(h) if h.task.record.spec.id == lease.task_id => {
-                        held.remove(&lease.token);
+                        if let Some(lost) = held.remove(&lease.token) {
+                            self.lease_lost(&lost);
+                        }
                     }
                     _ => {}
                 }
@@ -516,7 +539,9 @@ impl SqsTaskQueue {
                     // SQS failed on its side: still ours until its visibility says not.
                     Hidden::Unsure => statuses[i] = LeaseStatus::Held,
                     Hidden::Refused => {
-                        held.remove(&token);
+                        if let Some(lost) = held.remove(&token) {
+                            self.lease_lost(&lost);
+                        }
                     }
                 }
             }
@@ -571,45 +596,46 @@ impl SqsTaskQueue {
         let mut done: HashMap<String, Vec<(usize, Held)>> = HashMap::new();
         for (i, held, task) in changed {
             let due_at = task.record.spec.run_at;
-            let held = if self.shared.fifo && in_line::stays(&task, due_at, now) {
-                // A retry or a snooze, or any change of a keyed task, keeps its place in
-                // line; unless it would outlive its message there, and is sent again.
-                let left = in_line::Left::new(task.clone(), held.receives);
-                let kept = self
-                    .keep_in_line(InLine::of_held(&held), left, due_at, now)
-                    .await;
-                let token = held.token;
-                let held_again = match kept {
-                    Ok(None) => Some(held),
-                    Ok(Some(Hidden::Taken)) => {
-                        self.shared.ledger.applied(token);
-                        statuses[i] = CompletionStatus::Applied;
-                        None
-                    }
-                    // The message is no longer this receipt's: another worker's now.
-                    Ok(Some(Hidden::Refused)) => None,
-                    Ok(Some(Hidden::Unsure)) => {
-                        failure.get_or_insert(omniq_storage::StoreError::unavailable(
-                            BACKEND,
-                            "SQS failed to hide a message kept in line",
-                        ));
-                        lock(&self.shared.held).insert(token, held);
-                        None
-                    }
-                    Err(err) => {
-                        failure.get_or_insert(err);
-                        lock(&self.shared.held).insert(token, held);
-                        None
-                    }
+            let held =
+                if self.shared.fifo && self.stays(&task, due_at, now, false, held.received_at) {
+                    // A retry or a snooze, or any change of a keyed task, keeps its place in
+                    // line; unless it would outlive its message there, and is sent again.
+                    let left = in_line::Left::new(task.clone(), held.receives);
+                    let kept = self
+                        .keep_in_line(InLine::of_held(&held), left, due_at, now)
+                        .await;
+                    let token = held.token;
+                    let held_again = match kept {
+                        Ok(None) => Some(held),
+                        Ok(Some(Hidden::Taken)) => {
+                            self.shared.ledger.applied(token);
+                            statuses[i] = CompletionStatus::Applied;
+                            None
+                        }
+                        // The message is no longer this receipt's: another worker's now.
+                        Ok(Some(Hidden::Refused)) => None,
+                        Ok(Some(Hidden::Unsure)) => {
+                            failure.get_or_insert(omniq_storage::StoreError::unavailable(
+                                BACKEND,
+                                "SQS failed to hide a message kept in line",
+                            ));
+                            lock(&self.shared.held).insert(token, held);
+                            None
+                        }
+                        Err(err) => {
+                            failure.get_or_insert(err);
+                            lock(&self.shared.held).insert(token, held);
+                            None
+                        }
+                    };
+                    let Some(held) = held_again else {
+                        self.shared.ledger.stop(token);
+                        continue;
+                    };
+                    held
+                } else {
+                    held
                 };
-                let Some(held) = held_again else {
-                    self.shared.ledger.stop(token);
-                    continue;
-                };
-                held
-            } else {
-                held
-            };
             let republish =
                 !task.record.state.is_terminal() || task.record.state == TaskState::Failed;
             let sent = if republish {
@@ -666,7 +692,6 @@ impl SqsTaskQueue {
     }
 
     async fn recover_lapsed(self, limit: usize) -> StoreResult<Vec<StateChange>> {
-        let now = self.clock.now();
         let instant = tokio::time::Instant::now();
         // The message is made visible at once (SQS would after its visibility timeout,
         // rounded up to a second); the next receive counts the lost attempt.
@@ -690,24 +715,28 @@ impl SqsTaskQueue {
                 .or_default()
                 .push(held.receipt.clone());
         }
+        let changes: Vec<StateChange> = lapsed.iter().map(|held| self.lease_lost(held)).collect();
         for (url, receipts) in by_queue {
-            // A receipt no longer valid is a message already visible or taken: fine.
-            self.shared.hide(url, &receipts, 0).await?;
+            // A receipt no longer valid is a message already visible or taken: fine. One
+            // not shown now is shown when its visibility ends.
+            if let Err(err) = self.shared.hide(url, &receipts, 0).await {
+                tracing::warn!(error = %err, "lapsed leases' messages are shown when their visibility ends");
+            }
         }
-        Ok(lapsed
-            .into_iter()
-            .map(|held| {
-                let mut task = held.task;
-                task.recover(now);
-                let change = task.change();
-                if self.shared.fifo {
-                    // Its next receive goes on from this attempt, counted as lost.
-                    let left = in_line::Left::new(task, held.receives);
-                    self.shared.in_line.remember(&held.message_id, left);
-                }
-                change
-            })
-            .collect())
+        Ok(changes)
+    }
+
+    /// The change of a task whose lease was lost: taken back, the attempt counted. On a
+    /// FIFO queue its next receive here goes on from there.
+    fn lease_lost(&self, held: &Held) -> StateChange {
+        let mut task = held.task.clone();
+        task.recover(self.clock.now());
+        let change = task.change();
+        if self.shared.fifo {
+            let left = in_line::Left::new(task, held.receives);
+            self.shared.in_line.remember(&held.message_id, left);
+        }
+        change
     }
 
     async fn redrive_dead(self, target: RedriveTarget) -> StoreResult<Vec<TaskId>> {
@@ -864,6 +893,11 @@ impl SqsTaskQueue {
     /// again as it now is (no order to keep), so that no worker counts this receive.
     async fn give_back_in_line(&self, one: &Received) -> StoreResult<()> {
         self.received_for_nothing(&one.message);
+        // One whose visibility is about to end may be another worker's already: left to
+        // come back.
+        if one.hidden_until <= tokio::time::Instant::now() + Duration::from_secs(1) {
+            return Ok(());
+        }
         let id = message_id(&one.message);
         let receipt = one.message.receipt_handle().unwrap_or_default().to_owned();
         match self.shared.in_line.recall(id) {
@@ -871,8 +905,10 @@ impl SqsTaskQueue {
                 let mut task = left.task;
                 task.record.spec.payload = message::payload(&one.message);
                 let now = self.clock.now();
+                // Given back again after a lost reply, the copy is kept once.
+                let dedup = format!("{id}-{}", message::receive_count(&one.message));
                 self.shared
-                    .publish(&task, task.record.spec.run_at, now)
+                    .publish_as(&task, task.record.spec.run_at, now, Some(dedup))
                     .await?;
                 self.forget(&one.queue_url, receipt).await;
                 self.shared.in_line.forget(id, u32::MAX);

@@ -334,8 +334,21 @@ impl Shared {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
+        self.publish_as(task, due_at, now, None).await
+    }
+
+    /// As [`Shared::publish`], deduplicated by `dedup` on a FIFO queue (a copy sent again
+    /// within SQS's five minutes is dropped).
+    pub(crate) async fn publish_as(
+        &self,
+        task: &KvTask,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        dedup: Option<String>,
+    ) -> StoreResult<()> {
         let (url, delay) = self.route(task, due_at, now).await?;
         let mut outgoing = message::encode(task)?;
+        outgoing.dedup = dedup;
         if task.record.state == TaskState::Failed {
             // Dead letters keep no order (each a group of its own, so that one left in
             // place by a re-drive holds up no other), and one sent again within SQS's

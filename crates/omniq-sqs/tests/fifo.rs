@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omniq_models::{TaskError, TaskId, TaskOptions};
-use omniq_sqs::SqsBackend;
+use omniq_sqs::{SqsBackend, SqsTaskQueue};
 use omniq_storage::conformance::{
     claim_now, claim_until, complete, enqueue_one, spec, unique_queue,
 };
-use omniq_storage::{CompletionOutcome, CompletionStatus, StoreErrorKind};
+use omniq_storage::{CompletionOutcome, CompletionStatus, Lease, StoreErrorKind};
 use support::DeleteOnDrop;
 
 /// A FIFO backend under a prefix of the test's own, or `None` (said loudly) when the test
@@ -155,7 +155,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
     // The queue made and warm first, so that the delayed task is received before its time
     // however slow the test server is to make a queue.
     enqueue_one(&here, spec(&name, TaskOptions::default())).await;
-    let warm = claim_until(&here, &name, 1).await.remove(0);
+    let warm = claim_one(&here, &name).await;
     assert_eq!(
         complete(&here, &warm, CompletionOutcome::Succeeded).await,
         CompletionStatus::Applied
@@ -174,7 +174,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
         "claimed before due: {early:?} now {}",
         Utc::now()
     );
-    let lease = claim_until(&there, &name, 1).await.remove(0);
+    let lease = claim_one(&there, &name).await;
     assert_eq!(lease.spec.id, delayed.id);
     assert_eq!(lease.attempt, 1, "a wait for the due time is no attempt");
     let retry = CompletionOutcome::Retry {
@@ -185,7 +185,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
         complete(&there, &lease, retry).await,
         CompletionStatus::Applied
     );
-    let again = claim_until(&here, &name, 1).await.remove(0);
+    let again = claim_one(&here, &name).await;
     assert_eq!(again.spec.id, delayed.id);
     assert_eq!(again.attempt, 2, "the retry elsewhere is counted");
 }
@@ -228,12 +228,12 @@ async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_a
     let name = unique_queue("release");
     let loose = spec(&name, TaskOptions::default());
     enqueue_one(&here, loose.clone()).await;
-    let lease = claim_until(&here, &name, 1).await.remove(0);
+    let lease = claim_one(&here, &name).await;
     assert_eq!(
         complete(&here, &lease, CompletionOutcome::Release).await,
         CompletionStatus::Applied
     );
-    let again = claim_until(&there, &name, 1).await.remove(0);
+    let again = claim_one(&there, &name).await;
     assert_eq!(again.spec.id, loose.id);
     assert_eq!(again.attempt, 1, "sent again with the attempt given back");
     assert_eq!(
@@ -241,17 +241,55 @@ async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_a
         CompletionStatus::Applied
     );
 
+    // Snoozed, it is sent again due later: a wait, no attempt, on any worker.
+    let loose = spec(&name, TaskOptions::default());
+    enqueue_one(&here, loose.clone()).await;
+    let lease = claim_one(&here, &name).await;
+    let snooze = CompletionOutcome::Snooze {
+        run_at: Utc::now() + chrono::Duration::seconds(4),
+    };
+    assert_eq!(
+        complete(&here, &lease, snooze).await,
+        CompletionStatus::Applied
+    );
+    assert!(claim_now(&there, &name, 10).await.is_empty(), "snoozed");
+    let again = claim_one(&there, &name).await;
+    assert_eq!(again.spec.id, loose.id);
+    assert_eq!(again.attempt, 1, "a snooze elsewhere is no attempt");
+    assert_eq!(
+        complete(&there, &again, CompletionOutcome::Succeeded).await,
+        CompletionStatus::Applied
+    );
+
+    // A queue of its own, out of reach of the other handle's long polls.
+    let name = unique_queue("release-keyed");
     let keyed = spec(&name, TaskOptions::default().order_key("k"));
     enqueue_one(&here, keyed.clone()).await;
-    let lease = claim_until(&here, &name, 1).await.remove(0);
+    let lease = claim_one(&here, &name).await;
     assert_eq!(
         complete(&here, &lease, CompletionOutcome::Release).await,
         CompletionStatus::Applied
     );
-    let again = claim_until(&here, &name, 1).await.remove(0);
+    let again = claim_one(&here, &name).await;
     assert_eq!(again.spec.id, keyed.id);
     assert_eq!(
         again.attempt, 1,
         "this process knows the release gave it back"
     );
+}
+
+/// Claims one task of `name` by plain claims, for at most ten seconds: no long poll, which
+/// would leave what it receives with this handle, out of the other's reach.
+async fn claim_one(queue: &SqsTaskQueue, name: &str) -> Lease {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(lease) = claim_now(queue, name, 1).await.pop() {
+            return lease;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing to claim within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -417,6 +417,8 @@ pub enum Backend {
     /// The test SQS server (`OMNIQ_TEST_SQS_URL`, moto) under a prefix of the test's own,
     /// for the task queue; the other stores in a SQLite file of the test's own.
     Sqs,
+    /// As [`Backend::Sqs`], on FIFO queues.
+    SqsFifo,
 }
 
 /// Where one test's stores are: all four on one backend, or the task queue on a broker
@@ -557,18 +559,23 @@ impl Target {
                 target.cleanup = Some(Cleanup::AmqpPrefix { server, prefix });
                 Ok(Some(target))
             }
-            Backend::Sqs => {
+            Backend::Sqs | Backend::SqsFifo => {
                 let server = std::env::var("OMNIQ_TEST_SQS_URL")
                     .unwrap_or_else(|_| DEFAULT_SQS_URL.to_owned());
                 if let Err(err) = tcp_reachable(&server) {
                     return unavailable(test, "the SQS server", err);
                 }
                 let prefix = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                let fifo = if backend == Backend::SqsFifo {
+                    "&fifo=true"
+                } else {
+                    ""
+                };
                 let url = format!(
                     "sqs://us-east-1?prefix={prefix}&endpoint={server}\
-                     &access_key_id=test&secret_access_key=test"
+                     &access_key_id=test&secret_access_key=test{fifo}"
                 );
-                let mut target = Self::of_its_own(Backend::Sqs, url.clone());
+                let mut target = Self::of_its_own(backend, url.clone());
                 target.results_url = Some(format!("sqlite://{}", dir.join("results.db").display()));
                 target.cleanup = Some(Cleanup::SqsQueues { url });
                 Ok(Some(target))
