@@ -52,19 +52,21 @@ pub(crate) fn is_keyed(task: &KvTask) -> bool {
 /// queue, rather than being sent again as it now is:
 ///
 /// - a task without a key only to wait for the due time its message holds (FIFO queues
-///   have no delay per message: its first receive, early, hides it in place), so that its
-///   message always holds it as it is, and any worker counts its attempts exactly;
+///   have no delay per message: its first receive, early, hides it in place), or when a
+///   worker that does not run its name refused it (hidden a second: sent again, it would
+///   come straight back to that worker), so that its message holds it as it is;
 /// - a keyed task always (its order), but for a wait longer than SQS lets it hide from
 ///   this receive that its message does not hold: sent again, the message holds the wait.
 ///
 /// `as_sent`: the task is as its message holds it; `fits`: SQS can hide the message until
-/// `due_at` from this receive.
+/// `due_at` from this receive; `refused`: a worker that does not run its name received it.
 pub(crate) fn stays(
     task: &KvTask,
     due_at: DateTime<Utc>,
     now: DateTime<Utc>,
     as_sent: bool,
     fits: bool,
+    refused: bool,
 ) -> bool {
     if task.record.state.is_terminal() {
         return false;
@@ -75,7 +77,7 @@ pub(crate) fn stays(
     let waits_for_its_time = task.record.state == TaskState::Scheduled
         && task.record.spec.run_at == due_at
         && (due_at - now).to_std().is_ok_and(|wait| wait > DUE_SLACK);
-    as_sent && waits_for_its_time
+    refused || (as_sent && waits_for_its_time)
 }
 
 /// How long a message received at `received_at` may be hidden from now, to wait `wait`:
@@ -90,7 +92,9 @@ pub(crate) fn hide_for(wait: Duration, received_at: Instant) -> Duration {
 /// The attempts the earlier receives of a message stand for, when this handle did not
 /// leave it in line: all of them, but those before the task was due. A task not due yet
 /// (by this clock or SQS's first receive) had none; one due later than SQS first handed it
-/// out had one early receive per twelve hours it waited, and one more for the clocks.
+/// out had one early receive per twelve hours it waited. (A hide ends on a whole second
+/// after the due time: a worker whose clock is behind SQS's by more than that may hide it
+/// again, and that receive is counted.)
 pub(crate) fn lost_receives(
     task: &KvTask,
     receives: u32,
@@ -119,7 +123,7 @@ pub(crate) fn lost_receives(
         .saturating_sub(VISIBILITY_MARGIN)
         .as_secs()
         .max(1);
-    let hops = waited.as_secs().div_ceil(window).max(1) + 1;
+    let hops = waited.as_secs().div_ceil(window).max(1);
     earlier.saturating_sub(u32::try_from(hops).unwrap_or(u32::MAX))
 }
 
@@ -232,8 +236,8 @@ mod tests {
         assert_eq!(lost_receives(&later, 3, Some(now), now), 0, "not due yet");
         let due = scheduled(now);
         let first = now - chrono::Duration::seconds(30);
-        // One early receive, one more allowed for the clocks, one lost attempt.
-        assert_eq!(lost_receives(&due, 4, Some(first), now), 1);
+        // One early receive, then two lost attempts.
+        assert_eq!(lost_receives(&due, 4, Some(first), now), 2);
         assert_eq!(lost_receives(&due, 2, Some(first), now), 0);
         // Handed out only once it was due: every earlier receive was an attempt.
         assert_eq!(lost_receives(&due, 3, Some(now), now), 2);

@@ -343,7 +343,14 @@ impl SqsTaskQueue {
             Verdict::SendOn(due_at) => due_at,
         };
         let as_sent = !as_remembered && lost == 0;
-        if self.shared.fifo && self.stays(&task, due_at, now, as_sent, received.received_at) {
+        let waiting = task.record.state == TaskState::Scheduled
+            && (task.record.spec.run_at - now)
+                .to_std()
+                .is_ok_and(|wait| wait > broker::DUE_SLACK);
+        let refused = matches!(verdict, Verdict::SendOn(_)) && !waiting;
+        let stays = self.shared.fifo
+            && self.stays(&task, due_at, now, as_sent, refused, received.received_at);
+        if stays {
             let left = in_line::Left::new(task.clone(), receives);
             let place = InLine::of_received(received);
             if self.keep_in_line(place, left, due_at, now).await?.is_some() {
@@ -364,11 +371,12 @@ impl SqsTaskQueue {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
         as_sent: bool,
+        refused: bool,
         received_at: tokio::time::Instant,
     ) -> bool {
         let wait = (due_at - now).to_std().unwrap_or_default();
         let fits = in_line::hide_for(wait, received_at) >= wait;
-        in_line::stays(task, due_at, now, as_sent, fits)
+        in_line::stays(task, due_at, now, as_sent, fits, refused)
     }
 
     /// Remembers that this receive of a FIFO message was no attempt (it goes back
@@ -596,46 +604,47 @@ impl SqsTaskQueue {
         let mut done: HashMap<String, Vec<(usize, Held)>> = HashMap::new();
         for (i, held, task) in changed {
             let due_at = task.record.spec.run_at;
-            let held =
-                if self.shared.fifo && self.stays(&task, due_at, now, false, held.received_at) {
-                    // A retry or a snooze, or any change of a keyed task, keeps its place in
-                    // line; unless it would outlive its message there, and is sent again.
-                    let left = in_line::Left::new(task.clone(), held.receives);
-                    let kept = self
-                        .keep_in_line(InLine::of_held(&held), left, due_at, now)
-                        .await;
-                    let token = held.token;
-                    let held_again = match kept {
-                        Ok(None) => Some(held),
-                        Ok(Some(Hidden::Taken)) => {
-                            self.shared.ledger.applied(token);
-                            statuses[i] = CompletionStatus::Applied;
-                            None
-                        }
-                        // The message is no longer this receipt's: another worker's now.
-                        Ok(Some(Hidden::Refused)) => None,
-                        Ok(Some(Hidden::Unsure)) => {
-                            failure.get_or_insert(omniq_storage::StoreError::unavailable(
-                                BACKEND,
-                                "SQS failed to hide a message kept in line",
-                            ));
-                            lock(&self.shared.held).insert(token, held);
-                            None
-                        }
-                        Err(err) => {
-                            failure.get_or_insert(err);
-                            lock(&self.shared.held).insert(token, held);
-                            None
-                        }
-                    };
-                    let Some(held) = held_again else {
-                        self.shared.ledger.stop(token);
-                        continue;
-                    };
-                    held
-                } else {
-                    held
+            let held = if self.shared.fifo
+                && self.stays(&task, due_at, now, false, false, held.received_at)
+            {
+                // A retry or a snooze, or any change of a keyed task, keeps its place in
+                // line; unless it would outlive its message there, and is sent again.
+                let left = in_line::Left::new(task.clone(), held.receives);
+                let kept = self
+                    .keep_in_line(InLine::of_held(&held), left, due_at, now)
+                    .await;
+                let token = held.token;
+                let held_again = match kept {
+                    Ok(None) => Some(held),
+                    Ok(Some(Hidden::Taken)) => {
+                        self.shared.ledger.applied(token);
+                        statuses[i] = CompletionStatus::Applied;
+                        None
+                    }
+                    // The message is no longer this receipt's: another worker's now.
+                    Ok(Some(Hidden::Refused)) => None,
+                    Ok(Some(Hidden::Unsure)) => {
+                        failure.get_or_insert(omniq_storage::StoreError::unavailable(
+                            BACKEND,
+                            "SQS failed to hide a message kept in line",
+                        ));
+                        lock(&self.shared.held).insert(token, held);
+                        None
+                    }
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                        lock(&self.shared.held).insert(token, held);
+                        None
+                    }
                 };
+                let Some(held) = held_again else {
+                    self.shared.ledger.stop(token);
+                    continue;
+                };
+                held
+            } else {
+                held
+            };
             let republish =
                 !task.record.state.is_terminal() || task.record.state == TaskState::Failed;
             let sent = if republish {

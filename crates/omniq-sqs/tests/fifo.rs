@@ -115,7 +115,7 @@ async fn a_retry_keeps_its_place_in_line_with_its_attempt_and_error() {
     let lease = claim_until(&queue, &name, 1).await.remove(0);
     assert_eq!(lease.spec.id, first.id);
     let retry = CompletionOutcome::Retry {
-        run_at: Utc::now() + chrono::Duration::seconds(2),
+        run_at: Utc::now() + chrono::Duration::seconds(5),
         error: TaskError::new("try again"),
     };
     assert_eq!(
@@ -138,12 +138,14 @@ async fn a_retry_keeps_its_place_in_line_with_its_attempt_and_error() {
 
 /// Attempts are counted from SQS's receive count where the handle that left a task in
 /// line is not the one that receives it again: a retry counts, a wait for the due time
-/// does not.
+/// does not. (Each wait here is long enough for a slow test server to make its calls
+/// before it ends.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
     let test = "another_worker_counts_a_retry";
     let prefix = support::test_prefix();
-    let (Some(backend), Some(other)) = (
+    let (Some(backend), Some(other), Some(third)) = (
+        fifo_backend(test, &prefix).await,
         fifo_backend(test, &prefix).await,
         fifo_backend(test, &prefix).await,
     ) else {
@@ -164,7 +166,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
         &name,
         TaskOptions::default()
             .order_key("d")
-            .delay(Duration::from_secs(3)),
+            .delay(Duration::from_secs(6)),
     );
     enqueue_one(&here, delayed.clone()).await;
     // Received before it is due: hidden where it is, no attempt.
@@ -185,7 +187,9 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
         complete(&there, &lease, retry).await,
         CompletionStatus::Applied
     );
-    let again = claim_one(&here, &name).await;
+    // A third handle, which has seen none of it: the early receive is no attempt, the
+    // retry is one.
+    let again = claim_one(&third.task_queue(), &name).await;
     assert_eq!(again.spec.id, delayed.id);
     assert_eq!(again.attempt, 2, "the retry elsewhere is counted");
 }
@@ -246,7 +250,7 @@ async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_a
     enqueue_one(&here, loose.clone()).await;
     let lease = claim_one(&here, &name).await;
     let snooze = CompletionOutcome::Snooze {
-        run_at: Utc::now() + chrono::Duration::seconds(4),
+        run_at: Utc::now() + chrono::Duration::seconds(6),
     };
     assert_eq!(
         complete(&here, &lease, snooze).await,

@@ -52,9 +52,41 @@ const BUCKET: &str = "omniq-test";
 /// Sends a request without a body to `address` (`host:port`) and returns the reply's
 /// status; `Err` when the server cannot be reached.
 fn put_empty(address: &str, path: &str, headers: &[(&str, String)]) -> std::io::Result<String> {
+    // A busy emulator (every test of a binary asks at once) may answer slowly or drop
+    // the connection: asked again, for up to a minute; a refused connection is a server
+    // that is not there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match put_empty_once(address, path, headers) {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::Interrupted
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Ok(status) if status.is_empty() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn put_empty_once(
+    address: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
     let mut request = format!(
         "PUT {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n"
     );
