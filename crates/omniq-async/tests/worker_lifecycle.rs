@@ -498,6 +498,46 @@ async fn prefetch_never_runs_more_handlers_than_the_concurrency(h: Harness) {
     assert!((1..=2).contains(&most), "{most} handlers ran at once");
 }
 
+/// A claimed batch runs in claim order: with one slot and a prefetch that takes every task
+/// in one claim, the highest priority runs first though it was enqueued last.
+async fn a_prefetched_batch_starts_in_priority_order(h: Harness) {
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let omniq = {
+        let ran = Arc::clone(&ran);
+        h.omniq
+            .clone()
+            .register_fn("test.order", move |priority: i32| {
+                let ran = Arc::clone(&ran);
+                async move {
+                    ran.lock().expect("not poisoned").push(priority);
+                    Ok(())
+                }
+            })
+    };
+    let mut handles = Vec::new();
+    for priority in 0..10 {
+        handles.push(
+            omniq
+                .enqueue_by_name::<()>("test.order", priority)
+                .priority(priority)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let worker = omniq
+        .worker()
+        .concurrency(1)
+        .prefetch(16)
+        .start()
+        .expect("start");
+    for handle in handles {
+        handle.wait(WAIT).await.expect("succeeds");
+    }
+    worker.shutdown().await.expect("shutdown");
+    let ran = ran.lock().expect("not poisoned").clone();
+    assert_eq!(ran, (0..10).rev().collect::<Vec<_>>());
+}
+
 async fn a_unique_key_returns_the_live_task(h: Harness) {
     let omniq = h.omniq.clone().register::<Double>();
     let first = omniq
@@ -595,6 +635,8 @@ on_each_worker_kind! {
     prefetch_buffer => prefetched_tasks_wait_for_a_slot_and_go_back_unrun_at_shutdown
         [memory_thread, memory_local, sqlite_thread, sqlite_local];
     prefetch_concurrency => prefetch_never_runs_more_handlers_than_the_concurrency
+        [memory_thread, memory_local, sqlite_thread, sqlite_local];
+    prefetch_order => a_prefetched_batch_starts_in_priority_order
         [memory_thread, memory_local, sqlite_thread, sqlite_local];
     unique_keys => a_unique_key_returns_the_live_task;
     cancelled_wait => waiting_on_a_cancelled_task_reports_that_it_ended;

@@ -14,7 +14,7 @@ use super::completions::Finished;
 use super::limiter;
 use super::progress;
 use super::resilience::{guarded, panicked};
-use super::shared::{InFlight, Pipeline, Shared};
+use super::shared::{InFlight, Pipeline, Shared, SlotWait};
 use crate::WorkerKind;
 use crate::context::AttemptHeader;
 use crate::registry::Invocation;
@@ -31,6 +31,7 @@ pub(crate) async fn execute(
     pipeline: Arc<Pipeline>,
     lease: Lease,
     lease_permit: OwnedSemaphorePermit,
+    slot_wait: SlotWait,
     finished: mpsc::UnboundedSender<Finished>,
     claimed_at: tokio::time::Instant,
 ) {
@@ -75,7 +76,7 @@ pub(crate) async fn execute(
             pipeline.unbuffer();
             return;
         }
-        slot = Arc::clone(&pipeline.slots).acquire_owned() => match slot {
+        slot = slot_wait => match slot {
             Ok(slot) => slot,
             Err(_) => {
                 pipeline.unbuffer();

@@ -168,11 +168,13 @@ pub(crate) async fn run(
                 },
             };
             pipeline.buffered.fetch_add(1, Ordering::Relaxed);
+            let slot_wait = pipeline.queue_for_slot().await;
             executions.spawn(execute::execute(
                 Arc::clone(&shared),
                 Arc::clone(&pipeline),
                 lease,
                 permit,
+                slot_wait,
                 finished_tx.clone(),
                 claimed_at,
             ));

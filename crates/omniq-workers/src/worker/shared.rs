@@ -6,7 +6,11 @@ use omniq_events::EventLogger;
 use omniq_models::{LeaseToken, TaskError, TaskId, WorkerId};
 use omniq_serialization::PayloadCodec;
 use omniq_storage::{LeaseRef, ResultStore, TaskQueue};
-use tokio::sync::{Notify, Semaphore};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
@@ -127,12 +131,32 @@ impl Pipeline {
         (self.slots.available_permits() + prefetch).saturating_sub(buffered)
     }
 
+    /// A place in the line for a slot, taken now: leases get their slots in the order they
+    /// queued here, so a claimed batch starts in claim (priority) order.
+    ///
+    /// The semaphore serves waiters first come, first served, but a waiter joins the line
+    /// only when its wait is first polled. Executions spawned one after another are first
+    /// polled in whatever order the runtime picks (tokio runs the last one spawned first),
+    /// so each lease's wait is polled once here, by the claiming loop, before its execution
+    /// is spawned; the execution polls it on from there.
+    pub(crate) async fn queue_for_slot(&self) -> SlotWait {
+        let mut wait: SlotWait = Box::pin(Arc::clone(&self.slots).acquire_owned());
+        match std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
+            Poll::Ready(slot) => Box::pin(std::future::ready(slot)),
+            Poll::Pending => wait,
+        }
+    }
+
     /// A buffered lease left the buffer.
     pub(crate) fn unbuffer(&self) {
         self.buffered.fetch_sub(1, Ordering::Relaxed);
         self.started.notify_one();
     }
 }
+
+/// A lease's wait for a slot, in line since [`Pipeline::queue_for_slot`].
+pub(crate) type SlotWait =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
 /// Everything the worker's tasks share.
 #[derive(Debug)]
