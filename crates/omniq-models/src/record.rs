@@ -190,9 +190,12 @@ impl TaskSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SpecExtras {
-    /// Delay between attempts.
+    /// Delay between attempts. Absent means the default backoff, so that a producer in
+    /// another language may write `{}` (docs/wire-format.md).
+    #[serde(default)]
     pub backoff: Backoff,
     /// Longest one attempt may take.
+    #[serde(default)]
     pub timeout: Option<Duration>,
     /// Parents it waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -413,5 +416,35 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(spec.max_attempts, 1);
+    }
+
+    /// The options a producer in another language writes (docs/wire-format.md): every
+    /// field may be left out, and the shapes of the others are the documented ones.
+    #[test]
+    fn spec_extras_read_the_documented_json() {
+        let empty: SpecExtras = serde_json::from_str("{}").expect("reads {}");
+        assert_eq!(empty.backoff, Backoff::default());
+        assert_eq!(empty.timeout, None);
+        assert!(empty.metadata.is_empty() && empty.depends_on.is_empty());
+        let full: SpecExtras = serde_json::from_str(
+            r#"{"backoff": {"type": "fixed", "delay": {"secs": 0, "nanos": 50000000}},
+                "timeout": {"secs": 30, "nanos": 0},
+                "metadata": {"source": "python"},
+                "unique_for": {"secs": 60, "nanos": 0}}"#,
+        )
+        .expect("reads the documented fields");
+        assert_eq!(full.backoff, Backoff::fixed(Duration::from_millis(50)));
+        assert_eq!(full.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            full.metadata.get("source").map(String::as_str),
+            Some("python")
+        );
+        assert_eq!(full.unique_for, Some(Duration::from_secs(60)));
+        let exponential: SpecExtras = serde_json::from_str(
+            r#"{"backoff": {"type": "exponential", "base": {"secs": 1, "nanos": 0},
+                "max": {"secs": 600, "nanos": 0}, "jitter": 0.2}}"#,
+        )
+        .expect("reads an exponential backoff");
+        assert_eq!(exponential.backoff, Backoff::default());
     }
 }

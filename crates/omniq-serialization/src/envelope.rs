@@ -248,6 +248,54 @@ mod tests {
         assert_eq!(grown.height, None);
     }
 
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Circle,
+        Square(u32),
+        Rect { w: u32, h: u32 },
+    }
+
+    /// The encodings docs/wire-format.md promises producers in other languages.
+    #[test]
+    fn the_documented_encodings_hold() {
+        let msgpack = PayloadCodec::default().encode(&sample()).expect("encodes");
+        let mut expected = vec![0xC7, 1, 1, 0x82, 0xA4];
+        expected.extend_from_slice(b"path");
+        expected.push(0xA5);
+        expected.extend_from_slice(b"a.png");
+        expected.push(0xA5);
+        expected.extend_from_slice(b"width");
+        expected.extend_from_slice(&[0xCD, 0x02, 0x80]);
+        assert_eq!(msgpack, expected);
+        let json = PayloadCodec::new(Format::Json, 1024)
+            .encode(&sample())
+            .expect("encodes");
+        assert_eq!(json, b"\xC7\x01\x02{\"path\":\"a.png\",\"width\":640}");
+        // Enums as serde's externally tagged form, in both formats: a unit variant is its
+        // name, any other a one-entry map from its name to its content.
+        let cases: [(Shape, &[u8], &str); 3] = [
+            (Shape::Circle, b"\xA6Circle", r#""Circle""#),
+            (Shape::Square(3), b"\x81\xA6Square\x03", r#"{"Square":3}"#),
+            (
+                Shape::Rect { w: 1, h: 2 },
+                b"\x81\xA4Rect\x82\xA1w\x01\xA1h\x02",
+                r#"{"Rect":{"w":1,"h":2}}"#,
+            ),
+        ];
+        for (shape, msgpack, json) in cases {
+            let bytes = PayloadCodec::default().encode(&shape).expect("encodes");
+            assert_eq!(&bytes[3..], msgpack, "{shape:?}");
+            let bytes = PayloadCodec::new(Format::Json, 1024)
+                .encode(&shape)
+                .expect("encodes");
+            assert_eq!(&bytes[3..], json.as_bytes(), "{shape:?}");
+            assert_eq!(
+                PayloadCodec::default().decode::<Shape>(&bytes).ok(),
+                Some(shape)
+            );
+        }
+    }
+
     #[test]
     fn oversized_payloads_are_refused_with_sizes() {
         let codec = PayloadCodec::new(Format::MessagePack, 16);

@@ -645,6 +645,16 @@ impl Target {
         target
     }
 
+    /// The server and the namespace in it (a Redis key prefix, a PostgreSQL schema) of a
+    /// target on a shared Redis or PostgreSQL; `None` for the others.
+    pub fn server_and_namespace(&self) -> Option<(&str, &str)> {
+        match &self.cleanup {
+            Some(Cleanup::RedisKeys { server, prefix }) => Some((server, prefix)),
+            Some(Cleanup::PgSchema { server, schema }) => Some((server, schema)),
+            _ => None,
+        }
+    }
+
     /// The `e2e-worker` arguments naming these stores.
     pub fn worker_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = match &self.db {

@@ -6,6 +6,10 @@
 -- states in the same instant it registers itself as their dependent (or a parent finishing
 -- in between would never settle it).
 --
+-- Producers in other languages call this script too (docs/wire-format.md, version 1): new
+-- fields go at the end of a task's fields, and a task sent with fewer (ARGV[5]) gets the
+-- new fields' defaults.
+--
 -- ARGV[4] = number of tasks, ARGV[5] = fields per task, then per task:
 --   1 id, 2 queue, 3 name, 4 payload, 5 priority, 6 run_at, 7 expires_at ('' = none),
 --   8 max_attempts, 9 has unique key ('0'/'1'), 10 unique key, 11 unique_for in micros
