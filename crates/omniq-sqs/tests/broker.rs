@@ -10,21 +10,15 @@ use std::time::Duration;
 use chrono::Utc;
 use omniq_models::{TaskOptions, TaskSpec, WorkerId};
 use omniq_sqs::SqsBackend;
-use omniq_storage::{DequeueRequest, RedriveTarget, StoreErrorKind, TaskQueue};
-use support::{DeleteOnDrop, fresh_backend};
+use omniq_storage::{DequeueRequest, RedriveTarget, TaskQueue};
+use support::{DeleteOnDrop, backend_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_message_is_kept_as_a_dead_letter_and_the_rest_is_claimed() {
-    let backend = match fresh_backend().await {
-        Ok(backend) => backend,
-        Err(err)
-            if err.kind() == StoreErrorKind::Unavailable
-                && std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED: the SQS test server is unavailable ({err})");
-            return;
-        }
-        Err(err) => panic!("cannot reach the SQS test server: {err}"),
+    let Some(backend) =
+        backend_or_skip("an_unreadable_message_is_kept_as_a_dead_letter", |o| o).await
+    else {
+        return;
     };
     let _cleanup = DeleteOnDrop(backend.clone());
     let queue = backend.task_queue();
@@ -77,16 +71,12 @@ async fn an_unreadable_message_is_kept_as_a_dead_letter_and_the_rest_is_claimed(
 /// brings its task back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_moves_a_message_received_too_often_to_the_dead_letters_for_re_drive() {
-    let backend = match support::fresh_backend_with(|options| options.max_receives(Some(2))).await {
-        Ok(backend) => backend,
-        Err(err)
-            if err.kind() == StoreErrorKind::Unavailable
-                && std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED: the SQS test server is unavailable ({err})");
-            return;
-        }
-        Err(err) => panic!("cannot reach the SQS test server: {err}"),
+    let Some(backend) = backend_or_skip("sqs_moves_a_message_received_too_often", |options| {
+        options.max_receives(Some(2))
+    })
+    .await
+    else {
+        return;
     };
     let _cleanup = DeleteOnDrop(backend.clone());
     let queue = backend.task_queue();

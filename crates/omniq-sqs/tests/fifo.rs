@@ -14,7 +14,7 @@ use omniq_sqs::{SqsBackend, SqsTaskQueue};
 use omniq_storage::conformance::{
     claim_now, claim_until, complete, enqueue_one, spec, unique_queue,
 };
-use omniq_storage::{CompletionOutcome, CompletionStatus, Lease, StoreErrorKind};
+use omniq_storage::{CompletionOutcome, CompletionStatus, Lease};
 use support::DeleteOnDrop;
 
 /// A FIFO backend under a prefix of the test's own, or `None` (said loudly) when the test
@@ -25,22 +25,20 @@ async fn backend(test: &str) -> Option<SqsBackend> {
 
 /// As [`backend`], under `prefix`.
 async fn fifo_backend(test: &str, prefix: &str) -> Option<SqsBackend> {
-    let fresh = support::fresh_backend_with(|options| {
+    support::backend_or_skip(test, |options| {
         let mut options = options.fifo(true);
         options.prefix = prefix.to_owned();
         options
-    });
-    match fresh.await {
-        Ok(backend) => Some(backend),
-        Err(err)
-            if err.kind() == StoreErrorKind::Unavailable
-                && std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED {test}: the SQS test server is unavailable ({err})");
-            None
-        }
-        Err(err) => panic!("cannot reach the SQS test server: {err}"),
-    }
+    })
+    .await
+}
+
+/// Completes `lease` with `outcome`, which must apply.
+async fn complete_ok(queue: &SqsTaskQueue, lease: &Lease, outcome: CompletionOutcome) {
+    assert_eq!(
+        complete(queue, lease, outcome).await,
+        CompletionStatus::Applied
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,10 +86,7 @@ async fn tasks_of_one_order_key_run_one_at_a_time_in_enqueue_order() {
             ran.entry(key_of[&lease.spec.id])
                 .or_default()
                 .push(lease.spec.id);
-            assert_eq!(
-                complete(&queue, lease, CompletionOutcome::Succeeded).await,
-                CompletionStatus::Applied
-            );
+            complete_ok(&queue, lease, CompletionOutcome::Succeeded).await;
         }
     }
     for key in ["a", "b"] {
@@ -118,19 +113,13 @@ async fn a_retry_keeps_its_place_in_line_with_its_attempt_and_error() {
         run_at: Utc::now() + chrono::Duration::seconds(5),
         error: TaskError::new("try again"),
     };
-    assert_eq!(
-        complete(&queue, &lease, retry).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&queue, &lease, retry).await;
     // The second waits behind the first, hidden for its backoff.
     assert!(claim_now(&queue, &name, 10).await.is_empty());
     let again = claim_until(&queue, &name, 1).await.remove(0);
     assert_eq!(again.spec.id, first.id);
     assert_eq!(again.attempt, 2);
-    assert_eq!(
-        complete(&queue, &again, CompletionOutcome::Succeeded).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&queue, &again, CompletionOutcome::Succeeded).await;
     let next = claim_until(&queue, &name, 1).await.remove(0);
     assert_eq!(next.spec.id, second.id);
     assert_eq!(next.attempt, 1);
@@ -158,10 +147,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
     // however slow the test server is to make a queue.
     enqueue_one(&here, spec(&name, TaskOptions::default())).await;
     let warm = claim_one(&here, &name).await;
-    assert_eq!(
-        complete(&here, &warm, CompletionOutcome::Succeeded).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&here, &warm, CompletionOutcome::Succeeded).await;
     let delayed = spec(
         &name,
         TaskOptions::default()
@@ -183,10 +169,7 @@ async fn another_worker_counts_a_retry_but_not_a_wait_for_the_due_time() {
         run_at: Utc::now() + chrono::Duration::seconds(1),
         error: TaskError::new("try again"),
     };
-    assert_eq!(
-        complete(&there, &lease, retry).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&there, &lease, retry).await;
     // A third handle, which has seen none of it: the early receive is no attempt, the
     // retry is one.
     let again = claim_one(&third.task_queue(), &name).await;
@@ -207,10 +190,7 @@ async fn an_enqueue_sent_twice_is_kept_once() {
     enqueue_one(&queue, task.clone()).await;
     let lease = claim_until(&queue, &name, 1).await.remove(0);
     assert_eq!(lease.spec.id, task.id);
-    assert_eq!(
-        complete(&queue, &lease, CompletionOutcome::Succeeded).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&queue, &lease, CompletionOutcome::Succeeded).await;
     assert!(claim_now(&queue, &name, 10).await.is_empty());
 }
 
@@ -233,17 +213,11 @@ async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_a
     let loose = spec(&name, TaskOptions::default());
     enqueue_one(&here, loose.clone()).await;
     let lease = claim_one(&here, &name).await;
-    assert_eq!(
-        complete(&here, &lease, CompletionOutcome::Release).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&here, &lease, CompletionOutcome::Release).await;
     let again = claim_one(&there, &name).await;
     assert_eq!(again.spec.id, loose.id);
     assert_eq!(again.attempt, 1, "sent again with the attempt given back");
-    assert_eq!(
-        complete(&there, &again, CompletionOutcome::Succeeded).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&there, &again, CompletionOutcome::Succeeded).await;
 
     // Snoozed, it is sent again due later: a wait, no attempt, on any worker.
     let loose = spec(&name, TaskOptions::default());
@@ -252,28 +226,19 @@ async fn a_release_gives_the_attempt_back_in_this_process_and_without_a_key_in_a
     let snooze = CompletionOutcome::Snooze {
         run_at: Utc::now() + chrono::Duration::seconds(6),
     };
-    assert_eq!(
-        complete(&here, &lease, snooze).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&here, &lease, snooze).await;
     assert!(claim_now(&there, &name, 10).await.is_empty(), "snoozed");
     let again = claim_one(&there, &name).await;
     assert_eq!(again.spec.id, loose.id);
     assert_eq!(again.attempt, 1, "a snooze elsewhere is no attempt");
-    assert_eq!(
-        complete(&there, &again, CompletionOutcome::Succeeded).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&there, &again, CompletionOutcome::Succeeded).await;
 
     // A queue of its own, out of reach of the other handle's long polls.
     let name = unique_queue("release-keyed");
     let keyed = spec(&name, TaskOptions::default().order_key("k"));
     enqueue_one(&here, keyed.clone()).await;
     let lease = claim_one(&here, &name).await;
-    assert_eq!(
-        complete(&here, &lease, CompletionOutcome::Release).await,
-        CompletionStatus::Applied
-    );
+    complete_ok(&here, &lease, CompletionOutcome::Release).await;
     let again = claim_one(&here, &name).await;
     assert_eq!(again.spec.id, keyed.id);
     assert_eq!(

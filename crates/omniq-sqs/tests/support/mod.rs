@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use omniq_sqs::{SqsBackend, SqsOptions};
-use omniq_storage::{StoreError, StoreResult};
+use omniq_storage::{StoreError, StoreErrorKind, StoreResult};
 
 /// The SQS-compatible test server: `OMNIQ_TEST_SQS_URL`, else moto on 127.0.0.1:5001.
 pub fn sqs_endpoint() -> String {
@@ -55,6 +55,28 @@ pub async fn fresh_backend_with(
         ));
     }
     SqsBackend::connect_with(change(options(&test_prefix()))).await
+}
+
+/// [`fresh_backend_with`] `change`, or `None` (said loudly) when the test server is away
+/// and `OMNIQ_TEST_REQUIRE_SERVICES=1` is not set.
+///
+/// # Panics
+/// When the server is away and services are required, or answers with another error.
+pub async fn backend_or_skip(
+    test: &str,
+    change: impl FnOnce(SqsOptions) -> SqsOptions,
+) -> Option<SqsBackend> {
+    match fresh_backend_with(change).await {
+        Ok(backend) => Some(backend),
+        Err(err)
+            if err.kind() == StoreErrorKind::Unavailable
+                && std::env::var("OMNIQ_TEST_REQUIRE_SERVICES").as_deref() != Ok("1") =>
+        {
+            eprintln!("SKIPPED {test}: the SQS test server is unavailable ({err})");
+            None
+        }
+        Err(err) => panic!("cannot reach the SQS test server: {err}"),
+    }
 }
 
 /// Deletes a test's queues when dropped, pass or fail (from `Drop`, so on a thread of its
