@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import operator
 import os
 import uuid
 from dataclasses import dataclass
@@ -52,8 +54,10 @@ def envelope(value: Any, codec: str = "msgpack") -> bytes:
 
 def duration(seconds: float) -> dict:
     """A duration as OmniQ's options JSON spells it (Rust's `std::time::Duration`)."""
-    whole = int(seconds)
-    return {"secs": whole, "nanos": int(round((seconds - whole) * 1e9))}
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"a duration must be a finite number of seconds >= 0, not {seconds!r}")
+    secs, nanos = divmod(round(seconds * 1_000_000_000), 1_000_000_000)
+    return {"secs": int(secs), "nanos": int(nanos)}
 
 
 def fixed_backoff(seconds: float) -> dict:
@@ -63,6 +67,10 @@ def fixed_backoff(seconds: float) -> dict:
 
 def exponential_backoff(base: float, max_delay: float, jitter: float = 0.2) -> dict:
     """`base * 2^(attempt-1)`, capped at `max_delay`, with up to `jitter` of it randomised."""
+    if not 0 < base <= max_delay:
+        raise ValueError("the backoff needs 0 < base <= max_delay")
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError("the jitter is a fraction in 0..=1")
     return {
         "type": "exponential",
         "base": duration(base),
@@ -73,7 +81,8 @@ def exponential_backoff(base: float, max_delay: float, jitter: float = 0.2) -> d
 
 @dataclass(frozen=True)
 class Enqueued:
-    """What an enqueue did: stored `id`, or found the live task `id` holding the key."""
+    """What an enqueue did: the task `id` is stored (`created`: by this call or an earlier
+    send of the same id), or another task, `id`, holds the unique key (`created` false)."""
 
     id: str
     created: bool
@@ -124,12 +133,30 @@ def _task(
     codec: str,
     task_id: Optional[str],
 ) -> _Task:
+    # The rules of OmniQ's TaskSpec::validate: a worker dead-letters a task that breaks them.
+    _text("name", name)
+    _text("queue", queue)
+    if unique_key is not None:
+        _text("unique_key", unique_key, may_be_empty=True)
+    for key, value in (metadata or {}).items():
+        _text("a metadata key", key, may_be_empty=True)
+        _text("a metadata value", value, may_be_empty=True)
+    priority = operator.index(priority)
     if not -(2**31) <= priority < 2**31:
         raise ValueError("priority must fit in 32 bits")
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
+    max_attempts = operator.index(max_attempts)
+    if not 1 <= max_attempts < 2**32:
+        raise ValueError("max_attempts must be in 1..=4294967295")
     if unique_for is not None and unique_key is None:
         raise ValueError("unique_for needs a unique_key")
+    for label, seconds in (("timeout", timeout), ("unique_for", unique_for)):
+        if seconds is not None and duration(seconds) == duration(0):
+            raise ValueError(f"{label} must be longer than zero")
+    duration(delay)  # finite and not negative, as is a TTL
+    if ttl is not None:
+        duration(ttl)
+    if run_at is not None and run_at.utcoffset() is None:
+        raise ValueError("run_at must be an aware datetime (with a time zone)")
     now = _utc_now()
     options: dict = {}
     if backoff is not None:
@@ -141,7 +168,8 @@ def _task(
     if unique_for is not None:
         options["unique_for"] = duration(unique_for)
     return _Task(
-        id=task_id or str(_uuid7()),
+        # Workers write ids back in this form: any other, and the task is never completed.
+        id=str(uuid.UUID(str(task_id))) if task_id else str(_uuid7()),
         name=name,
         queue=queue,
         payload=payload if isinstance(payload, bytes) else envelope(payload, codec),
@@ -154,6 +182,20 @@ def _task(
         created_at=now,
         options=json.dumps(options, separators=(",", ":")),
     )
+
+
+def _text(label: str, value: str, may_be_empty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{label} must be text")
+    if not value and not may_be_empty:
+        raise ValueError(f"{label} is empty")
+    if "\0" in value:
+        raise ValueError(f"{label} contains a NUL character")
+
+
+def _decoded(value) -> str:
+    """A reply value as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _uuid7() -> uuid.UUID:
@@ -228,7 +270,8 @@ class RedisProducer(_Producer):
         # EVALSHA, loading the script again when the server lost it.
         self._script = client.register_script(source)
 
-    def _store(self, task: _Task) -> Enqueued:
+    def _arguments(self, task: _Task) -> tuple:
+        """The script's KEYS and ARGV for `task`."""
         now = _utc_now()
         b = self._base
         keys = [f"{b}:leases", f"{b}:expiry", f"{b}:seq", f"{b}:queues"]
@@ -248,25 +291,33 @@ class RedisProducer(_Producer):
             task.max_attempts,
             "0" if task.unique_key is None else "1",
             task.unique_key or "",
-            "" if task.unique_for is None else int(task.unique_for * 1_000_000),
+            "" if task.unique_for is None else round(task.unique_for * 1_000_000),
             "",  # parents: none
             "parents_succeeded",
             _micros(task.created_at),
             task.options,
         ]
+        return keys, args
+
+    def _store(self, task: _Task) -> Enqueued:
+        keys, args = self._arguments(task)
         tag, body = self._script(keys=keys, args=args)
-        if tag != b"ok":
-            raise RuntimeError(f"enqueue.lua answered {tag!r} {body!r}")
+        if _decoded(tag) != "ok":
+            raise ValueError(f"enqueue.lua refused the task: {_decoded(tag)} {_decoded(body)}")
         outcome = body[0]
-        if outcome[0] == b"created":
-            return Enqueued(outcome[1].decode(), True, outcome[2].decode())
-        return Enqueued(outcome[1].decode(), False)
+        kind, task_id = _decoded(outcome[0]), _decoded(outcome[1])
+        if kind == "created":
+            return Enqueued(task_id, True, _decoded(outcome[2]))
+        # The same id sent again (a retry after a lost reply) finds the task it stored.
+        return Enqueued(task_id, task_id == task.id)
 
 
 class PostgresProducer(_Producer):
     """Enqueues into the PostgreSQL tables of `schema` (OmniQ's `?schema=`), or of the
-    connection's search_path when None. `conn` is a psycopg 3 connection; each enqueue
-    commits, unless `conn` is inside a transaction of the caller's (then it is part of it).
+    connection's search_path when None. `conn` is a psycopg 3 connection. On an autocommit
+    connection each enqueue commits; inside a transaction of the caller's (`with
+    conn.transaction():`, or one a non-autocommit connection opened implicitly) it is part
+    of that transaction and commits with it.
     """
 
     def __init__(self, conn, schema: Optional[str] = None):
@@ -278,53 +329,66 @@ class PostgresProducer(_Producer):
             self._channel = "omniq_tasks." + schema
 
     def _store(self, task: _Task) -> Enqueued:
-        with self._conn.transaction():
-            with self._conn.cursor() as cur:
-                if task.unique_for is not None:
-                    cur.execute(
-                        f"SELECT id FROM {self._tasks} WHERE unique_key = %s "
-                        "AND created_at > now() - make_interval(secs => %s) "
-                        "ORDER BY created_at DESC, seq DESC LIMIT 1",
-                        (task.unique_key, task.unique_for),
-                    )
-                    row = cur.fetchone()
-                    if row is not None:
-                        return Enqueued(str(row[0]), False)
+        # A conflict whose holder finished before it could be read is tried again: the key
+        # is free by then, or held by another task whose id is then answered.
+        for _ in range(3):
+            with self._conn.transaction():
+                outcome = self._insert(task)
+            if outcome is not None:
+                return outcome
+        raise RuntimeError(f"the unique key {task.unique_key!r} kept changing hands")
+
+    def _insert(self, task: _Task) -> Optional[Enqueued]:
+        with self._conn.cursor() as cur:
+            if task.unique_for is not None:
                 cur.execute(
-                    f"INSERT INTO {self._tasks} (id, name, queue, state, priority, run_at, "
-                    "expires_at, max_attempts, unique_key, payload, options, created_at, "
-                    "updated_at, run_when) "
-                    "VALUES (%(id)s, %(name)s, %(queue)s, "
-                    "CASE WHEN %(run_at)s > now() THEN 'scheduled' ELSE 'queued' END, "
-                    "%(priority)s, %(run_at)s, %(expires_at)s, %(max_attempts)s, "
-                    "%(unique_key)s, %(payload)s, %(options)s::jsonb, %(created_at)s, now(), "
-                    "'parents_succeeded') "
-                    "ON CONFLICT DO NOTHING RETURNING state",
-                    {
-                        "id": task.id,
-                        "name": task.name,
-                        "queue": task.queue,
-                        "run_at": task.run_at,
-                        "priority": task.priority,
-                        "expires_at": task.expires_at,
-                        "max_attempts": task.max_attempts,
-                        "unique_key": task.unique_key,
-                        "payload": task.payload,
-                        "options": task.options,
-                        "created_at": task.created_at,
-                    },
+                    f"SELECT id FROM {self._tasks} WHERE unique_key = %s "
+                    "AND created_at > now() - make_interval(secs => %s) "
+                    "ORDER BY created_at DESC, seq DESC LIMIT 1",
+                    (task.unique_key, task.unique_for),
                 )
                 row = cur.fetchone()
-                if row is None:
-                    # A live task holds the key, or this id was stored before.
-                    cur.execute(
-                        f"SELECT id FROM {self._tasks} WHERE unique_key = %s "
-                        "AND state IN ('blocked', 'scheduled', 'queued', 'running')",
-                        (task.unique_key,),
-                    )
-                    held = cur.fetchone()
-                    return Enqueued(str(held[0]) if held else task.id, False)
+                if row is not None:
+                    return Enqueued(str(row[0]), str(row[0]) == task.id)
+            cur.execute(
+                f"INSERT INTO {self._tasks} (id, name, queue, state, priority, run_at, "
+                "expires_at, max_attempts, unique_key, payload, options, created_at, "
+                "updated_at, run_when) "
+                "VALUES (%(id)s, %(name)s, %(queue)s, "
+                "CASE WHEN %(run_at)s > now() THEN 'scheduled' ELSE 'queued' END, "
+                "%(priority)s, %(run_at)s, %(expires_at)s, %(max_attempts)s, "
+                "%(unique_key)s, %(payload)s, %(options)s::jsonb, %(created_at)s, now(), "
+                "'parents_succeeded') "
+                "ON CONFLICT DO NOTHING RETURNING state",
+                {
+                    "id": task.id,
+                    "name": task.name,
+                    "queue": task.queue,
+                    "run_at": task.run_at,
+                    "priority": task.priority,
+                    "expires_at": task.expires_at,
+                    "max_attempts": task.max_attempts,
+                    "unique_key": task.unique_key,
+                    "payload": task.payload,
+                    "options": task.options,
+                    "created_at": task.created_at,
+                },
+            )
+            row = cur.fetchone()
+            if row is not None:
                 if row[0] == "queued":
                     # Delivered on commit: waiting workers claim at once.
                     cur.execute("SELECT pg_notify(%s, %s)", (self._channel, task.queue))
                 return Enqueued(task.id, True, row[0])
+            # The same id stored before (a retry after a lost reply)...
+            cur.execute(f"SELECT 1 FROM {self._tasks} WHERE id = %s", (task.id,))
+            if cur.fetchone() is not None:
+                return Enqueued(task.id, True)
+            # ...or a live task holds the key.
+            cur.execute(
+                f"SELECT id FROM {self._tasks} WHERE unique_key = %s "
+                "AND state IN ('blocked', 'scheduled', 'queued', 'running')",
+                (task.unique_key,),
+            )
+            held = cur.fetchone()
+            return Enqueued(str(held[0]), False) if held is not None else None

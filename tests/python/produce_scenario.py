@@ -1,15 +1,17 @@
 """The Python producer test's enqueues (tests/tests/foreign_producer.rs runs this).
 
-    python produce_scenario.py redis    <redis url>      <key prefix>
-    python produce_scenario.py postgres <postgres url>   <schema>
+    python produce_scenario.py redis    <redis url>    <key prefix> first|again
+    python produce_scenario.py postgres <postgres url> <schema>     first|again
 
-Enqueues `python.add` tasks by the documented wire format and prints, as one JSON object,
-what the Rust side checks once an OmniQ worker has run them.
+`first` enqueues `python.add` tasks by the documented wire format; `again`, once an OmniQ
+worker has run those, sends their two unique keys again. Each prints, as one JSON object,
+what the Rust side checks.
 """
 
 import json
 import sys
 
+import omniq_producer
 from omniq_producer import PostgresProducer, RedisProducer, fixed_backoff
 
 QUEUE = "python"
@@ -23,13 +25,15 @@ def scenario(producer):
         producer.enqueue("python.add", {"a": i, "b": 10 * i}, queue=QUEUE).id
         for i in range(PLAIN)
     ]
-    # A JSON payload, with metadata.
+    # A JSON payload, with metadata, a timeout and a TTL.
     out["json"] = producer.enqueue(
         "python.add",
         {"a": 1000, "b": 1},
         queue=QUEUE,
         codec="json",
         metadata={"source": "python"},
+        timeout=30.0,
+        ttl=3600.0,
     ).id
     # Fails its first attempt: two attempts and a fixed backoff of 50 ms from the options.
     out["retried"] = producer.enqueue(
@@ -78,19 +82,63 @@ def scenario(producer):
     return out
 
 
+def again(producer):
+    """The unique keys once their tasks have finished: a plain key is free again, a key
+    with a dedupe window still answers the task created inside the window."""
+    once = producer.enqueue(
+        "python.add", {"a": 50, "b": 5}, queue=QUEUE, unique_key="python-once"
+    )
+    windowed = producer.enqueue(
+        "python.add",
+        {"a": 60, "b": 6},
+        queue=QUEUE,
+        unique_key="python-window",
+        unique_for=60.0,
+    )
+    return {
+        "once": {"id": once.id, "created": once.created},
+        "windowed": {"id": windowed.id, "created": windowed.created},
+    }
+
+
+def garbage(producer, client, prefix):
+    """What the script refuses, storing nothing: an id in another form, a priority that is
+    not an integer. Answers the refusals, and whether anything was stored."""
+    refused, stored = [], False
+    for field, value in ((5, "0192F2A4-0000-7000-8000-000000000000"), (9, "5.0")):
+        task = omniq_producer._task(
+            "python.add", {"a": 1, "b": 1}, queue=QUEUE, priority=0, delay=0.0,
+            run_at=None, ttl=None, max_attempts=3, unique_key=None, unique_for=None,
+            backoff=None, timeout=None, metadata=None, codec="msgpack", task_id=None,
+        )
+        keys, args = producer._arguments(task)
+        args[field] = value
+        tag, why = producer._script(keys=keys, args=args)
+        refused.append(f"{tag.decode()}: {why.decode()}")
+        for candidate in (task.id, value):
+            stored = stored or client.exists(f"{{{prefix}}}:task:{candidate}") > 0
+    return {"refused": refused, "stored": stored}
+
+
 def main():
-    backend, url, place = sys.argv[1:4]
+    backend, url, place, phase = sys.argv[1:5]
     if backend == "redis":
         import redis
 
         client = redis.Redis.from_url(url)
-        out = scenario(RedisProducer(client, prefix=place))
+        producer = RedisProducer(client, prefix=place)
+        if phase == "first":
+            out = scenario(producer)
+            out["garbage"] = garbage(producer, client, place)
+        else:
+            out = again(producer)
         client.close()
     elif backend == "postgres":
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            out = scenario(PostgresProducer(conn, schema=place))
+            producer = PostgresProducer(conn, schema=place)
+            out = scenario(producer) if phase == "first" else again(producer)
     else:
         raise SystemExit(f"unknown backend {backend!r}")
     print(json.dumps(out))

@@ -2,9 +2,12 @@
 //!
 //! `tests/python/produce_scenario.py` (through `tests/python/omniq_producer.py`) stores
 //! `python.add` tasks in Redis and in PostgreSQL: MessagePack and JSON payloads, metadata,
-//! a retry policy, a delay, a unique key sent twice, a dedupe window, a priority. Then a
-//! worker of this process (one slot) runs them, and the test checks every result and what
-//! each option did.
+//! a timeout, a TTL, a retry policy, a delay, a unique key sent twice, a dedupe window, a
+//! priority. Then a worker of this process (one slot) runs them, and the test checks every
+//! result and what each option did. Once they have run, Python sends the two unique keys
+//! again, to a worker that polls once a minute: the plain key is free and its new task runs
+//! at once (the producer's wake-up reaches the worker), the key with a window is not.
+//! On Redis, the enqueue script refuses garbage arguments and stores nothing of them.
 //!
 //! Python comes from `OMNIQ_TEST_PYTHON`, else the virtual environment .ci/services makes
 //! (`~/.cache/omniq-python`), else `python3`; it needs `msgpack`, `redis` and `psycopg`.
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use omniq_async::{AsyncOmniQ, Task, TaskContext, TaskError, TaskId, TaskState};
+use omniq_async::{AsyncOmniQ, Backoff, Task, TaskContext, TaskError, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
 use support::{Backend, Scene};
 
@@ -28,6 +31,12 @@ const QUEUE: &str = "python";
 
 /// Longest wait for one task's result.
 const RESULT_WAIT: Duration = Duration::from_secs(30);
+
+/// The second worker's poll interval: a task it starts sooner was woken for.
+const SLOW_POLL: Duration = Duration::from_secs(60);
+
+/// Longest wait for the task enqueued while the second worker waits.
+const WOKEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The task Python enqueues: adds, and fails its first attempt when asked to.
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +81,21 @@ struct Produced {
     windowed: TaskId,
     windowed_again: Again,
     urgent: TaskId,
+    /// Redis only: what the script refused.
+    garbage: Option<Garbage>,
+}
+
+/// What `produce_scenario.py … again` prints.
+#[derive(Debug, Deserialize)]
+struct ProducedAgain {
+    once: Again,
+    windowed: Again,
+}
+
+#[derive(Debug, Deserialize)]
+struct Garbage {
+    refused: Vec<String>,
+    stored: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,24 +138,7 @@ async fn python_enqueues_and_omniq_runs(
     // Opening first makes PostgreSQL's tables: a producer writes into what OmniQ migrated.
     let omniq = scene.open().await?.state(runs.clone()).register::<Add>();
 
-    let output = Command::new(&python)
-        .arg(scripts_dir().join("produce_scenario.py"))
-        .args([backend, server, namespace])
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    ensure!(
-        output.status.success(),
-        "the Python producer failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let produced: Produced = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "the Python producer printed {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })?;
-
+    let produced: Produced = run_python(&python, [backend, server, namespace, "first"]).await?;
     // Before any worker runs: what the store holds.
     ensure!(
         produced.unique_again.id == produced.unique && !produced.unique_again.created,
@@ -143,6 +150,14 @@ async fn python_enqueues_and_omniq_runs(
         "a second enqueue inside the dedupe window stored a task: {:?}",
         produced.windowed_again
     );
+    if let Some(garbage) = &produced.garbage {
+        ensure!(
+            garbage.refused.len() == 2
+                && garbage.refused.iter().all(|r| r.starts_with("invalid: "))
+                && !garbage.stored,
+            "the enqueue script took garbage: {garbage:?}"
+        );
+    }
     ensure!(
         produced.delayed_state == "scheduled",
         "the delayed task was stored {}",
@@ -203,9 +218,22 @@ async fn python_enqueues_and_omniq_runs(
         "the metadata was not read: {:?}",
         json.spec.metadata
     );
+    ensure!(
+        json.spec.timeout == Some(Duration::from_secs(30)),
+        "the timeout was not read: {:?}",
+        json.spec.timeout
+    );
+    let ttl = json
+        .spec
+        .expires_at
+        .map(|at| (at - json.spec.created_at).num_seconds());
+    ensure!(ttl == Some(3600), "the TTL was not read: {ttl:?}");
     let retried = record(&omniq, produced.retried).await?;
     ensure!(
-        retried.attempts == 2 && retried.state == TaskState::Succeeded,
+        retried.attempts == 2
+            && retried.state == TaskState::Succeeded
+            && retried.spec.max_attempts == 2
+            && retried.spec.backoff == Backoff::fixed(Duration::from_millis(50)),
         "the retried task: {retried:?}"
     );
     let delayed = record(&omniq, produced.delayed).await?;
@@ -223,8 +251,60 @@ async fn python_enqueues_and_omniq_runs(
         order.len(),
         expected.len()
     );
+
+    // Again, once the first tasks have finished, to a worker that polls once a minute.
+    let worker = omniq
+        .worker()
+        .queues([QUEUE])
+        .concurrency(1)
+        .poll_interval(SLOW_POLL)
+        .start()?;
+    let again: ProducedAgain = run_python(&python, [backend, server, namespace, "again"]).await?;
+    ensure!(
+        again.once.created && again.once.id != produced.unique,
+        "a unique key whose task finished was not free again: {:?}",
+        again.once
+    );
+    ensure!(
+        again.windowed.id == produced.windowed && !again.windowed.created,
+        "a key with a dedupe window was free again inside its window: {:?}",
+        again.windowed
+    );
+    let got: i64 = omniq
+        .handle(again.once.id)
+        .wait(WOKEN_WAIT)
+        .await
+        .context("a task enqueued while the worker waited did not run within 10 s")?;
+    ensure!(got == 55, "the task enqueued again answered {got}");
+    worker.shutdown().await?;
     omniq.close().await;
     Ok(())
+}
+
+/// Runs `produce_scenario.py` with `args` and reads what it prints.
+async fn run_python<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    args: [&str; 4],
+) -> anyhow::Result<T> {
+    let mut command = Command::new(python);
+    command
+        .arg(scripts_dir().join("produce_scenario.py"))
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await?
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    ensure!(
+        output.status.success(),
+        "the Python producer failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "the Python producer printed {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 async fn record(omniq: &AsyncOmniQ, id: TaskId) -> anyhow::Result<omniq_async::TaskRecord> {

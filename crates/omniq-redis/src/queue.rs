@@ -107,8 +107,10 @@ impl RedisTaskQueue {
         let mut reply = items(self.call(&invocation).await?)?.into_iter();
         let tag = string(reply.next().unwrap_or(Value::Nil))?;
         let body = reply.next().unwrap_or(Value::Nil);
-        if tag == "unknown_parent" {
-            return Err(StoreError::UnknownParent(parse_id(&string(body)?)?));
+        match tag.as_str() {
+            "unknown_parent" => return Err(StoreError::UnknownParent(parse_id(&string(body)?)?)),
+            "invalid" => return Err(StoreError::Invalid(string(body)?)),
+            _ => {}
         }
         items(body)?
             .into_iter()

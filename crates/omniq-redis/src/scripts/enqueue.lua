@@ -7,20 +7,52 @@
 -- in between would never settle it).
 --
 -- Producers in other languages call this script too (docs/wire-format.md, version 1): new
--- fields go at the end of a task's fields, and a task sent with fewer (ARGV[5]) gets the
--- new fields' defaults.
+-- fields go at the end of a task's fields, and a later script gives tasks sent with 15
+-- (ARGV[5]) the new fields' defaults.
 --
 -- ARGV[4] = number of tasks, ARGV[5] = fields per task, then per task:
 --   1 id, 2 queue, 3 name, 4 payload, 5 priority, 6 run_at, 7 expires_at ('' = none),
 --   8 max_attempts, 9 has unique key ('0'/'1'), 10 unique key, 11 unique_for in micros
 --   ('' = none), 12 parents (comma-separated, '' = none), 13 run_when, 14 created_at,
 --   15 options (JSON)
--- Reply: {'unknown_parent', id} (nothing stored), or {'ok', outcomes} with one outcome per
--- task: {'created', id, state} or {'duplicate', existing id}.
+-- Reply: {'invalid', why} or {'unknown_parent', id} (nothing stored), or {'ok', outcomes}
+-- with one outcome per task: {'created', id, state} or {'duplicate', existing id}.
 
 local n, f = tonumber(ARGV[4]), tonumber(ARGV[5])
+if not n or not f or f < 15 or #ARGV < 5 + n * f then
+  return { 'invalid', 'the arguments hold fewer than 15 fields for each of the tasks' }
+end
 local function arg(i, k)
   return ARGV[5 + (i - 1) * f + k]
+end
+
+-- A producer in another language may send anything: every field a write below relies on is
+-- checked before the first write, so a bad task stores nothing of its batch rather than
+-- half a task. Ids are UUIDs as workers write them back (lowercase, hyphenated); numbers
+-- are decimal integers (a priority, times in micros, max_attempts, a window).
+local UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+local find = string.find
+-- priority, run_at, max_attempts, created_at; expires_at and unique_for may be '' (none)
+local INTEGERS, OPTIONAL_INTEGERS = { 5, 6, 8, 14 }, { 7, 11 }
+for i = 1, n do
+  local base = 5 + (i - 1) * f
+  local id = ARGV[base + 1]
+  if not find(id, UUID) or find(id, '%u') then
+    return { 'invalid', 'task id `' .. id .. '` is not a lowercase hyphenated UUID' }
+  end
+  for j = 1, 4 do
+    local k = INTEGERS[j]
+    if not find(ARGV[base + k], '^%-?%d+$') then
+      return { 'invalid', 'field ' .. k .. ' of task ' .. id .. ' is not an integer' }
+    end
+  end
+  for j = 1, 2 do
+    local k = OPTIONAL_INTEGERS[j]
+    local v = ARGV[base + k]
+    if v ~= '' and not find(v, '^%-?%d+$') then
+      return { 'invalid', 'field ' .. k .. ' of task ' .. id .. ' is not an integer' }
+    end
+  end
 end
 
 -- Every parent must exist already or be an earlier task of this batch.

@@ -132,13 +132,16 @@ impl Pipeline {
     }
 
     /// A place in the line for a slot, taken now: leases get their slots in the order they
-    /// queued here, so a claimed batch starts in claim (priority) order.
+    /// queued here, so a claimed batch starts in claim order (by priority within a queue,
+    /// queues in the worker's order).
     ///
     /// The semaphore serves waiters first come, first served, but a waiter joins the line
     /// only when its wait is first polled. Executions spawned one after another are first
-    /// polled in whatever order the runtime picks (tokio runs the last one spawned first),
+    /// polled in whatever order the runtime picks (tokio's multi-thread scheduler runs the
+    /// last one spawned first),
     /// so each lease's wait is polled once here, by the claiming loop, before its execution
-    /// is spawned; the execution polls it on from there.
+    /// is spawned; the execution polls it on from there (a later poll replaces the waker,
+    /// and a wait dropped while in line gives back any slot it was handed).
     pub(crate) async fn queue_for_slot(&self) -> SlotWait {
         let mut wait: SlotWait = Box::pin(Arc::clone(&self.slots).acquire_owned());
         match std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
