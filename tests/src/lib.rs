@@ -17,6 +17,8 @@ use anyhow::{Context, bail};
 use omniq_async::{AsyncOmniQ, Settings, StoreKind, StoreUrl, Task, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
 
+pub mod otel;
+
 /// Name of the queue every end-to-end task goes to.
 pub const QUEUE: &str = "default";
 
@@ -48,6 +50,29 @@ impl Task for Record {
             .record_span(self.seq, started, unix_micros())
             .map_err(|e| TaskError::new(format!("cannot append to the spans log: {e}")))?;
         Ok(self.seq)
+    }
+}
+
+/// Fails its first attempt (a retry 100 ms later), then runs as [`Record`] does: the
+/// end-to-end retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailOnce {
+    /// The task's sequence number, unique within a run of a test.
+    pub seq: u64,
+}
+
+impl Task for FailOnce {
+    const NAME: &'static str = "e2e.fail_once";
+    type Output = u64;
+
+    async fn run(self, ctx: TaskContext) -> Result<u64, TaskError> {
+        if ctx.attempt() == 1 {
+            return Err(TaskError::retry_after(
+                "the first attempt fails, as asked",
+                Duration::from_millis(100),
+            ));
+        }
+        Record { seq: self.seq }.run(ctx).await
     }
 }
 

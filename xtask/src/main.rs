@@ -59,6 +59,8 @@ fn check() -> Result<()> {
 /// all-features one).
 const BACKEND_FEATURES: &[&str] = &[
     "memory", "sqlite", "postgres", "mysql", "redis", "nats", "file", "amqp", "sqs",
+    // Not a backend, but a feature that changes what the worker builds.
+    "otel",
 ];
 
 fn features() -> Result<()> {

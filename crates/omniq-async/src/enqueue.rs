@@ -149,7 +149,7 @@ impl<R> EnqueueBuilder<R> {
     /// The task this builder would enqueue, with the configured defaults filled in.
     pub(crate) fn into_spec(self) -> Result<TaskSpec> {
         let payload = self.payload?;
-        let options = self.omniq.resolve(self.options);
+        let options = self.omniq.traced(self.omniq.resolve(self.options));
         Ok(TaskSpec::new(self.name, payload, options, Utc::now()))
     }
 

@@ -90,8 +90,8 @@ pub use omniq_config::{Backend, ConfigError, Settings, StoreKind, StoreUrl};
 pub use omniq_events::EventSubscription;
 pub use omniq_models::{
     Backoff, LIMIT_KEY_METADATA, MisfirePolicy, ORDER_KEY_METADATA, RunWhen, Schedule,
-    ScheduleTrigger, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
-    TaskRecord, TaskResult, TaskState, WorkerId,
+    ScheduleTrigger, TRACEPARENT_METADATA, TRACESTATE_METADATA, TaskError, TaskErrorKind,
+    TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskRecord, TaskResult, TaskState, WorkerId,
 };
 pub use omniq_scheduler::ScheduleError;
 pub use omniq_storage::{
@@ -99,9 +99,10 @@ pub use omniq_storage::{
     QueueStats, RedriveTarget, TaskQuery,
 };
 pub use omniq_workers::{
-    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, Limit, LocalTask,
-    ProgressError, QueueLimits, Rate, State, Task, TaskContext, TaskDefinition, WithContext,
-    WorkerConfig, WorkerHandle, WorkerKind, WorkerReport, is_process_child, shutdown_signal,
+    AppState, ArgsOnly, AsyncTaskFn, BlockingTask, BlockingTaskFn, FromContext, Limit, LoadError,
+    LocalTask, Model, ModelLoader, ModelRef, ProgressError, QueueLimits, Rate, State, Task,
+    TaskContext, TaskDefinition, WithContext, WorkerConfig, WorkerHandle, WorkerKind, WorkerReport,
+    is_process_child, shutdown_signal,
 };
 
 /// Turns a plain `async fn` (or a plain `fn`, a blocking task) into a task type of the

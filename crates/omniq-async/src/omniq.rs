@@ -12,8 +12,8 @@ use omniq_storage::{
     TaskQuery, TransactionalEnqueue,
 };
 use omniq_workers::{
-    AsyncTaskFn, BlockingTask, BlockingTaskFn, LiveRegistry, LocalTask, Registry, Task,
-    TaskDefinition,
+    AsyncTaskFn, BlockingTask, BlockingTaskFn, LiveRegistry, LoadError, LocalTask, Model,
+    ModelLoader, Registry, Task, TaskDefinition,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -127,6 +127,47 @@ impl AsyncOmniQ {
         self.with_registry(|r| {
             r.provide(value);
         })
+    }
+
+    /// Registers how workers started afterwards load a [`Model`] by key, for tasks that
+    /// receive it as a [`ModelRef`](crate::ModelRef) and call
+    /// [`ModelRef::load`](crate::ModelRef::load): `load` answers `Ok(None)`
+    /// when no row has the key (the task then fails permanently, saying the row is gone),
+    /// and an error when it cannot tell (the attempt fails and is retried).
+    ///
+    /// ```no_run
+    /// # async fn demo(omniq: omniq_async::AsyncOmniQ, pool: sqlx::PgPool) {
+    /// use omniq_async::Model;
+    ///
+    /// struct User { id: i64, email: String }
+    ///
+    /// impl Model for User {
+    ///     type Key = i64;
+    ///     const NAME: &'static str = "user";
+    ///     fn key(&self) -> i64 { self.id }
+    /// }
+    ///
+    /// let omniq = omniq.model_loader::<User, _, _, _>(move |id| {
+    ///     let pool = pool.clone();
+    ///     async move {
+    ///         let row: Option<(i64, String)> =
+    ///             sqlx::query_as("SELECT id, email FROM users WHERE id = $1")
+    ///                 .bind(id)
+    ///                 .fetch_optional(&pool)
+    ///                 .await?;
+    ///         Ok::<_, sqlx::Error>(row.map(|(id, email)| User { id, email }))
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn model_loader<M, F, Fut, E>(self, load: F) -> Self
+    where
+        M: Model,
+        F: Fn(M::Key) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Option<M>, E>> + Send + 'static,
+        E: Into<LoadError>,
+    {
+        self.state(ModelLoader::<M>::new(load))
     }
 
     /// Registers an async task type. Workers started afterwards run it.
@@ -255,7 +296,7 @@ impl AsyncOmniQ {
         T: TaskDefinition<M>,
     {
         let now = Utc::now();
-        let options = self.resolve(T::default_options());
+        let options = self.traced(self.resolve(T::default_options()));
         let specs = tasks
             .into_iter()
             .map(|task| {
@@ -264,6 +305,23 @@ impl AsyncOmniQ {
             })
             .collect::<Result<Vec<_>>>()?;
         self.submit(specs).await
+    }
+
+    /// Adds the current span's trace context to the options' metadata (the `otel`
+    /// feature, unless `trace_propagation` is off). Enqueues only: a schedule's fires do
+    /// not belong to the trace of the request that made the schedule.
+    #[cfg(feature = "otel")]
+    pub(crate) fn traced(&self, mut options: TaskOptions) -> TaskOptions {
+        if self.inner.settings.trace_propagation {
+            omniq_workers::otel::inject_current(&mut options.metadata);
+        }
+        options
+    }
+
+    /// Without the `otel` feature, the options as they are.
+    #[cfg(not(feature = "otel"))]
+    pub(crate) fn traced(&self, options: TaskOptions) -> TaskOptions {
+        options
     }
 
     /// Fills options left unset from the configured defaults.

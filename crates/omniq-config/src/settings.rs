@@ -125,10 +125,15 @@ pub struct Settings {
     /// runs must start a process worker with the same tasks registered.
     #[serde(deserialize_with = "values::deserialize_list")]
     pub child_command: Vec<String>,
+    /// Whether an enqueue stores the current span's OpenTelemetry context in the task's
+    /// metadata (`traceparent`, `tracestate`), for the worker's span to continue
+    /// (`trace_propagation`, default true). Only with the facades' `otel` feature; without
+    /// it nothing is stored either way.
+    pub trace_propagation: bool,
 }
 
 /// The configuration keys, in field order.
-pub(crate) const KEYS: [&str; 27] = [
+pub(crate) const KEYS: [&str; 28] = [
     "base_dir",
     "url",
     "task_queue_url",
@@ -156,6 +161,7 @@ pub(crate) const KEYS: [&str; 27] = [
     "scheduler",
     "max_tasks_per_child",
     "child_command",
+    "trace_propagation",
 ];
 
 impl Default for Settings {
@@ -188,6 +194,7 @@ impl Default for Settings {
             scheduler: true,
             max_tasks_per_child: None,
             child_command: Vec::new(),
+            trace_propagation: true,
         }
     }
 }

@@ -40,3 +40,11 @@ pub const LIMIT_KEY_METADATA: &str = "omniq.limit_key";
 
 /// The metadata label holding a task's order key ([`TaskOptions::order_key`]).
 pub const ORDER_KEY_METADATA: &str = "omniq.order_key";
+
+/// The metadata label holding the W3C `traceparent` of the span that enqueued a task
+/// (the `otel` feature of the facades); the worker's `omniq.task` span continues it.
+pub const TRACEPARENT_METADATA: &str = "traceparent";
+
+/// The metadata label holding the W3C `tracestate` that goes with
+/// [`TRACEPARENT_METADATA`], when the enqueueing span had one.
+pub const TRACESTATE_METADATA: &str = "tracestate";

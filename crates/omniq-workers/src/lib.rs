@@ -48,6 +48,9 @@ mod definition;
 pub mod limits;
 mod live;
 mod local;
+mod model;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pool;
 mod process;
 mod progress;
@@ -62,6 +65,7 @@ pub use context::TaskContext;
 pub use definition::{AsyncMarker, BlockingMarker, LocalMarker, TaskDefinition};
 pub use limits::{Limit, QueueLimits, Rate};
 pub use live::LiveRegistry;
+pub use model::{LoadError, Model, ModelLoader, ModelRef};
 pub use process::{CHILD_ENV, is_process_child};
 pub use progress::ProgressError;
 pub use registry::{OutputType, Registry};

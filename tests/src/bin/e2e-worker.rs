@@ -4,7 +4,7 @@
 //! e2e-worker (--db PATH | --url URL [--results-url URL]) --mode work --runs PATH
 //!            [--concurrency C] [--prefetch P]
 //!            [--task-ms MS] [--lease-ms MS] [--poll-ms MS] [--grace-ms MS]
-//!            [--spans PATH] [--limit-each-key N] [--rate-each-key N]
+//!            [--spans PATH] [--otel-spans PATH] [--limit-each-key N] [--rate-each-key N]
 //! e2e-worker (--db PATH | --url URL) --mode enqueue --tasks N [--first-seq S]
 //! ```
 //!
@@ -15,12 +15,14 @@
 //! server). With `--results-url`, results, events and schedules are there instead (a
 //! broker as `--url` holds tasks only).
 //!
-//! `work` registers [`Record`], starts a worker, prints `ready worker=<id>` once the worker
+//! `work` registers [`Record`] and [`FailOnce`], starts a worker, prints `ready worker=<id>` once the worker
 //! runs and the SIGINT/SIGTERM handlers are installed, runs until one of those signals
 //! (`run_until_signal`, a graceful shutdown), then prints
 //! `report succeeded=… retried=… dead_lettered=… released=… lease_lost=…` and exits 0.
 //!
 //! `--spans PATH` also logs each run's start and end (`omniq_e2e::read_spans`);
+//! `--otel-spans PATH` exports the process's OpenTelemetry spans to that file, a JSON line
+//! each (`omniq_e2e::otel::read_spans`);
 //! `--limit-each-key N` lets at most N tasks of one limit key run at once across the
 //! workers sharing the store; `--rate-each-key N` lets at most N of one key start per
 //! second, in bursts of up to 2.
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use omniq_async::{AsyncOmniQ, Limit, Settings, WorkerReport};
-use omniq_e2e::{Record, Recorder};
+use omniq_e2e::{FailOnce, Record, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -66,6 +68,7 @@ struct Args {
     poll_ms: Option<u64>,
     grace_ms: Option<u64>,
     spans: Option<PathBuf>,
+    otel_spans: Option<PathBuf>,
     limit_each_key: Option<u32>,
     rate_each_key: Option<u32>,
 }
@@ -87,6 +90,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         poll_ms: None,
         grace_ms: None,
         spans: None,
+        otel_spans: None,
         limit_each_key: None,
         rate_each_key: None,
     };
@@ -140,6 +144,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--poll-ms" => args.poll_ms = Some(number(value()?)?),
             "--grace-ms" => args.grace_ms = Some(number(value()?)?),
             "--spans" => args.spans = Some(PathBuf::from(value()?)),
+            "--otel-spans" => args.otel_spans = Some(PathBuf::from(value()?)),
             "--rate-each-key" => {
                 args.rate_each_key =
                     Some(u32::try_from(number(value()?)?).context("--rate-each-key is too large")?);
@@ -208,7 +213,7 @@ async fn work(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
         recorder = recorder.with_spans(spans)?;
     }
     recorder.install()?;
-    let omniq = omniq.register::<Record>();
+    let omniq = omniq.register::<Record>().register::<FailOnce>();
     let mut worker = omniq.worker();
     if args.limit_each_key.is_some() || args.rate_each_key.is_some() {
         let mut limit = Limit::new();
@@ -251,14 +256,9 @@ async fn enqueue(omniq: AsyncOmniQ, args: &Args) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
     let args = parse_args(std::env::args().skip(1))?;
+    // Kept to the end: the spans of the last tasks are exported as they end.
+    let _traces = omniq_e2e::otel::install_tracing(args.otel_spans.as_deref())?;
     let omniq = AsyncOmniQ::from_settings(settings(&args)?).await?;
     match args.mode {
         Mode::Work => work(omniq, &args).await,

@@ -20,6 +20,29 @@ use crate::context::AttemptHeader;
 use crate::registry::Invocation;
 use crate::retry::after_failure;
 
+/// The span of one attempt. A root of its own: the trace it belongs to is the enqueueing
+/// span's (the `otel` feature), never whatever span happens to be current in the worker.
+#[cfg(not(feature = "otel"))]
+fn task_span(lease: &Lease) -> tracing::Span {
+    let spec = &lease.spec;
+    tracing::info_span!(parent: None, "omniq.task", task.id = %spec.id, task.name = %spec.name,
+        queue = %spec.queue, attempt = lease.attempt)
+}
+
+/// The span of one attempt, continuing the enqueueing span's trace, with OpenTelemetry's
+/// messaging attributes (a consumer span that processes a message).
+#[cfg(feature = "otel")]
+fn task_span(lease: &Lease) -> tracing::Span {
+    let spec = &lease.spec;
+    let span = tracing::info_span!(parent: None, "omniq.task", task.id = %spec.id,
+        task.name = %spec.name, queue = %spec.queue, attempt = lease.attempt,
+        otel.kind = "consumer", messaging.system = "omniq",
+        messaging.operation.type = "process", messaging.destination.name = %spec.queue,
+        messaging.message.id = %spec.id);
+    crate::otel::continue_trace(&span, &spec.metadata, lease.attempt);
+    span
+}
+
 /// Runs one lease to its end and hands the outcome to the completion flusher.
 ///
 /// The lease waits in the worker's buffer for a slot. The slot is held while the handler
@@ -151,8 +174,7 @@ pub(crate) async fn execute(
             .worker(shared.id.clone()),
     );
 
-    let span = tracing::info_span!("omniq.task", task.id = %spec.id, task.name = %spec.name,
-        queue = %spec.queue, attempt = lease.attempt);
+    let span = task_span(&lease);
     let started = Instant::now();
     let grace = shared.config.cancel_grace;
     let mut slot = Some(slot);
