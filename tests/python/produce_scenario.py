@@ -102,10 +102,18 @@ def again(producer):
 
 
 def garbage(producer, client, prefix):
-    """What the script refuses, storing nothing: an id in another form, a priority that is
-    not an integer. Answers the refusals, and whether anything was stored."""
+    """What the script refuses, storing nothing: an id in another form, an empty queue, a
+    priority that is not an integer, no attempt, an unknown run_when, options that are not
+    JSON. Answers the refusals, and whether anything was stored."""
     refused, stored = [], False
-    for field, value in ((5, "0192F2A4-0000-7000-8000-000000000000"), (9, "5.0")):
+    for field, value in (
+        (5, "0192F2A4-0000-7000-8000-000000000000"),
+        (6, ""),
+        (9, "5.0"),
+        (12, "0"),
+        (17, "whenever"),
+        (19, "not json"),
+    ):
         task = omniq_producer._task(
             "python.add", {"a": 1, "b": 1}, queue=QUEUE, priority=0, delay=0.0,
             run_at=None, ttl=None, max_attempts=3, unique_key=None, unique_for=None,

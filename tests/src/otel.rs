@@ -14,6 +14,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -33,6 +34,8 @@ pub struct SpanLine {
     pub attributes: BTreeMap<String, String>,
     /// Linked spans, as `(trace_id, span_id)`.
     pub links: Vec<(String, String)>,
+    /// Its status as OpenTelemetry's `Status` prints it (`Unset`, `Error { .. }`).
+    pub status: String,
 }
 
 impl From<&SpanData> for SpanLine {
@@ -58,6 +61,7 @@ impl From<&SpanData> for SpanLine {
                     )
                 })
                 .collect(),
+            status: format!("{:?}", span.status),
         }
     }
 }
@@ -113,9 +117,12 @@ impl SpanExporter for FileExporter {
 pub fn install_tracing(spans: Option<&Path>) -> anyhow::Result<Option<SdkTracerProvider>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The filter is the logs' alone: the spans exported are every INFO span whatever
+    // `RUST_LOG` says, as the test reading them expects.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_filter(filter);
     let provider = spans
         .map(|path| {
             FileExporter::open(path).map(|exporter| {
@@ -129,7 +136,6 @@ pub fn install_tracing(spans: Option<&Path>) -> anyhow::Result<Option<SdkTracerP
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("omniq-e2e")));
     tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(traces)
         .try_init()
@@ -137,7 +143,8 @@ pub fn install_tracing(spans: Option<&Path>) -> anyhow::Result<Option<SdkTracerP
     Ok(provider)
 }
 
-/// The spans in a file [`FileExporter`] wrote; a missing file holds none.
+/// The spans in a file [`FileExporter`] wrote, but a last line still being written; a
+/// missing file holds none.
 ///
 /// # Errors
 /// When the file cannot be read or holds a line that is not a span.
@@ -147,7 +154,10 @@ pub fn read_spans(path: &Path) -> anyhow::Result<Vec<SpanLine>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     };
-    text.lines()
+    // Only whole lines: a reader may come while a line is being written.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
         .map(|line| serde_json::from_str(line).with_context(|| format!("not a span: {line}")))
         .collect()
 }

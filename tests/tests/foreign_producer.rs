@@ -152,7 +152,7 @@ async fn python_enqueues_and_omniq_runs(
     );
     if let Some(garbage) = &produced.garbage {
         ensure!(
-            garbage.refused.len() == 2
+            garbage.refused.len() == 6
                 && garbage.refused.iter().all(|r| r.starts_with("invalid: "))
                 && !garbage.stored,
             "the enqueue script took garbage: {garbage:?}"

@@ -1,6 +1,7 @@
 //! Traces across the queue (the `otel` feature), across OS processes: the span that
 //! enqueues a task, in this process, is the parent of the `omniq.task` span of its first
-//! attempt in an `e2e-worker` process; a retry's span starts a trace of its own, linked to
+//! attempt in an `e2e-worker` process (exported as `process <queue>`, a failed one with an
+//! error status); a retry's span starts a trace of its own, linked to
 //! the enqueueing span. With `trace_propagation` off, an enqueue adds no trace metadata.
 //!
 //! This process exports its spans to OpenTelemetry's in-memory exporter; the worker process
@@ -134,6 +135,14 @@ async fn a_task_continues_the_trace_of_the_span_that_enqueued_it() -> anyhow::Re
             "the messaging attributes are missing: {first:#?}"
         );
     }
+    let failed = of(&retried.id().to_string(), "1")?;
+    ensure!(
+        failed.status.starts_with("Error")
+            && !of(&plain.id().to_string(), "1")?
+                .status
+                .starts_with("Error"),
+        "a failed attempt's span is not an error, or a successful one is: {failed:#?}"
+    );
     let retry = of(&retried.id().to_string(), "2")?;
     ensure!(
         retry.trace_id != trace_id && retry.parent_span_id == "0000000000000000",
@@ -184,14 +193,14 @@ async fn with_propagation_off_an_enqueue_adds_no_trace_metadata() -> anyhow::Res
     Ok(())
 }
 
-/// The worker's `omniq.task` spans once the file holds `count` of them (each is written as
-/// its attempt ends); an error after [`WAIT`].
+/// The worker's attempt spans (`omniq.task`, exported as `process <queue>`) once the file
+/// holds `count` of them (each is written as its attempt ends); an error after [`WAIT`].
 async fn attempt_spans(file: &std::path::Path, count: usize) -> anyhow::Result<Vec<SpanLine>> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let attempts: Vec<SpanLine> = read_spans(file)?
             .into_iter()
-            .filter(|s| s.name == "omniq.task")
+            .filter(|s| s.name == format!("process {}", omniq_e2e::QUEUE))
             .collect();
         if attempts.len() >= count {
             return Ok(attempts);

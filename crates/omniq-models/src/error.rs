@@ -179,7 +179,7 @@ where
 
 /// An error's message followed by those of its sources, each once: many errors already
 /// print their source, and a message is not repeated when it ends the text so far.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -23,7 +23,7 @@ mod schedule;
 mod state;
 mod worker_kind;
 
-pub use error::{TaskError, TaskErrorKind};
+pub use error::{TaskError, TaskErrorKind, error_chain};
 pub use event::{TaskEvent, TaskEventKind};
 pub use ids::{LeaseToken, ParseIdError, TaskId, WorkerId};
 pub use options::{Backoff, DependencyVerdict, RunWhen, TaskOptions};

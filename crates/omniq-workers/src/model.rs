@@ -43,8 +43,9 @@ pub trait Model: Send + Sync + 'static {
 ///
 /// It serialises as the key, so a payload holds `42` instead of the whole row: smaller,
 /// and the worker reads the row as it is when the task runs, not as it was at enqueue.
-/// A row deleted in between fails the task at once, permanently, with a message that says
-/// so; a loader that fails (the database is down) fails the attempt, which is retried.
+/// A row the worker cannot find fails the task at once, permanently, with a message that
+/// says so; a loader that fails (the database is down) fails the attempt, which is retried,
+/// as does a worker with no loader of `M` (another worker, configured right, may run it).
 ///
 /// ```
 /// use omniq_workers::{Model, ModelRef, TaskContext};
@@ -88,12 +89,12 @@ impl<M: Model> ModelRef<M> {
     /// Loads the model with the loader registered on this worker.
     ///
     /// # Errors
-    /// A permanent [`TaskError`] (not retried) when no row has the key any more, or when
-    /// no loader of `M` is registered on this worker; a retryable one, with the loader's
-    /// error, when the loader fails.
+    /// A permanent [`TaskError`] (not retried) when no row has the key; a retryable one
+    /// with the loader's error (and its sources) when the loader fails, or when no loader
+    /// of `M` is registered on this worker.
     pub async fn load(&self, ctx: &TaskContext) -> Result<M, TaskError> {
         let loader = ctx.state::<ModelLoader<M>>().map_err(|_| {
-            TaskError::permanent(format!(
+            TaskError::new(format!(
                 "no loader of {} models is registered on this worker; register one with \
                  `omniq.model_loader(...)`",
                 M::NAME
@@ -101,15 +102,18 @@ impl<M: Model> ModelRef<M> {
         })?;
         match (loader.load)(self.key.clone()).await {
             Ok(Some(model)) => Ok(model),
+            // Deleted since the enqueue, most often; or never visible to the worker (a task
+            // enqueued before the row's transaction committed, a replica behind).
             Ok(None) => Err(TaskError::permanent(format!(
-                "{} {:?} no longer exists: it was deleted after the task was enqueued",
+                "{} {:?} does not exist (deleted, or not visible to the worker)",
                 M::NAME,
                 self.key
             ))),
             Err(err) => Err(TaskError::new(format!(
-                "cannot load {} {:?}: {err}",
+                "cannot load {} {:?}: {}",
                 M::NAME,
-                self.key
+                self.key,
+                omniq_models::error_chain(&*err)
             ))),
         }
     }
@@ -293,7 +297,7 @@ mod tests {
         assert_eq!(gone.kind, TaskErrorKind::Handler);
         assert_eq!(
             gone.message,
-            "user 3 no longer exists: it was deleted after the task was enqueued"
+            "user 3 does not exist (deleted, or not visible to the worker)"
         );
 
         let down = ModelRef::<User>::new(7)
@@ -310,7 +314,7 @@ mod tests {
             .load(&context(None))
             .await
             .expect_err("no loader");
-        assert!(!err.retryable);
+        assert!(err.retryable, "another worker may have the loader");
         assert!(
             err.message.contains("omniq.model_loader"),
             "{}",

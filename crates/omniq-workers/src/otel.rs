@@ -2,9 +2,11 @@
 //! OpenTelemetry context in the task's metadata as W3C trace context, and the worker's
 //! `omniq.task` span continues it.
 //!
-//! The first attempt's span is a child of the enqueueing span, in its trace. A later
-//! attempt starts a trace of its own with a link to the enqueueing span, so that a task
-//! retried for a day does not stretch the request's trace over that day.
+//! The first attempt's span is a child of the enqueueing span, in its trace, when it starts
+//! within [`CHILD_WINDOW`] of the enqueue. A later attempt, or a first one that starts later
+//! (a task delayed until tomorrow, a dead letter re-driven next week), starts a trace of its
+//! own with a link to the enqueueing span: a task retried for a day does not stretch the
+//! request's trace over that day.
 //!
 //! The metadata is text (`traceparent`, and `tracestate` when there is one), so a producer
 //! in another language continues its traces the same way (docs/wire-format.md). A value that
@@ -12,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
 
 use omniq_models::{TRACEPARENT_METADATA, TRACESTATE_METADATA};
 use opentelemetry::Context;
@@ -24,7 +28,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 ///
 /// The facades call this at enqueue when `trace_propagation` is on (the default).
 pub fn inject_current(metadata: &mut BTreeMap<String, String>) {
-    if metadata.contains_key(TRACEPARENT_METADATA) {
+    // A context of the caller's own is kept whole, never mixed with the current span's.
+    if metadata.contains_key(TRACEPARENT_METADATA) || metadata.contains_key(TRACESTATE_METADATA) {
         return;
     }
     let context = tracing::Span::current().context();
@@ -50,17 +55,21 @@ fn traceparent(span_context: &SpanContext) -> String {
     )
 }
 
+/// How long after its enqueue a task's first attempt still belongs to the enqueueing trace.
+pub const CHILD_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// Makes `span` (an attempt's, not yet entered) continue the trace in `metadata`: as its
-/// parent on the first attempt, as a link on later ones.
+/// parent on a first attempt within [`CHILD_WINDOW`] of `created_at`, as a link otherwise.
 pub(crate) fn continue_trace(
     span: &tracing::Span,
     metadata: &BTreeMap<String, String>,
     attempt: u32,
+    created_at: DateTime<Utc>,
 ) {
     let Some(remote) = remote_context(metadata) else {
         return;
     };
-    if attempt <= 1 {
+    if attempt <= 1 && Utc::now() - created_at <= CHILD_WINDOW {
         // Fails only when no OpenTelemetry layer is installed: nothing to continue then.
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     } else {
@@ -182,18 +191,23 @@ mod tests {
             let mut carried = BTreeMap::new();
             request.in_scope(|| inject_current(&mut carried));
             let parent = request.context().span().span_context().clone();
+            let now = Utc::now();
             for attempt in [1, 2] {
                 let span = tracing::info_span!(parent: None, "omniq.task", attempt);
-                continue_trace(&span, &carried, attempt);
+                continue_trace(&span, &carried, attempt, now);
                 span.in_scope(|| tracing::info!("running"));
             }
+            // A first attempt long after the enqueue (a re-driven dead letter, say).
+            let late = tracing::info_span!(parent: None, "omniq.task", attempt = 1);
+            continue_trace(&late, &carried, 1, now - CHILD_WINDOW * 2);
+            late.in_scope(|| tracing::info!("running"));
             (parent, carried)
         });
         assert_eq!(carried[TRACEPARENT_METADATA], traceparent(&parent));
         let spans = exporter.get_finished_spans().expect("spans");
         let tasks: Vec<_> = spans.iter().filter(|s| s.name == "omniq.task").collect();
-        assert_eq!(tasks.len(), 2, "{spans:?}");
-        let (first, retry) = (tasks[0], tasks[1]);
+        assert_eq!(tasks.len(), 3, "{spans:?}");
+        let (first, retry, late) = (tasks[0], tasks[1], tasks[2]);
         assert_eq!(first.span_context.trace_id(), parent.trace_id());
         assert_eq!(first.parent_span_id, parent.span_id());
         assert_ne!(retry.span_context.trace_id(), parent.trace_id());
@@ -205,12 +219,15 @@ mod tests {
             .map(|link| (link.span_context.trace_id(), link.span_context.span_id()))
             .collect();
         assert_eq!(links, [(parent.trace_id(), parent.span_id())]);
+        assert_ne!(late.span_context.trace_id(), parent.trace_id());
+        assert_eq!(late.parent_span_id, SpanId::INVALID);
+        assert_eq!(late.links.links.len(), 1);
     }
 
     #[test]
-    fn nothing_is_injected_outside_a_traced_span() {
-        let mut carried = BTreeMap::new();
+    fn a_context_of_the_callers_own_is_kept() {
+        let mut carried = BTreeMap::from([(TRACESTATE_METADATA.to_owned(), "a=b".to_owned())]);
         inject_current(&mut carried);
-        assert!(carried.is_empty());
+        assert_eq!(carried.len(), 1);
     }
 }

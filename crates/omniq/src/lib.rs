@@ -45,13 +45,13 @@ pub use worker::{WorkerBuilder, WorkerHandle};
 pub use omniq_async::{
     AppState, ArgsOnly, BATCH_METADATA_KEY, Backend, Backoff, Batch, BatchStatus, BlockingTask,
     BlockingTaskFn, CancelOutcome, Capabilities, Capability, ConfigError, Error, ErrorKind,
-    EventQuery, FromContext, LIMIT_KEY_METADATA, Limit, LocalTask, MisfirePolicy,
-    ORDER_KEY_METADATA, ProgressError, PurgeRequest, QueueStats, RedriveTarget, Result, RunWhen,
-    Schedule, ScheduleError, ScheduleTrigger, Settings, State, StoreKind, StoreUrl, Stores,
-    TRACEPARENT_METADATA, TRACESTATE_METADATA, Task, TaskContext, TaskDefinition, TaskError,
-    TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions, TaskQuery, TaskRecord,
-    TaskResult, TaskState, WithContext, WorkerConfig, WorkerId, WorkerKind, WorkerReport,
-    is_process_child,
+    EventQuery, FromContext, LIMIT_KEY_METADATA, Limit, LoadError, LocalTask, MisfirePolicy, Model,
+    ModelLoader, ModelRef, ORDER_KEY_METADATA, ProgressError, PurgeRequest, QueueStats,
+    RedriveTarget, Result, RunWhen, Schedule, ScheduleError, ScheduleTrigger, Settings, State,
+    StoreKind, StoreUrl, Stores, TRACEPARENT_METADATA, TRACESTATE_METADATA, Task, TaskContext,
+    TaskDefinition, TaskError, TaskErrorKind, TaskEvent, TaskEventKind, TaskId, TaskOptions,
+    TaskQuery, TaskRecord, TaskResult, TaskState, WithContext, WorkerConfig, WorkerId, WorkerKind,
+    WorkerReport, is_process_child,
 };
 
 /// Turns a plain `fn` (a blocking task) or `async fn` into a task type of the same name

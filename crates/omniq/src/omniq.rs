@@ -87,6 +87,18 @@ impl OmniQ {
         self.map(|omniq| omniq.state(value))
     }
 
+    /// Registers how workers load a [`Model`](crate::Model) by key, for async tasks that
+    /// receive it as a [`ModelRef`](crate::ModelRef) (see [`AsyncOmniQ::model_loader`]).
+    pub fn model_loader<M, F, Fut, E>(self, load: F) -> Self
+    where
+        M: omniq_async::Model,
+        F: Fn(M::Key) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Option<M>, E>> + Send + 'static,
+        E: Into<omniq_async::LoadError>,
+    {
+        self.map(|omniq| omniq.model_loader::<M, F, Fut, E>(load))
+    }
+
     /// Registers an async task type.
     pub fn register<T: Task>(self) -> Self {
         self.map(AsyncOmniQ::register::<T>)

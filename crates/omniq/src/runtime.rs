@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use omniq_async::{Error, Result};
 use tokio::runtime::{Runtime, RuntimeFlavor};
+use tracing::Instrument;
 
 /// The facade's own multi-thread runtime, shared by every wrapper made from one `OmniQ`.
 ///
@@ -61,7 +62,9 @@ impl Driver {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let handle = self.runtime().spawn(future);
+        // In the caller's span: what the future does (an enqueue storing the trace context,
+        // say) belongs to the caller's work, not to a thread of the facade's runtime.
+        let handle = self.runtime().spawn(future.in_current_span());
         let joined = match tokio::runtime::Handle::try_current() {
             // On a worker thread of a multi-thread runtime (an async handler run by this
             // facade's own worker, say), parking the thread would also park the task just

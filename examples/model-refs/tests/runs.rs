@@ -30,8 +30,8 @@ fn the_example_runs() {
     );
     assert!(
         stdout.contains(
-            "failed for good after 1 of 3 attempts: customer 2 no longer exists: \
-             it was deleted after the task was enqueued"
+            "failed for good after 1 of 3 attempts: customer 2 does not exist \
+             (deleted, or not visible to the worker)"
         ),
         "{stdout}"
     );

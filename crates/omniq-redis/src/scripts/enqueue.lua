@@ -19,39 +19,57 @@
 -- with one outcome per task: {'created', id, state} or {'duplicate', existing id}.
 
 local n, f = tonumber(ARGV[4]), tonumber(ARGV[5])
-if not n or not f or f < 15 or #ARGV < 5 + n * f then
+if not n or not f or n % 1 ~= 0 or f % 1 ~= 0 or n < 1 or f < 15 or #ARGV < 5 + n * f then
   return { 'invalid', 'the arguments hold fewer than 15 fields for each of the tasks' }
 end
 local function arg(i, k)
   return ARGV[5 + (i - 1) * f + k]
 end
 
--- A producer in another language may send anything: every field a write below relies on is
--- checked before the first write, so a bad task stores nothing of its batch rather than
--- half a task. Ids are UUIDs as workers write them back (lowercase, hyphenated); numbers
--- are decimal integers (a priority, times in micros, max_attempts, a window).
+-- A producer in another language may send anything: every field a write below relies on,
+-- or a worker reads back, is checked before the first write, so a bad task stores nothing
+-- of its batch rather than half a task or one no worker can read. Ids are UUIDs as workers
+-- write them back (lowercase, hyphenated); numbers are decimal integers within the ranges
+-- OmniQ's types hold.
 local UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
 local find = string.find
--- priority, run_at, max_attempts, created_at; expires_at and unique_for may be '' (none)
-local INTEGERS, OPTIONAL_INTEGERS = { 5, 6, 8, 14 }, { 7, 11 }
+local RUN_WHEN = { parents_succeeded = true, parent_failed = true, parents_finished = true }
+-- Whether `v` is a decimal integer in low..high ('' too when `optional`).
+local function integer(v, low, high, optional)
+  if v == '' then
+    return optional
+  end
+  if #v > 20 or not find(v, '^%-?%d+$') then
+    return false
+  end
+  local x = tonumber(v)
+  return x >= low and x <= high
+end
+local I32, U32, I64 = 2147483647, 4294967295, 9.2e18
 for i = 1, n do
   local base = 5 + (i - 1) * f
   local id = ARGV[base + 1]
+  local why = nil
   if not find(id, UUID) or find(id, '%u') then
-    return { 'invalid', 'task id `' .. id .. '` is not a lowercase hyphenated UUID' }
+    why = 'its id is not a lowercase hyphenated UUID'
+  elseif ARGV[base + 2] == '' or ARGV[base + 3] == '' then
+    why = 'its queue or name is empty'
+  elseif not integer(ARGV[base + 5], -I32 - 1, I32) then
+    why = 'its priority is not a 32-bit integer'
+  elseif not (integer(ARGV[base + 6], -I64, I64) and integer(ARGV[base + 14], -I64, I64)
+      and integer(ARGV[base + 7], -I64, I64, true)) then
+    why = 'a time of it is not an integer count of microseconds'
+  elseif not integer(ARGV[base + 8], 1, U32) then
+    why = 'its max_attempts is not in 1..=4294967295'
+  elseif not integer(ARGV[base + 11], 1, I64, true) then
+    why = 'its unique_for is not a positive integer count of microseconds'
+  elseif not RUN_WHEN[ARGV[base + 13]] then
+    why = 'its run_when is none of parents_succeeded, parent_failed, parents_finished'
+  elseif string.byte(ARGV[base + 15], 1) ~= 123 then -- '{'
+    why = 'its options are not a JSON object'
   end
-  for j = 1, 4 do
-    local k = INTEGERS[j]
-    if not find(ARGV[base + k], '^%-?%d+$') then
-      return { 'invalid', 'field ' .. k .. ' of task ' .. id .. ' is not an integer' }
-    end
-  end
-  for j = 1, 2 do
-    local k = OPTIONAL_INTEGERS[j]
-    local v = ARGV[base + k]
-    if v ~= '' and not find(v, '^%-?%d+$') then
-      return { 'invalid', 'field ' .. k .. ' of task ' .. id .. ' is not an integer' }
-    end
+  if why then
+    return { 'invalid', 'task ' .. id .. ': ' .. why }
   end
 end
 

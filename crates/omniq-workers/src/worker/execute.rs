@@ -36,10 +36,12 @@ fn task_span(lease: &Lease) -> tracing::Span {
     let spec = &lease.spec;
     let span = tracing::info_span!(parent: None, "omniq.task", task.id = %spec.id,
         task.name = %spec.name, queue = %spec.queue, attempt = lease.attempt,
-        otel.kind = "consumer", messaging.system = "omniq",
-        messaging.operation.type = "process", messaging.destination.name = %spec.queue,
-        messaging.message.id = %spec.id);
-    crate::otel::continue_trace(&span, &spec.metadata, lease.attempt);
+        otel.name = %format_args!("process {}", spec.queue), otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty, messaging.system = "omniq",
+        messaging.operation.type = "process", messaging.operation.name = "process",
+        messaging.destination.name = %spec.queue, messaging.message.id = %spec.id);
+    crate::otel::continue_trace(&span, &spec.metadata, lease.attempt, spec.created_at);
     span
 }
 
@@ -216,6 +218,9 @@ pub(crate) async fn execute(
         }
         Some(Err(error)) => {
             span.in_scope(|| tracing::warn!(%error, elapsed = ?elapsed, "attempt failed"));
+            // Only the `otel` span declares these: elsewhere, recording them does nothing.
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", error.to_string());
             // The hook is user code: a panic in it keeps the error's own verdict.
             let task_agrees = shared.registry.handler(&spec.name).is_none_or(|h| {
                 guarded(|| h.should_retry(&spec.payload, shared.codec, &error))
