@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omniq_models::{DependencyVerdict, SpecExtras, TaskId, TaskSpec, TaskState};
-use omniq_storage::{BatchAliases, EnqueueOutcome, StoreResult};
+use omniq_storage::{BatchAliases, EnqueueOutcome, StoreError, StoreResult};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
@@ -249,12 +249,17 @@ async fn insert_many(
         .await
         .map_err(store_error)?;
     let mut inserted: HashSet<Uuid> = inserted.into_iter().map(|(id, _)| id).collect();
-    let skipped_keys: Vec<&str> = specs
+    let skipped: Vec<&TaskSpec> = specs
         .iter()
         .filter(|s| !inserted.contains(s.id.as_uuid()))
+        .collect();
+    let skipped_keys: Vec<&str> = skipped
+        .iter()
         .filter_map(|s| s.unique_key.as_deref())
         .collect();
     let holders = live_holders(conn, names, &skipped_keys).await?;
+    let stored = stored_ids(conn, names, &skipped).await?;
+    let mut late_ready = ReadyQueues::new();
     for (spec, state) in specs.iter().zip(states) {
         // Taken out once seen: an id twice in one batch is created once.
         if inserted.remove(spec.id.as_uuid()) {
@@ -262,19 +267,48 @@ async fn insert_many(
                 ready.insert(spec.queue.clone());
             }
             outcomes.push(EnqueueOutcome::Created { id: spec.id, state });
+        } else if let Some(holder) = spec.unique_key.as_ref().and_then(|key| holders.get(key)) {
+            outcomes.push(EnqueueOutcome::Duplicate { existing: *holder });
+        } else if stored.contains(spec.id.as_uuid()) {
+            // The same id sent again: the task the first send stored.
+            outcomes.push(EnqueueOutcome::Duplicate { existing: spec.id });
         } else {
-            // The only conflicts are the unique key of a live task, or a re-sent id.
-            let existing = spec
-                .unique_key
-                .as_ref()
-                .and_then(|key| holders.get(key))
-                .copied()
-                .unwrap_or(spec.id);
-            outcomes.push(EnqueueOutcome::Duplicate { existing });
+            // The key's holder finished between the INSERT and the look-up: the key is
+            // free now, and the task is stored on its own.
+            let outcome = insert_one(conn, names, spec.clone(), now, &mut late_ready).await?;
+            outcomes.push(outcome);
         }
     }
+    // The multi-row INSERT notified its own queues; these are the late ones'.
+    notify(conn, &names.task_channel, &late_ready).await?;
+    ready.extend(late_ready);
     Ok(())
 }
+
+/// Which of `specs`' ids have a row.
+async fn stored_ids(
+    conn: &mut PgConnection,
+    names: &Names,
+    specs: &[&TaskSpec],
+) -> StoreResult<HashSet<Uuid>> {
+    if specs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = specs.iter().map(|s| *s.id.as_uuid()).collect();
+    let found: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM {tasks} WHERE id = ANY($1)",
+        tasks = names.tasks
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    Ok(found.into_iter().collect())
+}
+
+/// How often an INSERT whose conflict vanished before it could be read is sent again: a
+/// key's holders would have to finish that many times in a row, between two statements.
+const CONFLICT_TRIES: usize = 3;
 
 /// The live task holding each key, if any.
 async fn live_holders(
@@ -318,42 +352,55 @@ async fn insert_one(
             Some("its parents had already settled against it"),
         ),
     };
-    let inserted: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "INSERT INTO {tasks} (id, name, queue, state, priority, run_at, expires_at, \
-         max_attempts, unique_key, payload, options, created_at, updated_at, run_when, reason, \
-         finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, \
-         CASE WHEN $4 = 'cancelled' THEN $13 END) \
-         ON CONFLICT DO NOTHING RETURNING id",
-        tasks = names.tasks
-    )))
-    .bind(spec.id.as_uuid())
-    .bind(&spec.name)
-    .bind(&spec.queue)
-    .bind(state.as_str())
-    .bind(spec.priority)
-    .bind(spec.run_at)
-    .bind(spec.expires_at)
-    .bind(i64::from(spec.max_attempts))
-    // A task born cancelled holds no key: uniqueness only binds live tasks.
-    .bind(spec.unique_key.as_ref().filter(|_| !state.is_terminal()))
-    .bind(&spec.payload)
-    .bind(to_json(&SpecExtras::of(&spec))?)
-    .bind(spec.created_at)
-    .bind(now)
-    .bind(spec.run_when.as_str())
-    .bind(reason)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(store_error)?;
-    if inserted.is_none() {
+    let mut tries = 0;
+    loop {
+        let inserted: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "INSERT INTO {tasks} (id, name, queue, state, priority, run_at, expires_at, \
+             max_attempts, unique_key, payload, options, created_at, updated_at, run_when, reason, \
+             finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, \
+             CASE WHEN $4 = 'cancelled' THEN $13 END) \
+             ON CONFLICT DO NOTHING RETURNING id",
+            tasks = names.tasks
+        )))
+        .bind(spec.id.as_uuid())
+        .bind(&spec.name)
+        .bind(&spec.queue)
+        .bind(state.as_str())
+        .bind(spec.priority)
+        .bind(spec.run_at)
+        .bind(spec.expires_at)
+        .bind(i64::from(spec.max_attempts))
+        // A task born cancelled holds no key: uniqueness only binds live tasks.
+        .bind(spec.unique_key.as_ref().filter(|_| !state.is_terminal()))
+        .bind(&spec.payload)
+        .bind(to_json(&SpecExtras::of(&spec))?)
+        .bind(spec.created_at)
+        .bind(now)
+        .bind(spec.run_when.as_str())
+        .bind(reason)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+        if inserted.is_some() {
+            break;
+        }
+        // A conflict: a live task holds the key, or this id was stored before (a re-send).
         let keys: Vec<&str> = spec.unique_key.as_deref().into_iter().collect();
-        let existing = live_holders(conn, names, &keys)
-            .await?
-            .into_values()
-            .next()
-            .unwrap_or(spec.id);
-        return Ok(EnqueueOutcome::Duplicate { existing });
+        if let Some(existing) = live_holders(conn, names, &keys).await?.into_values().next() {
+            return Ok(EnqueueOutcome::Duplicate { existing });
+        }
+        if !stored_ids(conn, names, &[&spec]).await?.is_empty() {
+            return Ok(EnqueueOutcome::Duplicate { existing: spec.id });
+        }
+        // Neither: the key's holder finished in between, and the key is free again.
+        tries += 1;
+        if tries == CONFLICT_TRIES {
+            return Err(StoreError::unavailable(
+                "PostgreSQL",
+                "the task's unique key kept changing hands; send it again",
+            ));
+        }
     }
     if !spec.depends_on.is_empty() {
         sqlx::query(AssertSqlSafe(format!(
