@@ -117,8 +117,8 @@ impl SpanExporter for FileExporter {
 pub fn install_tracing(spans: Option<&Path>) -> anyhow::Result<Option<SdkTracerProvider>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The filter is the logs' alone: the spans exported are every INFO span whatever
-    // `RUST_LOG` says, as the test reading them expects.
+    // `RUST_LOG` filters the logs alone: the spans exported are those of INFO and above,
+    // whatever it says, as the test reading them expects.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -132,9 +132,11 @@ pub fn install_tracing(spans: Option<&Path>) -> anyhow::Result<Option<SdkTracerP
             })
         })
         .transpose()?;
-    let traces = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("omniq-e2e")));
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("omniq-e2e"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     tracing_subscriber::registry()
         .with(logs)
         .with(traces)

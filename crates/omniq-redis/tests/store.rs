@@ -93,6 +93,35 @@ async fn a_parent_in_one_queue_releases_a_dependent_in_another() {
     assert_eq!(leases[0].spec.depends_on, vec![parent.id]);
 }
 
+/// The enqueue script checks every field before its first write; the extremes Rust can
+/// send pass: the largest priority and attempts, a window saturated to `i64::MAX` micros,
+/// a TTL saturated to the calendar's end, a window under a microsecond (sent as `0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extremes_rust_can_send_pass_the_scripts_checks() {
+    let Some((backend, _cleanup)) = backend().await else {
+        return;
+    };
+    let queue = backend.task_queue();
+    let extremes = [
+        TaskOptions::default()
+            .priority(i32::MAX)
+            .max_attempts(u32::MAX)
+            .unique_key("huge-window")
+            .unique_for(Duration::MAX)
+            .ttl(Duration::MAX),
+        TaskOptions::default().priority(i32::MIN),
+        TaskOptions::default()
+            .unique_key("tiny-window")
+            .unique_for(Duration::from_nanos(1)),
+    ];
+    for options in extremes {
+        let spec = task("extremes", options);
+        let id = spec.id;
+        queue.enqueue(vec![spec]).await.expect("enqueue");
+        assert!(queue.get(id).await.expect("get").is_some());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_every_queue_is_newest_first() {
     let Some((backend, _cleanup)) = backend().await else {

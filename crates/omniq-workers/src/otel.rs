@@ -23,13 +23,14 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Stores the current tracing span's OpenTelemetry context in `metadata`, as the W3C
-/// `traceparent` (and `tracestate`), unless `metadata` holds a `traceparent` already or the
-/// current span has no valid context (no OpenTelemetry layer, or outside any span).
+/// `traceparent` (and `tracestate`, replacing one that came without a `traceparent`),
+/// unless `metadata` holds a `traceparent` already or the current span has no valid
+/// context (no OpenTelemetry layer, or outside any span).
 ///
 /// The facades call this at enqueue when `trace_propagation` is on (the default).
 pub fn inject_current(metadata: &mut BTreeMap<String, String>) {
     // A context of the caller's own is kept whole, never mixed with the current span's.
-    if metadata.contains_key(TRACEPARENT_METADATA) || metadata.contains_key(TRACESTATE_METADATA) {
+    if metadata.contains_key(TRACEPARENT_METADATA) {
         return;
     }
     let context = tracing::Span::current().context();
@@ -39,8 +40,11 @@ pub fn inject_current(metadata: &mut BTreeMap<String, String>) {
         return;
     }
     metadata.insert(TRACEPARENT_METADATA.to_owned(), traceparent(span_context));
+    // A `tracestate` without a `traceparent` belongs to no trace: the span's replaces it.
     let state = span_context.trace_state().header();
-    if !state.is_empty() {
+    if state.is_empty() {
+        metadata.remove(TRACESTATE_METADATA);
+    } else {
         metadata.insert(TRACESTATE_METADATA.to_owned(), state);
     }
 }
@@ -191,6 +195,20 @@ mod tests {
             let mut carried = BTreeMap::new();
             request.in_scope(|| inject_current(&mut carried));
             let parent = request.context().span().span_context().clone();
+            // A caller's own traceparent is kept; a lone tracestate is replaced.
+            let own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let mut theirs = BTreeMap::from([(TRACEPARENT_METADATA.to_owned(), own.to_owned())]);
+            request.in_scope(|| inject_current(&mut theirs));
+            assert_eq!(
+                theirs,
+                BTreeMap::from([(TRACEPARENT_METADATA.to_owned(), own.to_owned())])
+            );
+            let mut lone = BTreeMap::from([(TRACESTATE_METADATA.to_owned(), "a=b".to_owned())]);
+            request.in_scope(|| inject_current(&mut lone));
+            assert_eq!(
+                lone,
+                BTreeMap::from([(TRACEPARENT_METADATA.to_owned(), traceparent(&parent))])
+            );
             let now = Utc::now();
             for attempt in [1, 2] {
                 let span = tracing::info_span!(parent: None, "omniq.task", attempt);
@@ -222,12 +240,5 @@ mod tests {
         assert_ne!(late.span_context.trace_id(), parent.trace_id());
         assert_eq!(late.parent_span_id, SpanId::INVALID);
         assert_eq!(late.links.links.len(), 1);
-    }
-
-    #[test]
-    fn a_context_of_the_callers_own_is_kept() {
-        let mut carried = BTreeMap::from([(TRACESTATE_METADATA.to_owned(), "a=b".to_owned())]);
-        inject_current(&mut carried);
-        assert_eq!(carried.len(), 1);
     }
 }

@@ -1,6 +1,6 @@
 //! The blocking facade stores the caller's trace context at enqueue (the `otel` feature):
 //! its enqueues run on the facade's own runtime, in the caller's span.
-#![cfg(feature = "otel")]
+#![cfg(all(feature = "otel", feature = "memory"))]
 
 use omniq::{OmniQ, Settings, TRACEPARENT_METADATA};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};

@@ -27,6 +27,8 @@ impl PgTaskQueue {
         let names = self.backend.names();
         let (outcomes, ready) = if tasks.iter().all(is_plain) {
             // The common case takes one statement, atomic on its own: no BEGIN, no COMMIT.
+            // (Only a unique key whose holder finishes during the statement adds a later
+            // INSERT of that task, committed on its own; a re-send finds what is stored.)
             let mut conn = self.backend.pool().acquire().await.map_err(store_error)?;
             let mut outcomes = Vec::with_capacity(tasks.len());
             let mut ready = ReadyQueues::new();
@@ -172,7 +174,8 @@ fn initial_state(spec: &TaskSpec, now: DateTime<Utc>) -> TaskState {
 /// Inserts plain tasks in one statement (arrays unnested in order, so `seq` follows the
 /// batch), which also notifies the queues that got a ready task: PostgreSQL delivers the
 /// NOTIFY when the rows commit. Conflicts on a unique key or a re-sent id store nothing
-/// and answer the live task's id.
+/// and answer the live task's id; a conflict gone by the time it is looked at (the key's
+/// holder finished) is inserted again on its own.
 async fn insert_many(
     conn: &mut PgConnection,
     names: &Names,
@@ -260,18 +263,21 @@ async fn insert_many(
     let holders = live_holders(conn, names, &skipped_keys).await?;
     let stored = stored_ids(conn, names, &skipped).await?;
     let mut late_ready = ReadyQueues::new();
+    let mut created_here = HashSet::new();
     for (spec, state) in specs.iter().zip(states) {
         // Taken out once seen: an id twice in one batch is created once.
         if inserted.remove(spec.id.as_uuid()) {
             if state == TaskState::Queued {
                 ready.insert(spec.queue.clone());
             }
+            created_here.insert(spec.id);
             outcomes.push(EnqueueOutcome::Created { id: spec.id, state });
+        } else if created_here.contains(&spec.id) || stored.contains(spec.id.as_uuid()) {
+            // The same id sent again (in this batch or before): the task first stored. As
+            // on Redis, the id is looked at before the key.
+            outcomes.push(EnqueueOutcome::Duplicate { existing: spec.id });
         } else if let Some(holder) = spec.unique_key.as_ref().and_then(|key| holders.get(key)) {
             outcomes.push(EnqueueOutcome::Duplicate { existing: *holder });
-        } else if stored.contains(spec.id.as_uuid()) {
-            // The same id sent again: the task the first send stored.
-            outcomes.push(EnqueueOutcome::Duplicate { existing: spec.id });
         } else {
             // The key's holder finished between the INSERT and the look-up: the key is
             // free now, and the task is stored on its own.
@@ -385,13 +391,13 @@ async fn insert_one(
         if inserted.is_some() {
             break;
         }
-        // A conflict: a live task holds the key, or this id was stored before (a re-send).
+        // A conflict: this id was stored before (a re-send), or a live task holds the key.
+        if !stored_ids(conn, names, &[&spec]).await?.is_empty() {
+            return Ok(EnqueueOutcome::Duplicate { existing: spec.id });
+        }
         let keys: Vec<&str> = spec.unique_key.as_deref().into_iter().collect();
         if let Some(existing) = live_holders(conn, names, &keys).await?.into_values().next() {
             return Ok(EnqueueOutcome::Duplicate { existing });
-        }
-        if !stored_ids(conn, names, &[&spec]).await?.is_empty() {
-            return Ok(EnqueueOutcome::Duplicate { existing: spec.id });
         }
         // Neither: the key's holder finished in between, and the key is free again.
         tries += 1;

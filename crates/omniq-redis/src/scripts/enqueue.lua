@@ -20,7 +20,8 @@
 
 local n, f = tonumber(ARGV[4]), tonumber(ARGV[5])
 if not n or not f or n % 1 ~= 0 or f % 1 ~= 0 or n < 1 or f < 15 or #ARGV < 5 + n * f then
-  return { 'invalid', 'the arguments hold fewer than 15 fields for each of the tasks' }
+  return { 'invalid', 'ARGV[4] and ARGV[5] must count the tasks (at least one) and their '
+    .. 'fields (at least 15), and the arguments must hold that many' }
 end
 local function arg(i, k)
   return ARGV[5 + (i - 1) * f + k]
@@ -45,7 +46,8 @@ local function integer(v, low, high, optional)
   local x = tonumber(v)
   return x >= low and x <= high
 end
-local I32, U32, I64 = 2147483647, 4294967295, 9.2e18
+-- I64 is read as 2^63, as is Rust's i64::MAX (a saturated time or window) sent as text.
+local I32, U32, I64 = 2147483647, 4294967295, 9223372036854775807
 for i = 1, n do
   local base = 5 + (i - 1) * f
   local id = ARGV[base + 1]
@@ -61,11 +63,11 @@ for i = 1, n do
     why = 'a time of it is not an integer count of microseconds'
   elseif not integer(ARGV[base + 8], 1, U32) then
     why = 'its max_attempts is not in 1..=4294967295'
-  elseif not integer(ARGV[base + 11], 1, I64, true) then
-    why = 'its unique_for is not a positive integer count of microseconds'
+  elseif not integer(ARGV[base + 11], 0, I64, true) then
+    why = 'its unique_for is not an integer count of microseconds'
   elseif not RUN_WHEN[ARGV[base + 13]] then
     why = 'its run_when is none of parents_succeeded, parent_failed, parents_finished'
-  elseif string.byte(ARGV[base + 15], 1) ~= 123 then -- '{'
+  elseif string.byte(ARGV[base + 15], 1) ~= 123 then -- '{': a first look, not a parse
     why = 'its options are not a JSON object'
   end
   if why then
