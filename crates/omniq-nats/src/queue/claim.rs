@@ -22,6 +22,10 @@ use crate::scan::{from_server_time, scan};
 /// may still be on its way).
 const ORPHAN_AGE: TimeDelta = TimeDelta::minutes(1);
 
+/// How long a claim waits for messages the stream holds but its consumer did not hand
+/// out at once (see [`NatsTaskQueue::claim_from`]).
+const SIGNAL_WAIT: Duration = Duration::from_millis(100);
+
 /// Fetch rounds per ready subject and claim, at most.
 const ROUNDS_PER_SUBJECT: usize = 64;
 
@@ -82,7 +86,7 @@ impl NatsTaskQueue {
                 break;
             }
             self.promote_due(queue, now).await?;
-            let mut subjects: Vec<String> = Vec::new();
+            let mut subjects: Vec<(String, usize)> = Vec::new();
             let mut info = self
                 .backend
                 .inner
@@ -93,14 +97,15 @@ impl NatsTaskQueue {
             while let Some(subject) = info.next().await {
                 let (subject, count) = subject.map_err(nats_error)?;
                 if count > 0 {
-                    subjects.push(subject);
+                    subjects.push((subject, count));
                 }
             }
-            index::by_priority(&mut subjects);
-            for subject in subjects {
+            index::by_priority(&mut subjects, |(subject, _)| subject);
+            for (subject, stored) in subjects {
                 let claimed = self
                     .claim_subject(
                         &subject,
+                        stored,
                         &request,
                         request.limit - leases.len(),
                         token,
@@ -125,11 +130,12 @@ impl NatsTaskQueue {
         Ok(leases)
     }
 
-    /// Claims up to `wanted` tasks from one ready subject, fetching again while the
-    /// fetches come back full, and hands back what it passed over.
+    /// Claims up to `wanted` tasks from one ready subject that holds `stored` messages,
+    /// fetching again while the fetches come back full, and hands back what it passed over.
     async fn claim_subject(
         &self,
         subject: &str,
+        stored: usize,
         request: &DequeueRequest,
         wanted: usize,
         token: LeaseToken,
@@ -138,14 +144,20 @@ impl NatsTaskQueue {
         let mut leases = Vec::new();
         let mut passed_over = Vec::new();
         let mut outcome = Ok(());
-        for _ in 0..ROUNDS_PER_SUBJECT {
+        for round_number in 0..ROUNDS_PER_SUBJECT {
             let left = wanted - leases.len();
             if left == 0 || passed_over.len() >= SKIP_LIMIT {
                 break;
             }
             let asked = left.min(SKIP_LIMIT - passed_over.len()).max(1);
+            // Only the first round's count is fresh.
+            let expected = if round_number == 0 {
+                stored.min(asked)
+            } else {
+                0
+            };
             let round = match self
-                .claim_from(subject, asked, request, token, deadline)
+                .claim_from(subject, asked, expected, request, token, deadline)
                 .await
             {
                 Ok(round) => round,
@@ -169,34 +181,37 @@ impl NatsTaskQueue {
         outcome.map(|()| leases)
     }
 
-    /// One fetch from a ready subject's consumer, each message claimed at once.
+    /// One fetch from a ready subject's consumer, each message claimed at once. `expected`:
+    /// how many of the `wanted` messages the stream said it holds for the subject.
     async fn claim_from(
         &self,
         subject: &str,
         wanted: usize,
+        expected: usize,
         request: &DequeueRequest,
         token: LeaseToken,
         deadline: DateTime<Utc>,
     ) -> StoreResult<Round> {
         let consumer = self.consumer(subject).await?;
-        let fetched = consumer.fetch().max_messages(wanted).messages().await;
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(err) => {
-                // The consumer may be gone (a stream re-created, a cluster that lost it):
-                // the next claim makes it again.
-                self.forget_consumer(subject);
-                return Err(omniq_storage::StoreError::unavailable(
-                    crate::error::BACKEND,
-                    err,
-                ));
-            }
-        };
-        let mut messages = Vec::with_capacity(wanted);
-        while let Some(message) = batch.next().await {
-            messages.push(message.map_err(|err| {
-                omniq_storage::StoreError::unavailable(crate::error::BACKEND, err)
-            })?);
+        let mut messages = self
+            .fetch(
+                subject,
+                consumer.fetch().max_messages(wanted).messages().await,
+            )
+            .await?;
+        if messages.is_empty() && expected > 0 {
+            // The stream holds messages the consumer did not hand out. The server tells
+            // its consumers of a new message after it acknowledged the publish, so a claim
+            // right behind a publish can find the consumer not told yet; or another
+            // claimer holds them for a moment. A request that waits is served as soon as
+            // the consumer learns of them, bounded in case they stay held.
+            let waiting = consumer
+                .batch()
+                .max_messages(expected)
+                .expires(SIGNAL_WAIT)
+                .messages()
+                .await;
+            messages = self.fetch(subject, waiting).await?;
         }
         let fetched = messages.len();
         let verdicts = futures_util::future::join_all(messages.iter().map(|message| async move {
@@ -249,6 +264,36 @@ impl NatsTaskQueue {
             }
             _ => Ok(round),
         }
+    }
+
+    /// The messages of a fetch, to its end.
+    async fn fetch(
+        &self,
+        subject: &str,
+        fetched: Result<
+            async_nats::jetstream::consumer::pull::Batch,
+            async_nats::jetstream::consumer::pull::BatchError,
+        >,
+    ) -> StoreResult<Vec<async_nats::jetstream::Message>> {
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(err) => {
+                // The consumer may be gone (a stream re-created, a cluster that lost it):
+                // the next claim makes it again.
+                self.forget_consumer(subject);
+                return Err(omniq_storage::StoreError::unavailable(
+                    crate::error::BACKEND,
+                    err,
+                ));
+            }
+        };
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(|err| {
+                omniq_storage::StoreError::unavailable(crate::error::BACKEND, err)
+            })?);
+        }
+        Ok(messages)
     }
 
     async fn claim_message(

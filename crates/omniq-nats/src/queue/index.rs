@@ -116,9 +116,14 @@ pub(crate) fn bucket_start(subject: &str, lease: bool) -> Option<DateTime<Utc>> 
     DateTime::from_timestamp(seconds, 0)
 }
 
-/// Sorts ready subjects highest priority first.
-pub(crate) fn by_priority(subjects: &mut [String]) {
-    subjects.sort_by(|a, b| b.rsplit('.').next().cmp(&a.rsplit('.').next()));
+/// Sorts items by their ready subject (`subject` of each), highest priority first.
+pub(crate) fn by_priority<T>(items: &mut [T], subject: impl Fn(&T) -> &str) {
+    items.sort_by(|a, b| {
+        subject(b)
+            .rsplit('.')
+            .next()
+            .cmp(&subject(a).rsplit('.').next())
+    });
 }
 
 /// What an index message holds.
@@ -167,7 +172,7 @@ mod tests {
         assert_eq!(tokens, sorted);
         let subjects = Subjects::new("p");
         let mut ready: Vec<String> = [0, 7, -5].iter().map(|p| subjects.ready("q", *p)).collect();
-        by_priority(&mut ready);
+        by_priority(&mut ready, String::as_str);
         assert_eq!(ready, [7, 0, -5].map(|p| subjects.ready("q", p)));
     }
 }
