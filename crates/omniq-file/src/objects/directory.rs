@@ -1,13 +1,27 @@
 //! [`Objects`] in a local directory, shared by every process on the machine.
 //!
+//! - A file is a short header and a log of *records*, each a write of the object: its
+//!   length, its sequence number, a checksum, and the bytes. The object is the last
+//!   record whose checksum holds.
 //! - A create writes a temporary file, syncs it, and hard-links it to the key's name: the
 //!   link is refused if the name exists, so two creators never both win.
 //! - A replace takes an advisory lock (`flock`), checks that the key's file is still the
-//!   one read (its inode, modification time, size and bytes), and renames a synced temporary
-//!   file over it. Readers take no lock: a rename swaps the whole file at once.
+//!   write read (its inode, the record's sequence and its bytes), appends the new record
+//!   in place and syncs the file's data. Readers take no lock: a reader that meets a
+//!   record still being written finds its checksum wrong and reads the one before, the
+//!   object as it was before the replace; a crash in the middle of an append leaves the
+//!   same torn record, which the next append writes over. A log grown past
+//!   [`COMPACT_AT`] is replaced whole instead: a synced temporary file holding only the
+//!   new record renamed over it.
+//! - Appending in place is the point: a replace makes no file and removes none, and
+//!   syncs no directory. Making and removing files is what a local file system does
+//!   slowly (ext4 without a journal searches for a free inode not deleted in the last
+//!   seconds, under the directory's lock), and a task is replaced twice per run.
 //! - A delete takes the same lock, so a replace never brings back a file deleted between
-//!   its check and its rename.
+//!   its check and its write.
 //! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
+//! - A file without the header (written by a release before the log) is read whole as
+//!   one object; its first replace turns it into a log.
 //!
 //! The directory is synced after every change to its entries (and every directory that
 //! gained a new one), so a change that returned survives a crash of the machine; writers
@@ -15,8 +29,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{ErrorKind, Read as _, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -35,6 +49,18 @@ const LOCK_STRIPES: u64 = 64;
 /// Where the lock files and temporary files live (never a key: keys never start with `.`).
 const LOCKS: &str = ".locks";
 const TEMPORARY: &str = ".tmp";
+
+/// The first bytes of a file holding a log of records. Starts with a zero byte, which no
+/// file of a release before the log starts with in practice (tasks and markers are JSON,
+/// results and events their own encodings with a leading tag).
+const MAGIC: &[u8; 8] = b"\0omniq1\n";
+/// A record's header: the length of its bytes (u32), its sequence number (u64) and the
+/// checksum of the three (u64), little-endian.
+const RECORD_HEADER: usize = 4 + 8 + 8;
+/// A log longer than this (or than four of the record about to be appended) is replaced
+/// by a file of its new record instead of growing: a task renewed every few seconds for
+/// hours appends a record a renewal.
+const COMPACT_AT: u64 = 32 * 1024;
 
 /// [`Objects`] in a local directory. Cloning is cheap; clones share the directory.
 #[derive(Debug, Clone)]
@@ -110,6 +136,7 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// The version of a file read whole (one without the log's header).
 fn version_of(metadata: &fs::Metadata, bytes: &[u8]) -> Version {
     // A replace renames a new file over the old one: a new inode, modification time and
     // maybe size. But a freed inode number may be reused at once, and file times tick in
@@ -128,17 +155,128 @@ fn version_of(metadata: &fs::Metadata, bytes: &[u8]) -> Version {
     }
 }
 
+/// The version of a log's record `sequence` holding `bytes`, in the file `inode`. A record
+/// is appended with the next sequence under the key's lock, and a log replaced whole is a
+/// new inode; an inode number freed and used again may meet an old sequence, so the bytes'
+/// hash is part of it too, as in [`version_of`].
+fn record_version(inode: u64, sequence: u64, bytes: &[u8]) -> Version {
+    Version {
+        e_tag: Some(format!("{inode:x}-r{sequence:x}-{:016x}", fnv1a(bytes))),
+        version: None,
+    }
+}
+
 /// FNV-1a, 64 bits: stable across processes and releases, unlike the std hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a_from(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
+fn record_checksum(length: u32, sequence: u64, bytes: &[u8]) -> u64 {
+    let hash = fnv1a(&length.to_le_bytes());
+    let hash = fnv1a_from(hash, &sequence.to_le_bytes());
+    fnv1a_from(hash, bytes)
+}
+
+/// A record as it is written: header, then bytes.
+fn encode_record(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
+    let length = u32::try_from(bytes.len()).map_err(|_| {
+        StoreError::Invalid(format!(
+            "an object of {} bytes is over the 4 GiB a directory holds",
+            bytes.len()
+        ))
+    })?;
+    let mut record = Vec::with_capacity(RECORD_HEADER + bytes.len());
+    record.extend_from_slice(&length.to_le_bytes());
+    record.extend_from_slice(&sequence.to_le_bytes());
+    record.extend_from_slice(&record_checksum(length, sequence, bytes).to_le_bytes());
+    record.extend_from_slice(bytes);
+    Ok(record)
+}
+
+/// A new log of one record.
+fn encode_log(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
+    let mut log = MAGIC.to_vec();
+    log.extend(encode_record(sequence, bytes)?);
+    Ok(log)
+}
+
+/// What a file holds, as read.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// A log: its last whole record (where its bytes lie in the file), and where the
+    /// next record goes (the end of that one: anything after it is a torn record).
+    Log {
+        sequence: u64,
+        bytes: std::ops::Range<usize>,
+        end: usize,
+    },
+    /// A file read whole: written before the log, or a log whose first record is torn
+    /// (which a create never leaves: it links a synced file).
+    Whole,
+}
+
+/// Reads `contents` as a log: the last record whose checksum holds, stopping at the first
+/// that does not (or that the file ends in the middle of).
+fn parse(contents: &[u8]) -> Layout {
+    let Some(mut rest) = contents.strip_prefix(MAGIC.as_slice()) else {
+        return Layout::Whole;
+    };
+    let mut offset = MAGIC.len();
+    let mut last = Layout::Whole;
+    while rest.len() >= RECORD_HEADER {
+        let (header, after) = rest.split_at(RECORD_HEADER);
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut word = [0; 8];
+        word.copy_from_slice(&header[4..12]);
+        let sequence = u64::from_le_bytes(word);
+        word.copy_from_slice(&header[12..20]);
+        let checksum = u64::from_le_bytes(word);
+        let Ok(size) = usize::try_from(length) else {
+            break;
+        };
+        let Some(bytes) = after.get(..size) else {
+            break;
+        };
+        if record_checksum(length, sequence, bytes) != checksum {
+            break;
+        }
+        let start = offset + RECORD_HEADER;
+        last = Layout::Log {
+            sequence,
+            bytes: start..start + size,
+            end: start + size,
+        };
+        offset = start + size;
+        rest = &after[size..];
+    }
+    last
+}
+
+/// A file as read: the object, and where its log stands.
+struct Opened {
+    stored: Stored,
+    layout: Layout,
+    file: File,
+    inode: u64,
+}
+
 fn read(file: &Path) -> StoreResult<Option<Stored>> {
-    let mut opened = match File::open(file) {
+    Ok(open_and_read(file, false)?.map(|opened| opened.stored))
+}
+
+/// Opens `file` (for writing too when `write`) and reads the object in it.
+fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
+    let mut opened = match OpenOptions::new().read(true).write(write).open(file) {
         Ok(opened) => opened,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        // A directory of longer keys (`a` beside `a/b`) opened for writing.
+        Err(err) if write && err.kind() == ErrorKind::IsADirectory => return Ok(None),
         Err(err) => return Err(io_error(err)),
     };
     // The version of the file opened, whatever replaces its name meanwhile.
@@ -147,18 +285,37 @@ fn read(file: &Path) -> StoreResult<Option<Stored>> {
         // A directory of longer keys (`a` beside `a/b`): no object by that name.
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    std::io::Read::read_to_end(&mut opened, &mut bytes).map_err(io_error)?;
-    let version = version_of(&metadata, &bytes);
-    Ok(Some(Stored {
-        bytes: Bytes::from(bytes),
-        version,
+    let mut contents = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    opened.read_to_end(&mut contents).map_err(io_error)?;
+    let layout = parse(&contents);
+    let stored = match &layout {
+        Layout::Log {
+            sequence, bytes, ..
+        } => {
+            let bytes = Bytes::from(contents).slice(bytes.clone());
+            Stored {
+                version: record_version(metadata.ino(), *sequence, &bytes),
+                bytes,
+            }
+        }
+        Layout::Whole => Stored {
+            version: version_of(&metadata, &contents),
+            bytes: Bytes::from(contents),
+        },
+    };
+    Ok(Some(Opened {
+        stored,
+        layout,
+        file: opened,
+        inode: metadata.ino(),
     }))
 }
 
-/// Writes `bytes` to a new synced temporary file; returns its path and the version it
-/// will have under any name it is linked or renamed to (the same inode, time and size).
-fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
+/// Writes a log of `bytes` (as record `sequence`) to a new synced temporary file; returns
+/// its path and the version it will have under any name it is linked or renamed to (the
+/// same inode).
+fn temporary(root: &Path, sequence: u64, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
+    let log = encode_log(sequence, bytes)?;
     // A fresh UUID: process ids repeat across containers sharing a volume, and machines.
     let path = root.join(TEMPORARY).join(TaskId::new().to_string());
     let mut file = OpenOptions::new()
@@ -166,11 +323,11 @@ fn temporary(root: &Path, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
         .create_new(true)
         .open(&path)
         .map_err(io_error)?;
-    file.write_all(bytes).map_err(io_error)?;
+    file.write_all(&log).map_err(io_error)?;
     // Its bytes and size; its name is made durable by the sync of the directory it is
     // linked or renamed into.
     file.sync_data().map_err(io_error)?;
-    let version = version_of(&file.metadata().map_err(io_error)?, bytes);
+    let version = record_version(file.metadata().map_err(io_error)?.ino(), sequence, bytes);
     Ok((path, version))
 }
 
@@ -279,7 +436,7 @@ fn sync_after_change(file: &Path) {
 
 fn create(root: &Path, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
     ensure_parent(root, file)?;
-    let (staged, version) = temporary(root, bytes)?;
+    let (staged, version) = temporary(root, 1, bytes)?;
     let linked = fs::hard_link(&staged, file);
     let _ = fs::remove_file(&staged);
     match linked {
@@ -298,7 +455,37 @@ fn update(
     bytes: &[u8],
     expected: &Version,
 ) -> StoreResult<Option<Version>> {
-    let (staged, version) = temporary(root, bytes)?;
+    let held = lock(root, key)?;
+    let Some(current) = open_and_read(file, true)? else {
+        return Ok(None);
+    };
+    if current.stored.version != *expected {
+        return Ok(None);
+    }
+    let (sequence, end) = match current.layout {
+        Layout::Log { sequence, end, .. } => (sequence.wrapping_add(1), Some(end)),
+        Layout::Whole => (1, None),
+    };
+    let record = encode_record(sequence, bytes)?;
+    let record_length = u64::try_from(record.len()).unwrap_or(u64::MAX);
+    if let Some(end) = end.and_then(|end| u64::try_from(end).ok())
+        && end.saturating_add(record_length) <= COMPACT_AT.max(record_length.saturating_mul(4))
+    {
+        // Over a torn record a crash left, if any; what is left of it after the new one
+        // is cut off, so that no reader ever reads on into it.
+        current.file.write_all_at(&record, end).map_err(io_error)?;
+        let new_end = end + record_length;
+        let length = current.file.metadata().map_err(io_error)?.len();
+        if length > new_end {
+            current.file.set_len(new_end).map_err(io_error)?;
+        }
+        current.file.sync_data().map_err(io_error)?;
+        return Ok(Some(record_version(current.inode, sequence, bytes)));
+    }
+    // A log to start or one grown long: replaced whole, by a file made outside the lock.
+    drop(current);
+    drop(held);
+    let (staged, version) = temporary(root, sequence, bytes)?;
     let replaced = (|| {
         let _held = lock(root, key)?;
         match read(file)? {
@@ -458,5 +645,259 @@ impl Objects for DirectoryObjects {
             })
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(writes: &[&[u8]]) -> Vec<u8> {
+        let mut log = MAGIC.to_vec();
+        for (sequence, bytes) in (1..).zip(writes) {
+            log.extend(encode_record(sequence, bytes).expect("record"));
+        }
+        log
+    }
+
+    fn object<'a>(contents: &'a [u8], layout: &Layout) -> &'a [u8] {
+        match layout {
+            Layout::Log { bytes, .. } => &contents[bytes.clone()],
+            Layout::Whole => contents,
+        }
+    }
+
+    #[test]
+    fn a_log_cut_anywhere_reads_as_its_last_whole_record() {
+        let writes: [&[u8]; 3] = [b"first", b"", b"the third write"];
+        let log = log_of(&writes);
+        let mut ends = vec![];
+        let mut end = MAGIC.len();
+        for bytes in writes {
+            end += RECORD_HEADER + bytes.len();
+            ends.push(end);
+        }
+        for cut in 0..=log.len() {
+            let contents = &log[..cut];
+            let layout = parse(contents);
+            match ends.iter().rposition(|end| *end <= cut) {
+                Some(last) => {
+                    assert_eq!(object(contents, &layout), writes[last], "cut at {cut}");
+                    assert!(
+                        matches!(layout, Layout::Log { sequence, end, .. }
+                            if sequence == last as u64 + 1 && end == ends[last]),
+                        "cut at {cut}: {layout:?}"
+                    );
+                }
+                None => assert_eq!(layout, Layout::Whole, "cut at {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_log_before_it() {
+        let mut log = log_of(&[b"kept", b"damaged", b"after"]);
+        let damaged = MAGIC.len() + RECORD_HEADER + 4 + RECORD_HEADER + 2;
+        log[damaged] ^= 0x40;
+        let layout = parse(&log);
+        assert_eq!(object(&log, &layout), b"kept");
+    }
+
+    #[test]
+    fn a_file_without_the_header_is_one_object() {
+        for contents in [&b"{\"json\":1}"[..], b"", b"\0omniq1"] {
+            assert_eq!(parse(contents), Layout::Whole);
+        }
+    }
+
+    fn inode(path: &Path) -> u64 {
+        fs::metadata(path).expect("metadata").ino()
+    }
+
+    #[tokio::test]
+    async fn a_replace_appends_in_place_and_refuses_a_stale_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        let first = objects
+            .create("a/b", Bytes::from_static(b"one"))
+            .await
+            .expect("create")
+            .expect("created");
+        let path = dir.path().join("a/b");
+        let made = inode(&path);
+        let second = objects
+            .update("a/b", Bytes::from_static(b"two"), &first)
+            .await
+            .expect("update")
+            .expect("replaced");
+        assert_eq!(inode(&path), made, "no new file");
+        assert_eq!(
+            objects.get("a/b").await.expect("get"),
+            Some(Stored {
+                bytes: Bytes::from_static(b"two"),
+                version: second.clone()
+            })
+        );
+        assert_eq!(
+            objects
+                .update("a/b", Bytes::from_static(b"stale"), &first)
+                .await
+                .expect("update"),
+            None
+        );
+        assert!(
+            !objects.delete_if("a/b", &first).await.expect("delete_if"),
+            "a stale version deletes nothing"
+        );
+        assert!(objects.delete_if("a/b", &second).await.expect("delete_if"));
+        assert_eq!(objects.get("a/b").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_is_read_past_and_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        let first = objects
+            .create("k", Bytes::from_static(b"before"))
+            .await
+            .expect("create")
+            .expect("created");
+        // A crash in the middle of an append: half a record after the last whole one.
+        let path = dir.path().join("k");
+        let torn = encode_record(2, &[7; 100]).expect("record");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&torn[..60]).expect("write");
+        drop(file);
+        let read = objects.get("k").await.expect("get").expect("stored");
+        assert_eq!(read.bytes, Bytes::from_static(b"before"));
+        assert_eq!(read.version, first, "the torn record changes nothing");
+        let after = objects
+            .update("k", Bytes::from_static(b"after"), &first)
+            .await
+            .expect("update")
+            .expect("replaced");
+        let contents = fs::read(&path).expect("read");
+        assert_eq!(
+            contents.len(),
+            MAGIC.len() + 2 * RECORD_HEADER + b"before".len() + b"after".len(),
+            "the rest of the torn record is cut off"
+        );
+        let read = objects.get("k").await.expect("get").expect("stored");
+        assert_eq!(
+            (read.bytes, read.version),
+            (Bytes::from_static(b"after"), after)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_of_an_earlier_release_is_read_and_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        let path = dir.path().join("tasks/old");
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, b"{\"written\":\"before the log\"}").expect("write");
+        let old = objects
+            .get("tasks/old")
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(
+            old.bytes,
+            Bytes::from_static(b"{\"written\":\"before the log\"}")
+        );
+        let new = objects
+            .update("tasks/old", Bytes::from_static(b"new"), &old.version)
+            .await
+            .expect("update")
+            .expect("replaced");
+        assert!(fs::read(&path).expect("read").starts_with(MAGIC));
+        let newer = objects
+            .update("tasks/old", Bytes::from_static(b"newer"), &new)
+            .await
+            .expect("update")
+            .expect("replaced");
+        let read = objects
+            .get("tasks/old")
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(
+            (read.bytes, read.version),
+            (Bytes::from_static(b"newer"), newer)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_replaced_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        let path = dir.path().join("big");
+        let mut version = objects
+            .create("big", Bytes::from(vec![0; 1000]))
+            .await
+            .expect("create")
+            .expect("created");
+        let mut file = inode(&path);
+        let mut files = 1;
+        for round in 1..=200_u32 {
+            let bytes = Bytes::from(vec![u8::try_from(round % 251).expect("byte"); 1000]);
+            version = objects
+                .update("big", bytes.clone(), &version)
+                .await
+                .expect("update")
+                .expect("replaced");
+            let length = fs::metadata(&path).expect("metadata").len();
+            assert!(length <= COMPACT_AT, "round {round}: {length} bytes");
+            // A freed inode's number may come back at once: a new file is told by the
+            // change, not by the number.
+            if inode(&path) != file {
+                file = inode(&path);
+                files += 1;
+            }
+            let read = objects.get("big").await.expect("get").expect("stored");
+            assert_eq!(
+                (read.bytes, &read.version),
+                (bytes, &version),
+                "round {round}"
+            );
+        }
+        // About 31 records a log: a handful of new files, not one a write.
+        assert!((5..=10).contains(&files), "{files} files");
+    }
+
+    /// Readers take no lock while a writer appends: every read is a whole write.
+    #[test]
+    fn readers_never_see_half_a_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        fs::create_dir_all(root.join(LOCKS)).expect("mkdir");
+        fs::create_dir_all(root.join(TEMPORARY)).expect("mkdir");
+        let file = root.join("k");
+        let value = |n: u32| n.to_le_bytes().repeat(50 + (n % 7) as usize * 40);
+        create(&root, &file, &value(0)).expect("create");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0_u32;
+                let mut last = 0;
+                while !done.load(Ordering::SeqCst) || reads == 0 {
+                    let stored = read(&file).expect("read").expect("stored");
+                    let n = u32::from_le_bytes(stored.bytes[..4].try_into().expect("4 bytes"));
+                    assert_eq!(stored.bytes, value(n), "a whole write");
+                    assert!(n >= last, "never an older write after a newer one");
+                    last = n;
+                    reads += 1;
+                }
+                reads
+            });
+            let mut version = read(&file).expect("read").expect("stored").version;
+            for n in 1..=2_000 {
+                version = update(&root, "k", &file, &value(n), &version)
+                    .expect("update")
+                    .expect("replaced");
+            }
+            done.store(true, Ordering::SeqCst);
+            assert!(reader.join().expect("reader") > 0);
+        });
     }
 }
