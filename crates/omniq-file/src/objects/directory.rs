@@ -54,8 +54,13 @@ const TEMPORARY: &str = ".tmp";
 /// file of a release before the log starts with in practice (tasks and markers are JSON,
 /// results and events their own encodings with a leading tag).
 const MAGIC: &[u8; 8] = b"\0omniq1\n";
+/// A log's header: [`MAGIC`], then the file's nonce (u64), a random number every record's
+/// checksum covers. Without a journal, a crash can leave a file's new length on the disk
+/// but not its new bytes, exposing whatever an earlier file left in the block; the nonce
+/// makes an old record of another file fail the checksum here.
+const LOG_HEADER: usize = MAGIC.len() + 8;
 /// A record's header: the length of its bytes (u32), its sequence number (u64) and the
-/// checksum of the three (u64), little-endian.
+/// checksum of the file's nonce and the three (u64), little-endian.
 const RECORD_HEADER: usize = 4 + 8 + 8;
 /// A log longer than this (or than four of the record about to be appended) is replaced
 /// by a file of its new record instead of growing: a task renewed every few seconds for
@@ -177,14 +182,15 @@ fn fnv1a_from(hash: u64, bytes: &[u8]) -> u64 {
     })
 }
 
-fn record_checksum(length: u32, sequence: u64, bytes: &[u8]) -> u64 {
-    let hash = fnv1a(&length.to_le_bytes());
+fn record_checksum(nonce: u64, length: u32, sequence: u64, bytes: &[u8]) -> u64 {
+    let hash = fnv1a(&nonce.to_le_bytes());
+    let hash = fnv1a_from(hash, &length.to_le_bytes());
     let hash = fnv1a_from(hash, &sequence.to_le_bytes());
     fnv1a_from(hash, bytes)
 }
 
-/// A record as it is written: header, then bytes.
-fn encode_record(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
+/// A record of the log `nonce` as it is written: header, then bytes.
+fn encode_record(nonce: u64, sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
     let length = u32::try_from(bytes.len()).map_err(|_| {
         StoreError::Invalid(format!(
             "an object of {} bytes is over the 4 GiB a directory holds",
@@ -194,15 +200,17 @@ fn encode_record(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
     let mut record = Vec::with_capacity(RECORD_HEADER + bytes.len());
     record.extend_from_slice(&length.to_le_bytes());
     record.extend_from_slice(&sequence.to_le_bytes());
-    record.extend_from_slice(&record_checksum(length, sequence, bytes).to_le_bytes());
+    record.extend_from_slice(&record_checksum(nonce, length, sequence, bytes).to_le_bytes());
     record.extend_from_slice(bytes);
     Ok(record)
 }
 
-/// A new log of one record.
+/// A new log of one record, under a fresh nonce.
 fn encode_log(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
+    let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
     let mut log = MAGIC.to_vec();
-    log.extend(encode_record(sequence, bytes)?);
+    log.extend_from_slice(&nonce.to_le_bytes());
+    log.extend(encode_record(nonce, sequence, bytes)?);
     Ok(log)
 }
 
@@ -212,23 +220,41 @@ enum Layout {
     /// A log: its last whole record (where its bytes lie in the file), and where the
     /// next record goes (the end of that one: anything after it is a torn record).
     Log {
+        nonce: u64,
         sequence: u64,
         bytes: std::ops::Range<usize>,
         end: usize,
     },
-    /// A file read whole: written before the log, or a log whose first record is torn
-    /// (which a create never leaves: it links a synced file).
+    /// A file read whole: written by a release before the log.
     Whole,
+    /// A log without a whole record: a create still writing it (or killed while it did),
+    /// which is no object yet.
+    Unfinished,
 }
 
 /// Reads `contents` as a log: the last record whose checksum holds, stopping at the first
-/// that does not (or that the file ends in the middle of).
+/// that does not (or that the file ends in the middle of, or that does not follow the one
+/// before).
 fn parse(contents: &[u8]) -> Layout {
-    let Some(mut rest) = contents.strip_prefix(MAGIC.as_slice()) else {
+    if contents.len() < LOG_HEADER {
+        let begun = if contents.len() <= MAGIC.len() {
+            MAGIC.starts_with(contents)
+        } else {
+            contents.starts_with(MAGIC)
+        };
+        return if begun {
+            Layout::Unfinished
+        } else {
+            Layout::Whole
+        };
+    }
+    let Some(after_magic) = contents.strip_prefix(MAGIC.as_slice()) else {
         return Layout::Whole;
     };
-    let mut offset = MAGIC.len();
-    let mut last = Layout::Whole;
+    let (nonce, mut rest) = after_magic.split_at(8);
+    let nonce = u64::from_le_bytes(nonce.try_into().unwrap_or_default());
+    let mut offset = LOG_HEADER;
+    let mut last = Layout::Unfinished;
     while rest.len() >= RECORD_HEADER {
         let (header, after) = rest.split_at(RECORD_HEADER);
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -243,11 +269,19 @@ fn parse(contents: &[u8]) -> Layout {
         let Some(bytes) = after.get(..size) else {
             break;
         };
-        if record_checksum(length, sequence, bytes) != checksum {
+        if record_checksum(nonce, length, sequence, bytes) != checksum {
+            break;
+        }
+        if let Layout::Log {
+            sequence: previous, ..
+        } = last
+            && sequence != previous.wrapping_add(1)
+        {
             break;
         }
         let start = offset + RECORD_HEADER;
         last = Layout::Log {
+            nonce,
             sequence,
             bytes: start..start + size,
             end: start + size,
@@ -258,16 +292,16 @@ fn parse(contents: &[u8]) -> Layout {
     last
 }
 
-/// A file as read: the object, and where its log stands.
+/// A file as read: the object (`None` while unfinished), and where its log stands.
 struct Opened {
-    stored: Stored,
+    stored: Option<Stored>,
     layout: Layout,
     file: File,
     inode: u64,
 }
 
 fn read(file: &Path) -> StoreResult<Option<Stored>> {
-    Ok(open_and_read(file, false)?.map(|opened| opened.stored))
+    Ok(open_and_read(file, false)?.and_then(|opened| opened.stored))
 }
 
 /// Opens `file` (for writing too when `write`) and reads the object in it.
@@ -293,15 +327,16 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
             sequence, bytes, ..
         } => {
             let bytes = Bytes::from(contents).slice(bytes.clone());
-            Stored {
+            Some(Stored {
                 version: record_version(metadata.ino(), *sequence, &bytes),
                 bytes,
-            }
+            })
         }
-        Layout::Whole => Stored {
+        Layout::Whole => Some(Stored {
             version: version_of(&metadata, &contents),
             bytes: Bytes::from(contents),
-        },
+        }),
+        Layout::Unfinished => None,
     };
     Ok(Some(Opened {
         stored,
@@ -434,18 +469,37 @@ fn sync_after_change(file: &Path) {
     }
 }
 
-fn create(root: &Path, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
+/// Creates `file` in place, under the key's lock: readers take a file without a whole
+/// record for no object, and a create that finds one left by a writer killed in the
+/// middle (nobody else writes while it holds the lock) takes it over.
+fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
     ensure_parent(root, file)?;
-    let (staged, version) = temporary(root, 1, bytes)?;
-    let linked = fs::hard_link(&staged, file);
-    let _ = fs::remove_file(&staged);
-    match linked {
-        Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(None),
-        Err(err) => return Err(io_error(err)),
-    }
+    let log = encode_log(1, bytes)?;
+    let created = {
+        let _held = lock(root, key)?;
+        let made = match OpenOptions::new().write(true).create_new(true).open(file) {
+            Ok(made) => made,
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+                match open_and_read(file, true)? {
+                    Some(left) if left.layout == Layout::Unfinished => {
+                        left.file.set_len(0).map_err(io_error)?;
+                        left.file
+                    }
+                    // An object; or one deleted since, which a create racing that delete
+                    // may as well have lost to.
+                    _ => return Ok(None),
+                }
+            }
+            Err(err) => return Err(io_error(err)),
+        };
+        made.write_all_at(&log, 0).map_err(io_error)?;
+        made.sync_data().map_err(io_error)?;
+        record_version(made.metadata().map_err(io_error)?.ino(), 1, bytes)
+    };
+    // Outside the lock: the file is whole and visible; the entry's survival of a crash
+    // is what the directory's sync adds, shared with other writers.
     sync_after_change(file);
-    Ok(Some(version))
+    Ok(Some(created))
 }
 
 fn update(
@@ -459,16 +513,25 @@ fn update(
     let Some(current) = open_and_read(file, true)? else {
         return Ok(None);
     };
-    if current.stored.version != *expected {
+    if current.stored.as_ref().map(|stored| &stored.version) != Some(expected) {
         return Ok(None);
     }
-    let (sequence, end) = match current.layout {
-        Layout::Log { sequence, end, .. } => (sequence.wrapping_add(1), Some(end)),
-        Layout::Whole => (1, None),
+    let (sequence, log) = match current.layout {
+        Layout::Log {
+            nonce,
+            sequence,
+            end,
+            ..
+        } => (sequence.wrapping_add(1), Some((nonce, end))),
+        Layout::Whole | Layout::Unfinished => (1, None),
     };
-    let record = encode_record(sequence, bytes)?;
-    let record_length = u64::try_from(record.len()).unwrap_or(u64::MAX);
-    if let Some(end) = end.and_then(|end| u64::try_from(end).ok())
+    let appended = match log {
+        Some((nonce, end)) => Some((encode_record(nonce, sequence, bytes)?, end)),
+        None => None,
+    };
+    if let Some((record, end)) = appended
+        && let Ok(end) = u64::try_from(end)
+        && let record_length = u64::try_from(record.len()).unwrap_or(u64::MAX)
         && end.saturating_add(record_length) <= COMPACT_AT.max(record_length.saturating_mul(4))
     {
         // Over a torn record a crash left, if any; what is left of it after the new one
@@ -575,10 +638,12 @@ impl Objects for DirectoryObjects {
     }
 
     fn create(&self, key: &str, bytes: Bytes) -> BoxFuture<'_, StoreResult<Option<Version>>> {
-        let file = self.file(key);
+        let key = key.to_owned();
+        let file = self.file(&key);
         Box::pin(async move {
             let file = file?;
-            self.blocking(move |root| create(root, &file, &bytes)).await
+            self.blocking(move |root| create(root, &key, &file, &bytes))
+                .await
         })
     }
 
@@ -652,27 +717,31 @@ impl Objects for DirectoryObjects {
 mod tests {
     use super::*;
 
-    fn log_of(writes: &[&[u8]]) -> Vec<u8> {
+    const NONCE: u64 = 0x0123_4567_89ab_cdef;
+
+    fn log_of(nonce: u64, writes: &[&[u8]]) -> Vec<u8> {
         let mut log = MAGIC.to_vec();
+        log.extend_from_slice(&nonce.to_le_bytes());
         for (sequence, bytes) in (1..).zip(writes) {
-            log.extend(encode_record(sequence, bytes).expect("record"));
+            log.extend(encode_record(nonce, sequence, bytes).expect("record"));
         }
         log
     }
 
-    fn object<'a>(contents: &'a [u8], layout: &Layout) -> &'a [u8] {
+    fn object<'a>(contents: &'a [u8], layout: &Layout) -> Option<&'a [u8]> {
         match layout {
-            Layout::Log { bytes, .. } => &contents[bytes.clone()],
-            Layout::Whole => contents,
+            Layout::Log { bytes, .. } => Some(&contents[bytes.clone()]),
+            Layout::Whole => Some(contents),
+            Layout::Unfinished => None,
         }
     }
 
     #[test]
     fn a_log_cut_anywhere_reads_as_its_last_whole_record() {
         let writes: [&[u8]; 3] = [b"first", b"", b"the third write"];
-        let log = log_of(&writes);
+        let log = log_of(NONCE, &writes);
         let mut ends = vec![];
-        let mut end = MAGIC.len();
+        let mut end = LOG_HEADER;
         for bytes in writes {
             end += RECORD_HEADER + bytes.len();
             ends.push(end);
@@ -682,32 +751,95 @@ mod tests {
             let layout = parse(contents);
             match ends.iter().rposition(|end| *end <= cut) {
                 Some(last) => {
-                    assert_eq!(object(contents, &layout), writes[last], "cut at {cut}");
+                    assert_eq!(
+                        object(contents, &layout),
+                        Some(writes[last]),
+                        "cut at {cut}"
+                    );
                     assert!(
                         matches!(layout, Layout::Log { sequence, end, .. }
                             if sequence == last as u64 + 1 && end == ends[last]),
                         "cut at {cut}: {layout:?}"
                     );
                 }
-                None => assert_eq!(layout, Layout::Whole, "cut at {cut}"),
+                // A create still writing: no object yet.
+                None => assert_eq!(layout, Layout::Unfinished, "cut at {cut}"),
             }
         }
     }
 
     #[test]
     fn a_damaged_record_ends_the_log_before_it() {
-        let mut log = log_of(&[b"kept", b"damaged", b"after"]);
-        let damaged = MAGIC.len() + RECORD_HEADER + 4 + RECORD_HEADER + 2;
+        let mut log = log_of(NONCE, &[b"kept", b"damaged", b"after"]);
+        let damaged = LOG_HEADER + RECORD_HEADER + 4 + RECORD_HEADER + 2;
         log[damaged] ^= 0x40;
         let layout = parse(&log);
-        assert_eq!(object(&log, &layout), b"kept");
+        assert_eq!(object(&log, &layout), Some(&b"kept"[..]));
+    }
+
+    /// What a crash can expose after a log's last record, without a journal: a block's
+    /// old bytes, whole records of another file, or of this one out of order.
+    #[test]
+    fn a_record_of_another_log_or_out_of_order_ends_the_log() {
+        let mut log = log_of(NONCE, &[b"kept"]);
+        log.extend(encode_record(NONCE ^ 1, 2, b"another file's").expect("record"));
+        assert_eq!(object(&log, &parse(&log)), Some(&b"kept"[..]));
+        let mut log = log_of(NONCE, &[b"kept"]);
+        log.extend(encode_record(NONCE, 3, b"not the next").expect("record"));
+        assert_eq!(object(&log, &parse(&log)), Some(&b"kept"[..]));
+        let mut log = log_of(NONCE, &[b"kept"]);
+        log.extend(encode_record(NONCE, 2, b"the next").expect("record"));
+        assert_eq!(object(&log, &parse(&log)), Some(&b"the next"[..]));
     }
 
     #[test]
     fn a_file_without_the_header_is_one_object() {
-        for contents in [&b"{\"json\":1}"[..], b"", b"\0omniq1"] {
-            assert_eq!(parse(contents), Layout::Whole);
+        for contents in [&b"{\"json\":1}"[..], b"\0other", b"\0omniq2\n-and-more"] {
+            assert_eq!(parse(contents), Layout::Whole, "{contents:?}");
         }
+    }
+
+    #[test]
+    fn a_log_without_a_whole_record_is_unfinished() {
+        let whole = log_of(NONCE, &[b"one"]);
+        for cut in [
+            0,
+            1,
+            MAGIC.len(),
+            LOG_HEADER - 1,
+            LOG_HEADER,
+            whole.len() - 1,
+        ] {
+            assert_eq!(parse(&whole[..cut]), Layout::Unfinished, "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_cut_short_is_no_object_and_is_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        // A writer killed after making the file, in the middle of its record.
+        let log = log_of(NONCE, &[b"never finished"]);
+        fs::write(dir.path().join("k"), &log[..LOG_HEADER + 5]).expect("write");
+        assert_eq!(objects.get("k").await.expect("get"), None);
+        let version = objects
+            .create("k", Bytes::from_static(b"mine"))
+            .await
+            .expect("create")
+            .expect("created over the unfinished file");
+        let read = objects.get("k").await.expect("get").expect("stored");
+        assert_eq!(
+            (read.bytes, read.version),
+            (Bytes::from_static(b"mine"), version)
+        );
+        assert_eq!(
+            objects
+                .create("k", Bytes::from_static(b"again"))
+                .await
+                .expect("create"),
+            None,
+            "a whole object is not taken over"
+        );
     }
 
     fn inode(path: &Path) -> u64 {
@@ -764,7 +896,9 @@ mod tests {
             .expect("created");
         // A crash in the middle of an append: half a record after the last whole one.
         let path = dir.path().join("k");
-        let torn = encode_record(2, &[7; 100]).expect("record");
+        let contents = fs::read(&path).expect("read");
+        let nonce = u64::from_le_bytes(contents[MAGIC.len()..LOG_HEADER].try_into().expect("8"));
+        let torn = encode_record(nonce, 2, &[7; 100]).expect("record");
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
         file.write_all(&torn[..60]).expect("write");
         drop(file);
@@ -779,7 +913,7 @@ mod tests {
         let contents = fs::read(&path).expect("read");
         assert_eq!(
             contents.len(),
-            MAGIC.len() + 2 * RECORD_HEADER + b"before".len() + b"after".len(),
+            LOG_HEADER + 2 * RECORD_HEADER + b"before".len() + b"after".len(),
             "the rest of the torn record is cut off"
         );
         let read = objects.get("k").await.expect("get").expect("stored");
@@ -874,7 +1008,7 @@ mod tests {
         fs::create_dir_all(root.join(TEMPORARY)).expect("mkdir");
         let file = root.join("k");
         let value = |n: u32| n.to_le_bytes().repeat(50 + (n % 7) as usize * 40);
-        create(&root, &file, &value(0)).expect("create");
+        create(&root, "k", &file, &value(0)).expect("create");
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
@@ -898,6 +1032,44 @@ mod tests {
             }
             done.store(true, Ordering::SeqCst);
             assert!(reader.join().expect("reader") > 0);
+        });
+    }
+
+    /// Readers take no lock while a create writes the file in place: a reader finds no
+    /// object, or the whole one.
+    #[test]
+    fn readers_never_see_half_a_create() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        fs::create_dir_all(root.join(LOCKS)).expect("mkdir");
+        let file = root.join("k");
+        let value = |n: u32| n.to_le_bytes().repeat(2_000 + (n % 5) as usize * 500);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut absent, mut whole) = (0_u32, 0_u32);
+                while !done.load(Ordering::SeqCst) {
+                    match read(&file).expect("read") {
+                        None => absent += 1,
+                        Some(stored) => {
+                            let n =
+                                u32::from_le_bytes(stored.bytes[..4].try_into().expect("4 bytes"));
+                            assert_eq!(stored.bytes, value(n), "a whole create");
+                            whole += 1;
+                        }
+                    }
+                }
+                (absent, whole)
+            });
+            for n in 1..=1_000 {
+                create(&root, "k", &file, &value(n))
+                    .expect("create")
+                    .expect("created");
+                delete(&root, "k", &file, None, false).expect("delete");
+            }
+            done.store(true, Ordering::SeqCst);
+            let (absent, whole) = reader.join().expect("reader");
+            assert!(absent + whole > 0);
         });
     }
 }
