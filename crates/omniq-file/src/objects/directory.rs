@@ -3,20 +3,23 @@
 //! - A file is a short header and a log of *records*, each a write of the object: its
 //!   length, its sequence number, a checksum, and the bytes. The object is the last
 //!   record whose checksum holds.
-//! - A create writes a temporary file, syncs it, and hard-links it to the key's name: the
-//!   link is refused if the name exists, so two creators never both win.
-//! - A replace takes an advisory lock (`flock`), checks that the key's file is still the
-//!   write read (its inode, the record's sequence and its bytes), appends the new record
-//!   in place and syncs the file's data. Readers take no lock: a reader that meets a
-//!   record still being written finds its checksum wrong and reads the one before, the
-//!   object as it was before the replace; a crash in the middle of an append leaves the
-//!   same torn record, which the next append writes over. A log grown past
-//!   [`COMPACT_AT`] is replaced whole instead: a synced temporary file holding only the
-//!   new record renamed over it.
+//! - A create writes a log of one record to a temporary file, syncs it, and hard-links it
+//!   to the key's name under the key's lock: the link is refused if the name exists, so
+//!   two creators never both win, and a name only ever names a whole, synced log.
+//! - A replace takes the key's advisory lock (`flock`), checks that the key's file is
+//!   still the write read (its inode, the record's sequence and its bytes), appends the
+//!   new record in place at the next block boundary ([`BLOCK`]) and syncs the file's
+//!   data. Readers take no lock: a reader that meets a record still being written finds
+//!   its checksum wrong and reads the one before, the object as it was before the
+//!   replace; a crash in the middle of an append leaves the same torn record, which the
+//!   next append writes over. A log grown past [`COMPACT_AT`] is replaced whole instead:
+//!   a synced temporary file holding only the new record renamed over it.
 //! - Appending in place is the point: a replace makes no file and removes none, and
 //!   syncs no directory. Making and removing files is what a local file system does
 //!   slowly (ext4 without a journal searches for a free inode not deleted in the last
-//!   seconds, under the directory's lock), and a task is replaced twice per run.
+//!   seconds, under the directory's lock), and a task is replaced twice per run. Since an
+//!   append syncs no directory, a create or a whole replace syncs its directory before it
+//!   lets the key's lock go: the append after it never outlives its file's name.
 //! - A delete takes the same lock, so a replace never brings back a file deleted between
 //!   its check and its write.
 //! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
@@ -25,7 +28,8 @@
 //!
 //! The directory is synced after every change to its entries (and every directory that
 //! gained a new one), so a change that returned survives a crash of the machine; writers
-//! in one directory share those syncs (group commit).
+//! in one directory share those syncs (group commit). Two deletions are the exception
+//! ([`Objects::delete_unsynced`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -62,10 +66,15 @@ const LOG_HEADER: usize = MAGIC.len() + 8;
 /// A record's header: the length of its bytes (u32), its sequence number (u64) and the
 /// checksum of the file's nonce and the three (u64), little-endian.
 const RECORD_HEADER: usize = 4 + 8 + 8;
+/// Every record after a log's first starts at a multiple of this: an append never
+/// rewrites a disk block that holds a record already acknowledged, so a power loss in
+/// the middle of one cannot damage the write before it (a device writes a block whole or
+/// not at all; it need not keep the rest of a block it rewrites).
+const BLOCK: usize = 4096;
 /// A log longer than this (or than four of the record about to be appended) is replaced
 /// by a file of its new record instead of growing: a task renewed every few seconds for
 /// hours appends a record a renewal.
-const COMPACT_AT: u64 = 32 * 1024;
+const COMPACT_AT: u64 = 64 * 1024;
 
 /// [`Objects`] in a local directory. Cloning is cheap; clones share the directory.
 #[derive(Debug, Clone)]
@@ -218,7 +227,8 @@ fn encode_log(sequence: u64, bytes: &[u8]) -> StoreResult<Vec<u8>> {
 #[derive(Debug, PartialEq, Eq)]
 enum Layout {
     /// A log: its last whole record (where its bytes lie in the file), and where the
-    /// next record goes (the end of that one: anything after it is a torn record).
+    /// next record goes (the first block after that one: anything from there on is a
+    /// torn record).
     Log {
         nonce: u64,
         sequence: u64,
@@ -227,8 +237,8 @@ enum Layout {
     },
     /// A file read whole: written by a release before the log.
     Whole,
-    /// A log without a whole record: a create still writing it (or killed while it did),
-    /// which is no object yet.
+    /// A log without a whole record: no object. A create links only whole, synced logs,
+    /// so this is damage; a create of the key replaces it.
     Unfinished,
 }
 
@@ -251,11 +261,12 @@ fn parse(contents: &[u8]) -> Layout {
     let Some(after_magic) = contents.strip_prefix(MAGIC.as_slice()) else {
         return Layout::Whole;
     };
-    let (nonce, mut rest) = after_magic.split_at(8);
-    let nonce = u64::from_le_bytes(nonce.try_into().unwrap_or_default());
+    let nonce = u64::from_le_bytes(after_magic[..8].try_into().unwrap_or_default());
     let mut offset = LOG_HEADER;
     let mut last = Layout::Unfinished;
-    while rest.len() >= RECORD_HEADER {
+    while let Some(rest) = contents.get(offset..)
+        && rest.len() >= RECORD_HEADER
+    {
         let (header, after) = rest.split_at(RECORD_HEADER);
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let mut word = [0; 8];
@@ -280,14 +291,14 @@ fn parse(contents: &[u8]) -> Layout {
             break;
         }
         let start = offset + RECORD_HEADER;
+        let next = (start + size).next_multiple_of(BLOCK);
         last = Layout::Log {
             nonce,
             sequence,
             bytes: start..start + size,
-            end: start + size,
+            end: next,
         };
-        offset = start + size;
-        rest = &after[size..];
+        offset = next;
     }
     last
 }
@@ -347,7 +358,7 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
 }
 
 /// Writes a log of `bytes` (as record `sequence`) to a new synced temporary file; returns
-/// its path and the version it will have under any name it is linked or renamed to (the
+/// its path and the version it will have under the name it is linked or renamed to (the
 /// same inode).
 fn temporary(root: &Path, sequence: u64, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
     let log = encode_log(sequence, bytes)?;
@@ -469,37 +480,39 @@ fn sync_after_change(file: &Path) {
     }
 }
 
-/// Creates `file` in place, under the key's lock: readers take a file without a whole
-/// record for no object, and a create that finds one left by a writer killed in the
-/// middle (nobody else writes while it holds the lock) takes it over.
+/// Creates `file`: a synced temporary file linked to the key's name, so that the name
+/// only ever names a whole, synced log (a file made in place could come back from a power
+/// loss with its length but not its bytes, and nothing could tell it from an object of
+/// an earlier release).
 fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
     ensure_parent(root, file)?;
-    let log = encode_log(1, bytes)?;
-    let created = {
+    let (staged, version) = temporary(root, 1, bytes)?;
+    let linked = {
         let _held = lock(root, key)?;
-        let made = match OpenOptions::new().write(true).create_new(true).open(file) {
-            Ok(made) => made,
-            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-                match open_and_read(file, true)? {
-                    Some(left) if left.layout == Layout::Unfinished => {
-                        left.file.set_len(0).map_err(io_error)?;
-                        left.file
-                    }
-                    // An object; or one deleted since, which a create racing that delete
-                    // may as well have lost to.
-                    _ => return Ok(None),
-                }
-            }
-            Err(err) => return Err(io_error(err)),
-        };
-        made.write_all_at(&log, 0).map_err(io_error)?;
-        made.sync_data().map_err(io_error)?;
-        record_version(made.metadata().map_err(io_error)?.ino(), 1, bytes)
+        let mut linked = fs::hard_link(&staged, file);
+        if linked
+            .as_ref()
+            .is_err_and(|err| err.kind() == ErrorKind::AlreadyExists)
+            && open_and_read(file, false)?.is_some_and(|left| left.layout == Layout::Unfinished)
+        {
+            // A damaged log that no reader takes for an object: a create must not find
+            // its key taken by it for ever.
+            linked = fs::rename(&staged, file);
+        }
+        if linked.is_ok() {
+            // Before the lock is let go: a replace that takes it next appends to this
+            // file in place, syncing no directory, and acknowledges a write that a power
+            // loss must not take back with the name.
+            sync_after_change(file);
+        }
+        linked
     };
-    // Outside the lock: the file is whole and visible; the entry's survival of a crash
-    // is what the directory's sync adds, shared with other writers.
-    sync_after_change(file);
-    Ok(Some(created))
+    let _ = fs::remove_file(&staged);
+    match linked {
+        Ok(()) => Ok(Some(version)),
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
+        Err(err) => Err(io_error(err)),
+    }
 }
 
 fn update(
@@ -556,16 +569,13 @@ fn update(
             _ => return Ok(None),
         }
         fs::rename(&staged, file).map_err(io_error)?;
+        // Before the lock is let go, as in `create`: the next replace appends in place.
+        sync_after_change(file);
         Ok(Some(version.clone()))
     })();
-    match replaced {
-        // Synced outside the lock: the replace is decided and visible, and replaces of
-        // other keys of the stripe need not wait for the disk.
-        Ok(Some(_)) => sync_after_change(file),
+    if !matches!(replaced, Ok(Some(_))) {
         // Not renamed into place: still ours to remove (its name is unique).
-        _ => {
-            let _ = fs::remove_file(&staged);
-        }
+        let _ = fs::remove_file(&staged);
     }
     replaced
 }
@@ -719,10 +729,14 @@ mod tests {
 
     const NONCE: u64 = 0x0123_4567_89ab_cdef;
 
+    /// A log of `writes`, each record after the first at a block boundary.
     fn log_of(nonce: u64, writes: &[&[u8]]) -> Vec<u8> {
         let mut log = MAGIC.to_vec();
         log.extend_from_slice(&nonce.to_le_bytes());
         for (sequence, bytes) in (1..).zip(writes) {
+            if sequence > 1 {
+                log.resize(log.len().next_multiple_of(BLOCK), 0);
+            }
             log.extend(encode_record(nonce, sequence, bytes).expect("record"));
         }
         log
@@ -743,6 +757,7 @@ mod tests {
         let mut ends = vec![];
         let mut end = LOG_HEADER;
         for bytes in writes {
+            end = end.next_multiple_of(if ends.is_empty() { 1 } else { BLOCK });
             end += RECORD_HEADER + bytes.len();
             ends.push(end);
         }
@@ -758,7 +773,8 @@ mod tests {
                     );
                     assert!(
                         matches!(layout, Layout::Log { sequence, end, .. }
-                            if sequence == last as u64 + 1 && end == ends[last]),
+                            if sequence == last as u64 + 1
+                                && end == ends[last].next_multiple_of(BLOCK)),
                         "cut at {cut}: {layout:?}"
                     );
                 }
@@ -771,7 +787,7 @@ mod tests {
     #[test]
     fn a_damaged_record_ends_the_log_before_it() {
         let mut log = log_of(NONCE, &[b"kept", b"damaged", b"after"]);
-        let damaged = LOG_HEADER + RECORD_HEADER + 4 + RECORD_HEADER + 2;
+        let damaged = BLOCK + RECORD_HEADER + 2;
         log[damaged] ^= 0x40;
         let layout = parse(&log);
         assert_eq!(object(&log, &layout), Some(&b"kept"[..]));
@@ -781,15 +797,22 @@ mod tests {
     /// old bytes, whole records of another file, or of this one out of order.
     #[test]
     fn a_record_of_another_log_or_out_of_order_ends_the_log() {
-        let mut log = log_of(NONCE, &[b"kept"]);
-        log.extend(encode_record(NONCE ^ 1, 2, b"another file's").expect("record"));
+        let after_kept = |nonce: u64, sequence: u64, bytes: &[u8]| {
+            let mut log = log_of(NONCE, &[b"kept"]);
+            log.resize(BLOCK, 0);
+            log.extend(encode_record(nonce, sequence, bytes).expect("record"));
+            log
+        };
+        let log = after_kept(NONCE ^ 1, 2, b"another file's");
         assert_eq!(object(&log, &parse(&log)), Some(&b"kept"[..]));
-        let mut log = log_of(NONCE, &[b"kept"]);
-        log.extend(encode_record(NONCE, 3, b"not the next").expect("record"));
+        let log = after_kept(NONCE, 3, b"not the next");
         assert_eq!(object(&log, &parse(&log)), Some(&b"kept"[..]));
-        let mut log = log_of(NONCE, &[b"kept"]);
-        log.extend(encode_record(NONCE, 2, b"the next").expect("record"));
+        let log = after_kept(NONCE, 2, b"the next");
         assert_eq!(object(&log, &parse(&log)), Some(&b"the next"[..]));
+        // Not at the block boundary: not where a record is ever written.
+        let mut log = log_of(NONCE, &[b"kept"]);
+        log.extend(encode_record(NONCE, 2, b"unaligned").expect("record"));
+        assert_eq!(object(&log, &parse(&log)), Some(&b"kept"[..]));
     }
 
     #[test]
@@ -840,6 +863,15 @@ mod tests {
             None,
             "a whole object is not taken over"
         );
+    }
+
+    /// The header and first record of a log, as they stand in `contents`.
+    fn log_prefix_of(contents: &[u8]) -> Vec<u8> {
+        let nonce = u64::from_le_bytes(contents[MAGIC.len()..LOG_HEADER].try_into().expect("8"));
+        let mut log = MAGIC.to_vec();
+        log.extend_from_slice(&nonce.to_le_bytes());
+        log.extend(encode_record(nonce, 1, b"before").expect("record"));
+        log
     }
 
     fn inode(path: &Path) -> u64 {
@@ -894,13 +926,13 @@ mod tests {
             .await
             .expect("create")
             .expect("created");
-        // A crash in the middle of an append: half a record after the last whole one.
+        // A crash in the middle of an append: half a record where the next one goes.
         let path = dir.path().join("k");
         let contents = fs::read(&path).expect("read");
         let nonce = u64::from_le_bytes(contents[MAGIC.len()..LOG_HEADER].try_into().expect("8"));
         let torn = encode_record(nonce, 2, &[7; 100]).expect("record");
-        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
-        file.write_all(&torn[..60]).expect("write");
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&torn[..60], BLOCK as u64).expect("write");
         drop(file);
         let read = objects.get("k").await.expect("get").expect("stored");
         assert_eq!(read.bytes, Bytes::from_static(b"before"));
@@ -913,8 +945,13 @@ mod tests {
         let contents = fs::read(&path).expect("read");
         assert_eq!(
             contents.len(),
-            LOG_HEADER + 2 * RECORD_HEADER + b"before".len() + b"after".len(),
+            BLOCK + RECORD_HEADER + b"after".len(),
             "the rest of the torn record is cut off"
+        );
+        assert_eq!(
+            &contents[..LOG_HEADER + RECORD_HEADER + b"before".len()],
+            &log_prefix_of(&contents),
+            "the acknowledged record's block is left as it was"
         );
         let read = objects.get("k").await.expect("get").expect("stored");
         assert_eq!(
@@ -995,8 +1032,16 @@ mod tests {
                 "round {round}"
             );
         }
-        // About 31 records a log: a handful of new files, not one a write.
-        assert!((5..=10).contains(&files), "{files} files");
+        // A block a record, about 16 records a log: a dozen new files, not one a write.
+        assert!((10..=20).contains(&files), "{files} files");
+    }
+
+    struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Readers take no lock while a writer appends: every read is a whole write.
@@ -1024,6 +1069,9 @@ mod tests {
                 }
                 reads
             });
+            // Set however the writer ends, so that a failing writer never leaves the
+            // reader spinning (the scope waits for it).
+            let _done_on_exit = SetOnDrop(&done);
             let mut version = read(&file).expect("read").expect("stored").version;
             for n in 1..=2_000 {
                 version = update(&root, "k", &file, &value(n), &version)
@@ -1042,6 +1090,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         fs::create_dir_all(root.join(LOCKS)).expect("mkdir");
+        fs::create_dir_all(root.join(TEMPORARY)).expect("mkdir");
         let file = root.join("k");
         let value = |n: u32| n.to_le_bytes().repeat(2_000 + (n % 5) as usize * 500);
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -1061,6 +1110,9 @@ mod tests {
                 }
                 (absent, whole)
             });
+            // Set however the writer ends, so that a failing writer never leaves the
+            // reader spinning (the scope waits for it).
+            let _done_on_exit = SetOnDrop(&done);
             for n in 1..=1_000 {
                 create(&root, "k", &file, &value(n))
                     .expect("create")
