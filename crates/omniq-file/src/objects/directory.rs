@@ -44,7 +44,7 @@ use omniq_models::TaskId;
 use omniq_storage::{BoxFuture, StoreError, StoreResult};
 use rustix::fs::{FlockOperation, flock};
 
-use super::{Objects, Stored, Version, invalid_key, valid_key};
+use super::{Objects, Stored, Version, invalid_key, valid_key, valid_segment};
 use crate::error::{BACKEND, io_error};
 
 /// Lock files the keys are spread over: replaces of different keys rarely wait on each
@@ -642,6 +642,81 @@ fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> StoreResult<()> {
     Ok(())
 }
 
+/// At most `limit` keys under `dir` (whose key is `prefix`, empty for the root) that sort
+/// after `after`, in byte order, appended to `keys`: [`Objects::list_page`] without
+/// sorting or even keeping the whole listing. A claim reads a page of a queue's ready
+/// markers each time, and a queue with a long backlog keeps many thousands of names in
+/// one directory, which a local file system hands out in hash order: every page reads
+/// them all, so what each name costs is what matters.
+fn walk_page(
+    dir: &Path,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    keys: &mut Vec<String>,
+) -> StoreResult<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(());
+        }
+        Err(err) => return Err(io_error(err)),
+    };
+    // Each entry under the key its subtree sorts by: a file's key, or a directory's key
+    // and a `/`, which every key under it starts with; ordering entries by these and
+    // expanding directories in place gives the keys in byte order.
+    let mut candidates: Vec<(String, bool)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|name| valid_segment(name)) else {
+            continue;
+        };
+        let is_dir = entry.file_type().map_err(io_error)?.is_dir();
+        let mut key = String::with_capacity(prefix.len() + name.len() + 2);
+        if !prefix.is_empty() {
+            key.push_str(prefix);
+            key.push('/');
+        }
+        key.push_str(name);
+        if is_dir {
+            key.push('/');
+        }
+        let passed = after.is_some_and(|after| {
+            // A directory is passed when every key under it sorts before `after`.
+            *after >= *key && !(is_dir && after.starts_with(key.as_str()))
+        });
+        if !passed {
+            candidates.push((key, is_dir));
+        }
+    }
+    let mut rest = candidates.as_mut_slice();
+    while !rest.is_empty() && keys.len() < limit {
+        // The fewest entries that can fill the page, in order: a page of a long
+        // directory sorts a page's worth of names, not the directory.
+        let wanted = (limit - keys.len()).min(rest.len());
+        if wanted < rest.len() {
+            rest.select_nth_unstable_by(wanted, |a, b| a.0.cmp(&b.0));
+        }
+        let (first, later) = std::mem::take(&mut rest).split_at_mut(wanted);
+        first.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, is_dir) in first.iter_mut() {
+            if keys.len() >= limit {
+                break;
+            }
+            if *is_dir {
+                key.pop();
+                let name = key.rsplit('/').next().unwrap_or_default();
+                walk_page(&dir.join(name), key, after, limit, keys)?;
+            } else {
+                keys.push(std::mem::take(key));
+            }
+        }
+        rest = later;
+    }
+    Ok(())
+}
+
 impl Objects for DirectoryObjects {
     fn get(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<Stored>>> {
         let file = self.file(key);
@@ -707,6 +782,33 @@ impl Objects for DirectoryObjects {
             let file = file?;
             self.blocking(move |root| delete(root, &key, &file, Some(&expected), true))
                 .await
+        })
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let prefix = prefix.trim_matches('/').to_owned();
+        let after = after.map(str::to_owned);
+        Box::pin(async move {
+            if !prefix.is_empty() && !valid_key(&prefix) {
+                return Err(invalid_key(&prefix));
+            }
+            self.blocking(move |root| {
+                let mut keys = Vec::new();
+                walk_page(
+                    &root.join(&prefix),
+                    &prefix,
+                    after.as_deref(),
+                    limit,
+                    &mut keys,
+                )?;
+                Ok(keys)
+            })
+            .await
         })
     }
 
@@ -1129,5 +1231,71 @@ mod tests {
             let (absent, whole) = reader.join().expect("reader");
             assert!(absent + whole > 0);
         });
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    /// Keys whose byte order differs from the order of their path segments (`-` and `.`
+    /// sort before `/`), under directories of every depth, and names the store ignores.
+    fn tricky_tree(root: &Path) -> Vec<String> {
+        let keys = [
+            "a-b", "a.b", "a/b-c", "a/b.c", "a/b/c", "a/b/c-d", "a/b/d", "a/bb", "a0", "ab/c",
+            "b/0", "b/1/2", "b/1-2", "b/10", "c.d/e", "c/d", "c0",
+        ];
+        for key in keys {
+            let path = root.join(key);
+            fs::create_dir_all(path.parent().expect("a parent")).expect("dirs");
+            fs::write(&path, b"x").expect("write");
+        }
+        // Not keys: the store's own files and an empty directory.
+        fs::create_dir_all(root.join(".tmp")).expect("dirs");
+        fs::write(root.join(".tmp/x"), b"x").expect("write");
+        fs::write(root.join("b/.hidden"), b"x").expect("write");
+        fs::create_dir_all(root.join("b/empty")).expect("dirs");
+        let mut sorted: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        sorted.sort();
+        sorted
+    }
+
+    #[tokio::test]
+    async fn a_page_is_the_listing_after_a_key_in_byte_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sorted = tricky_tree(dir.path());
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        assert_eq!(objects.list("").await.expect("list"), sorted);
+        let mut afters: Vec<Option<String>> = vec![None];
+        afters.extend(sorted.iter().cloned().map(Some));
+        afters.extend(
+            ["", "a/", "a/b/", "a/b0", "b/1", "b/1/", "zz", "0"]
+                .iter()
+                .map(|after| Some((*after).to_owned())),
+        );
+        for prefix in ["", "a", "a/b", "b", "c.d", "missing"] {
+            let under: Vec<&String> = sorted
+                .iter()
+                .filter(|key| prefix.is_empty() || key.starts_with(&format!("{prefix}/")))
+                .collect();
+            for after in &afters {
+                for limit in [0, 1, 2, 3, 5, 100] {
+                    let expected: Vec<String> = under
+                        .iter()
+                        .filter(|key| after.as_ref().is_none_or(|after| **key > after))
+                        .take(limit)
+                        .map(|key| (*key).clone())
+                        .collect();
+                    let page = objects
+                        .list_page(prefix, after.as_deref(), limit)
+                        .await
+                        .expect("a page");
+                    assert_eq!(
+                        page, expected,
+                        "prefix {prefix:?} after {after:?} limit {limit}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -157,16 +157,17 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
 /// (the directory store keeps its own files there).
 pub(crate) fn valid_key(key: &str) -> bool {
     // File systems allow 255 bytes a name; S3 1,024 a key.
-    !key.is_empty()
-        && key.len() <= 1_024
-        && key.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment.len() <= 255
-                && !segment.starts_with('.')
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        })
+    !key.is_empty() && key.len() <= 1_024 && key.split('/').all(valid_segment)
+}
+
+/// Whether `segment` is one segment of a key [`valid_key`] accepts.
+pub(crate) fn valid_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 255
+        && !segment.starts_with('.')
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub(crate) fn invalid_key(key: &str) -> omniq_storage::StoreError {
