@@ -313,6 +313,8 @@ struct Opened {
     layout: Layout,
     file: File,
     inode: u64,
+    /// The file's length, as read.
+    length: u64,
 }
 
 fn read(file: &Path) -> StoreResult<Option<Stored>> {
@@ -336,6 +338,7 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
     }
     let mut contents = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     opened.read_to_end(&mut contents).map_err(io_error)?;
+    let length = u64::try_from(contents.len()).unwrap_or(u64::MAX);
     let layout = parse(&contents);
     let stored = match &layout {
         Layout::Log {
@@ -358,6 +361,7 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
         layout,
         file: opened,
         inode: metadata.ino(),
+        length,
     }))
 }
 
@@ -555,8 +559,7 @@ fn update(
         // is cut off, so that no reader ever reads on into it.
         current.file.write_all_at(&record, end).map_err(io_error)?;
         let new_end = end + record_length;
-        let length = current.file.metadata().map_err(io_error)?.len();
-        if length > new_end {
+        if current.length > new_end {
             current.file.set_len(new_end).map_err(io_error)?;
         }
         current.file.sync_data().map_err(io_error)?;
@@ -1064,7 +1067,18 @@ mod tests {
         let read = objects.get("k").await.expect("get").expect("stored");
         assert_eq!(
             (read.bytes, read.version),
-            (Bytes::from_static(b"after"), after)
+            (Bytes::from_static(b"after"), after.clone())
+        );
+        // And the log goes on past it.
+        let later = objects
+            .update("k", Bytes::from_static(b"later"), &after)
+            .await
+            .expect("update")
+            .expect("replaced");
+        let read = objects.get("k").await.expect("get").expect("stored");
+        assert_eq!(
+            (read.bytes, read.version),
+            (Bytes::from_static(b"later"), later)
         );
     }
 
