@@ -117,6 +117,11 @@ impl FileResultStore {
     async fn put_one(&self, result: TaskResult) -> StoreResult<()> {
         let key = result_key(result.task_id);
         let bytes = Bytes::from(encode_result(&result, BACKEND)?);
+        // A task's first result, as most are, is created without a read before it; one
+        // there already (a retry, a re-run, a tombstone) is read and compared below.
+        if self.objects.create(&key, bytes.clone()).await?.is_some() {
+            return Ok(());
+        }
         for _ in 0..WRITE_ROUNDS {
             let written = match self.objects.get(&key).await? {
                 None => self.objects.create(&key, bytes.clone()).await?,
