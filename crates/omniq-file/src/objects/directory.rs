@@ -765,15 +765,34 @@ impl Objects for DirectoryObjects {
         })
     }
 
-    fn delete_unsynced(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
-        let key = key.to_owned();
-        let file = self.file(&key);
+    fn delete_unsynced(&self, keys: Vec<String>) -> BoxFuture<'_, StoreResult<()>> {
+        let files: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let file = self.file(&key);
+                (key, file)
+            })
+            .collect();
         Box::pin(async move {
-            let file = file?;
-            // No directory sync: a crash may bring the entry back, which the callers
+            if files.is_empty() {
+                return Ok(());
+            }
+            // No directory sync: a crash may bring the entries back, which the callers
             // tolerate; the sync is a journal commit each writer would otherwise wait on.
-            self.blocking(move |root| delete(root, &key, &file, None, false).map(drop))
-                .await
+            // All in one blocking call: a claim or a batch of completions drops a marker
+            // a task, and a hand-off to a blocking thread costs more than an unlink.
+            self.blocking(move |root| {
+                let mut first_error = None;
+                for (key, file) in files {
+                    let deleted =
+                        file.and_then(|file| delete(root, &key, &file, None, false).map(drop));
+                    if let Err(err) = deleted {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            })
+            .await
         })
     }
 
@@ -1311,5 +1330,47 @@ mod page_tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod unsynced_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deleting_many_tries_every_key_and_reports_the_first_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        for key in ["m/a", "m/b", "n/c"] {
+            objects
+                .create(key, Bytes::from_static(b"x"))
+                .await
+                .expect("create")
+                .expect("created");
+        }
+        objects
+            .delete_unsynced(vec!["m/a".to_owned(), "gone".to_owned(), "n/c".to_owned()])
+            .await
+            .expect("a missing key is no failure");
+        assert_eq!(
+            objects.list("").await.expect("list"),
+            vec!["m/b".to_owned()]
+        );
+        let failed = objects
+            .delete_unsynced(vec!["bad key".to_owned(), "m/b".to_owned()])
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Invalid(_))),
+            "the invalid key reported: {failed:?}"
+        );
+        assert_eq!(
+            objects.list("").await.expect("list"),
+            Vec::<String>::new(),
+            "the key after the failure deleted all the same"
+        );
+        objects
+            .delete_unsynced(Vec::new())
+            .await
+            .expect("nothing to delete");
     }
 }

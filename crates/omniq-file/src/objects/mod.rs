@@ -5,6 +5,7 @@ mod remote;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use omniq_storage::{BoxFuture, StoreResult};
 
 pub use directory::DirectoryObjects;
@@ -84,15 +85,24 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// As [`get`](Objects::get).
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// Deletes the object at `key` as [`delete`](Objects::delete) does, but need not make
-    /// the deletion survive a crash of the machine: for markers whose return their readers
-    /// already tolerate (a ready marker that files nothing any more, a finished lease's
-    /// marker). A store that cannot tell the two apart deletes durably.
+    /// Deletes the objects at `keys` as [`delete`](Objects::delete) does, but need not
+    /// make the deletions survive a crash of the machine: for markers whose return their
+    /// readers already tolerate (ready markers that file nothing any more, finished
+    /// leases' markers). A store that cannot tell the two apart deletes durably. Every
+    /// key is tried, whatever befalls the others; a directory deletes them all in one
+    /// call to its blocking threads.
     ///
     /// # Errors
-    /// As [`get`](Objects::get).
-    fn delete_unsynced(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
-        self.delete(key)
+    /// As [`get`](Objects::get), for the first key that could not be deleted.
+    fn delete_unsynced(&self, keys: Vec<String>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let outcomes: Vec<StoreResult<()>> = futures_util::stream::iter(keys)
+                .map(|key| async move { self.delete(&key).await })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            outcomes.into_iter().collect()
+        })
     }
 
     /// Deletes the object at `key` if it is still the write `expected` names; returns

@@ -130,6 +130,18 @@ struct Claim<'a> {
     now: DateTime<Utc>,
     deadline: DateTime<Utc>,
     undelivered: &'a Undelivered,
+    /// Ready markers that file nothing any more, deleted together after each round of
+    /// takes.
+    stale: &'a Mutex<Vec<String>>,
+}
+
+impl Claim<'_> {
+    fn drop_marker(&self, key: &str) {
+        self.stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key.to_owned());
+    }
 }
 
 /// What a claim made of one ready marker.
@@ -150,6 +162,7 @@ impl FileTaskQueue {
         let mut seen = HashSet::new();
         let mut leases = Vec::new();
         let undelivered = Undelivered::new(self);
+        let stale = Mutex::new(Vec::new());
         for queue in &request.queues {
             let base = keys::ready_of_queue(queue);
             let mut after: Option<String> = None;
@@ -194,6 +207,7 @@ impl FileTaskQueue {
                     now,
                     deadline,
                     undelivered: &undelivered,
+                    stale: &stale,
                 };
                 self.take_all(&due, &claim, &mut leases).await?;
                 match next {
@@ -223,6 +237,9 @@ impl FileTaskQueue {
             let taken =
                 futures_util::future::join_all(chunk.iter().map(|marker| self.take(marker, claim)))
                     .await;
+            let stale =
+                std::mem::take(&mut *claim.stale.lock().unwrap_or_else(PoisonError::into_inner));
+            self.drop_ready_markers(stale).await;
             // Every lease taken first: tasks leased are running now, and must reach the
             // worker, or they would wait out their lease. The next claim meets the error.
             let mut failure = None;
@@ -251,6 +268,7 @@ impl FileTaskQueue {
             now,
             deadline,
             undelivered,
+            ..
         } = *claim;
         let id = marker.id;
         let orphaned = |task: Option<&KvTask>| task.is_none_or(|t| t.writes < marker.write);
@@ -268,7 +286,7 @@ impl FileTaskQueue {
                 && task.held_by(token)
             {
                 // The last round's write landed although its reply said otherwise.
-                self.drop_ready_marker(&marker.key).await;
+                claim.drop_marker(&marker.key);
                 return Ok(Taken::Leased(Box::new(leased(task, token))));
             }
             if task.writes < marker.write {
@@ -277,7 +295,7 @@ impl FileTaskQueue {
                 return Ok(Taken::Passed);
             }
             if !marker.files(&task) {
-                self.drop_ready_marker(&marker.key).await;
+                claim.drop_marker(&marker.key);
                 return Ok(Taken::Passed);
             }
             if !task.claimable(now)
@@ -310,19 +328,19 @@ impl FileTaskQueue {
                 continue;
             }
             self.refile_if_stalled(Some(filing)).await;
-            self.drop_ready_marker(&marker.key).await;
+            claim.drop_marker(&marker.key);
             return Ok(Taken::Leased(Box::new(leased(next, token))));
         }
         Ok(Taken::Passed)
     }
 
-    /// Deletes a ready marker that files nothing any more, as a best effort: one left
+    /// Deletes ready markers that file nothing any more, as a best effort: one left
     /// behind is dropped by the next claim that reads it.
-    async fn drop_ready_marker(&self, key: &str) {
+    async fn drop_ready_markers(&self, keys: Vec<String>) {
         // Unsynced: a marker a crash brings back files an older write of its task, and the
         // claim that reads it drops it again.
-        if let Err(err) = self.objects().delete_unsynced(key).await {
-            tracing::debug!(%err, key, "a stale ready marker stays until a claim drops it");
+        if let Err(err) = self.objects().delete_unsynced(keys).await {
+            tracing::debug!(%err, "a stale ready marker stays until a claim drops it");
         }
     }
 
@@ -397,22 +415,30 @@ impl FileTaskQueue {
             futures_util::future::try_join_all(by_task.into_values().map(|indices| async move {
                 let mut statuses = Vec::with_capacity(indices.len());
                 let mut changes = Vec::new();
+                let mut finished = Vec::new();
                 for i in indices {
                     let status = self
-                        .complete_one(&completions[i], now, &mut changes)
+                        .complete_one(&completions[i], now, &mut changes, &mut finished)
                         .await?;
                     statuses.push((i, status));
                 }
-                StoreResult::Ok((statuses, changes))
+                StoreResult::Ok((statuses, changes, finished))
             }))
             .await?;
         let mut statuses = vec![CompletionStatus::LeaseLost; completions.len()];
         let mut changes = Vec::new();
-        for (group, group_changes) in groups {
+        let mut finished = Vec::new();
+        for (group, group_changes, group_finished) in groups {
             for (i, status) in group {
                 statuses[i] = status;
             }
             changes.extend(group_changes);
+            finished.extend(group_finished);
+        }
+        // Unsynced, and together: a marker a crash brings back names a finished lease,
+        // and recovery drops it.
+        if let Err(err) = self.objects().delete_unsynced(finished).await {
+            tracing::debug!(%err, "a finished lease's marker stays until recovery drops it");
         }
         Ok(Completed::new(statuses, changes))
     }
@@ -422,6 +448,7 @@ impl FileTaskQueue {
         completion: &Completion,
         now: DateTime<Utc>,
         changes: &mut Vec<StateChange>,
+        finished_leases: &mut Vec<String>,
     ) -> StoreResult<CompletionStatus> {
         let id = completion.lease.task_id;
         let token = completion.lease.token;
@@ -434,15 +461,7 @@ impl FileTaskQueue {
             .await?;
         Ok(match applied {
             Some((Applied::Changed, task)) => {
-                // Unsynced: a marker a crash brings back names a finished lease, and
-                // recovery drops it.
-                if let Err(err) = self
-                    .objects()
-                    .delete_unsynced(&keys::lease(id, token))
-                    .await
-                {
-                    tracing::debug!(%err, task_id = %id, "a finished lease's marker stays until recovery drops it");
-                }
+                finished_leases.push(keys::lease(id, token));
                 // The children as of the write that finished it: a child filed later saw
                 // the parent finished and settled itself. None: nothing to read again.
                 if task.record.state.is_terminal() && !task.children.is_empty() {
