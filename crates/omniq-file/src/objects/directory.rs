@@ -44,7 +44,7 @@ use omniq_models::TaskId;
 use omniq_storage::{BoxFuture, StoreError, StoreResult};
 use rustix::fs::{FlockOperation, flock};
 
-use super::{Objects, Stored, Version, invalid_key, valid_key, valid_segment};
+use super::{MAX_KEY, Objects, Stored, Version, invalid_key, valid_key, valid_segment};
 use crate::error::{BACKEND, io_error};
 
 /// Lock files the keys are spread over: replaces of different keys rarely wait on each
@@ -672,7 +672,11 @@ fn walk_page(
     for entry in entries {
         let entry = entry.map_err(io_error)?;
         let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|name| valid_segment(name)) else {
+        let Some(name) = name
+            .to_str()
+            .filter(|name| valid_segment(name) && prefix.len() + 1 + name.len() <= MAX_KEY)
+        else {
+            // Not a key, nor a directory of keys: what `list` leaves out too.
             continue;
         };
         let is_dir = entry.file_type().map_err(io_error)?.is_dir();

@@ -166,9 +166,11 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
 /// most 255 bytes, made of ASCII letters, digits, `.`, `_` and `-`, not starting with `.`
 /// (the directory store keeps its own files there).
 pub(crate) fn valid_key(key: &str) -> bool {
-    // File systems allow 255 bytes a name; S3 1,024 a key.
-    !key.is_empty() && key.len() <= 1_024 && key.split('/').all(valid_segment)
+    !key.is_empty() && key.len() <= MAX_KEY && key.split('/').all(valid_segment)
 }
+
+/// The longest key, in bytes: what S3 allows (file systems allow 255 bytes a name).
+pub(crate) const MAX_KEY: usize = 1_024;
 
 /// Whether `segment` is one segment of a key [`valid_key`] accepts.
 pub(crate) fn valid_segment(segment: &str) -> bool {

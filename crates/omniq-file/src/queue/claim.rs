@@ -411,34 +411,36 @@ impl FileTaskQueue {
             by_task.entry(completion.lease.task_id).or_default().push(i);
         }
         let completions = &completions;
+        // The markers of the leases finished, shared by the groups: deleted whether or
+        // not every group succeeds.
+        let finished = &Mutex::new(Vec::new());
         let groups =
             futures_util::future::try_join_all(by_task.into_values().map(|indices| async move {
                 let mut statuses = Vec::with_capacity(indices.len());
                 let mut changes = Vec::new();
-                let mut finished = Vec::new();
                 for i in indices {
                     let status = self
-                        .complete_one(&completions[i], now, &mut changes, &mut finished)
+                        .complete_one(&completions[i], now, &mut changes, finished)
                         .await?;
                     statuses.push((i, status));
                 }
-                StoreResult::Ok((statuses, changes, finished))
+                StoreResult::Ok((statuses, changes))
             }))
-            .await?;
+            .await;
+        // Unsynced, and together: a marker a crash brings back names a finished lease,
+        // and recovery drops it.
+        let finished =
+            std::mem::take(&mut *finished.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Err(err) = self.objects().delete_unsynced(finished).await {
+            tracing::debug!(%err, "a finished lease's marker stays until recovery drops it");
+        }
         let mut statuses = vec![CompletionStatus::LeaseLost; completions.len()];
         let mut changes = Vec::new();
-        let mut finished = Vec::new();
-        for (group, group_changes, group_finished) in groups {
+        for (group, group_changes) in groups? {
             for (i, status) in group {
                 statuses[i] = status;
             }
             changes.extend(group_changes);
-            finished.extend(group_finished);
-        }
-        // Unsynced, and together: a marker a crash brings back names a finished lease,
-        // and recovery drops it.
-        if let Err(err) = self.objects().delete_unsynced(finished).await {
-            tracing::debug!(%err, "a finished lease's marker stays until recovery drops it");
         }
         Ok(Completed::new(statuses, changes))
     }
@@ -448,7 +450,7 @@ impl FileTaskQueue {
         completion: &Completion,
         now: DateTime<Utc>,
         changes: &mut Vec<StateChange>,
-        finished_leases: &mut Vec<String>,
+        finished_leases: &Mutex<Vec<String>>,
     ) -> StoreResult<CompletionStatus> {
         let id = completion.lease.task_id;
         let token = completion.lease.token;
@@ -461,7 +463,10 @@ impl FileTaskQueue {
             .await?;
         Ok(match applied {
             Some((Applied::Changed, task)) => {
-                finished_leases.push(keys::lease(id, token));
+                finished_leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(keys::lease(id, token));
                 // The children as of the write that finished it: a child filed later saw
                 // the parent finished and settled itself. None: nothing to read again.
                 if task.record.state.is_terminal() && !task.children.is_empty() {

@@ -53,9 +53,10 @@ const BUCKET: &str = "omniq-test";
 /// status; `Err` when the server cannot be reached.
 fn put_empty(address: &str, path: &str, headers: &[(&str, String)]) -> std::io::Result<String> {
     // A busy emulator (every test of a binary asks at once) may answer slowly or drop
-    // the connection: asked again, for up to a minute; a refused connection is a server
-    // that is not there.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // the connection: asked again, for up to three minutes; a refused connection is a
+    // server that is not there. Azurite has been seen answering nothing for over a
+    // minute right after a suite deleted its many blobs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {
         match put_empty_once(address, path, headers) {
             Err(err)
