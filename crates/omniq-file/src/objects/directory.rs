@@ -618,33 +618,6 @@ fn delete(
     }
 }
 
-/// Every key under `dir` (a directory of keys), recursively.
-fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> StoreResult<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-            return Ok(());
-        }
-        Err(err) => return Err(io_error(err)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io_error)?;
-        let path = entry.path();
-        let kind = entry.file_type().map_err(io_error)?;
-        if kind.is_dir() {
-            walk(root, &path, keys)?;
-        } else if let Some(key) = path
-            .strip_prefix(root)
-            .ok()
-            .and_then(Path::to_str)
-            .filter(|key| valid_key(key))
-        {
-            keys.push(key.to_owned());
-        }
-    }
-    Ok(())
-}
-
 /// At most `limit` keys under `dir` (whose key is `prefix`, empty for the root) that sort
 /// after `after`, in byte order, appended to `keys`: [`Objects::list_page`] without
 /// sorting or even keeping the whole listing. A claim reads a page of a queue's ready
@@ -846,8 +819,7 @@ impl Objects for DirectoryObjects {
             }
             self.blocking(move |root| {
                 let mut keys = Vec::new();
-                walk(root, &root.join(&prefix), &mut keys)?;
-                keys.sort();
+                walk_page(&root.join(&prefix), &prefix, None, usize::MAX, &mut keys)?;
                 Ok(keys)
             })
             .await
