@@ -93,6 +93,59 @@ async fn a_marker_ahead_of_its_task_is_left_for_its_writer() {
     );
 }
 
+/// A claim that a crash of the machine took back (a claim's write is not synced) while
+/// the deletion of the task's ready marker, made after it, survived: the task is queued,
+/// no ready marker files it, and only the lease marker written before the claim is left.
+/// Recovery files the task again before it drops that marker, and the task is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_with_the_machine_is_filed_again_by_recovery() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let task = spec("taken-back");
+    queue.enqueue(vec![task.clone()]).await.expect("enqueue");
+    let ready = keys_under(objects.as_ref(), "ready").await;
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    let write: u64 = ready[0]
+        .rsplit_once('-')
+        .expect("a write")
+        .1
+        .parse()
+        .expect("a number");
+    // The lease marker of the claim that was taken back: it names the next write, and
+    // was written longer ago than any claim takes.
+    let lease = format!(
+        "leases/{}.{}",
+        task.id.as_uuid().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let written = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    objects
+        .create(
+            &lease,
+            Bytes::from(format!("{} {}", write + 1, written.timestamp_micros())),
+        )
+        .await
+        .expect("write")
+        .expect("absent");
+    objects.delete(&ready[0]).await.expect("delete");
+    assert!(
+        queue
+            .dequeue(DequeueRequest::new(["taken-back"], 10))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing files the task before recovery"
+    );
+    queue.recover_expired(100).await.expect("recover");
+    assert!(keys_under(objects.as_ref(), "leases").await.is_empty());
+    let leases = queue
+        .dequeue(DequeueRequest::new(["taken-back"], 10))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0].spec.id, task.id);
+}
+
 /// A running task that this release cannot read (written by a newer one, or damaged)
 /// keeps its lease marker through recovery, so that the release that can read it
 /// recovers it.

@@ -78,6 +78,24 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
         expected: &Version,
     ) -> BoxFuture<'_, StoreResult<Option<Version>>>;
 
+    /// Replaces the object at `key` as [`update`](Objects::update) does, but need not
+    /// make the write survive a crash of the machine: after one, the object may read as
+    /// the write `expected` names, never as anything else. For a change whose loss its
+    /// readers tolerate and that a later durable write of the object makes durable with
+    /// it (a claim, made durable by the completion). A store that cannot tell the two
+    /// apart writes durably.
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get).
+    fn update_unsynced(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: &Version,
+    ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        self.update(key, bytes, expected)
+    }
+
     /// Deletes the object at `key`, whatever its version; a missing object is not an
     /// error.
     ///

@@ -14,7 +14,7 @@ use omniq_storage::{
 
 use super::FileTaskQueue;
 use super::keys::{self, ReadyMarker};
-use super::tasks::{self, Found, Read};
+use super::tasks::{self, Durability, Found, Read};
 use omniq_storage::kv_task::KvTask;
 
 /// Ready markers a claim lists at once.
@@ -320,7 +320,11 @@ impl FileTaskQueue {
                     keys::lease_body(next.writes.saturating_add(1), Utc::now()),
                 )
                 .await?;
-            if tasks::write(self.objects(), &mut next, &version)
+            // Not synced: a crash of the machine that takes the claim back leaves the
+            // task queued as before, its lease marker (synced, written first) telling
+            // recovery to file it again if its ready marker's deletion survived. The
+            // completion's write, synced, makes the claim durable with it.
+            if tasks::write_as(self.objects(), &mut next, &version, Durability::Unsynced)
                 .await?
                 .is_none()
             {

@@ -99,6 +99,7 @@ impl FileTaskQueue {
                 }
             }
         } else if task.writes < write {
+            self.file_again_if_queued(task).await?;
             // The claim that wrote it may still be on its way.
             let token = marker.token;
             self.drop_if_orphan(&marker.key, marker.id, |task| {
@@ -106,9 +107,30 @@ impl FileTaskQueue {
             })
             .await?;
         } else {
+            self.file_again_if_queued(task).await?;
             self.objects().delete(&marker.key).await?;
         }
         Ok(changes)
+    }
+
+    /// Files `task` again (a ready marker for its current write) if it is queued, before
+    /// a lease marker that does not hold it is dropped. A claim's write is not synced
+    /// (see `claim`): a crash of the machine can take it back and keep the deletion of
+    /// the ready marker that came after it, and the task's lease marker, synced before
+    /// the claim, is then all that finds it. A marker there already stays as it is.
+    async fn file_again_if_queued(&self, task: &omniq_storage::kv_task::KvTask) -> StoreResult<()> {
+        let spec = &task.record.spec;
+        if matches!(task.record.state, TaskState::Queued | TaskState::Scheduled) {
+            let key = keys::ready(
+                &spec.queue,
+                spec.priority,
+                spec.run_at,
+                spec.id,
+                task.writes,
+            );
+            self.objects().create(&key, keys::stamp(Utc::now())).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn expire(&self, limit: usize) -> StoreResult<Vec<StateChange>> {

@@ -137,10 +137,33 @@ pub(crate) async fn write(
     task: &mut KvTask,
     version: &Version,
 ) -> StoreResult<Option<Version>> {
+    write_as(objects, task, version, Durability::Synced).await
+}
+
+/// Whether a task's write must survive a crash of the machine once it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Synced,
+    /// Lost with the machine at worst, the task then reading as the write before
+    /// ([`Objects::update_unsynced`]).
+    Unsynced,
+}
+
+/// [`write`], durable or not as `durability` says.
+pub(crate) async fn write_as(
+    objects: &dyn Objects,
+    task: &mut KvTask,
+    version: &Version,
+    durability: Durability,
+) -> StoreResult<Option<Version>> {
     task.writes = task.writes.saturating_add(1);
     let bytes = encode(task)?;
     let key = keys::task(task.record.spec.id);
-    match objects.update(&key, bytes.clone(), version).await {
+    let written = match durability {
+        Durability::Synced => objects.update(&key, bytes.clone(), version).await,
+        Durability::Unsynced => objects.update_unsynced(&key, bytes.clone(), version).await,
+    };
+    match written {
         Ok(Some(version)) => Ok(Some(version)),
         // A conflict or an error may hide a write that landed (see [`Objects`]): a claim
         // that gave up on it would leave its task Running under a lease nobody holds.
