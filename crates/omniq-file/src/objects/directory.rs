@@ -689,18 +689,16 @@ fn update(
     drop(held);
     // Named: a rename needs a name, and a log replaced whole is rare (see COMPACT_AT).
     let (mut staged, version) = Staged::write(root, sequence, bytes, false)?;
-    let replaced = (|| {
-        let _held = lock(root, key)?;
-        match read(file)? {
-            Some(current) if current.version == *expected => {}
-            _ => return Ok(None),
-        }
-        staged.rename_to(root, file).map_err(io_error)?;
-        // Before the lock is let go, as in `create`: the next replace appends in place.
-        sync_after_change(file);
-        Ok(Some(version.clone()))
-    })();
-    replaced
+    // Not renamed into place, the staged file is removed when dropped, after the lock.
+    let _held = lock(root, key)?;
+    match read(file)? {
+        Some(current) if current.version == *expected => {}
+        _ => return Ok(None),
+    }
+    staged.rename_to(root, file).map_err(io_error)?;
+    // Before the lock is let go, as in `create`: the next replace appends in place.
+    sync_after_change(file);
+    Ok(Some(version))
 }
 
 /// Deletes `file` (if still `expected`); syncs its directory after unless `durable` is
