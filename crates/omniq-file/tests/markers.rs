@@ -195,3 +195,29 @@ async fn recovery_leaves_the_lease_of_an_unreadable_task() {
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].state, TaskState::Queued);
 }
+
+/// A claim remembers a full page of ready markers for the claims right after it (a
+/// directory lists in no order, so a page costs a read of every marker): a task this
+/// process files ahead of that page is still taken first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_filed_ahead_of_a_remembered_page_is_taken_first() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let backlog: Vec<TaskSpec> = (0..300).map(|_| spec("remembered")).collect();
+    queue.enqueue(backlog.clone()).await.expect("enqueue");
+    let first = queue
+        .dequeue(DequeueRequest::new(["remembered"], 1))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].spec.id, backlog[0].id, "enqueue order");
+    let mut urgent = spec("remembered");
+    urgent.priority = 10;
+    queue.enqueue(vec![urgent.clone()]).await.expect("enqueue");
+    let next = queue
+        .dequeue(DequeueRequest::new(["remembered"], 2))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = next.iter().map(|lease| lease.spec.id).collect();
+    assert_eq!(ids, vec![urgent.id, backlog[1].id]);
+}

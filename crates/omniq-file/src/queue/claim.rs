@@ -170,12 +170,28 @@ impl FileTaskQueue {
                 if leases.len() >= request.limit {
                     break;
                 }
-                let page = match self
-                    .objects()
-                    .list_page(&base, after.as_deref(), CLAIM_PAGE)
-                    .await
-                {
-                    Ok(page) => page,
+                let remembered = if after.is_none() {
+                    self.ready_pages.first_page(&base)
+                } else {
+                    None
+                };
+                let listed = match remembered {
+                    Some(page) => Ok((page.keys, Some(page.after))),
+                    None => self
+                        .objects()
+                        .list_page(&base, after.as_deref(), CLAIM_PAGE)
+                        .await
+                        .map(|page| {
+                            let full = page.len() == CLAIM_PAGE;
+                            if full && after.is_none() {
+                                self.ready_pages.remember(&base, &page);
+                            }
+                            let next = full.then(|| page.last().cloned()).flatten();
+                            (page, next)
+                        }),
+                };
+                let (page, mut next) = match listed {
+                    Ok(listed) => listed,
                     // Tasks leased already are running now: hand them to the worker, or
                     // they would wait out their lease. The next claim meets the error.
                     Err(err) if !leases.is_empty() => {
@@ -185,9 +201,6 @@ impl FileTaskQueue {
                     }
                     Err(err) => return Err(err),
                 };
-                let mut next = (page.len() == CLAIM_PAGE)
-                    .then(|| page.last().cloned())
-                    .flatten();
                 let mut due = Vec::new();
                 for marker in page.iter().filter_map(|key| ReadyMarker::parse(key)) {
                     if marker.due_by(now) {
@@ -209,7 +222,13 @@ impl FileTaskQueue {
                     undelivered: &undelivered,
                     stale: &stale,
                 };
-                self.take_all(&due, &claim, &mut leases).await?;
+                let taken = self.take_all(&due, &claim, &mut leases).await;
+                // Gone through, whatever became of them: the next claim starts after them
+                // until the page is listed again.
+                let through = taken.as_ref().map_or(due.len(), |through| *through);
+                let done: Vec<&str> = due[..through].iter().map(|m| m.key.as_str()).collect();
+                self.ready_pages.forget(&base, &done);
+                taken?;
                 match next {
                     Some(key) => after = Some(key),
                     None => break,
@@ -222,13 +241,13 @@ impl FileTaskQueue {
 
     /// Takes the tasks of `markers`, in order, until `leases` holds as many as the
     /// request wants: as many at once as are still wanted, a marker lost to another
-    /// claimer followed by the next.
+    /// claimer followed by the next. Returns how many of `markers` it went through.
     async fn take_all(
         &self,
         markers: &[ReadyMarker],
         claim: &Claim<'_>,
         leases: &mut Vec<Lease>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<usize> {
         let request = claim.request;
         let mut rest = markers;
         while !rest.is_empty() && leases.len() < request.limit {
@@ -255,10 +274,10 @@ impl FileTaskQueue {
                     return Err(err);
                 }
                 tracing::warn!(%err, "a claim stopped early; returning what it took");
-                return Ok(());
+                return Ok(markers.len() - rest.len());
             }
         }
-        Ok(())
+        Ok(markers.len() - rest.len())
     }
 
     /// Takes the task of one ready marker, or drops the marker when it is stale.

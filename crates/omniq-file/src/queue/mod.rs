@@ -12,6 +12,7 @@ pub(crate) mod keys;
 mod limiter;
 mod maintenance;
 mod pause;
+mod ready_pages;
 mod tasks;
 mod unique;
 
@@ -68,6 +69,8 @@ pub struct FileTaskQueue {
     /// Wakes this process's idle workers when it enqueues; workers of other processes
     /// find new tasks at their next poll.
     enqueued: Arc<tokio::sync::Notify>,
+    /// The first pages of ready markers its claims listed last.
+    ready_pages: Arc<ready_pages::ReadyPages>,
 }
 
 impl FileTaskQueue {
@@ -84,6 +87,7 @@ impl FileTaskQueue {
             clock,
             sweep: Arc::default(),
             enqueued: Arc::default(),
+            ready_pages: Arc::default(),
         }
     }
 
@@ -106,9 +110,12 @@ impl FileTaskQueue {
             TaskState::Blocked => keys::blocked(spec.id),
             _ => return Ok(None),
         };
-        self.write_marker(key, keys::stamp(Utc::now()))
-            .await
-            .map(Some)
+        let filing = self.write_marker(key, keys::stamp(Utc::now())).await?;
+        if matches!(task.record.state, TaskState::Queued | TaskState::Scheduled) {
+            self.ready_pages
+                .filed(&keys::ready_of_queue(&spec.queue), &filing.key);
+        }
+        Ok(Some(filing))
     }
 
     /// Writes a marker (created, or there already: either way it is in place), before the
