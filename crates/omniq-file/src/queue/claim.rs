@@ -181,12 +181,14 @@ impl FileTaskQueue {
                         .objects()
                         .list_page(&base, after.as_deref(), CLAIM_PAGE)
                         .await
-                        .map(|page| {
+                        .map(|mut page| {
                             let full = page.len() == CLAIM_PAGE;
+                            let next = full.then(|| page.last().cloned()).flatten();
+                            // Markers this process is deleting file nothing any more.
+                            self.ready_pages.leave_out_dropping(&mut page);
                             if full && after.is_none() {
                                 self.ready_pages.remember(&base, &page);
                             }
-                            let next = full.then(|| page.last().cloned()).flatten();
                             (page, next)
                         }),
                 };
@@ -258,7 +260,7 @@ impl FileTaskQueue {
                     .await;
             let stale =
                 std::mem::take(&mut *claim.stale.lock().unwrap_or_else(PoisonError::into_inner));
-            self.drop_ready_markers(stale).await;
+            self.drop_ready_markers(stale);
             // Every lease taken first: tasks leased are running now, and must reach the
             // worker, or they would wait out their lease. The next claim meets the error.
             let mut failure = None;
@@ -358,13 +360,28 @@ impl FileTaskQueue {
     }
 
     /// Deletes ready markers that file nothing any more, as a best effort: one left
-    /// behind is dropped by the next claim that reads it.
-    async fn drop_ready_markers(&self, keys: Vec<String>) {
-        // Unsynced: a marker a crash brings back files an older write of its task, and the
-        // claim that reads it drops it again.
-        if let Err(err) = self.objects().delete_unsynced(keys).await {
-            tracing::debug!(%err, "a stale ready marker stays until a claim drops it");
+    /// behind is dropped by the next claim that reads it. In a task of its own, so that
+    /// the claim returns its leases without waiting (deleting files is slow on a local
+    /// disk: a third of a claim); until then this process's claims pass over them.
+    fn drop_ready_markers(&self, keys: Vec<String>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to run it on: the next claim that reads them drops them.
+            return;
+        };
+        if keys.is_empty() {
+            return;
         }
+        self.ready_pages.dropping(&keys);
+        let queue = self.clone();
+        let dropped = async move {
+            // Unsynced: a marker a crash brings back files an older write of its task,
+            // and the claim that reads it drops it again.
+            if let Err(err) = queue.objects().delete_unsynced(keys.clone()).await {
+                tracing::debug!(%err, "a stale ready marker stays until a claim drops it");
+            }
+            queue.ready_pages.dropped(&keys);
+        };
+        drop(runtime.spawn(dropped));
     }
 
     pub(super) async fn renew(

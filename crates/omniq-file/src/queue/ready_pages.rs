@@ -12,7 +12,7 @@
 //! from the version read, so a remembered marker that another claimer took meanwhile
 //! costs a read, never a second lease.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub(super) const REMEMBERED_FOR: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub(super) struct ReadyPages {
     pages: Mutex<HashMap<String, Remembered>>,
+    /// Stale markers being deleted in the background, left out of listings meanwhile.
+    dropping: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,8 @@ impl ReadyPages {
         let Some(last) = keys.last() else {
             return;
         };
+        // The page's last key, whatever the listing left out after it: a listing that
+        // goes on from there meets those again, or finds them gone.
         self.pages
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -87,6 +91,30 @@ impl ReadyPages {
             remembered
                 .keys
                 .retain(|key| done.binary_search(&key.as_str()).is_err());
+        }
+    }
+
+    /// Notes `keys` as being deleted.
+    pub(super) fn dropping(&self, keys: &[String]) {
+        self.dropping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(keys.iter().cloned());
+    }
+
+    /// Notes `keys` as deleted (or left, if their deletion failed).
+    pub(super) fn dropped(&self, keys: &[String]) {
+        let mut dropping = self.dropping.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            dropping.remove(key);
+        }
+    }
+
+    /// Leaves the markers being deleted out of `listed`.
+    pub(super) fn leave_out_dropping(&self, listed: &mut Vec<String>) {
+        let dropping = self.dropping.lock().unwrap_or_else(PoisonError::into_inner);
+        if !dropping.is_empty() {
+            listed.retain(|key| !dropping.contains(key));
         }
     }
 
