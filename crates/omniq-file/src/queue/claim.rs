@@ -345,13 +345,13 @@ impl FileTaskQueue {
             // task queued as before, its lease marker (synced, written first) telling
             // recovery to file it again if its ready marker's deletion survived. The
             // completion's write, synced, makes the claim durable with it.
-            if tasks::write_as(self.objects(), &mut next, &version, Durability::Unsynced)
-                .await?
-                .is_none()
-            {
+            let Some(written) =
+                tasks::write_as(self.objects(), &mut next, &version, Durability::Unsynced).await?
+            else {
                 // Another claimer, a cancel or a child's registration got in first.
                 continue;
-            }
+            };
+            self.remember_claimed(&next, written);
             self.refile_if_stalled(Some(filing)).await;
             claim.drop_marker(&marker.key);
             return Ok(Taken::Leased(Box::new(leased(next, token))));
@@ -404,6 +404,9 @@ impl FileTaskQueue {
         let store_now = self.objects().now().await?;
         let deadline = store_now + TimeDelta::from_std(extend).unwrap_or(TimeDelta::MAX);
         futures_util::future::try_join_all(leases.into_iter().map(|lease| async move {
+            // The version the claim wrote is this renewal's to replace: the completion
+            // reads the task the renewal leaves.
+            drop(self.take_claimed(lease.task_id));
             let status = tasks::update(self.objects(), lease.task_id, |task| {
                 if !task.held_by(lease.token) {
                     return (LeaseStatus::Lost, false);

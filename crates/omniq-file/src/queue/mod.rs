@@ -17,7 +17,7 @@ mod tasks;
 mod unique;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,7 +71,15 @@ pub struct FileTaskQueue {
     enqueued: Arc<tokio::sync::Notify>,
     /// The first pages of ready markers its claims listed last.
     ready_pages: Arc<ready_pages::ReadyPages>,
+    /// Tasks as this process's claims wrote them: the task's next change (most often
+    /// its completion) replaces it from that version without reading it first, and reads
+    /// it only when the replace is refused (another writer, a heartbeat, got in between).
+    claimed: Arc<Mutex<HashMap<TaskId, tasks::Read>>>,
 }
+
+/// Claimed tasks remembered at most: past this, they are forgotten (a lease lost leaves
+/// its task's entry until then), and read again when next changed.
+const CLAIMED_REMEMBERED: usize = 65_536;
 
 impl FileTaskQueue {
     /// The queue on `objects`, reading due times and TTLs on the system clock.
@@ -88,11 +96,35 @@ impl FileTaskQueue {
             sweep: Arc::default(),
             enqueued: Arc::default(),
             ready_pages: Arc::default(),
+            claimed: Arc::default(),
         }
     }
 
     fn objects(&self) -> &dyn Objects {
         self.objects.as_ref()
+    }
+
+    /// Remembers `task` as a claim of this process wrote it, at `version`.
+    fn remember_claimed(&self, task: &KvTask, version: crate::objects::Version) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(PoisonError::into_inner);
+        if claimed.len() >= CLAIMED_REMEMBERED {
+            claimed.clear();
+        }
+        claimed.insert(
+            task.record.spec.id,
+            tasks::Read {
+                task: task.clone(),
+                version,
+            },
+        );
+    }
+
+    /// Task `id` as this process's claim wrote it, forgotten from now on.
+    fn take_claimed(&self, id: TaskId) -> Option<tasks::Read> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
     }
 
     /// Writes the marker that files `task` (as it will be once written) where claims or
@@ -186,9 +218,14 @@ impl FileTaskQueue {
     where
         F: FnMut(&mut KvTask) -> (T, bool),
     {
+        let mut claimed = self.take_claimed(id);
         for _ in 0..tasks::CAS_ROUNDS {
-            let Some(current) = tasks::read(self.objects(), id).await? else {
-                return Ok(None);
+            let current = match claimed.take() {
+                Some(claimed) => claimed,
+                None => match tasks::read(self.objects(), id).await? {
+                    Some(current) => current,
+                    None => return Ok(None),
+                },
             };
             let mut next = current.task.clone();
             let (report, changed) = change(&mut next);
