@@ -227,3 +227,28 @@ async fn a_task_filed_ahead_of_a_remembered_page_is_taken_first() {
     let ids: Vec<_> = next.iter().map(|lease| lease.spec.id).collect();
     assert_eq!(ids, vec![urgent.id, backlog[1].id]);
 }
+
+/// A marker one worker passes over (a name it does not run) stays in the remembered page
+/// for another worker of the same process, which runs that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_passed_over_stays_for_a_worker_that_runs_its_name() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let mut other = spec("names");
+    other.name = "other.name".to_owned();
+    let mut specs = vec![other.clone()];
+    specs.extend((0..300).map(|_| spec("names")));
+    queue.enqueue(specs.clone()).await.expect("enqueue");
+    let first = queue
+        .dequeue(DequeueRequest::new(["names"], 1).only_names(["markers.test"], None))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].spec.id, specs[1].id);
+    let next = queue
+        .dequeue(DequeueRequest::new(["names"], 1).only_names(["other.name"], None))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = next.iter().map(|lease| lease.spec.id).collect();
+    assert_eq!(ids, vec![other.id]);
+}

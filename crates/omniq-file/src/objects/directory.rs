@@ -5,10 +5,7 @@
 //!   record whose checksum holds.
 //! - A create writes a log of one record to a temporary file, syncs it, and hard-links it
 //!   to the key's name under the key's lock: the link is refused if the name exists, so
-//!   two creators never both win, and a name only ever names a whole, synced log. Where
-//!   the file system makes them (`O_TMPFILE`: ext4, XFS, Btrfs, tmpfs), the temporary
-//!   file has no name at all: syncing a file just named in `.tmp` would sync that busy
-//!   directory too (ext4 does, to keep the name), and the name would then be removed.
+//!   two creators never both win, and a name only ever names a whole, synced log.
 //! - A replace takes the key's advisory lock (`flock`), checks that the key's file is
 //!   still the write read (its inode, the record's sequence and its bytes), appends the
 //!   new record in place at the next block boundary ([`BLOCK`]) and syncs the file's
@@ -83,8 +80,6 @@ const COMPACT_AT: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct DirectoryObjects {
     root: Arc<PathBuf>,
-    /// Whether creates stage their files unnamed ([`Staged`]).
-    unnamed: bool,
 }
 
 /// One mutex per lock stripe, taken before the stripe's `flock`: where a file system
@@ -103,10 +98,8 @@ impl DirectoryObjects {
         fs::create_dir_all(root.join(LOCKS)).map_err(io_error)?;
         fs::create_dir_all(root.join(TEMPORARY)).map_err(io_error)?;
         remove_stale_temporaries(&root.join(TEMPORARY));
-        let unnamed = unnamed_files_link(&root.join(TEMPORARY));
         Ok(Self {
             root: Arc::new(root),
-            unnamed,
         })
     }
 
@@ -372,124 +365,24 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
     }))
 }
 
-/// A synced log not yet under a key's name, in a temporary file: unnamed, or named in
-/// `.tmp` (removed when dropped, unless renamed away).
-struct Staged {
-    file: File,
-    name: Option<PathBuf>,
-}
-
-impl Staged {
-    /// Writes a log of `bytes` (as record `sequence`) to a new synced temporary file,
-    /// unnamed when `unnamed`; returns it and the version it will have under the name it
-    /// is linked or renamed to (the same inode).
-    fn write(
-        root: &Path,
-        sequence: u64,
-        bytes: &[u8],
-        unnamed: bool,
-    ) -> StoreResult<(Self, Version)> {
-        let log = encode_log(sequence, bytes)?;
-        let temporaries = root.join(TEMPORARY);
-        let mut staged = if unnamed {
-            Self {
-                file: open_unnamed(&temporaries).map_err(io_error)?,
-                name: None,
-            }
-        } else {
-            // A fresh UUID: process ids repeat across containers sharing a volume, and
-            // machines.
-            let path = temporaries.join(TaskId::new().to_string());
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_error)?;
-            Self {
-                file,
-                name: Some(path),
-            }
-        };
-        staged.file.write_all(&log).map_err(io_error)?;
-        // Its bytes and size; its name is made durable by the sync of the directory it
-        // is linked or renamed into.
-        staged.file.sync_data().map_err(io_error)?;
-        let inode = staged.file.metadata().map_err(io_error)?.ino();
-        Ok((staged, record_version(inode, sequence, bytes)))
-    }
-
-    /// Links the file to `target`; refused (`AlreadyExists`) if the name exists.
-    fn link_to(&self, target: &Path) -> std::io::Result<()> {
-        match &self.name {
-            Some(name) => fs::hard_link(name, target),
-            None => link_unnamed(&self.file, target),
-        }
-    }
-
-    /// Renames the file over `target`, naming it in `.tmp` first if it has no name.
-    fn rename_to(&mut self, root: &Path, target: &Path) -> std::io::Result<()> {
-        let name = match &self.name {
-            Some(name) => name.clone(),
-            None => {
-                let name = root.join(TEMPORARY).join(TaskId::new().to_string());
-                link_unnamed(&self.file, &name)?;
-                self.name = Some(name.clone());
-                name
-            }
-        };
-        fs::rename(&name, target)?;
-        // Renamed away: the name is the key's now, no longer ours to remove.
-        self.name = None;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(name) = &self.name {
-            // Its name is unique: still ours to remove.
-            let _ = fs::remove_file(name);
-        }
-    }
-}
-
-/// A new file without a name in `dir` (`O_TMPFILE`), to be linked under one.
-fn open_unnamed(dir: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = rustix::fs::OFlags::TMPFILE.bits();
-    OpenOptions::new()
-        .read(true)
+/// Writes a log of `bytes` (as record `sequence`) to a new synced temporary file; returns
+/// its path and the version it will have under the name it is linked or renamed to (the
+/// same inode).
+fn temporary(root: &Path, sequence: u64, bytes: &[u8]) -> StoreResult<(PathBuf, Version)> {
+    let log = encode_log(sequence, bytes)?;
+    // A fresh UUID: process ids repeat across containers sharing a volume, and machines.
+    let path = root.join(TEMPORARY).join(TaskId::new().to_string());
+    let mut file = OpenOptions::new()
         .write(true)
-        .custom_flags(i32::try_from(flags).unwrap_or(i32::MAX))
-        .open(dir)
-}
-
-/// Links a file opened by [`open_unnamed`] to `target`, through its `/proc` entry (the
-/// way that needs no privilege).
-fn link_unnamed(file: &File, target: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        source.as_str(),
-        rustix::fs::CWD,
-        target,
-        rustix::fs::AtFlags::SYMLINK_FOLLOW,
-    )
-    .map_err(Into::into)
-}
-
-/// Whether files made unnamed in `dir` can be linked under a name here: not on every file
-/// system (NFS, many FUSE ones), nor without `/proc`. Tried once, when a directory is
-/// opened; the named temporary files are the way otherwise.
-fn unnamed_files_link(dir: &Path) -> bool {
-    let Ok(file) = open_unnamed(dir) else {
-        return false;
-    };
-    let probe = dir.join(format!("probe-{}", TaskId::new()));
-    let linked = link_unnamed(&file, &probe).is_ok();
-    let _ = fs::remove_file(&probe);
-    linked
+        .create_new(true)
+        .open(&path)
+        .map_err(io_error)?;
+    file.write_all(&log).map_err(io_error)?;
+    // Its bytes and size; its name is made durable by the sync of the directory it is
+    // linked or renamed into.
+    file.sync_data().map_err(io_error)?;
+    let version = record_version(file.metadata().map_err(io_error)?.ino(), sequence, bytes);
+    Ok((path, version))
 }
 
 /// Syncs the directory holding `file`, so that a new or removed entry survives a crash.
@@ -599,18 +492,12 @@ fn sync_after_change(file: &Path) {
 /// only ever names a whole, synced log (a file made in place could come back from a power
 /// loss with its length but not its bytes, and nothing could tell it from an object of
 /// an earlier release).
-fn create(
-    root: &Path,
-    key: &str,
-    file: &Path,
-    bytes: &[u8],
-    unnamed: bool,
-) -> StoreResult<Option<Version>> {
+fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
     ensure_parent(root, file)?;
-    let (mut staged, version) = Staged::write(root, 1, bytes, unnamed)?;
+    let (staged, version) = temporary(root, 1, bytes)?;
     let linked = {
         let _held = lock(root, key)?;
-        let mut linked = staged.link_to(file);
+        let mut linked = fs::hard_link(&staged, file);
         if linked
             .as_ref()
             .is_err_and(|err| err.kind() == ErrorKind::AlreadyExists)
@@ -618,7 +505,7 @@ fn create(
         {
             // A damaged log that no reader takes for an object: a create must not find
             // its key taken by it for ever.
-            linked = staged.rename_to(root, file);
+            linked = fs::rename(&staged, file);
         }
         if linked.is_ok() {
             // Before the lock is let go: a replace that takes it next appends to this
@@ -628,7 +515,7 @@ fn create(
         }
         linked
     };
-    drop(staged);
+    let _ = fs::remove_file(&staged);
     match linked {
         Ok(()) => Ok(Some(version)),
         Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
@@ -687,18 +574,23 @@ fn update(
     // A log to start or one grown long: replaced whole, by a file made outside the lock.
     drop(current);
     drop(held);
-    // Named: a rename needs a name, and a log replaced whole is rare (see COMPACT_AT).
-    let (mut staged, version) = Staged::write(root, sequence, bytes, false)?;
-    // Not renamed into place, the staged file is removed when dropped, after the lock.
-    let _held = lock(root, key)?;
-    match read(file)? {
-        Some(current) if current.version == *expected => {}
-        _ => return Ok(None),
+    let (staged, version) = temporary(root, sequence, bytes)?;
+    let replaced = (|| {
+        let _held = lock(root, key)?;
+        match read(file)? {
+            Some(current) if current.version == *expected => {}
+            _ => return Ok(None),
+        }
+        fs::rename(&staged, file).map_err(io_error)?;
+        // Before the lock is let go, as in `create`: the next replace appends in place.
+        sync_after_change(file);
+        Ok(Some(version.clone()))
+    })();
+    if !matches!(replaced, Ok(Some(_))) {
+        // Not renamed into place: still ours to remove (its name is unique).
+        let _ = fs::remove_file(&staged);
     }
-    staged.rename_to(root, file).map_err(io_error)?;
-    // Before the lock is let go, as in `create`: the next replace appends in place.
-    sync_after_change(file);
-    Ok(Some(version))
+    replaced
 }
 
 /// Deletes `file` (if still `expected`); syncs its directory after unless `durable` is
@@ -825,8 +717,7 @@ impl Objects for DirectoryObjects {
         let file = self.file(&key);
         Box::pin(async move {
             let file = file?;
-            let unnamed = self.unnamed;
-            self.blocking(move |root| create(root, &key, &file, &bytes, unnamed))
+            self.blocking(move |root| create(root, &key, &file, &bytes))
                 .await
         })
     }
@@ -1304,7 +1195,7 @@ mod tests {
         fs::create_dir_all(root.join(TEMPORARY)).expect("mkdir");
         let file = root.join("k");
         let value = |n: u32| n.to_le_bytes().repeat(50 + (n % 7) as usize * 40);
-        create(&root, "k", &file, &value(0), true).expect("create");
+        create(&root, "k", &file, &value(0)).expect("create");
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
@@ -1325,7 +1216,7 @@ mod tests {
             let _done_on_exit = SetOnDrop(&done);
             let mut version = read(&file).expect("read").expect("stored").version;
             for n in 1..=2_000 {
-                version = update(&root, "k", &file, &value(n), &version, true)
+                version = update(&root, "k", &file, &value(n), &version, n % 2 == 0)
                     .expect("update")
                     .expect("replaced");
             }
@@ -1365,7 +1256,7 @@ mod tests {
             // reader spinning (the scope waits for it).
             let _done_on_exit = SetOnDrop(&done);
             for n in 1..=1_000 {
-                create(&root, "k", &file, &value(n), n % 2 == 0)
+                create(&root, "k", &file, &value(n))
                     .expect("create")
                     .expect("created");
                 delete(&root, "k", &file, None, false).expect("delete");
@@ -1486,66 +1377,8 @@ mod unsynced_tests {
 }
 
 #[cfg(test)]
-mod staging_tests {
+mod unsynced_replace_tests {
     use super::*;
-
-    fn temporaries(root: &Path) -> Vec<PathBuf> {
-        fs::read_dir(root.join(TEMPORARY))
-            .expect("read .tmp")
-            .map(|entry| entry.expect("entry").path())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn creates_staged_unnamed_or_named_link_whole_logs_and_leave_no_temporary() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let opened = DirectoryObjects::open(dir.path()).expect("open");
-        assert!(
-            opened.unnamed,
-            "a local file system here makes unnamed files that link"
-        );
-        for unnamed in [true, false] {
-            let objects = DirectoryObjects {
-                unnamed,
-                ..opened.clone()
-            };
-            let key = format!("staged/{unnamed}");
-            let version = objects
-                .create(&key, Bytes::from_static(b"one"))
-                .await
-                .expect("create")
-                .expect("created");
-            assert_eq!(
-                objects.get(&key).await.expect("get"),
-                Some(Stored {
-                    bytes: Bytes::from_static(b"one"),
-                    version
-                })
-            );
-            assert_eq!(
-                objects
-                    .create(&key, Bytes::from_static(b"two"))
-                    .await
-                    .expect("create"),
-                None,
-                "a name taken is refused"
-            );
-            // A log cut short: taken over by renaming the staged file over it.
-            let damaged = format!("damaged-{unnamed}");
-            let log = encode_log(1, b"never finished").expect("log");
-            fs::write(dir.path().join(&damaged), &log[..LOG_HEADER + 5]).expect("write");
-            objects
-                .create(&damaged, Bytes::from_static(b"mine"))
-                .await
-                .expect("create")
-                .expect("created over the unfinished file");
-            assert_eq!(
-                objects.get(&damaged).await.expect("get").map(|s| s.bytes),
-                Some(Bytes::from_static(b"mine"))
-            );
-            assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new(), "{unnamed}");
-        }
-    }
 
     #[tokio::test]
     async fn an_unsynced_replace_appends_in_place_and_is_fenced_like_any() {

@@ -147,6 +147,8 @@ impl Claim<'_> {
 /// What a claim made of one ready marker.
 enum Taken {
     Leased(Box<Lease>),
+    /// The marker files nothing any more: being deleted.
+    Stale,
     /// Not this claim's: the task is another's, not due, or a name it does not run.
     Passed,
 }
@@ -224,11 +226,10 @@ impl FileTaskQueue {
                     undelivered: &undelivered,
                     stale: &stale,
                 };
-                let taken = self.take_all(&due, &claim, &mut leases).await;
-                // Gone through, whatever became of them: the next claim starts after them
-                // until the page is listed again.
-                let through = taken.as_ref().map_or(due.len(), |through| *through);
-                let done: Vec<&str> = due[..through].iter().map(|m| m.key.as_str()).collect();
+                let mut done = Vec::new();
+                let taken = self.take_all(&due, &claim, &mut leases, &mut done).await;
+                // Markers passed over stay in the page: another worker of this process
+                // may run what this one does not.
                 self.ready_pages.forget(&base, &done);
                 taken?;
                 match next {
@@ -243,13 +244,15 @@ impl FileTaskQueue {
 
     /// Takes the tasks of `markers`, in order, until `leases` holds as many as the
     /// request wants: as many at once as are still wanted, a marker lost to another
-    /// claimer followed by the next. Returns how many of `markers` it went through.
+    /// claimer followed by the next. Adds to `done` the keys of the markers it is done
+    /// with (their tasks leased, or filed by them no more), in order.
     async fn take_all(
         &self,
         markers: &[ReadyMarker],
         claim: &Claim<'_>,
         leases: &mut Vec<Lease>,
-    ) -> StoreResult<usize> {
+        done: &mut Vec<String>,
+    ) -> StoreResult<()> {
         let request = claim.request;
         let mut rest = markers;
         while !rest.is_empty() && leases.len() < request.limit {
@@ -264,9 +267,13 @@ impl FileTaskQueue {
             // Every lease taken first: tasks leased are running now, and must reach the
             // worker, or they would wait out their lease. The next claim meets the error.
             let mut failure = None;
-            for taken in taken {
+            for (marker, taken) in chunk.iter().zip(taken) {
                 match taken {
-                    Ok(Taken::Leased(lease)) => leases.push(*lease),
+                    Ok(Taken::Leased(lease)) => {
+                        leases.push(*lease);
+                        done.push(marker.key.clone());
+                    }
+                    Ok(Taken::Stale) => done.push(marker.key.clone()),
                     Ok(Taken::Passed) => {}
                     Err(err) => failure = Some(err),
                 }
@@ -276,10 +283,10 @@ impl FileTaskQueue {
                     return Err(err);
                 }
                 tracing::warn!(%err, "a claim stopped early; returning what it took");
-                return Ok(markers.len() - rest.len());
+                return Ok(());
             }
         }
-        Ok(markers.len() - rest.len())
+        Ok(())
     }
 
     /// Takes the task of one ready marker, or drops the marker when it is stale.
@@ -317,7 +324,7 @@ impl FileTaskQueue {
             }
             if !marker.files(&task) {
                 claim.drop_marker(&marker.key);
-                return Ok(Taken::Passed);
+                return Ok(Taken::Stale);
             }
             if !task.claimable(now)
                 || !request.takes(&task.record.spec.name, task.record.spec.run_at, now)

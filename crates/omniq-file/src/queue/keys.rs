@@ -55,6 +55,13 @@ pub(crate) fn ready_of_queue(queue: &str) -> String {
     format!("{READY}/{}", queue_segment(queue))
 }
 
+/// The queue's directory of a ready marker's key (`ready/{queue}`); `None` for any other.
+pub(crate) fn ready_base_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("ready/")?;
+    let queue = rest.split('/').next()?;
+    key.get(..READY.len() + 1 + queue.len())
+}
+
 /// Higher priorities sort first.
 fn rank(priority: i32) -> String {
     let ordered = (priority as u32) ^ 0x8000_0000;
@@ -268,6 +275,13 @@ mod tests {
         assert_eq!(parsed.id, id);
         assert_eq!(parsed.write, 1);
         assert!(crate::objects::valid_key(&high));
+    }
+
+    #[test]
+    fn a_ready_markers_queue_directory_is_its_first_two_segments() {
+        let key = ready("q", 1, Utc::now(), TaskId::new(), 2);
+        assert_eq!(ready_base_of(&key), Some(ready_of_queue("q").as_str()));
+        assert_eq!(ready_base_of("leases/abc.def"), None);
     }
 
     #[test]

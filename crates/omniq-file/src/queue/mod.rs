@@ -79,7 +79,7 @@ pub struct FileTaskQueue {
 
 /// Claimed tasks remembered at most: past this, they are forgotten (a lease lost leaves
 /// its task's entry until then), and read again when next changed.
-const CLAIMED_REMEMBERED: usize = 65_536;
+const CLAIMED_REMEMBERED: usize = 4_096;
 
 impl FileTaskQueue {
     /// The queue on `objects`, reading due times and TTLs on the system clock.
@@ -142,12 +142,9 @@ impl FileTaskQueue {
             TaskState::Blocked => keys::blocked(spec.id),
             _ => return Ok(None),
         };
-        let filing = self.write_marker(key, keys::stamp(Utc::now())).await?;
-        if matches!(task.record.state, TaskState::Queued | TaskState::Scheduled) {
-            self.ready_pages
-                .filed(&keys::ready_of_queue(&spec.queue), &filing.key);
-        }
-        Ok(Some(filing))
+        self.write_marker(key, keys::stamp(Utc::now()))
+            .await
+            .map(Some)
     }
 
     /// Writes a marker (created, or there already: either way it is in place), before the
@@ -165,6 +162,11 @@ impl FileTaskQueue {
         let Some(filing) = filing else {
             return;
         };
+        // Its task is written: this process's claims may take it from a remembered page
+        // (before the write, one would have passed it over).
+        if let Some(base) = keys::ready_base_of(&filing.key) {
+            self.ready_pages.filed(base, &filing.key);
+        }
         if filing.started.elapsed() < STALLED {
             return;
         }
@@ -220,16 +222,21 @@ impl FileTaskQueue {
     {
         let mut claimed = self.take_claimed(id);
         for _ in 0..tasks::CAS_ROUNDS {
-            let current = match claimed.take() {
-                Some(claimed) => claimed,
+            let (current, remembered) = match claimed.take() {
+                Some(claimed) => (claimed, true),
                 None => match tasks::read(self.objects(), id).await? {
-                    Some(current) => current,
+                    Some(current) => (current, false),
                     None => return Ok(None),
                 },
             };
             let mut next = current.task.clone();
             let (report, changed) = change(&mut next);
             if !changed {
+                if remembered {
+                    // Nothing written to check the remembered task against: judged on
+                    // the task as stored instead.
+                    continue;
+                }
                 return Ok(Some((report, next)));
             }
             let filing = self.file(&next).await?;

@@ -82,7 +82,7 @@ impl ReadyPages {
     }
 
     /// Forgets `done` (in byte order), keys of `base` a claim went through.
-    pub(super) fn forget(&self, base: &str, done: &[&str]) {
+    pub(super) fn forget(&self, base: &str, done: &[String]) {
         if done.is_empty() {
             return;
         }
@@ -90,7 +90,7 @@ impl ReadyPages {
         if let Some(remembered) = pages.get_mut(base) {
             remembered
                 .keys
-                .retain(|key| done.binary_search(&key.as_str()).is_err());
+                .retain(|key| done.binary_search(key).is_err());
         }
     }
 
@@ -144,7 +144,7 @@ mod tests {
         let pages = ReadyPages::default();
         assert!(pages.first_page("q").is_none());
         pages.remember("q", &keys(&["b", "d", "f", "h"]));
-        pages.forget("q", &["b", "f"]);
+        pages.forget("q", &keys(&["b", "f"]));
         pages.filed("q", "c");
         pages.filed("q", "d");
         pages.filed("q", "z");
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(page.keys, keys(&["c", "d", "h"]));
         assert_eq!(page.after, "h");
         assert!(pages.first_page("other").is_none());
-        pages.forget("q", &["c", "d", "h"]);
+        pages.forget("q", &keys(&["c", "d", "h"]));
         assert!(
             pages.first_page("q").is_none(),
             "nothing left: listed again"
