@@ -116,6 +116,24 @@ impl DirectoryObjects {
         }
     }
 
+    /// [`Objects::update`], its append synced when `durable`.
+    fn replace(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: &Version,
+        durable: bool,
+    ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
+        let key = key.to_owned();
+        let file = self.file(&key);
+        let expected = expected.clone();
+        Box::pin(async move {
+            let file = file?;
+            self.blocking(move |root| update(root, &key, &file, &bytes, &expected, durable))
+                .await
+        })
+    }
+
     /// Runs blocking file work off the runtime's threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -728,14 +746,7 @@ impl Objects for DirectoryObjects {
         bytes: Bytes,
         expected: &Version,
     ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
-        let key = key.to_owned();
-        let file = self.file(&key);
-        let expected = expected.clone();
-        Box::pin(async move {
-            let file = file?;
-            self.blocking(move |root| update(root, &key, &file, &bytes, &expected, true))
-                .await
-        })
+        self.replace(key, bytes, expected, true)
     }
 
     fn update_unsynced(
@@ -744,17 +755,10 @@ impl Objects for DirectoryObjects {
         bytes: Bytes,
         expected: &Version,
     ) -> BoxFuture<'_, StoreResult<Option<Version>>> {
-        let key = key.to_owned();
-        let file = self.file(&key);
-        let expected = expected.clone();
-        Box::pin(async move {
-            let file = file?;
-            // An append not synced: a crash of the machine may take the record back,
-            // and the file then reads as the write before it (the append never touched
-            // that write's blocks), which is what the caller tolerates.
-            self.blocking(move |root| update(root, &key, &file, &bytes, &expected, false))
-                .await
-        })
+        // An append not synced: a crash of the machine may take the record back, and the
+        // file then reads as the write before it (the append never touched that write's
+        // blocks), which is what the caller tolerates.
+        self.replace(key, bytes, expected, false)
     }
 
     fn delete(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
