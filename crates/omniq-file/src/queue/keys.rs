@@ -72,6 +72,12 @@ fn micros(at: DateTime<Utc>) -> u64 {
     u64::try_from(at.timestamp_micros()).unwrap_or(0)
 }
 
+/// The ready marker of queued or scheduled `task`, naming its write `write`.
+pub(crate) fn ready_of_task(task: &omniq_storage::kv_task::KvTask, write: u64) -> String {
+    let spec = &task.record.spec;
+    ready(&spec.queue, spec.priority, spec.run_at, spec.id, write)
+}
+
 /// A ready marker, as its key names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadyMarker {

@@ -119,15 +119,8 @@ impl FileTaskQueue {
     /// the ready marker that came after it, and the task's lease marker, synced before
     /// the claim, is then all that finds it. A marker there already stays as it is.
     async fn file_again_if_queued(&self, task: &omniq_storage::kv_task::KvTask) -> StoreResult<()> {
-        let spec = &task.record.spec;
         if matches!(task.record.state, TaskState::Queued | TaskState::Scheduled) {
-            let key = keys::ready(
-                &spec.queue,
-                spec.priority,
-                spec.run_at,
-                spec.id,
-                task.writes,
-            );
+            let key = keys::ready_of_task(task, task.writes);
             self.objects().create(&key, keys::stamp(Utc::now())).await?;
         }
         Ok(())

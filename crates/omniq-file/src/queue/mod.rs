@@ -132,13 +132,9 @@ impl FileTaskQueue {
     async fn file(&self, task: &KvTask) -> StoreResult<Option<Filing>> {
         let spec = &task.record.spec;
         let key = match task.record.state {
-            TaskState::Queued | TaskState::Scheduled => keys::ready(
-                &spec.queue,
-                spec.priority,
-                spec.run_at,
-                spec.id,
-                task.writes.saturating_add(1),
-            ),
+            TaskState::Queued | TaskState::Scheduled => {
+                keys::ready_of_task(task, task.writes.saturating_add(1))
+            }
             TaskState::Blocked => keys::blocked(spec.id),
             _ => return Ok(None),
         };
