@@ -252,3 +252,46 @@ async fn a_marker_passed_over_stays_for_a_worker_that_runs_its_name() {
     let ids: Vec<_> = next.iter().map(|lease| lease.spec.id).collect();
     assert_eq!(ids, vec![other.id]);
 }
+
+/// A young lease marker naming a write its task has not had yet is a claim on its way:
+/// recovery leaves it, whether its body is shared with other tasks' claims (this
+/// release's markers written together) or names one task (an earlier release's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_leaves_a_lease_marker_of_a_claim_on_its_way() {
+    let (objects, _dir) = support::directory().expect("a directory");
+    let queue = FileTaskQueue::new(Arc::clone(&objects));
+    let task = spec("on-its-way");
+    queue.enqueue(vec![task.clone()]).await.expect("enqueue");
+    let ready = keys_under(objects.as_ref(), "ready").await;
+    let write: u64 = ready[0]
+        .rsplit_once('-')
+        .expect("a write")
+        .1
+        .parse()
+        .expect("a number");
+    let now = chrono::Utc::now().timestamp_micros();
+    let other = omniq_models::TaskId::new();
+    let id = task.id.as_uuid().simple();
+    let shared = format!("{now}\n{} 1\n{id} {}", other.as_uuid().simple(), write + 1);
+    let earlier = format!("{} {now}", write + 1);
+    for body in [shared, earlier] {
+        let lease = format!("leases/{id}.{}", uuid::Uuid::new_v4().simple());
+        objects
+            .create(&lease, Bytes::from(body.clone()))
+            .await
+            .expect("write")
+            .expect("absent");
+        queue.recover_expired(100).await.expect("recover");
+        assert_eq!(
+            keys_under(objects.as_ref(), "leases").await,
+            vec![lease.clone()],
+            "the marker of a claim on its way stays: {body:?}"
+        );
+        objects.delete(&lease).await.expect("delete");
+    }
+    let leases = queue
+        .dequeue(DequeueRequest::new(["on-its-way"], 10))
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 1, "the task stays queued: {leases:?}");
+}

@@ -32,6 +32,80 @@ async fn a_key_is_created_once_and_read_back(objects: Arc<dyn Objects>) {
     assert_eq!(stored.version, version);
 }
 
+/// Keys created together each hold the bytes as their own object: one already taken is
+/// left as it was, and a later replace or delete of one key leaves the others alone
+/// (on a directory they name one file).
+async fn keys_created_together_are_each_their_own(objects: Arc<dyn Objects>) {
+    objects
+        .create("leases/taken", Bytes::from("before"))
+        .await
+        .expect("create")
+        .expect("absent");
+    let keys = ["leases/a", "leases/taken", "leases/b", "markers/c"];
+    let created = objects
+        .create_shared(
+            keys.iter().map(|key| (*key).to_owned()).collect(),
+            Bytes::from("shared"),
+        )
+        .await
+        .expect("create together");
+    assert_eq!(
+        created.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false, true, true],
+        "every key created but the one taken"
+    );
+    let read = |key: &'static str| {
+        let objects = Arc::clone(&objects);
+        async move {
+            objects
+                .get(key)
+                .await
+                .expect("get")
+                .map(|stored| stored.bytes)
+        }
+    };
+    assert_eq!(read("leases/taken").await, Some(Bytes::from("before")));
+    for key in ["leases/a", "leases/b", "markers/c"] {
+        assert_eq!(read(key).await, Some(Bytes::from("shared")), "{key}");
+    }
+    let first = created[0].clone().expect("created");
+    objects
+        .update("leases/a", Bytes::from("a's own"), &first)
+        .await
+        .expect("update")
+        .expect("replaced from the version created");
+    assert_eq!(read("leases/a").await, Some(Bytes::from("a's own")));
+    for key in ["leases/b", "markers/c"] {
+        assert_eq!(read(key).await, Some(Bytes::from("shared")), "{key}");
+    }
+    assert_eq!(
+        objects
+            .update("leases/a", Bytes::from("stale"), &first)
+            .await
+            .expect("update"),
+        None,
+        "the version created is stale once replaced"
+    );
+    objects.delete("leases/b").await.expect("delete");
+    assert_eq!(read("leases/b").await, None);
+    assert_eq!(read("markers/c").await, Some(Bytes::from("shared")));
+    let c = objects.get("markers/c").await.expect("get").expect("kept");
+    objects
+        .update("markers/c", Bytes::from("c's own"), &c.version)
+        .await
+        .expect("update")
+        .expect("replaced");
+    assert_eq!(read("markers/c").await, Some(Bytes::from("c's own")));
+    assert_eq!(read("leases/a").await, Some(Bytes::from("a's own")));
+    assert_eq!(
+        objects
+            .create_shared(Vec::new(), Bytes::from("none"))
+            .await
+            .expect("nothing to create"),
+        Vec::new()
+    );
+}
+
 async fn a_replace_needs_the_version_it_read(objects: Arc<dyn Objects>) {
     let first = objects
         .create("leases/t", Bytes::from("v1"))
@@ -247,6 +321,14 @@ macro_rules! objects_suite {
                     return;
                 };
                 super::a_key_outside_the_rules_is_refused(objects).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn keys_created_together_are_each_their_own() {
+                let Some((objects, _keep)) = $stores else {
+                    return;
+                };
+                super::keys_created_together_are_each_their_own(objects).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

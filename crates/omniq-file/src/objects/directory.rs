@@ -22,6 +22,9 @@
 //!   lets the key's lock go: the append after it never outlives its file's name.
 //! - A delete takes the same lock, so a replace never brings back a file deleted between
 //!   its check and its write.
+//! - A shared create ([`Objects::create_shared`]) links one synced file to many keys' names
+//!   (a claim's lease markers): one file made, not one a key. A file of more than one
+//!   name is replaced whole, never appended to, so each key's writes stay its own.
 //! - Locks are striped over a fixed set of lock files in `.locks/`, by a hash of the key.
 //! - A file without the header (written by a release before the log) is read whole as
 //!   one object; its first replace turns it into a log.
@@ -333,6 +336,9 @@ struct Opened {
     inode: u64,
     /// The file's length, as read.
     length: u64,
+    /// The names the file has: more than one for a file created shared
+    /// ([`create_shared`]).
+    links: u64,
 }
 
 fn read(file: &Path) -> StoreResult<Option<Stored>> {
@@ -380,6 +386,7 @@ fn open_and_read(file: &Path, write: bool) -> StoreResult<Option<Opened>> {
         file: opened,
         inode: metadata.ino(),
         length,
+        links: metadata.nlink(),
     }))
 }
 
@@ -541,6 +548,69 @@ fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Opti
     }
 }
 
+/// Creates each of `files` (key and path) holding `bytes`: one synced temporary file,
+/// hard-linked to every key's name, where [`create`] makes and syncs a file a key.
+///
+/// A replace appends in place only to a file of one name, so a key's later writes never
+/// reach the others. The temporary file keeps its own name until every new name and the
+/// link count are synced: until then each key's file has another name too, and a
+/// replace that finds it writes a new file and syncs the key's directory itself, instead
+/// of appending to a name not yet durable (as `create` syncs before it lets the key's
+/// lock go). The link count is synced (an `fsync` of the file) so that a power loss
+/// cannot leave one name counted where there are many: deleting that one would free the
+/// file the others still name. A key taken already, by an object or by a damaged log, is
+/// left to [`create`].
+fn create_shared(
+    root: &Path,
+    files: &[(String, PathBuf)],
+    bytes: &[u8],
+) -> StoreResult<Vec<Option<Version>>> {
+    if let [(key, file)] = files {
+        return Ok(vec![create(root, key, file, bytes)?]);
+    }
+    let mut dirs: Vec<&Path> = files.iter().filter_map(|(_, file)| file.parent()).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    for (_, file) in files {
+        ensure_parent(root, file)?;
+    }
+    let (staged, version) = temporary(root, 1, bytes)?;
+    let mut created = Vec::with_capacity(files.len());
+    let mut failure = None;
+    for (key, file) in files {
+        let linked = lock(root, key).and_then(|_held| match fs::hard_link(&staged, file) {
+            Ok(()) => Ok(Some(version.clone())),
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
+            Err(err) => Err(io_error(err)),
+        });
+        match linked {
+            Ok(linked) => created.push(linked),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    // Whatever was linked, even on the way to an error: the names made must be counted.
+    let synced = File::open(&staged).and_then(|file| file.sync_all());
+    for dir in dirs {
+        if let Err(err) = sync_directory(dir) {
+            tracing::warn!(%err, dir = %dir.display(), "cannot sync a directory after a change");
+        }
+    }
+    let _ = fs::remove_file(&staged);
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    synced.map_err(io_error)?;
+    for ((key, file), created) in files.iter().zip(created.iter_mut()) {
+        if created.is_none() {
+            *created = create(root, key, file, bytes)?;
+        }
+    }
+    Ok(created)
+}
+
 /// Replaces `file` if it is still `expected`; an append in place is synced unless
 /// `durable` is false (a log replaced whole always is: its name must never come back
 /// naming a file without its bytes).
@@ -572,7 +642,9 @@ fn update(
         Some((nonce, end)) => Some((encode_record(nonce, sequence, bytes)?, end)),
         None => None,
     };
-    if let Some((record, end)) = appended
+    // A file of more than one name is replaced whole: an append would change the object
+    // of every key that names it.
+    if let Some((record, end)) = appended.filter(|_| current.links == 1)
         && let Ok(end) = u64::try_from(end)
         && let record_length = u64::try_from(record.len()).unwrap_or(u64::MAX)
         && end.saturating_add(record_length) <= COMPACT_AT.max(record_length.saturating_mul(4))
@@ -738,6 +810,29 @@ impl Objects for DirectoryObjects {
             self.blocking(move |root| create(root, &key, &file, &bytes))
                 .await
         })
+    }
+
+    fn create_shared(
+        &self,
+        keys: Vec<String>,
+        bytes: Bytes,
+    ) -> BoxFuture<'_, StoreResult<Vec<Option<Version>>>> {
+        let files: StoreResult<Vec<_>> = keys
+            .into_iter()
+            .map(|key| self.file(&key).map(|file| (key, file)))
+            .collect();
+        Box::pin(async move {
+            let files = files?;
+            if files.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.blocking(move |root| create_shared(root, &files, &bytes))
+                .await
+        })
+    }
+
+    fn shares_creates(&self) -> bool {
+        true
     }
 
     fn update(
@@ -968,6 +1063,78 @@ mod tests {
         for cut in [1, MAGIC.len(), LOG_HEADER - 1, LOG_HEADER, whole.len() - 1] {
             assert_eq!(parse(&whole[..cut]), Layout::Unfinished, "cut at {cut}");
         }
+    }
+
+    fn links(path: &Path) -> u64 {
+        fs::metadata(path).expect("metadata").nlink()
+    }
+
+    /// Keys created together name one file, counted by its links; a damaged log in the
+    /// way is replaced by a file of its own; a replace of one key writes it a new file
+    /// while the file has other names, and appends in place once it has one.
+    #[tokio::test]
+    async fn keys_created_together_name_one_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirectoryObjects::open(dir.path()).expect("open");
+        fs::create_dir_all(dir.path().join("leases")).expect("mkdir");
+        let log = log_of(NONCE, &[b"never finished"]);
+        fs::write(dir.path().join("leases/damaged"), &log[..LOG_HEADER + 5]).expect("write");
+        let keys = ["leases/a", "leases/damaged", "leases/b", "new/c"];
+        let created = objects
+            .create_shared(
+                keys.iter().map(|key| (*key).to_owned()).collect(),
+                Bytes::from_static(b"shared"),
+            )
+            .await
+            .expect("create together");
+        assert!(created.iter().all(Option::is_some), "{created:?}");
+        let path = |key: &str| dir.path().join(key);
+        assert_eq!(inode(&path("leases/a")), inode(&path("leases/b")));
+        assert_eq!(inode(&path("leases/a")), inode(&path("new/c")));
+        assert_eq!(links(&path("leases/a")), 3, "the temporary name is gone");
+        assert_ne!(inode(&path("leases/damaged")), inode(&path("leases/a")));
+        assert_eq!(
+            objects
+                .get("leases/damaged")
+                .await
+                .expect("get")
+                .map(|s| s.bytes),
+            Some(Bytes::from_static(b"shared"))
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join(TEMPORARY))
+                .expect("read")
+                .count(),
+            0,
+            "no temporary file left"
+        );
+        let shared = inode(&path("leases/a"));
+        let version = created[0].clone().expect("created");
+        objects
+            .update("leases/a", Bytes::from_static(b"a's own"), &version)
+            .await
+            .expect("update")
+            .expect("replaced");
+        assert_ne!(
+            inode(&path("leases/a")),
+            shared,
+            "a file of three names is not appended to"
+        );
+        assert_eq!(links(&path("leases/b")), 2);
+        objects.delete("leases/b").await.expect("delete");
+        assert_eq!(links(&path("new/c")), 1);
+        let stored = objects.get("new/c").await.expect("get").expect("kept");
+        assert_eq!(stored.bytes, Bytes::from_static(b"shared"));
+        objects
+            .update("new/c", Bytes::from_static(b"c's own"), &stored.version)
+            .await
+            .expect("update")
+            .expect("replaced");
+        assert_eq!(
+            inode(&path("new/c")),
+            shared,
+            "a file of one name is appended to"
+        );
     }
 
     #[tokio::test]

@@ -66,6 +66,43 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// As [`get`](Objects::get).
     fn create(&self, key: &str, bytes: Bytes) -> BoxFuture<'_, StoreResult<Option<Version>>>;
 
+    /// Creates an object holding `bytes` at each of `keys`, as [`create`](Objects::create)
+    /// does one by one: for each key in order, `Some(version)` when written, `None` when
+    /// an object already was. A later write of one key leaves the others as they are.
+    ///
+    /// A directory writes the bytes once, to one file every key names (hard links): one
+    /// file made and synced for them all, where creates one by one make and sync one
+    /// each. Other stores write them once per key: see
+    /// [`shares_creates`](Objects::shares_creates).
+    ///
+    /// # Errors
+    /// As [`get`](Objects::get). Keys created before an error stay created.
+    fn create_shared(
+        &self,
+        keys: Vec<String>,
+        bytes: Bytes,
+    ) -> BoxFuture<'_, StoreResult<Vec<Option<Version>>>> {
+        Box::pin(async move {
+            futures_util::stream::iter(keys)
+                .map(|key| {
+                    let bytes = bytes.clone();
+                    async move { self.create(&key, bytes).await }
+                })
+                .buffered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
+
+    /// Whether [`create_shared`](Objects::create_shared) writes its bytes once for all its
+    /// keys. Where it does not, bytes shared by many keys are stored once per key, so a
+    /// caller shares them only where that is cheap.
+    fn shares_creates(&self) -> bool {
+        false
+    }
+
     /// Replaces the object at `key` with `bytes` if it is still the write `expected`
     /// names: `Some(version)` when replaced, `None` when it changed or is gone.
     ///

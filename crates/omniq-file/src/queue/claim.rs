@@ -343,10 +343,7 @@ impl FileTaskQueue {
             next.claim(token, &request.worker_id, now, deadline);
             // The lease marker first, naming the write about to be made: see `keys`.
             let filing = self
-                .write_marker(
-                    keys::lease(id, token),
-                    keys::lease_body(next.writes.saturating_add(1), Utc::now()),
-                )
+                .write_lease_marker(id, token, next.writes.saturating_add(1))
                 .await?;
             // Not synced: a crash of the machine that takes the claim back leaves the
             // task queued as before, its lease marker (synced, written first) telling

@@ -180,14 +180,30 @@ impl LeaseMarker {
     }
 }
 
-/// A lease marker's body: the write that claims its task, and when it was written.
-pub(crate) fn lease_body(write: u64, now: DateTime<Utc>) -> bytes::Bytes {
-    bytes::Bytes::from(format!("{write} {}", now.timestamp_micros()))
+/// A lease marker's body: when it was written, then for each task whose lease marker
+/// shares it the write that claims the task, a line `{id} {write}` each (the lease
+/// markers of a claim are written together, as one file on a directory).
+pub(crate) fn lease_body(now: DateTime<Utc>, claims: &[(TaskId, u64)]) -> bytes::Bytes {
+    let mut body = now.timestamp_micros().to_string();
+    for (id, write) in claims {
+        body.push_str(&format!("\n{} {write}", id.as_uuid().simple()));
+    }
+    bytes::Bytes::from(body)
 }
 
-pub(crate) fn read_lease_body(bytes: &[u8]) -> Option<(u64, DateTime<Utc>)> {
-    let (write, at) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
-    Some((write.parse().ok()?, read_stamp(at.as_bytes())?))
+/// The write a lease marker's body names for task `id`, and when it was written. A body
+/// of an earlier release, `{write} {at}`, names the write of its one task.
+pub(crate) fn read_lease_body(bytes: &[u8], id: TaskId) -> Option<(u64, DateTime<Utc>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split('\n');
+    let first = lines.next()?;
+    let at = read_stamp(first.as_bytes())?;
+    if let Some((write, _)) = first.split_once(' ') {
+        return Some((write.parse().ok()?, at));
+    }
+    let id = id.as_uuid().simple().to_string();
+    let write = lines.find_map(|line| line.strip_prefix(id.as_str())?.strip_prefix(' '))?;
+    Some((write.parse().ok()?, at))
 }
 
 pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
@@ -245,11 +261,13 @@ pub(crate) fn stamp(now: DateTime<Utc>) -> bytes::Bytes {
     bytes::Bytes::from(now.timestamp_micros().to_string())
 }
 
-/// When a marker was written: its body's last word (a lease marker's body names a write
-/// first).
+/// When a marker was written: the last word of its body's first line (a lease marker's
+/// body of an earlier release names a write first; one of this release, the writes of its
+/// tasks on the lines after).
 pub(crate) fn read_stamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let micros: i64 = text.rsplit(' ').next()?.parse().ok()?;
+    let first = text.split('\n').next()?;
+    let micros: i64 = first.rsplit(' ').next()?.parse().ok()?;
     DateTime::from_timestamp_micros(micros)
 }
 
@@ -298,9 +316,23 @@ mod tests {
         let parsed = LeaseMarker::parse(&key).expect("parses");
         assert_eq!((parsed.id, parsed.token), (id, token));
         let now = Utc::now();
-        let (write, at) = read_lease_body(&lease_body(7, now)).expect("parses");
+        let other = TaskId::new();
+        let body = lease_body(now, &[(other, 3), (id, 7)]);
+        let (write, at) = read_lease_body(&body, id).expect("parses");
         assert_eq!(write, 7);
         assert_eq!(at.timestamp_micros(), now.timestamp_micros());
+        assert_eq!(
+            read_lease_body(&body, other).map(|(write, _)| write),
+            Some(3)
+        );
+        assert_eq!(read_lease_body(&body, TaskId::new()), None);
+        // A body of an earlier release names its one task's write, then the time.
+        let earlier = format!("9 {}", now.timestamp_micros());
+        let (write, at) = read_lease_body(earlier.as_bytes(), TaskId::new()).expect("parses");
+        assert_eq!(write, 9);
+        assert_eq!(at.timestamp_micros(), now.timestamp_micros());
+        let stamp = read_stamp(earlier.as_bytes()).expect("a stamp");
+        assert_eq!(stamp.timestamp_micros(), now.timestamp_micros());
         let at = Utc::now();
         let (micros_at, of) = parse_expiry(&expiry(at, id)).expect("parses");
         assert_eq!(of, id);
@@ -331,7 +363,7 @@ mod tests {
         ] {
             assert!(crate::objects::valid_key(&key), "{key}");
         }
-        let stamp = read_stamp(&lease_body(5, now)).expect("a stamp");
+        let stamp = read_stamp(&lease_body(now, &[(id, 5), (TaskId::new(), 6)])).expect("a stamp");
         assert_eq!(stamp.timestamp_micros(), now.timestamp_micros());
     }
 

@@ -9,6 +9,7 @@ mod claim;
 mod dependencies;
 mod inspect;
 pub(crate) mod keys;
+mod lease_markers;
 mod limiter;
 mod maintenance;
 mod pause;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use omniq_models::{TaskId, TaskRecord, TaskSpec, TaskState};
+use omniq_models::{LeaseToken, TaskId, TaskRecord, TaskSpec, TaskState};
 use omniq_storage::kv_task::{KvTask, ready_state};
 use omniq_storage::{
     BatchAliases, BoxFuture, CancelOutcome, Cancellation, Capabilities, Capability, Clock,
@@ -71,6 +72,8 @@ pub struct FileTaskQueue {
     enqueued: Arc<tokio::sync::Notify>,
     /// The first pages of ready markers its claims listed last.
     ready_pages: Arc<ready_pages::ReadyPages>,
+    /// The lease markers its claims are writing together.
+    lease_markers: Arc<lease_markers::LeaseMarkers>,
     /// Tasks as this process's claims wrote them: the task's next change (most often
     /// its completion) replaces it from that version without reading it first, and reads
     /// it only when the replace is refused (another writer, a heartbeat, got in between).
@@ -96,6 +99,7 @@ impl FileTaskQueue {
             sweep: Arc::default(),
             enqueued: Arc::default(),
             ready_pages: Arc::default(),
+            lease_markers: Arc::default(),
             claimed: Arc::default(),
         }
     }
@@ -148,6 +152,23 @@ impl FileTaskQueue {
     async fn write_marker(&self, key: String, body: Bytes) -> StoreResult<Filing> {
         let started = Instant::now();
         self.objects().create(&key, body.clone()).await?;
+        Ok(Filing { key, body, started })
+    }
+
+    /// [`write_marker`](Self::write_marker) for the lease marker of task `id` claimed
+    /// with `token` by its write `write`, written together with the other takes' (see
+    /// [`lease_markers`]).
+    async fn write_lease_marker(
+        &self,
+        id: TaskId,
+        token: LeaseToken,
+        write: u64,
+    ) -> StoreResult<Filing> {
+        let started = Instant::now();
+        let (key, body) = self
+            .lease_markers
+            .write(self.objects(), id, token, write)
+            .await?;
         Ok(Filing { key, body, started })
     }
 
