@@ -253,14 +253,16 @@ async fn a_marker_passed_over_stays_for_a_worker_that_runs_its_name() {
     assert_eq!(ids, vec![other.id]);
 }
 
-/// A young lease marker naming a write its task has not had yet is a claim on its way:
-/// recovery leaves it, whether its body is shared with other tasks' claims (this
-/// release's markers written together) or names one task (an earlier release's).
+/// Recovery judges a young lease marker by the write its body names for its own claim:
+/// one its task has not had yet is a claim on its way, and stays; one the task has had
+/// without being held by it files nothing, and goes. Bodies shared by several claims
+/// (this release's markers written together) name each claim's write by its token; a
+/// body of one claim (an earlier release's too) names its write first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_leaves_a_lease_marker_of_a_claim_on_its_way() {
+async fn recovery_judges_a_lease_marker_by_its_own_claims_write() {
     let (objects, _dir) = support::directory().expect("a directory");
     let queue = FileTaskQueue::new(Arc::clone(&objects));
-    let task = spec("on-its-way");
+    let task = spec("judged");
     queue.enqueue(vec![task.clone()]).await.expect("enqueue");
     let ready = keys_under(objects.as_ref(), "ready").await;
     let write: u64 = ready[0]
@@ -270,27 +272,53 @@ async fn recovery_leaves_a_lease_marker_of_a_claim_on_its_way() {
         .parse()
         .expect("a number");
     let now = chrono::Utc::now().timestamp_micros();
-    let other = omniq_models::TaskId::new();
     let id = task.id.as_uuid().simple();
-    let shared = format!("{now}\n{} 1\n{id} {}", other.as_uuid().simple(), write + 1);
-    let earlier = format!("{} {now}", write + 1);
-    for body in [shared, earlier] {
-        let lease = format!("leases/{id}.{}", uuid::Uuid::new_v4().simple());
+    let other = uuid::Uuid::new_v4().simple();
+    for (body_of, stays) in [
+        // Its own claim on its way, beside one of a lower write.
+        (
+            Box::new(move |token: &str| {
+                format!("{} {other}:1 {token}:{} {now}", write + 1, write + 1)
+            }) as Box<dyn Fn(&str) -> String>,
+            true,
+        ),
+        // Its own claim's write is the task's, which it does not hold: files nothing,
+        // although another claim of the body is on its way.
+        (
+            Box::new(move |token: &str| {
+                format!("{} {other}:{} {token}:{write} {now}", write + 5, write + 5)
+            }),
+            false,
+        ),
+        // One claim's body, on its way.
+        (
+            Box::new(move |_: &str| format!("{} {now}", write + 1)),
+            true,
+        ),
+    ] {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let lease = format!("leases/{id}.{token}");
+        let body = body_of(&token);
         objects
             .create(&lease, Bytes::from(body.clone()))
             .await
             .expect("write")
             .expect("absent");
         queue.recover_expired(100).await.expect("recover");
-        assert_eq!(
-            keys_under(objects.as_ref(), "leases").await,
-            vec![lease.clone()],
-            "the marker of a claim on its way stays: {body:?}"
-        );
-        objects.delete(&lease).await.expect("delete");
+        let left = keys_under(objects.as_ref(), "leases").await;
+        if stays {
+            assert_eq!(
+                left,
+                vec![lease.clone()],
+                "a claim on its way stays: {body}"
+            );
+            objects.delete(&lease).await.expect("delete");
+        } else {
+            assert!(left.is_empty(), "a marker that files nothing goes: {body}");
+        }
     }
     let leases = queue
-        .dequeue(DequeueRequest::new(["on-its-way"], 10))
+        .dequeue(DequeueRequest::new(["judged"], 10))
         .await
         .expect("claim");
     assert_eq!(leases.len(), 1, "the task stays queued: {leases:?}");

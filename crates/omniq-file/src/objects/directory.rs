@@ -520,7 +520,7 @@ fn sync_after_change(file: &Path) {
 fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Option<Version>> {
     ensure_parent(root, file)?;
     let (staged, version) = temporary(root, 1, bytes)?;
-    let linked = {
+    let linked = (|| {
         let _held = lock(root, key)?;
         let mut linked = fs::hard_link(&staged, file);
         if linked
@@ -537,11 +537,17 @@ fn create(root: &Path, key: &str, file: &Path, bytes: &[u8]) -> StoreResult<Opti
             // file in place, syncing no directory, and acknowledges a write that a power
             // loss must not take back with the name.
             sync_after_change(file);
+            // And its temporary name, so that the replace finds a file of one name,
+            // which it appends to (see `update`).
+            let _ = fs::remove_file(&staged);
         }
-        linked
-    };
-    let _ = fs::remove_file(&staged);
-    match linked {
+        Ok(linked)
+    })();
+    if !matches!(linked, Ok(Ok(()))) {
+        // Not linked (or the lock not taken): still ours to remove, its name being unique.
+        let _ = fs::remove_file(&staged);
+    }
+    match linked? {
         Ok(()) => Ok(Some(version)),
         Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
         Err(err) => Err(io_error(err)),

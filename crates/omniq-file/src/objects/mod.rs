@@ -76,7 +76,7 @@ pub trait Objects: std::fmt::Debug + Send + Sync {
     /// [`shares_creates`](Objects::shares_creates).
     ///
     /// # Errors
-    /// As [`get`](Objects::get). Keys created before an error stay created.
+    /// As [`get`](Objects::get). Keys created stay created, whatever befalls the others.
     fn create_shared(
         &self,
         keys: Vec<String>,

@@ -6,7 +6,7 @@
 //!   claim in the order it takes them (highest priority first, then due time, then id,
 //!   which is time-ordered: enqueue order), without reading any task.
 //! - `leases/{id}.{token}`: a running task, listed by recovery; its body names the write
-//!   that claims the task, and when it was written.
+//!   that claims the task, and when it was written (see [`lease_body`]).
 //! - `expiry/{expires_at}-{id}`: a task with a TTL, listed by expiry in time order.
 //! - `blocked/{id}`: a task waiting for its parents, listed by the sweep that settles
 //!   what a killed process left blocked.
@@ -180,30 +180,38 @@ impl LeaseMarker {
     }
 }
 
-/// A lease marker's body: when it was written, then for each task whose lease marker
-/// shares it the write that claims the task, a line `{id} {write}` each (the lease
-/// markers of a claim are written together, as one file on a directory).
-pub(crate) fn lease_body(now: DateTime<Utc>, claims: &[(TaskId, u64)]) -> bytes::Bytes {
-    let mut body = now.timestamp_micros().to_string();
-    for (id, write) in claims {
-        body.push_str(&format!("\n{} {write}", id.as_uuid().simple()));
+/// A lease marker's body, for the claims (token, write) whose markers share it (the lease
+/// markers a process writes together are one file on a directory): `{write} {at}` for
+/// one claim, the write that claims its task and when the marker was written;
+/// `{highest write} {token}:{write} … {at}` for several, each claim's write by its token.
+///
+/// The first word and the last keep the meaning they had in an earlier release, which
+/// reads no more: it takes the highest write of the batch for its claim's, never a lower
+/// one, and so never takes a claim still on its way for one that is done.
+pub(crate) fn lease_body(now: DateTime<Utc>, claims: &[(LeaseToken, u64)]) -> bytes::Bytes {
+    let highest = claims.iter().map(|(_, write)| *write).max().unwrap_or(0);
+    let mut body = highest.to_string();
+    if claims.len() > 1 {
+        for (token, write) in claims {
+            body.push_str(&format!(" {}:{write}", token.as_uuid().simple()));
+        }
     }
+    body.push_str(&format!(" {}", now.timestamp_micros()));
     bytes::Bytes::from(body)
 }
 
-/// The write a lease marker's body names for task `id`, and when it was written. A body
-/// of an earlier release, `{write} {at}`, names the write of its one task.
-pub(crate) fn read_lease_body(bytes: &[u8], id: TaskId) -> Option<(u64, DateTime<Utc>)> {
+/// The write a lease marker's body names for the claim by `token`, and when the marker
+/// was written. A body that names no write for it (one claim's, or an earlier
+/// release's) gives its first, as an earlier release reads every body.
+pub(crate) fn read_lease_body(bytes: &[u8], token: LeaseToken) -> Option<(u64, DateTime<Utc>)> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let mut lines = text.split('\n');
-    let first = lines.next()?;
-    let at = read_stamp(first.as_bytes())?;
-    if let Some((write, _)) = first.split_once(' ') {
-        return Some((write.parse().ok()?, at));
-    }
-    let id = id.as_uuid().simple().to_string();
-    let write = lines.find_map(|line| line.strip_prefix(id.as_str())?.strip_prefix(' '))?;
-    Some((write.parse().ok()?, at))
+    let (highest, rest) = text.split_once(' ')?;
+    let at = read_stamp(rest.as_bytes())?;
+    let token = token.as_uuid().simple().to_string();
+    let named = rest
+        .split(' ')
+        .find_map(|claim| claim.strip_prefix(token.as_str())?.strip_prefix(':'));
+    Some((named.unwrap_or(highest).parse().ok()?, at))
 }
 
 pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
@@ -261,13 +269,11 @@ pub(crate) fn stamp(now: DateTime<Utc>) -> bytes::Bytes {
     bytes::Bytes::from(now.timestamp_micros().to_string())
 }
 
-/// When a marker was written: the last word of its body's first line (a lease marker's
-/// body of an earlier release names a write first; one of this release, the writes of its
-/// tasks on the lines after).
+/// When a marker was written: its body's last word (a lease marker's body names writes
+/// first).
 pub(crate) fn read_stamp(bytes: &[u8]) -> Option<DateTime<Utc>> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let first = text.split('\n').next()?;
-    let micros: i64 = first.rsplit(' ').next()?.parse().ok()?;
+    let micros: i64 = text.rsplit(' ').next()?.parse().ok()?;
     DateTime::from_timestamp_micros(micros)
 }
 
@@ -316,23 +322,30 @@ mod tests {
         let parsed = LeaseMarker::parse(&key).expect("parses");
         assert_eq!((parsed.id, parsed.token), (id, token));
         let now = Utc::now();
-        let other = TaskId::new();
-        let body = lease_body(now, &[(other, 3), (id, 7)]);
-        let (write, at) = read_lease_body(&body, id).expect("parses");
+        let other = LeaseToken::new();
+        let body = lease_body(now, &[(other, 9), (token, 7)]);
+        let (write, at) = read_lease_body(&body, token).expect("parses");
         assert_eq!(write, 7);
         assert_eq!(at.timestamp_micros(), now.timestamp_micros());
         assert_eq!(
             read_lease_body(&body, other).map(|(write, _)| write),
-            Some(3)
+            Some(9)
         );
-        assert_eq!(read_lease_body(&body, TaskId::new()), None);
-        // A body of an earlier release names its one task's write, then the time.
-        let earlier = format!("9 {}", now.timestamp_micros());
-        let (write, at) = read_lease_body(earlier.as_bytes(), TaskId::new()).expect("parses");
-        assert_eq!(write, 9);
-        assert_eq!(at.timestamp_micros(), now.timestamp_micros());
-        let stamp = read_stamp(earlier.as_bytes()).expect("a stamp");
-        assert_eq!(stamp.timestamp_micros(), now.timestamp_micros());
+        // A claim it does not name gets the highest write, as an earlier release reads
+        // every body: `{write} {at}`, words between ignored.
+        assert_eq!(
+            read_lease_body(&body, LeaseToken::new()).map(|(write, _)| write),
+            Some(9)
+        );
+        let text = std::str::from_utf8(&body).expect("text");
+        let (first, rest) = text.split_once(' ').expect("two words");
+        assert_eq!(first, "9");
+        assert_eq!(read_stamp(rest.as_bytes()), Some(at));
+        // One claim's body is an earlier release's: its write, then the time.
+        let alone = lease_body(now, &[(token, 4)]);
+        assert_eq!(alone, format!("4 {}", now.timestamp_micros()));
+        let (write, _) = read_lease_body(&alone, LeaseToken::new()).expect("parses");
+        assert_eq!(write, 4);
         let at = Utc::now();
         let (micros_at, of) = parse_expiry(&expiry(at, id)).expect("parses");
         assert_eq!(of, id);
@@ -363,7 +376,8 @@ mod tests {
         ] {
             assert!(crate::objects::valid_key(&key), "{key}");
         }
-        let stamp = read_stamp(&lease_body(now, &[(id, 5), (TaskId::new(), 6)])).expect("a stamp");
+        let stamp =
+            read_stamp(&lease_body(now, &[(token, 5), (LeaseToken::new(), 6)])).expect("a stamp");
         assert_eq!(stamp.timestamp_micros(), now.timestamp_micros());
     }
 

@@ -2,17 +2,16 @@
 //!
 //! A claim writes a lease marker a task before it writes the task, and waits on it. On a
 //! directory each marker was a file made and synced of its own, most of the work of a
-//! claim. Here the takes of one process write theirs together instead: the first to come
-//! writes its own at once, and the takes that come while it writes are written by the
-//! next of them in one [`Objects::create_shared`] (one file, linked to every marker's
-//! name), with one body naming each task's write (see [`keys::lease_body`]). Nothing
-//! waits to fill a batch: a batch is whatever came during the write before it, as in a
-//! group commit.
+//! claim. Here the takes of one process hand theirs to one writer, a task of its own,
+//! which writes what is waiting in one [`Objects::create_shared`] (one file, linked to
+//! every marker's name, at most [`BATCH`]), with one body naming each claim's write (see
+//! [`keys::lease_body`]), then what came meanwhile. Nothing waits to fill a batch: the
+//! first take is written at once, as in a group commit.
 //!
 //! Where the store writes shared bytes once per key (every remote store), each marker is
-//! written alone, with a body naming its one task.
+//! written alone, with a body naming its one claim.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -24,21 +23,31 @@ use super::keys;
 use crate::Objects;
 use crate::error::BACKEND;
 
+/// Lease markers written as one file at most: recovery reads a marker's whole body, which
+/// names every claim of its file, and a file takes a bounded number of names (65,000 on
+/// ext4).
+const BATCH: usize = 64;
+
 /// A lease marker waiting to be written.
 struct Pending {
     key: String,
-    id: TaskId,
+    token: LeaseToken,
     write: u64,
     /// The body written, or why not.
     written: oneshot::Sender<StoreResult<Bytes>>,
 }
 
+#[derive(Default)]
+struct State {
+    pending: Vec<Pending>,
+    /// Whether a writer task is running: it writes whatever is pending before it ends.
+    writing: bool,
+}
+
 /// The lease markers this process's claims are writing; see the module.
 #[derive(Default)]
 pub(super) struct LeaseMarkers {
-    pending: Mutex<Vec<Pending>>,
-    /// Held by the take writing a batch.
-    writing: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
 }
 
 impl std::fmt::Debug for LeaseMarkers {
@@ -49,105 +58,146 @@ impl std::fmt::Debug for LeaseMarkers {
 
 impl LeaseMarkers {
     /// Writes the lease marker of task `id` claimed with `token` by its write `write`,
-    /// and returns the marker's key and body once it is durable.
+    /// and returns the marker's key and body once it is written (synced as
+    /// [`Objects::create`] syncs).
     ///
     /// # Errors
-    /// As [`Objects::create`]; `Unavailable` when the take writing the batch it was in
-    /// was dropped before it knew. A marker may have been written all the same: recovery
-    /// drops it once it is old and names a write its task never had.
+    /// As [`Objects::create`], for every marker of the batch that failed;
+    /// `Unavailable` when the writer task was dropped first (the runtime shutting down).
+    /// A marker may have been written all the same: recovery drops it once it is old
+    /// and names a write its task never had.
     ///
     /// # Cancel safety
-    /// Dropped, the marker may still be written, by this call's blocking write or by the
-    /// take writing its batch; as above, recovery drops it.
+    /// Dropped, the marker is not written if the writer has not taken it yet, and may be
+    /// if it has: as above, recovery drops it.
     pub(super) async fn write(
-        &self,
-        objects: &dyn Objects,
+        self: &Arc<Self>,
+        objects: &Arc<dyn Objects>,
         id: TaskId,
         token: LeaseToken,
         write: u64,
     ) -> StoreResult<(String, Bytes)> {
         let key = keys::lease(id, token);
         if !objects.shares_creates() {
-            let body = keys::lease_body(Utc::now(), &[(id, write)]);
+            let body = keys::lease_body(Utc::now(), &[(token, write)]);
             objects.create(&key, body.clone()).await?;
             return Ok((key, body));
         }
-        let (written, mut outcome) = oneshot::channel();
-        self.lock_pending().push(Pending {
-            key: key.clone(),
-            id,
-            write,
-            written,
-        });
-        let _writing = self.writing.lock().await;
-        match outcome.try_recv() {
-            Ok(body) => return body.map(|body| (key, body)),
-            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
-            // Still pending: this take writes the batch, its own marker with it.
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let batch = std::mem::take(&mut *self.lock_pending());
-        let claims: Vec<(TaskId, u64)> = batch.iter().map(|p| (p.id, p.write)).collect();
-        let body = keys::lease_body(Utc::now(), &claims);
-        let keys = batch.iter().map(|p| p.key.clone()).collect();
-        let created = objects.create_shared(keys, body.clone()).await;
-        let failure = created.as_ref().err().map(ToString::to_string);
-        let mut own = Err(abandoned());
-        for pending in batch {
-            let result = match &failure {
-                None => Ok(body.clone()),
-                Some(err) => Err(StoreError::unavailable(
-                    BACKEND,
-                    format!("lease markers written together: {err}"),
-                )),
+        let (written, outcome) = oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.pending.push(Pending {
+                key: key.clone(),
+                token,
+                write,
+                written,
+            });
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if start {
+            let writer = Writer {
+                markers: Arc::clone(self),
+                done: false,
             };
-            if pending.key == key {
-                own = result;
-            } else {
+            drop(tokio::spawn(writer.run(Arc::clone(objects))));
+        }
+        match outcome.await {
+            Ok(body) => body.map(|body| (key, body)),
+            Err(_) => Err(StoreError::unavailable(
+                BACKEND,
+                "the writer of lease markers stopped before it wrote this one",
+            )),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The task writing pending markers until none is left.
+struct Writer {
+    markers: Arc<LeaseMarkers>,
+    /// Ended with nothing pending; otherwise (dropped with the runtime, or a panic) the
+    /// takes still waiting are told, and the next take starts a writer again.
+    done: bool,
+}
+
+impl Writer {
+    async fn run(mut self, objects: Arc<dyn Objects>) {
+        loop {
+            let batch: Vec<Pending> = {
+                let mut state = self.markers.lock();
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    self.done = true;
+                    return;
+                }
+                let taken = state.pending.len().min(BATCH);
+                state.pending.drain(..taken).collect()
+            };
+            // A take dropped meanwhile wants no marker.
+            let batch: Vec<Pending> = batch
+                .into_iter()
+                .filter(|pending| !pending.written.is_closed())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let claims: Vec<(LeaseToken, u64)> = batch.iter().map(|p| (p.token, p.write)).collect();
+            let body = keys::lease_body(Utc::now(), &claims);
+            let keys = batch.iter().map(|pending| pending.key.clone()).collect();
+            let created = objects.create_shared(keys, body.clone()).await;
+            let failure = created.as_ref().err().map(ToString::to_string);
+            let mut first_error = created.err();
+            for pending in batch {
+                let result = match (&failure, first_error.take()) {
+                    (None, _) => Ok(body.clone()),
+                    (Some(_), Some(err)) => Err(err),
+                    (Some(failure), None) => Err(StoreError::unavailable(
+                        BACKEND,
+                        format!("lease markers written together: {failure}"),
+                    )),
+                };
                 // A take dropped meanwhile has no one to tell.
                 let _ = pending.written.send(result);
             }
         }
-        match created {
-            Ok(_) => own.map(|body| (key, body)),
-            Err(err) => Err(err),
-        }
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The take writing a batch was dropped before it said how the write went.
-fn abandoned() -> StoreError {
-    StoreError::unavailable(
-        BACKEND,
-        "the claim writing this lease marker with others was dropped before it finished",
-    )
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.markers.lock();
+            state.writing = false;
+            // Their senders dropped: the takes waiting learn the writer stopped.
+            state.pending.clear();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
     use crate::{DirectoryObjects, ObjectStoreObjects};
 
-    const TAKES: u64 = 40;
+    const TAKES: u64 = 100;
 
     /// Writes the lease markers of `TAKES` takes at once; checks that each marker's body
-    /// names its task's write, and returns the markers' keys.
-    async fn write_at_once(objects: &dyn Objects) -> Vec<String> {
-        let markers = LeaseMarkers::default();
+    /// names its claim's write, and returns the markers' keys.
+    async fn write_at_once(objects: Arc<dyn Objects>) -> Vec<String> {
+        let markers = Arc::new(LeaseMarkers::default());
         let takes: Vec<(TaskId, LeaseToken, u64)> = (0..TAKES)
             .map(|write| (TaskId::new(), LeaseToken::new(), write + 1))
             .collect();
         let written = futures_util::future::join_all(
             takes
                 .iter()
-                .map(|(id, token, write)| markers.write(objects, *id, *token, *write)),
+                .map(|(id, token, write)| markers.write(&objects, *id, *token, *write)),
         )
         .await;
         let mut keys = Vec::new();
@@ -157,35 +207,31 @@ mod tests {
             let stored = objects.get(&key).await.expect("get").expect("stored");
             assert_eq!(stored.bytes, body);
             assert_eq!(
-                keys::read_lease_body(&body, *id).map(|(named, _)| named),
+                keys::read_lease_body(&body, *token).map(|(named, _)| named),
                 Some(*write),
-                "the body names the write of its own task"
+                "the body names the write of its own claim"
             );
             keys.push(key);
         }
         keys
     }
 
-    /// Takes that come while a batch is being written are written together, in one file;
-    /// none waits for a batch to fill.
+    /// Takes that come at once are written together, at most `BATCH` to a file.
     #[tokio::test]
     async fn takes_at_once_share_their_markers_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let objects = DirectoryObjects::open(dir.path()).expect("open");
-        let keys = write_at_once(&objects).await;
-        let files: HashSet<u64> = keys
-            .iter()
-            .map(|key| {
-                std::fs::metadata(dir.path().join(key))
-                    .expect("metadata")
-                    .ino()
-            })
-            .collect();
-        // The first take writes its own at once; the rest came while it wrote.
+        let objects = Arc::new(DirectoryObjects::open(dir.path()).expect("open"));
+        let keys = write_at_once(objects).await;
+        let mut files: HashMap<u64, u64> = HashMap::new();
+        for key in &keys {
+            let metadata = std::fs::metadata(dir.path().join(key)).expect("metadata");
+            files.insert(metadata.ino(), metadata.nlink());
+        }
+        // On this one thread, every take is waiting before the writer runs: two files.
+        assert_eq!(files.len(), 2, "{files:?}");
         assert!(
-            files.len() <= 2,
-            "{} files for {TAKES} markers",
-            files.len()
+            files.values().all(|names| *names <= BATCH as u64),
+            "{files:?}"
         );
     }
 
@@ -193,14 +239,14 @@ mod tests {
     /// naming that task alone.
     #[tokio::test]
     async fn a_remote_store_gets_a_marker_of_its_own_a_task() {
-        let objects = ObjectStoreObjects::in_memory();
-        for key in write_at_once(&objects).await {
+        let objects: Arc<dyn Objects> = Arc::new(ObjectStoreObjects::in_memory());
+        for key in write_at_once(Arc::clone(&objects)).await {
             let stored = objects.get(&key).await.expect("get").expect("stored");
-            let lines = std::str::from_utf8(&stored.bytes)
+            let words = std::str::from_utf8(&stored.bytes)
                 .expect("text")
-                .lines()
+                .split(' ')
                 .count();
-            assert_eq!(lines, 2, "the time, then the one task's write");
+            assert_eq!(words, 2, "the one claim's write, then the time");
         }
     }
 }

@@ -57,7 +57,7 @@ impl FileTaskQueue {
         let Some(body) = self.objects().get(&marker.key).await? else {
             return Ok(changes);
         };
-        let write = keys::read_lease_body(&body.bytes, marker.id).map_or(0, |(write, _)| write);
+        let write = keys::read_lease_body(&body.bytes, marker.token).map_or(0, |(write, _)| write);
         let read = match tasks::find(self.objects(), marker.id).await? {
             Found::Task(read) => *read,
             // Left for the release that can read it.

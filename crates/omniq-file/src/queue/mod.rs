@@ -167,7 +167,7 @@ impl FileTaskQueue {
         let started = Instant::now();
         let (key, body) = self
             .lease_markers
-            .write(self.objects(), id, token, write)
+            .write(&self.objects, id, token, write)
             .await?;
         Ok(Filing { key, body, started })
     }
