@@ -1156,6 +1156,11 @@ mod tests {
             .await
             .expect("create")
             .expect("created over the unfinished file");
+        assert_eq!(
+            links(&dir.path().join("k")),
+            1,
+            "the temporary name is gone"
+        );
         let read = objects.get("k").await.expect("get").expect("stored");
         assert_eq!(
             (read.bytes, read.version),

@@ -202,7 +202,8 @@ pub(crate) fn lease_body(now: DateTime<Utc>, claims: &[(LeaseToken, u64)]) -> by
 
 /// The write a lease marker's body names for the claim by `token`, and when the marker
 /// was written. A body that names no write for it (one claim's, or an earlier
-/// release's) gives its first, as an earlier release reads every body.
+/// release's), or one it cannot read, gives its first, as an earlier release reads every
+/// body.
 pub(crate) fn read_lease_body(bytes: &[u8], token: LeaseToken) -> Option<(u64, DateTime<Utc>)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let (highest, rest) = text.split_once(' ')?;
@@ -211,7 +212,11 @@ pub(crate) fn read_lease_body(bytes: &[u8], token: LeaseToken) -> Option<(u64, D
     let named = rest
         .split(' ')
         .find_map(|claim| claim.strip_prefix(token.as_str())?.strip_prefix(':'));
-    Some((named.unwrap_or(highest).parse().ok()?, at))
+    // A damaged word of its own claim reads as the highest too: never a lower write.
+    let write = named
+        .and_then(|write| write.parse().ok())
+        .or_else(|| highest.parse().ok())?;
+    Some((write, at))
 }
 
 pub(crate) fn expiry(at: DateTime<Utc>, id: TaskId) -> String {
@@ -346,6 +351,13 @@ mod tests {
         assert_eq!(alone, format!("4 {}", now.timestamp_micros()));
         let (write, _) = read_lease_body(&alone, LeaseToken::new()).expect("parses");
         assert_eq!(write, 4);
+        let damaged = format!(
+            "8 {}:x {}",
+            token.as_uuid().simple(),
+            now.timestamp_micros()
+        );
+        let (write, _) = read_lease_body(damaged.as_bytes(), token).expect("parses");
+        assert_eq!(write, 8, "a damaged write of its own reads as the highest");
         let at = Utc::now();
         let (micros_at, of) = parse_expiry(&expiry(at, id)).expect("parses");
         assert_eq!(of, id);

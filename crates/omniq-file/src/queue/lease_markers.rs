@@ -10,6 +10,11 @@
 //!
 //! Where the store writes shared bytes once per key (every remote store), each marker is
 //! written alone, with a body naming its one claim.
+//!
+//! The writer runs on the runtime of the take that started it. A queue whose claims run
+//! on several runtimes should keep them all running while it is used: a writer whose
+//! runtime is neither driven nor dropped holds up the takes of the others (one dropped
+//! tells them, and the next take starts another).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -78,11 +83,15 @@ impl LeaseMarkers {
         write: u64,
     ) -> StoreResult<(String, Bytes)> {
         let key = keys::lease(id, token);
-        if !objects.shares_creates() {
+        // Alone where sharing saves nothing, or where no runtime can run the writer.
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|_| objects.shares_creates());
+        let Some(runtime) = runtime else {
             let body = keys::lease_body(Utc::now(), &[(token, write)]);
             objects.create(&key, body.clone()).await?;
             return Ok((key, body));
-        }
+        };
         let (written, outcome) = oneshot::channel();
         let start = {
             let mut state = self.lock();
@@ -99,7 +108,7 @@ impl LeaseMarkers {
                 markers: Arc::clone(self),
                 done: false,
             };
-            drop(tokio::spawn(writer.run(Arc::clone(objects))));
+            drop(runtime.spawn(writer.run(Arc::clone(objects))));
         }
         match outcome.await {
             Ok(body) => body.map(|body| (key, body)),
@@ -232,6 +241,36 @@ mod tests {
         assert!(
             files.values().all(|names| *names <= BATCH as u64),
             "{files:?}"
+        );
+    }
+
+    /// A take dropped before the writer took its marker gets none; the writer goes on
+    /// with the others.
+    #[tokio::test]
+    async fn a_take_dropped_before_its_marker_is_written_gets_none() {
+        use futures_util::FutureExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects: Arc<dyn Objects> = Arc::new(DirectoryObjects::open(dir.path()).expect("open"));
+        let markers = Arc::new(LeaseMarkers::default());
+        let dropped = (TaskId::new(), LeaseToken::new());
+        // Polled once and dropped: on this one thread the writer it started has not run.
+        assert!(
+            markers
+                .write(&objects, dropped.0, dropped.1, 1)
+                .now_or_never()
+                .is_none()
+        );
+        let (key, _) = markers
+            .write(&objects, TaskId::new(), LeaseToken::new(), 1)
+            .await
+            .expect("written");
+        assert!(objects.get(&key).await.expect("get").is_some());
+        assert_eq!(
+            objects
+                .get(&keys::lease(dropped.0, dropped.1))
+                .await
+                .expect("get"),
+            None
         );
     }
 
